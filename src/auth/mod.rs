@@ -1,0 +1,122 @@
+//! Virtual keys: the client's bearer token is looked up by SHA-256 digest and
+//! replaced by an `Identity` for the layers behind. It never goes upstream.
+
+mod layer;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::config::{AuthConfig, KeyConfig, KeyDigest, sha256};
+use crate::error::{GatewayError, mask_key};
+
+pub use layer::authenticate;
+
+/// Who is calling; attached to the request (and its response) by the auth layer.
+#[derive(Debug)]
+pub struct Identity {
+    pub name: Arc<str>,
+    pub org: Option<Arc<str>>,
+    /// `None` allows every model.
+    pub models: Option<HashSet<String>>,
+}
+
+impl Identity {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(model))
+    }
+}
+
+/// Immutable key table, built once at start-up and shared by handle.
+pub struct KeyStore {
+    by_digest: HashMap<KeyDigest, Arc<Identity>>,
+    required: bool,
+    anonymous: Arc<Identity>,
+}
+
+impl KeyStore {
+    pub fn new(auth: &AuthConfig, keys: &[KeyConfig]) -> Self {
+        let by_digest = keys
+            .iter()
+            .filter_map(|key| {
+                let identity = Identity {
+                    name: Arc::from(key.name.as_str()),
+                    org: key.org.as_deref().map(Arc::from),
+                    models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
+                };
+                Some((key.digest()?, Arc::new(identity)))
+            })
+            .collect();
+        Self {
+            by_digest,
+            required: auth.required,
+            anonymous: Arc::new(Identity {
+                name: Arc::from("anonymous"),
+                org: None,
+                models: None,
+            }),
+        }
+    }
+
+    /// Resolves the presented key. A wrong key is rejected even when auth is
+    /// optional: a typo should fail loudly, not silently run as anonymous.
+    pub fn resolve(&self, presented: Option<&str>) -> Result<Arc<Identity>, GatewayError> {
+        match presented {
+            Some(key) => self.by_digest.get(&sha256(key)).cloned().ok_or_else(|| {
+                GatewayError::InvalidApiKey {
+                    masked: mask_key(key),
+                }
+            }),
+            None if self.required => Err(GatewayError::MissingApiKey),
+            None => Ok(self.anonymous.clone()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(required: bool) -> KeyStore {
+        let keys = vec![KeyConfig {
+            key: Some("sk-team-a-secret".into()),
+            key_sha256: None,
+            name: "team-a".into(),
+            org: Some("eng".into()),
+            models: Some(vec!["gpt-4o".into()]),
+        }];
+        KeyStore::new(&AuthConfig { required }, &keys)
+    }
+
+    #[test]
+    fn resolves_known_key_and_rejects_others() {
+        let keys = store(true);
+        let identity = keys.resolve(Some("sk-team-a-secret")).unwrap();
+        assert_eq!(&*identity.name, "team-a");
+        assert!(identity.may_use("gpt-4o") && !identity.may_use("gpt-4.1"));
+        assert!(matches!(
+            keys.resolve(Some("sk-wrong-key-1234")),
+            Err(GatewayError::InvalidApiKey { .. })
+        ));
+        assert!(matches!(
+            keys.resolve(None),
+            Err(GatewayError::MissingApiKey)
+        ));
+    }
+
+    #[test]
+    fn optional_auth_serves_anonymous_but_still_rejects_bad_keys() {
+        let keys = store(false);
+        assert_eq!(&*keys.resolve(None).unwrap().name, "anonymous");
+        assert!(keys.resolve(Some("sk-wrong-key-1234")).is_err());
+    }
+}

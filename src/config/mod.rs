@@ -1,0 +1,214 @@
+//! Typed configuration. Loading lives in `load`, checks in `validate`; the rest
+//! of the gateway only ever sees a validated `Config`.
+
+mod duration;
+mod expand;
+mod load;
+mod validate;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use duration::{format_go_duration, parse_duration};
+pub use load::{ConfigError, load_from_path, load_from_str};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Deadline for an upstream answer to start (headers, or the whole body when not streaming).
+    #[serde(with = "duration::serde_duration")]
+    pub request_timeout: Duration,
+    /// SSE comment interval while a stream waits for its first upstream byte.
+    #[serde(with = "duration::serde_duration")]
+    pub stream_keepalive: Duration,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[serde(with = "duration::serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(600),
+            stream_keepalive: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// With `false`, requests without a key are served as `anonymous`.
+    pub required: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { required: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `sluice=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Openai,
+    Azure,
+    /// In-process simulated OpenAI upstream, for trying Sluice without a provider account.
+    Mock,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Azure => "azure",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub name: String,
+    pub provider: Provider,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub models: Vec<String>,
+    /// Client model name -> upstream model name (or Azure deployment name).
+    #[serde(default)]
+    pub model_map: HashMap<String, String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Deadline for the upstream's first byte, and for each gap between streamed chunks.
+    #[serde(default = "default_timeout", with = "duration::serde_duration")]
+    pub timeout: Duration,
+    /// Azure only: a dated version such as `2024-10-21`, or `v1` for the v1 API.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub mock: MockConfig,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Time before the response starts.
+    #[serde(with = "duration::serde_duration")]
+    pub latency: Duration,
+    /// Number of content chunks in a streamed answer.
+    pub chunks: usize,
+    #[serde(with = "duration::serde_duration")]
+    pub chunk_interval: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(20),
+            chunks: 8,
+            chunk_interval: Duration::from_millis(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Hex SHA-256 of the key, so plain keys need not sit in config files.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Allow-list of model names; absent means every model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+impl KeyConfig {
+    /// SHA-256 of the key, whichever way the file gave it; `None` when misconfigured.
+    pub fn digest(&self) -> Option<KeyDigest> {
+        match (&self.key, &self.key_sha256) {
+            (Some(plain), None) => Some(sha256(plain)),
+            (None, Some(hex_digest)) => decode_sha256(hex_digest),
+            _ => None,
+        }
+    }
+}
+
+/// Keys are stored and compared only as SHA-256 digests.
+pub type KeyDigest = [u8; 32];
+
+pub fn sha256(text: &str) -> KeyDigest {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+fn decode_sha256(hex_digest: &str) -> Option<KeyDigest> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_digest.trim(), &mut digest).ok()?;
+    Some(digest)
+}

@@ -1,0 +1,126 @@
+//! Semantic checks that serde cannot express. Every message starts with the
+//! path of the offending value, e.g. `deployments[1].base_url: ...`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::{Config, Provider};
+
+pub fn validate(config: &Config) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if config.server.listen.parse::<SocketAddr>().is_err() {
+        problems.push(format!(
+            "server.listen: `{}` is not an address like 127.0.0.1:8080",
+            config.server.listen
+        ));
+    }
+    if config.server.max_body_bytes == 0 {
+        problems.push("server.max_body_bytes: must be greater than 0".to_owned());
+    }
+    if config.server.stream_keepalive.is_zero() {
+        problems.push("server.stream_keepalive: must be greater than 0".to_owned());
+    }
+    check_deployments(config, &mut problems);
+    check_keys(config, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn check_deployments(config: &Config, problems: &mut Vec<String>) {
+    if config.deployments.is_empty() {
+        problems.push("deployments: at least one [[deployments]] entry is required".to_owned());
+    }
+    let mut names = HashSet::new();
+    for (index, deployment) in config.deployments.iter().enumerate() {
+        let at = format!("deployments[{index}]");
+        if deployment.name.trim().is_empty() {
+            problems.push(format!("{at}.name: must not be empty"));
+        } else if !names.insert(deployment.name.as_str()) {
+            problems.push(format!(
+                "{at}.name: `{}` is used by another deployment",
+                deployment.name
+            ));
+        }
+        if deployment.provider != Provider::Mock && !is_http_url(&deployment.base_url) {
+            problems.push(format!(
+                "{at}.base_url: `{}` is not an absolute http:// or https:// URL",
+                deployment.base_url
+            ));
+        }
+        if deployment.provider == Provider::Azure && deployment.api_version.is_none() {
+            problems.push(format!(
+                "{at}.api_version: required for Azure (e.g. \"2024-10-21\" or \"v1\")"
+            ));
+        }
+        if deployment.models.is_empty() {
+            problems.push(format!("{at}.models: list at least one model name"));
+        }
+        if deployment.weight == 0 {
+            problems.push(format!("{at}.weight: must be at least 1"));
+        }
+        if deployment.timeout.is_zero() {
+            problems.push(format!("{at}.timeout: must be greater than 0"));
+        }
+        for client_model in deployment.model_map.keys() {
+            if !deployment.models.contains(client_model) {
+                problems.push(format!(
+                    "{at}.model_map.{client_model}: not listed in {at}.models"
+                ));
+            }
+        }
+    }
+}
+
+fn check_keys(config: &Config, problems: &mut Vec<String>) {
+    let served: HashSet<&str> = config
+        .deployments
+        .iter()
+        .flat_map(|d| d.models.iter().map(String::as_str))
+        .collect();
+    let mut names = HashSet::new();
+    let mut hashes = HashSet::new();
+    for (index, key) in config.keys.iter().enumerate() {
+        let at = format!("keys[{index}]");
+        if key.name.trim().is_empty() {
+            problems.push(format!("{at}.name: must not be empty"));
+        } else if !names.insert(key.name.as_str()) {
+            problems.push(format!("{at}.name: `{}` is used by another key", key.name));
+        }
+        match (&key.key, &key.key_sha256) {
+            (Some(_), Some(_)) => {
+                problems.push(format!("{at}: set either `key` or `key_sha256`, not both"))
+            }
+            (None, None) => problems.push(format!("{at}: set `key` or `key_sha256`")),
+            (Some(plain), None) if plain.len() < 8 => {
+                problems.push(format!("{at}.key: must be at least 8 characters"))
+            }
+            (None, Some(hash)) if super::decode_sha256(hash).is_none() => problems.push(format!(
+                "{at}.key_sha256: must be 64 hex characters (SHA-256 of the key)"
+            )),
+            _ => {}
+        }
+        if let Some(digest) = key.digest() {
+            if !hashes.insert(digest) {
+                problems.push(format!("{at}: the same key is configured twice"));
+            }
+        }
+        for model in key.models.iter().flatten() {
+            if !served.contains(model.as_str()) {
+                problems.push(format!(
+                    "{at}.models: `{model}` is not served by any deployment"
+                ));
+            }
+        }
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
+        && url.parse::<http::Uri>().is_ok()
+}

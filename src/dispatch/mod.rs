@@ -1,0 +1,244 @@
+//! The dispatcher: the innermost service. Reads the request, picks a
+//! deployment for its model, forwards it, and relays the answer.
+
+mod models;
+mod relay;
+mod request;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::auth::Identity;
+use crate::error::GatewayError;
+use crate::routing::{ModelRoute, ModelRouter};
+use crate::upstream::{Deployment, Endpoint, UpstreamClient, UpstreamRequest, UpstreamResponse};
+
+pub use models::{get_model, list_models};
+pub use relay::KEEPALIVE_COMMENT;
+
+pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
+
+/// Shared by every request; immutable after start-up.
+pub struct Dispatcher {
+    router: ModelRouter,
+    client: UpstreamClient,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    keepalive: Duration,
+}
+
+/// Which model and deployment served a request, for the access log.
+#[derive(Clone)]
+pub struct ServedBy {
+    pub model: Arc<str>,
+    pub deployment: Arc<str>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        router: ModelRouter,
+        client: UpstreamClient,
+        server: &crate::config::ServerConfig,
+    ) -> Self {
+        Self {
+            router,
+            client,
+            max_body_bytes: server.max_body_bytes,
+            request_timeout: server.request_timeout,
+            keepalive: server.stream_keepalive,
+        }
+    }
+
+    pub fn router(&self) -> &ModelRouter {
+        &self.router
+    }
+
+    pub async fn handle(self: Arc<Self>, endpoint: Endpoint, request: Request) -> Response {
+        self.dispatch(endpoint, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        endpoint: Endpoint,
+        request: Request,
+    ) -> Result<Response, GatewayError> {
+        let (parts, body) = request.into_parts();
+        request::check_content_type(&parts.headers)?;
+        let body = request::read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let (stream, route) = {
+            let head = request::parse_head(&body)?;
+            let route = self
+                .router
+                .route(&head.model)
+                .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?;
+            (head.stream, route.clone())
+        };
+        let identity = parts
+            .extensions
+            .get::<Arc<Identity>>()
+            .ok_or(GatewayError::Internal)?;
+        if !identity.may_use(&route.name) {
+            return Err(GatewayError::ModelNotAllowed {
+                model: route.name.to_string(),
+                key: identity.name.to_string(),
+            });
+        }
+        let deployment = route.pick().ok_or(GatewayError::Internal)?.clone();
+        let upstream_request = UpstreamRequest {
+            endpoint,
+            client_model: route.name.clone(),
+            body,
+            request_id: parts.headers.get("x-request-id").cloned(),
+            openai_beta: parts.headers.get("openai-beta").cloned(),
+        };
+        let call = UpstreamCall {
+            client: self.client.clone(),
+            deployment,
+            route,
+        };
+        if stream {
+            self.stream(call, upstream_request).await
+        } else {
+            let deadline = self.request_timeout;
+            let deployment = call.deployment.name.clone();
+            tokio::time::timeout(deadline, call.complete(upstream_request))
+                .await
+                .map_err(|_| GatewayError::UpstreamTimeout {
+                    deployment: deployment.to_string(),
+                    timeout_ms: deadline.as_millis(),
+                })?
+        }
+    }
+
+    /// Waits for upstream headers up to one keep-alive interval, so an early
+    /// upstream error keeps its status; after that the client gets 200 and
+    /// keep-alives, and a late error arrives as an SSE error event.
+    async fn stream(
+        &self,
+        call: UpstreamCall,
+        request: UpstreamRequest,
+    ) -> Result<Response, GatewayError> {
+        let header_timeout = call.deployment.timeout.min(self.request_timeout);
+        let idle_timeout = call.deployment.timeout;
+        let deployment = call.deployment.clone();
+        let mut pending: relay::PendingResponse =
+            Box::pin(call.clone().start(request, header_timeout));
+        tokio::select! {
+            biased;
+            result = &mut pending => {
+                let response = result?;
+                if !response.status.is_success() {
+                    return Ok(call.error_response(response).await);
+                }
+                let mut builder = call.response_builder(response.status, &response.headers);
+                let relay = relay::SseRelay::streaming(
+                    response.body, deployment.name.clone(), self.keepalive, idle_timeout);
+                builder.body = Body::from_stream(relay);
+                Ok(builder.finish())
+            }
+            () = tokio::time::sleep(self.keepalive) => {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                let mut builder = call.response_builder(StatusCode::OK, &headers);
+                let relay = relay::SseRelay::awaiting(
+                    pending, deployment.name.clone(), self.keepalive, idle_timeout);
+                builder.body = Body::from_stream(relay);
+                Ok(builder.finish())
+            }
+        }
+    }
+}
+
+/// One call to one deployment.
+#[derive(Clone)]
+struct UpstreamCall {
+    client: UpstreamClient,
+    deployment: Arc<Deployment>,
+    route: Arc<ModelRoute>,
+}
+
+impl UpstreamCall {
+    /// Sends and waits for the response headers, bounded by `timeout`.
+    async fn start(
+        self,
+        request: UpstreamRequest,
+        timeout: Duration,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let name = &self.deployment.name;
+        match tokio::time::timeout(timeout, self.client.send(&self.deployment, request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(respond::upstream_failure(name, &error)),
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                deployment: name.to_string(),
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// A non-streaming call: the whole body is read, then sent on unchanged.
+    async fn complete(self, request: UpstreamRequest) -> Result<Response, GatewayError> {
+        let timeout = self.deployment.timeout;
+        let response = self.clone().start(request, timeout).await?;
+        if !response.status.is_success() {
+            return Ok(self.error_response(response).await);
+        }
+        let mut builder = self.response_builder(response.status, &response.headers);
+        let body = respond::collect_body(response.body, &self.deployment.name, timeout).await?;
+        builder.body = Body::from(body);
+        Ok(builder.finish())
+    }
+
+    async fn error_response(&self, response: UpstreamResponse) -> Response {
+        let status = response.status;
+        let headers = response.headers.clone();
+        let body = respond::collect_error_body(response, self.deployment.name.clone()).await;
+        let mut builder = self.response_builder(status, &headers);
+        builder.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        builder.body = Body::from(body);
+        builder.finish()
+    }
+
+    fn response_builder(&self, status: StatusCode, upstream: &http::HeaderMap) -> ResponseParts {
+        let mut headers = http::HeaderMap::with_capacity(upstream.len() + 2);
+        respond::copy_headers(upstream, &mut headers);
+        headers.insert(DEPLOYMENT_HEADER, self.deployment.name_header.clone());
+        ResponseParts {
+            status,
+            headers,
+            body: Body::empty(),
+            served_by: ServedBy {
+                model: self.route.name.clone(),
+                deployment: self.deployment.name.clone(),
+            },
+        }
+    }
+}
+
+struct ResponseParts {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Body,
+    served_by: ServedBy,
+}
+
+impl ResponseParts {
+    fn finish(self) -> Response {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response.extensions_mut().insert(self.served_by);
+        response
+    }
+}

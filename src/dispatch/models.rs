@@ -1,0 +1,78 @@
+//! `GET /v1/models` and `GET /v1/models/{model}`: what this gateway serves,
+//! filtered by the caller's allow-list, in OpenAI's list shape.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+use super::Dispatcher;
+use crate::auth::Identity;
+use crate::error::{GatewayError, json_response};
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+impl<'a> ModelObject<'a> {
+    fn new(id: &'a str) -> Self {
+        Self {
+            id,
+            object: "model",
+            created: 0,
+            owned_by: "sluice",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelObject<'a>>,
+}
+
+pub async fn list_models(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Extension(identity): Extension<Arc<Identity>>,
+) -> Response {
+    let data = dispatcher
+        .router()
+        .model_names()
+        .iter()
+        .filter(|name| identity.may_use(name))
+        .map(|name| ModelObject::new(name))
+        .collect();
+    let list = ModelList {
+        object: "list",
+        data,
+    };
+    json_ok(serde_json::to_vec(&list))
+}
+
+pub async fn get_model(
+    State(dispatcher): State<Arc<Dispatcher>>,
+    Extension(identity): Extension<Arc<Identity>>,
+    Path(model): Path<String>,
+) -> Response {
+    match dispatcher.router().route(&model) {
+        Some(route) if identity.may_use(&route.name) => {
+            json_ok(serde_json::to_vec(&ModelObject::new(&route.name)))
+        }
+        _ => GatewayError::ModelNotFound(model).into_response(),
+    }
+}
+
+fn json_ok(body: serde_json::Result<Vec<u8>>) -> Response {
+    match body {
+        Ok(body) => json_response(StatusCode::OK, Bytes::from(body)),
+        Err(_) => GatewayError::Internal.into_response(),
+    }
+}

@@ -1,0 +1,236 @@
+//! The SSE relay: passes upstream chunks through untouched, sends comment
+//! keep-alives until the first upstream byte, enforces the idle timeout, and
+//! ends a broken stream with an OpenAI-shaped error event instead of a silent
+//! truncation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use super::respond::{collect_error_body, upstream_failure};
+use crate::error::{GatewayError, sse_error_event};
+use crate::upstream::{BodyStream, UpstreamResponse};
+
+pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+pub type PendingResponse =
+    Pin<Box<dyn Future<Output = Result<UpstreamResponse, GatewayError>> + Send>>;
+type PendingErrorBody = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+enum Phase {
+    AwaitingHeaders(PendingResponse),
+    ReadingErrorBody(PendingErrorBody),
+    Streaming(BodyStream),
+    Done,
+}
+
+pub struct SseRelay {
+    phase: Phase,
+    deployment: Arc<str>,
+    keepalive: Duration,
+    idle_timeout: Duration,
+    /// Fires at the next keep-alive (before the first byte) or the idle deadline.
+    timer: Pin<Box<Sleep>>,
+    next_keepalive: Option<Instant>,
+    idle_deadline: Instant,
+}
+
+impl SseRelay {
+    /// Relays a stream whose upstream already answered 2xx.
+    pub fn streaming(
+        body: BodyStream,
+        deployment: Arc<str>,
+        keepalive: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self::new(Phase::Streaming(body), deployment, keepalive, idle_timeout)
+    }
+
+    /// Relays a stream whose upstream has not answered yet: the client already
+    /// got 200, so an upstream error status becomes an SSE error event.
+    pub fn awaiting(
+        pending: PendingResponse,
+        deployment: Arc<str>,
+        keepalive: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self::new(
+            Phase::AwaitingHeaders(pending),
+            deployment,
+            keepalive,
+            idle_timeout,
+        )
+    }
+
+    fn new(
+        phase: Phase,
+        deployment: Arc<str>,
+        keepalive: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let next_keepalive = now + keepalive;
+        let idle_deadline = now + idle_timeout;
+        Self {
+            phase,
+            deployment,
+            keepalive,
+            idle_timeout,
+            timer: Box::pin(tokio::time::sleep_until(next_keepalive.min(idle_deadline))),
+            next_keepalive: Some(next_keepalive),
+            idle_deadline,
+        }
+    }
+
+    fn finish_with(&mut self, event: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.phase = Phase::Done;
+        Poll::Ready(Some(Ok(event)))
+    }
+
+    fn rearm(&mut self) {
+        let wake = match self.next_keepalive {
+            Some(keepalive) => keepalive.min(self.idle_deadline),
+            None => self.idle_deadline,
+        };
+        self.timer.as_mut().reset(wake);
+    }
+
+    /// Called when nothing arrived: a keep-alive, a timeout event, or wait.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        ready!(self.timer.as_mut().poll(cx));
+        let now = Instant::now();
+        if now >= self.idle_deadline {
+            let error = GatewayError::UpstreamTimeout {
+                deployment: self.deployment.to_string(),
+                timeout_ms: self.idle_timeout.as_millis(),
+            };
+            return self.finish_with(error.sse_event());
+        }
+        self.next_keepalive = Some(now + self.keepalive);
+        self.rearm();
+        Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE_COMMENT))))
+    }
+}
+
+impl Stream for SseRelay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::AwaitingHeaders(pending) => match pending.as_mut().poll(cx) {
+                    Poll::Ready(Ok(response)) if response.status.is_success() => {
+                        this.phase = Phase::Streaming(response.body);
+                        this.idle_deadline = Instant::now() + this.idle_timeout;
+                        this.rearm();
+                    }
+                    Poll::Ready(Ok(response)) => {
+                        let deployment = this.deployment.clone();
+                        this.phase = Phase::ReadingErrorBody(Box::pin(collect_error_body(
+                            response, deployment,
+                        )));
+                    }
+                    Poll::Ready(Err(error)) => return this.finish_with(error.sse_event()),
+                    Poll::Pending => return this.poll_timer(cx),
+                },
+                Phase::ReadingErrorBody(pending) => match pending.as_mut().poll(cx) {
+                    Poll::Ready(body) => return this.finish_with(sse_error_event(&body)),
+                    Poll::Pending => return this.poll_timer(cx),
+                },
+                Phase::Streaming(body) => match body.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        if this.next_keepalive.take().is_some() || !chunk.is_empty() {
+                            this.idle_deadline = Instant::now() + this.idle_timeout;
+                            this.rearm();
+                        }
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        let event = upstream_failure(&this.deployment, &error).sse_event();
+                        return this.finish_with(event);
+                    }
+                    Poll::Ready(None) => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => return this.poll_timer(cx),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamError;
+    use futures_util::StreamExt;
+
+    fn relay_of(chunks: Vec<(u64, Result<&'static str, UpstreamError>)>) -> SseRelay {
+        let body = futures_util::stream::iter(chunks)
+            .then(|(delay_ms, item)| async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                item.map(Bytes::from_static)
+            })
+            .boxed();
+        SseRelay::streaming(
+            body,
+            Arc::from("dep"),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+    }
+
+    async fn collect(relay: SseRelay) -> Vec<String> {
+        relay
+            .map(|item| String::from_utf8(item.unwrap().to_vec()).unwrap())
+            .collect()
+            .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_only_before_the_first_byte() {
+        let events = collect(relay_of(vec![
+            (12_000, Ok("data: 1\n\n")),
+            (12_000, Ok("data: [DONE]\n\n")),
+        ]))
+        .await;
+        assert_eq!(
+            events,
+            vec![
+                ": keep-alive\n\n",
+                ": keep-alive\n\n",
+                "data: 1\n\n",
+                "data: [DONE]\n\n"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_upstream_ends_with_timeout_event() {
+        let events = collect(relay_of(vec![(1, Ok("data: 1\n\n")), (31_000, Ok("late"))])).await;
+        assert_eq!(events.len(), 2);
+        assert!(events[1].starts_with("data: {\"error\""), "{events:?}");
+        assert!(events[1].contains("upstream_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn broken_upstream_ends_with_error_event_and_no_done() {
+        let events = collect(relay_of(vec![
+            (1, Ok("data: 1\n\n")),
+            (1, Err(UpstreamError::Body("connection reset".into()))),
+        ]))
+        .await;
+        assert_eq!(events[0], "data: 1\n\n");
+        assert!(events[1].contains("connection reset"));
+        assert!(!events.iter().any(|e| e.contains("[DONE]")));
+    }
+}

@@ -1,0 +1,139 @@
+//! Reading and checking a client request before anything goes upstream. Only
+//! the fields the gateway needs are parsed; the body is forwarded as received.
+
+use std::borrow::Cow;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use serde::Deserialize;
+
+use crate::error::GatewayError;
+
+/// The fields Sluice reads from a request body.
+#[derive(Deserialize)]
+struct RawHead<'a> {
+    #[serde(borrow, default)]
+    model: Option<ModelName<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// A newtype so serde borrows the name from the body (it never borrows
+/// through `Option<Cow<str>>`).
+#[derive(Deserialize)]
+struct ModelName<'a>(#[serde(borrow)] Cow<'a, str>);
+
+pub struct RequestHead<'a> {
+    pub model: Cow<'a, str>,
+    pub stream: bool,
+}
+
+/// Rejects bodies that declare a non-JSON type; a missing type is accepted.
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let mime = text.split(';').next().unwrap_or_default().trim();
+    if mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
+    {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(text.to_owned()))
+    }
+}
+
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            GatewayError::PayloadTooLarge { limit }
+        } else {
+            GatewayError::invalid(format!("Could not read the request body: {error}"), None)
+        }
+    })
+}
+
+pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::invalid(
+            "The request body is empty; send a JSON object.",
+            None,
+        ));
+    }
+    let head: RawHead<'_> = serde_json::from_slice(body).map_err(|error| {
+        GatewayError::invalid(
+            format!(
+                "We could not parse the JSON body of your request ({error}). The OpenAI API expects a JSON object."
+            ),
+            None,
+        )
+    })?;
+    match head.model {
+        Some(ModelName(model)) if !model.is_empty() => Ok(RequestHead {
+            model,
+            stream: head.stream.unwrap_or(false),
+        }),
+        _ => Err(GatewayError::invalid(
+            "You must provide a model parameter.",
+            Some("model"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_model_and_stream_ignoring_the_rest() {
+        let body =
+            br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4o","stream":true}"#;
+        let head = parse_head(body).unwrap();
+        assert!(matches!(head.model, Cow::Borrowed("gpt-4o")));
+        assert!(head.stream);
+        let escaped = parse_head(br#"{"model":"gpt\u002d4o"}"#).unwrap();
+        assert_eq!(escaped.model, "gpt-4o");
+        assert!(!escaped.stream);
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_openai_errors() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"[1,2]",
+            b"{\"model\": 5}",
+            b"{\"stream\": true}",
+        ] {
+            let err = parse_head(body).err().unwrap();
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn content_type_rules() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_ok());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
+        assert!(check_content_type(&headers).is_ok());
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(check_content_type(&headers).is_err());
+    }
+}

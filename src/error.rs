@@ -1,0 +1,209 @@
+//! One error type for everything a client can be told, always rendered in
+//! OpenAI's shape so SDKs raise the exception class they would against OpenAI.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Errors that end a request before (or instead of) an upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(
+        "You didn't provide an API key. Provide your Sluice key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+    )]
+    MissingApiKey,
+    #[error("Incorrect API key provided: {masked}.")]
+    InvalidApiKey { masked: String },
+    #[error("The model `{model}` is not enabled for the key `{key}`.")]
+    ModelNotAllowed { model: String, key: String },
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("Invalid Content-Type header ({0}); expected application/json.")]
+    UnsupportedMediaType(String),
+    #[error("Request body exceeds the limit of {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("Invalid URL ({method} {path})")]
+    UnknownRoute { method: String, path: String },
+    #[error("Method {method} is not allowed for {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Upstream deployment `{deployment}` failed: {reason}")]
+    Upstream { deployment: String, reason: String },
+    #[error("Upstream deployment `{deployment}` did not answer within {timeout_ms}ms.")]
+    UpstreamTimeout {
+        deployment: String,
+        timeout_ms: u128,
+    },
+    #[error("The gateway hit an internal error while handling the request.")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Upstream { .. } | Self::UpstreamTimeout { .. } | Self::Internal => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingApiKey => None,
+            Self::InvalidApiKey { .. } => Some("invalid_api_key"),
+            Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
+            Self::ModelNotFound(_) => Some("model_not_found"),
+            Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::UnknownRoute { .. } => Some("unknown_url"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::Upstream { .. } => Some("upstream_error"),
+            Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::Internal => Some("internal_error"),
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidRequest { param, .. } => *param,
+            Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The `{"error": {...}}` body as JSON bytes.
+    pub fn body(&self) -> Bytes {
+        error_body(&self.to_string(), self.kind(), self.param(), self.code())
+    }
+
+    /// The same error as one SSE event, for failures after a stream has begun.
+    pub fn sse_event(&self) -> Bytes {
+        sse_error_event(&self.body())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// Serialises an OpenAI-shaped error body; all four keys are always present.
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let envelope = ErrorEnvelope {
+        error: ErrorObject {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
+    // Serialising plain strings into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+/// Wraps an error body as `data: {...}\n\n`, the form SDKs raise on mid-stream.
+pub fn sse_error_event(body: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(body.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(body);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+pub fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = json_response(self.status(), self.body());
+        response
+            .extensions_mut()
+            .insert(ErrorLogged(self.to_string()));
+        response
+    }
+}
+
+/// Carried on error responses so the access log can say why a request failed.
+#[derive(Clone, Debug)]
+pub struct ErrorLogged(pub String);
+
+/// Masks a presented key the way OpenAI does: first three and last four characters.
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "****".to_owned();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_all_four_keys() {
+        let body = GatewayError::MissingApiKey.body();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let error = value["error"].as_object().unwrap();
+        for key in ["message", "type", "param", "code"] {
+            assert!(error.contains_key(key), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn masks_keys_without_revealing_the_middle() {
+        assert_eq!(mask_key("sk-abcdefghijklmnop"), "sk-...mnop");
+        assert_eq!(mask_key("short"), "****");
+    }
+
+    #[test]
+    fn sse_event_is_one_data_line() {
+        let event = GatewayError::Internal.sse_event();
+        assert!(event.starts_with(b"data: {\"error\""));
+        assert!(event.ends_with(b"\n\n"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Sluice: an HTTP gateway for OpenAI-compatible APIs.
+//!
+//! Module map (dependencies point down this list; `config`, `error` are used by all):
+//! - `server`: HTTP serving and the layer stack (`server::stack` lists it).
+//! - `auth`: virtual keys -> `Identity`.
+//! - `dispatch`: the innermost service: reads the request, routes, relays.
+//! - `routing`: model -> priority groups of deployments, weighted choice.
+//! - `upstream`: provider URLs and auth, the HTTP client, the mock provider.
+
+pub mod auth;
+pub mod check;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod routing;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,74 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{self, Config};
+use sluice::server::{Gateway, shutdown_signal};
+
+/// Sluice: a fast, exact gateway for OpenAI-compatible APIs.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Path to the TOML config file.
+    #[arg(
+        long,
+        env = "SLUICE_CONFIG",
+        default_value = "config/sluice.toml",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config and print a summary of deployments, models and keys.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load_from_path(&cli.config) {
+        Ok(config) => config,
+        Err(error) => return fail(&format!("invalid config: {error}")),
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            let _ = std::io::stdout().write_all(sluice::check::summary(&config).as_bytes());
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    sluice::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    let result = runtime.block_on(async {
+        let gateway = Gateway::build(&config)?;
+        let listener = Gateway::bind(&config).await?;
+        gateway.serve(listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "sluice stopped");
+            fail(&error.to_string())
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+    ExitCode::FAILURE
+}

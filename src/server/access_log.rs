@@ -1,0 +1,37 @@
+//! One structured line per request. Layers and the dispatcher leave what they
+//! learned (identity, model, deployment, error) in the response extensions.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::auth::Identity;
+use crate::dispatch::ServedBy;
+use crate::error::ErrorLogged;
+
+/// Latency is to the response head; a stream's body may run on after it.
+pub async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id = request.headers().get("x-request-id").cloned();
+    let response = next.run(request).await;
+    let extensions = response.extensions();
+    let served = extensions.get::<ServedBy>();
+    tracing::info!(
+        target: "sluice::access",
+        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        key = extensions.get::<Arc<Identity>>().map_or("-", |i| &*i.name),
+        model = served.map_or("-", |s| &*s.model),
+        deployment = served.map_or("-", |s| &*s.deployment),
+        latency_us = started.elapsed().as_micros() as u64,
+        error = extensions.get::<ErrorLogged>().map(|e| e.0.as_str()),
+    );
+    response
+}

@@ -1,0 +1,34 @@
+//! OpenAI-shaped answers for what axum would otherwise answer itself.
+
+use std::any::Any;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::GatewayError;
+
+pub async fn unknown_route(request: Request) -> Response {
+    GatewayError::UnknownRoute {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+    .into_response()
+}
+
+pub async fn method_not_allowed(request: Request) -> Response {
+    GatewayError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+    .into_response()
+}
+
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(panic = detail, "request handler panicked");
+    GatewayError::Internal.into_response()
+}

@@ -1,0 +1,142 @@
+//! The HTTP server: builds the gateway from config, serves it, and shuts it
+//! down gracefully.
+
+mod access_log;
+mod fallback;
+mod health;
+mod request_id;
+mod stack;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use crate::auth::KeyStore;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::routing::ModelRouter;
+use crate::upstream::{Deployment, UpstreamClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Build(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built gateway, ready to serve on a listener.
+pub struct Gateway {
+    app: Router,
+    shutdown_grace: Duration,
+}
+
+impl Gateway {
+    pub fn build(config: &Config) -> Result<Self, StartError> {
+        let mut served = Vec::with_capacity(config.deployments.len());
+        for (index, deployment) in config.deployments.iter().enumerate() {
+            let built = Deployment::from_config(deployment)
+                .map_err(|e| StartError::Build(format!("deployments[{index}]: {e}")))?;
+            served.push((Arc::new(built), deployment.models.clone()));
+        }
+        let client = UpstreamClient::new().map_err(StartError::Build)?;
+        let dispatcher = Arc::new(Dispatcher::new(
+            ModelRouter::new(&served),
+            client,
+            &config.server,
+        ));
+        let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
+        Ok(Self {
+            app: stack::app(dispatcher, keys),
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+        TcpListener::bind(&config.server.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.server.listen.clone(),
+                source,
+            })
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests and
+    /// streams finish for up to the grace period before cutting them.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let address = listener.local_addr().ok();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = listener.tap_io(|tcp| {
+            // Small SSE chunks must leave at once, not wait on Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, self.app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
+        let mut server = tokio::spawn(server.into_future());
+        if let Some(address) = address {
+            tracing::info!(%address, "sluice listening");
+        }
+        tokio::select! {
+            result = &mut server => return flatten(result),
+            _ = stop_rx => {}
+        }
+        tracing::info!(
+            grace_ms = self.shutdown_grace.as_millis() as u64,
+            "shutting down; draining in-flight requests"
+        );
+        match tokio::time::timeout(self.shutdown_grace, &mut server).await {
+            Ok(result) => flatten(result),
+            Err(_) => {
+                server.abort();
+                tracing::warn!("shutdown grace period over; remaining connections were cut");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn flatten(
+    result: Result<Result<(), std::io::Error>, tokio::task::JoinError>,
+) -> Result<(), StartError> {
+    match result {
+        Ok(inner) => inner.map_err(StartError::Serve),
+        Err(join) => Err(StartError::Serve(std::io::Error::other(join.to_string()))),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

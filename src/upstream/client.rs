@@ -1,0 +1,111 @@
+//! The pooled HTTP client shared by all deployments, and the one send path.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderValue, header};
+
+use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse};
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+}
+
+impl UpstreamClient {
+    pub fn new() -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
+        Ok(Self { http })
+    }
+
+    /// Sends the request and returns once the response headers have arrived.
+    /// The caller bounds this with the deployment's timeout; dropping the
+    /// returned body (or this future) closes the upstream connection.
+    pub async fn send(
+        &self,
+        deployment: &Deployment,
+        request: UpstreamRequest,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        if let Some(mock) = &deployment.mock {
+            return Ok(mock
+                .respond(request.endpoint, &request.client_model, &request.body)
+                .await);
+        }
+        let upstream_model = deployment.upstream_model(&request.client_model);
+        let body = if deployment.target.model_in_body(request.endpoint)
+            && upstream_model != &*request.client_model
+        {
+            rewrite_model(&request.body, upstream_model)?
+        } else {
+            request.body
+        };
+        let url = deployment.target.url(request.endpoint, upstream_model);
+        let mut builder = self
+            .http
+            .post(url)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(body);
+        if let Some((name, value)) = &deployment.auth {
+            builder = builder.header(name, value);
+        }
+        if let Some(id) = request.request_id {
+            builder = builder.header("x-request-id", id);
+        }
+        if let Some(beta) = request.openai_beta {
+            builder = builder.header("openai-beta", beta);
+        }
+        let response = builder.send().await.map_err(classify)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes_stream()
+            .map_err(|e| UpstreamError::Body(e.to_string()))
+            .boxed();
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn classify(error: reqwest::Error) -> UpstreamError {
+    if error.is_connect() {
+        UpstreamError::Connect(root_cause(&error))
+    } else {
+        UpstreamError::Request(root_cause(&error))
+    }
+}
+
+/// reqwest's top-level message repeats the URL; the innermost cause is what
+/// an operator needs, and it never contains credentials.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// Replaces the body's `model` with the upstream's name for it. Only runs
+/// when `model_map` renames the model; otherwise the client's bytes go as-is.
+fn rewrite_model(body: &Bytes, upstream_model: &str) -> Result<Bytes, UpstreamError> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
+    object.insert("model".to_owned(), upstream_model.into());
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| UpstreamError::Rewrite(e.to_string()))
+}

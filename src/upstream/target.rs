@@ -1,0 +1,56 @@
+//! Where a request for an endpoint goes, per provider:
+//! - OpenAI: `{base_url}/{path}`, model rewritten only when `model_map` renames it.
+//! - Azure classic: `{base_url}/openai/deployments/{deployment}/{path}?api-version=V`;
+//!   the Responses API has no deployment segment and names it in `model` instead.
+//! - Azure v1 (`api_version = "v1"`): `{base_url}/openai/v1/{path}`, `model` = deployment.
+
+use super::Endpoint;
+use crate::config::{DeploymentConfig, Provider};
+
+pub enum Target {
+    OpenAi { base: String },
+    AzureClassic { base: String, api_version: String },
+    AzureV1 { base: String },
+    Mock,
+}
+
+impl Target {
+    pub fn new(config: &DeploymentConfig) -> Self {
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        match (config.provider, config.api_version.as_deref()) {
+            (Provider::Openai, _) => Self::OpenAi { base },
+            (Provider::Azure, Some("v1")) => Self::AzureV1 { base },
+            (Provider::Azure, version) => Self::AzureClassic {
+                base,
+                api_version: version.unwrap_or_default().to_owned(),
+            },
+            (Provider::Mock, _) => Self::Mock,
+        }
+    }
+
+    pub fn url(&self, endpoint: Endpoint, upstream_model: &str) -> String {
+        let path = endpoint.path();
+        match self {
+            Self::OpenAi { base } => format!("{base}/{path}"),
+            Self::AzureV1 { base } => format!("{base}/openai/v1/{path}"),
+            Self::AzureClassic { base, api_version } if endpoint == Endpoint::Responses => {
+                format!("{base}/openai/{path}?api-version={api_version}")
+            }
+            Self::AzureClassic { base, api_version } => {
+                format!(
+                    "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
+                )
+            }
+            Self::Mock => String::new(),
+        }
+    }
+
+    /// Whether the body's `model` must carry the upstream name.
+    pub fn model_in_body(&self, endpoint: Endpoint) -> bool {
+        match self {
+            Self::OpenAi { .. } | Self::AzureV1 { .. } => true,
+            Self::AzureClassic { .. } => endpoint == Endpoint::Responses,
+            Self::Mock => false,
+        }
+    }
+}
