@@ -39,6 +39,8 @@ pub enum GatewayError {
         deployment: String,
         timeout_ms: u128,
     },
+    #[error("The gateway is shutting down and its grace period is over; retry the request.")]
+    ShuttingDown,
     #[error("The gateway hit an internal error while handling the request.")]
     Internal,
 }
@@ -62,13 +64,17 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Upstream { .. } | Self::UpstreamTimeout { .. } | Self::Internal => "server_error",
+            Self::Upstream { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::ShuttingDown
+            | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -86,6 +92,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::Upstream { .. } => Some("upstream_error"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::ShuttingDown => Some("shutting_down"),
             Self::Internal => Some("internal_error"),
         }
     }

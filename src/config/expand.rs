@@ -11,10 +11,8 @@ pub fn expand_tree(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     match value {
-        Value::String(text) => {
-            if text.contains('$') {
-                *text = expand_str(text, lookup).map_err(|e| format!("{path}: {e}"))?;
-            }
+        Value::String(text) if text.contains('$') => {
+            *text = expand_str(text, lookup).map_err(|e| format!("{path}: {e}"))?;
         }
         Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {

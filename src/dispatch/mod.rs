@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::GatewayError;
@@ -31,6 +32,8 @@ pub struct Dispatcher {
     max_body_bytes: usize,
     request_timeout: Duration,
     keepalive: Duration,
+    /// Fired when the shutdown grace period is over: in-flight work ends.
+    cut: CancellationToken,
 }
 
 /// Which model and deployment served a request, for the access log.
@@ -45,6 +48,7 @@ impl Dispatcher {
         router: ModelRouter,
         client: UpstreamClient,
         server: &crate::config::ServerConfig,
+        cut: CancellationToken,
     ) -> Self {
         Self {
             router,
@@ -52,6 +56,7 @@ impl Dispatcher {
             max_body_bytes: server.max_body_bytes,
             request_timeout: server.request_timeout,
             keepalive: server.stream_keepalive,
+            cut,
         }
     }
 
@@ -60,9 +65,21 @@ impl Dispatcher {
     }
 
     pub async fn handle(self: Arc<Self>, endpoint: Endpoint, request: Request) -> Response {
-        self.dispatch(endpoint, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
+        let cut = self.cut.clone();
+        let result = tokio::select! {
+            result = self.dispatch(endpoint, request) => result,
+            () = cut.cancelled() => Err(GatewayError::ShuttingDown),
+        };
+        result.unwrap_or_else(IntoResponse::into_response)
+    }
+
+    fn relay_settings(&self, deployment: &Deployment) -> relay::RelaySettings {
+        relay::RelaySettings {
+            deployment: deployment.name.clone(),
+            keepalive: self.keepalive,
+            idle_timeout: deployment.timeout,
+            cut: self.cut.clone(),
+        }
     }
 
     async fn dispatch(
@@ -127,8 +144,7 @@ impl Dispatcher {
         request: UpstreamRequest,
     ) -> Result<Response, GatewayError> {
         let header_timeout = call.deployment.timeout.min(self.request_timeout);
-        let idle_timeout = call.deployment.timeout;
-        let deployment = call.deployment.clone();
+        let settings = self.relay_settings(&call.deployment);
         let mut pending: relay::PendingResponse =
             Box::pin(call.clone().start(request, header_timeout));
         tokio::select! {
@@ -139,8 +155,7 @@ impl Dispatcher {
                     return Ok(call.error_response(response).await);
                 }
                 let mut builder = call.response_builder(response.status, &response.headers);
-                let relay = relay::SseRelay::streaming(
-                    response.body, deployment.name.clone(), self.keepalive, idle_timeout);
+                let relay = relay::SseRelay::streaming(response.body, settings);
                 builder.body = Body::from_stream(relay);
                 Ok(builder.finish())
             }
@@ -149,8 +164,7 @@ impl Dispatcher {
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 let mut builder = call.response_builder(StatusCode::OK, &headers);
-                let relay = relay::SseRelay::awaiting(
-                    pending, deployment.name.clone(), self.keepalive, idle_timeout);
+                let relay = relay::SseRelay::awaiting(pending, settings);
                 builder.body = Body::from_stream(relay);
                 Ok(builder.finish())
             }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::respond::{collect_error_body, upstream_failure};
 use crate::error::{GatewayError, sse_error_event};
@@ -30,8 +31,18 @@ enum Phase {
     Done,
 }
 
+/// What a relay needs besides its upstream.
+pub struct RelaySettings {
+    pub deployment: Arc<str>,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    pub cut: CancellationToken,
+}
+
 pub struct SseRelay {
     phase: Phase,
+    /// Resolves when the shutdown grace period is over.
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
     deployment: Arc<str>,
     keepalive: Duration,
     idle_timeout: Duration,
@@ -43,42 +54,29 @@ pub struct SseRelay {
 
 impl SseRelay {
     /// Relays a stream whose upstream already answered 2xx.
-    pub fn streaming(
-        body: BodyStream,
-        deployment: Arc<str>,
-        keepalive: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self::new(Phase::Streaming(body), deployment, keepalive, idle_timeout)
+    pub fn streaming(body: BodyStream, settings: RelaySettings) -> Self {
+        Self::new(Phase::Streaming(body), settings)
     }
 
     /// Relays a stream whose upstream has not answered yet: the client already
     /// got 200, so an upstream error status becomes an SSE error event.
-    pub fn awaiting(
-        pending: PendingResponse,
-        deployment: Arc<str>,
-        keepalive: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self::new(
-            Phase::AwaitingHeaders(pending),
+    pub fn awaiting(pending: PendingResponse, settings: RelaySettings) -> Self {
+        Self::new(Phase::AwaitingHeaders(pending), settings)
+    }
+
+    fn new(phase: Phase, settings: RelaySettings) -> Self {
+        let RelaySettings {
             deployment,
             keepalive,
             idle_timeout,
-        )
-    }
-
-    fn new(
-        phase: Phase,
-        deployment: Arc<str>,
-        keepalive: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
+            cut,
+        } = settings;
         let now = Instant::now();
         let next_keepalive = now + keepalive;
         let idle_deadline = now + idle_timeout;
         Self {
             phase,
+            cut: Box::pin(cut.cancelled_owned()),
             deployment,
             keepalive,
             idle_timeout,
@@ -123,6 +121,9 @@ impl Stream for SseRelay {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if !matches!(this.phase, Phase::Done) && this.cut.as_mut().poll(cx).is_ready() {
+            return this.finish_with(GatewayError::ShuttingDown.sse_event());
+        }
         loop {
             match &mut this.phase {
                 Phase::Done => return Poll::Ready(None),
@@ -178,14 +179,17 @@ mod tests {
         let body = futures_util::stream::iter(chunks)
             .then(|(delay_ms, item)| async move {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                item.map(Bytes::from_static)
+                item.map(|text| Bytes::from_static(text.as_bytes()))
             })
             .boxed();
         SseRelay::streaming(
             body,
-            Arc::from("dep"),
-            Duration::from_secs(5),
-            Duration::from_secs(30),
+            RelaySettings {
+                deployment: Arc::from("dep"),
+                keepalive: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(30),
+                cut: CancellationToken::new(),
+            },
         )
     }
 

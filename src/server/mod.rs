@@ -14,12 +14,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::routing::ModelRouter;
 use crate::upstream::{Deployment, UpstreamClient};
+
+/// Time for final error events to reach clients once the grace period is over.
+const CUT_FLUSH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -38,6 +42,8 @@ pub enum StartError {
 pub struct Gateway {
     app: Router,
     shutdown_grace: Duration,
+    /// Fired when the grace period is over, to end what is still running.
+    cut: CancellationToken,
 }
 
 impl Gateway {
@@ -49,15 +55,18 @@ impl Gateway {
             served.push((Arc::new(built), deployment.models.clone()));
         }
         let client = UpstreamClient::new().map_err(StartError::Build)?;
+        let cut = CancellationToken::new();
         let dispatcher = Arc::new(Dispatcher::new(
             ModelRouter::new(&served),
             client,
             &config.server,
+            cut.clone(),
         ));
         let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
         Ok(Self {
             app: stack::app(dispatcher, keys),
             shutdown_grace: config.server.shutdown_grace,
+            cut,
         })
     }
 
@@ -99,11 +108,17 @@ impl Gateway {
             grace_ms = self.shutdown_grace.as_millis() as u64,
             "shutting down; draining in-flight requests"
         );
-        match tokio::time::timeout(self.shutdown_grace, &mut server).await {
+        if let Ok(result) = tokio::time::timeout(self.shutdown_grace, &mut server).await {
+            return flatten(result);
+        }
+        // Requests still running end with a "shutting down" error (an SSE
+        // error event for streams), which takes a moment to reach clients.
+        tracing::warn!("shutdown grace period over; ending in-flight requests");
+        self.cut.cancel();
+        match tokio::time::timeout(CUT_FLUSH, &mut server).await {
             Ok(result) => flatten(result),
             Err(_) => {
                 server.abort();
-                tracing::warn!("shutdown grace period over; remaining connections were cut");
                 Ok(())
             }
         }

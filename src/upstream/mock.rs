@@ -102,12 +102,17 @@ impl MockUpstream {
 
     pub async fn respond(&self, endpoint: Endpoint, model: &str, body: &[u8]) -> UpstreamResponse {
         tokio::time::sleep(self.latency).await;
-        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let stream = request["stream"].as_bool().unwrap_or(false);
         let include_usage = request["stream_options"]["include_usage"]
             .as_bool()
             .unwrap_or(false);
-        let answer = self.answer(model, body);
+        if let Value::Object(fields) = &mut request {
+            // Streamed or not, the same question gets the same answer.
+            fields.remove("stream");
+            fields.remove("stream_options");
+        }
+        let answer = self.answer(model, &request, body.len());
         match (endpoint, stream) {
             (Endpoint::Embeddings, _) => json_response(embeddings(model, &request)),
             (Endpoint::ChatCompletions, false) => json_response(chat(&answer)),
@@ -119,9 +124,9 @@ impl MockUpstream {
         }
     }
 
-    fn answer(&self, model: &str, body: &[u8]) -> Answer {
+    fn answer(&self, model: &str, request: &Value, body_len: usize) -> Answer {
         let mut hasher = DefaultHasher::new();
-        body.hash(&mut hasher);
+        request.to_string().hash(&mut hasher);
         let seed = hasher.finish();
         let mut rng = fastrand::Rng::with_seed(seed);
         let pieces = (0..self.chunks)
@@ -142,7 +147,7 @@ impl MockUpstream {
             model: model.to_owned(),
             pieces,
             // About four bytes per token, as a rough plausible count.
-            prompt_tokens: (body.len() as u64 / 4).max(1),
+            prompt_tokens: (body_len as u64 / 4).max(1),
         }
     }
 

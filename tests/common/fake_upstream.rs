@@ -1,0 +1,262 @@
+//! A fake OpenAI/Azure upstream on a real socket. Every request is recorded;
+//! the next response follows the queued `Behavior`s, else the default.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub enum Behavior {
+    /// A chat completion echoing the requested model (the default).
+    Echo,
+    /// Any status, headers and body.
+    Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// SSE events, `interval` apart. With `gate`, the stream stops after the
+    /// first event until the gate is opened.
+    Stream {
+        events: Vec<String>,
+        interval: Duration,
+        gate: Option<Arc<Notify>>,
+    },
+    /// Waits before sending the response head, then echoes.
+    DelayHead(Duration),
+    /// Sends `events`, then breaks the connection mid-body.
+    BreakAfter(Vec<String>),
+    /// Endless SSE stream; `FakeUpstream::stream_dropped` reports when the
+    /// gateway stops reading it.
+    Endless,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    recorded: Mutex<Vec<Recorded>>,
+    queue: Mutex<VecDeque<Behavior>>,
+    default: Mutex<Behavior>,
+    calls: AtomicUsize,
+    stream_dropped: AtomicBool,
+    dropped_notify: Notify,
+}
+
+impl FakeUpstream {
+    pub async fn start(name: &str) -> Self {
+        let state = Arc::new(Shared {
+            name: name.to_owned(),
+            recorded: Mutex::new(Vec::new()),
+            queue: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Behavior::Echo),
+            calls: AtomicUsize::new(0),
+            stream_dropped: AtomicBool::new(false),
+            dropped_notify: Notify::new(),
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, state }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn push(&self, behavior: Behavior) {
+        self.state.queue.lock().unwrap().push_back(behavior);
+    }
+
+    pub fn set_default(&self, behavior: Behavior) {
+        *self.state.default.lock().unwrap() = behavior;
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.state.recorded.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.recorded()
+            .pop()
+            .expect("the upstream received no request")
+    }
+
+    /// Waits (bounded) until an `Endless` stream was dropped by the gateway.
+    pub async fn wait_stream_dropped(&self, within: Duration) -> bool {
+        let wait = async {
+            while !self.state.stream_dropped.load(Ordering::SeqCst) {
+                self.state.dropped_notify.notified().await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+}
+
+async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    state.recorded.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let behavior = state
+        .queue
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.default.lock().unwrap().clone());
+    match behavior {
+        Behavior::Echo => echo(&state.name, &body),
+        Behavior::Reply {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        Behavior::DelayHead(delay) => {
+            tokio::time::sleep(delay).await;
+            echo(&state.name, &body)
+        }
+        Behavior::Stream {
+            events,
+            interval,
+            gate,
+        } => sse(futures_util::stream::iter(events.into_iter().enumerate())
+            .then(move |(index, event)| {
+                let gate = gate.clone();
+                async move {
+                    if index == 1 {
+                        if let Some(gate) = gate {
+                            gate.notified().await;
+                        }
+                    }
+                    if index > 0 {
+                        tokio::time::sleep(interval).await;
+                    }
+                    Ok::<_, std::io::Error>(Bytes::from(event))
+                }
+            })
+            .boxed()),
+        Behavior::BreakAfter(events) => {
+            let items: Vec<Option<Bytes>> = events
+                .into_iter()
+                .map(|e| Some(Bytes::from(e)))
+                .chain(std::iter::once(None))
+                .collect();
+            // The pause lets the events reach the socket before the break.
+            let stream = futures_util::stream::iter(items).then(|item| async move {
+                match item {
+                    Some(event) => Ok(event),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Err(std::io::Error::other("injected break"))
+                    }
+                }
+            });
+            sse(stream.boxed())
+        }
+        Behavior::Endless => {
+            let guard = DropGuard(state.clone());
+            let stream = futures_util::stream::unfold((0u64, guard), |(n, guard)| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let event = Bytes::from(format!("data: {{\"n\":{n}}}\n\n"));
+                Some((Ok::<_, std::io::Error>(event), (n + 1, guard)))
+            });
+            sse(stream.boxed())
+        }
+    }
+}
+
+struct DropGuard(Arc<Shared>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.stream_dropped.store(true, Ordering::SeqCst);
+        self.0.dropped_notify.notify_waiters();
+    }
+}
+
+fn sse(
+    stream: futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
+) -> Response {
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+fn echo(name: &str, body: &Value) -> Response {
+    let model = body["model"].as_str().unwrap_or("unknown");
+    let reply = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {name}")},
+                     "finish_reason": "stop", "logprobs": null}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    });
+    let mut response = Response::new(Body::from(reply.to_string()));
+    let headers = response.headers_mut();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("x-upstream-name", name.parse().unwrap());
+    headers.insert(
+        "openai-organization",
+        "org-secret-upstream".parse().unwrap(),
+    );
+    headers.insert("set-cookie", "__cf_bm=abc".parse().unwrap());
+    response
+}
+
+/// A chat.completion.chunk SSE event with `content`.
+pub fn chunk(content: &str) -> String {
+    let value = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    format!("data: {value}\n\n")
+}
+
+pub fn done() -> String {
+    "data: [DONE]\n\n".to_owned()
+}

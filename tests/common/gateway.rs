@@ -1,0 +1,96 @@
+//! Starts Sluice in-process on an ephemeral port.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use sluice::config::{Config, load_from_str};
+use sluice::server::Gateway;
+use tokio::sync::oneshot;
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// `toml` may omit `[server]`; the listen address is always ephemeral.
+    pub async fn start(toml: &str) -> Self {
+        Self::start_with_env(toml, &HashMap::new()).await
+    }
+
+    pub async fn start_with_env(toml: &str, env: &HashMap<String, String>) -> Self {
+        let config = load_from_str(toml, "test", env).unwrap();
+        Self::start_config(config).await
+    }
+
+    pub async fn start_config(config: Config) -> Self {
+        let gateway = Gateway::build(&config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs JSON with a bearer key.
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A chat request body.
+pub fn chat(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// The four-key OpenAI error object of a response body.
+pub async fn error_of(response: reqwest::Response) -> serde_json::Map<String, serde_json::Value> {
+    let body: serde_json::Value = response.json().await.unwrap();
+    let error = body["error"]
+        .as_object()
+        .expect("an OpenAI error body")
+        .clone();
+    for key in ["message", "type", "param", "code"] {
+        assert!(error.contains_key(key), "error body lacks `{key}`: {body}");
+    }
+    error
+}

@@ -1,0 +1,10 @@
+//! Test harness: a socket-level fake upstream that records what it received
+//! and misbehaves on demand, and an in-process gateway in front of it.
+#![allow(dead_code)]
+
+pub mod fake_upstream;
+pub mod gateway;
+
+#[allow(unused_imports)]
+pub use fake_upstream::{Behavior, FakeUpstream};
+pub use gateway::TestGateway;

@@ -1,0 +1,184 @@
+//! `sluice check`, `${VAR}` expansion and `SLUICE__` overrides, through the
+//! real binary where the user would use it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Command;
+
+use sluice::config::load_from_str;
+
+fn write_config(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with(text)
+}
+
+/// A tiny self-deleting temp file, to avoid a dependency for one test file.
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn with(text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("sluice-test-{}.toml", fastrand::u64(..)));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn sluice(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args(args).env_remove("SLUICE_CONFIG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (ok, out, err) = sluice(
+        &["check", "--config", &format!("{root}/config/sluice.toml")],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("mock-primary") && out.contains("gpt-4o"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("sk-sluice-demo-key"),
+        "check must never print a key"
+    );
+
+    let env = [
+        ("OPENAI_API_KEY", "sk-x"),
+        ("AZURE_OPENAI_KEY", "a"),
+        ("AZURE_OPENAI_KEY_SWEDEN", "b"),
+        ("AZURE_EASTUS_KEY", "c"),
+        ("AZURE_WESTUS_KEY", "d"),
+        ("AZURE_SWEDEN_KEY", "e"),
+        ("SLUICE_APP_KEY", "sk-app-key-123"),
+        ("ASSISTANT_TEAM_KEY", "sk-assistant-123"),
+        (
+            "SEARCH_TEAM_KEY_SHA256",
+            "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+        ),
+    ];
+    for example in ["openai", "azure", "multi-region"] {
+        let path = format!("{root}/config/examples/{example}.toml");
+        let (ok, out, err) = sluice(&["check", "--config", &path], &env);
+        assert!(ok, "{example}: {err}");
+        assert!(
+            !out.contains("sk-app-key-123") && !out.contains("sk-x"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn check_rejects_bad_configs_with_paths() {
+    let cases = [
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[deployments]]\nname = \"b\"\nprovider = \"openai\"\nbase_url = \"ftp://x\"\nmodels = [\"m\"]\n",
+            "deployments[1].base_url",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\nweight = \"heavy\"\n",
+            "deployments[0].weight",
+        ),
+        (
+            "[[deployments]]\nprovider = \"mock\"\nmodels = [\"m\"]\n",
+            "deployments[0].name",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"azure\"\nbase_url = \"https://x\"\nmodels = [\"m\"]\n",
+            "deployments[0].api_version",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\nmodels = [\"other\"]\n",
+            "keys[0].models",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\napi_key = \"${SLUICE_TEST_UNSET_VAR}\"\n",
+            "deployments[0].api_key: environment variable `SLUICE_TEST_UNSET_VAR` is not set",
+        ),
+        ("[server]\nlistn = \"x\"\n", "unknown field `listn`"),
+        ("[[deployments]\n", "invalid TOML"),
+    ];
+    for (text, expected) in cases {
+        let file = write_config(text);
+        let (ok, _out, err) = sluice(&["check", "--config", file.0.to_str().unwrap()], &[]);
+        assert!(!ok, "accepted:\n{text}");
+        assert!(err.contains(expected), "expected `{expected}` in: {err}");
+    }
+    let (ok, _, err) = sluice(&["check", "--config", "/nonexistent/sluice.toml"], &[]);
+    assert!(!ok && err.contains("cannot read config file"), "{err}");
+}
+
+#[test]
+fn variables_and_environment_overrides() {
+    let text = r#"
+        [server]
+        listen = "127.0.0.1:${PORT:-8080}"
+        [[deployments]]
+        name = "oa"
+        provider = "openai"
+        base_url = "${BASE}/v1"
+        api_key = "${UPSTREAM_KEY}"
+        models = ["gpt-4o"]
+        "#;
+    let mut env: HashMap<String, String> = [
+        ("BASE", "https://api.example.com"),
+        ("UPSTREAM_KEY", "sk-up"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = load_from_str(text, "t", &env).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080");
+    assert_eq!(config.deployments[0].base_url, "https://api.example.com/v1");
+    assert_eq!(config.deployments[0].api_key.as_deref(), Some("sk-up"));
+
+    env.insert("SLUICE__SERVER__LISTEN".into(), "0.0.0.0:9000".into());
+    env.insert("SLUICE__SERVER__STREAM_KEEPALIVE".into(), "2s".into());
+    env.insert("SLUICE__AUTH__REQUIRED".into(), "false".into());
+    let config = load_from_str(text, "t", &env).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:9000");
+    assert_eq!(
+        config.server.stream_keepalive,
+        std::time::Duration::from_secs(2)
+    );
+    assert!(!config.auth.required);
+
+    env.remove("UPSTREAM_KEY");
+    let error = load_from_str(text, "t", &env).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "deployments[0].api_key: environment variable `UPSTREAM_KEY` is not set"
+    );
+}
+
+#[test]
+fn sluice_config_env_names_the_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = format!("{root}/config/sluice.toml");
+    let (ok, out, err) = sluice(&["check"], &[("SLUICE_CONFIG", &path)]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("config OK"));
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,102 @@
+//! Graceful shutdown: stop accepting, let in-flight streams finish, and cut
+//! them when the grace period ends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_upstream::{chunk, done};
+use common::gateway::chat;
+use common::{Behavior, FakeUpstream, TestGateway};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+fn config(upstream: &FakeUpstream, grace: &str) -> String {
+    format!(
+        "[server]\nshutdown_grace = \"{grace}\"\n[auth]\nrequired = false\n[[deployments]]\nname = \"oa\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n",
+        upstream.base_url()
+    )
+}
+
+fn stream_body() -> serde_json::Value {
+    let mut body = chat("gpt-4o");
+    body["stream"] = true.into();
+    body
+}
+
+#[tokio::test]
+async fn in_flight_stream_finishes_after_the_signal() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gate = Arc::new(Notify::new());
+    upstream.push(Behavior::Stream {
+        events: vec![chunk("a"), chunk("b"), done()],
+        interval: Duration::ZERO,
+        gate: Some(gate.clone()),
+    });
+    let mut gateway = TestGateway::start(&config(&upstream, "10s")).await;
+    let response = gateway
+        .post("/v1/chat/completions", None, &stream_body())
+        .await;
+    let mut body = response.bytes_stream();
+    assert_eq!(body.next().await.unwrap().unwrap(), chunk("a").as_bytes());
+
+    gateway.shutdown();
+    // New connections are refused once shutdown has begun.
+    let mut refused = false;
+    for _ in 0..50 {
+        let fresh = reqwest::Client::new();
+        if fresh.get(gateway.url("/healthz")).send().await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the gateway kept accepting after the signal");
+
+    gate.notify_one();
+    let mut rest = Vec::new();
+    while let Some(item) = body.next().await {
+        rest.extend_from_slice(&item.unwrap());
+    }
+    assert_eq!(String::from_utf8(rest).unwrap(), chunk("b") + &done());
+    let task = gateway.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn grace_period_cuts_streams_that_run_on() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.push(Behavior::Endless);
+    let mut gateway = TestGateway::start(&config(&upstream, "200ms")).await;
+    let response = gateway
+        .post("/v1/chat/completions", None, &stream_body())
+        .await;
+    let mut body = response.bytes_stream();
+    assert!(body.next().await.unwrap().is_ok());
+    gateway.shutdown();
+    let task = gateway.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("shutdown did not end after the grace period")
+        .unwrap();
+    let last_event = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut last = Vec::new();
+        while let Some(Ok(bytes)) = body.next().await {
+            last = bytes.to_vec();
+        }
+        String::from_utf8(last).unwrap()
+    })
+    .await
+    .expect("the client stream was not cut");
+    assert!(
+        last_event.contains("\"code\":\"shutting_down\""),
+        "{last_event:?}"
+    );
+    assert!(upstream.wait_stream_dropped(Duration::from_secs(5)).await);
+}
