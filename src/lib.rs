@@ -14,5 +14,6 @@ pub mod dispatch;
 pub mod error;
 pub mod routing;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;
 pub mod upstream;

@@ -13,11 +13,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::GatewayError;
 use crate::routing::{ModelRoute, ModelRouter};
+use crate::shutdown::Cut;
 use crate::upstream::{Deployment, Endpoint, UpstreamClient, UpstreamRequest, UpstreamResponse};
 
 pub use models::{get_model, list_models};
@@ -32,8 +32,8 @@ pub struct Dispatcher {
     max_body_bytes: usize,
     request_timeout: Duration,
     keepalive: Duration,
-    /// Fired when the shutdown grace period is over: in-flight work ends.
-    cut: CancellationToken,
+    /// Fired when the shutdown grace period is over: open streams end.
+    cut: Cut,
 }
 
 /// Which model and deployment served a request, for the access log.
@@ -48,7 +48,7 @@ impl Dispatcher {
         router: ModelRouter,
         client: UpstreamClient,
         server: &crate::config::ServerConfig,
-        cut: CancellationToken,
+        cut: Cut,
     ) -> Self {
         Self {
             router,
@@ -65,12 +65,9 @@ impl Dispatcher {
     }
 
     pub async fn handle(self: Arc<Self>, endpoint: Endpoint, request: Request) -> Response {
-        let cut = self.cut.clone();
-        let result = tokio::select! {
-            result = self.dispatch(endpoint, request) => result,
-            () = cut.cancelled() => Err(GatewayError::ShuttingDown),
-        };
-        result.unwrap_or_else(IntoResponse::into_response)
+        self.dispatch(endpoint, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
     }
 
     fn relay_settings(&self, deployment: &Deployment) -> relay::RelaySettings {

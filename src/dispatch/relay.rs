@@ -12,10 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::respond::{collect_error_body, upstream_failure};
 use crate::error::{GatewayError, sse_error_event};
+use crate::shutdown::Cut;
 use crate::upstream::{BodyStream, UpstreamResponse};
 
 pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
@@ -23,6 +23,7 @@ pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 pub type PendingResponse =
     Pin<Box<dyn Future<Output = Result<UpstreamResponse, GatewayError>> + Send>>;
 type PendingErrorBody = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+type RelayItem = Option<Result<Bytes, std::io::Error>>;
 
 enum Phase {
     AwaitingHeaders(PendingResponse),
@@ -36,20 +37,19 @@ pub struct RelaySettings {
     pub deployment: Arc<str>,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
-    pub cut: CancellationToken,
+    pub cut: Cut,
 }
 
 pub struct SseRelay {
     phase: Phase,
-    /// Resolves when the shutdown grace period is over.
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    deployment: Arc<str>,
-    keepalive: Duration,
-    idle_timeout: Duration,
-    /// Fires at the next keep-alive (before the first byte) or the idle deadline.
+    settings: RelaySettings,
+    /// Fires at the next keep-alive or idle check. Chunks only record
+    /// `last_activity`; the timer is re-armed lazily when it fires, so the
+    /// per-chunk cost is one clock read, not a timer-wheel update.
     timer: Pin<Box<Sleep>>,
+    /// `None` once the first upstream byte has arrived.
     next_keepalive: Option<Instant>,
-    idle_deadline: Instant,
+    last_activity: Instant,
 }
 
 impl SseRelay {
@@ -65,63 +65,57 @@ impl SseRelay {
     }
 
     fn new(phase: Phase, settings: RelaySettings) -> Self {
-        let RelaySettings {
-            deployment,
-            keepalive,
-            idle_timeout,
-            cut,
-        } = settings;
         let now = Instant::now();
-        let next_keepalive = now + keepalive;
-        let idle_deadline = now + idle_timeout;
+        let next_keepalive = now + settings.keepalive;
+        let first_wake = next_keepalive.min(now + settings.idle_timeout);
         Self {
             phase,
-            cut: Box::pin(cut.cancelled_owned()),
-            deployment,
-            keepalive,
-            idle_timeout,
-            timer: Box::pin(tokio::time::sleep_until(next_keepalive.min(idle_deadline))),
+            settings,
+            timer: Box::pin(tokio::time::sleep_until(first_wake)),
             next_keepalive: Some(next_keepalive),
-            idle_deadline,
+            last_activity: now,
         }
     }
 
-    fn finish_with(&mut self, event: Bytes) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+    fn finish_with(&mut self, event: Bytes) -> Poll<RelayItem> {
         self.phase = Phase::Done;
         Poll::Ready(Some(Ok(event)))
     }
 
-    fn rearm(&mut self) {
-        let wake = match self.next_keepalive {
-            Some(keepalive) => keepalive.min(self.idle_deadline),
-            None => self.idle_deadline,
-        };
-        self.timer.as_mut().reset(wake);
-    }
-
-    /// Called when nothing arrived: a keep-alive, a timeout event, or wait.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        ready!(self.timer.as_mut().poll(cx));
-        let now = Instant::now();
-        if now >= self.idle_deadline {
-            let error = GatewayError::UpstreamTimeout {
-                deployment: self.deployment.to_string(),
-                timeout_ms: self.idle_timeout.as_millis(),
-            };
-            return self.finish_with(error.sse_event());
+    /// Nothing arrived: send a keep-alive, end on idle timeout, or wait.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<RelayItem> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            let idle_deadline = self.last_activity + self.settings.idle_timeout;
+            if now >= idle_deadline {
+                let error = GatewayError::UpstreamTimeout {
+                    deployment: self.settings.deployment.to_string(),
+                    timeout_ms: self.settings.idle_timeout.as_millis(),
+                };
+                return self.finish_with(error.sse_event());
+            }
+            let keepalive_due = self.next_keepalive.is_some_and(|at| now >= at);
+            if keepalive_due {
+                self.next_keepalive = Some(now + self.settings.keepalive);
+            }
+            let wake = self
+                .next_keepalive
+                .map_or(idle_deadline, |at| at.min(idle_deadline));
+            self.timer.as_mut().reset(wake);
+            if keepalive_due {
+                return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE_COMMENT))));
+            }
         }
-        self.next_keepalive = Some(now + self.keepalive);
-        self.rearm();
-        Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE_COMMENT))))
     }
 }
 
 impl Stream for SseRelay {
     type Item = Result<Bytes, std::io::Error>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayItem> {
         let this = self.get_mut();
-        if !matches!(this.phase, Phase::Done) && this.cut.as_mut().poll(cx).is_ready() {
+        if !matches!(this.phase, Phase::Done) && this.settings.cut.is_fired() {
             return this.finish_with(GatewayError::ShuttingDown.sse_event());
         }
         loop {
@@ -130,11 +124,10 @@ impl Stream for SseRelay {
                 Phase::AwaitingHeaders(pending) => match pending.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) if response.status.is_success() => {
                         this.phase = Phase::Streaming(response.body);
-                        this.idle_deadline = Instant::now() + this.idle_timeout;
-                        this.rearm();
+                        this.last_activity = Instant::now();
                     }
                     Poll::Ready(Ok(response)) => {
-                        let deployment = this.deployment.clone();
+                        let deployment = this.settings.deployment.clone();
                         this.phase = Phase::ReadingErrorBody(Box::pin(collect_error_body(
                             response, deployment,
                         )));
@@ -148,14 +141,13 @@ impl Stream for SseRelay {
                 },
                 Phase::Streaming(body) => match body.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
-                        if this.next_keepalive.take().is_some() || !chunk.is_empty() {
-                            this.idle_deadline = Instant::now() + this.idle_timeout;
-                            this.rearm();
-                        }
+                        this.next_keepalive = None;
+                        this.last_activity = Instant::now();
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     Poll::Ready(Some(Err(error))) => {
-                        let event = upstream_failure(&this.deployment, &error).sse_event();
+                        let event =
+                            upstream_failure(&this.settings.deployment, &error).sse_event();
                         return this.finish_with(event);
                     }
                     Poll::Ready(None) => {
@@ -188,7 +180,7 @@ mod tests {
                 deployment: Arc::from("dep"),
                 keepalive: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(30),
-                cut: CancellationToken::new(),
+                cut: Cut::default(),
             },
         )
     }

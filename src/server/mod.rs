@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use crate::shutdown::Cut;
 
 use crate::auth::KeyStore;
 use crate::config::Config;
@@ -42,8 +42,8 @@ pub enum StartError {
 pub struct Gateway {
     app: Router,
     shutdown_grace: Duration,
-    /// Fired when the grace period is over, to end what is still running.
-    cut: CancellationToken,
+    /// Fired when the grace period is over, to end streams still running.
+    cut: Cut,
 }
 
 impl Gateway {
@@ -55,7 +55,7 @@ impl Gateway {
             served.push((Arc::new(built), deployment.models.clone()));
         }
         let client = UpstreamClient::new().map_err(StartError::Build)?;
-        let cut = CancellationToken::new();
+        let cut = Cut::default();
         let dispatcher = Arc::new(Dispatcher::new(
             ModelRouter::new(&served),
             client,
@@ -111,10 +111,11 @@ impl Gateway {
         if let Ok(result) = tokio::time::timeout(self.shutdown_grace, &mut server).await {
             return flatten(result);
         }
-        // Requests still running end with a "shutting down" error (an SSE
-        // error event for streams), which takes a moment to reach clients.
-        tracing::warn!("shutdown grace period over; ending in-flight requests");
-        self.cut.cancel();
+        // Open streams end with a "shutting down" SSE error event at their
+        // next chunk or timer tick; the flush window lets those reach clients.
+        // Whatever is still running after it ends with the process.
+        tracing::warn!("shutdown grace period over; ending in-flight streams");
+        self.cut.fire();
         match tokio::time::timeout(CUT_FLUSH, &mut server).await {
             Ok(result) => flatten(result),
             Err(_) => {

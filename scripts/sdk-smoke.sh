@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the official OpenAI Python SDK against the real sluice binary on a
+# mock upstream. Installs the SDK from PyPI into target/py-venv on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/py-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.60,<3"
+fi
+
+cargo build --quiet --bin sluice
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+config=$(mktemp --suffix=.toml)
+log=$(mktemp --suffix=.log)
+cat > "$config" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+[[deployments]]
+name = "mock"
+provider = "mock"
+models = ["gpt-4o-mini", "text-embedding-3-small"]
+mock = { latency = "1ms", chunks = 5, chunk_interval = "1ms" }
+[[keys]]
+name = "smoke"
+key = "sk-smoke-key-0001"
+TOML
+
+target/debug/sluice --config "$config" >"$log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$config" "$log"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+"$venv/bin/python" tests/python/sdk_smoke.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001
+
+# Graceful shutdown on SIGTERM exits cleanly.
+kill -TERM "$pid"
+wait "$pid"
+echo "sluice exited cleanly on SIGTERM"
