@@ -146,8 +146,7 @@ impl Stream for SseRelay {
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     Poll::Ready(Some(Err(error))) => {
-                        let event =
-                            upstream_failure(&this.settings.deployment, &error).sse_event();
+                        let event = upstream_failure(&this.settings.deployment, &error).sse_event();
                         return this.finish_with(event);
                     }
                     Poll::Ready(None) => {

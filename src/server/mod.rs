@@ -11,10 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shutdown::Cut;
 use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use crate::shutdown::Cut;
 
 use crate::auth::KeyStore;
 use crate::config::Config;
