@@ -93,6 +93,9 @@ mod tests {
             name: "team-a".into(),
             org: Some("eng".into()),
             models: Some(vec!["gpt-4o".into()]),
+            tier: None,
+            rpm: None,
+            tpm: None,
         }];
         KeyStore::new(&AuthConfig { required }, &keys)
     }

@@ -27,6 +27,102 @@ pub struct Config {
     pub deployments: Vec<DeploymentConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Default key limits by tier name, picked by a key's `tier`.
+    #[serde(default)]
+    pub tiers: HashMap<String, RateLimit>,
+    /// Limits shared by all keys of an org.
+    #[serde(default)]
+    pub orgs: HashMap<String, RateLimit>,
+    /// Fleet-wide settings per client model name.
+    #[serde(default)]
+    pub models: HashMap<String, ModelSettings>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// Requests and tokens per minute; absent means no limit.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Tokenizer for TPM estimates (`o200k_base` or `cl100k_base`); by default
+    /// chosen from the model name.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+impl ModelSettings {
+    pub fn limit(&self) -> RateLimit {
+        RateLimit {
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Extra bucket capacity as a fraction of each per-minute limit: with
+    /// `rpm = 60` and `burst = 0.5`, 90 requests may arrive at once.
+    pub burst: f64,
+    /// Completion tokens charged up front when a request sets no max tokens.
+    pub default_max_tokens: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            burst: 0.0,
+            default_max_tokens: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Admit requests unlimited while Redis is unreachable (logged and counted).
+    #[default]
+    FailOpen,
+    /// Refuse requests with 503 while Redis is unreachable.
+    FailClosed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    #[serde(default)]
+    pub on_error: OnRedisError,
+    /// Prefix of every key Sluice writes, so fleets can share one Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Bound on one limiter round trip; past it the `on_error` policy applies.
+    #[serde(default = "default_redis_timeout", with = "duration::serde_duration")]
+    pub timeout: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "sluice".to_owned()
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(250)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +236,11 @@ pub struct DeploymentConfig {
     pub api_version: Option<String>,
     #[serde(default)]
     pub mock: MockConfig,
+    /// The quota the provider granted this deployment.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
 }
 
 fn default_weight() -> u32 {
@@ -186,6 +287,13 @@ pub struct KeyConfig {
     /// Allow-list of model names; absent means every model.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+    /// Names a `[tiers.NAME]` whose limits apply where `rpm`/`tpm` are unset.
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
 }
 
 impl KeyConfig {

@@ -22,6 +22,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
     }
     check_deployments(config, &mut problems);
     check_keys(config, &mut problems);
+    check_limits(config, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -107,6 +108,11 @@ fn check_keys(config: &Config, problems: &mut Vec<String>) {
                 problems.push(format!("{at}: the same key is configured twice"));
             }
         }
+        if let Some(tier) = &key.tier {
+            if !config.tiers.contains_key(tier) {
+                problems.push(format!("{at}.tier: no [tiers.{tier}] section"));
+            }
+        }
         for model in key.models.iter().flatten() {
             if !served.contains(model.as_str()) {
                 problems.push(format!(
@@ -123,4 +129,64 @@ fn is_http_url(url: &str) -> bool {
         .or_else(|| url.strip_prefix("http://"));
     matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
         && url.parse::<http::Uri>().is_ok()
+}
+
+fn check_limits(config: &Config, problems: &mut Vec<String>) {
+    let limits = &config.limits;
+    if !(0.0..=100.0).contains(&limits.burst) {
+        problems.push("limits.burst: must be between 0 and 100 (a fraction of the limit)".into());
+    }
+    let mut zeros = Vec::new();
+    let mut zero = |path: String, value: Option<u64>| {
+        if value == Some(0) {
+            zeros.push(format!("{path}: must be at least 1 (omit it for no limit)"));
+        }
+    };
+    for (index, key) in config.keys.iter().enumerate() {
+        zero(format!("keys[{index}].rpm"), key.rpm);
+        zero(format!("keys[{index}].tpm"), key.tpm);
+    }
+    for (index, deployment) in config.deployments.iter().enumerate() {
+        zero(format!("deployments[{index}].rpm"), deployment.rpm);
+        zero(format!("deployments[{index}].tpm"), deployment.tpm);
+    }
+    for (section, table) in [("tiers", &config.tiers), ("orgs", &config.orgs)] {
+        for (name, limit) in table {
+            zero(format!("{section}.{name}.rpm"), limit.rpm);
+            zero(format!("{section}.{name}.tpm"), limit.tpm);
+        }
+    }
+    for (name, settings) in &config.models {
+        zero(format!("models.{name}.rpm"), settings.rpm);
+        zero(format!("models.{name}.tpm"), settings.tpm);
+    }
+    problems.append(&mut zeros);
+    let served: HashSet<&str> = config
+        .deployments
+        .iter()
+        .flat_map(|d| d.models.iter().map(String::as_str))
+        .collect();
+    for (name, settings) in &config.models {
+        if !served.contains(name.as_str()) {
+            problems.push(format!("models.{name}: not served by any deployment"));
+        }
+        if let Some(encoding) = &settings.encoding {
+            if !matches!(encoding.as_str(), "o200k_base" | "cl100k_base") {
+                problems.push(format!(
+                    "models.{name}.encoding: `{encoding}` is not o200k_base or cl100k_base"
+                ));
+            }
+        }
+    }
+    if let Some(redis) = &config.redis {
+        if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+            problems.push(format!(
+                "redis.url: `{}` is not a redis:// or rediss:// URL",
+                redis.url
+            ));
+        }
+        if redis.timeout.is_zero() {
+            problems.push("redis.timeout: must be greater than 0".into());
+        }
+    }
 }

@@ -3,7 +3,6 @@
 
 mod models;
 mod relay;
-mod request;
 mod respond;
 
 use std::sync::Arc;
@@ -14,11 +13,14 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-use crate::auth::Identity;
 use crate::error::GatewayError;
-use crate::routing::{ModelRoute, ModelRouter};
+use crate::request::ApiRequest;
+use crate::routing::{ChosenDeployment, ModelRoute, ModelRouter};
 use crate::shutdown::Cut;
-use crate::upstream::{Deployment, Endpoint, UpstreamClient, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{
+    Deployment, UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse,
+};
+use crate::usage::{self, Outcome, UsageHooks};
 
 pub use models::{get_model, list_models};
 pub use relay::KEEPALIVE_COMMENT;
@@ -27,9 +29,8 @@ pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
 
 /// Shared by every request; immutable after start-up.
 pub struct Dispatcher {
-    router: ModelRouter,
+    router: Arc<ModelRouter>,
     client: UpstreamClient,
-    max_body_bytes: usize,
     request_timeout: Duration,
     keepalive: Duration,
     /// Fired when the shutdown grace period is over: open streams end.
@@ -45,7 +46,7 @@ pub struct ServedBy {
 
 impl Dispatcher {
     pub fn new(
-        router: ModelRouter,
+        router: Arc<ModelRouter>,
         client: UpstreamClient,
         server: &crate::config::ServerConfig,
         cut: Cut,
@@ -53,7 +54,6 @@ impl Dispatcher {
         Self {
             router,
             client,
-            max_body_bytes: server.max_body_bytes,
             request_timeout: server.request_timeout,
             keepalive: server.stream_keepalive,
             cut,
@@ -64,8 +64,8 @@ impl Dispatcher {
         &self.router
     }
 
-    pub async fn handle(self: Arc<Self>, endpoint: Endpoint, request: Request) -> Response {
-        self.dispatch(endpoint, request)
+    pub async fn handle(self: Arc<Self>, request: Request) -> Response {
+        self.dispatch(request)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     }
@@ -79,33 +79,21 @@ impl Dispatcher {
         }
     }
 
-    async fn dispatch(
-        self: Arc<Self>,
-        endpoint: Endpoint,
-        request: Request,
-    ) -> Result<Response, GatewayError> {
-        let (parts, body) = request.into_parts();
-        request::check_content_type(&parts.headers)?;
-        let body = request::read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let (stream, route) = {
-            let head = request::parse_head(&body)?;
-            let route = self
-                .router
-                .route(&head.model)
-                .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?;
-            (head.stream, route.clone())
-        };
-        let identity = parts
+    async fn dispatch(self: Arc<Self>, request: Request) -> Result<Response, GatewayError> {
+        let (mut parts, _) = request.into_parts();
+        let ApiRequest {
+            endpoint,
+            body,
+            route,
+            stream,
+        } = parts
             .extensions
-            .get::<Arc<Identity>>()
+            .remove::<ApiRequest>()
             .ok_or(GatewayError::Internal)?;
-        if !identity.may_use(&route.name) {
-            return Err(GatewayError::ModelNotAllowed {
-                model: route.name.to_string(),
-                key: identity.name.to_string(),
-            });
-        }
-        let deployment = route.pick().ok_or(GatewayError::Internal)?.clone();
+        let deployment = match parts.extensions.remove::<ChosenDeployment>() {
+            Some(ChosenDeployment(deployment)) => deployment,
+            None => route.pick().ok_or(GatewayError::Internal)?.clone(),
+        };
         let upstream_request = UpstreamRequest {
             endpoint,
             client_model: route.name.clone(),
@@ -117,6 +105,7 @@ impl Dispatcher {
             client: self.client.clone(),
             deployment,
             route,
+            hooks: parts.extensions.remove::<UsageHooks>(),
         };
         if stream {
             self.stream(call, upstream_request).await
@@ -152,7 +141,7 @@ impl Dispatcher {
                     return Ok(call.error_response(response).await);
                 }
                 let mut builder = call.response_builder(response.status, &response.headers);
-                let relay = relay::SseRelay::streaming(response.body, settings);
+                let relay = relay::SseRelay::streaming(response.body, settings, call.hooks.clone());
                 builder.body = Body::from_stream(relay);
                 Ok(builder.finish())
             }
@@ -161,7 +150,7 @@ impl Dispatcher {
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 let mut builder = call.response_builder(StatusCode::OK, &headers);
-                let relay = relay::SseRelay::awaiting(pending, settings);
+                let relay = relay::SseRelay::awaiting(pending, settings, call.hooks.clone());
                 builder.body = Body::from_stream(relay);
                 Ok(builder.finish())
             }
@@ -175,6 +164,8 @@ struct UpstreamCall {
     client: UpstreamClient,
     deployment: Arc<Deployment>,
     route: Arc<ModelRoute>,
+    /// Layers waiting for the call's token usage.
+    hooks: Option<UsageHooks>,
 }
 
 impl UpstreamCall {
@@ -187,11 +178,28 @@ impl UpstreamCall {
         let name = &self.deployment.name;
         match tokio::time::timeout(timeout, self.client.send(&self.deployment, request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(respond::upstream_failure(name, &error)),
-            Err(_) => Err(GatewayError::UpstreamTimeout {
-                deployment: name.to_string(),
-                timeout_ms: timeout.as_millis(),
-            }),
+            Ok(Err(error)) => {
+                // A refused connection produced nothing; anything later might have.
+                let outcome = match error {
+                    UpstreamError::Connect(_) => Outcome::NoOutput,
+                    _ => Outcome::Unknown,
+                };
+                self.finish(outcome);
+                Err(respond::upstream_failure(name, &error))
+            }
+            Err(_) => {
+                self.finish(Outcome::Unknown);
+                Err(GatewayError::UpstreamTimeout {
+                    deployment: name.to_string(),
+                    timeout_ms: timeout.as_millis(),
+                })
+            }
+        }
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        if let Some(hooks) = &self.hooks {
+            hooks.finish(outcome);
         }
     }
 
@@ -203,12 +211,18 @@ impl UpstreamCall {
             return Ok(self.error_response(response).await);
         }
         let mut builder = self.response_builder(response.status, &response.headers);
-        let body = respond::collect_body(response.body, &self.deployment.name, timeout).await?;
+        let body = respond::collect_body(response.body, &self.deployment.name, timeout)
+            .await
+            .inspect_err(|_| self.finish(Outcome::Unknown))?;
+        if self.hooks.is_some() {
+            self.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
+        }
         builder.body = Body::from(body);
         Ok(builder.finish())
     }
 
     async fn error_response(&self, response: UpstreamResponse) -> Response {
+        self.finish(Outcome::NoOutput);
         let status = response.status;
         let headers = response.headers.clone();
         let body = respond::collect_error_body(response, self.deployment.name.clone()).await;

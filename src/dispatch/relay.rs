@@ -17,6 +17,7 @@ use super::respond::{collect_error_body, upstream_failure};
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
 use crate::upstream::{BodyStream, UpstreamResponse};
+use crate::usage::{Outcome, StreamUsageScanner, UsageHooks};
 
 pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
@@ -43,6 +44,8 @@ pub struct RelaySettings {
 pub struct SseRelay {
     phase: Phase,
     settings: RelaySettings,
+    /// Layers waiting for token usage, and the scanner that finds it.
+    usage: Option<(UsageHooks, StreamUsageScanner)>,
     /// Fires at the next keep-alive or idle check. Chunks only record
     /// `last_activity`; the timer is re-armed lazily when it fires, so the
     /// per-chunk cost is one clock read, not a timer-wheel update.
@@ -54,23 +57,28 @@ pub struct SseRelay {
 
 impl SseRelay {
     /// Relays a stream whose upstream already answered 2xx.
-    pub fn streaming(body: BodyStream, settings: RelaySettings) -> Self {
-        Self::new(Phase::Streaming(body), settings)
+    pub fn streaming(body: BodyStream, settings: RelaySettings, hooks: Option<UsageHooks>) -> Self {
+        Self::new(Phase::Streaming(body), settings, hooks)
     }
 
     /// Relays a stream whose upstream has not answered yet: the client already
     /// got 200, so an upstream error status becomes an SSE error event.
-    pub fn awaiting(pending: PendingResponse, settings: RelaySettings) -> Self {
-        Self::new(Phase::AwaitingHeaders(pending), settings)
+    pub fn awaiting(
+        pending: PendingResponse,
+        settings: RelaySettings,
+        hooks: Option<UsageHooks>,
+    ) -> Self {
+        Self::new(Phase::AwaitingHeaders(pending), settings, hooks)
     }
 
-    fn new(phase: Phase, settings: RelaySettings) -> Self {
+    fn new(phase: Phase, settings: RelaySettings, hooks: Option<UsageHooks>) -> Self {
         let now = Instant::now();
         let next_keepalive = now + settings.keepalive;
         let first_wake = next_keepalive.min(now + settings.idle_timeout);
         Self {
             phase,
             settings,
+            usage: hooks.map(|hooks| (hooks, StreamUsageScanner::default())),
             timer: Box::pin(tokio::time::sleep_until(first_wake)),
             next_keepalive: Some(next_keepalive),
             last_activity: now,
@@ -79,7 +87,15 @@ impl SseRelay {
 
     fn finish_with(&mut self, event: Bytes) -> Poll<RelayItem> {
         self.phase = Phase::Done;
+        self.report_usage();
         Poll::Ready(Some(Ok(event)))
+    }
+
+    /// Reports what the scanner found, once, when the stream ends either way.
+    fn report_usage(&mut self) {
+        if let Some((hooks, scanner)) = self.usage.take() {
+            hooks.finish(scanner.usage().map_or(Outcome::Unknown, Outcome::Reported));
+        }
     }
 
     /// Nothing arrived: send a keep-alive, end on idle timeout, or wait.
@@ -127,6 +143,9 @@ impl Stream for SseRelay {
                         this.last_activity = Instant::now();
                     }
                     Poll::Ready(Ok(response)) => {
+                        if let Some((hooks, _)) = this.usage.take() {
+                            hooks.finish(Outcome::NoOutput);
+                        }
                         let deployment = this.settings.deployment.clone();
                         this.phase = Phase::ReadingErrorBody(Box::pin(collect_error_body(
                             response, deployment,
@@ -143,6 +162,9 @@ impl Stream for SseRelay {
                     Poll::Ready(Some(Ok(chunk))) => {
                         this.next_keepalive = None;
                         this.last_activity = Instant::now();
+                        if let Some((_, scanner)) = &mut this.usage {
+                            scanner.scan(&chunk);
+                        }
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     Poll::Ready(Some(Err(error))) => {
@@ -151,6 +173,7 @@ impl Stream for SseRelay {
                     }
                     Poll::Ready(None) => {
                         this.phase = Phase::Done;
+                        this.report_usage();
                         return Poll::Ready(None);
                     }
                     Poll::Pending => return this.poll_timer(cx),
@@ -181,6 +204,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(30),
                 cut: Cut::default(),
             },
+            None,
         )
     }
 

@@ -42,8 +42,10 @@ pub fn copy_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     }
 }
 
+/// The provider account's own rate-limit headers describe a quota shared by
+/// every caller; the limiter sets the caller's instead.
 fn is_dropped(name: &HeaderName) -> bool {
-    DROPPED.contains(&name.as_str())
+    DROPPED.contains(&name.as_str()) || name.as_str().starts_with("x-ratelimit-")
 }
 
 pub fn upstream_failure(deployment: &str, error: &UpstreamError) -> GatewayError {

@@ -6,6 +6,11 @@ use std::sync::Arc;
 
 use crate::upstream::Deployment;
 
+/// Set by a layer that already chose the deployment (the limiter, when
+/// deployments have quotas); the dispatcher uses it instead of picking.
+#[derive(Clone)]
+pub struct ChosenDeployment(pub Arc<Deployment>);
+
 /// Deployments sharing one priority number; picked among by weight.
 struct PriorityGroup {
     priority: i32,
@@ -33,6 +38,35 @@ impl ModelRoute {
     /// The deployment for the next call: lowest priority number, then by weight.
     pub fn pick(&self) -> Option<&Arc<Deployment>> {
         self.groups.first().map(PriorityGroup::pick)
+    }
+
+    /// Every deployment, best first: priority groups in order, each group in
+    /// a random order drawn by weight.
+    pub fn preference_order(&self) -> Vec<Arc<Deployment>> {
+        let mut order = Vec::with_capacity(self.groups.iter().map(|g| g.members.len()).sum());
+        for group in &self.groups {
+            let mut pool: Vec<&Arc<Deployment>> = group.members.iter().collect();
+            let mut total: u64 = pool.iter().map(|d| u64::from(d.weight)).sum();
+            while !pool.is_empty() {
+                let mut draw = fastrand::u64(..total.max(1));
+                let index = pool
+                    .iter()
+                    .position(|d| {
+                        let weight = u64::from(d.weight);
+                        if draw < weight {
+                            true
+                        } else {
+                            draw -= weight;
+                            false
+                        }
+                    })
+                    .unwrap_or(pool.len() - 1);
+                let picked = pool.swap_remove(index);
+                total -= u64::from(picked.weight);
+                order.push(picked.clone());
+            }
+        }
+        order
     }
 
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
@@ -122,6 +156,8 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             api_version: None,
             mock: MockConfig::default(),
+            rpm: None,
+            tpm: None,
         };
         (
             Arc::new(Deployment::from_config(&config).unwrap()),

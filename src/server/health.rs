@@ -8,6 +8,7 @@ use http::StatusCode;
 
 use crate::dispatch::Dispatcher;
 use crate::error::json_response;
+use crate::metrics::Metrics;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> Response {
@@ -27,6 +28,16 @@ pub async fn readyz(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
         StatusCode::OK,
         [(http::header::CONTENT_TYPE, "application/json")],
         format!(r#"{{"status":"ready","models":{models}}}"#),
+    )
+        .into_response()
+}
+
+/// Prometheus text exposition; no key needed (scrapers run inside the network).
+pub async fn metrics(State(metrics): State<Metrics>) -> Response {
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
     )
         .into_response()
 }

@@ -19,6 +19,9 @@ use tokio::net::TcpListener;
 use crate::auth::KeyStore;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+use crate::request::RequestReader;
 use crate::routing::ModelRouter;
 use crate::upstream::{Deployment, UpstreamClient};
 
@@ -56,15 +59,25 @@ impl Gateway {
         }
         let client = UpstreamClient::new().map_err(StartError::Build)?;
         let cut = Cut::default();
-        let dispatcher = Arc::new(Dispatcher::new(
-            ModelRouter::new(&served),
-            client,
-            &config.server,
-            cut.clone(),
-        ));
-        let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
+        let router = Arc::new(ModelRouter::new(&served));
+        let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
+        let limiter = Limiter::from_config(config, metrics.clone())
+            .map_err(StartError::Build)?
+            .map(Arc::new);
+        let services = stack::Services {
+            dispatcher: Arc::new(Dispatcher::new(
+                router.clone(),
+                client,
+                &config.server,
+                cut.clone(),
+            )),
+            keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            reader: Arc::new(RequestReader::new(router, config.server.max_body_bytes)),
+            limiter,
+            metrics,
+        };
         Ok(Self {
-            app: stack::app(dispatcher, keys),
+            app: stack::app(services),
             shutdown_grace: config.server.shutdown_grace,
             cut,
         })

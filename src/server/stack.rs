@@ -1,14 +1,16 @@
 //! The request path, in one place. Outermost first:
 //!
-//! | # | layer                | scope | what it does                                             |
-//! |---|----------------------|-------|----------------------------------------------------------|
-//! | 1 | `CatchPanicLayer`    | all   | a panic anywhere becomes an OpenAI-shaped 500            |
-//! | 2 | `SetRequestIdLayer`  | all   | keeps the client's `x-request-id`, or makes one          |
-//! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                    |
-//! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...  |
-//! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs |
-//! |   | (limits, budgets, cache, queue slot in here, after auth) |   |                          |
-//! | - | `Dispatcher`         | /v1   | model -> deployment -> upstream, relays the answer       |
+//! | # | layer                | scope | what it does                                              |
+//! |---|----------------------|-------|-----------------------------------------------------------|
+//! | 1 | `CatchPanicLayer`    | all   | a panic anywhere becomes an OpenAI-shaped 500             |
+//! | 2 | `SetRequestIdLayer`  | all   | keeps the client's `x-request-id`, or makes one           |
+//! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                     |
+//! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
+//! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
+//! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
+//! | 7 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
+//! |   | (cache, queue, budgets slot in here)                                                 |
+//! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
 
 use std::sync::Arc;
 
@@ -23,25 +25,50 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use super::{access_log, fallback, health, request_id::RequestIds};
 use crate::auth::{self, KeyStore};
 use crate::dispatch::{self, Dispatcher};
-use crate::upstream::Endpoint;
+use crate::limits::{self, Limiter};
+use crate::metrics::Metrics;
+use crate::request::{self, RequestReader};
 
-pub fn app(dispatcher: Arc<Dispatcher>, keys: Arc<KeyStore>) -> Router {
+/// Everything the layers and the dispatcher share, built once at start-up.
+pub struct Services {
+    pub dispatcher: Arc<Dispatcher>,
+    pub keys: Arc<KeyStore>,
+    pub reader: Arc<RequestReader>,
+    pub limiter: Option<Arc<Limiter>>,
+    pub metrics: Metrics,
+}
+
+pub fn app(services: Services) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", proxy_to(Endpoint::ChatCompletions))
-        .route("/v1/completions", proxy_to(Endpoint::Completions))
-        .route("/v1/embeddings", proxy_to(Endpoint::Embeddings))
-        .route("/v1/responses", proxy_to(Endpoint::Responses))
+        .route("/v1/chat/completions", proxy())
+        .route("/v1/completions", proxy())
+        .route("/v1/embeddings", proxy())
+        .route("/v1/responses", proxy())
         .route("/v1/models", get(dispatch::list_models))
         .route("/v1/models/{model}", get(dispatch::get_model))
         .route_layer(
-            ServiceBuilder::new().layer(from_fn_with_state(keys, auth::authenticate)), // 5
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(services.keys, auth::authenticate)) // 5
+                .layer(from_fn_with_state(services.reader, request::read_request)) // 6
+                .option_layer(
+                    services
+                        .limiter
+                        .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 7
+                ),
         )
-        .with_state(dispatcher.clone());
+        .with_state(services.dispatcher.clone());
 
     Router::new()
         .merge(api)
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz).with_state(dispatcher))
+        .route(
+            "/readyz",
+            get(health::readyz).with_state(services.dispatcher),
+        )
+        .route(
+            "/metrics",
+            get(health::metrics).with_state(services.metrics),
+        )
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(
@@ -53,11 +80,7 @@ pub fn app(dispatcher: Arc<Dispatcher>, keys: Arc<KeyStore>) -> Router {
         )
 }
 
-/// A POST route whose requests the dispatcher proxies to `endpoint`.
-fn proxy_to(endpoint: Endpoint) -> MethodRouter<Arc<Dispatcher>> {
-    post(
-        move |State(dispatcher): State<Arc<Dispatcher>>, request: Request| {
-            dispatcher.handle(endpoint, request)
-        },
-    )
+/// A POST route the dispatcher proxies; the request layer already read it.
+fn proxy() -> MethodRouter<Arc<Dispatcher>> {
+    post(|State(dispatcher): State<Arc<Dispatcher>>, request: Request| dispatcher.handle(request))
 }

@@ -24,6 +24,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint a gateway path proxies to, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/v1/completions" => Some(Self::Completions),
+            "/v1/embeddings" => Some(Self::Embeddings),
+            "/v1/responses" => Some(Self::Responses),
+            _ => None,
+        }
+    }
+
     /// Path below the API root, shared by OpenAI and Azure.
     pub fn path(self) -> &'static str {
         match self {

@@ -1,5 +1,5 @@
-//! Reading and checking a client request before anything goes upstream. Only
-//! the fields the gateway needs are parsed; the body is forwarded as received.
+//! Reading and checking a request body. Only the fields the gateway routes by
+//! are parsed; the body is forwarded as received.
 
 use std::borrow::Cow;
 

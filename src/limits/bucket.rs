@@ -1,0 +1,190 @@
+//! Buckets and the table of which ones apply to whom, built once from config.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::gcra::Shape;
+use crate::config::{Config, RateLimit};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Key,
+    Org,
+    Model,
+    Deployment,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Org => "org",
+            Self::Model => "model",
+            Self::Deployment => "deployment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Requests,
+    Tokens,
+}
+
+impl Kind {
+    /// OpenAI's `type` for a rate-limit error of this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+
+    pub fn per_minute(self) -> &'static str {
+        match self {
+            Self::Requests => "requests per min (RPM)",
+            Self::Tokens => "tokens per min (TPM)",
+        }
+    }
+}
+
+/// One limit on one subject. The in-memory engine keeps its state here; the
+/// Redis engine keeps it under `redis_key`.
+pub struct Bucket {
+    pub scope: Scope,
+    pub name: Arc<str>,
+    pub kind: Kind,
+    pub shape: Shape,
+    pub redis_key: String,
+    /// TAT as f64 bits (in-memory engine only).
+    pub(super) tat: AtomicU64,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {:?}", self.scope.as_str(), self.name, self.kind)
+    }
+}
+
+/// The RPM and TPM buckets of one subject.
+#[derive(Default, Clone)]
+pub struct Pair {
+    pub requests: Option<Arc<Bucket>>,
+    pub tokens: Option<Arc<Bucket>>,
+}
+
+impl Pair {
+    fn new(scope: Scope, name: &str, limit: RateLimit, burst: f64, prefix: &str) -> Self {
+        let make = |kind: Kind, limit: Option<u64>| {
+            limit.map(|limit| {
+                let suffix = match kind {
+                    Kind::Requests => "rpm",
+                    Kind::Tokens => "tpm",
+                };
+                Arc::new(Bucket {
+                    scope,
+                    name: Arc::from(name),
+                    kind,
+                    shape: Shape::new(limit, burst),
+                    // One hash tag keeps every key in one cluster slot, so a
+                    // multi-key script works on Redis Cluster too.
+                    redis_key: format!("{{{prefix}}}:{}:{name}:{suffix}", scope.as_str()),
+                    tat: AtomicU64::new(0f64.to_bits()),
+                })
+            })
+        };
+        Self {
+            requests: make(Kind::Requests, limit.rpm),
+            tokens: make(Kind::Tokens, limit.tpm),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Bucket>> {
+        self.requests.iter().chain(self.tokens.iter())
+    }
+}
+
+/// Every configured limit, by subject name. Immutable after start-up, so
+/// lookups take no lock.
+#[derive(Default)]
+pub struct BucketTable {
+    pub keys: HashMap<String, Pair>,
+    pub orgs: HashMap<String, Pair>,
+    pub models: HashMap<String, Pair>,
+    pub deployments: HashMap<String, Pair>,
+}
+
+impl BucketTable {
+    pub fn from_config(config: &Config) -> Self {
+        let burst = config.limits.burst;
+        let prefix = config
+            .redis
+            .as_ref()
+            .map_or("sluice", |redis| redis.key_prefix.as_str());
+        let mut table = Self::default();
+        for key in &config.keys {
+            let tier = key.tier.as_ref().and_then(|t| config.tiers.get(t));
+            let limit = RateLimit {
+                rpm: key.rpm.or(tier.and_then(|t| t.rpm)),
+                tpm: key.tpm.or(tier.and_then(|t| t.tpm)),
+            };
+            insert(&mut table.keys, Scope::Key, &key.name, limit, burst, prefix);
+        }
+        for (name, limit) in &config.orgs {
+            insert(&mut table.orgs, Scope::Org, name, *limit, burst, prefix);
+        }
+        for (name, settings) in &config.models {
+            insert(
+                &mut table.models,
+                Scope::Model,
+                name,
+                settings.limit(),
+                burst,
+                prefix,
+            );
+        }
+        for deployment in &config.deployments {
+            let limit = RateLimit {
+                rpm: deployment.rpm,
+                tpm: deployment.tpm,
+            };
+            // Provider quotas are hard ceilings: no burst above them.
+            insert(
+                &mut table.deployments,
+                Scope::Deployment,
+                &deployment.name,
+                limit,
+                0.0,
+                prefix,
+            );
+        }
+        table
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.orgs.is_empty()
+            && self.models.is_empty()
+            && self.deployments.is_empty()
+    }
+}
+
+fn insert(
+    map: &mut HashMap<String, Pair>,
+    scope: Scope,
+    name: &str,
+    limit: RateLimit,
+    burst: f64,
+    prefix: &str,
+) {
+    let pair = Pair::new(scope, name, limit, burst, prefix);
+    if !pair.is_empty() {
+        map.insert(name.to_owned(), pair);
+    }
+}

@@ -1,0 +1,416 @@
+//! Rate limits: RPM and TPM per key (or its tier), per org, per model, and
+//! per deployment (the provider's quota; a deployment without room is skipped
+//! in favour of one with room). GCRA buckets, in memory or in Redis.
+
+mod bucket;
+mod engine;
+mod gcra;
+mod layer;
+mod memory;
+mod redis_store;
+mod reply;
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::response::Response;
+
+use self::bucket::{Bucket, BucketTable, Kind, Pair, Scope};
+use self::engine::{Charge, Decision, Refused, StoreError};
+use self::gcra::Standing;
+use self::memory::MemoryEngine;
+use self::redis_store::RedisEngine;
+use self::tokens::{Encoding, Estimator};
+use crate::auth::Identity;
+use crate::config::{Config, OnRedisError};
+use crate::metrics::Metrics;
+use crate::request::ApiRequest;
+use crate::upstream::Deployment;
+use crate::usage::{Outcome, UsageObserver};
+
+pub use layer::rate_limit;
+
+/// Store failures are logged at most this often (every one is counted).
+const STORE_LOG_INTERVAL_SECS: u64 = 10;
+
+enum Engine {
+    Memory(MemoryEngine),
+    Redis(RedisEngine),
+}
+
+pub struct Limiter {
+    table: BucketTable,
+    engine: Engine,
+    on_error: OnRedisError,
+    estimator: Estimator,
+    encodings: HashMap<String, Encoding>,
+    metrics: Metrics,
+    started: Instant,
+    /// Seconds after `started` of the last store-error log line, plus one.
+    last_store_log: AtomicU64,
+}
+
+/// What the layer does with a request.
+pub enum Check {
+    /// No limit applies to it.
+    Unlimited,
+    Admitted(Admission),
+    /// A 429 (or 503 when the store is down and set to fail closed).
+    Refused(Response),
+}
+
+pub struct Admission {
+    /// The deployment with room, when deployments have quotas.
+    pub deployment: Option<Arc<Deployment>>,
+    /// Corrects the TPM charge once the real usage is known.
+    pub settlement: Option<Settlement>,
+    pub key_headers: KeyHeaders,
+}
+
+/// The key's own RPM and TPM buckets, for `x-ratelimit-*` on the response.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHeaders {
+    requests: Option<Standing>,
+    tokens: Option<Standing>,
+}
+
+impl KeyHeaders {
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        reply::set_key_headers(headers, self.requests, self.tokens);
+    }
+}
+
+/// The buckets one request is checked against.
+struct Subject<'a> {
+    required: Vec<Charge<'a>>,
+    key_requests: Option<usize>,
+    key_tokens: Option<usize>,
+    candidates: Vec<(Arc<Deployment>, Vec<Charge<'a>>)>,
+}
+
+impl Limiter {
+    /// `None` when the config sets no limit at all: the layer is then left out.
+    pub fn from_config(config: &Config, metrics: Metrics) -> Result<Option<Self>, String> {
+        let table = BucketTable::from_config(config);
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let engine = match &config.redis {
+            Some(redis) => Engine::Redis(RedisEngine::new(&redis.url, redis.timeout)?),
+            None => Engine::Memory(MemoryEngine::new()),
+        };
+        let encodings: HashMap<String, Encoding> = config
+            .models
+            .iter()
+            .filter_map(|(name, s)| {
+                Some((name.clone(), Encoding::from_name(s.encoding.as_deref()?)?))
+            })
+            .collect();
+        let counts_tokens = table
+            .keys
+            .values()
+            .chain(table.orgs.values())
+            .chain(table.models.values())
+            .chain(table.deployments.values())
+            .any(|pair| pair.tokens.is_some());
+        if counts_tokens {
+            Encoding::O200k.warm();
+            Encoding::Cl100k.warm();
+        }
+        Ok(Some(Self {
+            table,
+            engine,
+            on_error: config
+                .redis
+                .as_ref()
+                .map_or_else(OnRedisError::default, |r| r.on_error),
+            estimator: Estimator {
+                default_max_tokens: config.limits.default_max_tokens,
+            },
+            encodings,
+            metrics,
+            started: Instant::now(),
+            last_store_log: AtomicU64::new(0),
+        }))
+    }
+
+    pub async fn check(self: &Arc<Self>, identity: &Identity, api: &ApiRequest) -> Check {
+        let model = &*api.route.name;
+        let key = self.table.keys.get(&*identity.name);
+        let org = identity
+            .org
+            .as_deref()
+            .and_then(|org| self.table.orgs.get(org));
+        let model_pair = self.table.models.get(model);
+        let limits_deployments = api
+            .route
+            .deployments()
+            .any(|d| self.table.deployments.contains_key(&*d.name));
+        if key.is_none() && org.is_none() && model_pair.is_none() && !limits_deployments {
+            return Check::Unlimited;
+        }
+        let counts_tokens = [key, org, model_pair]
+            .iter()
+            .flatten()
+            .any(|p| p.tokens.is_some())
+            || api.route.deployments().any(|d| {
+                self.table
+                    .deployments
+                    .get(&*d.name)
+                    .is_some_and(|p| p.tokens.is_some())
+            });
+        let tokens = if counts_tokens {
+            self.estimate(api).await
+        } else {
+            0
+        };
+        let subject = self.subject(key, org, model_pair, limits_deployments, api, tokens);
+        let decision = match &self.engine {
+            Engine::Memory(engine) => engine.admit(&subject.required, &candidate_charges(&subject)),
+            Engine::Redis(engine) => {
+                match engine
+                    .admit(&subject.required, &candidate_charges(&subject))
+                    .await
+                {
+                    Ok(decision) => decision,
+                    Err(error) => return self.store_failed(&error),
+                }
+            }
+        };
+        let key_headers = key_headers(&subject, &decision);
+        match decision.result {
+            Ok(chosen) => Check::Admitted(self.admission(&subject, chosen, tokens, key_headers)),
+            Err(refused) => {
+                let mut response = self.refusal(&subject, &refused, tokens, &api.route.name);
+                key_headers.apply(response.headers_mut());
+                Check::Refused(response)
+            }
+        }
+    }
+
+    async fn estimate(&self, api: &ApiRequest) -> u64 {
+        let model = &*api.route.name;
+        let encoding = self
+            .encodings
+            .get(model)
+            .copied()
+            .unwrap_or_else(|| Encoding::for_model(model));
+        let default_max_tokens = self.estimator.default_max_tokens;
+        // Large prompts take milliseconds to tokenize: off the async threads.
+        if api.body.len() > 32 * 1024 {
+            let body = api.body.clone();
+            let endpoint = api.endpoint;
+            let estimator = Estimator { default_max_tokens };
+            return tokio::task::spawn_blocking(move || {
+                estimator.estimate(endpoint, &body, encoding)
+            })
+            .await
+            .unwrap_or(0);
+        }
+        self.estimator.estimate(api.endpoint, &api.body, encoding)
+    }
+
+    fn subject<'a>(
+        &'a self,
+        key: Option<&'a Pair>,
+        org: Option<&'a Pair>,
+        model: Option<&'a Pair>,
+        limits_deployments: bool,
+        api: &ApiRequest,
+        tokens: u64,
+    ) -> Subject<'a> {
+        let charge = |bucket: &'a Arc<Bucket>| Charge {
+            bucket,
+            units: match bucket.kind {
+                Kind::Requests => 1,
+                Kind::Tokens => tokens,
+            },
+        };
+        let mut subject = Subject {
+            required: Vec::with_capacity(6),
+            key_requests: None,
+            key_tokens: None,
+            candidates: Vec::new(),
+        };
+        if let Some(key) = key {
+            if let Some(bucket) = &key.requests {
+                subject.key_requests = Some(subject.required.len());
+                subject.required.push(charge(bucket));
+            }
+            if let Some(bucket) = &key.tokens {
+                subject.key_tokens = Some(subject.required.len());
+                subject.required.push(charge(bucket));
+            }
+        }
+        for pair in [org, model].into_iter().flatten() {
+            subject.required.extend(pair.iter().map(charge));
+        }
+        if limits_deployments {
+            subject.candidates = api
+                .route
+                .preference_order()
+                .into_iter()
+                .map(|deployment| {
+                    let charges = self
+                        .table
+                        .deployments
+                        .get(&*deployment.name)
+                        .map(|pair| pair.iter().map(charge).collect())
+                        .unwrap_or_default();
+                    (deployment, charges)
+                })
+                .collect();
+        }
+        subject
+    }
+
+    fn admission(
+        self: &Arc<Self>,
+        subject: &Subject<'_>,
+        chosen: Option<usize>,
+        tokens: u64,
+        key_headers: KeyHeaders,
+    ) -> Admission {
+        let chosen = chosen.and_then(|index| subject.candidates.get(index));
+        let token_buckets: Vec<Arc<Bucket>> = subject
+            .required
+            .iter()
+            .chain(chosen.map_or(&[][..], |(_, charges)| &charges[..]))
+            .filter(|charge| charge.bucket.kind == Kind::Tokens)
+            .map(|charge| charge.bucket.clone())
+            .collect();
+        Admission {
+            deployment: chosen.map(|(deployment, _)| deployment.clone()),
+            key_headers,
+            settlement: (!token_buckets.is_empty()).then(|| Settlement {
+                limiter: self.clone(),
+                buckets: token_buckets,
+                charged: tokens,
+            }),
+        }
+    }
+
+    fn refusal(
+        &self,
+        subject: &Subject<'_>,
+        refused: &Refused,
+        tokens: u64,
+        model: &str,
+    ) -> Response {
+        let all: Vec<&Charge<'_>> = subject
+            .required
+            .iter()
+            .chain(subject.candidates.iter().flat_map(|(_, charges)| charges))
+            .collect();
+        let Some(charge) = all.get(refused.position()) else {
+            return reply::store_unavailable();
+        };
+        let bucket = charge.bucket;
+        self.metrics
+            .rate_limited
+            .with_label_values(&[bucket.scope.as_str(), bucket.kind.as_str()])
+            .inc();
+        let every_deployment = bucket.scope == Scope::Deployment && subject.candidates.len() > 1;
+        reply::rate_limited(reply::Refusal {
+            bucket,
+            refused,
+            requested: if bucket.kind == Kind::Tokens {
+                tokens
+            } else {
+                1
+            },
+            model,
+            every_deployment,
+        })
+    }
+
+    fn store_failed(&self, error: &StoreError) -> Check {
+        self.metrics.limiter_store_errors.inc();
+        let elapsed = self.started.elapsed().as_secs() + 1;
+        let last = self.last_store_log.load(Ordering::Relaxed);
+        if (last == 0 || elapsed >= last + STORE_LOG_INTERVAL_SECS)
+            && self
+                .last_store_log
+                .compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(%error, policy = ?self.on_error, "rate-limit store failed; applying redis.on_error");
+        }
+        match self.on_error {
+            OnRedisError::FailOpen => {
+                self.metrics.limiter_fail_open.inc();
+                Check::Unlimited
+            }
+            OnRedisError::FailClosed => Check::Refused(reply::store_unavailable()),
+        }
+    }
+
+    async fn adjust_shared(&self, buckets: &[Arc<Bucket>], delta: i64) {
+        if let Engine::Redis(engine) = &self.engine {
+            if let Err(error) = engine.adjust(&changes(buckets, delta)).await {
+                self.metrics.limiter_store_errors.inc();
+                tracing::warn!(%error, delta, "could not correct a TPM charge");
+            }
+        }
+    }
+}
+
+fn key_headers(subject: &Subject<'_>, decision: &Decision) -> KeyHeaders {
+    let standing = |position: Option<usize>| {
+        let position = position?;
+        let mut standing = *decision.standings.get(position)?;
+        standing.limit = subject.required.get(position)?.bucket.shape.limit();
+        Some(standing)
+    };
+    KeyHeaders {
+        requests: standing(subject.key_requests),
+        tokens: standing(subject.key_tokens),
+    }
+}
+
+fn changes(buckets: &[Arc<Bucket>], delta: i64) -> Vec<(&Bucket, i64)> {
+    buckets
+        .iter()
+        .map(|bucket| (bucket.as_ref(), delta))
+        .collect()
+}
+
+fn candidate_charges<'a>(subject: &Subject<'a>) -> Vec<Vec<Charge<'a>>> {
+    subject
+        .candidates
+        .iter()
+        .map(|(_, charges)| charges.clone())
+        .collect()
+}
+
+/// Corrects the up-front TPM charge to what the upstream reported.
+pub struct Settlement {
+    limiter: Arc<Limiter>,
+    buckets: Vec<Arc<Bucket>>,
+    charged: u64,
+}
+
+impl UsageObserver for Settlement {
+    fn finish(self: Box<Self>, outcome: Outcome) {
+        let delta = match outcome {
+            Outcome::Reported(usage) => usage.total() as i64 - self.charged as i64,
+            Outcome::NoOutput => -(self.charged as i64),
+            // Output may have been produced: keep the estimate.
+            Outcome::Unknown => 0,
+        };
+        if delta == 0 {
+            return;
+        }
+        match &self.limiter.engine {
+            // A few atomics: done in place.
+            Engine::Memory(engine) => engine.adjust(&changes(&self.buckets, delta)),
+            // A round trip: never on the request path.
+            Engine::Redis(_) => {
+                tokio::spawn(async move { self.limiter.adjust_shared(&self.buckets, delta).await });
+            }
+        }
+    }
+}

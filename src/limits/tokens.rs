@@ -1,0 +1,277 @@
+//! Up-front token estimates for TPM: the prompt counted with the model's real
+//! tokenizer (OpenAI's chat rule: 3 tokens per message, +1 for a `name`, +3
+//! for the reply), plus the request's max output tokens or a default. The
+//! charge is corrected to the upstream's `usage` afterwards.
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+use crate::upstream::Endpoint;
+
+/// A flat estimate for an image part (the low-detail price); high-detail
+/// images cost more and are corrected from `usage` afterwards.
+const IMAGE_TOKENS: u64 = 85;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    O200k,
+    Cl100k,
+}
+
+impl Encoding {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "o200k_base" => Some(Self::O200k),
+            "cl100k_base" => Some(Self::Cl100k),
+            _ => None,
+        }
+    }
+
+    /// `cl100k_base` for gpt-4, gpt-3.5 and the embedding models; `o200k_base`
+    /// for gpt-4o, gpt-4.1, gpt-4.5, gpt-5, the o-series and anything newer.
+    pub fn for_model(model: &str) -> Self {
+        let model = model.to_ascii_lowercase();
+        let older = model.starts_with("gpt-3.5")
+            || model.starts_with("gpt-35")
+            || model.starts_with("text-embedding")
+            || (model.starts_with("gpt-4")
+                && !model.starts_with("gpt-4o")
+                && !model.starts_with("gpt-4.")
+                && !model.starts_with("gpt-4-o"));
+        if older { Self::Cl100k } else { Self::O200k }
+    }
+
+    fn bpe(self) -> &'static CoreBPE {
+        match self {
+            Self::O200k => tiktoken_rs::o200k_base_singleton(),
+            Self::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    /// Loads the tokenizer tables now rather than on the first request.
+    pub fn warm(self) {
+        let _ = self.bpe();
+    }
+}
+
+pub struct Estimator {
+    pub default_max_tokens: u64,
+}
+
+impl Estimator {
+    /// Prompt plus expected output tokens for one request body.
+    pub fn estimate(&self, endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
+        let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+            return 0;
+        };
+        let counter = Counter {
+            bpe: encoding.bpe(),
+        };
+        let field = |name: &str| request.get(name).and_then(Value::as_u64);
+        let choices = field("n").unwrap_or(1).max(1);
+        let (prompt, output) = match endpoint {
+            Endpoint::ChatCompletions => {
+                let mut prompt = counter.messages(request.get("messages"));
+                prompt += request.get("tools").map_or(0, |tools| counter.json(tools));
+                let output = field("max_completion_tokens").or(field("max_tokens"));
+                (prompt, output)
+            }
+            Endpoint::Completions => (counter.inputs(request.get("prompt")), field("max_tokens")),
+            Endpoint::Embeddings => (counter.inputs(request.get("input")), Some(0)),
+            Endpoint::Responses => {
+                let prompt = counter.any_text(request.get("input"))
+                    + counter.any_text(request.get("instructions"));
+                (prompt, field("max_output_tokens"))
+            }
+        };
+        prompt + output.unwrap_or(self.default_max_tokens) * choices
+    }
+}
+
+struct Counter {
+    bpe: &'static CoreBPE,
+}
+
+impl Counter {
+    fn text(&self, text: &str) -> u64 {
+        self.bpe.count_ordinary(text) as u64
+    }
+
+    fn json(&self, value: &Value) -> u64 {
+        self.text(&value.to_string())
+    }
+
+    fn messages(&self, messages: Option<&Value>) -> u64 {
+        let Some(Value::Array(messages)) = messages else {
+            return 0;
+        };
+        let per_message: u64 = messages
+            .iter()
+            .map(|message| {
+                let Value::Object(message) = message else {
+                    return 3;
+                };
+                let mut tokens = 3;
+                for (key, value) in message {
+                    tokens += match (key.as_str(), value) {
+                        ("name", Value::String(name)) => 1 + self.text(name),
+                        ("content", content) => self.content(content),
+                        ("tool_calls" | "function_call", calls) => self.json(calls),
+                        (_, Value::String(text)) => self.text(text),
+                        _ => 0,
+                    };
+                }
+                tokens
+            })
+            .sum();
+        per_message + 3
+    }
+
+    /// A message's content: a string or a list of parts.
+    fn content(&self, content: &Value) -> u64 {
+        match content {
+            Value::String(text) => self.text(text),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|part| match part.get("type").and_then(Value::as_str) {
+                    Some("image_url" | "input_image") => IMAGE_TOKENS,
+                    _ => part
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .map_or(0, |t| self.text(t)),
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    /// `prompt` / `input`: a string, a list of strings, or token arrays.
+    fn inputs(&self, input: Option<&Value>) -> u64 {
+        match input {
+            Some(Value::String(text)) => self.text(text),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(text) => self.text(text),
+                    Value::Array(tokens) => tokens.len() as u64,
+                    Value::Number(_) => 1,
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    /// Responses `input` items nest text in several shapes; count every string
+    /// under `text` or `content`, and 3 per item like chat messages.
+    fn any_text(&self, value: Option<&Value>) -> u64 {
+        match value {
+            Some(Value::String(text)) => self.text(text),
+            Some(Value::Array(items)) => {
+                items.iter().map(|item| 3 + self.any_text(Some(item))).sum()
+            }
+            Some(Value::Object(object)) => object
+                .iter()
+                .map(|(key, value)| match (key.as_str(), value) {
+                    ("text" | "content" | "output" | "arguments", _) => self.any_text(Some(value)),
+                    ("type", Value::String(kind)) if kind.contains("image") => IMAGE_TOKENS,
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimate(endpoint: Endpoint, body: &str, encoding: Encoding) -> u64 {
+        Estimator {
+            default_max_tokens: 100,
+        }
+        .estimate(endpoint, body.as_bytes(), encoding)
+    }
+
+    #[test]
+    fn chat_follows_openais_counting_rule() {
+        // "Hello world" is 2 tokens in both encodings; "user" 1.
+        let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello world"}],"max_tokens":10}"#;
+        // 3 (message) + 1 (role) + 2 (content) + 3 (reply) + 10 (max_tokens)
+        assert_eq!(
+            estimate(Endpoint::ChatCompletions, body, Encoding::O200k),
+            19
+        );
+        let named = r#"{"messages":[{"role":"user","name":"bob","content":"Hello world"}],"max_completion_tokens":10,"n":2}"#;
+        // + 1 + 1 ("bob") over the above, output twice
+        assert_eq!(
+            estimate(Endpoint::ChatCompletions, named, Encoding::O200k),
+            9 + 2 + 20
+        );
+        let defaulted = r#"{"messages":[{"role":"user","content":"Hello world"}]}"#;
+        assert_eq!(
+            estimate(Endpoint::ChatCompletions, defaulted, Encoding::Cl100k),
+            9 + 100
+        );
+    }
+
+    #[test]
+    fn embeddings_completions_and_responses() {
+        assert_eq!(
+            estimate(
+                Endpoint::Embeddings,
+                r#"{"input":["Hello world","Hello"]}"#,
+                Encoding::Cl100k
+            ),
+            3
+        );
+        assert_eq!(
+            estimate(
+                Endpoint::Embeddings,
+                r#"{"input":[[1,2,3],[4]]}"#,
+                Encoding::Cl100k
+            ),
+            4
+        );
+        assert_eq!(
+            estimate(
+                Endpoint::Completions,
+                r#"{"prompt":"Hello world","max_tokens":5}"#,
+                Encoding::O200k
+            ),
+            7
+        );
+        assert_eq!(
+            estimate(
+                Endpoint::Responses,
+                r#"{"input":"Hello world","max_output_tokens":5}"#,
+                Encoding::O200k
+            ),
+            7
+        );
+    }
+
+    #[test]
+    fn encodings_by_model() {
+        for model in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-5",
+            "o3-mini",
+            "unknown",
+        ] {
+            assert_eq!(Encoding::for_model(model), Encoding::O200k, "{model}");
+        }
+        for model in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-3.5-turbo",
+            "gpt-35-turbo",
+            "text-embedding-3-small",
+        ] {
+            assert_eq!(Encoding::for_model(model), Encoding::Cl100k, "{model}");
+        }
+    }
+}

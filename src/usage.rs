@@ -1,0 +1,191 @@
+//! Token usage reported by the upstream, and the hooks through which layers
+//! (rate limits now, metering later) learn it once the response is done.
+//! For streams that is after the handler returned, so hooks travel with the
+//! request instead of being read off the response.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// How a call ended, as far as token usage goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream reported usage.
+    Reported(Usage),
+    /// The upstream refused or failed before producing output.
+    NoOutput,
+    /// Output may have been produced but no usage was reported.
+    Unknown,
+}
+
+pub trait UsageObserver: Send + 'static {
+    fn finish(self: Box<Self>, outcome: Outcome);
+}
+
+/// Observers registered by layers; the dispatcher finishes them once.
+#[derive(Clone, Default)]
+pub struct UsageHooks(Arc<Mutex<Vec<Box<dyn UsageObserver>>>>);
+
+impl UsageHooks {
+    pub fn add(&self, observer: Box<dyn UsageObserver>) {
+        if let Ok(mut observers) = self.0.lock() {
+            observers.push(observer);
+        }
+    }
+
+    pub fn finish(&self, outcome: Outcome) {
+        let observers = match self.0.lock() {
+            Ok(mut observers) => std::mem::take(&mut *observers),
+            Err(_) => return,
+        };
+        for observer in observers {
+            observer.finish(outcome);
+        }
+    }
+}
+
+/// Chat/completions/embeddings name the fields `prompt_/completion_tokens`,
+/// the Responses API `input_/output_tokens`.
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(alias = "input_tokens", default)]
+    prompt_tokens: u64,
+    #[serde(alias = "output_tokens", default)]
+    completion_tokens: u64,
+    #[serde(alias = "input_tokens_details", default)]
+    prompt_tokens_details: Option<CachedDetails>,
+}
+
+#[derive(Deserialize)]
+struct CachedDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct Carrier {
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    /// Responses API stream events carry it inside `response`.
+    #[serde(default)]
+    response: Option<Box<Carrier>>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(raw: RawUsage) -> Self {
+        Self {
+            prompt_tokens: raw.prompt_tokens,
+            completion_tokens: raw.completion_tokens,
+            cached_tokens: raw.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        }
+    }
+}
+
+/// Usage from a JSON body or one SSE event's data.
+pub fn parse(json: &[u8]) -> Option<Usage> {
+    let carrier: Carrier = serde_json::from_slice(json).ok()?;
+    match (carrier.usage, carrier.response) {
+        (Some(usage), _) => Some(usage.into()),
+        (None, Some(response)) => response.usage.map(Usage::from),
+        (None, None) => None,
+    }
+}
+
+/// Finds usage in a relayed SSE stream without parsing every chunk: only an
+/// event containing `"usage":{` is decoded. Events split across chunks are
+/// reassembled (bounded).
+#[derive(Default)]
+pub struct StreamUsageScanner {
+    pending: Vec<u8>,
+    found: Option<Usage>,
+}
+
+const MARKER: &[u8] = b"\"usage\":{";
+const PENDING_LIMIT: usize = 256 * 1024;
+
+impl StreamUsageScanner {
+    pub fn scan(&mut self, chunk: &[u8]) {
+        if self.pending.is_empty() {
+            if memchr::memmem::find(chunk, MARKER).is_none() {
+                return;
+            }
+            let start = line_start(chunk, memchr::memmem::find(chunk, MARKER).unwrap_or(0));
+            self.pending.extend_from_slice(&chunk[start..]);
+        } else {
+            self.pending.extend_from_slice(chunk);
+        }
+        self.drain_lines();
+    }
+
+    fn drain_lines(&mut self) {
+        while let Some(end) = memchr::memchr(b'\n', &self.pending) {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if let Some(data) = line.strip_prefix(b"data:") {
+                if memchr::memmem::find(data, MARKER).is_some() {
+                    if let Some(usage) = parse(data.trim_ascii()) {
+                        self.found = Some(usage);
+                    }
+                }
+            }
+            if memchr::memmem::find(&self.pending, MARKER).is_none() {
+                self.pending.clear();
+                return;
+            }
+        }
+        if self.pending.len() > PENDING_LIMIT {
+            self.pending.clear();
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.found
+    }
+}
+
+fn line_start(chunk: &[u8], at: usize) -> usize {
+    memchr::memrchr(b'\n', &chunk[..at]).map_or(0, |newline| newline + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_chat_responses_and_nested_usage() {
+        let chat = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(
+            parse(chat),
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 4
+            })
+        );
+        let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":3,"input_tokens_details":{"cached_tokens":0}}}}"#;
+        assert_eq!(parse(responses).map(|u| u.total()), Some(10));
+        assert_eq!(parse(br#"{"usage":null}"#), None);
+    }
+
+    #[test]
+    fn scanner_finds_usage_split_across_chunks() {
+        let mut scanner = StreamUsageScanner::default();
+        scanner.scan(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n");
+        assert_eq!(scanner.usage(), None);
+        scanner.scan(b"data: {\"choices\":[],\"usage\":{\"prompt_to");
+        scanner.scan(b"kens\":9,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
+        assert_eq!(scanner.usage().map(|u| u.total()), Some(11));
+    }
+}
