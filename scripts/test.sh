@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: the Rust suite (unit + integration against a
-# socket-level fake upstream and async-openai), then the official OpenAI
-# Python SDK against the real binary.
+# socket-level fake upstream, private Redis instances and async-openai), then
+# the official OpenAI Python SDK against the real binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
 cargo test
 scripts/sdk-smoke.sh

@@ -133,12 +133,11 @@ impl StreamUsageScanner {
     fn drain_lines(&mut self) {
         while let Some(end) = memchr::memchr(b'\n', &self.pending) {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
-            if let Some(data) = line.strip_prefix(b"data:") {
-                if memchr::memmem::find(data, MARKER).is_some() {
-                    if let Some(usage) = parse(data.trim_ascii()) {
-                        self.found = Some(usage);
-                    }
-                }
+            if let Some(data) = line.strip_prefix(b"data:")
+                && memchr::memmem::find(data, MARKER).is_some()
+                && let Some(usage) = parse(data.trim_ascii())
+            {
+                self.found = Some(usage);
             }
             if memchr::memmem::find(&self.pending, MARKER).is_none() {
                 self.pending.clear();

@@ -103,15 +103,15 @@ fn check_keys(config: &Config, problems: &mut Vec<String>) {
             )),
             _ => {}
         }
-        if let Some(digest) = key.digest() {
-            if !hashes.insert(digest) {
-                problems.push(format!("{at}: the same key is configured twice"));
-            }
+        if let Some(digest) = key.digest()
+            && !hashes.insert(digest)
+        {
+            problems.push(format!("{at}: the same key is configured twice"));
         }
-        if let Some(tier) = &key.tier {
-            if !config.tiers.contains_key(tier) {
-                problems.push(format!("{at}.tier: no [tiers.{tier}] section"));
-            }
+        if let Some(tier) = &key.tier
+            && !config.tiers.contains_key(tier)
+        {
+            problems.push(format!("{at}.tier: no [tiers.{tier}] section"));
         }
         for model in key.models.iter().flatten() {
             if !served.contains(model.as_str()) {
@@ -170,12 +170,12 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
         if !served.contains(name.as_str()) {
             problems.push(format!("models.{name}: not served by any deployment"));
         }
-        if let Some(encoding) = &settings.encoding {
-            if !matches!(encoding.as_str(), "o200k_base" | "cl100k_base") {
-                problems.push(format!(
-                    "models.{name}.encoding: `{encoding}` is not o200k_base or cl100k_base"
-                ));
-            }
+        if let Some(encoding) = &settings.encoding
+            && !matches!(encoding.as_str(), "o200k_base" | "cl100k_base")
+        {
+            problems.push(format!(
+                "models.{name}.encoding: `{encoding}` is not o200k_base or cl100k_base"
+            ));
         }
     }
     if let Some(redis) = &config.redis {

@@ -109,22 +109,22 @@ pub fn normalize_error_body(status: StatusCode, deployment: &str, raw: &[u8]) ->
         500.. => "server_error",
         _ => "invalid_request_error",
     };
-    if let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(raw) {
-        if let Some(Value::Object(error)) = root.get_mut("error") {
-            let complete = ["message", "type", "param", "code"]
-                .iter()
-                .all(|key| error.contains_key(*key));
-            if complete {
-                return Bytes::copy_from_slice(raw);
-            }
-            error
-                .entry("message")
-                .or_insert_with(|| format!("Upstream answered {status}.").into());
-            error.entry("type").or_insert_with(|| default_type.into());
-            error.entry("param").or_insert(Value::Null);
-            error.entry("code").or_insert(Value::Null);
-            return Bytes::from(Value::Object(root).to_string());
+    if let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(raw)
+        && let Some(Value::Object(error)) = root.get_mut("error")
+    {
+        let complete = ["message", "type", "param", "code"]
+            .iter()
+            .all(|key| error.contains_key(*key));
+        if complete {
+            return Bytes::copy_from_slice(raw);
         }
+        error
+            .entry("message")
+            .or_insert_with(|| format!("Upstream answered {status}.").into());
+        error.entry("type").or_insert_with(|| default_type.into());
+        error.entry("param").or_insert(Value::Null);
+        error.entry("code").or_insert(Value::Null);
+        return Bytes::from(Value::Object(root).to_string());
     }
     let excerpt: String = String::from_utf8_lossy(raw).chars().take(200).collect();
     let message = format!(

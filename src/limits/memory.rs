@@ -54,16 +54,13 @@ fn admit_at(
     check_all(required, 0, now)?;
     let chosen = choose(required.len(), candidates, now)?;
     let chosen_charges = chosen.map_or(&[][..], |index| &candidates[index][..]);
-    let mut committed = 0;
     for (position, charge) in required.iter().chain(chosen_charges).enumerate() {
         if let Err(refused) = commit(charge, now, position) {
-            let all: Vec<&Charge<'_>> = required.iter().chain(chosen_charges).collect();
-            for done in &all[..committed] {
+            for done in required.iter().chain(chosen_charges).take(position) {
                 apply(done.bucket, now, -(done.units as i64));
             }
             return Err(refused);
         }
-        committed += 1;
     }
     Ok(chosen)
 }
@@ -164,4 +161,99 @@ fn apply(bucket: &Bucket, now: f64, delta: i64) {
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
             Some(gcra::adjust(f64::from_bits(current), now, bucket.shape, delta).to_bits())
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::limits::bucket::{Kind, Scope};
+    use crate::limits::gcra::Shape;
+
+    fn bucket(limit: u64) -> Arc<Bucket> {
+        Arc::new(Bucket {
+            scope: Scope::Key,
+            name: Arc::from("k"),
+            kind: Kind::Requests,
+            shape: Shape::new(limit, 0.0),
+            redis_key: String::new(),
+            tat: AtomicU64::new(0f64.to_bits()),
+        })
+    }
+
+    #[test]
+    fn contended_bucket_admits_exactly_its_capacity() {
+        let engine = Arc::new(MemoryEngine::new());
+        let shared = bucket(1000);
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..500 {
+                        let charge = [Charge {
+                            bucket: &shared,
+                            units: 1,
+                        }];
+                        if engine.admit(&charge, &[]).result.is_ok() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_charges_no_other_layer() {
+        let engine = MemoryEngine::new();
+        let (key, org) = (bucket(10), bucket(1));
+        let both = [
+            Charge {
+                bucket: &key,
+                units: 1,
+            },
+            Charge {
+                bucket: &org,
+                units: 1,
+            },
+        ];
+        assert!(engine.admit(&both, &[]).result.is_ok());
+        let refused = engine.admit(&both, &[]);
+        assert!(matches!(
+            refused.result,
+            Err(Refused::Wait { position: 1, .. })
+        ));
+        assert_eq!(
+            refused.standings[0].remaining, 9,
+            "the key was not charged for the refusal"
+        );
+        // A minute later the org bucket has refilled.
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        assert!(engine.admit(&both, &[]).result.is_ok());
+    }
+
+    #[test]
+    fn first_candidate_with_room_is_chosen() {
+        let engine = MemoryEngine::new();
+        let (full, roomy) = (bucket(1), bucket(5));
+        let take_full = [Charge {
+            bucket: &full,
+            units: 1,
+        }];
+        assert!(engine.admit(&take_full, &[]).result.is_ok());
+        let candidates = vec![
+            vec![Charge {
+                bucket: &full,
+                units: 1,
+            }],
+            vec![Charge {
+                bucket: &roomy,
+                units: 1,
+            }],
+        ];
+        assert_eq!(engine.admit(&[], &candidates).result, Ok(Some(1)));
+    }
 }

@@ -349,11 +349,11 @@ impl Limiter {
     }
 
     async fn adjust_shared(&self, buckets: &[Arc<Bucket>], delta: i64) {
-        if let Engine::Redis(engine) = &self.engine {
-            if let Err(error) = engine.adjust(&changes(buckets, delta)).await {
-                self.metrics.limiter_store_errors.inc();
-                tracing::warn!(%error, delta, "could not correct a TPM charge");
-            }
+        if let Engine::Redis(engine) = &self.engine
+            && let Err(error) = engine.adjust(&changes(buckets, delta)).await
+        {
+            self.metrics.limiter_store_errors.inc();
+            tracing::warn!(%error, delta, "could not correct a TPM charge");
         }
     }
 }

@@ -169,10 +169,10 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
             .then(move |(index, event)| {
                 let gate = gate.clone();
                 async move {
-                    if index == 1 {
-                        if let Some(gate) = gate {
-                            gate.notified().await;
-                        }
+                    if index == 1
+                        && let Some(gate) = gate
+                    {
+                        gate.notified().await;
                     }
                     if index > 0 {
                         tokio::time::sleep(interval).await;

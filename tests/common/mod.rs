@@ -4,6 +4,7 @@
 
 pub mod fake_upstream;
 pub mod gateway;
+pub mod redis;
 
 #[allow(unused_imports)]
 pub use fake_upstream::{Behavior, FakeUpstream};
