@@ -25,6 +25,10 @@ mock = { latency = "1ms", chunks = 5, chunk_interval = "1ms" }
 [[keys]]
 name = "smoke"
 key = "sk-smoke-key-0001"
+[[keys]]
+name = "limited"
+key = "sk-smoke-limited-01"
+rpm = 60
 TOML
 
 target/debug/sluice --config "$config" >"$log" 2>&1 &

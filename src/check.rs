@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::config::Config;
+use crate::config::{Config, RateLimit};
 
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
@@ -52,13 +52,62 @@ pub fn summary(config: &Config) -> String {
             .models
             .as_ref()
             .map_or_else(|| "all".to_owned(), |m| m.join(", "));
+        let tier = key.tier.as_ref().and_then(|t| config.tiers.get(t));
+        let limit = RateLimit {
+            rpm: key.rpm.or(tier.and_then(|t| t.rpm)),
+            tpm: key.tpm.or(tier.and_then(|t| t.tpm)),
+        };
         let _ = writeln!(
             out,
-            "  {:<20} org={:<12} models=[{}]",
+            "  {:<20} org={:<12} tier={:<10} {} models=[{}]",
             key.name,
             key.org.as_deref().unwrap_or("-"),
+            key.tier.as_deref().unwrap_or("-"),
+            limits(limit),
             models
         );
     }
+    let mut scoped: Vec<String> = Vec::new();
+    for (name, limit) in &config.orgs {
+        scoped.push(format!("  org {name:<24} {}", limits(*limit)));
+    }
+    for (name, settings) in &config.models {
+        scoped.push(format!("  model {name:<22} {}", limits(settings.limit())));
+    }
+    for d in config.deployments.iter().filter(|d| d.rpm.is_some() || d.tpm.is_some()) {
+        let quota = RateLimit { rpm: d.rpm, tpm: d.tpm };
+        scoped.push(format!("  deployment {:<17} {}", d.name, limits(quota)));
+    }
+    scoped.sort();
+    let _ = writeln!(out, "limits (burst {}):", config.limits.burst);
+    for line in scoped {
+        let _ = writeln!(out, "{line}");
+    }
+    let store = config.redis.as_ref().map_or_else(
+        || "in memory (this process only)".to_owned(),
+        |redis| format!(
+                "redis {} (on_error = {})",
+                without_password(&redis.url),
+                redis.on_error.as_str()
+            ),
+    );
+    let _ = writeln!(out, "limiter store: {store}");
     out
+}
+
+fn limits(limit: RateLimit) -> String {
+    let show = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    format!("rpm={:<8} tpm={:<10}", show(limit.rpm), show(limit.tpm))
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

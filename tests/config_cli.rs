@@ -118,6 +118,18 @@ fn check_rejects_bad_configs_with_paths() {
             "deployments[0].api_key: environment variable `SLUICE_TEST_UNSET_VAR` is not set",
         ),
         ("[server]\nlistn = \"x\"\n", "unknown field `listn`"),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\ntier = \"gold\"\n",
+            "keys[0].tier: no [tiers.gold] section",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\nrpm = 0\n",
+            "deployments[0].rpm: must be at least 1",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[redis]\nurl = \"http://x\"\n",
+            "redis.url",
+        ),
         ("[[deployments]\n", "invalid TOML"),
     ];
     for (text, expected) in cases {

@@ -337,7 +337,7 @@ impl Limiter {
                 .compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::error!(%error, policy = ?self.on_error, "rate-limit store failed; applying redis.on_error");
+            tracing::error!(%error, policy = self.on_error.as_str(), "rate-limit store failed; applying redis.on_error");
         }
         match self.on_error {
             OnRedisError::FailOpen => {

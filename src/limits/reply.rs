@@ -10,7 +10,7 @@ use super::bucket::Bucket;
 use super::engine::Refused;
 use super::gcra::Standing;
 use crate::config::format_go_duration;
-use crate::error::{error_body, json_response};
+use crate::error::{ErrorLogged, error_body, json_response};
 
 pub struct Refusal<'a> {
     pub bucket: &'a Bucket,
@@ -63,6 +63,7 @@ pub fn rate_limited(refusal: Refusal<'_>) -> Response {
         Some("rate_limit_exceeded"),
     );
     let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, body);
+    response.extensions_mut().insert(ErrorLogged(message));
     let headers = response.headers_mut();
     match wait {
         Some(wait) => {

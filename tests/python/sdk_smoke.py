@@ -5,6 +5,7 @@ Exits non-zero on the first failed check; prints 'N passed, 0 failed' at the end
 """
 
 import sys
+import time
 
 import openai
 from openai import OpenAI
@@ -79,5 +80,25 @@ try:
     check("bad field raises", False)
 except openai.BadRequestError as error:
     check("bad JSON field raises BadRequestError", error.status_code == 400, error)
+
+# Rate limits: 60 RPM starts with 60 available, then refills one a second.
+limited = OpenAI(base_url=base_url, api_key="sk-smoke-limited-01", max_retries=0, timeout=10)
+first = limited.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+check("rate-limit headers", first.headers.get("x-ratelimit-limit-requests") == "60", dict(first.headers))
+for _ in range(59):
+    limited.embeddings.create(model="text-embedding-3-small", input="x")
+try:
+    limited.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    check("over the limit raises", False)
+except openai.RateLimitError as error:
+    check("over the limit raises RateLimitError", error.code == "rate_limit_exceeded", error)
+    retry_ms = float(error.response.headers["retry-after-ms"])
+    check("429 carries retry-after-ms", 0 < retry_ms <= 1000, retry_ms)
+
+patient = OpenAI(base_url=base_url, api_key="sk-smoke-limited-01", max_retries=3, timeout=10)
+started = time.monotonic()
+patient.chat.completions.create(model="gpt-4o-mini", messages=messages)
+waited = time.monotonic() - started
+check("the SDK's own retry honours retry-after-ms", 0.3 < waited < 3, waited)
 
 print(f"{passed} passed, 0 failed")
