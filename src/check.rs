@@ -74,8 +74,15 @@ pub fn summary(config: &Config) -> String {
     for (name, settings) in &config.models {
         scoped.push(format!("  model {name:<22} {}", limits(settings.limit())));
     }
-    for d in config.deployments.iter().filter(|d| d.rpm.is_some() || d.tpm.is_some()) {
-        let quota = RateLimit { rpm: d.rpm, tpm: d.tpm };
+    for d in config
+        .deployments
+        .iter()
+        .filter(|d| d.rpm.is_some() || d.tpm.is_some())
+    {
+        let quota = RateLimit {
+            rpm: d.rpm,
+            tpm: d.tpm,
+        };
         scoped.push(format!("  deployment {:<17} {}", d.name, limits(quota)));
     }
     scoped.sort();
@@ -85,11 +92,13 @@ pub fn summary(config: &Config) -> String {
     }
     let store = config.redis.as_ref().map_or_else(
         || "in memory (this process only)".to_owned(),
-        |redis| format!(
+        |redis| {
+            format!(
                 "redis {} (on_error = {})",
                 without_password(&redis.url),
                 redis.on_error.as_str()
-            ),
+            )
+        },
     );
     let _ = writeln!(out, "limiter store: {store}");
     out

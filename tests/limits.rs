@@ -8,16 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{chat, error_of};
+use common::gateway::{chat, deployment, error_of};
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::json;
-
-fn deployment(name: &str, upstream: &FakeUpstream, extra: &str) -> String {
-    format!(
-        "[[deployments]]\nname = \"{name}\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n{extra}\n",
-        upstream.base_url()
-    )
-}
 
 fn key(name: &str, extra: &str) -> String {
     format!("[[keys]]\nname = \"{name}\"\nkey = \"sk-{name}-0000000\"\n{extra}\n")

@@ -4,13 +4,14 @@
 
 mod common;
 
-use common::gateway::chat;
+use common::gateway::{chat, deployment};
 use common::{FakeUpstream, TestGateway};
 
-fn deployment(name: &str, upstream: &FakeUpstream, priority: i32, weight: u32) -> String {
-    format!(
-        "[[deployments]]\nname = \"{name}\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\npriority = {priority}\nweight = {weight}\n",
-        upstream.base_url()
+fn weighted(name: &str, upstream: &FakeUpstream, priority: i32, weight: u32) -> String {
+    deployment(
+        name,
+        upstream,
+        &format!("priority = {priority}\nweight = {weight}"),
     )
 }
 
@@ -21,9 +22,9 @@ async fn weights_split_traffic_within_the_lowest_priority_group() {
     let backup = FakeUpstream::start("backup").await;
     let gateway = TestGateway::start(&format!(
         "[auth]\nrequired = false\n{}{}{}",
-        deployment("heavy", &heavy, 0, 3),
-        deployment("light", &light, 0, 1),
-        deployment("backup", &backup, 1, 100),
+        weighted("heavy", &heavy, 0, 3),
+        weighted("light", &light, 0, 1),
+        weighted("backup", &backup, 1, 100),
     ))
     .await;
 
@@ -50,7 +51,7 @@ async fn response_names_the_deployment_that_served() {
     let only = FakeUpstream::start("only").await;
     let gateway = TestGateway::start(&format!(
         "[auth]\nrequired = false\n{}",
-        deployment("eu-1", &only, 0, 1)
+        weighted("eu-1", &only, 0, 1)
     ))
     .await;
     let response = gateway

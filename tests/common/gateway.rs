@@ -77,6 +77,15 @@ impl Drop for TestGateway {
     }
 }
 
+/// A `[[deployments]]` entry for an OpenAI-style fake upstream serving
+/// `gpt-4o`; `extra` adds lines such as `priority = 1`.
+pub fn deployment(name: &str, upstream: &super::FakeUpstream, extra: &str) -> String {
+    format!(
+        "[[deployments]]\nname = \"{name}\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n{extra}\n",
+        upstream.base_url()
+    )
+}
+
 /// A chat request body.
 pub fn chat(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
