@@ -1,0 +1,289 @@
+//! Shared by the benches: an instant fake OpenAI upstream, Sluice started
+//! in-process from config text, and a reqwest load generator (fixed-count
+//! concurrency 1, deadline-bound concurrency N) reporting req/s, p50 and p99.
+//! Included with `#[path = "common/mod.rs"] mod common;`; not every bench
+//! uses every item.
+#![allow(
+    dead_code,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use http::HeaderMap;
+use http::header::CONTENT_TYPE;
+use tokio::net::TcpListener;
+
+pub const KEY: &str = "sk-bench-key-0001";
+pub const BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}]}"#;
+pub const STREAM_BODY: &str =
+    r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"stream":true}"#;
+pub const COMPLETION: &str = r#"{"id":"chatcmpl-bench000000000000000001","object":"chat.completion","created":1700000000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18},"service_tier":"default","system_fingerprint":"fp_bench"}"#;
+pub const SSE_DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// Run parameters; defaults give a ~1 minute run, env vars shrink it for CI.
+pub struct Params {
+    pub requests: usize,
+    pub warmup: usize,
+    pub seconds: Duration,
+    pub warmup_seconds: Duration,
+    pub concurrency: usize,
+    pub rounds: usize,
+}
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Params {
+    pub fn from_env() -> Self {
+        Self {
+            requests: env_or("BENCH_REQUESTS", 2000usize).max(1),
+            warmup: env_or("BENCH_WARMUP", 300),
+            seconds: Duration::from_secs_f64(env_or("BENCH_SECONDS", 3.0f64).max(0.05)),
+            warmup_seconds: Duration::from_secs_f64(
+                env_or("BENCH_WARMUP_SECONDS", 0.5f64).max(0.0),
+            ),
+            concurrency: env_or("BENCH_CONCURRENCY", 32usize).max(1),
+            rounds: env_or("BENCH_ROUNDS", 3usize).max(1),
+        }
+    }
+}
+
+/// Eight chat.completion.chunk events then `[DONE]`, as separate body chunks
+/// so the gateway's per-chunk relay path is exercised.
+fn sse_events() -> Vec<Bytes> {
+    let words = ["Hello", "!", " How", " can", " I", " help", " you", "?"];
+    let mut events: Vec<Bytes> = words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| {
+            let finish = if i + 1 == words.len() { r#""stop""# } else { "null" };
+            let event = format!(
+                r#"data: {{"id":"chatcmpl-bench000000000000000001","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_bench","choices":[{{"index":0,"delta":{{"content":"{word}"}},"logprobs":null,"finish_reason":{finish}}}]}}"#
+            );
+            Bytes::from(event + "\n\n")
+        })
+        .collect();
+    events.push(Bytes::from_static(SSE_DONE));
+    events
+}
+
+/// The fake upstream answers at once; Sluice forwards the body bytes as sent,
+/// so a substring test is enough to spot streaming requests.
+async fn fake_completion(State(events): State<Arc<Vec<Bytes>>>, body: Bytes) -> Response {
+    if body.windows(13).any(|w| w == br#""stream":true"#) {
+        let chunks: Vec<Result<Bytes, Infallible>> = events.iter().cloned().map(Ok).collect();
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        ([(CONTENT_TYPE, "text/event-stream")], body).into_response()
+    } else {
+        ([(CONTENT_TYPE, "application/json")], COMPLETION).into_response()
+    }
+}
+
+pub async fn start_upstream() -> SocketAddr {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(fake_completion))
+        .with_state(Arc::new(sse_events()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Same no-Nagle setting as Sluice, so small SSE writes are not delayed.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Config text for a gateway in front of `upstream` with one key, `KEY`
+/// named "bench". `key_extra` goes into that `[[keys]]` entry (e.g.
+/// `rpm = 100`); `sections` is appended as is (e.g. a `[redis]` table).
+pub fn gateway_toml(upstream: SocketAddr, key_extra: &str, sections: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[auth]
+required = true
+
+[[keys]]
+name = "bench"
+key = "{KEY}"
+{key_extra}
+
+[[deployments]]
+name = "fake-upstream"
+provider = "openai"
+base_url = "http://{upstream}/v1"
+api_key = "upstream-key"
+models = ["gpt-4o"]
+
+{sections}
+"#
+    )
+}
+
+/// Sluice in-process, built from config text like a user would write; no
+/// tracing subscriber is installed, so access logging costs nothing here.
+pub async fn start_gateway(toml: &str) -> SocketAddr {
+    let config = sluice::config::load_from_str(toml, "bench", &HashMap::new()).expect("config");
+    let gateway = sluice::server::Gateway::build(&config).expect("gateway");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    addr
+}
+
+/// The plain gateway of the proxy bench: one key, no limits.
+pub async fn start_sluice(upstream: SocketAddr) -> SocketAddr {
+    start_gateway(&gateway_toml(upstream, "", "")).await
+}
+
+/// The load generator's client: HTTP/1 keep-alive, no proxy, no Nagle.
+pub fn client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(concurrency * 2)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Sends one request and checks the status, leaving the body unread.
+async fn send(client: &reqwest::Client, url: &str, stream: bool) -> reqwest::Response {
+    let response = client
+        .post(url)
+        .bearer_auth(KEY)
+        .header(CONTENT_TYPE, "application/json")
+        .body(if stream { STREAM_BODY } else { BODY })
+        .send()
+        .await
+        .expect("request failed");
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        panic!("status {status}: {body:?}");
+    }
+    response
+}
+
+/// One request, timed until the whole body (the full SSE stream) is read.
+pub async fn request(client: &reqwest::Client, url: &str, stream: bool) -> (Duration, Bytes) {
+    let started = Instant::now();
+    let response = send(client, url, stream).await;
+    let body = response.bytes().await.expect("reading body failed");
+    (started.elapsed(), body)
+}
+
+/// Like `request`, also returning the response headers.
+pub async fn exchange(
+    client: &reqwest::Client,
+    url: &str,
+    stream: bool,
+) -> (Duration, HeaderMap, Bytes) {
+    let started = Instant::now();
+    let response = send(client, url, stream).await;
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("reading body failed");
+    (started.elapsed(), headers, body)
+}
+
+#[derive(Clone, Copy)]
+pub struct Stats {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl Stats {
+    /// Per-field medians over rounds.
+    pub fn median_of(rounds: &[Stats]) -> Stats {
+        let pick = |f: fn(&Stats) -> f64| median(rounds.iter().map(f).collect());
+        Stats {
+            rps: pick(|s| s.rps),
+            p50_us: pick(|s| s.p50_us),
+            p99_us: pick(|s| s.p99_us),
+        }
+    }
+}
+
+pub fn stats(mut latencies: Vec<Duration>, window: Duration) -> Stats {
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies
+            .get(rank - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    Stats {
+        rps: latencies.len() as f64 / window.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+/// Concurrency 1: warm-up, then a fixed count of back-to-back requests.
+pub async fn sequential(client: &reqwest::Client, url: &str, stream: bool, p: &Params) -> Stats {
+    for _ in 0..p.warmup {
+        request(client, url, stream).await;
+    }
+    let mut latencies = Vec::with_capacity(p.requests);
+    let started = Instant::now();
+    for _ in 0..p.requests {
+        latencies.push(request(client, url, stream).await.0);
+    }
+    stats(latencies, started.elapsed())
+}
+
+/// N tasks share one client until a deadline; only requests completing inside
+/// the measured window (after warm-up) count.
+pub async fn concurrent(client: &reqwest::Client, url: &str, stream: bool, p: &Params) -> Stats {
+    let from = Instant::now() + p.warmup_seconds;
+    let until = from + p.seconds;
+    let url: Arc<str> = url.into();
+    let tasks: Vec<_> = (0..p.concurrency)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let took = request(&client, &url, stream).await.0;
+                    let done = Instant::now();
+                    if done >= from && done < until {
+                        latencies.push(took);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load task failed"));
+    }
+    stats(all, p.seconds)
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}

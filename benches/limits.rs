@@ -1,0 +1,436 @@
+//! Rate-limit cost benchmark: `cargo bench --bench limits`.
+//!
+//! 1. The `Limiter` alone: ns per `check` (median of batches) for one task on
+//!    an RPM key, an RPM+TPM key (tiktoken counting included), 8 tasks on one
+//!    key bucket, 8 tasks on 8 keys, and a key without limits.
+//! 2. Gateways in front of one instant fake upstream, limits off vs in-memory
+//!    limits, in rotating rounds: c1 p50 latency and cN req/s.
+//! 3. The same with the Redis engine (`BENCH_REDIS_URL`, default
+//!    redis://127.0.0.1:6379), skipped when Redis cannot be reached.
+//!
+//! Knobs (env): BENCH_CHECKS (checks per task per batch), BENCH_BATCHES,
+//! BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS, BENCH_WARMUP_SECONDS,
+//! BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice::auth::Identity;
+use sluice::limits::{Check, Limiter};
+use sluice::metrics::Metrics;
+use sluice::request::ApiRequest;
+use sluice::routing::ModelRouter;
+use sluice::upstream::{Deployment, Endpoint};
+
+use common::{Params, Stats, concurrent, env_or, exchange, gateway_toml, sequential};
+
+/// Limits high enough that nothing in this run is ever refused.
+const HUGE: u64 = 1_000_000_000;
+/// Tasks in the contended and uncontended check scenarios.
+const TASKS: usize = 8;
+const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
+/// A chat body with a ~50-token prompt (counted when the key has a TPM limit).
+const CHECK_BODY: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"You are a concise assistant. Summarize the main trade-offs between token bucket and GCRA rate limiting for an API gateway that serves many tenants, in three short bullet points, and mention how Redis changes the picture."}]}"#;
+
+// ---------------------------------------------------------------------------
+// 1. The limiter alone
+
+/// Config for the check loop: keys with RPM, RPM+TPM, none, and one RPM key
+/// per task; a config-only mock deployment serves the model.
+fn check_config() -> String {
+    let mut toml = format!(
+        r#"
+[[deployments]]
+name = "mock"
+provider = "mock"
+models = ["gpt-4o"]
+
+[[keys]]
+name = "bench"
+key = "sk-bench-rpm-0001"
+rpm = {HUGE}
+
+[[keys]]
+name = "bench-tpm"
+key = "sk-bench-tpm-0001"
+rpm = {HUGE}
+tpm = {HUGE}
+
+[[keys]]
+name = "free"
+key = "sk-bench-free-0001"
+"#
+    );
+    for task in 0..TASKS {
+        toml.push_str(&format!(
+            "\n[[keys]]\nname = \"task-{task}\"\nkey = \"sk-bench-task-{task:04}\"\nrpm = {HUGE}\n"
+        ));
+    }
+    toml
+}
+
+fn identity(name: &str) -> Arc<Identity> {
+    Arc::new(Identity {
+        name: Arc::from(name),
+        org: None,
+        models: None,
+    })
+}
+
+/// One task's loop; returns how many checks did not give `expected`.
+async fn check_loop(
+    limiter: Arc<Limiter>,
+    identity: Arc<Identity>,
+    api: ApiRequest,
+    checks: usize,
+    unlimited: bool,
+) -> usize {
+    let mut unexpected = 0;
+    for _ in 0..checks {
+        let check = limiter.check(&identity, &api).await;
+        let ok = match &check {
+            Check::Unlimited => unlimited,
+            Check::Admitted(_) => !unlimited,
+            Check::Refused(_) => false,
+        };
+        unexpected += usize::from(!ok);
+        drop(black_box(check));
+    }
+    unexpected
+}
+
+struct Scenario {
+    label: &'static str,
+    /// One task per key name.
+    keys: Vec<String>,
+    unlimited: bool,
+    /// ns per check, one entry per batch.
+    samples: Vec<f64>,
+    unexpected: usize,
+}
+
+impl Scenario {
+    fn new(label: &'static str, keys: Vec<String>, unlimited: bool) -> Self {
+        Self {
+            label,
+            keys,
+            unlimited,
+            samples: Vec::new(),
+            unexpected: 0,
+        }
+    }
+
+    /// Wall time of all tasks (spawned together) over all their checks.
+    async fn batch(&self, limiter: &Arc<Limiter>, api: &ApiRequest, checks: usize) -> (f64, usize) {
+        let identities: Vec<_> = self.keys.iter().map(|k| identity(k)).collect();
+        let started = Instant::now();
+        let tasks: Vec<_> = identities
+            .into_iter()
+            .map(|id| {
+                tokio::spawn(check_loop(
+                    limiter.clone(),
+                    id,
+                    api.clone(),
+                    checks,
+                    self.unlimited,
+                ))
+            })
+            .collect();
+        let mut unexpected = 0;
+        for task in tasks {
+            unexpected += task.await.expect("check task failed");
+        }
+        let total = (checks * self.keys.len()) as f64;
+        (started.elapsed().as_secs_f64() * 1e9 / total, unexpected)
+    }
+}
+
+/// Returns the scenarios with their median ns per check, in print order.
+async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64)> {
+    let config = sluice::config::load_from_str(&check_config(), "bench", &HashMap::new())
+        .expect("check config");
+    let deployment = Arc::new(Deployment::from_config(&config.deployments[0]).expect("deployment"));
+    let router = ModelRouter::new(&[(deployment, vec!["gpt-4o".to_owned()])]);
+    let api = ApiRequest {
+        endpoint: Endpoint::ChatCompletions,
+        body: Bytes::from_static(CHECK_BODY.as_bytes()),
+        route: router.route("gpt-4o").expect("route").clone(),
+        stream: false,
+    };
+    let limiter = Arc::new(
+        Limiter::from_config(&config, Metrics::new().expect("metrics"))
+            .expect("limiter")
+            .expect("config sets limits"),
+    );
+    let one = |name: &str| vec![name.to_owned()];
+    let mut scenarios = [
+        Scenario::new("(a) 1 task, RPM", one("bench"), false),
+        Scenario::new("(b) 1 task, RPM+TPM (tiktoken)", one("bench-tpm"), false),
+        Scenario::new(
+            "(c) 8 tasks, same key (contended)",
+            vec!["bench".to_owned(); TASKS],
+            false,
+        ),
+        Scenario::new(
+            "(d) 8 tasks, own keys (uncontended)",
+            (0..TASKS).map(|t| format!("task-{t}")).collect(),
+            false,
+        ),
+        Scenario::new("(e) 1 task, key without limits", one("free"), true),
+    ];
+    // Batch 0 warms caches and the tokenizer; it is not counted. Scenarios
+    // take turns within each batch so drift hits them all alike.
+    for batch in 0..=batches {
+        for scenario in &mut scenarios {
+            let (ns, unexpected) = scenario.batch(&limiter, &api, checks).await;
+            scenario.unexpected += unexpected;
+            if batch > 0 {
+                scenario.samples.push(ns);
+            }
+        }
+    }
+    println!(
+        "1. limiter check cost: {checks} checks per task per batch, median of {batches} batches (+1 warm-up), tokio multi-thread, 2 workers"
+    );
+    println!(
+        "{:<40}{:>10}{:>10}{:>10}",
+        "scenario", "ns/check", "min", "max"
+    );
+    let mut medians = Vec::new();
+    for scenario in &scenarios {
+        let min = scenario.samples.iter().copied().fold(f64::MAX, f64::min);
+        let max = scenario.samples.iter().copied().fold(0.0, f64::max);
+        let median = common::median(scenario.samples.clone());
+        println!("{:<40}{median:>10.0}{min:>10.0}{max:>10.0}", scenario.label);
+        if scenario.unexpected > 0 {
+            println!(
+                "    WARNING: {} checks were refused or of the wrong kind",
+                scenario.unexpected
+            );
+        }
+        medians.push((scenario.label, median));
+    }
+    println!(
+        "(c) and (d) are wall time / all checks of {TASKS} tasks on 2 workers: with no contention cost they approach (a) / 2"
+    );
+    medians
+}
+
+// ---------------------------------------------------------------------------
+// 2 and 3. Gateways
+
+struct Gateway {
+    name: &'static str,
+    url: String,
+    c1: Vec<Stats>,
+    loaded: Vec<Stats>,
+}
+
+impl Gateway {
+    fn new(name: &'static str, addr: std::net::SocketAddr) -> Self {
+        Self {
+            name,
+            url: format!("http://{addr}/v1/chat/completions"),
+            c1: Vec::new(),
+            loaded: Vec::new(),
+        }
+    }
+}
+
+/// Connects and PINGs within 3 s, so a missing Redis is reported, not waited on.
+async fn probe_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("bad URL: {e}"))?;
+    let probe = async {
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(connection)
+    };
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .map_err(|_| "no answer within 3 s".to_owned())?
+}
+
+/// The Redis limiter connects in the background and fails open until then:
+/// wait (at most 3 s) for a response that carries the key's headers.
+async fn wait_for_limit_headers(client: &reqwest::Client, url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let (_, headers, _) = exchange(client, url, false).await;
+        if headers.contains_key(REMAINING_REQUESTS) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let p = Params::from_env();
+    let checks = env_or("BENCH_CHECKS", 40_000usize).max(1);
+    let batches = env_or("BENCH_BATCHES", 7usize).max(1);
+    let redis_url = std::env::var("BENCH_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    println!(
+        "sluice limits bench: {} cpus; limits are rpm = tpm = {HUGE} (never refused)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!();
+
+    let checks_ns = limiter_checks(checks, batches).await;
+    let ns = |i: usize| checks_ns[i].1;
+    println!();
+    println!(
+        "check overhead over an unlimited key (a - e): {:.0} ns",
+        ns(0) - ns(4)
+    );
+    println!("RPM+TPM / RPM (b/a): {:.2}x", ns(1) / ns(0));
+    println!("contended / 1 task (c/a): {:.2}x", ns(2) / ns(0));
+    println!("uncontended / 1 task (d/a): {:.2}x", ns(3) / ns(0));
+    println!("contended / uncontended (c/d): {:.2}x", ns(2) / ns(3));
+    println!();
+
+    let upstream = common::start_upstream().await;
+    let limits = format!("rpm = {HUGE}\ntpm = {HUGE}");
+    let off = common::start_gateway(&gateway_toml(upstream, "", "")).await;
+    let memory = common::start_gateway(&gateway_toml(upstream, &limits, "")).await;
+    let client = common::client(p.concurrency);
+    let mut gateways = vec![
+        Gateway::new("limits-off", off),
+        Gateway::new("limits-memory", memory),
+    ];
+    // Sanity: headers only where limits apply.
+    let (_, headers, _) = exchange(&client, &gateways[0].url, false).await;
+    assert!(
+        !headers.contains_key(REMAINING_REQUESTS),
+        "limits-off sent rate-limit headers"
+    );
+    let (_, headers, _) = exchange(&client, &gateways[1].url, false).await;
+    assert!(
+        headers.contains_key(REMAINING_REQUESTS),
+        "limits-memory sent no rate-limit headers"
+    );
+
+    let prefix = format!("sluice-bench-{:016x}", fastrand::u64(..));
+    let mut redis_connection = None;
+    let redis_skipped = match probe_redis(&redis_url).await {
+        Err(reason) => Some(format!("cannot reach {redis_url}: {reason}")),
+        Ok(connection) => {
+            redis_connection = Some(connection);
+            let sections = format!(
+                "[redis]\nurl = {}\nkey_prefix = {}\n",
+                toml::Value::String(redis_url.clone()),
+                toml::Value::String(prefix.clone()),
+            );
+            let addr = common::start_gateway(&gateway_toml(upstream, &limits, &sections)).await;
+            let gateway = Gateway::new("limits-redis", addr);
+            if wait_for_limit_headers(&client, &gateway.url).await {
+                gateways.push(gateway);
+                None
+            } else {
+                Some(format!(
+                    "the gateway's Redis limiter did not connect to {redis_url} within 3 s"
+                ))
+            }
+        }
+    };
+
+    let c = p.concurrency;
+    println!(
+        "2/3. gateways in front of an instant fake upstream: c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
+        p.requests,
+        p.warmup,
+        p.seconds.as_secs_f64(),
+        p.warmup_seconds.as_secs_f64(),
+        p.rounds,
+    );
+    for loaded in [false, true] {
+        for round in 0..p.rounds {
+            let n = gateways.len();
+            for i in (0..n).map(|i| (i + round) % n) {
+                let gateway = &mut gateways[i];
+                if loaded {
+                    let s = concurrent(&client, &gateway.url, false, &p).await;
+                    gateway.loaded.push(s);
+                } else {
+                    let s = sequential(&client, &gateway.url, false, &p).await;
+                    gateway.c1.push(s);
+                }
+            }
+        }
+    }
+    println!(
+        "{:<10}{:<16}{:>10}{:>10}{:>10}",
+        "mode", "gateway", "rps", "p50_us", "p99_us"
+    );
+    let mut c1 = Vec::new();
+    let mut loaded = Vec::new();
+    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
+        for gateway in &gateways {
+            let rounds = if pick == 0 {
+                &gateway.c1
+            } else {
+                &gateway.loaded
+            };
+            let s = Stats::median_of(rounds);
+            println!(
+                "{mode:<10}{:<16}{:>10.0}{:>10.0}{:>10.0}",
+                gateway.name, s.rps, s.p50_us, s.p99_us
+            );
+            if pick == 0 { &mut c1 } else { &mut loaded }.push(s);
+        }
+    }
+    println!();
+    println!(
+        "limits on/off, c1 p50 latency: {:.3}  (added {:.1} us)",
+        c1[1].p50_us / c1[0].p50_us,
+        c1[1].p50_us - c1[0].p50_us
+    );
+    println!(
+        "limits on/off, c{c} throughput: {:.3}",
+        loaded[1].rps / loaded[0].rps
+    );
+    match &redis_skipped {
+        Some(reason) => println!("redis: measurement skipped: {reason}"),
+        None => {
+            println!(
+                "redis vs in-memory limits, c1 p50 added latency: {:.1} us  (expected ~ one loopback round trip)",
+                c1[2].p50_us - c1[1].p50_us
+            );
+            println!(
+                "redis/in-memory limits, c{c} throughput: {:.3}",
+                loaded[2].rps / loaded[1].rps
+            );
+        }
+    }
+
+    // The buckets expire on their own within seconds; remove them anyway.
+    if let Some(mut connection) = redis_connection {
+        let keys: Vec<String> = ["rpm", "tpm"]
+            .iter()
+            .map(|kind| format!("{{{prefix}}}:key:bench:{kind}"))
+            .collect();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<i64>(&mut connection),
+        )
+        .await;
+    }
+}
