@@ -39,6 +39,11 @@ pub enum GatewayError {
         deployment: String,
         timeout_ms: u128,
     },
+    #[error("No deployment of model `{model}` can serve right now (all are throttled, out of quota or failing).{}", retry_after.map(|wait| format!(" Please try again in {}.", crate::config::format_go_duration(wait.max(std::time::Duration::from_millis(1))))).unwrap_or_default())]
+    NoDeployment {
+        model: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("The gateway is shutting down and its grace period is over; retry the request.")]
     ShuttingDown,
     #[error("The gateway hit an internal error while handling the request.")]
@@ -64,7 +69,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::NoDeployment { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +79,7 @@ impl GatewayError {
             Self::Upstream { .. }
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
+            | Self::NoDeployment { .. }
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
@@ -93,6 +99,7 @@ impl GatewayError {
             Self::Upstream { .. } => Some("upstream_error"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::ShuttingDown => Some("shutting_down"),
+            Self::NoDeployment { .. } => Some("no_deployment_available"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -165,6 +172,19 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = json_response(self.status(), self.body());
+        if let Self::NoDeployment {
+            retry_after: Some(wait),
+            ..
+        } = &self
+        {
+            let millis = wait.as_millis().max(1) as u64;
+            let headers = response.headers_mut();
+            headers.insert(
+                "retry-after",
+                HeaderValue::from(millis.div_ceil(1000).max(1)),
+            );
+            headers.insert("retry-after-ms", HeaderValue::from(millis));
+        }
         response
             .extensions_mut()
             .insert(ErrorLogged(self.to_string()));

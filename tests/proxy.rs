@@ -184,7 +184,7 @@ async fn azure_classic_and_v1_paths() {
 async fn upstream_errors_keep_status_and_gain_missing_keys() {
     let upstream = FakeUpstream::start("oa").await;
     let gateway = TestGateway::start(&format!(
-        "[[deployments]]\nname = \"oa\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n{}",
+        "[retry]\nmax_attempts = 1\n[[deployments]]\nname = \"oa\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n{}",
         upstream.base_url(),
         keys()
     ))
@@ -207,6 +207,16 @@ async fn upstream_errors_keep_status_and_gain_missing_keys() {
     );
 
     upstream.push(Behavior::Reply {
+        status: 502,
+        headers: vec![],
+        body: "<html>bad gateway</html>".into(),
+    });
+    let response = gateway
+        .post("/v1/chat/completions", Some(KEY), &chat("gpt-4o"))
+        .await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(error_of(response).await["type"], "server_error");
+    upstream.push(Behavior::Reply {
         status: 429,
         headers: vec![("retry-after", "7".into())],
         body: r#"{"error":{"code":"429","message":"Please retry after 7 seconds."}}"#.into(),
@@ -218,17 +228,6 @@ async fn upstream_errors_keep_status_and_gain_missing_keys() {
     assert_eq!(response.headers()["retry-after"], "7");
     let error = error_of(response).await;
     assert_eq!(error["code"], "429");
-
-    upstream.push(Behavior::Reply {
-        status: 502,
-        headers: vec![],
-        body: "<html>bad gateway</html>".into(),
-    });
-    let response = gateway
-        .post("/v1/chat/completions", Some(KEY), &chat("gpt-4o"))
-        .await;
-    assert_eq!(response.status(), 502);
-    assert_eq!(error_of(response).await["type"], "server_error");
 }
 
 #[tokio::test]

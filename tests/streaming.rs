@@ -19,6 +19,8 @@ const KEY: &str = "sk-client-key-0001";
 async fn gateway_for(upstream: &FakeUpstream, keepalive: &str) -> TestGateway {
     TestGateway::start(&format!(
         r#"
+        [retry]
+        max_attempts = 1
         [server]
         stream_keepalive = "{keepalive}"
         [[deployments]]
@@ -177,6 +179,8 @@ async fn late_error_after_keepalives_arrives_as_an_sse_error_event() {
     let slow_error = FakeUpstream::start("slow").await;
     let gateway = TestGateway::start(&format!(
         r#"
+        [retry]
+        max_attempts = 1
         [server]
         stream_keepalive = "30ms"
         [[deployments]]

@@ -40,6 +40,127 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+    #[serde(default)]
+    pub health_probe: ProbeConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Upstream attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Backoff before retrying the same deployment: full jitter in
+    /// `[0, min(max_delay, base_delay * 2^n)]`.
+    #[serde(with = "duration::serde_duration")]
+    pub base_delay: Duration,
+    #[serde(with = "duration::serde_duration")]
+    pub max_delay: Duration,
+    /// Longer upstream hints are not waited out on the same deployment.
+    #[serde(with = "duration::serde_duration")]
+    pub max_retry_after: Duration,
+    /// Retries may add at most this fraction to the request rate...
+    pub budget_ratio: f64,
+    /// ...plus this many retries per second.
+    pub budget_min_per_sec: f64,
+    /// How long a 429 without any hint takes a deployment out of rotation.
+    #[serde(with = "duration::serde_duration")]
+    pub default_throttle: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(10),
+            budget_ratio: 0.2,
+            budget_min_per_sec: 10.0,
+            default_throttle: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: u32,
+    /// Failure fraction over `window` (once `min_calls` were made) that opens it.
+    pub failure_rate: f64,
+    #[serde(with = "duration::serde_duration")]
+    pub window: Duration,
+    pub min_calls: u32,
+    /// How long the circuit stays open before trial calls.
+    #[serde(with = "duration::serde_duration")]
+    pub recovery_timeout: Duration,
+    pub half_open_max_calls: u32,
+    /// Successful trials (or probes) that close it again.
+    pub success_threshold: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            failure_rate: 0.5,
+            window: Duration::from_secs(30),
+            min_calls: 20,
+            recovery_timeout: Duration::from_secs(30),
+            half_open_max_calls: 1,
+            success_threshold: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Probes deployments whose circuit is open, so they recover without
+    /// trial calls on user traffic.
+    pub enabled: bool,
+    #[serde(with = "duration::serde_duration")]
+    pub interval: Duration,
+    #[serde(with = "duration::serde_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/*`; the admin API is off without one.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Random by `weight` (the default).
+    #[default]
+    Weighted,
+    /// Fewest requests in flight.
+    LeastOutstanding,
+    /// Power of two choices on peak-EWMA latency.
+    Latency,
+    /// A stable hash of `prompt_cache_key`, else `user`, else the prompt's
+    /// start, so repeated prefixes land on the same upstream's prompt cache.
+    PrefixAffinity,
 }
 
 /// Requests and tokens per minute; absent means no limit.
@@ -63,6 +184,11 @@ pub struct ModelSettings {
     /// chosen from the model name.
     #[serde(default)]
     pub encoding: Option<String>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Models to serve from, in order, when no deployment of this one is usable.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 impl ModelSettings {

@@ -178,6 +178,38 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
+    for (name, settings) in &config.models {
+        for (index, fallback) in settings.fallbacks.iter().enumerate() {
+            if fallback == name || !served.contains(fallback.as_str()) {
+                problems.push(format!(
+                    "models.{name}.fallbacks[{index}]: `{fallback}` is not another served model"
+                ));
+            }
+        }
+    }
+    let retry = &config.retry;
+    if retry.max_attempts == 0 {
+        problems.push("retry.max_attempts: must be at least 1".into());
+    }
+    if !(0.0..=10.0).contains(&retry.budget_ratio) || retry.budget_min_per_sec < 0.0 {
+        problems.push(
+            "retry.budget_ratio / budget_min_per_sec: must be non-negative (ratio at most 10)"
+                .into(),
+        );
+    }
+    let breaker = &config.circuit_breaker;
+    if breaker.failure_threshold == 0
+        || breaker.half_open_max_calls == 0
+        || breaker.success_threshold == 0
+    {
+        problems.push("circuit_breaker: failure_threshold, half_open_max_calls and success_threshold must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&breaker.failure_rate) || breaker.failure_rate == 0.0 {
+        problems.push("circuit_breaker.failure_rate: must be in (0, 1]".into());
+    }
+    if config.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+        problems.push("admin.token: use at least 16 characters".into());
+    }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(

@@ -1,6 +1,7 @@
-//! The dispatcher: the innermost service. Reads the request, picks a
-//! deployment for its model, forwards it, and relays the answer.
+//! The dispatcher: the innermost service. Runs the attempts (retries and
+//! failover) for a request the layers admitted, and relays the answer.
 
+mod attempts;
 mod models;
 mod relay;
 mod respond;
@@ -11,26 +12,30 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::time::Instant;
 
+use self::attempts::{Call, Failure, FailureKind, Reply, Success};
+use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
 use crate::request::ApiRequest;
-use crate::routing::{ChosenDeployment, ModelRoute, ModelRouter};
+use crate::routing::{ChosenBackend, ModelRouter};
 use crate::shutdown::Cut;
-use crate::upstream::{
-    Deployment, UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse,
-};
+use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::usage::{self, Outcome, UsageHooks};
 
 pub use models::{get_model, list_models};
 pub use relay::KEEPALIVE_COMMENT;
 
 pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
+pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 
 /// Shared by every request; immutable after start-up.
 pub struct Dispatcher {
     router: Arc<ModelRouter>,
     client: UpstreamClient,
+    retry: Arc<RetryConfig>,
     request_timeout: Duration,
     keepalive: Duration,
     /// Fired when the shutdown grace period is over: open streams end.
@@ -48,19 +53,20 @@ impl Dispatcher {
     pub fn new(
         router: Arc<ModelRouter>,
         client: UpstreamClient,
-        server: &crate::config::ServerConfig,
+        config: &Config,
         cut: Cut,
     ) -> Self {
         Self {
             router,
             client,
-            request_timeout: server.request_timeout,
-            keepalive: server.stream_keepalive,
+            retry: Arc::new(config.retry.clone()),
+            request_timeout: config.server.request_timeout,
+            keepalive: config.server.stream_keepalive,
             cut,
         }
     }
 
-    pub fn router(&self) -> &ModelRouter {
+    pub fn router(&self) -> &Arc<ModelRouter> {
         &self.router
     }
 
@@ -70,200 +76,224 @@ impl Dispatcher {
             .unwrap_or_else(IntoResponse::into_response)
     }
 
-    fn relay_settings(&self, deployment: &Deployment) -> relay::RelaySettings {
-        relay::RelaySettings {
-            deployment: deployment.name.clone(),
-            keepalive: self.keepalive,
-            idle_timeout: deployment.timeout,
-            cut: self.cut.clone(),
-        }
-    }
-
     async fn dispatch(self: Arc<Self>, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, _) = request.into_parts();
-        let ApiRequest {
-            endpoint,
-            body,
-            route,
-            stream,
-        } = parts
+        let api = parts
             .extensions
             .remove::<ApiRequest>()
             .ok_or(GatewayError::Internal)?;
-        let deployment = match parts.extensions.remove::<ChosenDeployment>() {
-            Some(ChosenDeployment(deployment)) => deployment,
-            None => route.pick().ok_or(GatewayError::Internal)?.clone(),
-        };
-        let upstream_request = UpstreamRequest {
-            endpoint,
-            client_model: route.name.clone(),
-            body,
-            request_id: parts.headers.get("x-request-id").cloned(),
-            openai_beta: parts.headers.get("openai-beta").cloned(),
-        };
-        let call = UpstreamCall {
+        let first = parts
+            .extensions
+            .remove::<ChosenBackend>()
+            .map(|chosen| chosen.0);
+        let hooks = parts.extensions.remove::<UsageHooks>();
+        let call = Call {
             client: self.client.clone(),
-            deployment,
-            route,
-            hooks: parts.extensions.remove::<UsageHooks>(),
+            retry: self.retry.clone(),
+            router: self.router.clone(),
+            route: api.route.clone(),
+            request: UpstreamRequest {
+                endpoint: api.endpoint,
+                client_model: api.route.name.clone(),
+                body_model: api.route.name.clone(),
+                body: api.body,
+                request_id: parts.headers.get("x-request-id").cloned(),
+                openai_beta: parts.headers.get("openai-beta").cloned(),
+            },
+            affinity: api.affinity,
+            deadline: Instant::now() + self.request_timeout,
+            read_body: !api.stream,
         };
-        if stream {
-            self.stream(call, upstream_request).await
+        let requested = api.route.name.clone();
+        if api.stream {
+            Ok(self.stream(call, first, hooks, requested).await)
         } else {
-            let deadline = self.request_timeout;
-            let deployment = call.deployment.name.clone();
-            tokio::time::timeout(deadline, call.complete(upstream_request))
-                .await
-                .map_err(|_| GatewayError::UpstreamTimeout {
-                    deployment: deployment.to_string(),
-                    timeout_ms: deadline.as_millis(),
-                })?
+            Ok(complete(call, first, hooks, requested).await)
         }
     }
 
-    /// Waits for upstream headers up to one keep-alive interval, so an early
-    /// upstream error keeps its status; after that the client gets 200 and
-    /// keep-alives, and a late error arrives as an SSE error event.
+    /// Waits for a successful response head up to one keep-alive interval, so
+    /// an early failure keeps its status; after that the client gets 200 and
+    /// keep-alives, and a late failure arrives as an SSE error event.
     async fn stream(
         &self,
-        call: UpstreamCall,
-        request: UpstreamRequest,
-    ) -> Result<Response, GatewayError> {
-        let header_timeout = call.deployment.timeout.min(self.request_timeout);
-        let settings = self.relay_settings(&call.deployment);
-        let mut pending: relay::PendingResponse =
-            Box::pin(call.clone().start(request, header_timeout));
+        call: Call,
+        first: Option<Arc<crate::routing::Backend>>,
+        hooks: Option<UsageHooks>,
+        requested: Arc<str>,
+    ) -> Response {
+        let mut pending = Box::pin(attempts::run(call, first));
         tokio::select! {
             biased;
-            result = &mut pending => {
-                let response = result?;
-                if !response.status.is_success() {
-                    return Ok(call.error_response(response).await);
+            result = &mut pending => match result {
+                Ok(success) => {
+                    let settings = self.relay_settings(&success.backend.deployment.name, success.backend.deployment.timeout);
+                    let (parts, reply) = success_parts(success, &requested);
+                    let Reply::Stream(body) = reply else {
+                        return GatewayError::Internal.into_response();
+                    };
+                    parts.finish(Body::from_stream(relay::SseRelay::streaming(body, settings, hooks)))
                 }
-                let mut builder = call.response_builder(response.status, &response.headers);
-                let relay = relay::SseRelay::streaming(response.body, settings, call.hooks.clone());
-                builder.body = Body::from_stream(relay);
-                Ok(builder.finish())
-            }
+                Err(failure) => {
+                    finish_failed(hooks.as_ref(), &failure);
+                    failure_response(failure)
+                }
+            },
             () = tokio::time::sleep(self.keepalive) => {
-                let mut headers = http::HeaderMap::new();
+                let started: relay::PendingResponse = Box::pin(pending.map(|result| match result {
+                    Ok(success) => match success.body {
+                        Reply::Stream(body) => Ok(relay::Started {
+                            body,
+                            deployment: success.backend.deployment.name.clone(),
+                            idle_timeout: success.backend.deployment.timeout,
+                        }),
+                        Reply::Whole(_) => Err(GatewayError::Internal.body()),
+                    },
+                    Err(failure) => Err(failure_body(failure)),
+                }));
+                let mut headers = HeaderMap::new();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                let mut builder = call.response_builder(StatusCode::OK, &headers);
-                let relay = relay::SseRelay::awaiting(pending, settings, call.hooks.clone());
-                builder.body = Body::from_stream(relay);
-                Ok(builder.finish())
+                // The attempts run on; which deployment serves is not known yet.
+                let settings = self.relay_settings(&requested, self.request_timeout);
+                let relay = relay::SseRelay::awaiting(started, settings, hooks);
+                ResponseParts { status: StatusCode::OK, headers, served_by: None }.finish(Body::from_stream(relay))
             }
+        }
+    }
+
+    fn relay_settings(
+        &self,
+        deployment: &Arc<str>,
+        idle_timeout: Duration,
+    ) -> relay::RelaySettings {
+        relay::RelaySettings {
+            deployment: deployment.clone(),
+            keepalive: self.keepalive,
+            idle_timeout,
+            cut: self.cut.clone(),
         }
     }
 }
 
-/// One call to one deployment.
-#[derive(Clone)]
-struct UpstreamCall {
-    client: UpstreamClient,
-    deployment: Arc<Deployment>,
-    route: Arc<ModelRoute>,
-    /// Layers waiting for the call's token usage.
+/// A non-streamed call: attempts read whole bodies, then the answer goes on.
+async fn complete(
+    call: Call,
+    first: Option<Arc<crate::routing::Backend>>,
     hooks: Option<UsageHooks>,
+    requested: Arc<str>,
+) -> Response {
+    match attempts::run(call, first).await {
+        Ok(success) => {
+            let (parts, reply) = success_parts(success, &requested);
+            let Reply::Whole(body) = reply else {
+                return GatewayError::Internal.into_response();
+            };
+            if let Some(hooks) = &hooks {
+                hooks.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
+            }
+            parts.finish(Body::from(body))
+        }
+        Err(failure) => {
+            finish_failed(hooks.as_ref(), &failure);
+            failure_response(failure)
+        }
+    }
 }
 
-impl UpstreamCall {
-    /// Sends and waits for the response headers, bounded by `timeout`.
-    async fn start(
-        self,
-        request: UpstreamRequest,
-        timeout: Duration,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let name = &self.deployment.name;
-        match tokio::time::timeout(timeout, self.client.send(&self.deployment, request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => {
-                // A refused connection produced nothing; anything later might have.
-                let outcome = match error {
-                    UpstreamError::Connect(_) => Outcome::NoOutput,
-                    _ => Outcome::Unknown,
-                };
-                self.finish(outcome);
-                Err(respond::upstream_failure(name, &error))
-            }
-            Err(_) => {
-                self.finish(Outcome::Unknown);
-                Err(GatewayError::UpstreamTimeout {
-                    deployment: name.to_string(),
-                    timeout_ms: timeout.as_millis(),
-                })
-            }
+fn finish_failed(hooks: Option<&UsageHooks>, failure: &Failure) {
+    if let Some(hooks) = hooks {
+        hooks.finish(if failure.maybe_produced {
+            Outcome::Unknown
+        } else {
+            Outcome::NoOutput
+        });
+    }
+}
+
+fn success_parts(success: Success, requested: &Arc<str>) -> (ResponseParts, Reply) {
+    let deployment = &success.backend.deployment;
+    let mut headers = HeaderMap::with_capacity(success.headers.len() + 4);
+    respond::copy_headers(&success.headers, &mut headers);
+    headers.insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(success.attempts));
+    if success.model != *requested {
+        if let Ok(model) = HeaderValue::from_str(&success.model) {
+            headers.insert("x-sluice-model", model);
+        }
+        if let Ok(from) = HeaderValue::from_str(requested) {
+            headers.insert("x-sluice-fallback-from", from);
         }
     }
+    let parts = ResponseParts {
+        status: success.status,
+        headers,
+        served_by: Some(ServedBy {
+            model: success.model.clone(),
+            deployment: deployment.name.clone(),
+        }),
+    };
+    (parts, success.body)
+}
 
-    fn finish(&self, outcome: Outcome) {
-        if let Some(hooks) = &self.hooks {
-            hooks.finish(outcome);
-        }
-    }
-
-    /// A non-streaming call: the whole body is read, then sent on unchanged.
-    async fn complete(self, request: UpstreamRequest) -> Result<Response, GatewayError> {
-        let timeout = self.deployment.timeout;
-        let response = self.clone().start(request, timeout).await?;
-        if !response.status.is_success() {
-            return Ok(self.error_response(response).await);
-        }
-        let mut builder = self.response_builder(response.status, &response.headers);
-        let body = respond::collect_body(response.body, &self.deployment.name, timeout)
-            .await
-            .inspect_err(|_| self.finish(Outcome::Unknown))?;
-        if self.hooks.is_some() {
-            self.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
-        }
-        builder.body = Body::from(body);
-        Ok(builder.finish())
-    }
-
-    async fn error_response(&self, response: UpstreamResponse) -> Response {
-        self.finish(Outcome::NoOutput);
-        let status = response.status;
-        let headers = response.headers.clone();
-        let body = respond::collect_error_body(response, self.deployment.name.clone()).await;
-        let mut builder = self.response_builder(status, &headers);
-        builder.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        builder.body = Body::from(body);
-        builder.finish()
-    }
-
-    fn response_builder(&self, status: StatusCode, upstream: &http::HeaderMap) -> ResponseParts {
-        let mut headers = http::HeaderMap::with_capacity(upstream.len() + 2);
-        respond::copy_headers(upstream, &mut headers);
-        headers.insert(DEPLOYMENT_HEADER, self.deployment.name_header.clone());
-        ResponseParts {
+fn failure_response(failure: Failure) -> Response {
+    let attempts = failure.attempts;
+    let mut response = match failure.error {
+        FailureKind::Upstream {
+            backend,
             status,
-            headers,
-            body: Body::empty(),
-            served_by: ServedBy {
-                model: self.route.name.clone(),
-                deployment: self.deployment.name.clone(),
-            },
+            headers: upstream,
+            body,
+        } => {
+            let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
+            respond::copy_headers(&upstream, &mut headers);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(DEPLOYMENT_HEADER, backend.deployment.name_header.clone());
+            ResponseParts {
+                status,
+                headers,
+                served_by: Some(ServedBy {
+                    model: Arc::from(""),
+                    deployment: backend.deployment.name.clone(),
+                }),
+            }
+            .finish(Body::from(body))
         }
+        FailureKind::Gateway(error) => error.into_response(),
+    };
+    if attempts > 0 {
+        response
+            .headers_mut()
+            .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    }
+    response
+}
+
+/// A failure as the `{"error": ...}` body of a final SSE event.
+fn failure_body(failure: Failure) -> bytes::Bytes {
+    match failure.error {
+        FailureKind::Upstream { body, .. } => body,
+        FailureKind::Gateway(error) => error.body(),
     }
 }
 
 struct ResponseParts {
     status: StatusCode,
-    headers: http::HeaderMap,
-    body: Body,
-    served_by: ServedBy,
+    headers: HeaderMap,
+    served_by: Option<ServedBy>,
 }
 
 impl ResponseParts {
-    fn finish(self) -> Response {
-        let mut response = Response::new(self.body);
+    fn finish(self, body: Body) -> Response {
+        let mut response = Response::new(body);
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
-        response.extensions_mut().insert(self.served_by);
+        if let Some(served_by) = self.served_by {
+            response.extensions_mut().insert(served_by);
+        }
         response
     }
 }

@@ -13,22 +13,27 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use super::respond::{collect_error_body, upstream_failure};
+use super::respond::upstream_failure;
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
-use crate::upstream::{BodyStream, UpstreamResponse};
+use crate::upstream::BodyStream;
 use crate::usage::{Outcome, StreamUsageScanner, UsageHooks};
 
 pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
-pub type PendingResponse =
-    Pin<Box<dyn Future<Output = Result<UpstreamResponse, GatewayError>> + Send>>;
-type PendingErrorBody = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+/// A stream whose upstream answered 2xx.
+pub struct Started {
+    pub body: BodyStream,
+    pub deployment: Arc<str>,
+    pub idle_timeout: Duration,
+}
+
+/// The attempts still running: a started stream, or an error body to send.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Result<Started, Bytes>> + Send>>;
 type RelayItem = Option<Result<Bytes, std::io::Error>>;
 
 enum Phase {
     AwaitingHeaders(PendingResponse),
-    ReadingErrorBody(PendingErrorBody),
     Streaming(BodyStream),
     Done,
 }
@@ -138,24 +143,18 @@ impl Stream for SseRelay {
             match &mut this.phase {
                 Phase::Done => return Poll::Ready(None),
                 Phase::AwaitingHeaders(pending) => match pending.as_mut().poll(cx) {
-                    Poll::Ready(Ok(response)) if response.status.is_success() => {
-                        this.phase = Phase::Streaming(response.body);
+                    Poll::Ready(Ok(started)) => {
+                        this.phase = Phase::Streaming(started.body);
+                        this.settings.deployment = started.deployment;
+                        this.settings.idle_timeout = started.idle_timeout;
                         this.last_activity = Instant::now();
                     }
-                    Poll::Ready(Ok(response)) => {
+                    Poll::Ready(Err(body)) => {
                         if let Some((hooks, _)) = this.usage.take() {
                             hooks.finish(Outcome::NoOutput);
                         }
-                        let deployment = this.settings.deployment.clone();
-                        this.phase = Phase::ReadingErrorBody(Box::pin(collect_error_body(
-                            response, deployment,
-                        )));
+                        return this.finish_with(sse_error_event(&body));
                     }
-                    Poll::Ready(Err(error)) => return this.finish_with(error.sse_event()),
-                    Poll::Pending => return this.poll_timer(cx),
-                },
-                Phase::ReadingErrorBody(pending) => match pending.as_mut().poll(cx) {
-                    Poll::Ready(body) => return this.finish_with(sse_error_event(&body)),
                     Poll::Pending => return this.poll_timer(cx),
                 },
                 Phase::Streaming(body) => match body.as_mut().poll_next(cx) {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use super::{Check, Limiter};
 use crate::auth::Identity;
 use crate::request::ApiRequest;
-use crate::routing::ChosenDeployment;
+use crate::routing::ChosenBackend;
 use crate::usage::UsageHooks;
 
 pub async fn rate_limit(
@@ -30,8 +30,8 @@ pub async fn rate_limit(
         Check::Admitted(admission) => admission,
     };
     let extensions = request.extensions_mut();
-    if let Some(deployment) = admission.deployment {
-        extensions.insert(ChosenDeployment(deployment));
+    if let Some(backend) = admission.backend {
+        extensions.insert(ChosenBackend(backend));
     }
     if let Some(settlement) = admission.settlement {
         extensions

@@ -28,7 +28,7 @@ use crate::auth::Identity;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
 use crate::request::ApiRequest;
-use crate::upstream::Deployment;
+use crate::routing::Backend;
 use crate::usage::{Outcome, UsageObserver};
 
 pub use layer::rate_limit;
@@ -63,8 +63,8 @@ pub enum Check {
 }
 
 pub struct Admission {
-    /// The deployment with room, when deployments have quotas.
-    pub deployment: Option<Arc<Deployment>>,
+    /// The backend with room, when deployments have quotas.
+    pub backend: Option<Arc<Backend>>,
     /// Corrects the TPM charge once the real usage is known.
     pub settlement: Option<Settlement>,
     pub key_headers: KeyHeaders,
@@ -88,7 +88,7 @@ struct Subject<'a> {
     required: Vec<Charge<'a>>,
     key_requests: Option<usize>,
     key_tokens: Option<usize>,
-    candidates: Vec<(Arc<Deployment>, Vec<Charge<'a>>)>,
+    candidates: Vec<(Arc<Backend>, Vec<Charge<'a>>)>,
 }
 
 impl Limiter {
@@ -147,8 +147,8 @@ impl Limiter {
         let model_pair = self.table.models.get(model);
         let limits_deployments = api
             .route
-            .deployments()
-            .any(|d| self.table.deployments.contains_key(&*d.name));
+            .backends()
+            .any(|b| self.table.deployments.contains_key(&*b.deployment.name));
         if key.is_none() && org.is_none() && model_pair.is_none() && !limits_deployments {
             return Check::Unlimited;
         }
@@ -156,10 +156,10 @@ impl Limiter {
             .iter()
             .flatten()
             .any(|p| p.tokens.is_some())
-            || api.route.deployments().any(|d| {
+            || api.route.backends().any(|b| {
                 self.table
                     .deployments
-                    .get(&*d.name)
+                    .get(&*b.deployment.name)
                     .is_some_and(|p| p.tokens.is_some())
             });
         let tokens = if counts_tokens {
@@ -249,18 +249,22 @@ impl Limiter {
             subject.required.extend(pair.iter().map(charge));
         }
         if limits_deployments {
+            // Usable backends in the model's strategy order; the first with
+            // quota room is charged and chosen.
+            let now = tokio::time::Instant::now();
             subject.candidates = api
                 .route
-                .preference_order()
+                .candidates(api.affinity, now)
+                .usable
                 .into_iter()
-                .map(|deployment| {
+                .map(|backend| {
                     let charges = self
                         .table
                         .deployments
-                        .get(&*deployment.name)
+                        .get(&*backend.deployment.name)
                         .map(|pair| pair.iter().map(charge).collect())
                         .unwrap_or_default();
-                    (deployment, charges)
+                    (backend, charges)
                 })
                 .collect();
         }
@@ -283,7 +287,7 @@ impl Limiter {
             .map(|charge| charge.bucket.clone())
             .collect();
         Admission {
-            deployment: chosen.map(|(deployment, _)| deployment.clone()),
+            backend: chosen.map(|(backend, _)| backend.clone()),
             key_headers,
             settlement: (!token_buckets.is_empty()).then(|| Settlement {
                 limiter: self.clone(),

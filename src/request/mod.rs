@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::auth::Identity;
+use crate::config::Strategy;
 use crate::error::GatewayError;
 use crate::routing::{ModelRoute, ModelRouter};
 use crate::upstream::Endpoint;
@@ -24,6 +25,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     pub route: Arc<ModelRoute>,
     pub stream: bool,
+    /// Hash of the prompt's identity, for `prefix_affinity` routing.
+    pub affinity: Option<u64>,
 }
 
 pub struct RequestReader {
@@ -59,10 +62,13 @@ impl RequestReader {
                 key: identity.name.to_string(),
             });
         }
+        let affinity =
+            (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
         let api = ApiRequest {
             endpoint,
             stream: head.stream,
             route,
+            affinity,
             body: body.clone(),
         };
         parts.extensions.insert(api);

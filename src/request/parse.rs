@@ -94,6 +94,48 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
     }
 }
 
+/// What identifies a prompt's cacheable prefix: `prompt_cache_key`, else
+/// `user`, else the first KiB of the messages / input / prompt as sent.
+#[derive(Deserialize)]
+struct AffinityFields<'a> {
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<ModelName<'a>>,
+    #[serde(borrow, default)]
+    user: Option<ModelName<'a>>,
+    #[serde(borrow, default)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a serde_json::value::RawValue>,
+}
+
+const AFFINITY_PREFIX: usize = 1024;
+
+pub fn affinity_key(body: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    match serde_json::from_slice::<AffinityFields<'_>>(body) {
+        Ok(fields) => {
+            if let Some(ModelName(key)) = fields.prompt_cache_key {
+                ("key", key.as_ref()).hash(&mut hasher);
+            } else if let Some(ModelName(user)) = fields.user {
+                ("user", user.as_ref()).hash(&mut hasher);
+            } else {
+                let raw = fields
+                    .messages
+                    .or(fields.input)
+                    .or(fields.prompt)
+                    .map_or("", |r| r.get());
+                let end = raw.len().min(AFFINITY_PREFIX);
+                raw.as_bytes()[..end].hash(&mut hasher);
+            }
+        }
+        Err(_) => body[..body.len().min(AFFINITY_PREFIX)].hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +164,34 @@ mod tests {
             let err = parse_head(body).err().unwrap();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
         }
+    }
+
+    #[test]
+    fn affinity_prefers_cache_key_then_user_then_prefix() {
+        let long = "x".repeat(2000);
+        let a = format!(r#"{{"messages":[{{"role":"user","content":"{long}a"}}]}}"#);
+        let b =
+            format!(r#"{{"messages":[{{"role":"user","content":"{long}b"}}],"temperature":1}}"#);
+        assert_eq!(
+            affinity_key(a.as_bytes()),
+            affinity_key(b.as_bytes()),
+            "same first KiB"
+        );
+        let keyed =
+            |key: &str| format!(r#"{{"prompt_cache_key":"{key}","user":"u","messages":[]}}"#);
+        assert_eq!(
+            affinity_key(keyed("k1").as_bytes()),
+            affinity_key(keyed("k1").as_bytes())
+        );
+        assert_ne!(
+            affinity_key(keyed("k1").as_bytes()),
+            affinity_key(keyed("k2").as_bytes())
+        );
+        let user = |u: &str, text: &str| format!(r#"{{"user":"{u}","input":"{text}"}}"#);
+        assert_eq!(
+            affinity_key(user("u1", "a").as_bytes()),
+            affinity_key(user("u1", "b").as_bytes())
+        );
     }
 
     #[test]

@@ -1,75 +1,83 @@
-//! Model name -> the deployments that serve it, grouped by priority.
-//! Built once at start-up; lookups borrow the client's model string.
+//! Which deployment serves a request: model name -> priority groups of
+//! backends (a deployment plus its health) -> the usable ones, ordered by the
+//! model's balancing strategy. Built once at start-up; health is atomics.
+
+mod breaker;
+mod budget;
+mod health;
+mod hints;
+mod strategy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
+use crate::config::{Config, Strategy};
 use crate::upstream::Deployment;
 
-/// Set by a layer that already chose the deployment (the limiter, when
-/// deployments have quotas); the dispatcher uses it instead of picking.
-#[derive(Clone)]
-pub struct ChosenDeployment(pub Arc<Deployment>);
+pub use breaker::{Permit, State as BreakerState};
+pub use budget::RetryBudget;
+pub use health::{Health, Unusable};
+pub use hints::retry_after;
 
-/// Deployments sharing one priority number; picked among by weight.
+/// A deployment and what routing knows about its state.
+pub struct Backend {
+    pub deployment: Arc<Deployment>,
+    pub health: Health,
+}
+
+/// Set by a layer that already chose the backend (the limiter, when
+/// deployments have quotas); the dispatcher starts there.
+#[derive(Clone)]
+pub struct ChosenBackend(pub Arc<Backend>);
+
+/// Backends sharing one priority number.
 struct PriorityGroup {
     priority: i32,
-    members: Vec<Arc<Deployment>>,
-    /// Running sum of weights, for one random draw per pick.
-    cumulative_weights: Vec<u64>,
+    members: Vec<Arc<Backend>>,
 }
 
-impl PriorityGroup {
-    fn pick(&self) -> &Arc<Deployment> {
-        let total = self.cumulative_weights.last().copied().unwrap_or(0);
-        let draw = fastrand::u64(..total.max(1));
-        let index = self.cumulative_weights.partition_point(|&sum| sum <= draw);
-        &self.members[index.min(self.members.len() - 1)]
-    }
-}
-
-/// All deployments serving one client-visible model, best group first.
+/// Everything that serves one client-visible model.
 pub struct ModelRoute {
     pub name: Arc<str>,
     groups: Vec<PriorityGroup>,
+    pub strategy: Strategy,
+    /// Models to serve from when none of this one's backends is usable.
+    pub fallbacks: Vec<Arc<str>>,
+    pub budget: RetryBudget,
+}
+
+/// The usable backends for one call, best first; or when one frees up.
+pub struct Candidates {
+    pub usable: Vec<Arc<Backend>>,
+    /// The earliest time an unusable backend becomes usable again.
+    pub earliest: Option<Instant>,
 }
 
 impl ModelRoute {
-    /// The deployment for the next call: lowest priority number, then by weight.
-    pub fn pick(&self) -> Option<&Arc<Deployment>> {
-        self.groups.first().map(PriorityGroup::pick)
-    }
-
-    /// Every deployment, best first: priority groups in order, each group in
-    /// a random order drawn by weight.
-    pub fn preference_order(&self) -> Vec<Arc<Deployment>> {
-        let mut order = Vec::with_capacity(self.groups.iter().map(|g| g.members.len()).sum());
+    /// Usable backends, best first: the lowest priority group with any usable
+    /// member first, ordered within it by the strategy, then the next groups.
+    pub fn candidates(&self, affinity: Option<u64>, now: Instant) -> Candidates {
+        let mut usable = Vec::with_capacity(4);
+        let mut earliest: Option<Instant> = None;
         for group in &self.groups {
-            let mut pool: Vec<&Arc<Deployment>> = group.members.iter().collect();
-            let mut total: u64 = pool.iter().map(|d| u64::from(d.weight)).sum();
-            while !pool.is_empty() {
-                let mut draw = fastrand::u64(..total.max(1));
-                let index = pool
-                    .iter()
-                    .position(|d| {
-                        let weight = u64::from(d.weight);
-                        if draw < weight {
-                            true
-                        } else {
-                            draw -= weight;
-                            false
-                        }
-                    })
-                    .unwrap_or(pool.len() - 1);
-                let picked = pool.swap_remove(index);
-                total -= u64::from(picked.weight);
-                order.push(picked.clone());
+            let start = usable.len();
+            for backend in &group.members {
+                match backend.health.usable(now) {
+                    Ok(()) => usable.push(backend.clone()),
+                    Err(unusable) => {
+                        let until = unusable.until();
+                        earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                    }
+                }
             }
+            strategy::order(self.strategy, &mut usable[start..], affinity);
         }
-        order
+        Candidates { usable, earliest }
     }
 
-    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.groups.iter().flat_map(|g| g.members.iter())
     }
 
@@ -82,43 +90,64 @@ pub struct ModelRouter {
     routes: HashMap<String, Arc<ModelRoute>>,
     /// Sorted names, for `/v1/models`.
     names: Vec<Arc<str>>,
+    backends: Vec<Arc<Backend>>,
 }
 
 impl ModelRouter {
-    /// `served` pairs each deployment with the client model names it serves.
-    pub fn new(served: &[(Arc<Deployment>, Vec<String>)]) -> Self {
-        let mut by_model: HashMap<&str, Vec<&Arc<Deployment>>> = HashMap::new();
-        for (deployment, models) in served {
-            for model in models {
-                by_model.entry(model).or_default().push(deployment);
+    /// `deployments` pairs each built deployment with its config index.
+    pub fn new(config: &Config, deployments: Vec<Arc<Deployment>>) -> Self {
+        let backends: Vec<Arc<Backend>> = deployments
+            .into_iter()
+            .map(|deployment| {
+                Arc::new(Backend {
+                    health: Health::new(deployment.name.clone(), config.circuit_breaker),
+                    deployment,
+                })
+            })
+            .collect();
+        let mut by_model: HashMap<&str, Vec<&Arc<Backend>>> = HashMap::new();
+        for (backend, deployment) in backends.iter().zip(&config.deployments) {
+            for model in &deployment.models {
+                by_model.entry(model).or_default().push(backend);
             }
         }
         let mut routes = HashMap::new();
-        for (model, mut deployments) in by_model {
-            deployments.sort_by_key(|d| d.priority);
+        for (model, mut members) in by_model {
+            members.sort_by_key(|b| b.deployment.priority);
             let mut groups: Vec<PriorityGroup> = Vec::new();
-            for deployment in deployments {
+            for backend in members {
                 match groups.last_mut() {
-                    Some(group) if group.priority == deployment.priority => {
-                        push_member(group, deployment)
+                    Some(group) if group.priority == backend.deployment.priority => {
+                        group.members.push(backend.clone())
                     }
-                    _ => {
-                        let mut group = PriorityGroup {
-                            priority: deployment.priority,
-                            members: Vec::new(),
-                            cumulative_weights: Vec::new(),
-                        };
-                        push_member(&mut group, deployment);
-                        groups.push(group);
-                    }
+                    _ => groups.push(PriorityGroup {
+                        priority: backend.deployment.priority,
+                        members: vec![backend.clone()],
+                    }),
                 }
             }
-            let name: Arc<str> = Arc::from(model);
-            routes.insert(model.to_owned(), Arc::new(ModelRoute { name, groups }));
+            let settings = config.models.get(model);
+            let route = ModelRoute {
+                name: Arc::from(model),
+                groups,
+                strategy: settings.map(|s| s.strategy).unwrap_or_default(),
+                fallbacks: settings
+                    .map(|s| s.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect())
+                    .unwrap_or_default(),
+                budget: RetryBudget::new(
+                    config.retry.budget_ratio,
+                    config.retry.budget_min_per_sec,
+                ),
+            };
+            routes.insert(model.to_owned(), Arc::new(route));
         }
         let mut names: Vec<Arc<str>> = routes.values().map(|r| r.name.clone()).collect();
         names.sort();
-        Self { routes, names }
+        Self {
+            routes,
+            names,
+            backends,
+        }
     }
 
     pub fn route(&self, model: &str) -> Option<&Arc<ModelRoute>> {
@@ -128,60 +157,85 @@ impl ModelRouter {
     pub fn model_names(&self) -> &[Arc<str>] {
         &self.names
     }
-}
 
-fn push_member(group: &mut PriorityGroup, deployment: &Arc<Deployment>) {
-    let previous = group.cumulative_weights.last().copied().unwrap_or(0);
-    group
-        .cumulative_weights
-        .push(previous + u64::from(deployment.weight));
-    group.members.push(deployment.clone());
+    /// Every backend once, in config order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeploymentConfig, MockConfig, Provider};
+    use crate::config::load_from_str;
 
-    fn deployment(name: &str, priority: i32, weight: u32) -> (Arc<Deployment>, Vec<String>) {
-        let config = DeploymentConfig {
-            name: name.into(),
-            provider: Provider::Mock,
-            base_url: String::new(),
-            api_key: None,
-            models: vec!["m".into()],
-            model_map: Default::default(),
-            priority,
-            weight,
-            timeout: std::time::Duration::from_secs(1),
-            api_version: None,
-            mock: MockConfig::default(),
-            rpm: None,
-            tpm: None,
-        };
-        (
-            Arc::new(Deployment::from_config(&config).unwrap()),
-            vec!["m".into()],
-        )
+    fn router(toml: &str) -> ModelRouter {
+        let config = load_from_str(toml, "t", &HashMap::new()).unwrap();
+        let deployments = config
+            .deployments
+            .iter()
+            .map(|d| Arc::new(Deployment::from_config(d).unwrap()))
+            .collect();
+        ModelRouter::new(&config, deployments)
     }
 
+    const THREE: &str = r#"
+        [[deployments]]
+        name = "backup"
+        provider = "mock"
+        models = ["m"]
+        priority = 5
+        [[deployments]]
+        name = "heavy"
+        provider = "mock"
+        models = ["m"]
+        weight = 3
+        [[deployments]]
+        name = "light"
+        provider = "mock"
+        models = ["m"]
+    "#;
+
     #[test]
-    fn lowest_priority_group_wins_and_weights_split_traffic() {
-        let router = ModelRouter::new(&[
-            deployment("backup", 5, 1),
-            deployment("heavy", 0, 3),
-            deployment("light", 0, 1),
-        ]);
+    fn lowest_priority_group_first_and_weights_split_traffic() {
+        let router = router(THREE);
         let route = router.route("m").unwrap();
         assert_eq!(route.priorities().collect::<Vec<_>>(), vec![0, 5]);
         let mut heavy = 0;
         for _ in 0..20_000 {
-            let picked = route.pick().unwrap();
-            assert_ne!(&*picked.name, "backup");
-            heavy += usize::from(&*picked.name == "heavy");
+            let candidates = route.candidates(None, Instant::now());
+            let names: Vec<&str> = candidates
+                .usable
+                .iter()
+                .map(|b| &*b.deployment.name)
+                .collect();
+            assert_eq!(names.len(), 3);
+            assert_eq!(names[2], "backup", "the higher priority number comes last");
+            heavy += usize::from(names[0] == "heavy");
         }
         let share = heavy as f64 / 20_000.0;
         assert!((share - 0.75).abs() < 0.02, "heavy share {share}");
         assert!(router.route("other").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unusable_backends_are_skipped_and_report_when_they_return() {
+        let router = router(THREE);
+        let route = router.route("m").unwrap();
+        let now = Instant::now();
+        for backend in router.backends().iter().take(2) {
+            backend
+                .health
+                .throttle(now + std::time::Duration::from_secs(5));
+        }
+        let candidates = route.candidates(None, now);
+        let names: Vec<&str> = candidates
+            .usable
+            .iter()
+            .map(|b| &*b.deployment.name)
+            .collect();
+        assert_eq!(names, vec!["light"]);
+        let earliest = candidates.earliest.unwrap();
+        assert!(earliest >= now + std::time::Duration::from_millis(4990));
     }
 }

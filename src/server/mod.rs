@@ -51,26 +51,21 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(config: &Config) -> Result<Self, StartError> {
-        let mut served = Vec::with_capacity(config.deployments.len());
+        let mut deployments = Vec::with_capacity(config.deployments.len());
         for (index, deployment) in config.deployments.iter().enumerate() {
             let built = Deployment::from_config(deployment)
                 .map_err(|e| StartError::Build(format!("deployments[{index}]: {e}")))?;
-            served.push((Arc::new(built), deployment.models.clone()));
+            deployments.push(Arc::new(built));
         }
         let client = UpstreamClient::new().map_err(StartError::Build)?;
         let cut = Cut::default();
-        let router = Arc::new(ModelRouter::new(&served));
+        let router = Arc::new(ModelRouter::new(config, deployments));
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
         let limiter = Limiter::from_config(config, metrics.clone())
             .map_err(StartError::Build)?
             .map(Arc::new);
         let services = stack::Services {
-            dispatcher: Arc::new(Dispatcher::new(
-                router.clone(),
-                client,
-                &config.server,
-                cut.clone(),
-            )),
+            dispatcher: Arc::new(Dispatcher::new(router.clone(), client, config, cut.clone())),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
             reader: Arc::new(RequestReader::new(router, config.server.max_body_bytes)),
             limiter,

@@ -42,7 +42,7 @@ impl UpstreamClient {
         }
         let upstream_model = deployment.upstream_model(&request.client_model);
         let body = if deployment.target.model_in_body(request.endpoint)
-            && upstream_model != &*request.client_model
+            && upstream_model != &*request.body_model
         {
             rewrite_model(&request.body, upstream_model)?
         } else {

@@ -47,10 +47,14 @@ impl Endpoint {
 }
 
 /// What the dispatcher hands to a deployment. Owned, so a streaming call can
-/// outlive the handler that started it.
+/// outlive the handler that started it; cheap to clone for retries.
+#[derive(Clone)]
 pub struct UpstreamRequest {
     pub endpoint: Endpoint,
+    /// The model being served (a fallback may differ from the body's).
     pub client_model: std::sync::Arc<str>,
+    /// The model as the client's body names it.
+    pub body_model: std::sync::Arc<str>,
     pub body: Bytes,
     pub request_id: Option<http::HeaderValue>,
     /// Passed through for beta features (`OpenAI-Beta`).

@@ -1,0 +1,294 @@
+//! Retries and failover. Each request deposits into its model's retry
+//! budget; a retry goes to another usable backend when there is one (at once),
+//! else to the same one after its hint or a jittered backoff. Every outcome
+//! updates the backend's health: 429s (and 503s with a hint) throttle it,
+//! 5xx, timeouts and connection failures count against its breaker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tokio::time::Instant;
+
+use super::respond;
+use crate::config::RetryConfig;
+use crate::error::GatewayError;
+use crate::routing::{Backend, ModelRoute, ModelRouter, Permit};
+use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
+
+/// Everything an attempt needs, shared by all attempts of one request.
+pub struct Call {
+    pub client: UpstreamClient,
+    pub retry: Arc<RetryConfig>,
+    pub router: Arc<ModelRouter>,
+    pub route: Arc<ModelRoute>,
+    pub request: UpstreamRequest,
+    pub affinity: Option<u64>,
+    pub deadline: Instant,
+    /// Non-streamed calls read the whole body inside the attempt, so a body
+    /// that breaks off can still be retried.
+    pub read_body: bool,
+}
+
+/// A 2xx answer.
+pub struct Success {
+    pub backend: Arc<Backend>,
+    pub model: Arc<str>,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Reply,
+    pub attempts: u32,
+}
+
+pub enum Reply {
+    Whole(Bytes),
+    Stream(crate::upstream::BodyStream),
+}
+
+/// Why no 2xx answer came.
+pub struct Failure {
+    pub error: FailureKind,
+    pub attempts: u32,
+    /// Whether an upstream may have done work (timeouts, broken bodies).
+    pub maybe_produced: bool,
+}
+
+pub enum FailureKind {
+    /// The upstream's own error response, normalised, passed on as it is.
+    Upstream {
+        backend: Arc<Backend>,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Gateway(GatewayError),
+}
+
+enum Outcome {
+    Success(Success),
+    /// Worth another attempt; `hint` is the upstream's own wait, if any.
+    Retryable {
+        failure: FailureKind,
+        hint: Option<Duration>,
+    },
+    Final(FailureKind),
+}
+
+pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
+    call.route.budget.deposit();
+    let mut next = first;
+    let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(call.retry.max_attempts as usize);
+    let mut attempts = 0u32;
+    let mut last: Option<(FailureKind, Option<Duration>)> = None;
+    let mut maybe_produced = false;
+    let mut fallbacks = call.route.fallbacks.clone().into_iter();
+    let fail = |error, attempts, maybe_produced| Failure {
+        error,
+        attempts,
+        maybe_produced,
+    };
+    // Bounded: each pass either makes an attempt or moves down the fallback chain.
+    for _ in 0..(call.retry.max_attempts as usize + call.route.fallbacks.len() + 8) * 2 {
+        let now = Instant::now();
+        if now >= call.deadline {
+            break;
+        }
+        let backend = match next.take() {
+            Some(backend) => backend,
+            None => {
+                let candidates = call.route.candidates(call.affinity, now);
+                let untried = candidates
+                    .usable
+                    .iter()
+                    .find(|b| !tried.iter().any(|t| Arc::ptr_eq(t, b)));
+                match untried.or(candidates.usable.first()) {
+                    Some(backend) => backend.clone(),
+                    None => {
+                        // A retry may wait for the only backends to come back
+                        // (their hint), within bounds; a first try does not.
+                        if let Some(earliest) = candidates.earliest {
+                            let wait = earliest.saturating_duration_since(now);
+                            let may_wait = attempts > 0
+                                && attempts < call.retry.max_attempts
+                                && wait <= call.retry.max_retry_after
+                                && earliest < call.deadline
+                                && call.route.fallbacks.is_empty();
+                            if may_wait {
+                                tokio::time::sleep(wait).await;
+                                continue;
+                            }
+                        }
+                        // Nothing of this model can serve: go down its fallback chain.
+                        if let Some(route) = fallbacks
+                            .by_ref()
+                            .find_map(|name| call.router.route(&name).cloned())
+                        {
+                            tracing::info!(from = %call.route.name, to = %route.name, "falling back to another model");
+                            call.route = route;
+                            continue;
+                        }
+                        let error = match (last.take(), candidates.earliest) {
+                            (Some((failure, _)), _) => failure,
+                            (None, earliest) => FailureKind::Gateway(GatewayError::NoDeployment {
+                                model: call.route.name.to_string(),
+                                retry_after: earliest.map(|at| at.saturating_duration_since(now)),
+                            }),
+                        };
+                        return Err(fail(error, attempts, maybe_produced));
+                    }
+                }
+            }
+        };
+        if attempts > 0 {
+            if attempts >= call.retry.max_attempts || !call.route.budget.withdraw(now) {
+                break;
+            }
+            let same = tried.iter().any(|t| Arc::ptr_eq(t, &backend));
+            if same {
+                let hint = last.as_ref().and_then(|(_, hint)| *hint);
+                if hint.is_some_and(|h| h > call.retry.max_retry_after) {
+                    break;
+                }
+                let delay = hint.unwrap_or_default().max(backoff(&call.retry, attempts));
+                if now + delay >= call.deadline {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let Some(permit) = backend.health.start(Instant::now()) else {
+            // The breaker closed the door between ordering and now.
+            tried.push(backend);
+            continue;
+        };
+        attempts += 1;
+        tried.push(backend.clone());
+        match attempt(&call, &backend, permit).await {
+            Outcome::Success(mut success) => {
+                success.attempts = attempts;
+                success.model = call.route.name.clone();
+                return Ok(success);
+            }
+            Outcome::Final(failure) => return Err(fail(failure, attempts, maybe_produced)),
+            Outcome::Retryable { failure, hint } => {
+                maybe_produced |= matches!(
+                    failure,
+                    FailureKind::Gateway(GatewayError::UpstreamTimeout { .. })
+                );
+                last = Some((failure, hint));
+            }
+        }
+    }
+    let error = last.map_or_else(
+        || {
+            FailureKind::Gateway(GatewayError::UpstreamTimeout {
+                deployment: call.route.name.to_string(),
+                timeout_ms: call
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis(),
+            })
+        },
+        |(failure, _)| failure,
+    );
+    Err(fail(error, attempts, maybe_produced))
+}
+
+/// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.
+fn backoff(retry: &RetryConfig, attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(16);
+    let ceiling = retry
+        .base_delay
+        .saturating_mul(1 << exponent)
+        .min(retry.max_delay);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome {
+    let deployment = &backend.deployment;
+    let started = Instant::now();
+    let budget = call.deadline.saturating_duration_since(started);
+    let timeout = deployment.timeout.min(budget);
+    let health = &backend.health;
+    let timed_out = |timeout: Duration| {
+        FailureKind::Gateway(GatewayError::UpstreamTimeout {
+            deployment: deployment.name.to_string(),
+            timeout_ms: timeout.as_millis(),
+        })
+    };
+    let sent =
+        tokio::time::timeout(timeout, call.client.send(deployment, call.request.clone())).await;
+    let response: UpstreamResponse = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            let failure = FailureKind::Gateway(respond::upstream_failure(&deployment.name, &error));
+            return match error {
+                // A body that is not JSON cannot get better on another try.
+                UpstreamError::Rewrite(_) => Outcome::Final(failure),
+                _ => Outcome::Retryable {
+                    failure,
+                    hint: None,
+                },
+            };
+        }
+        Err(_) => {
+            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            return Outcome::Retryable {
+                failure: timed_out(timeout),
+                hint: None,
+            };
+        }
+    };
+    let now = Instant::now();
+    health.observe(&response.headers, now);
+    let status = response.status;
+    if status.is_success() {
+        let body = if call.read_body {
+            match respond::collect_body(response.body, &deployment.name, deployment.timeout).await {
+                Ok(bytes) => Reply::Whole(bytes),
+                Err(error) => {
+                    health.finish(permit, Some(true), started.elapsed(), Instant::now());
+                    return Outcome::Retryable {
+                        failure: FailureKind::Gateway(error),
+                        hint: None,
+                    };
+                }
+            }
+        } else {
+            Reply::Stream(response.body)
+        };
+        health.finish(permit, Some(false), started.elapsed(), Instant::now());
+        return Outcome::Success(Success {
+            backend: backend.clone(),
+            model: call.route.name.clone(),
+            status,
+            headers: response.headers,
+            body,
+            attempts: 0,
+        });
+    }
+    let hint = crate::routing::retry_after(&response.headers);
+    let code = status.as_u16();
+    let throttling = code == 429 || (code == 503 && hint.is_some());
+    if throttling {
+        health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
+    }
+    let server_failure = !throttling && (code >= 500 || code == 408);
+    let health_verdict = server_failure.then_some(true);
+    health.finish(permit, health_verdict, started.elapsed(), now);
+    let headers = response.headers.clone();
+    let body = respond::collect_error_body(response, deployment.name.clone()).await;
+    let failure = FailureKind::Upstream {
+        backend: backend.clone(),
+        status,
+        headers,
+        body,
+    };
+    if throttling || server_failure || code == 409 {
+        Outcome::Retryable { failure, hint }
+    } else {
+        Outcome::Final(failure)
+    }
+}
