@@ -157,12 +157,13 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
     let config = sluice::config::load_from_str(&check_config(), "bench", &HashMap::new())
         .expect("check config");
     let deployment = Arc::new(Deployment::from_config(&config.deployments[0]).expect("deployment"));
-    let router = ModelRouter::new(&[(deployment, vec!["gpt-4o".to_owned()])]);
+    let router = ModelRouter::new(&config, vec![deployment]);
     let api = ApiRequest {
         endpoint: Endpoint::ChatCompletions,
         body: Bytes::from_static(CHECK_BODY.as_bytes()),
         route: router.route("gpt-4o").expect("route").clone(),
         stream: false,
+        affinity: None,
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, Metrics::new().expect("metrics"))
