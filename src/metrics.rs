@@ -12,6 +12,14 @@ pub struct Metrics {
     pub limiter_store_errors: IntCounter,
     /// Requests admitted without a limit check because the store failed (fail_open).
     pub limiter_fail_open: IntCounter,
+    /// Tokens reported by upstreams, by model, deployment and type
+    /// (prompt, completion, cached: the prompt tokens the provider's prompt
+    /// cache served, which `prefix_affinity` routing aims to raise).
+    pub tokens: IntCounterVec,
+    /// Upstream attempts after the first, by model.
+    pub retries: IntCounterVec,
+    /// Requests served by a fallback model, by requested and serving model.
+    pub fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -32,6 +40,24 @@ impl Metrics {
             "sluice_limiter_fail_open_total",
             "Requests admitted unchecked because the rate-limit store failed",
         )?;
+        let tokens = IntCounterVec::new(
+            Opts::new("sluice_tokens_total", "Tokens reported by upstreams"),
+            &["model", "deployment", "type"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new("sluice_retries_total", "Upstream attempts after the first"),
+            &["model"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "sluice_fallbacks_total",
+                "Requests served by a fallback model",
+            ),
+            &["from", "to"],
+        )?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(limiter_store_errors.clone()))?;
         registry.register(Box::new(limiter_fail_open.clone()))?;
@@ -40,7 +66,23 @@ impl Metrics {
             rate_limited,
             limiter_store_errors,
             limiter_fail_open,
+            tokens,
+            retries,
+            fallbacks,
         })
+    }
+
+    pub fn record_usage(&self, model: &str, deployment: &str, usage: &crate::usage::Usage) {
+        let count = |kind: &str, value: u64| {
+            if value > 0 {
+                self.tokens
+                    .with_label_values(&[model, deployment, kind])
+                    .inc_by(value);
+            }
+        };
+        count("prompt", usage.prompt_tokens);
+        count("completion", usage.completion_tokens);
+        count("cached", usage.cached_tokens);
     }
 
     /// The text exposition format.

@@ -125,6 +125,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                             .find_map(|name| call.router.route(&name).cloned())
                         {
                             tracing::info!(from = %call.route.name, to = %route.name, "falling back to another model");
+                            call.request.client_model = route.name.clone();
                             call.route = route;
                             continue;
                         }

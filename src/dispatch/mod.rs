@@ -19,11 +19,12 @@ use tokio::time::Instant;
 use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::request::ApiRequest;
 use crate::routing::{ChosenBackend, ModelRouter};
 use crate::shutdown::Cut;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
-use crate::usage::{self, Outcome, UsageHooks};
+use crate::usage::{self, Outcome, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
 pub use relay::KEEPALIVE_COMMENT;
@@ -40,6 +41,7 @@ pub struct Dispatcher {
     keepalive: Duration,
     /// Fired when the shutdown grace period is over: open streams end.
     cut: Cut,
+    metrics: Metrics,
 }
 
 /// Which model and deployment served a request, for the access log.
@@ -55,8 +57,10 @@ impl Dispatcher {
         client: UpstreamClient,
         config: &Config,
         cut: Cut,
+        metrics: Metrics,
     ) -> Self {
         Self {
+            metrics,
             router,
             client,
             retry: Arc::new(config.retry.clone()),
@@ -86,7 +90,7 @@ impl Dispatcher {
             .extensions
             .remove::<ChosenBackend>()
             .map(|chosen| chosen.0);
-        let hooks = parts.extensions.remove::<UsageHooks>();
+        let hooks = parts.extensions.remove::<UsageHooks>().unwrap_or_default();
         let call = Call {
             client: self.client.clone(),
             retry: self.retry.clone(),
@@ -108,7 +112,7 @@ impl Dispatcher {
         if api.stream {
             Ok(self.stream(call, first, hooks, requested).await)
         } else {
-            Ok(complete(call, first, hooks, requested).await)
+            Ok(self.complete(call, first, hooks, requested).await)
         }
     }
 
@@ -119,7 +123,7 @@ impl Dispatcher {
         &self,
         call: Call,
         first: Option<Arc<crate::routing::Backend>>,
-        hooks: Option<UsageHooks>,
+        hooks: UsageHooks,
         requested: Arc<str>,
     ) -> Response {
         let mut pending = Box::pin(attempts::run(call, first));
@@ -127,38 +131,87 @@ impl Dispatcher {
             biased;
             result = &mut pending => match result {
                 Ok(success) => {
-                    let settings = self.relay_settings(&success.backend.deployment.name, success.backend.deployment.timeout);
+                    self.observer().observe(&success, &requested, &hooks);
+                    let deployment = &success.backend.deployment;
+                    let settings = self.relay_settings(&deployment.name, deployment.timeout);
                     let (parts, reply) = success_parts(success, &requested);
                     let Reply::Stream(body) = reply else {
                         return GatewayError::Internal.into_response();
                     };
-                    parts.finish(Body::from_stream(relay::SseRelay::streaming(body, settings, hooks)))
+                    parts.finish(Body::from_stream(relay::SseRelay::streaming(body, settings, Some(hooks))))
                 }
                 Err(failure) => {
-                    finish_failed(hooks.as_ref(), &failure);
+                    self.observer().count_retries(&requested, failure.attempts);
+                    finish_failed(&hooks, &failure);
                     failure_response(failure)
                 }
             },
             () = tokio::time::sleep(self.keepalive) => {
-                let started: relay::PendingResponse = Box::pin(pending.map(|result| match result {
-                    Ok(success) => match success.body {
-                        Reply::Stream(body) => Ok(relay::Started {
-                            body,
-                            deployment: success.backend.deployment.name.clone(),
-                            idle_timeout: success.backend.deployment.timeout,
-                        }),
-                        Reply::Whole(_) => Err(GatewayError::Internal.body()),
-                    },
-                    Err(failure) => Err(failure_body(failure)),
+                let (observer, hooks_later) = (self.observer(), hooks.clone());
+                let started: relay::PendingResponse = Box::pin(pending.map(move |result| match result {
+                    Ok(success) => {
+                        observer.observe(&success, &requested, &hooks_later);
+                        match success.body {
+                            Reply::Stream(body) => Ok(relay::Started {
+                                body,
+                                deployment: success.backend.deployment.name.clone(),
+                                idle_timeout: success.backend.deployment.timeout,
+                            }),
+                            Reply::Whole(_) => Err(GatewayError::Internal.body()),
+                        }
+                    }
+                    Err(failure) => {
+                        observer.count_retries(&requested, failure.attempts);
+                        Err(failure_body(failure))
+                    }
                 }));
                 let mut headers = HeaderMap::new();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                // The attempts run on; which deployment serves is not known yet.
-                let settings = self.relay_settings(&requested, self.request_timeout);
-                let relay = relay::SseRelay::awaiting(started, settings, hooks);
+                // The attempts run on; which deployment serves is not known
+                // yet, so no deployment or attempts headers on this response.
+                let settings = self.relay_settings(&Arc::from("(choosing)"), self.request_timeout);
+                let relay = relay::SseRelay::awaiting(started, settings, Some(hooks));
                 ResponseParts { status: StatusCode::OK, headers, served_by: None }.finish(Body::from_stream(relay))
             }
+        }
+    }
+
+    /// A non-streamed call: attempts read whole bodies, then the answer goes on.
+    async fn complete(
+        &self,
+        call: Call,
+        first: Option<Arc<crate::routing::Backend>>,
+        hooks: UsageHooks,
+        requested: Arc<str>,
+    ) -> Response {
+        match attempts::run(call, first).await {
+            Ok(success) => {
+                self.observer().count(&success, &requested);
+                let model = success.model.clone();
+                let deployment = success.backend.deployment.name.clone();
+                let (parts, reply) = success_parts(success, &requested);
+                let Reply::Whole(body) = reply else {
+                    return GatewayError::Internal.into_response();
+                };
+                let outcome = usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported);
+                if let Outcome::Reported(usage) = &outcome {
+                    self.metrics.record_usage(&model, &deployment, usage);
+                }
+                hooks.finish(outcome);
+                parts.finish(Body::from(body))
+            }
+            Err(failure) => {
+                self.observer().count_retries(&requested, failure.attempts);
+                finish_failed(&hooks, &failure);
+                failure_response(failure)
+            }
+        }
+    }
+
+    fn observer(&self) -> Observer {
+        Observer {
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -176,38 +229,63 @@ impl Dispatcher {
     }
 }
 
-/// A non-streamed call: attempts read whole bodies, then the answer goes on.
-async fn complete(
-    call: Call,
-    first: Option<Arc<crate::routing::Backend>>,
-    hooks: Option<UsageHooks>,
-    requested: Arc<str>,
-) -> Response {
-    match attempts::run(call, first).await {
-        Ok(success) => {
-            let (parts, reply) = success_parts(success, &requested);
-            let Reply::Whole(body) = reply else {
-                return GatewayError::Internal.into_response();
-            };
-            if let Some(hooks) = &hooks {
-                hooks.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
-            }
-            parts.finish(Body::from(body))
+fn finish_failed(hooks: &UsageHooks, failure: &Failure) {
+    hooks.finish(if failure.maybe_produced {
+        Outcome::Unknown
+    } else {
+        Outcome::NoOutput
+    });
+}
+
+/// Counts retries, fallbacks and token usage; cheap to clone into a stream.
+#[derive(Clone)]
+struct Observer {
+    metrics: Metrics,
+}
+
+impl Observer {
+    fn count(&self, success: &Success, requested: &Arc<str>) {
+        self.count_retries(requested, success.attempts);
+        if success.model != *requested {
+            self.metrics
+                .fallbacks
+                .with_label_values(&[requested, &success.model])
+                .inc();
         }
-        Err(failure) => {
-            finish_failed(hooks.as_ref(), &failure);
-            failure_response(failure)
+    }
+
+    fn count_retries(&self, requested: &str, attempts: u32) {
+        if attempts > 1 {
+            self.metrics
+                .retries
+                .with_label_values(&[requested])
+                .inc_by(u64::from(attempts - 1));
         }
+    }
+
+    /// Counts the call and, for streams, records usage when the relay finds it.
+    fn observe(&self, success: &Success, requested: &Arc<str>, hooks: &UsageHooks) {
+        self.count(success, requested);
+        hooks.add(Box::new(TokenMetrics {
+            metrics: self.metrics.clone(),
+            model: success.model.clone(),
+            deployment: success.backend.deployment.name.clone(),
+        }));
     }
 }
 
-fn finish_failed(hooks: Option<&UsageHooks>, failure: &Failure) {
-    if let Some(hooks) = hooks {
-        hooks.finish(if failure.maybe_produced {
-            Outcome::Unknown
-        } else {
-            Outcome::NoOutput
-        });
+struct TokenMetrics {
+    metrics: Metrics,
+    model: Arc<str>,
+    deployment: Arc<str>,
+}
+
+impl UsageObserver for TokenMetrics {
+    fn finish(self: Box<Self>, outcome: Outcome) {
+        if let Outcome::Reported(usage) = outcome {
+            self.metrics
+                .record_usage(&self.model, &self.deployment, &usage);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod breaker;
 mod budget;
 mod health;
 mod hints;
+pub mod probe;
 mod strategy;
 
 use std::collections::HashMap;
@@ -237,5 +238,82 @@ mod tests {
         assert_eq!(names, vec!["light"]);
         let earliest = candidates.earliest.unwrap();
         assert!(earliest >= now + std::time::Duration::from_millis(4990));
+    }
+
+    fn strategy_router(strategy: &str) -> ModelRouter {
+        router(&format!(
+            "[models.m]\nstrategy = \"{strategy}\"\n[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[deployments]]\nname = \"b\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[deployments]]\nname = \"c\"\nprovider = \"mock\"\nmodels = [\"m\"]\n"
+        ))
+    }
+
+    fn first(router: &ModelRouter, affinity: Option<u64>) -> String {
+        let route = router.route("m").unwrap();
+        route.candidates(affinity, Instant::now()).usable[0]
+            .deployment
+            .name
+            .to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn least_outstanding_prefers_the_idlest() {
+        let router = strategy_router("least_outstanding");
+        let now = Instant::now();
+        for backend in &router.backends()[..2] {
+            backend.health.start(now);
+        }
+        for _ in 0..50 {
+            assert_eq!(first(&router, None), "c");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_strategy_avoids_the_slow_one() {
+        let router = strategy_router("latency");
+        let now = Instant::now();
+        for (backend, millis) in router.backends().iter().zip([500, 5, 5]) {
+            let permit = backend.health.start(now).unwrap();
+            backend.health.finish(
+                permit,
+                Some(false),
+                std::time::Duration::from_millis(millis),
+                now,
+            );
+        }
+        // Power of two choices: the slow one can only win when drawn against itself.
+        let slow_first = (0..300).filter(|_| first(&router, None) == "a").count();
+        assert!(
+            slow_first < 120,
+            "the slow backend led {slow_first} of 300 orders"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rendezvous_is_stable_and_falls_through_in_order() {
+        let router = strategy_router("prefix_affinity");
+        let route = router.route("m").unwrap();
+        let order = |key| -> Vec<String> {
+            route
+                .candidates(Some(key), Instant::now())
+                .usable
+                .iter()
+                .map(|b| b.deployment.name.to_string())
+                .collect()
+        };
+        let base = order(42);
+        for _ in 0..20 {
+            assert_eq!(order(42), base, "the same key always gets the same order");
+        }
+        let home = router
+            .backends()
+            .iter()
+            .find(|b| *b.deployment.name == *base[0])
+            .unwrap();
+        home.health
+            .throttle(Instant::now() + std::time::Duration::from_secs(1));
+        assert_eq!(
+            order(42),
+            base[1..].to_vec(),
+            "an unusable home falls through to the next in line"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! down gracefully.
 
 mod access_log;
+mod admin;
 mod fallback;
 mod health;
 mod request_id;
@@ -64,8 +65,20 @@ impl Gateway {
         let limiter = Limiter::from_config(config, metrics.clone())
             .map_err(StartError::Build)?
             .map(Arc::new);
+        crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
         let services = stack::Services {
-            dispatcher: Arc::new(Dispatcher::new(router.clone(), client, config, cut.clone())),
+            admin: config
+                .admin
+                .token
+                .as_deref()
+                .map(|token| admin::AdminToken(crate::config::sha256(token))),
+            dispatcher: Arc::new(Dispatcher::new(
+                router.clone(),
+                client,
+                config,
+                cut.clone(),
+                metrics.clone(),
+            )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
             reader: Arc::new(RequestReader::new(router, config.server.max_body_bytes)),
             limiter,

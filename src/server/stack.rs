@@ -22,6 +22,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
+use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, request_id::RequestIds};
 use crate::auth::{self, KeyStore};
 use crate::dispatch::{self, Dispatcher};
@@ -36,6 +37,8 @@ pub struct Services {
     pub reader: Arc<RequestReader>,
     pub limiter: Option<Arc<Limiter>>,
     pub metrics: Metrics,
+    /// The admin API exists only when a token is configured.
+    pub admin: Option<AdminToken>,
 }
 
 pub fn app(services: Services) -> Router {
@@ -58,8 +61,16 @@ pub fn app(services: Services) -> Router {
         )
         .with_state(services.dispatcher.clone());
 
+    let admin = services.admin.map(|token| {
+        Router::new()
+            .route("/admin/deployments", get(admin::deployments))
+            .route_layer(from_fn_with_state(token, admin::require_token))
+            .with_state(services.dispatcher.router().clone())
+    });
+
     Router::new()
         .merge(api)
+        .merge(admin.unwrap_or_default())
         .route("/healthz", get(health::healthz))
         .route(
             "/readyz",

@@ -81,6 +81,20 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// An active health probe: `true` when the deployment answers 2xx.
+    pub async fn probe(&self, deployment: &Deployment, timeout: std::time::Duration) -> bool {
+        let Some(url) = deployment.target.probe_url() else {
+            return true;
+        };
+        let mut request = self.http.get(url).timeout(timeout);
+        if let Some((name, value)) = &deployment.auth {
+            request = request.header(name, value);
+        }
+        matches!(request.send().await, Ok(response) if response.status().is_success())
+    }
+}
+
 fn classify(error: reqwest::Error) -> UpstreamError {
     if error.is_connect() {
         UpstreamError::Connect(root_cause(&error))

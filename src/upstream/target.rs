@@ -45,6 +45,18 @@ impl Target {
         }
     }
 
+    /// A cheap authenticated GET that proves the deployment answers.
+    pub fn probe_url(&self) -> Option<String> {
+        match self {
+            Self::OpenAi { base } => Some(format!("{base}/models")),
+            Self::AzureV1 { base } => Some(format!("{base}/openai/v1/models")),
+            Self::AzureClassic { base, api_version } => {
+                Some(format!("{base}/openai/models?api-version={api_version}"))
+            }
+            Self::Mock => None,
+        }
+    }
+
     /// Whether the body's `model` must carry the upstream name.
     pub fn model_in_body(&self, endpoint: Endpoint) -> bool {
         match self {

@@ -49,6 +49,14 @@ pub enum Behavior {
     /// Endless SSE stream; `FakeUpstream::stream_dropped` reports when the
     /// gateway stops reading it.
     Endless,
+    /// Drops the connection without a response.
+    Reset,
+    /// Each call fails with probability `rate`: a 429 (with a short hint), a
+    /// 500, a hang past any timeout, or a reset, equally likely; otherwise it
+    /// echoes. Seeded, so runs are repeatable.
+    Chaos { rate: f64 },
+    /// A 500 with probability `rate`, else an echo. Seeded.
+    Flaky { rate: f64 },
 }
 
 pub struct FakeUpstream {
@@ -62,6 +70,7 @@ struct Shared {
     queue: Mutex<VecDeque<Behavior>>,
     default: Mutex<Behavior>,
     calls: AtomicUsize,
+    rng: Mutex<fastrand::Rng>,
     stream_dropped: AtomicBool,
     dropped_notify: Notify,
 }
@@ -74,6 +83,7 @@ impl FakeUpstream {
             queue: Mutex::new(VecDeque::new()),
             default: Mutex::new(Behavior::Echo),
             calls: AtomicUsize::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(name.bytes().map(u64::from).sum())),
             stream_dropped: AtomicBool::new(false),
             dropped_notify: Notify::new(),
         });
@@ -137,13 +147,53 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         headers: parts.headers.clone(),
         body: body.clone(),
     });
-    let behavior = state
+    let mut behavior = state
         .queue
         .lock()
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| state.default.lock().unwrap().clone());
+    if let Behavior::Flaky { rate } = behavior {
+        let fail = state.rng.lock().unwrap().f64() < rate;
+        behavior = if fail {
+            Behavior::Reply {
+                status: 500,
+                headers: vec![],
+                body:
+                    r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
+                        .into(),
+            }
+        } else {
+            Behavior::Echo
+        };
+    }
+    if let Behavior::Chaos { rate } = behavior {
+        let mut rng = state.rng.lock().unwrap();
+        behavior = if rng.f64() >= rate {
+            Behavior::Echo
+        } else {
+            match rng.u8(0..4) {
+                0 => Behavior::Reply {
+                    status: 429,
+                    headers: vec![("retry-after-ms", "100".into())],
+                    body: r#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+                },
+                1 => Behavior::Reply {
+                    status: 500,
+                    headers: vec![],
+                    body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#.into(),
+                },
+                2 => Behavior::DelayHead(Duration::from_secs(30)),
+                _ => Behavior::Reset,
+            }
+        };
+    }
     match behavior {
+        Behavior::Chaos { .. } | Behavior::Flaky { .. } => unreachable!("resolved above"),
+        Behavior::Reset => sse(futures_util::stream::once(async {
+            Err::<Bytes, _>(std::io::Error::other("injected reset"))
+        })
+        .boxed()),
         Behavior::Echo => echo(&state.name, &body),
         Behavior::Reply {
             status,
@@ -236,7 +286,8 @@ fn echo(name: &str, body: &Value) -> Response {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {name}")},
                      "finish_reason": "stop", "logprobs": null}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+                  "prompt_tokens_details": {"cached_tokens": 3}}
     });
     let mut response = Response::new(Body::from(reply.to_string()));
     let headers = response.headers_mut();
