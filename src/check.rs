@@ -35,7 +35,18 @@ pub fn summary(config: &Config) -> String {
             .iter()
             .map(|(priority, name)| format!("{name}(p{priority})"))
             .collect();
-        let _ = writeln!(out, "  {:<24} -> {}", model, list.join(", "));
+        let settings = config.models.get(model);
+        let strategy = settings.map_or("weighted", |s| s.strategy.as_str());
+        let fallbacks = settings
+            .filter(|s| !s.fallbacks.is_empty())
+            .map(|s| format!(" fallbacks=[{}]", s.fallbacks.join(", ")))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<24} -> {} ({strategy}){fallbacks}",
+            model,
+            list.join(", ")
+        );
     }
     let _ = writeln!(
         out,

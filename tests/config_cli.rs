@@ -78,16 +78,32 @@ fn check_accepts_the_shipped_configs() {
             "SEARCH_TEAM_KEY_SHA256",
             "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
         ),
+        (
+            "NOTEBOOK_KEY_SHA256",
+            "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+        ),
+        ("SEARCH_SERVICE_KEY", "sk-search-service-1"),
+        ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379"),
+        ("SLUICE_ADMIN_TOKEN", "an-admin-token-long-enough"),
     ];
-    for example in ["openai", "azure", "multi-region"] {
+    for example in ["openai", "azure", "multi-region", "limits", "resilience"] {
         let path = format!("{root}/config/examples/{example}.toml");
         let (ok, out, err) = sluice(&["check", "--config", &path], &env);
         assert!(ok, "{example}: {err}");
-        assert!(
-            !out.contains("sk-app-key-123") && !out.contains("sk-x"),
-            "{out}"
-        );
+        for secret in ["sk-app-key-123", "sk-x", "hunter2", "an-admin-token"] {
+            assert!(!out.contains(secret), "{example} printed a secret: {out}");
+        }
     }
+    let limits = format!("{root}/config/examples/limits.toml");
+    let (_, out, _) = sluice(&["check", "--config", &limits], &env);
+    assert!(
+        out.contains("search-service") && out.contains("tpm=5000000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("org research") && out.contains("redis redis://:***@127.0.0.1:6379"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -118,6 +134,18 @@ fn check_rejects_bad_configs_with_paths() {
             "deployments[0].api_key: environment variable `SLUICE_TEST_UNSET_VAR` is not set",
         ),
         ("[server]\nlistn = \"x\"\n", "unknown field `listn`"),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m]\nfallbacks = [\"nope\"]\n",
+            "models.m.fallbacks[0]: `nope` is not another served model",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m]\nstrategy = \"fastest\"\n",
+            "fastest for key `models.m.strategy`",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[retry]\nmax_attempts = 0\n",
+            "retry.max_attempts: must be at least 1",
+        ),
         (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\ntier = \"gold\"\n",
             "keys[0].tier: no [tiers.gold] section",

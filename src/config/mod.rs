@@ -148,6 +148,17 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Weighted => "weighted",
+            Self::LeastOutstanding => "least_outstanding",
+            Self::Latency => "latency",
+            Self::PrefixAffinity => "prefix_affinity",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
