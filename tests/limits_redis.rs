@@ -112,15 +112,7 @@ async fn fail_open_admits_while_redis_is_down_and_limits_again_after() {
                 .contains_key("x-ratelimit-remaining-requests")
         );
     }
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let errors = metrics
         .lines()
         .find(|l| l.starts_with("sluice_limiter_store_errors_total"))

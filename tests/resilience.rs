@@ -274,15 +274,7 @@ async fn fallbacks_serve_from_the_next_model_and_say_so() {
         "gpt-4.1-mini",
         "the body names the serving model"
     );
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(r#"sluice_fallbacks_total{from="gpt-4.1",to="gpt-4.1-mini"} 3"#),
         "{metrics}"
@@ -416,15 +408,7 @@ async fn prefix_affinity_keeps_a_prompt_on_one_upstream_and_cached_tokens_are_co
         homes.extend(served);
     }
     assert_eq!(homes.len(), 3, "different keys spread over the deployments");
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let cached: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("sluice_tokens_total") && l.contains(r#"type="cached""#))
