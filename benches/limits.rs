@@ -166,7 +166,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         affinity: None,
     };
     let limiter = Arc::new(
-        Limiter::from_config(&config, Metrics::new().expect("metrics"))
+        Limiter::from_config(&config, None, Metrics::new().expect("metrics"))
             .expect("limiter")
             .expect("config sets limits"),
     );

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod redis;
 pub mod request;
 pub mod routing;
 pub mod server;

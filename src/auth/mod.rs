@@ -18,6 +18,8 @@ pub struct Identity {
     pub org: Option<Arc<str>>,
     /// `None` allows every model.
     pub models: Option<HashSet<String>>,
+    /// Whether this key's requests may use the response cache.
+    pub cache: bool,
 }
 
 impl Identity {
@@ -44,6 +46,7 @@ impl KeyStore {
                     name: Arc::from(key.name.as_str()),
                     org: key.org.as_deref().map(Arc::from),
                     models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
+                    cache: key.cache,
                 };
                 Some((key.digest()?, Arc::new(identity)))
             })
@@ -55,6 +58,7 @@ impl KeyStore {
                 name: Arc::from("anonymous"),
                 org: None,
                 models: None,
+                cache: true,
             }),
         }
     }
@@ -96,6 +100,7 @@ mod tests {
             tier: None,
             rpm: None,
             tpm: None,
+            cache: true,
         }];
         KeyStore::new(&AuthConfig { required }, &keys)
     }

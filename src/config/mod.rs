@@ -48,6 +48,60 @@ pub struct Config {
     pub health_probe: ProbeConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    /// Entries are served only to the key that stored them (the default).
+    #[default]
+    Key,
+    /// Shared by the keys of one org.
+    Org,
+    /// Shared by everyone.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStore {
+    #[default]
+    Memory,
+    /// Shared by replicas through `[redis] url`.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub scope: CacheScope,
+    /// Default time to live; a request may set `x-sluice-cache-ttl` (seconds or `30s`).
+    #[serde(with = "duration::serde_duration")]
+    pub ttl: Duration,
+    /// Memory store size bound, in bytes of cached responses.
+    pub max_bytes: u64,
+    /// Larger responses are not cached.
+    pub max_entry_bytes: usize,
+    /// Cache every request, not only those meant to repeat (temperature 0 or a seed).
+    pub cache_all: bool,
+    pub store: CacheStore,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            scope: CacheScope::Key,
+            ttl: Duration::from_secs(3600),
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 4 * 1024 * 1024,
+            cache_all: false,
+            store: CacheStore::Memory,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +254,10 @@ pub struct ModelSettings {
     /// Models to serve from, in order, when no deployment of this one is usable.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Overrides cache eligibility for this model: `true` caches every
+    /// request, `false` none.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 impl ModelSettings {
@@ -440,6 +498,13 @@ pub struct KeyConfig {
     pub rpm: Option<u64>,
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// `false` keeps this key's requests out of the response cache.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl KeyConfig {

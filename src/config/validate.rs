@@ -210,6 +210,12 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
     if config.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
         problems.push("admin.token: use at least 16 characters".into());
     }
+    if config.cache.enabled
+        && config.cache.store == super::CacheStore::Redis
+        && config.redis.is_none()
+    {
+        problems.push("cache.store: \"redis\" needs a [redis] url".into());
+    }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(

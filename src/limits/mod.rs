@@ -27,6 +27,7 @@ use self::tokens::{Encoding, Estimator};
 use crate::auth::Identity;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
+use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
 use crate::usage::{Outcome, UsageObserver};
@@ -93,13 +94,17 @@ struct Subject<'a> {
 
 impl Limiter {
     /// `None` when the config sets no limit at all: the layer is then left out.
-    pub fn from_config(config: &Config, metrics: Metrics) -> Result<Option<Self>, String> {
+    pub fn from_config(
+        config: &Config,
+        redis: Option<&SharedRedis>,
+        metrics: Metrics,
+    ) -> Result<Option<Self>, String> {
         let table = BucketTable::from_config(config);
         if table.is_empty() {
             return Ok(None);
         }
-        let engine = match &config.redis {
-            Some(redis) => Engine::Redis(RedisEngine::new(&redis.url, redis.timeout)?),
+        let engine = match redis {
+            Some(redis) => Engine::Redis(RedisEngine::new(redis.clone())),
             None => Engine::Memory(MemoryEngine::new()),
         };
         let encodings: HashMap<String, Encoding> = config

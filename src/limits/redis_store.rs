@@ -3,15 +3,10 @@
 //! any number of replicas enforce one set of limits exactly. Time comes from
 //! Redis (`TIME`), not from the replicas' clocks.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
-
 use super::bucket::Bucket;
 use super::engine::{Charge, Decision, Refused, StoreError};
 use super::gcra::Standing;
+use crate::redis::SharedRedis;
 
 /// Mirrors `gcra::decide`, `standing` and `used`. Times are seconds since
 /// 2023-11-14 (keeps f64 precision), stored with 17 significant digits.
@@ -106,51 +101,18 @@ return 1
 "#;
 
 pub struct RedisEngine {
-    /// Set once the first connection succeeds; the manager reconnects itself after that.
-    connection: Arc<OnceCell<ConnectionManager>>,
+    redis: SharedRedis,
     admit: redis::Script,
     adjust: redis::Script,
-    timeout: Duration,
 }
 
 impl RedisEngine {
-    /// Connects in the background, so the gateway starts (and applies its
-    /// `on_error` policy) even while Redis is down.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
-        let connection = Arc::new(OnceCell::new());
-        let cell = connection.clone();
-        tokio::spawn(async move {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                .set_response_timeout(Some(timeout));
-            loop {
-                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                    Ok(manager) => {
-                        let _ = cell.set(manager);
-                        tracing::info!("connected to Redis for rate limits");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot reach Redis yet; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            connection,
+    pub fn new(redis: SharedRedis) -> Self {
+        Self {
+            redis,
             admit: redis::Script::new(ADMIT),
             adjust: redis::Script::new(ADJUST),
-            timeout,
-        })
-    }
-
-    fn manager(&self) -> Result<ConnectionManager, StoreError> {
-        self.connection
-            .get()
-            .cloned()
-            .ok_or_else(|| StoreError("not connected to Redis yet".into()))
+        }
     }
 
     pub async fn admit(
@@ -171,12 +133,11 @@ impl RedisEngine {
                 .arg(shape.capacity())
                 .arg(charge.units);
         }
-        let mut manager = self.manager()?;
-        let reply: Vec<redis::Value> =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut manager))
-                .await
-                .map_err(|_| StoreError(format!("Redis did not answer within {:?}", self.timeout)))?
-                .map_err(|e| StoreError(e.to_string()))?;
+        let reply: Vec<redis::Value> = self
+            .redis
+            .run(|mut manager| async move { invocation.invoke_async(&mut manager).await })
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
         parse_admit(&reply, required.len()).map_err(StoreError)
     }
 
@@ -188,10 +149,9 @@ impl RedisEngine {
                 .arg(bucket.shape.unit_secs())
                 .arg(*delta);
         }
-        let mut manager = self.manager()?;
-        tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut manager))
+        self.redis
+            .run(|mut manager| async move { invocation.invoke_async::<i64>(&mut manager).await })
             .await
-            .map_err(|_| StoreError(format!("Redis did not answer within {:?}", self.timeout)))?
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(())
     }

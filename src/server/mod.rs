@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::redis::SharedRedis;
 use crate::request::RequestReader;
 use crate::routing::ModelRouter;
 use crate::upstream::{Deployment, UpstreamClient};
@@ -62,7 +63,13 @@ impl Gateway {
         let cut = Cut::default();
         let router = Arc::new(ModelRouter::new(config, deployments));
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
-        let limiter = Limiter::from_config(config, metrics.clone())
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|redis| SharedRedis::connect(&redis.url, redis.timeout))
+            .transpose()
+            .map_err(StartError::Build)?;
+        let limiter = Limiter::from_config(config, redis.as_ref(), metrics.clone())
             .map_err(StartError::Build)?
             .map(Arc::new);
         crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
