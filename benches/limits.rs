@@ -81,6 +81,7 @@ fn identity(name: &str) -> Arc<Identity> {
         name: Arc::from(name),
         org: None,
         models: None,
+        cache: true,
     })
 }
 
