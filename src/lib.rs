@@ -8,6 +8,7 @@
 //! - `upstream`: provider URLs and auth, the HTTP client, the mock provider.
 
 pub mod auth;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod dispatch;

@@ -1,7 +1,7 @@
 //! Prometheus metrics behind one typed handle. Labels stay low-cardinality:
 //! scopes and kinds, never key names.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -20,6 +20,13 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Requests served by a fallback model, by requested and serving model.
     pub fallbacks: IntCounterVec,
+    /// Cache outcomes: hit, coalesced, miss, bypass.
+    pub cache_requests: IntCounterVec,
+    /// Upstream tokens that cache hits did not spend.
+    pub cache_tokens_saved: IntCounter,
+    pub cache_store_errors: IntCounter,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -55,6 +62,23 @@ impl Metrics {
             ),
             &["from", "to"],
         )?;
+        let cache_requests = IntCounterVec::new(
+            Opts::new("sluice_cache_requests_total", "Response cache outcomes"),
+            &["result"],
+        )?;
+        let cache_tokens_saved = IntCounter::new(
+            "sluice_cache_tokens_saved_total",
+            "Upstream tokens that cache hits did not spend",
+        )?;
+        let cache_store_errors =
+            IntCounter::new("sluice_cache_store_errors_total", "Cache store failures")?;
+        let cache_entries = IntGauge::new("sluice_cache_entries", "Entries in the memory cache")?;
+        let cache_bytes = IntGauge::new("sluice_cache_bytes", "Bytes held by the memory cache")?;
+        registry.register(Box::new(cache_requests.clone()))?;
+        registry.register(Box::new(cache_tokens_saved.clone()))?;
+        registry.register(Box::new(cache_store_errors.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
@@ -69,6 +93,11 @@ impl Metrics {
             tokens,
             retries,
             fallbacks,
+            cache_requests,
+            cache_tokens_saved,
+            cache_store_errors,
+            cache_entries,
+            cache_bytes,
         })
     }
 

@@ -18,6 +18,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::KeyStore;
+use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
@@ -73,7 +74,11 @@ impl Gateway {
             .map_err(StartError::Build)?
             .map(Arc::new);
         crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
+        let cache = ResponseCache::from_config(config, redis.as_ref(), metrics.clone())
+            .map_err(StartError::Build)?
+            .map(Arc::new);
         let services = stack::Services {
+            cache,
             admin: config
                 .admin
                 .token

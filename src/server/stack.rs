@@ -8,8 +8,9 @@
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
 //! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
-//! | 7 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
-//! |   | (cache, queue, budgets slot in here)                                                 |
+//! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
+//! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
+//! |   | (queue, budgets slot in here)                                                        |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, request_id::RequestIds};
 use crate::auth::{self, KeyStore};
+use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::limits::{self, Limiter};
 use crate::metrics::Metrics;
@@ -36,6 +38,7 @@ pub struct Services {
     pub keys: Arc<KeyStore>,
     pub reader: Arc<RequestReader>,
     pub limiter: Option<Arc<Limiter>>,
+    pub cache: Option<Arc<ResponseCache>>,
     pub metrics: Metrics,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
@@ -53,10 +56,11 @@ pub fn app(services: Services) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn_with_state(services.keys, auth::authenticate)) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
+                .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
                 .option_layer(
                     services
                         .limiter
-                        .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 7
+                        .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 8
                 ),
         )
         .with_state(services.dispatcher.clone());

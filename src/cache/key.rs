@@ -1,0 +1,210 @@
+//! Which requests are cached, and under what key. The key is an xxh3-128 hash
+//! of the tenant scope, the endpoint and the canonical request: every field
+//! that changes the output, with object keys sorted; fields that do not
+//! (`stream`, `stream_options`, `user`, metadata...) are left out, so a
+//! streamed and a non-streamed call share an entry.
+
+use std::io::Write;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::upstream::Endpoint;
+
+/// Fields that do not change what the model answers.
+const IGNORED: &[&str] = &[
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub u128);
+
+impl CacheKey {
+    pub fn hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+/// What the cache does with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Bypass,
+    Use { key: CacheKey, lookup: bool },
+}
+
+pub struct Eligibility {
+    pub cache_all: bool,
+    /// `[models.X] cache`: forces caching on or off for the model.
+    pub model_override: Option<bool>,
+}
+
+pub fn decide(
+    endpoint: Endpoint,
+    body: &[u8],
+    scope: &str,
+    eligibility: &Eligibility,
+    headers: &HeaderMap,
+) -> Decision {
+    let control = headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let directive = |name: &str| control.split(',').any(|d| d.trim() == name);
+    if directive("no-store") || eligibility.model_override == Some(false) {
+        return Decision::Bypass;
+    }
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        return Decision::Bypass;
+    };
+    // Output meant to repeat: temperature 0 or a seed. Embeddings always are.
+    let repeatable = endpoint == Endpoint::Embeddings
+        || request.get("temperature").and_then(Value::as_f64) == Some(0.0)
+        || request.get("seed").is_some_and(|seed| !seed.is_null());
+    if !(repeatable || eligibility.cache_all || eligibility.model_override == Some(true)) {
+        return Decision::Bypass;
+    }
+    for field in IGNORED {
+        request.remove(*field);
+    }
+    let mut canonical = Vec::with_capacity(body.len());
+    let _ = write!(canonical, "{scope}\0{}\0", endpoint.path());
+    write_canonical(&Value::Object(request), &mut canonical);
+    Decision::Use {
+        key: CacheKey(xxhash_rust::xxh3::xxh3_128(&canonical)),
+        lookup: !directive("no-cache"),
+    }
+}
+
+/// JSON with object keys sorted at every level, whatever map type serde_json
+/// was built with.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(body: &str, scope: &str, cache_all: bool) -> Decision {
+        let eligibility = Eligibility {
+            cache_all,
+            model_override: None,
+        };
+        decide(
+            Endpoint::ChatCompletions,
+            body.as_bytes(),
+            scope,
+            &eligibility,
+            &HeaderMap::new(),
+        )
+    }
+
+    #[test]
+    fn order_and_ignored_fields_do_not_change_the_key() {
+        let a = key(
+            r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+            "k",
+            false,
+        );
+        let b = key(
+            r#"{"messages":[{"content":"hi","role":"user"}],"stream":true,"user":"u","temperature":0,"model":"m"}"#,
+            "k",
+            false,
+        );
+        assert_eq!(a, b);
+        assert!(matches!(a, Decision::Use { lookup: true, .. }));
+        let other_scope = key(
+            r#"{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+            "k2",
+            false,
+        );
+        assert_ne!(a, other_scope);
+        let other_param = key(
+            r#"{"model":"m","temperature":0,"top_p":0.5,"messages":[{"role":"user","content":"hi"}]}"#,
+            "k",
+            false,
+        );
+        assert_ne!(a, other_param);
+    }
+
+    #[test]
+    fn only_repeatable_requests_unless_cache_all() {
+        let random = r#"{"model":"m","messages":[]}"#;
+        assert_eq!(key(random, "k", false), Decision::Bypass);
+        assert!(matches!(key(random, "k", true), Decision::Use { .. }));
+        assert!(matches!(
+            key(r#"{"model":"m","seed":7,"messages":[]}"#, "k", false),
+            Decision::Use { .. }
+        ));
+        let embeddings = decide(
+            Endpoint::Embeddings,
+            br#"{"model":"e","input":"x"}"#,
+            "k",
+            &Eligibility {
+                cache_all: false,
+                model_override: None,
+            },
+            &HeaderMap::new(),
+        );
+        assert!(matches!(embeddings, Decision::Use { .. }));
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let body = br#"{"model":"m","temperature":0,"messages":[]}"#;
+        let eligibility = Eligibility {
+            cache_all: false,
+            model_override: None,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CACHE_CONTROL, "no-cache".parse().unwrap());
+        assert!(matches!(
+            decide(Endpoint::ChatCompletions, body, "k", &eligibility, &headers),
+            Decision::Use { lookup: false, .. }
+        ));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            "max-age=0, no-store".parse().unwrap(),
+        );
+        assert_eq!(
+            decide(Endpoint::ChatCompletions, body, "k", &eligibility, &headers),
+            Decision::Bypass
+        );
+    }
+}

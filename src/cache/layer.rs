@@ -1,0 +1,384 @@
+//! The cache layer: after the request layer, before rate limits (a hit costs
+//! no upstream quota).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+
+use super::ResponseCache;
+use super::entry::{Entry, Recorded, Replay, replay};
+use super::flight::{End, Flight};
+use super::key::{CacheKey, Decision, Eligibility, decide};
+use crate::auth::Identity;
+use crate::dispatch::ServedBy;
+use crate::request::ApiRequest;
+use crate::upstream::Endpoint;
+use crate::usage::{self, StreamUsageScanner};
+
+/// What the client asked for, to replay in the right shape.
+#[derive(Clone, Copy)]
+struct Want {
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool,
+}
+
+pub async fn cache(
+    State(cache): State<Arc<ResponseCache>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let extensions = request.extensions();
+    let (Some(api), Some(identity)) = (
+        extensions.get::<ApiRequest>(),
+        extensions.get::<Arc<Identity>>(),
+    ) else {
+        return next.run(request).await;
+    };
+    let decision = if identity.cache {
+        let eligibility = Eligibility {
+            cache_all: cache.config.cache_all,
+            model_override: cache.model_overrides.get(&*api.route.name).copied(),
+        };
+        decide(
+            api.endpoint,
+            &api.body,
+            &cache.scope(identity),
+            &eligibility,
+            request.headers(),
+        )
+    } else {
+        Decision::Bypass
+    };
+    let Decision::Use { key, lookup } = decision else {
+        cache
+            .metrics
+            .cache_requests
+            .with_label_values(&["bypass"])
+            .inc();
+        return labelled(next.run(request).await, "bypass");
+    };
+    let want = Want {
+        endpoint: api.endpoint,
+        stream: api.stream,
+        include_usage: api.stream && asks_for_usage(&api.body),
+    };
+    let model = api.route.name.clone();
+    let ttl = cache.ttl(request.headers());
+
+    if lookup {
+        match cache.store.get(key).await {
+            Ok(Some(entry)) => {
+                if let Some(response) = answer(&entry, want, &model) {
+                    cache
+                        .metrics
+                        .cache_requests
+                        .with_label_values(&["hit"])
+                        .inc();
+                    cache.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
+                    return response;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                cache.metrics.cache_store_errors.inc();
+                tracing::warn!(%error, "cache lookup failed; treating as a miss");
+            }
+        }
+        let in_flight = cache.flights.get(&key).map(|flight| flight.clone());
+        if let Some(flight) = in_flight {
+            if let Some(response) = join(&cache, flight, want, &model).await {
+                return response;
+            }
+            // The leader failed: this request makes its own call, uncached.
+            return labelled(next.run(request).await, "miss");
+        }
+    }
+
+    cache
+        .metrics
+        .cache_requests
+        .with_label_values(&["miss"])
+        .inc();
+    let flight = Arc::new(Flight::new(want.stream));
+    cache.flights.insert(key, flight.clone());
+    let guard = FlightGuard {
+        cache: cache.clone(),
+        key,
+        flight,
+        finished: false,
+    };
+    let response = next.run(request).await;
+    if !response.status().is_success() {
+        drop(guard);
+        return labelled(response, "miss");
+    }
+    let (parts, body) = response.into_parts();
+    let response = if want.stream {
+        let tee = Tee {
+            guard,
+            recording: BytesMut::new(),
+            limit: cache.config.max_entry_bytes,
+            endpoint: want.endpoint,
+            ttl,
+        };
+        Response::from_parts(parts, Body::from_stream(tee.run(body)))
+    } else {
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => {
+                if bytes.len() <= cache.config.max_entry_bytes
+                    && let Ok(text) = std::str::from_utf8(&bytes)
+                {
+                    let entry = Entry::new(
+                        Recorded::Json {
+                            body: text.to_owned(),
+                        },
+                        ttl,
+                        usage::parse(&bytes),
+                    );
+                    guard.complete(entry);
+                }
+                Response::from_parts(parts, Body::from(bytes))
+            }
+            Err(_) => return labelled(Response::from_parts(parts, Body::empty()), "miss"),
+        }
+    };
+    labelled(response, "miss")
+}
+
+/// Follows or waits for an identical call in flight. `None` if it failed.
+async fn join(
+    cache: &ResponseCache,
+    flight: Arc<Flight>,
+    want: Want,
+    model: &Arc<str>,
+) -> Option<Response> {
+    if want.stream && flight.streaming {
+        cache
+            .metrics
+            .cache_requests
+            .with_label_values(&["coalesced"])
+            .inc();
+        let mut response = sse_response(Body::from_stream(flight.follow()), model);
+        response
+            .headers_mut()
+            .insert("x-sluice-coalesced", HeaderValue::from_static("true"));
+        return Some(labelled(response, "hit"));
+    }
+    match flight.end().await {
+        End::Complete(entry) => {
+            cache
+                .metrics
+                .cache_requests
+                .with_label_values(&["coalesced"])
+                .inc();
+            let mut response = answer(&entry, want, model)?;
+            response
+                .headers_mut()
+                .insert("x-sluice-coalesced", HeaderValue::from_static("true"));
+            Some(response)
+        }
+        End::Failed => None,
+    }
+}
+
+/// A response from an entry, in the shape the client asked for.
+fn answer(entry: &Entry, want: Want, model: &Arc<str>) -> Option<Response> {
+    let mut response = match replay(entry, want.endpoint, want.stream, want.include_usage)? {
+        Replay::Json(body) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Replay::Sse(events) => {
+            let stream =
+                futures_util::stream::iter(events.into_iter().map(Ok::<Bytes, std::io::Error>));
+            sse_response(Body::from_stream(stream), model)
+        }
+    };
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age_secs()));
+    response.extensions_mut().insert(ServedBy {
+        model: model.clone(),
+        deployment: Arc::from("cache"),
+    });
+    Some(labelled(response, "hit"))
+}
+
+fn sse_response(body: Body, model: &Arc<str>) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.extensions_mut().insert(ServedBy {
+        model: model.clone(),
+        deployment: Arc::from("cache"),
+    });
+    response
+}
+
+fn labelled(mut response: Response, result: &'static str) -> Response {
+    response
+        .headers_mut()
+        .insert("x-sluice-cache", HeaderValue::from_static(result));
+    response
+}
+
+fn asks_for_usage(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Options {
+        #[serde(default)]
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        #[serde(default)]
+        include_usage: bool,
+    }
+    serde_json::from_slice::<Options>(body)
+        .ok()
+        .and_then(|o| o.stream_options)
+        .is_some_and(|o| o.include_usage)
+}
+
+/// Owns a flight until it ends: stores and shares a complete answer, or marks
+/// the flight failed (also when dropped early, e.g. the client went away).
+struct FlightGuard {
+    cache: Arc<ResponseCache>,
+    key: CacheKey,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl FlightGuard {
+    /// Shares the answer with joiners now and stores it off the request
+    /// path. The finished flight stays findable until the entry is stored,
+    /// so an identical request in between still gets the answer.
+    fn complete(mut self, entry: Entry) {
+        let entry = Arc::new(entry);
+        self.finished = true;
+        self.flight.finish(End::Complete(entry.clone()));
+        let (cache, key, flight) = (self.cache.clone(), self.key, self.flight.clone());
+        tokio::spawn(async move {
+            if let Err(error) = cache.store.put(key, entry).await {
+                cache.metrics.cache_store_errors.inc();
+                tracing::warn!(%error, "could not store a cache entry");
+            }
+            cache
+                .flights
+                .remove_if(&key, |_, current| Arc::ptr_eq(current, &flight));
+            cache.record_size();
+        });
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.flight.finish(End::Failed);
+            let flight = &self.flight;
+            self.cache
+                .flights
+                .remove_if(&self.key, |_, current| Arc::ptr_eq(current, flight));
+        }
+    }
+}
+
+/// Passes a streamed miss through unchanged while recording it.
+struct Tee {
+    guard: FlightGuard,
+    recording: BytesMut,
+    limit: usize,
+    endpoint: Endpoint,
+    ttl: std::time::Duration,
+}
+
+impl Tee {
+    fn run(self, body: Body) -> TeeStream {
+        TeeStream {
+            inner: body.into_data_stream(),
+            tee: Some(self),
+        }
+    }
+
+    /// The stream ended cleanly: keep it if it is complete and not too large.
+    fn finish(self) {
+        if self.recording.len() > self.limit {
+            return;
+        }
+        if let Some(events) = complete_events(&self.recording, self.endpoint) {
+            let mut scanner = StreamUsageScanner::default();
+            scanner.scan(&self.recording);
+            let entry = Entry::new(Recorded::Sse { events }, self.ttl, scanner.usage());
+            self.guard.complete(entry);
+        }
+    }
+}
+
+struct TeeStream {
+    inner: axum::body::BodyDataStream,
+    /// `None` once the stream ended or broke (the guard then fails the flight).
+    tee: Option<Tee>,
+}
+
+impl futures_util::Stream for TeeStream {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(bytes))) => {
+                if let Some(tee) = &mut self.tee {
+                    tee.guard.flight.push(bytes.clone());
+                    if tee.recording.len() <= tee.limit {
+                        tee.recording.extend_from_slice(bytes);
+                    }
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => self.tee = None,
+            std::task::Poll::Ready(None) => {
+                if let Some(tee) = self.tee.take() {
+                    tee.finish();
+                }
+            }
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+/// Splits a recorded stream into events if it ended properly: `[DONE]` for
+/// chat and completions, `response.completed` for responses; no error event.
+fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(recording).ok()?;
+    let finished = match endpoint {
+        Endpoint::Responses => text.contains("event: response.completed"),
+        _ => text.trim_end().ends_with("data: [DONE]"),
+    };
+    if !finished || text.contains("data: {\"error\"") {
+        return None;
+    }
+    Some(
+        text.split_inclusive("\n\n")
+            .filter(|event| !event.trim().is_empty() && !event.starts_with(':'))
+            .map(str::to_owned)
+            .collect(),
+    )
+}

@@ -1,0 +1,102 @@
+//! The response cache: exact-match, streaming-aware, tenant-scoped, in memory
+//! or in Redis, with single-flight coalescing of identical in-flight calls.
+
+mod entry;
+mod flight;
+mod key;
+mod layer;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use self::flight::Flight;
+use self::key::CacheKey;
+use self::store::Store;
+use crate::auth::Identity;
+use crate::config::{CacheConfig, CacheScope, CacheStore, Config, parse_duration};
+use crate::metrics::Metrics;
+use crate::redis::SharedRedis;
+
+pub use layer::cache;
+
+pub struct ResponseCache {
+    config: CacheConfig,
+    store: Store,
+    /// Calls in flight, by key, for coalescing.
+    flights: DashMap<CacheKey, Arc<Flight>>,
+    /// `[models.X] cache` overrides.
+    model_overrides: HashMap<String, bool>,
+    metrics: Metrics,
+}
+
+impl ResponseCache {
+    /// `None` unless `[cache] enabled = true`.
+    pub fn from_config(
+        config: &Config,
+        redis: Option<&SharedRedis>,
+        metrics: Metrics,
+    ) -> Result<Option<Self>, String> {
+        let cache = &config.cache;
+        if !cache.enabled {
+            return Ok(None);
+        }
+        let store = match (cache.store, redis) {
+            (CacheStore::Memory, _) => Store::memory(cache.max_bytes),
+            (CacheStore::Redis, Some(redis)) => {
+                let prefix = config
+                    .redis
+                    .as_ref()
+                    .map_or("sluice", |r| r.key_prefix.as_str());
+                Store::redis(redis.clone(), prefix)
+            }
+            (CacheStore::Redis, None) => {
+                return Err("cache.store: \"redis\" needs a [redis] url".into());
+            }
+        };
+        Ok(Some(Self {
+            config: cache.clone(),
+            store,
+            flights: DashMap::new(),
+            model_overrides: config
+                .models
+                .iter()
+                .filter_map(|(name, settings)| Some((name.clone(), settings.cache?)))
+                .collect(),
+            metrics,
+        }))
+    }
+
+    /// Whose entries a request may see: its key's, its org's, or everyone's.
+    fn scope(&self, identity: &Identity) -> String {
+        match self.config.scope {
+            CacheScope::Key => format!("key:{}", identity.name),
+            CacheScope::Org => match &identity.org {
+                Some(org) => format!("org:{org}"),
+                // A key without an org shares with nobody.
+                None => format!("key:{}", identity.name),
+            },
+            CacheScope::Global => "global".to_owned(),
+        }
+    }
+
+    /// The request's `x-sluice-cache-ttl` (seconds or `30s`), else the default.
+    fn ttl(&self, headers: &http::HeaderMap) -> Duration {
+        headers
+            .get("x-sluice-cache-ttl")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_duration)
+            .filter(|ttl| !ttl.is_zero())
+            .unwrap_or(self.config.ttl)
+    }
+
+    fn record_size(&self) {
+        if let Some((entries, bytes)) = self.store.size() {
+            self.metrics.cache_entries.set(entries as i64);
+            self.metrics.cache_bytes.set(bytes as i64);
+        }
+    }
+}

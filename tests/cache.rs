@@ -1,0 +1,357 @@
+//! The exact response cache: hits, scopes, TTL, Cache-Control, eligibility,
+//! streaming record and replay across shapes, coalescing, and Redis sharing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_upstream::{chunk, done};
+use common::gateway::deployment;
+use common::redis::RedisServer;
+use common::{Behavior, FakeUpstream, TestGateway};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+fn config(upstream: &FakeUpstream, cache: &str) -> String {
+    format!(
+        "[cache]\nenabled = true\n{cache}\n{}[[keys]]\nname = \"a\"\nkey = \"sk-a-00000000\"\norg = \"team\"\n[[keys]]\nname = \"b\"\nkey = \"sk-b-00000000\"\norg = \"team\"\n[[keys]]\nname = \"c\"\nkey = \"sk-c-00000000\"\n",
+        deployment("oa", upstream, "")
+    )
+}
+
+fn body(temperature: f64) -> Value {
+    json!({"model": "gpt-4o", "temperature": temperature, "messages": [{"role": "user", "content": "What is Sluice?"}]})
+}
+
+async fn send(
+    gateway: &TestGateway,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+fn status_of(response: &reqwest::Response) -> String {
+    response.headers()["x-sluice-cache"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_same_request_twice_is_one_upstream_call() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    let first = send(&gateway, "sk-a-00000000", &body(0.0), &[]).await;
+    assert_eq!(status_of(&first), "miss");
+    let first_body = first.text().await.unwrap();
+    // Field order and fields that do not change output do not matter.
+    let reordered = json!({"messages": [{"content": "What is Sluice?", "role": "user"}], "user": "u-1", "temperature": 0.0, "model": "gpt-4o"});
+    let second = send(&gateway, "sk-a-00000000", &reordered, &[]).await;
+    assert_eq!(status_of(&second), "hit");
+    assert!(second.headers().contains_key("age"));
+    assert_eq!(second.text().await.unwrap(), first_body);
+    assert_eq!(upstream.calls(), 1);
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_cache_requests_total{result="hit"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_cache_tokens_saved_total 7"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn scopes_never_share_across_tenants() {
+    let upstream = FakeUpstream::start("oa").await;
+    let by_key = TestGateway::start(&config(&upstream, "scope = \"key\"")).await;
+    send(&by_key, "sk-a-00000000", &body(0.0), &[]).await;
+    assert_eq!(
+        status_of(&send(&by_key, "sk-b-00000000", &body(0.0), &[]).await),
+        "miss"
+    );
+
+    let by_org = TestGateway::start(&config(&upstream, "scope = \"org\"")).await;
+    send(&by_org, "sk-a-00000000", &body(0.0), &[]).await;
+    assert_eq!(
+        status_of(&send(&by_org, "sk-b-00000000", &body(0.0), &[]).await),
+        "hit",
+        "same org"
+    );
+    assert_eq!(
+        status_of(&send(&by_org, "sk-c-00000000", &body(0.0), &[]).await),
+        "miss",
+        "other org"
+    );
+
+    let global = TestGateway::start(&config(&upstream, "scope = \"global\"")).await;
+    send(&global, "sk-a-00000000", &body(0.0), &[]).await;
+    assert_eq!(
+        status_of(&send(&global, "sk-c-00000000", &body(0.0), &[]).await),
+        "hit"
+    );
+}
+
+#[tokio::test]
+async fn ttl_expiry_and_the_per_request_override() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "ttl = \"1h\"")).await;
+    send(
+        &gateway,
+        "sk-a-00000000",
+        &body(0.0),
+        &[("x-sluice-cache-ttl", "300ms")],
+    )
+    .await;
+    assert_eq!(
+        status_of(&send(&gateway, "sk-a-00000000", &body(0.0), &[]).await),
+        "hit"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        status_of(&send(&gateway, "sk-a-00000000", &body(0.0), &[]).await),
+        "miss",
+        "expired"
+    );
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn cache_control_no_cache_and_no_store() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    let key = "sk-a-00000000";
+    assert_eq!(
+        status_of(&send(&gateway, key, &body(0.0), &[("cache-control", "no-store")]).await),
+        "bypass"
+    );
+    assert_eq!(
+        status_of(&send(&gateway, key, &body(0.0), &[]).await),
+        "miss",
+        "no-store wrote nothing"
+    );
+    assert_eq!(
+        status_of(&send(&gateway, key, &body(0.0), &[("cache-control", "no-cache")]).await),
+        "miss",
+        "no-cache skips lookup"
+    );
+    assert_eq!(
+        status_of(&send(&gateway, key, &body(0.0), &[]).await),
+        "hit"
+    );
+    assert_eq!(upstream.calls(), 3);
+}
+
+#[tokio::test]
+async fn only_repeatable_requests_unless_cache_all() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&send(&gateway, "sk-a-00000000", &body(0.7), &[]).await),
+            "bypass"
+        );
+    }
+    let seeded = json!({"model": "gpt-4o", "seed": 3, "messages": []});
+    send(&gateway, "sk-a-00000000", &seeded, &[]).await;
+    assert_eq!(
+        status_of(&send(&gateway, "sk-a-00000000", &seeded, &[]).await),
+        "hit",
+        "a seed makes it repeatable"
+    );
+
+    let everything = TestGateway::start(&config(&upstream, "cache_all = true")).await;
+    send(&everything, "sk-a-00000000", &body(0.7), &[]).await;
+    assert_eq!(
+        status_of(&send(&everything, "sk-a-00000000", &body(0.7), &[]).await),
+        "hit"
+    );
+}
+
+fn streamed(include_usage: bool) -> Value {
+    let mut request = body(0.0);
+    request["stream"] = true.into();
+    if include_usage {
+        request["stream_options"] = json!({"include_usage": true});
+    }
+    request
+}
+
+fn stream_behavior() -> Behavior {
+    let usage = "data: {\"id\":\"chatcmpl-fake\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n";
+    Behavior::Stream {
+        events: vec![chunk("Hel"), chunk("lo"), usage.into(), done()],
+        interval: Duration::ZERO,
+        gate: None,
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_recorded_and_replayed_as_a_stream_or_rebuilt_as_json() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.push(stream_behavior());
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    let miss = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(status_of(&miss), "miss");
+    let original = miss.text().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let hit = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(status_of(&hit), "hit");
+    assert_eq!(hit.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        hit.text().await.unwrap(),
+        original,
+        "same events, same order, ending with [DONE]"
+    );
+
+    let without_usage = send(&gateway, "sk-a-00000000", &streamed(false), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!without_usage.contains("\"usage\":{") && without_usage.ends_with("data: [DONE]\n\n"));
+
+    let json_hit = send(&gateway, "sk-a-00000000", &body(0.0), &[]).await;
+    assert_eq!(status_of(&json_hit), "hit");
+    let rebuilt: Value = json_hit.json().await.unwrap();
+    assert_eq!(rebuilt["object"], "chat.completion");
+    assert_eq!(rebuilt["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(rebuilt["usage"]["total_tokens"], 11);
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_json_answer_is_replayed_as_a_stream() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    send(&gateway, "sk-a-00000000", &body(0.0), &[]).await;
+    let hit = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(status_of(&hit), "hit");
+    let text = hit.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(
+        events[0].contains("\"role\":\"assistant\"") && events[0].contains("from oa"),
+        "{text}"
+    );
+    assert!(events[1].contains("\"finish_reason\":\"stop\""));
+    assert!(events[2].contains("\"choices\":[]") && events[2].contains("\"total_tokens\":7"));
+    assert_eq!(events[3], "data: [DONE]");
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_never_cached() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.push(Behavior::BreakAfter(vec![chunk("par")]));
+    let gateway = TestGateway::start(&format!(
+        "[retry]\nmax_attempts = 1\n{}",
+        config(&upstream, "")
+    ))
+    .await;
+    let broken = send(&gateway, "sk-a-00000000", &streamed(false), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(broken.contains("\"error\""));
+    upstream.push(stream_behavior());
+    let next = send(&gateway, "sk-a-00000000", &streamed(false), &[]).await;
+    assert_eq!(status_of(&next), "miss");
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test]
+async fn twenty_identical_calls_in_flight_reach_the_upstream_once() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    let calls = (0..20).map(|_| async {
+        let response = send(&gateway, "sk-a-00000000", &body(0.0), &[]).await;
+        response.text().await.unwrap()
+    });
+    let bodies = futures_util::future::join_all(calls).await;
+    assert_eq!(upstream.calls(), 1);
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b == &bodies[0] && b.contains("from oa"))
+    );
+}
+
+#[tokio::test]
+async fn twenty_identical_streams_in_flight_share_one_upstream_stream() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gate = Arc::new(Notify::new());
+    upstream.push(Behavior::Stream {
+        events: vec![chunk("a"), chunk("b"), done()],
+        interval: Duration::ZERO,
+        gate: Some(gate.clone()),
+    });
+    let gateway = TestGateway::start(&config(&upstream, "")).await;
+    let leader = send(&gateway, "sk-a-00000000", &streamed(false), &[]).await;
+    let mut leader_body = leader.bytes_stream();
+    use futures_util::StreamExt;
+    let first = leader_body.next().await.unwrap().unwrap();
+    assert_eq!(first, chunk("a").as_bytes());
+    // Nineteen joiners arrive mid-stream: they get "a" already sent, then the rest.
+    let joiners = (0..19).map(|_| async {
+        let response = send(&gateway, "sk-a-00000000", &streamed(false), &[]).await;
+        assert_eq!(response.headers()["x-sluice-coalesced"], "true");
+        response.text().await.unwrap()
+    });
+    let opener = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        gate.notify_one();
+    };
+    let (texts, ()) = tokio::join!(futures_util::future::join_all(joiners), opener);
+    let mut rest = Vec::new();
+    while let Some(bytes) = leader_body.next().await {
+        rest.extend_from_slice(&bytes.unwrap());
+    }
+    let expected = chunk("a") + &chunk("b") + &done();
+    assert_eq!(
+        String::from_utf8(first.to_vec()).unwrap() + &String::from_utf8(rest).unwrap(),
+        expected
+    );
+    assert!(texts.iter().all(|t| t == &expected), "{texts:?}");
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn two_gateways_share_hits_through_redis() {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start("oa").await;
+    let shared = format!(
+        "[redis]\nurl = \"{}\"\n{}",
+        redis.url(),
+        config(&upstream, "store = \"redis\"\nscope = \"global\"")
+    );
+    let first = TestGateway::start(&shared).await;
+    let second = TestGateway::start(&shared).await;
+    // Wait until the first gateway can write (it connects in the background).
+    for _ in 0..100 {
+        send(&first, "sk-a-00000000", &body(0.0), &[]).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        if status_of(&send(&first, "sk-a-00000000", &body(0.0), &[]).await) == "hit" {
+            break;
+        }
+    }
+    let hit = send(&second, "sk-c-00000000", &body(0.0), &[]).await;
+    assert_eq!(status_of(&hit), "hit", "the other replica sees the entry");
+    assert!(hit.text().await.unwrap().contains("from oa"));
+}
