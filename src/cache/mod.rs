@@ -3,7 +3,8 @@
 
 mod entry;
 mod flight;
-mod key;
+pub mod key;
+pub mod semantic_index;
 mod layer;
 mod store;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use self::flight::Flight;
-use self::key::CacheKey;
+pub use self::key::CacheKey;
 use self::store::Store;
 use crate::auth::Identity;
 use crate::config::{CacheConfig, CacheScope, CacheStore, Config, parse_duration};
