@@ -355,3 +355,105 @@ async fn two_gateways_share_hits_through_redis() {
     assert_eq!(status_of(&hit), "hit", "the other replica sees the entry");
     assert!(hit.text().await.unwrap().contains("from oa"));
 }
+
+fn semantic_config(upstream: &FakeUpstream, embeddings: &str) -> String {
+    format!(
+        r#"
+        [auth]
+        required = false
+        [cache]
+        enabled = true
+        [cache.semantic]
+        enabled = true
+        threshold = 0.9
+        embedding_model = "text-embedding-3-small"
+        timeout = "500ms"
+        {}
+        [[deployments]]
+        name = "embedder"
+        provider = "mock"
+        models = ["text-embedding-3-small"]
+        {embeddings}
+        "#,
+        deployment("oa", upstream, "")
+    )
+}
+
+fn question(system: Option<&str>, text: &str) -> Value {
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.push(json!({"role": "user", "content": text}));
+    json!({"model": "gpt-4o", "temperature": 0, "messages": messages})
+}
+
+async fn ask(gateway: &TestGateway, body: &Value) -> String {
+    let response = gateway.post("/v1/chat/completions", None, body).await;
+    assert_eq!(response.status(), 200);
+    status_of(&response)
+}
+
+#[tokio::test]
+async fn a_paraphrase_is_a_semantic_hit_and_unrelated_or_differently_framed_ones_are_not() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway =
+        TestGateway::start(&semantic_config(&upstream, "mock = { latency = \"1ms\" }")).await;
+    assert_eq!(
+        ask(&gateway, &question(None, "What is the capital of France?")).await,
+        "miss"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Same words plus one more: cosine 6/sqrt(42) = 0.93 with bag-of-words vectors.
+    assert_eq!(
+        ask(
+            &gateway,
+            &question(None, "What is the capital of France, please?")
+        )
+        .await,
+        "semantic-hit"
+    );
+    assert_eq!(
+        ask(
+            &gateway,
+            &question(None, "How do I bake sourdough bread at home?")
+        )
+        .await,
+        "miss"
+    );
+    assert_eq!(
+        ask(
+            &gateway,
+            &question(
+                Some("You are a pirate."),
+                "What is the capital of France, please?"
+            )
+        )
+        .await,
+        "miss",
+        "a different system prompt is a different partition"
+    );
+    assert_eq!(upstream.calls(), 3);
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_cache_requests_total{result="semantic_hit"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_embedding_call_just_makes_a_miss() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway =
+        TestGateway::start(&semantic_config(&upstream, "mock = { latency = \"2s\" }")).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        ask(&gateway, &question(None, "What is the capital of France?")).await,
+        "miss"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "bounded by the 500ms timeout"
+    );
+    assert_eq!(upstream.calls(), 1);
+}

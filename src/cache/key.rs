@@ -83,6 +83,37 @@ pub fn decide(
     }
 }
 
+/// For the semantic cache: the final user message's text, and a hash of
+/// everything else (scope, endpoint, model, system prompt, earlier turns,
+/// parameters), so only requests that differ in that one message are compared.
+pub fn semantic_parts(endpoint: Endpoint, body: &[u8], scope: &str) -> Option<(u64, String)> {
+    if endpoint != Endpoint::ChatCompletions {
+        return None;
+    }
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    for field in IGNORED {
+        request.remove(*field);
+    }
+    let messages = request.get_mut("messages")?.as_array_mut()?;
+    let last = messages.iter_mut().rev().find(|m| m["role"] == "user")?;
+    let text = match last.get("content")? {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => return None,
+    };
+    last["content"] = Value::Null;
+    let mut canonical = Vec::with_capacity(body.len());
+    let _ = write!(canonical, "{scope}\0{}\0", endpoint.path());
+    write_canonical(&Value::Object(request), &mut canonical);
+    Some((xxhash_rust::xxh3::xxh3_64(&canonical), text))
+}
+
 /// JSON with object keys sorted at every level, whatever map type serde_json
 /// was built with.
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {

@@ -14,7 +14,8 @@ use http::{HeaderValue, StatusCode, header};
 use super::ResponseCache;
 use super::entry::{Entry, Recorded, Replay, replay};
 use super::flight::{End, Flight};
-use super::key::{CacheKey, Decision, Eligibility, decide};
+use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
+use super::semantic::Probe;
 use crate::auth::Identity;
 use crate::dispatch::ServedBy;
 use crate::request::ApiRequest;
@@ -100,6 +101,29 @@ pub async fn cache(
             return labelled(next.run(request).await, "miss");
         }
     }
+    let probe = match &cache.semantic {
+        Some(semantic) if lookup => {
+            let scope = cache.scope(identity);
+            match semantic_parts(want.endpoint, &api.body, &scope) {
+                Some((partition, text)) => semantic.embed(partition, &text).await,
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    if let (Some(semantic), Some(probe)) = (&cache.semantic, &probe)
+        && let Some(similar) = semantic.nearest(probe)
+        && let Ok(Some(entry)) = cache.store.get(similar).await
+        && let Some(response) = answer(&entry, want, &model)
+    {
+        cache
+            .metrics
+            .cache_requests
+            .with_label_values(&["semantic_hit"])
+            .inc();
+        cache.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
+        return labelled(response, "semantic-hit");
+    }
 
     cache
         .metrics
@@ -112,6 +136,7 @@ pub async fn cache(
         cache: cache.clone(),
         key,
         flight,
+        probe,
         finished: false,
     };
     let response = next.run(request).await;
@@ -261,6 +286,8 @@ struct FlightGuard {
     cache: Arc<ResponseCache>,
     key: CacheKey,
     flight: Arc<Flight>,
+    /// The request's embedding, indexed once its answer is stored.
+    probe: Option<Probe>,
     finished: bool,
 }
 
@@ -273,10 +300,20 @@ impl FlightGuard {
         self.finished = true;
         self.flight.finish(End::Complete(entry.clone()));
         let (cache, key, flight) = (self.cache.clone(), self.key, self.flight.clone());
+        let probe = self.probe.take();
         tokio::spawn(async move {
-            if let Err(error) = cache.store.put(key, entry).await {
-                cache.metrics.cache_store_errors.inc();
-                tracing::warn!(%error, "could not store a cache entry");
+            let expires =
+                std::time::Instant::now() + std::time::Duration::from_millis(entry.ttl_ms);
+            match cache.store.put(key, entry).await {
+                Ok(()) => {
+                    if let (Some(semantic), Some(probe)) = (&cache.semantic, probe) {
+                        semantic.insert(probe, key, expires);
+                    }
+                }
+                Err(error) => {
+                    cache.metrics.cache_store_errors.inc();
+                    tracing::warn!(%error, "could not store a cache entry");
+                }
             }
             cache
                 .flights

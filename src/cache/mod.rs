@@ -4,8 +4,9 @@
 mod entry;
 mod flight;
 pub mod key;
-pub mod semantic_index;
 mod layer;
+mod semantic;
+pub mod semantic_index;
 mod store;
 
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use crate::auth::Identity;
 use crate::config::{CacheConfig, CacheScope, CacheStore, Config, parse_duration};
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
+use crate::routing::ModelRouter;
+use crate::upstream::UpstreamClient;
 
 pub use layer::cache;
 
@@ -31,6 +34,7 @@ pub struct ResponseCache {
     flights: DashMap<CacheKey, Arc<Flight>>,
     /// `[models.X] cache` overrides.
     model_overrides: HashMap<String, bool>,
+    semantic: Option<semantic::Semantic>,
     metrics: Metrics,
 }
 
@@ -39,6 +43,8 @@ impl ResponseCache {
     pub fn from_config(
         config: &Config,
         redis: Option<&SharedRedis>,
+        router: &ModelRouter,
+        client: UpstreamClient,
         metrics: Metrics,
     ) -> Result<Option<Self>, String> {
         let cache = &config.cache;
@@ -58,7 +64,25 @@ impl ResponseCache {
                 return Err("cache.store: \"redis\" needs a [redis] url".into());
             }
         };
+        let semantic = if cache.semantic.enabled {
+            let route = router
+                .route(&cache.semantic.embedding_model)
+                .ok_or_else(|| {
+                    format!(
+                        "cache.semantic.embedding_model: `{}` is not served",
+                        cache.semantic.embedding_model
+                    )
+                })?;
+            Some(semantic::Semantic::new(
+                cache.semantic.clone(),
+                route.clone(),
+                client,
+            ))
+        } else {
+            None
+        };
         Ok(Some(Self {
+            semantic,
             config: cache.clone(),
             store,
             flights: DashMap::new(),

@@ -88,6 +88,34 @@ pub struct CacheConfig {
     /// Cache every request, not only those meant to repeat (temperature 0 or a seed).
     pub cache_all: bool,
     pub store: CacheStore,
+    pub semantic: SemanticConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SemanticConfig {
+    pub enabled: bool,
+    /// Cosine similarity at or above which a cached answer is reused.
+    pub threshold: f32,
+    /// A model this gateway serves through `/v1/embeddings`.
+    pub embedding_model: String,
+    /// Bound on the embedding call; past it the request is a plain miss.
+    #[serde(with = "duration::serde_duration")]
+    pub timeout: Duration,
+    /// Index size bound (oldest and expired entries go first).
+    pub max_entries: usize,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            threshold: 0.95,
+            embedding_model: "text-embedding-3-small".to_owned(),
+            timeout: Duration::from_millis(300),
+            max_entries: 100_000,
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -100,6 +128,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 4 * 1024 * 1024,
             cache_all: false,
             store: CacheStore::Memory,
+            semantic: SemanticConfig::default(),
         }
     }
 }

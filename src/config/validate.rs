@@ -216,6 +216,18 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
     {
         problems.push("cache.store: \"redis\" needs a [redis] url".into());
     }
+    let semantic = &config.cache.semantic;
+    if semantic.enabled {
+        if !served.contains(semantic.embedding_model.as_str()) {
+            problems.push(format!(
+                "cache.semantic.embedding_model: `{}` is not served by any deployment",
+                semantic.embedding_model
+            ));
+        }
+        if !(0.0..=1.0).contains(&semantic.threshold) {
+            problems.push("cache.semantic.threshold: must be a cosine between 0 and 1".into());
+        }
+    }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(

@@ -74,9 +74,15 @@ impl Gateway {
             .map_err(StartError::Build)?
             .map(Arc::new);
         crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
-        let cache = ResponseCache::from_config(config, redis.as_ref(), metrics.clone())
-            .map_err(StartError::Build)?
-            .map(Arc::new);
+        let cache = ResponseCache::from_config(
+            config,
+            redis.as_ref(),
+            &router,
+            client.clone(),
+            metrics.clone(),
+        )
+        .map_err(StartError::Build)?
+        .map(Arc::new);
         let services = stack::Services {
             cache,
             admin: config
