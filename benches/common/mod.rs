@@ -168,13 +168,19 @@ pub fn client(concurrency: usize) -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends one request and checks the status, leaving the body unread.
-async fn send(client: &reqwest::Client, url: &str, stream: bool) -> reqwest::Response {
+/// The body `request`, `exchange`, `sequential` and `concurrent` send.
+pub fn body_for(stream: bool) -> &'static str {
+    if stream { STREAM_BODY } else { BODY }
+}
+
+/// Sends one request with `body` and checks the status, leaving the body
+/// unread.
+async fn send(client: &reqwest::Client, url: &str, body: &'static str) -> reqwest::Response {
     let response = client
         .post(url)
         .bearer_auth(KEY)
         .header(CONTENT_TYPE, "application/json")
-        .body(if stream { STREAM_BODY } else { BODY })
+        .body(body)
         .send()
         .await
         .expect("request failed");
@@ -188,8 +194,17 @@ async fn send(client: &reqwest::Client, url: &str, stream: bool) -> reqwest::Res
 
 /// One request, timed until the whole body (the full SSE stream) is read.
 pub async fn request(client: &reqwest::Client, url: &str, stream: bool) -> (Duration, Bytes) {
+    request_body(client, url, body_for(stream)).await
+}
+
+/// Like `request`, with a body of the caller's choosing.
+pub async fn request_body(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+) -> (Duration, Bytes) {
     let started = Instant::now();
-    let response = send(client, url, stream).await;
+    let response = send(client, url, body).await;
     let body = response.bytes().await.expect("reading body failed");
     (started.elapsed(), body)
 }
@@ -200,8 +215,17 @@ pub async fn exchange(
     url: &str,
     stream: bool,
 ) -> (Duration, HeaderMap, Bytes) {
+    exchange_body(client, url, body_for(stream)).await
+}
+
+/// Like `exchange`, with a body of the caller's choosing.
+pub async fn exchange_body(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+) -> (Duration, HeaderMap, Bytes) {
     let started = Instant::now();
-    let response = send(client, url, stream).await;
+    let response = send(client, url, body).await;
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("reading body failed");
     (started.elapsed(), headers, body)
@@ -243,13 +267,23 @@ pub fn stats(mut latencies: Vec<Duration>, window: Duration) -> Stats {
 
 /// Concurrency 1: warm-up, then a fixed count of back-to-back requests.
 pub async fn sequential(client: &reqwest::Client, url: &str, stream: bool, p: &Params) -> Stats {
+    sequential_body(client, url, body_for(stream), p).await
+}
+
+/// Like `sequential`, with a body of the caller's choosing.
+pub async fn sequential_body(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    p: &Params,
+) -> Stats {
     for _ in 0..p.warmup {
-        request(client, url, stream).await;
+        request_body(client, url, body).await;
     }
     let mut latencies = Vec::with_capacity(p.requests);
     let started = Instant::now();
     for _ in 0..p.requests {
-        latencies.push(request(client, url, stream).await.0);
+        latencies.push(request_body(client, url, body).await.0);
     }
     stats(latencies, started.elapsed())
 }
@@ -257,6 +291,16 @@ pub async fn sequential(client: &reqwest::Client, url: &str, stream: bool, p: &P
 /// N tasks share one client until a deadline; only requests completing inside
 /// the measured window (after warm-up) count.
 pub async fn concurrent(client: &reqwest::Client, url: &str, stream: bool, p: &Params) -> Stats {
+    concurrent_body(client, url, body_for(stream), p).await
+}
+
+/// Like `concurrent`, with a body of the caller's choosing.
+pub async fn concurrent_body(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    p: &Params,
+) -> Stats {
     let from = Instant::now() + p.warmup_seconds;
     let until = from + p.seconds;
     let url: Arc<str> = url.into();
@@ -266,7 +310,7 @@ pub async fn concurrent(client: &reqwest::Client, url: &str, stream: bool, p: &P
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < until {
-                    let took = request(&client, &url, stream).await.0;
+                    let took = request_body(&client, &url, body).await.0;
                     let done = Instant::now();
                     if done >= from && done < until {
                         latencies.push(took);
@@ -286,4 +330,49 @@ pub async fn concurrent(client: &reqwest::Client, url: &str, stream: bool, p: &P
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `BENCH_REDIS_URL`, else the local default.
+pub fn redis_url() -> String {
+    std::env::var("BENCH_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Connects and PINGs within 3 s, so a missing Redis is reported, not waited on.
+pub async fn probe_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("bad URL: {e}"))?;
+    let probe = async {
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(connection)
+    };
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .map_err(|_| "no answer within 3 s".to_owned())?
+}
+
+/// One sample from the gateway's `/metrics`, e.g.
+/// `sluice_cache_requests_total{result="hit"}`; 0 if absent.
+pub async fn metric(client: &reqwest::Client, gateway: SocketAddr, sample: &str) -> f64 {
+    let text = client
+        .get(format!("http://{gateway}/metrics"))
+        .send()
+        .await
+        .expect("metrics request failed")
+        .text()
+        .await
+        .expect("reading metrics failed");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(sample))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }

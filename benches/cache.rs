@@ -1,0 +1,461 @@
+//! Response cache benchmark: `cargo bench --bench cache`.
+//!
+//! 1. Exact-match cache hits through Sluice, in-memory store, against the same
+//!    request sent direct to an instant fake upstream and through a gateway
+//!    with the cache off: c1 p50/p99 and cN req/s, rotating rounds, medians.
+//! 2. The same hit path with the Redis store (`BENCH_REDIS_URL`, default
+//!    redis://127.0.0.1:6379), skipped with a note when Redis is unreachable.
+//! 3. The semantic index alone: insert cost and `nearest` latency at
+//!    100,000 entries of 1536 dimensions in one partition, for near-duplicate
+//!    queries (with recall) and unrelated ones (with false matches), against
+//!    one brute-force exact scan.
+//!
+//! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
+//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL,
+//! BENCH_SEMANTIC_ENTRIES, BENCH_SEMANTIC_QUERIES.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice::cache::CacheKey;
+use sluice::cache::semantic_index::SemanticIndex;
+
+use common::{
+    COMPLETION, Params, Stats, concurrent_body, env_or, exchange_body, gateway_toml,
+    sequential_body,
+};
+
+/// Cacheable (temperature 0), and answered with `COMPLETION` by the fake
+/// upstream.
+const CACHEABLE: &str =
+    r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"temperature":0}"#;
+const CACHE_HEADER: &str = "x-sluice-cache";
+const HITS: &str = r#"sluice_cache_requests_total{result="hit"}"#;
+const MISSES: &str = r#"sluice_cache_requests_total{result="miss"}"#;
+/// Long enough that the warmed entry outlives the run.
+const CACHE_SECTION: &str = "[cache]\nenabled = true\nscope = \"global\"\nttl = \"10m\"\n";
+
+const DIMENSIONS: usize = 1536;
+const PARTITION: u64 = 1;
+const THRESHOLD: f32 = 0.95;
+const BRUTE_FORCE_SCANS: usize = 20;
+
+// ---------------------------------------------------------------------------
+// 1 and 2. Gateways
+
+struct Path {
+    name: &'static str,
+    url: String,
+    /// The gateway, for its `/metrics`; `None` for the direct path.
+    gateway: Option<SocketAddr>,
+    c1: Vec<Stats>,
+    loaded: Vec<Stats>,
+}
+
+impl Path {
+    fn new(name: &'static str, addr: SocketAddr, gateway: bool) -> Self {
+        Self {
+            name,
+            url: format!("http://{addr}/v1/chat/completions"),
+            gateway: gateway.then_some(addr),
+            c1: Vec::new(),
+            loaded: Vec::new(),
+        }
+    }
+}
+
+/// Sends the cacheable request until a response is a hit (the first stores
+/// the entry; a Redis store also needs its background connection), at most
+/// 3 s. The hit must carry the upstream's bytes unchanged.
+async fn warm(client: &reqwest::Client, url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let (_, headers, body) = exchange_body(client, url, CACHEABLE).await;
+        if headers.get(CACHE_HEADER).is_some_and(|v| v == "hit") {
+            assert_eq!(body, COMPLETION.as_bytes(), "cache hit body differs");
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Starts a caching gateway and warms its entry; `Err` says why not.
+async fn cached_gateway(
+    client: &reqwest::Client,
+    upstream: SocketAddr,
+    sections: &str,
+) -> Result<SocketAddr, String> {
+    let addr = common::start_gateway(&gateway_toml(upstream, "", sections)).await;
+    let url = format!("http://{addr}/v1/chat/completions");
+    if warm(client, &url).await {
+        Ok(addr)
+    } else {
+        Err("no cache hit within 3 s of warming".to_owned())
+    }
+}
+
+/// Starts the gateways, runs the rounds and prints the table and ratios.
+async fn gateways(p: &Params) {
+    let c = p.concurrency;
+    let upstream = common::start_upstream().await;
+    let client = common::client(c);
+
+    let off =
+        common::start_gateway(&gateway_toml(upstream, "", "[cache]\nenabled = false\n")).await;
+    let mut paths = vec![
+        Path::new("direct", upstream, false),
+        Path::new("cache-off", off, true),
+    ];
+    // Sanity: the cache-off gateway relays the body and says nothing about caching.
+    let (_, headers, body) = exchange_body(&client, &paths[1].url, CACHEABLE).await;
+    assert_eq!(body, COMPLETION.as_bytes(), "cache-off body differs");
+    assert!(
+        !headers.contains_key(CACHE_HEADER),
+        "cache-off gateway sent {CACHE_HEADER}"
+    );
+
+    let memory = cached_gateway(&client, upstream, CACHE_SECTION)
+        .await
+        .expect("in-memory cache");
+    paths.push(Path::new("hit-memory", memory, true));
+
+    let redis_url = common::redis_url();
+    let prefix = format!("sluice-bench-{:016x}", fastrand::u64(..));
+    let mut redis_connection = None;
+    let redis_skipped = match common::probe_redis(&redis_url).await {
+        Err(reason) => Some(format!("cannot reach {redis_url}: {reason}")),
+        Ok(connection) => {
+            redis_connection = Some(connection);
+            let sections = format!(
+                "{CACHE_SECTION}store = \"redis\"\n\n[redis]\nurl = {}\nkey_prefix = {}\n",
+                toml::Value::String(redis_url.clone()),
+                toml::Value::String(prefix.clone()),
+            );
+            match cached_gateway(&client, upstream, &sections).await {
+                Ok(addr) => {
+                    paths.push(Path::new("hit-redis", addr, true));
+                    None
+                }
+                Err(reason) => Some(format!("gateway with Redis store at {redis_url}: {reason}")),
+            }
+        }
+    };
+
+    // Counters before measuring, to check afterwards that every measured
+    // request to a caching gateway was a hit.
+    let mut before = Vec::new();
+    for path in &paths[2..] {
+        let addr = path.gateway.expect("gateway");
+        before.push((
+            common::metric(&client, addr, HITS).await,
+            common::metric(&client, addr, MISSES).await,
+        ));
+    }
+
+    println!(
+        "1/2. cache hits vs direct vs cache off, one instant fake upstream: c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
+        p.requests,
+        p.warmup,
+        p.seconds.as_secs_f64(),
+        p.warmup_seconds.as_secs_f64(),
+        p.rounds,
+    );
+    for loaded in [false, true] {
+        for round in 0..p.rounds {
+            let n = paths.len();
+            for i in (0..n).map(|i| (i + round) % n) {
+                let path = &mut paths[i];
+                if loaded {
+                    let s = concurrent_body(&client, &path.url, CACHEABLE, p).await;
+                    path.loaded.push(s);
+                } else {
+                    let s = sequential_body(&client, &path.url, CACHEABLE, p).await;
+                    path.c1.push(s);
+                }
+            }
+        }
+    }
+
+    println!(
+        "{:<10}{:<12}{:>10}{:>10}{:>10}",
+        "mode", "path", "rps", "p50_us", "p99_us"
+    );
+    let mut c1 = Vec::new();
+    let mut loaded = Vec::new();
+    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
+        for path in &paths {
+            let rounds = if pick == 0 { &path.c1 } else { &path.loaded };
+            let s = Stats::median_of(rounds);
+            println!(
+                "{mode:<10}{:<12}{:>10.0}{:>10.0}{:>10.0}",
+                path.name, s.rps, s.p50_us, s.p99_us
+            );
+            if pick == 0 { &mut c1 } else { &mut loaded }.push(s);
+        }
+    }
+
+    // Sanity: the caching gateways served hits only, and still do.
+    for (path, (hits_before, misses_before)) in paths[2..].iter().zip(before) {
+        let addr = path.gateway.expect("gateway");
+        let hits = common::metric(&client, addr, HITS).await - hits_before;
+        let misses = common::metric(&client, addr, MISSES).await - misses_before;
+        let (_, headers, _) = exchange_body(&client, &path.url, CACHEABLE).await;
+        let still = headers.get(CACHE_HEADER).is_some_and(|v| v == "hit");
+        if misses > 0.0 || !still {
+            println!(
+                "WARNING: {}: {misses} misses during the rounds, a hit after them: {still}",
+                path.name
+            );
+        } else {
+            println!(
+                "{}: all {hits} requests of the rounds (warm-ups included) were cache hits",
+                path.name
+            );
+        }
+    }
+    // Indices: 0 direct, 1 cache-off, 2 hit-memory, 3 hit-redis.
+    println!();
+    println!(
+        "memory hit / cache off, c1 p50 latency: {:.3}  ({:+.1} us)",
+        c1[2].p50_us / c1[1].p50_us,
+        c1[2].p50_us - c1[1].p50_us
+    );
+    println!(
+        "memory hit / cache off, c{c} throughput: {:.3}",
+        loaded[2].rps / loaded[1].rps
+    );
+    println!(
+        "memory hit / direct, c1 p50 latency: {:.3}  ({:+.1} us)",
+        c1[2].p50_us / c1[0].p50_us,
+        c1[2].p50_us - c1[0].p50_us
+    );
+    println!(
+        "memory hit / direct, c{c} throughput: {:.3}",
+        loaded[2].rps / loaded[0].rps
+    );
+    match &redis_skipped {
+        Some(reason) => println!("redis: measurement skipped: {reason}"),
+        None => {
+            println!(
+                "redis hit vs memory hit, c1 p50 added latency: {:+.1} us  (redis/memory {:.3})",
+                c1[3].p50_us - c1[2].p50_us,
+                c1[3].p50_us / c1[2].p50_us
+            );
+            println!(
+                "redis hit / memory hit, c{c} throughput: {:.3}",
+                loaded[3].rps / loaded[2].rps
+            );
+            println!(
+                "redis hit / cache off, c1 p50 latency: {:.3}; c{c} throughput: {:.3}",
+                c1[3].p50_us / c1[1].p50_us,
+                loaded[3].rps / loaded[1].rps
+            );
+        }
+    }
+
+    // The entry expires on its own (ttl 10m); remove it anyway.
+    if let Some(mut connection) = redis_connection {
+        let pattern = format!("{{{prefix}}}:*");
+        let cleanup = async {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut connection)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<i64>(&mut connection)
+                    .await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), cleanup).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. The semantic index
+
+fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+fn random_unit(rng: &mut fastrand::Rng) -> Vec<f32> {
+    normalise((0..DIMENSIONS).map(|_| rng.f32() - 0.5).collect())
+}
+
+/// A copy with uniform noise of +-0.01 per component, renormalised (cosine
+/// to the original about 0.975 at 1536 dimensions).
+fn perturbed(rng: &mut fastrand::Rng, v: &[f32]) -> Vec<f32> {
+    normalise(v.iter().map(|x| x + (rng.f32() - 0.5) * 0.02).collect())
+}
+
+/// The exact answer `nearest` approximates: every entry, best cosine at or
+/// above the threshold.
+fn brute_force(vectors: &[Vec<f32>], query: &[f32]) -> Option<(usize, f32)> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, v) in vectors.iter().enumerate() {
+        let cosine: f32 = v.iter().zip(query).map(|(a, b)| a * b).sum();
+        if cosine >= THRESHOLD && best.is_none_or(|(_, b)| cosine > b) {
+            best = Some((i, cosine));
+        }
+    }
+    best
+}
+
+fn percentile_us(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort_unstable();
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len().max(1));
+    samples.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// Times `nearest` per query; returns the latencies and the answers.
+fn lookups(
+    index: &SemanticIndex,
+    queries: &[Vec<f32>],
+) -> (Vec<Duration>, Vec<Option<(CacheKey, f32)>>) {
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut answers = Vec::with_capacity(queries.len());
+    for query in queries {
+        let now = Instant::now();
+        let started = Instant::now();
+        let answer = black_box(index.nearest(PARTITION, black_box(query), THRESHOLD, now));
+        latencies.push(started.elapsed());
+        answers.push(answer);
+    }
+    (latencies, answers)
+}
+
+fn semantic() {
+    let entries = env_or("BENCH_SEMANTIC_ENTRIES", 100_000usize).max(1);
+    let queries = env_or("BENCH_SEMANTIC_QUERIES", 1_000usize).max(1);
+    let mut rng = fastrand::Rng::with_seed(0x5eed_cace);
+    println!(
+        "3. semantic index: {entries} random unit vectors x {DIMENSIONS} dims (f32) in one partition, threshold {THRESHOLD}, {queries} queries per kind, one thread"
+    );
+
+    let vectors: Vec<Vec<f32>> = (0..entries).map(|_| random_unit(&mut rng)).collect();
+    let copies = vectors.clone();
+    let mut index = SemanticIndex::new(DIMENSIONS, 200_000.max(entries * 2), 42);
+    let expires = Instant::now() + Duration::from_secs(3600);
+    let started = Instant::now();
+    for (i, vector) in copies.into_iter().enumerate() {
+        index.insert(PARTITION, vector, CacheKey(i as u128), expires);
+    }
+    let insert_total = started.elapsed();
+    assert_eq!(index.len(), entries, "index dropped entries");
+
+    // (a) near-duplicates of stored entries; (b) unrelated vectors.
+    let targets: Vec<usize> = (0..queries).map(|_| rng.usize(..entries)).collect();
+    let near: Vec<Vec<f32>> = targets
+        .iter()
+        .map(|&t| perturbed(&mut rng, &vectors[t]))
+        .collect();
+    let strangers: Vec<Vec<f32>> = (0..queries).map(|_| random_unit(&mut rng)).collect();
+
+    let (mut near_us, near_answers) = lookups(&index, &near);
+    let (mut stranger_us, stranger_answers) = lookups(&index, &strangers);
+    let recalled = near_answers
+        .iter()
+        .zip(&targets)
+        .filter(|(answer, t)| answer.is_some_and(|(key, _)| key == CacheKey(**t as u128)))
+        .count();
+    let false_matches = stranger_answers.iter().filter(|a| a.is_some()).count();
+    let mean_cosine = {
+        let cosines: Vec<f32> = near
+            .iter()
+            .zip(&targets)
+            .map(|(q, &t)| q.iter().zip(&vectors[t]).map(|(a, b)| a * b).sum())
+            .collect();
+        cosines.iter().sum::<f32>() / cosines.len() as f32
+    };
+
+    // Brute force over the first near-duplicate queries, for its time and
+    // its (exact) recall on the same queries.
+    let scans = BRUTE_FORCE_SCANS.min(queries);
+    let mut scan_us = Vec::with_capacity(scans);
+    let mut scan_found = 0;
+    for (query, &target) in near.iter().zip(&targets).take(scans) {
+        let started = Instant::now();
+        let answer = black_box(brute_force(&vectors, black_box(query)));
+        scan_us.push(started.elapsed());
+        scan_found += usize::from(answer.is_some_and(|(i, _)| i == target));
+    }
+    let lsh_found_on_scanned = near_answers
+        .iter()
+        .zip(&targets)
+        .take(scans)
+        .filter(|(answer, t)| answer.is_some_and(|(key, _)| key == CacheKey(**t as u128)))
+        .count();
+
+    println!(
+        "{:<44}{:>12}{:>12}{:>12}",
+        "measurement", "p50_us", "p99_us", "result"
+    );
+    println!(
+        "{:<44}{:>12.2}{:>12}{:>12}",
+        "insert (mean per entry)",
+        insert_total.as_secs_f64() * 1e6 / entries as f64,
+        "-",
+        format!("{:.1} s", insert_total.as_secs_f64()),
+    );
+    let near_p50 = percentile_us(&mut near_us, 0.50);
+    println!(
+        "{:<44}{:>12.1}{:>12.1}{:>12}",
+        "(a) nearest, near-duplicate (recall)",
+        near_p50,
+        percentile_us(&mut near_us, 0.99),
+        format!("{:.3}", recalled as f64 / queries as f64),
+    );
+    let stranger_p50 = percentile_us(&mut stranger_us, 0.50);
+    println!(
+        "{:<44}{:>12.1}{:>12.1}{:>12}",
+        "(b) nearest, unrelated (false matches)",
+        stranger_p50,
+        percentile_us(&mut stranger_us, 0.99),
+        format!("{:.3}", false_matches as f64 / queries as f64),
+    );
+    let scan_p50 = percentile_us(&mut scan_us, 0.50);
+    println!(
+        "{:<44}{:>12.1}{:>12.1}{:>12}",
+        format!("brute-force exact scan, {scans} scans (recall)"),
+        scan_p50,
+        percentile_us(&mut scan_us, 0.99),
+        format!("{:.3}", scan_found as f64 / scans as f64),
+    );
+    println!();
+    println!(
+        "near-duplicate queries: mean cosine to their original {mean_cosine:.4}; LSH found {recalled}/{queries} (on the {scans} scanned: LSH {lsh_found_on_scanned}, exact {scan_found})"
+    );
+    println!(
+        "brute-force scan / LSH nearest, p50: {:.0}x (near-duplicate), {:.0}x (unrelated)",
+        scan_p50 / near_p50,
+        scan_p50 / stranger_p50
+    );
+}
+
+fn main() {
+    let p = Params::from_env();
+    println!(
+        "sluice cache bench: {} cpus",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(gateways(&p));
+    // Stops the gateways and the fake upstream before the CPU-bound part.
+    drop(runtime);
+    println!();
+    semantic();
+}
