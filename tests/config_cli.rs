@@ -86,7 +86,14 @@ fn check_accepts_the_shipped_configs() {
         ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379"),
         ("SLUICE_ADMIN_TOKEN", "an-admin-token-long-enough"),
     ];
-    for example in ["openai", "azure", "multi-region", "limits", "resilience", "cache"] {
+    for example in [
+        "openai",
+        "azure",
+        "multi-region",
+        "limits",
+        "resilience",
+        "cache",
+    ] {
         let path = format!("{root}/config/examples/{example}.toml");
         let (ok, out, err) = sluice(&["check", "--config", &path], &env);
         assert!(ok, "{example}: {err}");
