@@ -246,25 +246,6 @@ impl Gateway {
     }
 }
 
-/// Connects and PINGs within 3 s, so a missing Redis is reported, not waited on.
-async fn probe_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("bad URL: {e}"))?;
-    let probe = async {
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(connection)
-    };
-    tokio::time::timeout(Duration::from_secs(3), probe)
-        .await
-        .map_err(|_| "no answer within 3 s".to_owned())?
-}
-
 /// The Redis limiter connects in the background and fails open until then:
 /// wait (at most 3 s) for a response that carries the key's headers.
 async fn wait_for_limit_headers(client: &reqwest::Client, url: &str) -> bool {
@@ -284,10 +265,7 @@ async fn main() {
     let p = Params::from_env();
     let checks = env_or("BENCH_CHECKS", 40_000usize).max(1);
     let batches = env_or("BENCH_BATCHES", 7usize).max(1);
-    let redis_url = std::env::var("BENCH_REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let redis_url = common::redis_url();
     println!(
         "sluice limits bench: {} cpus; limits are rpm = tpm = {HUGE} (never refused)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -330,7 +308,7 @@ async fn main() {
 
     let prefix = format!("sluice-bench-{:016x}", fastrand::u64(..));
     let mut redis_connection = None;
-    let redis_skipped = match probe_redis(&redis_url).await {
+    let redis_skipped = match common::probe_redis(&redis_url).await {
         Err(reason) => Some(format!("cannot reach {redis_url}: {reason}")),
         Ok(connection) => {
             redis_connection = Some(connection);
