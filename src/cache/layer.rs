@@ -16,9 +16,8 @@ use super::entry::{Entry, Recorded, Replay, replay};
 use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
-use crate::auth::Identity;
 use crate::dispatch::ServedBy;
-use crate::request::ApiRequest;
+use crate::request::call_of;
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
 
@@ -35,11 +34,7 @@ pub async fn cache(
     request: Request,
     next: Next,
 ) -> Response {
-    let extensions = request.extensions();
-    let (Some(api), Some(identity)) = (
-        extensions.get::<ApiRequest>(),
-        extensions.get::<Arc<Identity>>(),
-    ) else {
+    let Some((api, identity)) = call_of(request.extensions()) else {
         return next.run(request).await;
     };
     let decision = if identity.cache {

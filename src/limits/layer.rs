@@ -7,8 +7,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{Check, Limiter};
-use crate::auth::Identity;
-use crate::request::ApiRequest;
+use crate::request::call_of;
 use crate::routing::ChosenBackend;
 use crate::usage::UsageHooks;
 
@@ -17,11 +16,7 @@ pub async fn rate_limit(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let extensions = request.extensions();
-    let (Some(api), Some(identity)) = (
-        extensions.get::<ApiRequest>(),
-        extensions.get::<Arc<Identity>>(),
-    ) else {
+    let Some((api, identity)) = call_of(request.extensions()) else {
         return next.run(request).await;
     };
     let admission = match limiter.check(identity, api).await {

@@ -29,6 +29,15 @@ pub struct ApiRequest {
     pub affinity: Option<u64>,
 }
 
+/// The call and its caller, for the layers behind the request layer; `None`
+/// on routes that are not proxied.
+pub fn call_of(extensions: &http::Extensions) -> Option<(&ApiRequest, &Arc<Identity>)> {
+    Some((
+        extensions.get::<ApiRequest>()?,
+        extensions.get::<Arc<Identity>>()?,
+    ))
+}
+
 pub struct RequestReader {
     router: Arc<ModelRouter>,
     max_body_bytes: usize,
