@@ -76,14 +76,6 @@ impl KeyStore {
             None => Ok(self.anonymous.clone()),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::usage::{self, Outcome, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
-pub use relay::KEEPALIVE_COMMENT;
 
 pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";

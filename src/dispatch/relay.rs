@@ -19,7 +19,7 @@ use crate::shutdown::Cut;
 use crate::upstream::BodyStream;
 use crate::usage::{Outcome, StreamUsageScanner, UsageHooks};
 
-pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// A stream whose upstream answered 2xx.
 pub struct Started {
