@@ -12,6 +12,7 @@ use common::fake_upstream::{chunk, done};
 use common::gateway::{chat, deployment, error_of};
 use common::{Behavior, FakeUpstream, TestGateway};
 use futures_util::StreamExt;
+use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789";
 
@@ -304,6 +305,15 @@ async fn nothing_usable_is_a_503_that_says_when_to_come_back() {
     let response = ask(&gateway).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "2");
+    let ready = gateway
+        .client
+        .get(gateway.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "no deployment is usable: not ready");
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["usable_deployments"], 0);
     let millis: u64 = response.headers()["retry-after-ms"]
         .to_str()
         .unwrap()

@@ -15,21 +15,28 @@ pub async fn healthz() -> Response {
     json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
 }
 
-/// Config is loaded and at least one model has a deployment to go to.
+/// Config is loaded and at least one deployment is usable (not throttled,
+/// out of headroom, or behind an open circuit).
 pub async fn readyz(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let models = dispatcher.router().model_names().len();
-    if models == 0 {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"not_ready","reason":"no deployment is usable"}"#.into(),
-        );
-    }
-    (
-        StatusCode::OK,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        format!(r#"{{"status":"ready","models":{models}}}"#),
-    )
-        .into_response()
+    let router = dispatcher.router();
+    let now = tokio::time::Instant::now();
+    let usable = router
+        .backends()
+        .iter()
+        .filter(|backend| backend.health.usable(now).is_ok())
+        .count();
+    let body = serde_json::json!({
+        "status": if usable > 0 { "ready" } else { "not_ready" },
+        "models": router.model_names().len(),
+        "deployments": router.backends().len(),
+        "usable_deployments": usable,
+    });
+    let status = if usable > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body.to_string().into())
 }
 
 /// Prometheus text exposition; no key needed (scrapers run inside the network).
