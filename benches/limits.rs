@@ -82,6 +82,8 @@ fn identity(name: &str) -> Arc<Identity> {
         org: None,
         models: None,
         cache: true,
+        priority: None,
+        max_priority: None,
     })
 }
 
@@ -165,6 +167,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         route: router.route("gpt-4o").expect("route").clone(),
         stream: false,
         affinity: None,
+        priority: sluice::config::Priority::Standard,
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, None, Metrics::new().expect("metrics"))

@@ -44,6 +44,11 @@ pub enum GatewayError {
         model: String,
         retry_after: Option<std::time::Duration>,
     },
+    #[error("The gateway is at capacity for {what} and could not admit the request in time. Please try again in {}.", crate::config::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
+    Overloaded {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     #[error("The gateway is shutting down and its grace period is over; retry the request.")]
     ShuttingDown,
     #[error("The gateway hit an internal error while handling the request.")]
@@ -69,13 +74,16 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::ShuttingDown | Self::NoDeployment { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::NoDeployment { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
+            Self::Overloaded { .. } => "server_overloaded",
             Self::Upstream { .. }
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
@@ -100,6 +108,7 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::ShuttingDown => Some("shutting_down"),
             Self::NoDeployment { .. } => Some("no_deployment_available"),
+            Self::Overloaded { .. } => Some("server_overloaded"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -172,11 +181,17 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = json_response(self.status(), self.body());
-        if let Self::NoDeployment {
-            retry_after: Some(wait),
-            ..
-        } = &self
-        {
+        let wait = match &self {
+            Self::NoDeployment {
+                retry_after: Some(wait),
+                ..
+            }
+            | Self::Overloaded {
+                retry_after: wait, ..
+            } => Some(*wait),
+            _ => None,
+        };
+        if let Some(wait) = wait {
             let millis = wait.as_millis().max(1) as u64;
             let headers = response.headers_mut();
             headers.insert(

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod queue;
 pub mod redis;
 pub mod request;
 pub mod routing;

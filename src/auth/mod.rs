@@ -20,6 +20,8 @@ pub struct Identity {
     pub models: Option<HashSet<String>>,
     /// Whether this key's requests may use the response cache.
     pub cache: bool,
+    pub priority: Option<crate::config::Priority>,
+    pub max_priority: Option<crate::config::Priority>,
 }
 
 impl Identity {
@@ -47,6 +49,8 @@ impl KeyStore {
                     org: key.org.as_deref().map(Arc::from),
                     models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
                     cache: key.cache,
+                    priority: key.priority,
+                    max_priority: key.max_priority,
                 };
                 Some((key.digest()?, Arc::new(identity)))
             })
@@ -59,6 +63,8 @@ impl KeyStore {
                 org: None,
                 models: None,
                 cache: true,
+                priority: None,
+                max_priority: None,
             }),
         }
     }
@@ -93,6 +99,8 @@ mod tests {
             rpm: None,
             tpm: None,
             cache: true,
+            priority: None,
+            max_priority: None,
         }];
         KeyStore::new(&AuthConfig { required }, &keys)
     }

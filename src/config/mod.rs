@@ -50,6 +50,84 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// Request priority classes, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    Realtime,
+    Standard,
+    Batch,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 5] = [
+        Self::Critical,
+        Self::Realtime,
+        Self::Standard,
+        Self::Batch,
+        Self::Low,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::Realtime => "realtime",
+            Self::Standard => "standard",
+            Self::Batch => "batch",
+            Self::Low => "low",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Requests waiting for a slot, all classes together; more get 503.
+    pub max_depth: usize,
+    /// How long a request may wait for a slot before it gets 503.
+    #[serde(with = "duration::serde_duration")]
+    pub max_wait: Duration,
+    /// Per-class overrides of `max_wait`, e.g. `{ batch = "10m" }`.
+    pub max_wait_by_class: HashMap<Priority, String>,
+    /// Every Nth slot goes to the longest-waiting request of any class, so
+    /// lower classes still move under constant higher-class load.
+    pub starvation_every: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 1000,
+            max_wait: Duration::from_secs(30),
+            max_wait_by_class: HashMap::new(),
+            starvation_every: 10,
+        }
+    }
+}
+
+impl QueueConfig {
+    pub fn max_wait(&self, class: Priority) -> Duration {
+        self.max_wait_by_class
+            .get(&class)
+            .and_then(|text| parse_duration(text))
+            .unwrap_or(self.max_wait)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -373,6 +451,8 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(with = "duration::serde_duration")]
     pub shutdown_grace: Duration,
+    /// Upstream calls in flight across the gateway; 0 means no limit. Others queue.
+    pub max_concurrency: usize,
 }
 
 impl Default for ServerConfig {
@@ -383,6 +463,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(600),
             stream_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
+            max_concurrency: 0,
         }
     }
 }
@@ -469,6 +550,9 @@ pub struct DeploymentConfig {
     pub api_version: Option<String>,
     #[serde(default)]
     pub mock: MockConfig,
+    /// Calls in flight to this deployment; others queue.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
     /// The quota the provider granted this deployment.
     #[serde(default)]
     pub rpm: Option<u64>,
@@ -530,6 +614,12 @@ pub struct KeyConfig {
     /// `false` keeps this key's requests out of the response cache.
     #[serde(default = "default_true")]
     pub cache: bool,
+    /// The class of this key's requests without an `x-sluice-priority` header.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// The highest class this key may ask for.
+    #[serde(default)]
+    pub max_priority: Option<Priority>,
 }
 
 fn default_true() -> bool {

@@ -12,10 +12,12 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
 use super::respond;
-use crate::config::RetryConfig;
+use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
+use crate::queue::Rejected;
 use crate::routing::{Backend, ModelRoute, ModelRouter, Permit};
 use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
+use futures_util::StreamExt;
 
 /// Everything an attempt needs, shared by all attempts of one request.
 pub struct Call {
@@ -29,6 +31,9 @@ pub struct Call {
     /// Non-streamed calls read the whole body inside the attempt, so a body
     /// that breaks off can still be retried.
     pub read_body: bool,
+    /// For deployment queues: the request's class and caller.
+    pub priority: Priority,
+    pub caller: Arc<str>,
 }
 
 /// A 2xx answer.
@@ -158,6 +163,20 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 tokio::time::sleep(delay).await;
             }
         }
+        // A deployment at its concurrency limit: wait for a slot in its queue.
+        let slot = match &backend.slots {
+            Some(slots) => match slots.acquire(call.priority, call.caller.clone()).await {
+                Ok(slot) => Some(slot),
+                Err(Rejected::Full { retry_after } | Rejected::TimedOut { retry_after }) => {
+                    let error = GatewayError::Overloaded {
+                        what: format!("deployment `{}`", backend.deployment.name),
+                        retry_after,
+                    };
+                    return Err(fail(FailureKind::Gateway(error), attempts, maybe_produced));
+                }
+            },
+            None => None,
+        };
         let Some(permit) = backend.health.start(Instant::now()) else {
             // The breaker closed the door between ordering and now.
             tried.push(backend);
@@ -169,6 +188,16 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
             Outcome::Success(mut success) => {
                 success.attempts = attempts;
                 success.model = call.route.name.clone();
+                if let (Some(slot), Reply::Stream(body)) = (slot, &mut success.body) {
+                    // The slot is busy until the stream ends.
+                    let inner = std::mem::replace(body, futures_util::stream::empty().boxed());
+                    *body = inner
+                        .map(move |chunk| {
+                            let _held = &slot;
+                            chunk
+                        })
+                        .boxed();
+                }
                 return Ok(success);
             }
             Outcome::Final(failure) => return Err(fail(failure, attempts, maybe_produced)),

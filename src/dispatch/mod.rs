@@ -106,6 +106,11 @@ impl Dispatcher {
             affinity: api.affinity,
             deadline: Instant::now() + self.request_timeout,
             read_body: !api.stream,
+            priority: api.priority,
+            caller: parts
+                .extensions
+                .get::<Arc<crate::auth::Identity>>()
+                .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone()),
         };
         let requested = api.route.name.clone();
         if api.stream {

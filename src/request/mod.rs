@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::auth::Identity;
-use crate::config::Strategy;
+use crate::config::{Priority, Strategy};
 use crate::error::GatewayError;
 use crate::routing::{ModelRoute, ModelRouter};
 use crate::upstream::Endpoint;
@@ -27,6 +27,8 @@ pub struct ApiRequest {
     pub stream: bool,
     /// Hash of the prompt's identity, for `prefix_affinity` routing.
     pub affinity: Option<u64>,
+    /// The request's class in the admission queues.
+    pub priority: Priority,
 }
 
 /// The call and its caller, for the layers behind the request layer; `None`
@@ -36,6 +38,23 @@ pub fn call_of(extensions: &http::Extensions) -> Option<(&ApiRequest, &Arc<Ident
         extensions.get::<ApiRequest>()?,
         extensions.get::<Arc<Identity>>()?,
     ))
+}
+
+/// `x-sluice-priority`, capped by the key's `max_priority`; else the key's
+/// `priority`; else `standard`.
+fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priority, GatewayError> {
+    let asked = match headers.get("x-sluice-priority") {
+        Some(value) => Some(value.to_str().ok().and_then(Priority::parse).ok_or_else(|| {
+            GatewayError::invalid(
+                "The x-sluice-priority header must be one of critical, realtime, standard, batch, low.",
+                None,
+            )
+        })?),
+        None => None,
+    };
+    let class = asked.or(identity.priority).unwrap_or(Priority::Standard);
+    // Lower index is higher priority: a cap raises the index.
+    Ok(identity.max_priority.map_or(class, |cap| class.max(cap)))
 }
 
 pub struct RequestReader {
@@ -73,11 +92,13 @@ impl RequestReader {
         }
         let affinity =
             (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
+        let priority = priority_of(&parts.headers, identity)?;
         let api = ApiRequest {
             endpoint,
             stream: head.stream,
             route,
             affinity,
+            priority,
             body: body.clone(),
         };
         parts.extensions.insert(api);

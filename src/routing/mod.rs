@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::{Config, Strategy};
+use crate::queue::Scheduler;
 use crate::upstream::Deployment;
 
 pub use breaker::{Permit, State as BreakerState};
@@ -26,6 +27,8 @@ pub use hints::retry_after;
 pub struct Backend {
     pub deployment: Arc<Deployment>,
     pub health: Health,
+    /// `max_concurrency` slots and their queue, when the deployment has a limit.
+    pub slots: Option<Arc<Scheduler>>,
 }
 
 /// Set by a layer that already chose the backend (the limiter, when
@@ -74,6 +77,9 @@ impl ModelRoute {
                 }
             }
             strategy::order(self.strategy, &mut usable[start..], affinity);
+            // Within the group, a backend with a free slot before one whose
+            // callers would queue (stable: the strategy's order otherwise).
+            usable[start..].sort_by_key(|b| b.slots.as_ref().is_some_and(|s| !s.has_room()));
         }
         Candidates { usable, earliest }
     }
@@ -93,11 +99,16 @@ pub struct ModelRouter {
 impl ModelRouter {
     /// `deployments` pairs each built deployment with its config index.
     pub fn new(config: &Config, deployments: Vec<Arc<Deployment>>) -> Self {
+        let queue = Arc::new(config.queue.clone());
         let backends: Vec<Arc<Backend>> = deployments
             .into_iter()
-            .map(|deployment| {
+            .zip(&config.deployments)
+            .map(|(deployment, settings)| {
                 Arc::new(Backend {
                     health: Health::new(deployment.name.clone(), config.circuit_breaker),
+                    slots: settings
+                        .max_concurrency
+                        .map(|limit| Scheduler::new(limit, queue.clone())),
                     deployment,
                 })
             })

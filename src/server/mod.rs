@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::request::RequestReader;
 use crate::routing::ModelRouter;
@@ -84,6 +85,12 @@ impl Gateway {
         .map_err(StartError::Build)?
         .map(Arc::new);
         let services = stack::Services {
+            admission: (config.server.max_concurrency > 0).then(|| {
+                Scheduler::new(
+                    config.server.max_concurrency,
+                    Arc::new(config.queue.clone()),
+                )
+            }),
             cache,
             admin: config
                 .admin

@@ -10,7 +10,8 @@
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
 //! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
-//! |   | (queue, budgets slot in here)                                                        |
+//! | 9 | `admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
+//! |   | (budgets slot in here)                                                               |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::limits::{self, Limiter};
 use crate::metrics::Metrics;
+use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
 
 /// Everything the layers and the dispatcher share, built once at start-up.
@@ -39,6 +41,8 @@ pub struct Services {
     pub reader: Arc<RequestReader>,
     pub limiter: Option<Arc<Limiter>>,
     pub cache: Option<Arc<ResponseCache>>,
+    /// `[server] max_concurrency` slots, when set.
+    pub admission: Option<Arc<Scheduler>>,
     pub metrics: Metrics,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
@@ -61,7 +65,12 @@ pub fn app(services: Services) -> Router {
                     services
                         .limiter
                         .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 8
-                ),
+                )
+                .option_layer(
+                    services
+                        .admission
+                        .map(|s| from_fn_with_state(s, queue::admit)),
+                ), // 9
         )
         .with_state(services.dispatcher.clone());
 

@@ -1,0 +1,9 @@
+//! Admission control: concurrency limits with a fair priority queue in front
+//! of them. A request that cannot start waits (holding no upstream
+//! connection), and is told at once when it cannot be admitted in time.
+
+mod layer;
+mod scheduler;
+
+pub use layer::admit;
+pub use scheduler::{Permit, Rejected, Scheduler};
