@@ -84,6 +84,7 @@ fn identity(name: &str) -> Arc<Identity> {
         cache: true,
         priority: None,
         max_priority: None,
+        budget: Default::default(),
     })
 }
 
@@ -164,6 +165,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
     let api = ApiRequest {
         endpoint: Endpoint::ChatCompletions,
         body: Bytes::from_static(CHECK_BODY.as_bytes()),
+        requested: Arc::from("gpt-4o"),
         route: router.route("gpt-4o").expect("route").clone(),
         stream: false,
         affinity: None,

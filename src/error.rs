@@ -24,6 +24,14 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    #[error(
+        "This request has {count} input tokens, more than the {limit} allowed for {whose}. Please reduce the length of the messages."
+    )]
+    ContextLengthExceeded {
+        limit: u64,
+        count: u64,
+        whose: String,
+    },
     #[error("Invalid Content-Type header ({0}); expected application/json.")]
     UnsupportedMediaType(String),
     #[error("Request body exceeds the limit of {limit} bytes.")]
@@ -68,7 +76,9 @@ impl GatewayError {
             Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
-            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -100,6 +110,7 @@ impl GatewayError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
             Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::UnknownRoute { .. } => Some("unknown_url"),
@@ -116,6 +127,7 @@ impl GatewayError {
     fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidRequest { param, .. } => *param,
+            Self::ContextLengthExceeded { .. } => Some("messages"),
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         }

@@ -1,7 +1,10 @@
 //! Prometheus metrics behind one typed handle. Labels stay low-cardinality:
 //! scopes and kinds, never key names.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,6 +30,11 @@ pub struct Metrics {
     pub cache_store_errors: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    /// `auto` router decisions, by tier model.
+    pub auto_decisions: IntCounterVec,
+    /// Split (canary) requests by split, variant and outcome (ok, client_error, server_error).
+    pub split_requests: IntCounterVec,
+    pub split_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -74,6 +82,30 @@ impl Metrics {
             IntCounter::new("sluice_cache_store_errors_total", "Cache store failures")?;
         let cache_entries = IntGauge::new("sluice_cache_entries", "Entries in the memory cache")?;
         let cache_bytes = IntGauge::new("sluice_cache_bytes", "Bytes held by the memory cache")?;
+        let auto_decisions = IntCounterVec::new(
+            Opts::new(
+                "sluice_auto_decisions_total",
+                "auto router decisions by tier",
+            ),
+            &["tier"],
+        )?;
+        let split_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_split_requests_total",
+                "Split requests by variant and outcome",
+            ),
+            &["split", "variant", "outcome"],
+        )?;
+        let split_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_split_latency_seconds",
+                "Split request latency to the response head",
+            ),
+            &["split", "variant"],
+        )?;
+        registry.register(Box::new(auto_decisions.clone()))?;
+        registry.register(Box::new(split_requests.clone()))?;
+        registry.register(Box::new(split_latency.clone()))?;
         registry.register(Box::new(cache_requests.clone()))?;
         registry.register(Box::new(cache_tokens_saved.clone()))?;
         registry.register(Box::new(cache_store_errors.clone()))?;
@@ -98,6 +130,9 @@ impl Metrics {
             cache_store_errors,
             cache_entries,
             cache_bytes,
+            auto_decisions,
+            split_requests,
+            split_latency,
         })
     }
 

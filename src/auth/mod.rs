@@ -22,6 +22,7 @@ pub struct Identity {
     pub cache: bool,
     pub priority: Option<crate::config::Priority>,
     pub max_priority: Option<crate::config::Priority>,
+    pub budget: crate::config::TokenBudget,
 }
 
 impl Identity {
@@ -51,6 +52,7 @@ impl KeyStore {
                     cache: key.cache,
                     priority: key.priority,
                     max_priority: key.max_priority,
+                    budget: key.budget.clone(),
                 };
                 Some((key.digest()?, Arc::new(identity)))
             })
@@ -65,6 +67,7 @@ impl KeyStore {
                 cache: true,
                 priority: None,
                 max_priority: None,
+                budget: Default::default(),
             }),
         }
     }
@@ -101,6 +104,7 @@ mod tests {
             cache: true,
             priority: None,
             max_priority: None,
+            budget: Default::default(),
         }];
         KeyStore::new(&AuthConfig { required }, &keys)
     }

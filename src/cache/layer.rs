@@ -45,7 +45,7 @@ pub async fn cache(
         decide(
             api.endpoint,
             &api.body,
-            &cache.scope(identity),
+            &cache.scope(identity, &api.route.name),
             &eligibility,
             request.headers(),
         )
@@ -98,7 +98,7 @@ pub async fn cache(
     }
     let probe = match &cache.semantic {
         Some(semantic) if lookup => {
-            let scope = cache.scope(identity);
+            let scope = cache.scope(identity, &api.route.name);
             match semantic_parts(want.endpoint, &api.body, &scope) {
                 Some((partition, text)) => semantic.embed(partition, &text).await,
                 None => None,

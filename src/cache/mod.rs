@@ -95,8 +95,15 @@ impl ResponseCache {
         }))
     }
 
-    /// Whose entries a request may see: its key's, its org's, or everyone's.
-    fn scope(&self, identity: &Identity) -> String {
+    /// Whose entries a request may see (its key's, its org's, or everyone's),
+    /// and for which resolved model: two variants of one virtual model never
+    /// share answers.
+    fn scope(&self, identity: &Identity, model: &str) -> String {
+        let tenant = self.tenant(identity);
+        format!("{tenant}\0{model}")
+    }
+
+    fn tenant(&self, identity: &Identity) -> String {
         match self.config.scope {
             CacheScope::Key => format!("key:{}", identity.name),
             CacheScope::Org => match &identity.org {

@@ -52,6 +52,94 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Virtual models routed by priority class.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// A virtual model classified into the cheapest capable tier.
+    #[serde(default)]
+    pub auto: Option<AutoConfig>,
+    /// Virtual models split between weighted variants (canary, A/B).
+    #[serde(default)]
+    pub splits: Vec<SplitConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBudget {
+    /// Prompts with more tokens get 400 `context_length_exceeded`.
+    #[serde(default)]
+    pub max_input_tokens: Option<u64>,
+    /// The request's max output tokens is clamped to this, or set when absent.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The model name clients send, e.g. `chat`.
+    pub name: String,
+    /// The model for classes without an entry in `by_priority`.
+    pub default: String,
+    #[serde(default)]
+    pub by_priority: HashMap<Priority, String>,
+    #[serde(flatten)]
+    pub budget: TokenBudget,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoConfig {
+    #[serde(default = "default_auto_name")]
+    pub name: String,
+    /// Cheapest first; the last tier takes whatever no earlier tier could.
+    pub tiers: Vec<AutoTier>,
+}
+
+fn default_auto_name() -> String {
+    "auto".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTier {
+    pub model: String,
+    /// Capable of prompts up to this many tokens.
+    #[serde(default)]
+    pub max_prompt_tokens: Option<u64>,
+    /// Capable of requests with tools.
+    #[serde(default = "default_true")]
+    pub tools: bool,
+    /// Capable of requests with images.
+    #[serde(default = "default_true")]
+    pub images: bool,
+    /// Prompts containing any of these (case-insensitive) need a later tier.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    pub name: String,
+    pub variants: Vec<SplitVariant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitVariant {
+    /// Shown in `x-sluice-variant` and metrics; defaults to the model.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub model: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Overrides the request's temperature.
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Replaces the request's system prompt (or adds one).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
 }
 
 /// Request priority classes, highest first.
@@ -108,6 +196,9 @@ pub struct QueueConfig {
     /// Every Nth slot goes to the longest-waiting request of any class, so
     /// lower classes still move under constant higher-class load.
     pub starvation_every: u32,
+    /// Expected wait past which `standard` requests go to `[models.X] cheaper`.
+    #[serde(with = "duration::serde_option")]
+    pub degrade_after: Option<Duration>,
 }
 
 impl Default for QueueConfig {
@@ -117,6 +208,7 @@ impl Default for QueueConfig {
             max_wait: Duration::from_secs(30),
             max_wait_by_class: HashMap::new(),
             starvation_every: 10,
+            degrade_after: None,
         }
     }
 }
@@ -365,6 +457,10 @@ pub struct ModelSettings {
     /// request, `false` none.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// Where `standard` requests go while the expected queue wait is past
+    /// `[queue] degrade_after`.
+    #[serde(default)]
+    pub cheaper: Option<String>,
 }
 
 impl ModelSettings {
@@ -620,6 +716,8 @@ pub struct KeyConfig {
     /// The highest class this key may ask for.
     #[serde(default)]
     pub max_priority: Option<Priority>,
+    #[serde(flatten)]
+    pub budget: TokenBudget,
 }
 
 fn default_true() -> bool {

@@ -205,6 +205,67 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
+    let mut virtual_names = HashSet::new();
+    let check_target = |at: String, model: &str, problems: &mut Vec<String>| {
+        if !served.contains(model) {
+            problems.push(format!("{at}: `{model}` is not served by any deployment"));
+        }
+    };
+    for (index, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{index}]");
+        virtual_names.insert(route.name.as_str());
+        check_target(format!("{at}.default"), &route.default, problems);
+        for (class, model) in &route.by_priority {
+            check_target(
+                format!("{at}.by_priority.{}", class.as_str()),
+                model,
+                problems,
+            );
+        }
+    }
+    if let Some(auto) = &config.auto {
+        virtual_names.insert(auto.name.as_str());
+        if auto.tiers.is_empty() {
+            problems.push("auto.tiers: list at least one tier".into());
+        }
+        for (index, tier) in auto.tiers.iter().enumerate() {
+            check_target(format!("auto.tiers[{index}].model"), &tier.model, problems);
+        }
+    }
+    for (index, split) in config.splits.iter().enumerate() {
+        let at = format!("splits[{index}]");
+        virtual_names.insert(split.name.as_str());
+        if split
+            .variants
+            .iter()
+            .map(|v| u64::from(v.weight))
+            .sum::<u64>()
+            == 0
+        {
+            problems.push(format!(
+                "{at}.variants: list at least one variant with a weight"
+            ));
+        }
+        for (v, variant) in split.variants.iter().enumerate() {
+            check_target(
+                format!("{at}.variants[{v}].model"),
+                &variant.model,
+                problems,
+            );
+        }
+    }
+    for name in virtual_names {
+        if served.contains(name) {
+            problems.push(format!(
+                "`{name}` is both a deployment model and a route/auto/split name"
+            ));
+        }
+    }
+    for (name, settings) in &config.models {
+        if let Some(cheaper) = &settings.cheaper {
+            check_target(format!("models.{name}.cheaper"), cheaper, problems);
+        }
+    }
     let retry = &config.retry;
     if retry.max_attempts == 0 {
         problems.push("retry.max_attempts: must be at least 1".into());

@@ -98,7 +98,7 @@ impl Dispatcher {
             request: UpstreamRequest {
                 endpoint: api.endpoint,
                 client_model: api.route.name.clone(),
-                body_model: api.route.name.clone(),
+                body_model: api.requested.clone(),
                 body: api.body,
                 request_id: parts.headers.get("x-request-id").cloned(),
                 openai_beta: parts.headers.get("openai-beta").cloned(),
@@ -112,11 +112,14 @@ impl Dispatcher {
                 .get::<Arc<crate::auth::Identity>>()
                 .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone()),
         };
-        let requested = api.route.name.clone();
+        let names = Names {
+            asked: api.requested.clone(),
+            routed: api.route.name.clone(),
+        };
         if api.stream {
-            Ok(self.stream(call, first, hooks, requested).await)
+            Ok(self.stream(call, first, hooks, names).await)
         } else {
-            Ok(self.complete(call, first, hooks, requested).await)
+            Ok(self.complete(call, first, hooks, names).await)
         }
     }
 
@@ -128,8 +131,9 @@ impl Dispatcher {
         call: Call,
         first: Option<Arc<crate::routing::Backend>>,
         hooks: UsageHooks,
-        requested: Arc<str>,
+        names: Names,
     ) -> Response {
+        let requested = names.routed.clone();
         let mut pending = Box::pin(attempts::run(call, first));
         tokio::select! {
             biased;
@@ -138,7 +142,7 @@ impl Dispatcher {
                     self.observer().observe(&success, &requested, &hooks);
                     let deployment = &success.backend.deployment;
                     let settings = self.relay_settings(&deployment.name, deployment.timeout);
-                    let (parts, reply) = success_parts(success, &requested);
+                    let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {
                         return GatewayError::Internal.into_response();
                     };
@@ -187,14 +191,15 @@ impl Dispatcher {
         call: Call,
         first: Option<Arc<crate::routing::Backend>>,
         hooks: UsageHooks,
-        requested: Arc<str>,
+        names: Names,
     ) -> Response {
+        let requested = names.routed.clone();
         match attempts::run(call, first).await {
             Ok(success) => {
                 self.observer().count(&success, &requested);
                 let model = success.model.clone();
                 let deployment = success.backend.deployment.name.clone();
-                let (parts, reply) = success_parts(success, &requested);
+                let (parts, reply) = success_parts(success, &names);
                 let Reply::Whole(body) = reply else {
                     return GatewayError::Internal.into_response();
                 };
@@ -293,19 +298,28 @@ impl UsageObserver for TokenMetrics {
     }
 }
 
-fn success_parts(success: Success, requested: &Arc<str>) -> (ResponseParts, Reply) {
+/// The model the client asked for (maybe virtual) and the one it was routed to.
+#[derive(Clone)]
+struct Names {
+    asked: Arc<str>,
+    routed: Arc<str>,
+}
+
+fn success_parts(success: Success, names: &Names) -> (ResponseParts, Reply) {
     let deployment = &success.backend.deployment;
     let mut headers = HeaderMap::with_capacity(success.headers.len() + 4);
     respond::copy_headers(&success.headers, &mut headers);
     headers.insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(success.attempts));
-    if success.model != *requested {
-        if let Ok(model) = HeaderValue::from_str(&success.model) {
-            headers.insert("x-sluice-model", model);
-        }
-        if let Ok(from) = HeaderValue::from_str(requested) {
-            headers.insert("x-sluice-fallback-from", from);
-        }
+    if success.model != names.asked
+        && let Ok(model) = HeaderValue::from_str(&success.model)
+    {
+        headers.insert("x-sluice-model", model);
+    }
+    if success.model != names.routed
+        && let Ok(from) = HeaderValue::from_str(&names.routed)
+    {
+        headers.insert("x-sluice-fallback-from", from);
     }
     let parts = ResponseParts {
         status: success.status,

@@ -62,9 +62,14 @@ pub async fn get_model(
     Extension(identity): Extension<Arc<Identity>>,
     Path(model): Path<String>,
 ) -> Response {
-    match dispatcher.router().route(&model) {
-        Some(route) if identity.may_use(&route.name) => {
-            json_ok(serde_json::to_vec(&ModelObject::new(&route.name)))
+    let listed = dispatcher
+        .router()
+        .model_names()
+        .iter()
+        .find(|name| ***name == *model);
+    match listed {
+        Some(name) if identity.may_use(name) => {
+            json_ok(serde_json::to_vec(&ModelObject::new(name)))
         }
         _ => GatewayError::ModelNotFound(model).into_response(),
     }

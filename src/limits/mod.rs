@@ -9,7 +9,6 @@ mod layer;
 mod memory;
 mod redis_store;
 mod reply;
-mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,13 +22,13 @@ use self::engine::{Charge, Decision, Refused, StoreError};
 use self::gcra::Standing;
 use self::memory::MemoryEngine;
 use self::redis_store::RedisEngine;
-use self::tokens::{Encoding, Estimator};
 use crate::auth::Identity;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
+use crate::tokens::{Encoding, Estimator};
 use crate::usage::{Outcome, UsageObserver};
 
 pub use layer::rate_limit;

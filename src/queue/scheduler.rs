@@ -164,6 +164,15 @@ impl Scheduler {
         self.waiting.load(Ordering::SeqCst)
     }
 
+    /// How long a request joining now would likely wait for a slot.
+    pub fn expected_wait(&self) -> Duration {
+        let depth = self.depth();
+        if depth == 0 && self.has_room() {
+            return Duration::ZERO;
+        }
+        self.estimate(depth)
+    }
+
     pub fn has_room(&self) -> bool {
         self.in_use() < self.capacity
     }

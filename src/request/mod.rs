@@ -12,8 +12,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::auth::Identity;
+use std::time::Duration;
+
 use crate::config::{Priority, Strategy};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::policy::Policies;
+use crate::queue::Scheduler;
 use crate::routing::{ModelRoute, ModelRouter};
 use crate::upstream::Endpoint;
 
@@ -21,8 +26,10 @@ use crate::upstream::Endpoint;
 #[derive(Clone)]
 pub struct ApiRequest {
     pub endpoint: Endpoint,
-    /// The client's bytes, forwarded as received.
+    /// The client's bytes, forwarded as received (or as a policy rewrote them).
     pub body: Bytes,
+    /// The model the client asked for (perhaps a virtual one).
+    pub requested: Arc<str>,
     pub route: Arc<ModelRoute>,
     pub stream: bool,
     /// Hash of the prompt's identity, for `prefix_affinity` routing.
@@ -59,50 +66,139 @@ fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priorit
 
 pub struct RequestReader {
     router: Arc<ModelRouter>,
+    policies: Policies,
+    /// `[server] max_concurrency` slots, for the degradation ladder's wait estimate.
+    admission: Option<Arc<Scheduler>>,
+    metrics: Metrics,
     max_body_bytes: usize,
 }
 
+/// What the policies did to a request, for its response.
+struct Outcome {
+    variant: Option<(Arc<str>, Arc<str>)>,
+    degraded_from: Option<String>,
+}
+
 impl RequestReader {
-    pub fn new(router: Arc<ModelRouter>, max_body_bytes: usize) -> Self {
+    pub fn new(
+        router: Arc<ModelRouter>,
+        policies: Policies,
+        admission: Option<Arc<Scheduler>>,
+        metrics: Metrics,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             router,
+            policies,
+            admission,
+            metrics,
             max_body_bytes,
         }
     }
 
-    async fn read(&self, endpoint: Endpoint, request: Request) -> Result<Request, GatewayError> {
+    /// The queue wait ahead of a model: the gateway's slots, then the
+    /// soonest of its deployments' slots.
+    fn expected_wait(&self, model: &str) -> Duration {
+        let gateway = self
+            .admission
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.expected_wait());
+        let deployments = self
+            .router
+            .route(model)
+            .and_then(|route| {
+                route
+                    .backends()
+                    .filter_map(|b| b.slots.as_ref())
+                    .map(|s| s.expected_wait())
+                    .min()
+            })
+            .unwrap_or(Duration::ZERO);
+        gateway.max(deployments)
+    }
+
+    async fn read(
+        &self,
+        endpoint: Endpoint,
+        request: Request,
+    ) -> Result<(Request, Outcome), GatewayError> {
         let (mut parts, body) = request.into_parts();
         parse::check_content_type(&parts.headers)?;
         let body = parse::read_body(&parts.headers, body, self.max_body_bytes).await?;
         let head = parse::parse_head(&body)?;
-        let route = self
-            .router
-            .route(&head.model)
-            .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?
-            .clone();
         let identity = parts
             .extensions
             .get::<Arc<Identity>>()
             .ok_or(GatewayError::Internal)?;
-        if !identity.may_use(&route.name) {
+        // The allow-list is about what the client asked for (a virtual name
+        // stands for whatever the operator routed it to).
+        if !identity.may_use(&head.model) {
             return Err(GatewayError::ModelNotAllowed {
-                model: route.name.to_string(),
+                model: head.model.to_string(),
                 key: identity.name.to_string(),
             });
         }
+        let priority = priority_of(&parts.headers, identity)?;
+        let resolved =
+            self.policies
+                .resolve(endpoint, &head.model, priority, identity, &body, &|model| {
+                    self.expected_wait(model)
+                })?;
+        let route = self
+            .router
+            .route(&resolved.model)
+            .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?
+            .clone();
+        let body = resolved.body.unwrap_or_else(|| body.clone());
         let affinity =
             (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
-        let priority = priority_of(&parts.headers, identity)?;
         let api = ApiRequest {
             endpoint,
             stream: head.stream,
+            requested: Arc::from(head.model.as_ref()),
             route,
             affinity,
             priority,
-            body: body.clone(),
+            body,
         };
         parts.extensions.insert(api);
-        Ok(Request::from_parts(parts, axum::body::Body::empty()))
+        let outcome = Outcome {
+            variant: resolved.variant,
+            degraded_from: resolved.degraded_from,
+        };
+        Ok((
+            Request::from_parts(parts, axum::body::Body::empty()),
+            outcome,
+        ))
+    }
+
+    fn finish(&self, response: &mut Response, outcome: Outcome, started: std::time::Instant) {
+        if let Some((split, variant)) = &outcome.variant {
+            let class = match response.status().as_u16() {
+                500.. => "server_error",
+                400..=499 => "client_error",
+                _ => "ok",
+            };
+            self.metrics
+                .split_requests
+                .with_label_values(&[split, variant, class])
+                .inc();
+            self.metrics
+                .split_latency
+                .with_label_values(&[split, variant])
+                .observe(started.elapsed().as_secs_f64());
+            if let Ok(value) = http::HeaderValue::from_str(variant) {
+                response.headers_mut().insert("x-sluice-variant", value);
+            }
+        }
+        if let Some(from) = outcome
+            .degraded_from
+            .and_then(|from| http::HeaderValue::from_str(&from).ok())
+        {
+            response
+                .headers_mut()
+                .insert("x-sluice-degraded-from", from);
+        }
     }
 }
 
@@ -114,8 +210,13 @@ pub async fn read_request(
     let Some(endpoint) = Endpoint::from_path(request.uri().path()) else {
         return next.run(request).await;
     };
+    let started = std::time::Instant::now();
     match reader.read(endpoint, request).await {
-        Ok(request) => next.run(request).await,
+        Ok((request, outcome)) => {
+            let mut response = next.run(request).await;
+            reader.finish(&mut response, outcome, started);
+            response
+        }
         Err(error) => error.into_response(),
     }
 }

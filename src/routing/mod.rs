@@ -149,7 +149,17 @@ impl ModelRouter {
             };
             routes.insert(model.to_owned(), Arc::new(route));
         }
-        let mut names: Vec<Arc<str>> = routes.values().map(|r| r.name.clone()).collect();
+        let virtual_names = config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(config.auto.iter().map(|a| a.name.as_str()))
+            .chain(config.splits.iter().map(|s| s.name.as_str()));
+        let mut names: Vec<Arc<str>> = routes
+            .values()
+            .map(|r| r.name.clone())
+            .chain(virtual_names.map(Arc::from))
+            .collect();
         names.sort();
         Self {
             routes,

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
+use crate::policy::Policies;
 use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::request::RequestReader;
@@ -84,13 +85,21 @@ impl Gateway {
         )
         .map_err(StartError::Build)?
         .map(Arc::new);
+        let admission = (config.server.max_concurrency > 0).then(|| {
+            Scheduler::new(
+                config.server.max_concurrency,
+                Arc::new(config.queue.clone()),
+            )
+        });
+        let reader = RequestReader::new(
+            router.clone(),
+            Policies::from_config(config, metrics.clone()),
+            admission.clone(),
+            metrics.clone(),
+            config.server.max_body_bytes,
+        );
         let services = stack::Services {
-            admission: (config.server.max_concurrency > 0).then(|| {
-                Scheduler::new(
-                    config.server.max_concurrency,
-                    Arc::new(config.queue.clone()),
-                )
-            }),
+            admission,
             cache,
             admin: config
                 .admin
@@ -105,7 +114,7 @@ impl Gateway {
                 metrics.clone(),
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
-            reader: Arc::new(RequestReader::new(router, config.server.max_body_bytes)),
+            reader: Arc::new(reader),
             limiter,
             metrics,
         };

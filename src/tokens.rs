@@ -1,9 +1,8 @@
-//! Up-front token estimates for TPM: the prompt counted with the model's real
-//! tokenizer (OpenAI's chat rule: 3 tokens per message, +1 for a `name`, +3
-//! for the reply), plus the request's max output tokens or a default. The
-//! charge is corrected to the upstream's `usage` afterwards.
+//! Token counts with the model's real tokenizer, following OpenAI's chat rule
+//! (3 tokens per message, +1 for a `name`, +3 for the reply). Used for TPM
+//! estimates (prompt plus max output), token budgets and the `auto` router.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
 use crate::upstream::Endpoint;
@@ -64,28 +63,50 @@ impl Estimator {
         let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
             return 0;
         };
-        let counter = Counter {
-            bpe: encoding.bpe(),
-        };
-        let field = |name: &str| request.get(name).and_then(Value::as_u64);
-        let choices = field("n").unwrap_or(1).max(1);
-        let (prompt, output) = match endpoint {
-            Endpoint::ChatCompletions => {
-                let mut prompt = counter.messages(request.get("messages"));
-                prompt += request.get("tools").map_or(0, |tools| counter.json(tools));
-                let output = field("max_completion_tokens").or(field("max_tokens"));
-                (prompt, output)
-            }
-            Endpoint::Completions => (counter.inputs(request.get("prompt")), field("max_tokens")),
-            Endpoint::Embeddings => (counter.inputs(request.get("input")), Some(0)),
-            Endpoint::Responses => {
-                let prompt = counter.any_text(request.get("input"))
-                    + counter.any_text(request.get("instructions"));
-                (prompt, field("max_output_tokens"))
-            }
-        };
-        prompt + output.unwrap_or(self.default_max_tokens) * choices
+        let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+        let output = max_output(endpoint, &request).unwrap_or(self.default_max_tokens);
+        prompt_tokens(endpoint, &request, encoding) + output * choices
     }
+}
+
+/// The prompt's tokens: messages (with OpenAI's overheads) and tools for chat,
+/// `prompt` for completions, `input` for embeddings, `input` and
+/// `instructions` for responses.
+pub fn prompt_tokens(endpoint: Endpoint, request: &Map<String, Value>, encoding: Encoding) -> u64 {
+    let counter = Counter {
+        bpe: encoding.bpe(),
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            counter.messages(request.get("messages"))
+                + request.get("tools").map_or(0, |tools| counter.json(tools))
+        }
+        Endpoint::Completions => counter.inputs(request.get("prompt")),
+        Endpoint::Embeddings => counter.inputs(request.get("input")),
+        Endpoint::Responses => {
+            counter.any_text(request.get("input")) + counter.any_text(request.get("instructions"))
+        }
+    }
+}
+
+/// The field that bounds output tokens for an endpoint, newest name first.
+pub fn output_fields(endpoint: Endpoint) -> &'static [&'static str] {
+    match endpoint {
+        Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Completions => &["max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+        Endpoint::Embeddings => &[],
+    }
+}
+
+/// The request's max output tokens; embeddings produce none.
+pub fn max_output(endpoint: Endpoint, request: &Map<String, Value>) -> Option<u64> {
+    if endpoint == Endpoint::Embeddings {
+        return Some(0);
+    }
+    output_fields(endpoint)
+        .iter()
+        .find_map(|field| request.get(*field).and_then(Value::as_u64))
 }
 
 struct Counter {
