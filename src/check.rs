@@ -48,6 +48,38 @@ pub fn summary(config: &Config) -> String {
             list.join(", ")
         );
     }
+    let virtual_count =
+        config.routes.len() + config.splits.len() + usize::from(config.auto.is_some());
+    if virtual_count > 0 {
+        let _ = writeln!(out, "virtual models ({virtual_count}):");
+        for route in &config.routes {
+            let mut classes: Vec<String> = route
+                .by_priority
+                .iter()
+                .map(|(class, model)| format!("{}={model}", class.as_str()))
+                .collect();
+            classes.sort();
+            let _ = writeln!(
+                out,
+                "  {:<24} route: default={} {}",
+                route.name,
+                route.default,
+                classes.join(" ")
+            );
+        }
+        if let Some(auto) = &config.auto {
+            let tiers: Vec<&str> = auto.tiers.iter().map(|t| t.model.as_str()).collect();
+            let _ = writeln!(out, "  {:<24} auto: {}", auto.name, tiers.join(" < "));
+        }
+        for split in &config.splits {
+            let variants: Vec<String> = split
+                .variants
+                .iter()
+                .map(|v| format!("{}:{}", v.name.as_deref().unwrap_or(&v.model), v.weight))
+                .collect();
+            let _ = writeln!(out, "  {:<24} split: {}", split.name, variants.join(" "));
+        }
+    }
     let _ = writeln!(
         out,
         "keys ({}), auth {}:",

@@ -93,6 +93,7 @@ fn check_accepts_the_shipped_configs() {
         "limits",
         "resilience",
         "cache",
+        "policies",
     ] {
         let path = format!("{root}/config/examples/{example}.toml");
         let (ok, out, err) = sluice(&["check", "--config", &path], &env);
@@ -152,6 +153,18 @@ fn check_rejects_bad_configs_with_paths() {
         (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[retry]\nmax_attempts = 0\n",
             "retry.max_attempts: must be at least 1",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[routes]]\nname = \"chat\"\ndefault = \"nope\"\n",
+            "routes[0].default: `nope` is not served by any deployment",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[splits]]\nname = \"m\"\nvariants = [{ model = \"m\" }]\n",
+            "`m` is both a deployment model and a route/auto/split name",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\npriority = \"urgent\"\n",
+            "keys[0]",
         ),
         (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\ntier = \"gold\"\n",
