@@ -1,6 +1,7 @@
-//! Shared by the benches: an instant fake OpenAI upstream, Sluice started
-//! in-process from config text, and a reqwest load generator (fixed-count
-//! concurrency 1, deadline-bound concurrency N) reporting req/s, p50 and p99.
+//! Shared by the benches: an instant fake OpenAI upstream (and one that
+//! answers after a fixed delay), Sluice started in-process from config text,
+//! and a reqwest load generator (fixed-count concurrency 1, deadline-bound
+//! concurrency N) reporting req/s, p50 and p99.
 //! Included with `#[path = "common/mod.rs"] mod common;`; not every bench
 //! uses every item.
 #![allow(
@@ -101,6 +102,26 @@ pub async fn start_upstream() -> SocketAddr {
     let app = Router::new()
         .route("/v1/chat/completions", post(fake_completion))
         .with_state(Arc::new(sse_events()));
+    serve_upstream(app).await
+}
+
+/// Like a model with a fixed service time: waits `delay`, then answers with
+/// `COMPLETION` (never streams).
+async fn delayed_completion(State(delay): State<Duration>) -> Response {
+    tokio::time::sleep(delay).await;
+    ([(CONTENT_TYPE, "application/json")], COMPLETION).into_response()
+}
+
+/// A fake upstream that answers every chat request after `delay`.
+pub async fn start_delayed_upstream(delay: Duration) -> SocketAddr {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(delayed_completion))
+        .with_state(delay);
+    serve_upstream(app).await
+}
+
+/// Serves a fake upstream on a free loopback port.
+async fn serve_upstream(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // Same no-Nagle setting as Sluice, so small SSE writes are not delayed.
@@ -115,10 +136,42 @@ pub async fn start_upstream() -> SocketAddr {
 /// named "bench". `key_extra` goes into that `[[keys]]` entry (e.g.
 /// `rpm = 100`); `sections` is appended as is (e.g. a `[redis]` table).
 pub fn gateway_toml(upstream: SocketAddr, key_extra: &str, sections: &str) -> String {
+    gateway_toml_with(
+        upstream,
+        &TomlExtra {
+            key: key_extra,
+            sections,
+            ..TomlExtra::default()
+        },
+    )
+}
+
+/// What `gateway_toml_with` adds to the config text; empty by default.
+#[derive(Default)]
+pub struct TomlExtra<'a> {
+    /// Lines in `[server]`, e.g. `max_concurrency = 1000`.
+    pub server: &'a str,
+    /// Lines in the `[[keys]]` entry, e.g. `rpm = 100`.
+    pub key: &'a str,
+    /// Lines in the `[[deployments]]` entry, e.g. `max_concurrency = 4`.
+    pub deployment: &'a str,
+    /// Tables appended as is, e.g. `[queue]`.
+    pub sections: &'a str,
+}
+
+/// Like `gateway_toml`, with lines for `[server]` and the deployment too.
+pub fn gateway_toml_with(upstream: SocketAddr, extra: &TomlExtra) -> String {
+    let TomlExtra {
+        server,
+        key,
+        deployment,
+        sections,
+    } = extra;
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+{server}
 
 [auth]
 required = true
@@ -126,7 +179,7 @@ required = true
 [[keys]]
 name = "bench"
 key = "{KEY}"
-{key_extra}
+{key}
 
 [[deployments]]
 name = "fake-upstream"
@@ -134,6 +187,7 @@ provider = "openai"
 base_url = "http://{upstream}/v1"
 api_key = "upstream-key"
 models = ["gpt-4o"]
+{deployment}
 
 {sections}
 "#
@@ -229,6 +283,34 @@ pub async fn exchange_body(
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("reading body failed");
     (started.elapsed(), headers, body)
+}
+
+/// Like `request_body` with extra request headers, but a refusal is an
+/// answer, not a panic: the status (`None` on a transport error) and the time
+/// until the whole body was read.
+pub async fn request_status(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    headers: &[(&'static str, &'static str)],
+) -> (Duration, Option<http::StatusCode>) {
+    let started = Instant::now();
+    let mut request = client
+        .post(url)
+        .bearer_auth(KEY)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let status = match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            response.bytes().await.ok().map(|_| status)
+        }
+        Err(_) => None,
+    };
+    (started.elapsed(), status)
 }
 
 #[derive(Clone, Copy)]
