@@ -170,6 +170,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         stream: false,
         affinity: None,
         priority: sluice::config::Priority::Standard,
+        received: tokio::time::Instant::now(),
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, None, Metrics::new().expect("metrics"))

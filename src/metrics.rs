@@ -2,8 +2,8 @@
 //! scopes and kinds, never key names.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -30,6 +30,27 @@ pub struct Metrics {
     pub cache_store_errors: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    /// Requests by route, model, deployment and status class.
+    pub requests: IntCounterVec,
+    /// Time to the response head, by route.
+    pub request_duration: HistogramVec,
+    /// Time to the first streamed chunk from the upstream, by model.
+    pub time_to_first_token: HistogramVec,
+    /// Upstream attempt durations (to headers, or whole body when not streamed), by deployment.
+    pub upstream_duration: HistogramVec,
+    /// Gateway time before the upstream answered: total minus upstream time, by route.
+    pub overhead: HistogramVec,
+    pub in_flight: IntGauge,
+    /// Requests whose final attempt went to another deployment than the first, by model.
+    pub failovers: IntCounterVec,
+    /// Time spent waiting for a concurrency slot, by class.
+    pub queue_wait: HistogramVec,
+    /// Set when scraped: waiting requests per queue, breaker state and last
+    /// reported headroom per deployment.
+    pub queue_depth: IntGaugeVec,
+    pub circuit_state: IntGaugeVec,
+    pub remaining_requests: IntGaugeVec,
+    pub remaining_tokens: IntGaugeVec,
     /// `auto` router decisions, by tier model.
     pub auto_decisions: IntCounterVec,
     /// Split (canary) requests by split, variant and outcome (ok, client_error, server_error).
@@ -103,6 +124,97 @@ impl Metrics {
             ),
             &["split", "variant"],
         )?;
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ];
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.clone()),
+                labels,
+            )
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_requests_total",
+                "Requests by route, model, deployment and status class",
+            ),
+            &["route", "model", "deployment", "status"],
+        )?;
+        let request_duration = histogram(
+            "sluice_request_duration_seconds",
+            "Time to the response head",
+            &["route"],
+        )?;
+        let time_to_first_token = histogram(
+            "sluice_time_to_first_token_seconds",
+            "Time to the first streamed upstream chunk",
+            &["model"],
+        )?;
+        let upstream_duration = histogram(
+            "sluice_upstream_duration_seconds",
+            "Upstream attempt durations",
+            &["deployment"],
+        )?;
+        let overhead = histogram(
+            "sluice_gateway_overhead_seconds",
+            "Time to the response head minus upstream time",
+            &["route"],
+        )?;
+        let in_flight = IntGauge::new("sluice_in_flight_requests", "Requests being handled")?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "sluice_failovers_total",
+                "Requests finished on another deployment than the first tried",
+            ),
+            &["model"],
+        )?;
+        let queue_wait = histogram(
+            "sluice_queue_wait_seconds",
+            "Time spent waiting for a concurrency slot",
+            &["class"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("sluice_queue_depth", "Requests waiting for a slot"),
+            &["queue"],
+        )?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "sluice_circuit_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            ),
+            &["deployment"],
+        )?;
+        let remaining_requests = IntGaugeVec::new(
+            Opts::new(
+                "sluice_upstream_remaining_requests",
+                "x-ratelimit-remaining-requests as last reported",
+            ),
+            &["deployment"],
+        )?;
+        let remaining_tokens = IntGaugeVec::new(
+            Opts::new(
+                "sluice_upstream_remaining_tokens",
+                "x-ratelimit-remaining-tokens as last reported",
+            ),
+            &["deployment"],
+        )?;
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(overhead.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(failovers.clone()),
+            Box::new(queue_wait.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(remaining_requests.clone()),
+            Box::new(remaining_tokens.clone()),
+        ] {
+            registry.register(collector)?;
+        }
         registry.register(Box::new(auto_decisions.clone()))?;
         registry.register(Box::new(split_requests.clone()))?;
         registry.register(Box::new(split_latency.clone()))?;
@@ -133,6 +245,18 @@ impl Metrics {
             auto_decisions,
             split_requests,
             split_latency,
+            requests,
+            request_duration,
+            time_to_first_token,
+            upstream_duration,
+            overhead,
+            in_flight,
+            failovers,
+            queue_wait,
+            queue_depth,
+            circuit_state,
+            remaining_requests,
+            remaining_tokens,
         })
     }
 

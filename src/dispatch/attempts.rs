@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::respond;
 use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::queue::Rejected;
 use crate::routing::{Backend, ModelRoute, ModelRouter, Permit};
 use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
@@ -34,6 +35,7 @@ pub struct Call {
     /// For deployment queues: the request's class and caller.
     pub priority: Priority,
     pub caller: Arc<str>,
+    pub metrics: Metrics,
 }
 
 /// A 2xx answer.
@@ -44,6 +46,8 @@ pub struct Success {
     pub headers: HeaderMap,
     pub body: Reply,
     pub attempts: u32,
+    /// Time spent in upstream attempts, for the gateway-overhead metric.
+    pub upstream_time: Duration,
 }
 
 pub enum Reply {
@@ -87,6 +91,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
     let mut attempts = 0u32;
     let mut last: Option<(FailureKind, Option<Duration>)> = None;
     let mut maybe_produced = false;
+    let mut upstream_time = Duration::ZERO;
     let mut fallbacks = call.route.fallbacks.clone().into_iter();
     let fail = |error, attempts, maybe_produced| Failure {
         error,
@@ -165,7 +170,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         }
         // A deployment at its concurrency limit: wait for a slot in its queue.
         let slot = match &backend.slots {
-            Some(slots) => match slots.acquire(call.priority, call.caller.clone()).await {
+            Some(slots) => match timed_acquire(&call, slots).await {
                 Ok(slot) => Some(slot),
                 Err(Rejected::Full { retry_after } | Rejected::TimedOut { retry_after }) => {
                     let error = GatewayError::Overloaded {
@@ -184,10 +189,25 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         };
         attempts += 1;
         tried.push(backend.clone());
-        match attempt(&call, &backend, permit).await {
+        let attempt_started = Instant::now();
+        let outcome = attempt(&call, &backend, permit).await;
+        let spent = attempt_started.elapsed();
+        upstream_time += spent;
+        call.metrics
+            .upstream_duration
+            .with_label_values(&[&*backend.deployment.name])
+            .observe(spent.as_secs_f64());
+        match outcome {
             Outcome::Success(mut success) => {
                 success.attempts = attempts;
                 success.model = call.route.name.clone();
+                success.upstream_time = upstream_time;
+                if !Arc::ptr_eq(&tried[0], &backend) {
+                    call.metrics
+                        .failovers
+                        .with_label_values(&[&*call.route.name])
+                        .inc();
+                }
                 if let (Some(slot), Reply::Stream(body)) = (slot, &mut success.body) {
                     // The slot is busy until the stream ends.
                     let inner = std::mem::replace(body, futures_util::stream::empty().boxed());
@@ -223,6 +243,20 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         |(failure, _)| failure,
     );
     Err(fail(error, attempts, maybe_produced))
+}
+
+/// Waits for a deployment slot, recording how long the wait took.
+async fn timed_acquire(
+    call: &Call,
+    slots: &Arc<crate::queue::Scheduler>,
+) -> Result<crate::queue::Permit, Rejected> {
+    let started = Instant::now();
+    let slot = slots.acquire(call.priority, call.caller.clone()).await;
+    call.metrics
+        .queue_wait
+        .with_label_values(&[call.priority.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    slot
 }
 
 /// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.
@@ -297,6 +331,7 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
             headers: response.headers,
             body,
             attempts: 0,
+            upstream_time: Duration::ZERO,
         });
     }
     let hint = crate::routing::retry_after(&response.headers);

@@ -43,6 +43,11 @@ pub struct Dispatcher {
     metrics: Metrics,
 }
 
+/// Time the upstream took for a request, so the metrics layer can report the
+/// gateway's own share.
+#[derive(Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
+
 /// Which model and deployment served a request, for the access log.
 #[derive(Clone)]
 pub struct ServedBy {
@@ -111,13 +116,15 @@ impl Dispatcher {
                 .extensions
                 .get::<Arc<crate::auth::Identity>>()
                 .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone()),
+            metrics: self.metrics.clone(),
         };
+        let received = api.received;
         let names = Names {
             asked: api.requested.clone(),
             routed: api.route.name.clone(),
         };
         if api.stream {
-            Ok(self.stream(call, first, hooks, names).await)
+            Ok(self.stream(call, first, hooks, names, received).await)
         } else {
             Ok(self.complete(call, first, hooks, names).await)
         }
@@ -132,8 +139,15 @@ impl Dispatcher {
         first: Option<Arc<crate::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
+        received: Instant,
     ) -> Response {
         let requested = names.routed.clone();
+        let first_token = (
+            self.metrics
+                .time_to_first_token
+                .with_label_values(&[&*names.routed]),
+            received,
+        );
         let mut pending = Box::pin(attempts::run(call, first));
         tokio::select! {
             biased;
@@ -141,7 +155,8 @@ impl Dispatcher {
                 Ok(success) => {
                     self.observer().observe(&success, &requested, &hooks);
                     let deployment = &success.backend.deployment;
-                    let settings = self.relay_settings(&deployment.name, deployment.timeout);
+                    let mut settings = self.relay_settings(&deployment.name, deployment.timeout);
+                    settings.first_token = Some(first_token);
                     let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {
                         return GatewayError::Internal.into_response();
@@ -178,9 +193,11 @@ impl Dispatcher {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 // The attempts run on; which deployment serves is not known
                 // yet, so no deployment or attempts headers on this response.
-                let settings = self.relay_settings(&Arc::from("(choosing)"), self.request_timeout);
+                let mut settings = self.relay_settings(&Arc::from("(choosing)"), self.request_timeout);
+                settings.first_token = Some(first_token);
                 let relay = relay::SseRelay::awaiting(started, settings, Some(hooks));
-                ResponseParts { status: StatusCode::OK, headers, served_by: None }.finish(Body::from_stream(relay))
+                ResponseParts { status: StatusCode::OK, headers, served_by: None, upstream_time: None }
+                    .finish(Body::from_stream(relay))
             }
         }
     }
@@ -234,6 +251,7 @@ impl Dispatcher {
             keepalive: self.keepalive,
             idle_timeout,
             cut: self.cut.clone(),
+            first_token: None,
         }
     }
 }
@@ -328,6 +346,7 @@ fn success_parts(success: Success, names: &Names) -> (ResponseParts, Reply) {
             model: success.model.clone(),
             deployment: deployment.name.clone(),
         }),
+        upstream_time: Some(success.upstream_time),
     };
     (parts, success.body)
 }
@@ -355,6 +374,7 @@ fn failure_response(failure: Failure) -> Response {
                     model: Arc::from(""),
                     deployment: backend.deployment.name.clone(),
                 }),
+                upstream_time: None,
             }
             .finish(Body::from(body))
         }
@@ -380,6 +400,7 @@ struct ResponseParts {
     status: StatusCode,
     headers: HeaderMap,
     served_by: Option<ServedBy>,
+    upstream_time: Option<Duration>,
 }
 
 impl ResponseParts {
@@ -389,6 +410,9 @@ impl ResponseParts {
         *response.headers_mut() = self.headers;
         if let Some(served_by) = self.served_by {
             response.extensions_mut().insert(served_by);
+        }
+        if let Some(upstream) = self.upstream_time {
+            response.extensions_mut().insert(UpstreamTime(upstream));
         }
         response
     }

@@ -44,6 +44,8 @@ pub struct RelaySettings {
     pub keepalive: Duration,
     pub idle_timeout: Duration,
     pub cut: Cut,
+    /// Observed with the time from the request's arrival to the first upstream chunk.
+    pub first_token: Option<(prometheus::Histogram, Instant)>,
 }
 
 pub struct SseRelay {
@@ -159,7 +161,11 @@ impl Stream for SseRelay {
                 },
                 Phase::Streaming(body) => match body.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
-                        this.next_keepalive = None;
+                        if this.next_keepalive.take().is_some()
+                            && let Some((histogram, received)) = this.settings.first_token.take()
+                        {
+                            histogram.observe(received.elapsed().as_secs_f64());
+                        }
                         this.last_activity = Instant::now();
                         if let Some((_, scanner)) = &mut this.usage {
                             scanner.scan(&chunk);
@@ -202,6 +208,7 @@ mod tests {
                 keepalive: Duration::from_secs(5),
                 idle_timeout: Duration::from_secs(30),
                 cut: Cut::default(),
+                first_token: None,
             },
             None,
         )

@@ -12,17 +12,24 @@ use futures_util::StreamExt;
 
 use super::{Rejected, Scheduler};
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::request::call_of;
 
 pub async fn admit(
-    State(scheduler): State<Arc<Scheduler>>,
+    State((scheduler, metrics)): State<(Arc<Scheduler>, Metrics)>,
     request: Request,
     next: Next,
 ) -> Response {
     let Some((api, identity)) = call_of(request.extensions()) else {
         return next.run(request).await;
     };
-    let slot = match scheduler.acquire(api.priority, identity.name.clone()).await {
+    let started = tokio::time::Instant::now();
+    let acquired = scheduler.acquire(api.priority, identity.name.clone()).await;
+    metrics
+        .queue_wait
+        .with_label_values(&[api.priority.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    let slot = match acquired {
         Ok(slot) => slot,
         Err(Rejected::Full { retry_after } | Rejected::TimedOut { retry_after }) => {
             return GatewayError::Overloaded {

@@ -36,6 +36,8 @@ pub struct ApiRequest {
     pub affinity: Option<u64>,
     /// The request's class in the admission queues.
     pub priority: Priority,
+    /// When the gateway started reading it (time to first token counts from here).
+    pub received: tokio::time::Instant,
 }
 
 /// The call and its caller, for the layers behind the request layer; `None`
@@ -122,6 +124,7 @@ impl RequestReader {
         endpoint: Endpoint,
         request: Request,
     ) -> Result<(Request, Outcome), GatewayError> {
+        let received = tokio::time::Instant::now();
         let (mut parts, body) = request.into_parts();
         parse::check_content_type(&parts.headers)?;
         let body = parse::read_body(&parts.headers, body, self.max_body_bytes).await?;
@@ -159,6 +162,7 @@ impl RequestReader {
             route,
             affinity,
             priority,
+            received,
             body,
         };
         parts.extensions.insert(api);

@@ -9,6 +9,8 @@ use http::StatusCode;
 use crate::dispatch::Dispatcher;
 use crate::error::json_response;
 use crate::metrics::Metrics;
+use crate::queue::Scheduler;
+use crate::routing::{BreakerState, ModelRouter};
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> Response {
@@ -39,8 +41,53 @@ pub async fn readyz(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
     json_response(status, body.to_string().into())
 }
 
-/// Prometheus text exposition; no key needed (scrapers run inside the network).
-pub async fn metrics(State(metrics): State<Metrics>) -> Response {
+/// What a scrape reads besides the counters: state to sample.
+#[derive(Clone)]
+pub struct Scrape {
+    pub metrics: Metrics,
+    pub router: Arc<ModelRouter>,
+    pub admission: Option<Arc<Scheduler>>,
+}
+
+/// Prometheus text exposition; no key needed (scrapers run inside the
+/// network). Per-deployment state is sampled now, not on every request.
+pub async fn metrics(State(scrape): State<Scrape>) -> Response {
+    let metrics = &scrape.metrics;
+    if let Some(admission) = &scrape.admission {
+        metrics
+            .queue_depth
+            .with_label_values(&["gateway"])
+            .set(admission.depth() as i64);
+    }
+    for backend in scrape.router.backends() {
+        let name = &*backend.deployment.name;
+        let health = &backend.health;
+        let state = match health.breaker_state() {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        metrics.circuit_state.with_label_values(&[name]).set(state);
+        let (requests, tokens) = health.remaining();
+        if let Some(requests) = requests {
+            metrics
+                .remaining_requests
+                .with_label_values(&[name])
+                .set(requests as i64);
+        }
+        if let Some(tokens) = tokens {
+            metrics
+                .remaining_tokens
+                .with_label_values(&[name])
+                .set(tokens as i64);
+        }
+        if let Some(slots) = &backend.slots {
+            metrics
+                .queue_depth
+                .with_label_values(&[name])
+                .set(slots.depth() as i64);
+        }
+    }
     (
         StatusCode::OK,
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod fallback;
 mod health;
+mod record;
 mod request_id;
 mod stack;
 

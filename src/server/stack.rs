@@ -6,6 +6,7 @@
 //! | 2 | `SetRequestIdLayer`  | all   | keeps the client's `x-request-id`, or makes one           |
 //! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                     |
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
+//! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
@@ -25,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::admin::{self, AdminToken};
-use super::{access_log, fallback, health, request_id::RequestIds};
+use super::{access_log, fallback, health, record, request_id::RequestIds};
 use crate::auth::{self, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
@@ -69,11 +70,18 @@ pub fn app(services: Services) -> Router {
                 .option_layer(
                     services
                         .admission
-                        .map(|s| from_fn_with_state(s, queue::admit)),
+                        .clone()
+                        .map(|s| from_fn_with_state((s, services.metrics.clone()), queue::admit)),
                 ), // 9
         )
         .with_state(services.dispatcher.clone());
 
+    let metrics = services.metrics.clone();
+    let scrape = health::Scrape {
+        metrics: services.metrics.clone(),
+        router: services.dispatcher.router().clone(),
+        admission: services.admission.clone(),
+    };
     let admin = services.admin.map(|token| {
         Router::new()
             .route("/admin/deployments", get(admin::deployments))
@@ -89,10 +97,7 @@ pub fn app(services: Services) -> Router {
             "/readyz",
             get(health::readyz).with_state(services.dispatcher),
         )
-        .route(
-            "/metrics",
-            get(health::metrics).with_state(services.metrics),
-        )
+        .route("/metrics", get(health::metrics).with_state(scrape))
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(
@@ -100,7 +105,8 @@ pub fn app(services: Services) -> Router {
                 .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
                 .layer(SetRequestIdLayer::x_request_id(RequestIds)) // 2
                 .layer(PropagateRequestIdLayer::x_request_id()) // 3
-                .layer(from_fn(access_log::access_log)), // 4
+                .layer(from_fn(access_log::access_log)) // 4
+                .layer(from_fn_with_state(metrics, record::record)), // 4b
         )
 }
 

@@ -1,0 +1,87 @@
+//! Request metrics: counts by route, model, deployment and status class;
+//! time to the response head; gateway overhead (that time minus upstream
+//! time, which the dispatcher reports); requests in flight.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::dispatch::{ServedBy, UpstreamTime};
+use crate::metrics::Metrics;
+
+/// Known routes keep their path as the label; anything else is `other`, so
+/// scanners cannot blow up label cardinality.
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/admin/deployments",
+    ];
+    ROUTES
+        .iter()
+        .find(|route| **route == path)
+        .copied()
+        .unwrap_or(if path.starts_with("/v1/models/") {
+            "/v1/models/{model}"
+        } else {
+            "other"
+        })
+}
+
+pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_label(request.uri().path());
+    let started = Instant::now();
+    metrics.in_flight.inc();
+    let response = next.run(request).await;
+    metrics.in_flight.dec();
+    let elapsed = started.elapsed();
+    let served = response.extensions().get::<ServedBy>();
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics
+        .requests
+        .with_label_values(&[
+            route,
+            served.map_or("-", |s| &*s.model),
+            served.map_or("-", |s| &*s.deployment),
+            status,
+        ])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
+    if let Some(UpstreamTime(upstream)) = response.extensions().get::<UpstreamTime>() {
+        let overhead = elapsed.saturating_sub(*upstream);
+        metrics
+            .overhead
+            .with_label_values(&[route])
+            .observe(overhead.as_secs_f64());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(route_label("/v1/models/gpt-4o"), "/v1/models/{model}");
+        assert_eq!(route_label("/wp-admin.php"), "other");
+    }
+}

@@ -1,0 +1,179 @@
+//! `/metrics`: valid Prometheus text, and counters that move as expected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::fake_upstream::{chunk, done};
+use common::gateway::{chat, deployment};
+use common::{Behavior, FakeUpstream, TestGateway};
+
+/// Every sample line is `name{labels} value` with a numeric value, and every
+/// metric has HELP and TYPE lines.
+fn assert_valid_exposition(text: &str) {
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment: {line}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "{line}"
+        );
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| typed.contains(*base))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no TYPE for {name}");
+    }
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_as_requests_flow() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&format!(
+        "[auth]\nrequired = false\n[server]\nmax_concurrency = 8\n{}",
+        deployment("oa", &upstream, "max_concurrency = 4")
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            gateway
+                .post("/v1/chat/completions", None, &chat("gpt-4o"))
+                .await
+                .status(),
+            200
+        );
+    }
+    upstream.push(Behavior::Stream {
+        events: vec![chunk("hi"), done()],
+        interval: std::time::Duration::ZERO,
+        gate: None,
+    });
+    let mut streamed = chat("gpt-4o");
+    streamed["stream"] = true.into();
+    gateway
+        .post("/v1/chat/completions", None, &streamed)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway
+            .post("/v1/chat/completions", None, &chat("nope"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        gateway
+            .client
+            .get(gateway.url("/wp-login.php"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let text = gateway.metrics().await;
+    assert_valid_exposition(&text);
+    let ok = r#"sluice_requests_total{deployment="oa",model="gpt-4o",route="/v1/chat/completions",status="2xx"}"#;
+    assert_eq!(value(&text, ok), 4.0);
+    let missing = r#"sluice_requests_total{deployment="-",model="-",route="/v1/chat/completions",status="4xx"}"#;
+    assert_eq!(value(&text, missing), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_requests_total{deployment="-",model="-",route="other",status="4xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_request_duration_seconds_count{route="/v1/chat/completions"}"#
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_gateway_overhead_seconds_count{route="/v1/chat/completions"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_upstream_duration_seconds_count{deployment="oa"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_time_to_first_token_seconds_count{model="gpt-4o"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_queue_wait_seconds_count{class="standard"}"#
+        ),
+        8.0,
+        "gateway and deployment slots"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"sluice_tokens_total{deployment="oa",model="gpt-4o",type="prompt"}"#
+        ),
+        15.0
+    );
+    assert_eq!(
+        value(&text, r#"sluice_circuit_state{deployment="oa"}"#),
+        0.0
+    );
+    assert_eq!(value(&text, r#"sluice_queue_depth{queue="gateway"}"#), 0.0);
+    assert_eq!(
+        value(&text, "sluice_in_flight_requests"),
+        1.0,
+        "the scrape itself"
+    );
+}
