@@ -1,6 +1,9 @@
 //! Prometheus metrics behind one typed handle. Labels stay low-cardinality:
 //! scopes and kinds, never key names.
 
+use std::sync::Arc;
+
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -9,6 +12,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Every family's name, exported or not yet sampled.
+    names: Arc<Vec<String>>,
     /// Requests refused by a rate limit, by scope (key, org, model, deployment) and kind.
     pub rate_limited: IntCounterVec,
     /// Rate-limit store (Redis) failures.
@@ -199,8 +204,8 @@ impl Metrics {
             ),
             &["deployment"],
         )?;
-        for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(time_to_first_token.clone()),
             Box::new(upstream_duration.clone()),
@@ -212,25 +217,29 @@ impl Metrics {
             Box::new(circuit_state.clone()),
             Box::new(remaining_requests.clone()),
             Box::new(remaining_tokens.clone()),
-        ] {
+            Box::new(auto_decisions.clone()),
+            Box::new(split_requests.clone()),
+            Box::new(split_latency.clone()),
+            Box::new(cache_requests.clone()),
+            Box::new(cache_tokens_saved.clone()),
+            Box::new(cache_store_errors.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(tokens.clone()),
+            Box::new(retries.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(limiter_store_errors.clone()),
+            Box::new(limiter_fail_open.clone()),
+        ];
+        let mut names = Vec::with_capacity(collectors.len());
+        for collector in collectors {
+            names.extend(collector.desc().iter().map(|desc| desc.fq_name.clone()));
             registry.register(collector)?;
         }
-        registry.register(Box::new(auto_decisions.clone()))?;
-        registry.register(Box::new(split_requests.clone()))?;
-        registry.register(Box::new(split_latency.clone()))?;
-        registry.register(Box::new(cache_requests.clone()))?;
-        registry.register(Box::new(cache_tokens_saved.clone()))?;
-        registry.register(Box::new(cache_store_errors.clone()))?;
-        registry.register(Box::new(cache_entries.clone()))?;
-        registry.register(Box::new(cache_bytes.clone()))?;
-        registry.register(Box::new(tokens.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(fallbacks.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(limiter_store_errors.clone()))?;
-        registry.register(Box::new(limiter_fail_open.clone()))?;
         Ok(Self {
             registry,
+            names: Arc::new(names),
             rate_limited,
             limiter_store_errors,
             limiter_fail_open,
@@ -271,6 +280,12 @@ impl Metrics {
         count("prompt", usage.prompt_tokens);
         count("completion", usage.completion_tokens);
         count("cached", usage.cached_tokens);
+    }
+
+    /// Every metric family Sluice defines (labelled ones appear in the
+    /// exposition only once sampled).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The text exposition format.

@@ -177,3 +177,27 @@ async fn metrics_parse_and_move_as_requests_flow() {
         "the scrape itself"
     );
 }
+
+#[test]
+fn the_shipped_dashboard_uses_only_metrics_sluice_defines() {
+    let defined = sluice::metrics::Metrics::new().unwrap().names().to_vec();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let mut used: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("sluice_"))
+        .map(|word| word.trim_end_matches("_bucket"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() > 10, "{used:?}");
+    for name in used {
+        assert!(
+            defined.iter().any(|d| d == name),
+            "the dashboard uses {name}, which Sluice does not define"
+        );
+    }
+}
