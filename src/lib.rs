@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod limits;
+pub mod metering;
 pub mod metrics;
 pub mod policy;
 pub mod queue;

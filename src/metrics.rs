@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -35,6 +35,10 @@ pub struct Metrics {
     pub cache_store_errors: IntCounter,
     pub cache_entries: IntGauge,
     pub cache_bytes: IntGauge,
+    /// USD spent, by model (usage times `[pricing]`).
+    pub cost_usd: CounterVec,
+    /// USD that cache hits did not spend.
+    pub cache_cost_saved_usd: Counter,
     /// Requests by route, model, deployment and status class.
     pub requests: IntCounterVec,
     /// Time to the response head, by route.
@@ -204,7 +208,20 @@ impl Metrics {
             ),
             &["deployment"],
         )?;
+        let cost_usd = CounterVec::new(
+            Opts::new(
+                "sluice_cost_usd_total",
+                "USD spent, by model (usage times pricing)",
+            ),
+            &["model"],
+        )?;
+        let cache_cost_saved_usd = Counter::new(
+            "sluice_cache_cost_saved_usd_total",
+            "USD that cache hits did not spend",
+        )?;
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(cost_usd.clone()),
+            Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(time_to_first_token.clone()),
@@ -254,6 +271,8 @@ impl Metrics {
             auto_decisions,
             split_requests,
             split_latency,
+            cost_usd,
+            cache_cost_saved_usd,
             requests,
             request_duration,
             time_to_first_token,
@@ -269,7 +288,16 @@ impl Metrics {
         })
     }
 
-    pub fn record_usage(&self, model: &str, deployment: &str, usage: &crate::usage::Usage) {
+    pub fn record_usage(
+        &self,
+        model: &str,
+        deployment: &str,
+        usage: &crate::usage::Usage,
+        cost: f64,
+    ) {
+        if cost > 0.0 {
+            self.cost_usd.with_label_values(&[model]).inc_by(cost);
+        }
         let count = |kind: &str, value: u64| {
             if value > 0 {
                 self.tokens

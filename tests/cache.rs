@@ -73,6 +73,11 @@ async fn the_same_request_twice_is_one_upstream_call() {
         metrics.contains("sluice_cache_tokens_saved_total 7"),
         "{metrics}"
     );
+    // 2 fresh + 3 cached prompt tokens and 2 completion tokens at gpt-4o prices.
+    assert!(
+        metrics.contains("sluice_cache_cost_saved_usd_total 0.00002875"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

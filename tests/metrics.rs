@@ -166,6 +166,10 @@ async fn metrics_parse_and_move_as_requests_flow() {
         ),
         15.0
     );
+    // 3 non-streamed calls (the stream reported no usage), each 2 fresh + 3
+    // cached prompt tokens and 2 completion tokens at gpt-4o prices.
+    let cost = value(&text, r#"sluice_cost_usd_total{model="gpt-4o"}"#);
+    assert!((cost - 3.0 * 28.75e-6).abs() < 1e-12, "{cost}");
     assert_eq!(
         value(&text, r#"sluice_circuit_state{deployment="oa"}"#),
         0.0

@@ -30,6 +30,9 @@ pub struct Entry {
     /// Upstream usage, for "tokens saved".
     #[serde(default)]
     pub total_tokens: u64,
+    /// Prompt, completion and cached prompt tokens, for "cost saved".
+    #[serde(default)]
+    pub usage: Option<(u64, u64, u64)>,
 }
 
 impl Entry {
@@ -39,6 +42,7 @@ impl Entry {
             ttl_ms: ttl.as_millis() as u64,
             recorded,
             total_tokens: usage.map_or(0, |u| u.total()),
+            usage: usage.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens)),
         }
     }
 

@@ -77,7 +77,7 @@ pub async fn cache(
                         .cache_requests
                         .with_label_values(&["hit"])
                         .inc();
-                    cache.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
+                    cache.record_saving(&api.route.name, &entry);
                     return response;
                 }
             }
@@ -116,7 +116,7 @@ pub async fn cache(
             .cache_requests
             .with_label_values(&["semantic_hit"])
             .inc();
-        cache.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
+        cache.record_saving(&api.route.name, &entry);
         return labelled(response, "semantic-hit");
     }
 

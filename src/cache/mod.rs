@@ -20,6 +20,7 @@ pub use self::key::CacheKey;
 use self::store::Store;
 use crate::auth::Identity;
 use crate::config::{CacheConfig, CacheScope, CacheStore, Config, parse_duration};
+use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::routing::ModelRouter;
@@ -36,6 +37,8 @@ pub struct ResponseCache {
     model_overrides: HashMap<String, bool>,
     semantic: Option<semantic::Semantic>,
     metrics: Metrics,
+    /// For the cost a hit saved.
+    pricing: Arc<Pricing>,
 }
 
 impl ResponseCache {
@@ -46,6 +49,7 @@ impl ResponseCache {
         router: &ModelRouter,
         client: UpstreamClient,
         metrics: Metrics,
+        pricing: Arc<Pricing>,
     ) -> Result<Option<Self>, String> {
         let cache = &config.cache;
         if !cache.enabled {
@@ -82,6 +86,7 @@ impl ResponseCache {
             None
         };
         Ok(Some(Self {
+            pricing,
             semantic,
             config: cache.clone(),
             store,
@@ -123,6 +128,21 @@ impl ResponseCache {
             .and_then(parse_duration)
             .filter(|ttl| !ttl.is_zero())
             .unwrap_or(self.config.ttl)
+    }
+
+    /// Counts what a hit saved: the entry's tokens and their price.
+    fn record_saving(&self, model: &str, entry: &entry::Entry) {
+        self.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
+        if let Some(usage) = entry.usage {
+            let usage = crate::usage::Usage {
+                prompt_tokens: usage.0,
+                completion_tokens: usage.1,
+                cached_tokens: usage.2,
+            };
+            self.metrics
+                .cache_cost_saved_usd
+                .inc_by(self.pricing.cost(model, &usage));
+        }
     }
 
     fn record_size(&self) {

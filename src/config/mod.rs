@@ -61,6 +61,19 @@ pub struct Config {
     /// Virtual models split between weighted variants (canary, A/B).
     #[serde(default)]
     pub splits: Vec<SplitConfig>,
+    /// USD per million tokens, by model; overrides and extends the shipped prices.
+    #[serde(default)]
+    pub pricing: HashMap<String, Price>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_1m: f64,
+    /// Prompt tokens served from the provider's prompt cache; the input price when absent.
+    #[serde(default)]
+    pub cached_input_per_1m: Option<f64>,
+    pub output_per_1m: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
+use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::request::ApiRequest;
 use crate::routing::{ChosenBackend, ModelRouter};
@@ -41,6 +42,7 @@ pub struct Dispatcher {
     /// Fired when the shutdown grace period is over: open streams end.
     cut: Cut,
     metrics: Metrics,
+    pricing: Arc<Pricing>,
 }
 
 /// Time the upstream took for a request, so the metrics layer can report the
@@ -62,9 +64,11 @@ impl Dispatcher {
         config: &Config,
         cut: Cut,
         metrics: Metrics,
+        pricing: Arc<Pricing>,
     ) -> Self {
         Self {
             metrics,
+            pricing,
             router,
             client,
             retry: Arc::new(config.retry.clone()),
@@ -222,7 +226,8 @@ impl Dispatcher {
                 };
                 let outcome = usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported);
                 if let Outcome::Reported(usage) = &outcome {
-                    self.metrics.record_usage(&model, &deployment, usage);
+                    let cost = self.pricing.cost(&model, usage);
+                    self.metrics.record_usage(&model, &deployment, usage, cost);
                 }
                 hooks.finish(outcome);
                 parts.finish(Body::from(body))
@@ -238,6 +243,7 @@ impl Dispatcher {
     fn observer(&self) -> Observer {
         Observer {
             metrics: self.metrics.clone(),
+            pricing: self.pricing.clone(),
         }
     }
 
@@ -268,6 +274,7 @@ fn finish_failed(hooks: &UsageHooks, failure: &Failure) {
 #[derive(Clone)]
 struct Observer {
     metrics: Metrics,
+    pricing: Arc<Pricing>,
 }
 
 impl Observer {
@@ -295,6 +302,7 @@ impl Observer {
         self.count(success, requested);
         hooks.add(Box::new(TokenMetrics {
             metrics: self.metrics.clone(),
+            pricing: self.pricing.clone(),
             model: success.model.clone(),
             deployment: success.backend.deployment.name.clone(),
         }));
@@ -303,6 +311,7 @@ impl Observer {
 
 struct TokenMetrics {
     metrics: Metrics,
+    pricing: Arc<Pricing>,
     model: Arc<str>,
     deployment: Arc<str>,
 }
@@ -310,8 +319,9 @@ struct TokenMetrics {
 impl UsageObserver for TokenMetrics {
     fn finish(self: Box<Self>, outcome: Outcome) {
         if let Outcome::Reported(usage) = outcome {
+            let cost = self.pricing.cost(&self.model, &usage);
             self.metrics
-                .record_usage(&self.model, &self.deployment, &usage);
+                .record_usage(&self.model, &self.deployment, &usage, cost);
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
+use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Scheduler;
@@ -67,6 +68,7 @@ impl Gateway {
         let cut = Cut::default();
         let router = Arc::new(ModelRouter::new(config, deployments));
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
+        let pricing = Arc::new(Pricing::new(&config.pricing));
         let redis = config
             .redis
             .as_ref()
@@ -83,6 +85,7 @@ impl Gateway {
             &router,
             client.clone(),
             metrics.clone(),
+            pricing.clone(),
         )
         .map_err(StartError::Build)?
         .map(Arc::new);
@@ -113,6 +116,7 @@ impl Gateway {
                 config,
                 cut.clone(),
                 metrics.clone(),
+                pricing.clone(),
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
             reader: Arc::new(reader),
