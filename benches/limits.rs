@@ -171,6 +171,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         affinity: None,
         priority: sluice::config::Priority::Standard,
         received: tokio::time::Instant::now(),
+        hide_usage: false,
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, None, Metrics::new().expect("metrics"))

@@ -231,3 +231,72 @@ async fn mid_stream_break_ends_with_error_event_and_no_done() {
     assert_eq!(event["error"]["type"], "server_error");
     assert_eq!(event["error"]["code"], "upstream_error");
 }
+
+/// What OpenAI streams when asked for usage: `"usage":null` on every chunk,
+/// then a usage-only chunk.
+fn stream_with_usage() -> Vec<String> {
+    vec![
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n".into(),
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n".into(),
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":1,\"total_tokens\":12}}\n\n".into(),
+        done(),
+    ]
+}
+
+#[tokio::test]
+async fn usage_is_always_metered_but_shown_only_to_clients_that_asked() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = gateway_for(&upstream, "15s").await;
+
+    upstream.push(Behavior::Stream {
+        events: stream_with_usage(),
+        interval: Duration::ZERO,
+        gate: None,
+    });
+    let text = gateway
+        .post("/v1/chat/completions", Some(KEY), &stream_request())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        upstream.last().body["stream_options"]["include_usage"],
+        true,
+        "Sluice asked for usage"
+    );
+    assert_eq!(
+        text,
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        "the client sees the stream it would have seen without Sluice"
+    );
+
+    upstream.push(Behavior::Stream {
+        events: stream_with_usage(),
+        interval: Duration::ZERO,
+        gate: None,
+    });
+    let mut asked = stream_request();
+    asked["stream_options"] = serde_json::json!({"include_usage": true});
+    let text = gateway
+        .post("/v1/chat/completions", Some(KEY), &asked)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        stream_with_usage().concat(),
+        "a client that asked gets it untouched"
+    );
+    assert_eq!(
+        upstream.last().body,
+        asked,
+        "and its body goes upstream unchanged"
+    );
+
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_tokens_total{deployment="oa",model="gpt-4o",type="prompt"} 22"#),
+        "both streams were metered: {metrics}"
+    );
+}

@@ -17,7 +17,7 @@ use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
 use crate::dispatch::ServedBy;
-use crate::request::call_of;
+use crate::request::{asks_for_usage, call_of};
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
 
@@ -63,7 +63,7 @@ pub async fn cache(
     let want = Want {
         endpoint: api.endpoint,
         stream: api.stream,
-        include_usage: api.stream && asks_for_usage(&api.body),
+        include_usage: api.stream && !api.hide_usage && asks_for_usage(&api.body),
     };
     let model = api.route.name.clone();
     let ttl = cache.ttl(request.headers());
@@ -256,23 +256,6 @@ fn labelled(mut response: Response, result: &'static str) -> Response {
         .headers_mut()
         .insert("x-sluice-cache", HeaderValue::from_static(result));
     response
-}
-
-fn asks_for_usage(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Options {
-        #[serde(default)]
-        stream_options: Option<StreamOptions>,
-    }
-    #[derive(serde::Deserialize)]
-    struct StreamOptions {
-        #[serde(default)]
-        include_usage: bool,
-    }
-    serde_json::from_slice::<Options>(body)
-        .ok()
-        .and_then(|o| o.stream_options)
-        .is_some_and(|o| o.include_usage)
 }
 
 /// Owns a flight until it ends: stores and shares a complete answer, or marks

@@ -2,6 +2,7 @@
 //! failover) for a request the layers admitted, and relays the answer.
 
 mod attempts;
+mod hide_usage;
 mod models;
 mod relay;
 mod respond;
@@ -17,6 +18,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
 use self::attempts::{Call, Failure, FailureKind, Reply, Success};
+use self::hide_usage::UsageHider;
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
 use crate::metering::Pricing;
@@ -123,12 +125,15 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
         };
         let received = api.received;
+        let hide_usage = api.hide_usage;
         let names = Names {
             asked: api.requested.clone(),
             routed: api.route.name.clone(),
         };
         if api.stream {
-            Ok(self.stream(call, first, hooks, names, received).await)
+            Ok(self
+                .stream(call, first, hooks, names, (received, hide_usage))
+                .await)
         } else {
             Ok(self.complete(call, first, hooks, names).await)
         }
@@ -143,7 +148,7 @@ impl Dispatcher {
         first: Option<Arc<crate::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
-        received: Instant,
+        (received, hide_usage): (Instant, bool),
     ) -> Response {
         let requested = names.routed.clone();
         let first_token = (
@@ -161,6 +166,7 @@ impl Dispatcher {
                     let deployment = &success.backend.deployment;
                     let mut settings = self.relay_settings(&deployment.name, deployment.timeout);
                     settings.first_token = Some(first_token);
+                    settings.hide_usage = hide_usage.then(UsageHider::default);
                     let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {
                         return GatewayError::Internal.into_response();
@@ -199,6 +205,7 @@ impl Dispatcher {
                 // yet, so no deployment or attempts headers on this response.
                 let mut settings = self.relay_settings(&Arc::from("(choosing)"), self.request_timeout);
                 settings.first_token = Some(first_token);
+                settings.hide_usage = hide_usage.then(UsageHider::default);
                 let relay = relay::SseRelay::awaiting(started, settings, Some(hooks));
                 ResponseParts { status: StatusCode::OK, headers, served_by: None, upstream_time: None }
                     .finish(Body::from_stream(relay))
@@ -258,6 +265,7 @@ impl Dispatcher {
             idle_timeout,
             cut: self.cut.clone(),
             first_token: None,
+            hide_usage: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
+use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
@@ -46,6 +47,8 @@ pub struct RelaySettings {
     pub cut: Cut,
     /// Observed with the time from the request's arrival to the first upstream chunk.
     pub first_token: Option<(prometheus::Histogram, Instant)>,
+    /// Set when Sluice asked for usage the client did not: hide it again.
+    pub hide_usage: Option<UsageHider>,
 }
 
 pub struct SseRelay {
@@ -170,6 +173,13 @@ impl Stream for SseRelay {
                         if let Some((_, scanner)) = &mut this.usage {
                             scanner.scan(&chunk);
                         }
+                        let chunk = match &mut this.settings.hide_usage {
+                            Some(hider) => hider.filter(chunk),
+                            None => chunk,
+                        };
+                        if chunk.is_empty() {
+                            continue;
+                        }
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     Poll::Ready(Some(Err(error))) => {
@@ -179,7 +189,12 @@ impl Stream for SseRelay {
                     Poll::Ready(None) => {
                         this.phase = Phase::Done;
                         this.report_usage();
-                        return Poll::Ready(None);
+                        let rest = this
+                            .settings
+                            .hide_usage
+                            .as_mut()
+                            .and_then(UsageHider::finish);
+                        return Poll::Ready(rest.map(Ok));
                     }
                     Poll::Pending => return this.poll_timer(cx),
                 },
@@ -209,6 +224,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(30),
                 cut: Cut::default(),
                 first_token: None,
+                hide_usage: None,
             },
             None,
         )

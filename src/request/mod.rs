@@ -4,6 +4,8 @@
 
 mod parse;
 
+pub use parse::asks_for_usage;
+
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -38,6 +40,9 @@ pub struct ApiRequest {
     pub priority: Priority,
     /// When the gateway started reading it (time to first token counts from here).
     pub received: tokio::time::Instant,
+    /// The client did not ask for streamed usage but the upstream will send
+    /// it (Sluice asked): the relay hides it again.
+    pub hide_usage: bool,
 }
 
 /// The call and its caller, for the layers behind the request layer; `None`
@@ -64,6 +69,20 @@ fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priorit
     let class = asked.or(identity.priority).unwrap_or(Priority::Standard);
     // Lower index is higher priority: a cap raises the index.
     Ok(identity.max_priority.map_or(class, |cap| class.max(cap)))
+}
+
+/// The body with `stream_options.include_usage = true`, so every stream's
+/// usage is metered. `None` if it is not a JSON object.
+fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
+    let mut request: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).ok()?;
+    let options = request
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::json!({}));
+    options
+        .as_object_mut()?
+        .insert("include_usage".into(), true.into());
+    serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
 pub struct RequestReader {
@@ -152,7 +171,13 @@ impl RequestReader {
             .route(&resolved.model)
             .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?
             .clone();
-        let body = resolved.body.unwrap_or_else(|| body.clone());
+        let mut body = resolved.body.unwrap_or_else(|| body.clone());
+        let hide_usage = head.stream
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && !asks_for_usage(&body);
+        if hide_usage {
+            body = with_usage_requested(&body).unwrap_or(body);
+        }
         let affinity =
             (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
         let api = ApiRequest {
@@ -163,6 +188,7 @@ impl RequestReader {
             affinity,
             priority,
             received,
+            hide_usage,
             body,
         };
         parts.extensions.insert(api);

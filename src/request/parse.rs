@@ -136,6 +136,24 @@ pub fn affinity_key(body: &[u8]) -> u64 {
     hasher.finish()
 }
 
+/// Whether a streamed request asked for the usage chunk.
+pub fn asks_for_usage(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Options {
+        #[serde(default)]
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        #[serde(default)]
+        include_usage: bool,
+    }
+    serde_json::from_slice::<Options>(body)
+        .ok()
+        .and_then(|o| o.stream_options)
+        .is_some_and(|o| o.include_usage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
