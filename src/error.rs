@@ -32,6 +32,12 @@ pub enum GatewayError {
         count: u64,
         whose: String,
     },
+    #[error("The {what} is spent ({spent} used); it resets at {resets_at}.")]
+    BudgetExhausted {
+        what: String,
+        spent: String,
+        resets_at: String,
+    },
     #[error("Invalid Content-Type header ({0}); expected application/json.")]
     UnsupportedMediaType(String),
     #[error("Request body exceeds the limit of {limit} bytes.")]
@@ -75,6 +81,7 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
                 StatusCode::BAD_REQUEST
@@ -94,6 +101,7 @@ impl GatewayError {
     fn kind(&self) -> &'static str {
         match self {
             Self::Overloaded { .. } => "server_overloaded",
+            Self::BudgetExhausted { .. } => "insufficient_quota",
             Self::Upstream { .. }
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
@@ -120,6 +128,7 @@ impl GatewayError {
             Self::ShuttingDown => Some("shutting_down"),
             Self::NoDeployment { .. } => Some("no_deployment_available"),
             Self::Overloaded { .. } => Some("server_overloaded"),
+            Self::BudgetExhausted { .. } => Some("insufficient_quota"),
             Self::Internal => Some("internal_error"),
         }
     }

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// USD that cache hits did not spend.
     pub cache_cost_saved_usd: Counter,
+    /// Requests refused because a budget was spent, by scope (key, org).
+    pub budget_rejected: IntCounterVec,
+    /// Budget threshold alerts raised, by scope.
+    pub budget_alerts: IntCounterVec,
     /// Requests by route, model, deployment and status class.
     pub requests: IntCounterVec,
     /// Time to the response head, by route.
@@ -219,7 +223,23 @@ impl Metrics {
             "sluice_cache_cost_saved_usd_total",
             "USD that cache hits did not spend",
         )?;
+        let budget_rejected = IntCounterVec::new(
+            Opts::new(
+                "sluice_budget_rejected_total",
+                "Requests refused because a budget was spent",
+            ),
+            &["scope"],
+        )?;
+        let budget_alerts = IntCounterVec::new(
+            Opts::new(
+                "sluice_budget_alerts_total",
+                "Budget threshold alerts raised",
+            ),
+            &["scope"],
+        )?;
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(budget_rejected.clone()),
+            Box::new(budget_alerts.clone()),
             Box::new(cost_usd.clone()),
             Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
@@ -273,6 +293,8 @@ impl Metrics {
             split_latency,
             cost_usd,
             cache_cost_saved_usd,
+            budget_rejected,
+            budget_alerts,
             requests,
             request_duration,
             time_to_first_token,

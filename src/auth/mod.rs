@@ -105,6 +105,7 @@ mod tests {
             priority: None,
             max_priority: None,
             budget: Default::default(),
+            spend: Default::default(),
         }];
         KeyStore::new(&AuthConfig { required }, &keys)
     }

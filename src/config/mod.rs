@@ -64,6 +64,42 @@ pub struct Config {
     /// USD per million tokens, by model; overrides and extends the shipped prices.
     #[serde(default)]
     pub pricing: HashMap<String, Price>,
+    /// Spend limits per org (keys carry their own).
+    #[serde(default)]
+    pub org_budgets: HashMap<String, Budget>,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// USD spend limits over UTC calendar periods.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default)]
+    pub budget_daily_usd: Option<f64>,
+    #[serde(default)]
+    pub budget_monthly_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Budget shares that raise an alert, once per period each.
+    pub thresholds: Vec<f64>,
+    /// Where alert events are POSTed as JSON (off the request path).
+    pub webhook_url: Option<String>,
+    #[serde(with = "duration::serde_duration")]
+    pub webhook_timeout: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            thresholds: vec![0.5, 0.75, 0.9, 1.0],
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -731,6 +767,8 @@ pub struct KeyConfig {
     pub max_priority: Option<Priority>,
     #[serde(flatten)]
     pub budget: TokenBudget,
+    #[serde(flatten)]
+    pub spend: Budget,
 }
 
 fn default_true() -> bool {

@@ -123,7 +123,7 @@ fn check_keys(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
-fn is_http_url(url: &str) -> bool {
+pub fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
@@ -265,6 +265,40 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
         if let Some(cheaper) = &settings.cheaper {
             check_target(format!("models.{name}.cheaper"), cheaper, problems);
         }
+    }
+    let budgets = config
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("keys[{i}]"), k.spend))
+        .chain(
+            config
+                .org_budgets
+                .iter()
+                .map(|(name, b)| (format!("org_budgets.{name}"), *b)),
+        );
+    for (at, budget) in budgets {
+        for (field, value) in [
+            ("budget_daily_usd", budget.budget_daily_usd),
+            ("budget_monthly_usd", budget.budget_monthly_usd),
+        ] {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                problems.push(format!("{at}.{field}: must be a positive amount"));
+            }
+        }
+    }
+    if config
+        .alerts
+        .thresholds
+        .iter()
+        .any(|t| !(*t > 0.0 && *t <= 10.0))
+    {
+        problems.push("alerts.thresholds: shares must be above 0 (1.0 = the whole budget)".into());
+    }
+    if let Some(url) = &config.alerts.webhook_url
+        && !is_http_url(url)
+    {
+        problems.push(format!("alerts.webhook_url: `{url}` is not an http(s) URL"));
     }
     let retry = &config.retry;
     if retry.max_attempts == 0 {

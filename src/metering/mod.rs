@@ -1,5 +1,10 @@
-//! Metering: what each call cost. (Budgets and the usage ledger build on it.)
+//! Metering: what each call cost, and spend budgets built on it.
 
+mod budgets;
+mod layer;
+mod period;
 mod pricing;
 
+pub use budgets::{Budgets, Clock, SystemClock};
+pub use layer::enforce;
 pub use pricing::Pricing;

@@ -23,7 +23,7 @@ use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::limits::Limiter;
-use crate::metering::Pricing;
+use crate::metering::{Budgets, Pricing, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Scheduler;
@@ -102,7 +102,15 @@ impl Gateway {
             metrics.clone(),
             config.server.max_body_bytes,
         );
+        let budgets = Budgets::from_config(
+            config,
+            redis.as_ref(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+        )
+        .map(|budgets| (Arc::new(budgets), pricing.clone()));
         let services = stack::Services {
+            budgets,
             admission,
             cache,
             admin: config

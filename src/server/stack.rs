@@ -10,9 +10,9 @@
 //! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
+//! | 7b| `enforce`            | /v1   | spend budgets per key and org: 429 when spent; bills usage |
 //! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
 //! | 9 | `admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
-//! |   | (budgets slot in here)                                                               |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
 
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use crate::auth::{self, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::limits::{self, Limiter};
+use crate::metering::{self, Budgets, Pricing};
 use crate::metrics::Metrics;
 use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
@@ -44,6 +45,8 @@ pub struct Services {
     pub cache: Option<Arc<ResponseCache>>,
     /// `[server] max_concurrency` slots, when set.
     pub admission: Option<Arc<Scheduler>>,
+    /// Spend budgets and the prices they are charged at, when any is set.
+    pub budgets: Option<(Arc<Budgets>, Arc<Pricing>)>,
     pub metrics: Metrics,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
@@ -62,6 +65,11 @@ pub fn app(services: Services) -> Router {
                 .layer(from_fn_with_state(services.keys, auth::authenticate)) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
+                .option_layer(
+                    services
+                        .budgets
+                        .map(|b| from_fn_with_state(b, metering::enforce)),
+                ) // 7b
                 .option_layer(
                     services
                         .limiter

@@ -1,0 +1,399 @@
+//! Spend budgets per key and org over UTC days and months. Enforced before a
+//! call (a spent budget refuses new requests with 429 `insufficient_quota`;
+//! a call already running completes and is billed), charged from the real
+//! usage after it, with alerts at thresholds once per period. Counters live
+//! in memory or, with `[redis]`, in Redis so replicas share one budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::{DashMap, DashSet};
+use serde_json::json;
+
+use super::period::{Period, rfc3339};
+use crate::config::{AlertsConfig, Budget, Config};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::redis::SharedRedis;
+
+/// Dollars with cents, or with enough digits to show sub-cent amounts.
+fn usd(amount: f64) -> String {
+    if amount >= 0.01 {
+        return format!("${amount:.2}");
+    }
+    let text = format!("{amount:.8}");
+    format!("${}", text.trim_end_matches('0'))
+}
+
+/// Time source, so tests can move to the next period.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+enum Store {
+    Memory {
+        spent: DashMap<String, f64>,
+        fired: DashSet<String>,
+    },
+    Redis {
+        redis: SharedRedis,
+        prefix: String,
+    },
+}
+
+pub struct Budgets {
+    keys: HashMap<String, Budget>,
+    orgs: HashMap<String, Budget>,
+    store: Store,
+    alerts: AlertsConfig,
+    webhook: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+}
+
+/// One limit that applies to a request: who, which period, how much.
+struct Limit<'a> {
+    scope: &'static str,
+    name: &'a str,
+    period: Period,
+    usd: f64,
+}
+
+impl Budgets {
+    /// `None` when no key or org has a budget.
+    pub fn from_config(
+        config: &Config,
+        redis: Option<&SharedRedis>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Option<Self> {
+        let keys: HashMap<String, Budget> = config
+            .keys
+            .iter()
+            .filter(|k| k.spend.budget_daily_usd.is_some() || k.spend.budget_monthly_usd.is_some())
+            .map(|k| (k.name.clone(), k.spend))
+            .collect();
+        if keys.is_empty() && config.org_budgets.is_empty() {
+            return None;
+        }
+        let store = match redis {
+            Some(redis) => Store::Redis {
+                redis: redis.clone(),
+                prefix: format!(
+                    "{{{}}}:budget:",
+                    config
+                        .redis
+                        .as_ref()
+                        .map_or("sluice", |r| r.key_prefix.as_str())
+                ),
+            },
+            None => Store::Memory {
+                spent: DashMap::new(),
+                fired: DashSet::new(),
+            },
+        };
+        Some(Self {
+            keys,
+            orgs: config.org_budgets.clone(),
+            store,
+            alerts: config.alerts.clone(),
+            webhook: reqwest::Client::new(),
+            clock,
+            metrics,
+        })
+    }
+
+    fn limits<'a>(&'a self, key: &'a str, org: Option<&'a str>) -> Vec<Limit<'a>> {
+        let mut limits = Vec::new();
+        let subjects = [
+            ("key", Some(key), self.keys.get(key)),
+            ("org", org, org.and_then(|o| self.orgs.get(o))),
+        ];
+        for (scope, name, budget) in subjects {
+            let (Some(name), Some(budget)) = (name, budget) else {
+                continue;
+            };
+            for (period, usd) in [
+                (Period::Day, budget.budget_daily_usd),
+                (Period::Month, budget.budget_monthly_usd),
+            ] {
+                if let Some(usd) = usd {
+                    limits.push(Limit {
+                        scope,
+                        name,
+                        period,
+                        usd,
+                    });
+                }
+            }
+        }
+        limits
+    }
+
+    fn counter(limit: &Limit<'_>, now: SystemTime) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            limit.scope,
+            limit.name,
+            limit.period.as_str(),
+            limit.period.name(now)
+        )
+    }
+
+    /// Refuses a request whose key or org has spent a budget.
+    pub async fn check(&self, key: &str, org: Option<&str>) -> Result<(), GatewayError> {
+        let now = self.clock.now();
+        for limit in self.limits(key, org) {
+            let spent = self.spent(&Self::counter(&limit, now)).await;
+            if spent >= limit.usd {
+                self.metrics
+                    .budget_rejected
+                    .with_label_values(&[limit.scope])
+                    .inc();
+                return Err(GatewayError::BudgetExhausted {
+                    what: format!(
+                        "{} budget of {} for {} `{}`",
+                        limit.period.as_str(),
+                        usd(limit.usd),
+                        limit.scope,
+                        limit.name
+                    ),
+                    spent: usd(spent),
+                    resets_at: rfc3339(limit.period.end(now)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn spent(&self, counter: &str) -> f64 {
+        match &self.store {
+            Store::Memory { spent, .. } => spent.get(counter).map_or(0.0, |v| *v),
+            Store::Redis { redis, prefix } => {
+                let name = format!("{prefix}{counter}");
+                let value: Result<Option<f64>, _> = redis
+                    .run(|mut m| async move { redis::AsyncCommands::get(&mut m, name).await })
+                    .await;
+                match value {
+                    Ok(value) => value.unwrap_or(0.0),
+                    Err(error) => {
+                        // A budget that cannot be read does not block traffic.
+                        tracing::warn!(%error, "cannot read a budget counter; allowing the request");
+                        0.0
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a call's cost to every budget of its key and org, and raises the
+    /// alerts it crosses. Runs off the request path.
+    pub async fn charge(&self, key: &str, org: Option<&str>, cost: f64) {
+        if cost <= 0.0 {
+            return;
+        }
+        let now = self.clock.now();
+        for limit in self.limits(key, org) {
+            let counter = Self::counter(&limit, now);
+            let Some(total) = self.add(&counter, cost, limit.period, now).await else {
+                continue;
+            };
+            let before = total - cost;
+            for threshold in &self.alerts.thresholds {
+                let line = limit.usd * threshold;
+                if before < line && total >= line && self.first_time(&counter, *threshold).await {
+                    self.alert(&limit, *threshold, total, now);
+                }
+            }
+        }
+    }
+
+    async fn add(&self, counter: &str, cost: f64, period: Period, now: SystemTime) -> Option<f64> {
+        match &self.store {
+            Store::Memory { spent, .. } => {
+                let mut entry = spent.entry(counter.to_owned()).or_insert(0.0);
+                *entry += cost;
+                Some(*entry)
+            }
+            Store::Redis { redis, prefix } => {
+                let name = format!("{prefix}{counter}");
+                let ttl = period.end(now).duration_since(now).unwrap_or_default()
+                    + Duration::from_secs(86_400);
+                let result: Result<f64, _> = redis
+                    .run(|mut m| async move {
+                        let total: f64 = redis::AsyncCommands::incr(&mut m, &name, cost).await?;
+                        let _: bool =
+                            redis::AsyncCommands::expire(&mut m, &name, ttl.as_secs() as i64)
+                                .await?;
+                        Ok(total)
+                    })
+                    .await;
+                result
+                    .inspect_err(|error| tracing::error!(%error, "cannot charge a budget counter"))
+                    .ok()
+            }
+        }
+    }
+
+    /// Whether this threshold fires for the first time in this period
+    /// (across replicas, with Redis).
+    async fn first_time(&self, counter: &str, threshold: f64) -> bool {
+        let marker = format!("{counter}:alert:{threshold}");
+        match &self.store {
+            Store::Memory { fired, .. } => fired.insert(marker),
+            Store::Redis { redis, prefix } => {
+                let name = format!("{prefix}{marker}");
+                let result: Result<Option<String>, _> = redis
+                    .run(|mut m| async move {
+                        redis::cmd("SET")
+                            .arg(&name)
+                            .arg(1)
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(40 * 86_400)
+                            .query_async(&mut m)
+                            .await
+                    })
+                    .await;
+                matches!(result, Ok(Some(_)))
+            }
+        }
+    }
+
+    fn alert(&self, limit: &Limit<'_>, threshold: f64, spent: f64, now: SystemTime) {
+        tracing::warn!(
+            target: "sluice::budget",
+            scope = limit.scope,
+            name = limit.name,
+            period = limit.period.as_str(),
+            threshold,
+            spent_usd = spent,
+            budget_usd = limit.usd,
+            "budget threshold reached"
+        );
+        self.metrics
+            .budget_alerts
+            .with_label_values(&[limit.scope])
+            .inc();
+        let Some(url) = self.alerts.webhook_url.clone() else {
+            return;
+        };
+        let event = json!({
+            "type": "budget_alert", "scope": limit.scope, "name": limit.name,
+            "period": limit.period.as_str(), "period_name": limit.period.name(now),
+            "threshold": threshold, "spent_usd": spent, "budget_usd": limit.usd,
+            "at": rfc3339(now),
+        });
+        let (client, timeout) = (self.webhook.clone(), self.alerts.webhook_timeout);
+        let body = event.to_string();
+        tokio::spawn(async move {
+            for attempt in 0..3u32 {
+                let sent = client
+                    .post(&url)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .timeout(timeout)
+                    .send()
+                    .await;
+                if sent.is_ok_and(|r| r.status().is_success()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            tracing::error!(%url, "budget alert webhook failed after 3 attempts");
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::config::load_from_str;
+
+    struct TestClock(Mutex<SystemTime>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn budgets(clock: Arc<TestClock>) -> (Budgets, Metrics) {
+        let config = load_from_str(
+            r#"
+            [[deployments]]
+            name = "m"
+            provider = "mock"
+            models = ["gpt-4o"]
+            [[keys]]
+            name = "team"
+            key = "sk-team-000000"
+            org = "eng"
+            budget_daily_usd = 10.0
+            [org_budgets.eng]
+            budget_monthly_usd = 100.0
+            "#,
+            "t",
+            &HashMap::new(),
+        )
+        .unwrap();
+        let metrics = Metrics::new().unwrap();
+        (
+            Budgets::from_config(&config, None, clock, metrics.clone()).unwrap(),
+            metrics,
+        )
+    }
+
+    fn alerts(metrics: &Metrics, scope: &str) -> u64 {
+        metrics.budget_alerts.with_label_values(&[scope]).get()
+    }
+
+    #[tokio::test]
+    async fn thresholds_fire_once_spent_budgets_refuse_and_the_next_day_starts_fresh() {
+        // 2026-11-22T10:20:00Z
+        let clock = Arc::new(TestClock(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(1_795_343_200),
+        )));
+        let (budgets, metrics) = budgets(clock.clone());
+        budgets.charge("team", Some("eng"), 4.0).await;
+        assert_eq!(alerts(&metrics, "key"), 0);
+        budgets.charge("team", Some("eng"), 1.5).await; // 55%: the 50% alert
+        assert_eq!(alerts(&metrics, "key"), 1);
+        budgets.charge("team", Some("eng"), 0.1).await; // still between 50% and 75%
+        assert_eq!(alerts(&metrics, "key"), 1, "once per threshold");
+        assert!(budgets.check("team", Some("eng")).await.is_ok());
+        budgets.charge("team", Some("eng"), 5.0).await; // 106%: 75%, 90% and 100% at once
+        assert_eq!(alerts(&metrics, "key"), 4);
+        match budgets.check("team", Some("eng")).await {
+            Err(GatewayError::BudgetExhausted {
+                what, resets_at, ..
+            }) => {
+                assert_eq!(what, "daily budget of $10.00 for key `team`");
+                assert_eq!(resets_at, "2026-11-23T00:00:00Z");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The org's monthly budget saw the same spend: 10.6 of 100, no alert.
+        assert_eq!(alerts(&metrics, "org"), 0);
+
+        *clock.0.lock().unwrap() += Duration::from_secs(14 * 3600); // 2026-11-23T00:20Z
+        assert!(
+            budgets.check("team", Some("eng")).await.is_ok(),
+            "a new day, a new budget"
+        );
+        budgets.charge("team", Some("eng"), 6.0).await;
+        assert_eq!(alerts(&metrics, "key"), 5, "the new period alerts again");
+    }
+}
