@@ -366,6 +366,20 @@ mod tests {
         })
     }
 
+    /// Frees the held slot, then each admitted task's slot in the order the
+    /// scheduler admits them.
+    async fn release_in_turn(
+        held: Permit,
+        mut tasks: Vec<tokio::task::JoinHandle<Option<Permit>>>,
+    ) {
+        drop(held);
+        while !tasks.is_empty() {
+            settle().await;
+            let next = tasks.iter().position(|t| t.is_finished()).unwrap();
+            drop(tasks.remove(next).await.unwrap());
+        }
+    }
+
     async fn settle() {
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -402,12 +416,7 @@ mod tests {
             settle().await;
         }
         assert_eq!(scheduler.depth(), 13);
-        drop(held);
-        for _ in 0..13 {
-            settle().await;
-            let next = tasks.iter().position(|t| t.is_finished()).unwrap();
-            drop(tasks.remove(next).await.unwrap());
-        }
+        release_in_turn(held, tasks).await;
         let order = order.lock().unwrap().clone();
         assert_eq!(&order[..3], ["rt0", "rt1", "rt2"], "{order:?}");
     }
@@ -439,12 +448,7 @@ mod tests {
             &order,
         ));
         settle().await;
-        drop(held);
-        for _ in 0..51 {
-            settle().await;
-            let next = tasks.iter().position(|t| t.is_finished()).unwrap();
-            drop(tasks.remove(next).await.unwrap());
-        }
+        release_in_turn(held, tasks).await;
         let order = order.lock().unwrap().clone();
         let b = order.iter().position(|l| l == "B").unwrap();
         assert!(b <= 1, "B was served {b}th: {:?}", &order[..5]);
@@ -477,12 +481,7 @@ mod tests {
             ));
         }
         settle().await;
-        drop(held);
-        for _ in 0..41 {
-            settle().await;
-            let next = tasks.iter().position(|t| t.is_finished()).unwrap();
-            drop(tasks.remove(next).await.unwrap());
-        }
+        release_in_turn(held, tasks).await;
         let order = order.lock().unwrap().clone();
         let low = order.iter().position(|l| l == "low").unwrap();
         assert!(low < 10, "low waited behind {low} realtime requests");
