@@ -13,10 +13,13 @@ fi
 cargo build --quiet --bin sluice
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 config=$(mktemp --suffix=.toml)
+data_dir=$(mktemp -d)
 log=$(mktemp --suffix=.log)
 cat > "$config" <<TOML
 [server]
 listen = "127.0.0.1:$port"
+[usage]
+data_dir = "$data_dir"
 [[deployments]]
 name = "mock"
 provider = "mock"
@@ -33,7 +36,7 @@ TOML
 
 target/debug/sluice --config "$config" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$config" "$log"; }
+cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$config" "$log" "$data_dir"; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

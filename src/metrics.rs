@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -39,6 +39,13 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// USD that cache hits did not spend.
     pub cache_cost_saved_usd: Counter,
+    /// Usage records written, dropped (buffer overflow), and store failures.
+    pub ledger_written: IntCounter,
+    pub ledger_dropped: IntCounter,
+    pub ledger_store_errors: IntCounter,
+    /// Age of the oldest record in the last write, in seconds.
+    pub ledger_lag: Gauge,
+    pub ledger_pending: IntGauge,
     /// Requests refused because a budget was spent, by scope (key, org).
     pub budget_rejected: IntCounterVec,
     /// Budget threshold alerts raised, by scope.
@@ -237,7 +244,30 @@ impl Metrics {
             ),
             &["scope"],
         )?;
+        let ledger_written =
+            IntCounter::new("sluice_ledger_written_total", "Usage records written")?;
+        let ledger_dropped = IntCounter::new(
+            "sluice_ledger_dropped_total",
+            "Usage records dropped because the ledger buffer was full",
+        )?;
+        let ledger_store_errors = IntCounter::new(
+            "sluice_ledger_store_errors_total",
+            "Usage store write failures",
+        )?;
+        let ledger_lag = Gauge::new(
+            "sluice_ledger_lag_seconds",
+            "Age of the oldest record in the last ledger write",
+        )?;
+        let ledger_pending = IntGauge::new(
+            "sluice_ledger_pending",
+            "Usage records waiting to be written",
+        )?;
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(ledger_written.clone()),
+            Box::new(ledger_dropped.clone()),
+            Box::new(ledger_store_errors.clone()),
+            Box::new(ledger_lag.clone()),
+            Box::new(ledger_pending.clone()),
             Box::new(budget_rejected.clone()),
             Box::new(budget_alerts.clone()),
             Box::new(cost_usd.clone()),
@@ -295,6 +325,11 @@ impl Metrics {
             cache_cost_saved_usd,
             budget_rejected,
             budget_alerts,
+            ledger_written,
+            ledger_dropped,
+            ledger_store_errors,
+            ledger_lag,
+            ledger_pending,
             requests,
             request_duration,
             time_to_first_token,

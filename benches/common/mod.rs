@@ -196,8 +196,14 @@ models = ["gpt-4o"]
 
 /// Sluice in-process, built from config text like a user would write; no
 /// tracing subscriber is installed, so access logging costs nothing here.
+/// Without a `[usage]` section the ledger is off (benches measure it on
+/// purpose, not by default).
 pub async fn start_gateway(toml: &str) -> SocketAddr {
-    let config = sluice::config::load_from_str(toml, "bench", &HashMap::new()).expect("config");
+    let mut env = HashMap::new();
+    if !toml.contains("[usage]") {
+        env.insert("SLUICE__USAGE__STORE".to_owned(), "none".to_owned());
+    }
+    let config = sluice::config::load_from_str(toml, "bench", &env).expect("config");
     let gateway = sluice::server::Gateway::build(&config).expect("gateway");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -69,6 +69,35 @@ pub struct Config {
     pub org_budgets: HashMap<String, Budget>,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// `"sqlite"` (a file in `data_dir`), a `postgres://` URL, or `"none"`.
+    pub store: String,
+    pub data_dir: String,
+    /// Records per write.
+    pub batch_size: usize,
+    /// Longest a record waits before it is written.
+    #[serde(with = "duration::serde_duration")]
+    pub flush_interval: Duration,
+    /// Records held in memory while the store is slow or down; more are dropped (and counted).
+    pub buffer: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            store: "sqlite".to_owned(),
+            data_dir: "data".to_owned(),
+            batch_size: 500,
+            flush_interval: Duration::from_secs(1),
+            buffer: 100_000,
+        }
+    }
 }
 
 /// USD spend limits over UTC calendar periods.

@@ -300,6 +300,22 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
     {
         problems.push(format!("alerts.webhook_url: `{url}` is not an http(s) URL"));
     }
+    let usage = &config.usage;
+    if !(usage.store == "sqlite"
+        || usage.store == "none"
+        || usage.store.starts_with("postgres://")
+        || usage.store.starts_with("postgresql://"))
+    {
+        problems.push(format!(
+            "usage.store: `{}` is not \"sqlite\", \"none\" or a postgres:// URL",
+            usage.store
+        ));
+    }
+    if usage.batch_size == 0 || usage.buffer < usage.batch_size {
+        problems.push(
+            "usage.batch_size / buffer: batch_size must be at least 1 and at most buffer".into(),
+        );
+    }
     let retry = &config.retry;
     if retry.max_attempts == 0 {
         problems.push("retry.max_attempts: must be at least 1".into());

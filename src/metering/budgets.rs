@@ -195,6 +195,44 @@ impl Budgets {
         }
     }
 
+    /// Spend against every configured budget, for `/admin/budgets`.
+    pub async fn report(&self) -> Vec<serde_json::Value> {
+        let now = self.clock.now();
+        let mut subjects: Vec<(&'static str, &str, &Budget)> = self
+            .keys
+            .iter()
+            .map(|(name, budget)| ("key", name.as_str(), budget))
+            .chain(
+                self.orgs
+                    .iter()
+                    .map(|(name, budget)| ("org", name.as_str(), budget)),
+            )
+            .collect();
+        subjects.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut report = Vec::new();
+        for (scope, name, budget) in subjects {
+            for (period, usd) in [
+                (Period::Day, budget.budget_daily_usd),
+                (Period::Month, budget.budget_monthly_usd),
+            ] {
+                let Some(usd) = usd else { continue };
+                let limit = Limit {
+                    scope,
+                    name,
+                    period,
+                    usd,
+                };
+                let spent = self.spent(&Self::counter(&limit, now)).await;
+                report.push(json!({
+                    "scope": scope, "name": name, "period": period.as_str(),
+                    "period_name": period.name(now), "budget_usd": usd, "spent_usd": spent,
+                    "remaining_usd": (usd - spent).max(0.0), "resets_at": rfc3339(period.end(now)),
+                }));
+            }
+        }
+        report
+    }
+
     /// Adds a call's cost to every budget of its key and org, and raises the
     /// alerts it crosses. Runs off the request path.
     pub async fn charge(&self, key: &str, org: Option<&str>, cost: f64) {

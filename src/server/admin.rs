@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 use crate::config::{KeyDigest, sha256};
 use crate::error::{GatewayError, error_body, json_response};
+use crate::ledger::Ledger;
+use crate::metering::Budgets;
 use crate::routing::ModelRouter;
 
 /// The admin token, kept only as a digest.
@@ -65,8 +67,17 @@ struct DeploymentView<'a> {
     in_flight: u32,
 }
 
-pub async fn deployments(State(router): State<Arc<ModelRouter>>) -> Response {
+/// What the admin views read.
+#[derive(Clone)]
+pub struct Views {
+    pub router: Arc<ModelRouter>,
+    pub ledger: Option<Arc<Ledger>>,
+    pub budgets: Option<Arc<Budgets>>,
+}
+
+pub async fn deployments(State(views): State<Views>) -> Response {
     let now = Instant::now();
+    let router = &views.router;
     let data: Vec<DeploymentView<'_>> = router
         .backends()
         .iter()
@@ -94,4 +105,95 @@ pub async fn deployments(State(router): State<Arc<ModelRouter>>) -> Response {
         .collect();
     let body = serde_json::json!({"object": "list", "data": data});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+pub struct UsageQuery {
+    #[serde(default = "default_group")]
+    group_by: String,
+    /// `YYYY-MM-DD` (UTC) or unix milliseconds; inclusive.
+    from: Option<String>,
+    /// `YYYY-MM-DD` (UTC, exclusive) or unix milliseconds.
+    to: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+fn default_group() -> String {
+    "key".to_owned()
+}
+
+/// Parses `2026-11-22` or unix milliseconds.
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let parts: Vec<u32> = text
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [year, month, day] = parts[..] else {
+        return None;
+    };
+    let date = httpdate::parse_http_date(&format!(
+        "{}, {day:02} {} {year} 00:00:00 GMT",
+        "Mon",
+        [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+        ]
+        .get(month.checked_sub(1)? as usize)?
+    ))
+    .ok()?;
+    Some(date.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+/// `GET /admin/usage?group_by=key|org|model|deployment|tag|day&from=&to=&format=csv`
+pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) -> Response {
+    let Some(ledger) = &views.ledger else {
+        return GatewayError::invalid("The usage ledger is off ([usage] store = \"none\").", None)
+            .into_response();
+    };
+    let bound = |text: &Option<String>, default: i64| match text {
+        Some(text) => parse_time(text).ok_or(()),
+        None => Ok(default),
+    };
+    let (Ok(from), Ok(to)) = (bound(&query.from, 0), bound(&query.to, i64::MAX)) else {
+        return GatewayError::invalid(
+            "`from` and `to` take YYYY-MM-DD or unix milliseconds.",
+            Some("from"),
+        )
+        .into_response();
+    };
+    let totals = match ledger.store().totals(&query.group_by, from, to).await {
+        Ok(totals) => totals,
+        Err(error) => {
+            return GatewayError::invalid(error.to_string(), Some("group_by")).into_response();
+        }
+    };
+    if query.format.as_deref() == Some("csv") {
+        let mut csv =
+            String::from("group,requests,prompt_tokens,completion_tokens,cached_tokens,cost_usd\n");
+        for t in &totals {
+            let group = t.group.replace('"', "\"\"");
+            csv.push_str(&format!(
+                "\"{group}\",{},{},{},{},{:.6}\n",
+                t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, t.cost_usd
+            ));
+        }
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/csv")], csv).into_response();
+    }
+    let body = serde_json::json!({"object": "list", "group_by": query.group_by, "data": totals});
+    json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+/// `GET /admin/budgets`: spend against each configured budget.
+pub async fn budgets(State(views): State<Views>) -> Response {
+    let data = match &views.budgets {
+        Some(budgets) => budgets.report().await,
+        None => Vec::new(),
+    };
+    json_response(
+        StatusCode::OK,
+        Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string()),
+    )
 }

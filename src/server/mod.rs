@@ -22,6 +22,7 @@ use crate::auth::KeyStore;
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::ledger::Ledger;
 use crate::limits::Limiter;
 use crate::metering::{Budgets, Pricing, SystemClock};
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct Gateway {
     shutdown_grace: Duration,
     /// Fired when the grace period is over, to end streams still running.
     cut: Cut,
+    /// Flushed after the last request, so no usage record is lost.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl Gateway {
@@ -109,7 +112,10 @@ impl Gateway {
             metrics.clone(),
         )
         .map(|budgets| (Arc::new(budgets), pricing.clone()));
+        let ledger = Ledger::start(&config.usage, metrics.clone())
+            .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
         let services = stack::Services {
+            ledger: ledger.clone().map(|ledger| (ledger, pricing.clone())),
             budgets,
             admission,
             cache,
@@ -135,6 +141,7 @@ impl Gateway {
             app: stack::app(services),
             shutdown_grace: config.server.shutdown_grace,
             cut,
+            ledger,
         })
     }
 
@@ -149,8 +156,23 @@ impl Gateway {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests and
     /// streams finish for up to the grace period before cutting them.
+    /// Serves until `shutdown` resolves, then lets in-flight requests and
+    /// streams finish for up to the grace period before cutting them, and
+    /// writes the pending usage records.
     pub async fn serve(
         self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let result = self.serve_connections(listener, shutdown).await;
+        if let Some(ledger) = &self.ledger {
+            ledger.flush(Duration::from_secs(10)).await;
+        }
+        result
+    }
+
+    async fn serve_connections(
+        &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
@@ -160,7 +182,7 @@ impl Gateway {
             // Small SSE chunks must leave at once, not wait on Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(listener, self.app).with_graceful_shutdown(async move {
+        let server = axum::serve(listener, self.app.clone()).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(());
         });

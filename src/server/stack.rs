@@ -9,6 +9,7 @@
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
+//! | 6b| `ledger::record`     | /v1   | one usage record per request, queued for batched writes   |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
 //! | 7b| `enforce`            | /v1   | spend budgets per key and org: 429 when spent; bills usage |
 //! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
@@ -30,6 +31,7 @@ use super::{access_log, fallback, health, record, request_id::RequestIds};
 use crate::auth::{self, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
+use crate::ledger::{self, Ledger};
 use crate::limits::{self, Limiter};
 use crate::metering::{self, Budgets, Pricing};
 use crate::metrics::Metrics;
@@ -45,6 +47,8 @@ pub struct Services {
     pub cache: Option<Arc<ResponseCache>>,
     /// `[server] max_concurrency` slots, when set.
     pub admission: Option<Arc<Scheduler>>,
+    /// The usage ledger and the prices its records are costed at.
+    pub ledger: Option<(Arc<Ledger>, Arc<Pricing>)>,
     /// Spend budgets and the prices they are charged at, when any is set.
     pub budgets: Option<(Arc<Budgets>, Arc<Pricing>)>,
     pub metrics: Metrics,
@@ -64,10 +68,17 @@ pub fn app(services: Services) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn_with_state(services.keys, auth::authenticate)) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
+                .option_layer(
+                    services
+                        .ledger
+                        .clone()
+                        .map(|l| from_fn_with_state(l, ledger::record)),
+                ) // 6b
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
                 .option_layer(
                     services
                         .budgets
+                        .clone()
                         .map(|b| from_fn_with_state(b, metering::enforce)),
                 ) // 7b
                 .option_layer(
@@ -90,11 +101,21 @@ pub fn app(services: Services) -> Router {
         router: services.dispatcher.router().clone(),
         admission: services.admission.clone(),
     };
+    let views = admin::Views {
+        router: services.dispatcher.router().clone(),
+        ledger: services.ledger.as_ref().map(|(ledger, _)| ledger.clone()),
+        budgets: services
+            .budgets
+            .as_ref()
+            .map(|(budgets, _)| budgets.clone()),
+    };
     let admin = services.admin.map(|token| {
         Router::new()
             .route("/admin/deployments", get(admin::deployments))
+            .route("/admin/usage", get(admin::usage))
+            .route("/admin/budgets", get(admin::budgets))
             .route_layer(from_fn_with_state(token, admin::require_token))
-            .with_state(services.dispatcher.router().clone())
+            .with_state(views)
     });
 
     Router::new()

@@ -20,8 +20,14 @@ impl TestGateway {
         Self::start_with_env(toml, &HashMap::new()).await
     }
 
+    /// Without a `[usage]` section the ledger is off, so tests do not write
+    /// `data/usage.db` into the checkout.
     pub async fn start_with_env(toml: &str, env: &HashMap<String, String>) -> Self {
-        let config = load_from_str(toml, "test", env).unwrap();
+        let mut env = env.clone();
+        if !toml.contains("[usage]") {
+            env.insert("SLUICE__USAGE__STORE".into(), "none".into());
+        }
+        let config = load_from_str(toml, "test", &env).unwrap();
         Self::start_config(config).await
     }
 

@@ -1,0 +1,197 @@
+//! Builds each request's usage record. What it needs arrives in two parts
+//! that may come in either order: the response head (status, what served
+//! it, cache status) and the usage outcome (at the end of a stream). The
+//! record is queued when both are known.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::{Ledger, UsageRecord};
+use crate::dispatch::ServedBy;
+use crate::metering::Pricing;
+use crate::request::call_of;
+use crate::tokens::{self, Encoding};
+use crate::upstream::Endpoint;
+use crate::usage::{Outcome, UsageHooks, UsageObserver};
+
+pub async fn record(
+    State((ledger, pricing)): State<(Arc<Ledger>, Arc<Pricing>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    // Built in a block: the borrows of the request end before the `.await`.
+    let pending = {
+        let Some((api, identity)) = call_of(request.extensions()) else {
+            return next.run(request).await;
+        };
+        let headers = request.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let draft = UsageRecord {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            request_id: header("x-request-id").unwrap_or_default(),
+            key: identity.name.to_string(),
+            org: identity.org.as_deref().map(str::to_owned),
+            model_requested: api.requested.to_string(),
+            model: api.route.name.to_string(),
+            deployment: "-".into(),
+            priority: api.priority.as_str().into(),
+            cache: "-".into(),
+            tag: header("x-sluice-tag"),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_usd: 0.0,
+            latency_ms: 0,
+            status: 0,
+            estimated: false,
+        };
+        Arc::new(Pending {
+            state: Mutex::new(Parts {
+                record: draft,
+                head: false,
+                usage: None,
+            }),
+            started: Instant::now(),
+            endpoint: api.endpoint,
+            body: api.body.clone(),
+            ledger,
+            pricing,
+        })
+    };
+    request
+        .extensions_mut()
+        .get_or_insert_default::<UsageHooks>()
+        .add(Box::new(Hook {
+            pending: pending.clone(),
+            finished: false,
+        }));
+    let response = next.run(request).await;
+    pending.head(&response);
+    response
+}
+
+struct Parts {
+    record: UsageRecord,
+    head: bool,
+    /// `None` until the usage outcome is known.
+    usage: Option<Outcome>,
+}
+
+struct Pending {
+    state: Mutex<Parts>,
+    started: Instant,
+    endpoint: Endpoint,
+    body: Bytes,
+    ledger: Arc<Ledger>,
+    pricing: Arc<Pricing>,
+}
+
+impl Pending {
+    fn head(&self, response: &Response) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let record = &mut state.record;
+        record.status = i64::from(response.status().as_u16());
+        if let Some(served) = response.extensions().get::<ServedBy>() {
+            if !served.model.is_empty() {
+                record.model = served.model.to_string();
+            }
+            record.deployment = served.deployment.to_string();
+        }
+        if let Some(cache) = response
+            .headers()
+            .get("x-sluice-cache")
+            .and_then(|v| v.to_str().ok())
+        {
+            record.cache = cache.to_owned();
+        }
+        state.head = true;
+        self.emit_if_complete(&mut state);
+    }
+
+    fn usage(&self, outcome: Outcome) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.usage.get_or_insert(outcome);
+        self.emit_if_complete(&mut state);
+    }
+
+    fn emit_if_complete(&self, state: &mut Parts) {
+        let (true, Some(outcome)) = (state.head, state.usage) else {
+            return;
+        };
+        let mut record = state.record.clone();
+        record.latency_ms = self.started.elapsed().as_millis() as i64;
+        let served_from_cache = record.cache == "hit" || record.cache == "semantic-hit";
+        match outcome {
+            _ if served_from_cache => {}
+            Outcome::Reported(usage) => {
+                record.prompt_tokens = usage.prompt_tokens as i64;
+                record.completion_tokens = usage.completion_tokens as i64;
+                record.cached_tokens = usage.cached_tokens as i64;
+                record.cost_usd = self.pricing.cost(&record.model, &usage);
+            }
+            Outcome::NoOutput => {}
+            // Output may have been produced without a usage report (a stream
+            // cut short): count the prompt ourselves and say so.
+            Outcome::Unknown if record.status < 400 => {
+                if let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&self.body) {
+                    let prompt = tokens::prompt_tokens(
+                        self.endpoint,
+                        &request,
+                        Encoding::for_model(&record.model),
+                    );
+                    record.prompt_tokens = prompt as i64;
+                    let usage = crate::usage::Usage {
+                        prompt_tokens: prompt,
+                        completion_tokens: 0,
+                        cached_tokens: 0,
+                    };
+                    record.cost_usd = self.pricing.cost(&record.model, &usage);
+                }
+                record.estimated = true;
+            }
+            Outcome::Unknown => {}
+        }
+        // Emit once.
+        state.usage = Some(Outcome::NoOutput);
+        state.head = false;
+        self.ledger.record(record);
+    }
+}
+
+struct Hook {
+    pending: Arc<Pending>,
+    finished: bool,
+}
+
+impl UsageObserver for Hook {
+    fn finish(mut self: Box<Self>, outcome: Outcome) {
+        self.finished = true;
+        self.pending.usage(outcome);
+    }
+}
+
+impl Drop for Hook {
+    /// Never finished: answered before the dispatcher (a cache hit, a
+    /// refusal), or a stream dropped before its end.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pending.usage(Outcome::Unknown);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The usage ledger: one record per request, written asynchronously in
+//! batches. The request path only `try_send`s into a bounded channel; a
+//! writer task batches by size or interval, holds records while the store
+//! is down (bounded; overflow is counted and logged), and drains everything
+//! on shutdown.
+
+mod layer;
+mod record;
+mod store;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::UsageConfig;
+use crate::metrics::Metrics;
+
+pub use layer::record;
+pub use record::{Total, UsageRecord};
+pub use store::{Store, StoreError};
+
+/// Drops and store failures are logged at most this often (all are counted).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Ledger {
+    sender: mpsc::Sender<UsageRecord>,
+    store: Arc<Store>,
+    metrics: Metrics,
+    last_drop_log: AtomicU64,
+    started: Instant,
+    /// Tells the writer to drain and stop; answered when it has.
+    stop: tokio::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl Ledger {
+    /// `None` with `store = "none"`.
+    pub fn start(config: &UsageConfig, metrics: Metrics) -> Result<Option<Arc<Self>>, String> {
+        if config.store == "none" {
+            return Ok(None);
+        }
+        let store =
+            Arc::new(Store::open(&config.store, &config.data_dir).map_err(|e| e.to_string())?);
+        Ok(Some(Self::with_store(store, config, metrics)))
+    }
+
+    pub fn with_store(store: Arc<Store>, config: &UsageConfig, metrics: Metrics) -> Arc<Self> {
+        let (sender, receiver) = mpsc::channel(config.buffer.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer = Writer {
+            store: store.clone(),
+            receiver,
+            pending: VecDeque::new(),
+            batch_size: config.batch_size.max(1),
+            buffer: config.buffer.max(1),
+            metrics: metrics.clone(),
+            last_error_log: None,
+        };
+        tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
+        Arc::new(Self {
+            sender,
+            store,
+            metrics,
+            last_drop_log: AtomicU64::new(0),
+            started: Instant::now(),
+            stop: tokio::sync::Mutex::new(Some((stop_tx, done_rx))),
+        })
+    }
+
+    /// Queues a record; never waits. A full channel drops it (counted).
+    pub fn record(&self, record: UsageRecord) {
+        if self.sender.try_send(record).is_err() {
+            self.metrics.ledger_dropped.inc();
+            let now = self.started.elapsed().as_secs() + 1;
+            let last = self.last_drop_log.load(Ordering::Relaxed);
+            if now >= last + LOG_EVERY.as_secs()
+                && self
+                    .last_drop_log
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::error!(
+                    "usage ledger buffer full: records are being dropped (see sluice_ledger_dropped_total)"
+                );
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Writes everything still pending, waiting at most `within`.
+    pub async fn flush(&self, within: Duration) {
+        let Some((stop, done)) = self.stop.lock().await.take() else {
+            return;
+        };
+        let _ = stop.send(());
+        if tokio::time::timeout(within, done).await.is_err() {
+            tracing::error!(
+                "usage ledger could not flush within {within:?}; unwritten records are lost"
+            );
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    receiver: mpsc::Receiver<UsageRecord>,
+    /// Received but not yet written (the store may be down).
+    pending: VecDeque<UsageRecord>,
+    batch_size: usize,
+    buffer: usize,
+    metrics: Metrics,
+    last_error_log: Option<Instant>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        interval: Duration,
+        mut stop: oneshot::Receiver<()>,
+        done: oneshot::Sender<()>,
+    ) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = self.receiver.recv() => match received {
+                    Some(record) => self.hold(record),
+                    None => break,
+                },
+                _ = ticks.tick() => {
+                    self.write_all().await;
+                    continue;
+                },
+                _ = &mut stop => break,
+            }
+            if self.pending.len() >= self.batch_size {
+                self.write_all().await;
+            }
+        }
+        while let Ok(record) = self.receiver.try_recv() {
+            self.hold(record);
+        }
+        for _ in 0..3 {
+            if self.write_all().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = done.send(());
+    }
+
+    fn hold(&mut self, record: UsageRecord) {
+        if self.pending.len() >= self.buffer {
+            self.pending.pop_front();
+            self.metrics.ledger_dropped.inc();
+        }
+        self.pending.push_back(record);
+    }
+
+    /// Writes pending records in batches; `true` when none are left.
+    async fn write_all(&mut self) -> bool {
+        while !self.pending.is_empty() {
+            let take = self.pending.len().min(self.batch_size);
+            let batch: Vec<UsageRecord> = self.pending.range(..take).cloned().collect();
+            match self.store.write(&batch).await {
+                Ok(()) => {
+                    self.pending.drain(..take);
+                    self.metrics.ledger_written.inc_by(take as u64);
+                    if let Some(oldest) = batch.first() {
+                        let lag_ms = now_ms().saturating_sub(oldest.at_ms);
+                        self.metrics.ledger_lag.set(lag_ms as f64 / 1000.0);
+                    }
+                }
+                Err(error) => {
+                    self.metrics.ledger_store_errors.inc();
+                    if self
+                        .last_error_log
+                        .is_none_or(|at| at.elapsed() >= LOG_EVERY)
+                    {
+                        self.last_error_log = Some(Instant::now());
+                        tracing::error!(%error, pending = self.pending.len(), "usage ledger write failed; holding records and retrying");
+                    }
+                    return false;
+                }
+            }
+        }
+        self.metrics.ledger_pending.set(0);
+        true
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store::flaky::Flaky;
+    use super::*;
+
+    fn record(n: i64) -> UsageRecord {
+        UsageRecord {
+            at_ms: n,
+            request_id: format!("req-{n}"),
+            key: "k".into(),
+            org: None,
+            model_requested: "m".into(),
+            model: "m".into(),
+            deployment: "d".into(),
+            priority: "standard".into(),
+            cache: "-".into(),
+            tag: None,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            cost_usd: 0.0,
+            latency_ms: 1,
+            status: 200,
+            estimated: false,
+        }
+    }
+
+    fn config(buffer: usize) -> UsageConfig {
+        UsageConfig {
+            store: "test".into(),
+            data_dir: String::new(),
+            batch_size: 10,
+            flush_interval: Duration::from_millis(10),
+            buffer,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_loses_nothing_within_the_buffer_and_counts_overflow() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.down.store(true, Ordering::SeqCst);
+        let metrics = Metrics::new().unwrap();
+        let ledger = Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            &config(100),
+            metrics.clone(),
+        );
+        for n in 0..60 {
+            ledger.record(record(n));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(flaky.written.lock().unwrap().is_empty());
+        assert!(
+            metrics.ledger_store_errors.get() > 0,
+            "failures are counted"
+        );
+
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let written: Vec<i64> = flaky
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ms)
+            .collect();
+        assert_eq!(
+            written,
+            (0..60).collect::<Vec<_>>(),
+            "everything, in order, once"
+        );
+        assert_eq!(metrics.ledger_dropped.get(), 0);
+
+        // Past the buffer while down, the oldest go first, and are counted.
+        flaky.down.store(true, Ordering::SeqCst);
+        let small = Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            &config(20),
+            metrics.clone(),
+        );
+        for n in 100..150 {
+            small.record(record(n));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        flaky.down.store(false, Ordering::SeqCst);
+        small.flush(Duration::from_secs(5)).await;
+        let kept = flaky.written.lock().unwrap().len() - 60;
+        let dropped = metrics.ledger_dropped.get() as usize;
+        assert_eq!(
+            kept + dropped,
+            50,
+            "each record is either written or counted as dropped"
+        );
+        assert!(dropped > 0 && kept >= 20, "kept {kept}, dropped {dropped}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Where records are written: SQLite (embedded, the default) or PostgreSQL
+//! (fleets). Both create their table at start-up; both aggregate for reports.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::record::{COLUMNS, Total, UsageRecord, group_column};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
+    at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, key TEXT NOT NULL, org TEXT,
+    model_requested TEXT NOT NULL, model TEXT NOT NULL, deployment TEXT NOT NULL,
+    priority TEXT NOT NULL, cache TEXT NOT NULL, tag TEXT,
+    prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL, status BIGINT NOT NULL,
+    estimated BOOLEAN NOT NULL, day TEXT NOT NULL)";
+const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage (at_ms)";
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("usage store: {0}")]
+pub struct StoreError(pub String);
+
+fn err(error: impl std::fmt::Display) -> StoreError {
+    StoreError(error.to_string())
+}
+
+pub enum Store {
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Postgres),
+    #[cfg(test)]
+    Flaky(Arc<flaky::Flaky>),
+}
+
+/// A lazily (re)connected PostgreSQL client.
+pub struct Postgres {
+    url: String,
+    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+}
+
+/// `YYYY-MM-DD` (UTC) of a unix-millisecond time, for `group_by=day`.
+fn day_of(at_ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms.max(0) as u64);
+    crate::metering::rfc3339(time)[..10].to_owned()
+}
+
+impl Store {
+    /// Opens the store at start-up. SQLite opens (and migrates) now;
+    /// PostgreSQL connects and migrates on first use, so a database that is
+    /// down at start-up only delays writes (records wait in the buffer).
+    pub fn open(store: &str, data_dir: &str) -> Result<Self, StoreError> {
+        if store == "sqlite" {
+            let dir = PathBuf::from(data_dir);
+            std::fs::create_dir_all(&dir).map_err(err)?;
+            let connection = rusqlite::Connection::open(dir.join("usage.db")).map_err(err)?;
+            connection
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(err)?;
+            connection
+                .execute_batch(&format!("PRAGMA journal_mode=WAL; {SCHEMA}; {INDEX};"))
+                .map_err(err)?;
+            return Ok(Self::Sqlite(Arc::new(Mutex::new(connection))));
+        }
+        Ok(Self::Postgres(Postgres {
+            url: store.to_owned(),
+            client: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    pub async fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(connection) => {
+                let connection = connection.clone();
+                let records = records.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    let mut connection = connection.lock().map_err(|_| StoreError("poisoned".into()))?;
+                    let tx = connection.transaction().map_err(err)?;
+                    {
+                        let mut insert = tx
+                            .prepare_cached(&format!(
+                                "INSERT INTO sluice_usage ({COLUMNS}, day) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                            ))
+                            .map_err(err)?;
+                        for r in &records {
+                            insert
+                                .execute(rusqlite::params![
+                                    r.at_ms, r.request_id, r.key, r.org, r.model_requested, r.model, r.deployment,
+                                    r.priority, r.cache, r.tag, r.prompt_tokens, r.completion_tokens,
+                                    r.cached_tokens, r.cost_usd, r.latency_ms, r.status, r.estimated, day_of(r.at_ms)
+                                ])
+                                .map_err(err)?;
+                        }
+                    }
+                    tx.commit().map_err(err)
+                })
+                .await
+                .map_err(err)?
+            }
+            Self::Postgres(postgres) => postgres.write(records).await,
+            #[cfg(test)]
+            Self::Flaky(flaky) => flaky.write(records),
+        }
+    }
+
+    /// Totals grouped by `group_by`, between two unix-millisecond times.
+    pub async fn totals(
+        &self,
+        group_by: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Total>, StoreError> {
+        let column = group_column(group_by)
+            .ok_or_else(|| StoreError(format!("cannot group by `{group_by}`")))?;
+        let sql = |placeholder_from: &str, placeholder_to: &str| {
+            format!(
+                "SELECT {column}, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT),
+                        CAST(SUM(cached_tokens) AS BIGINT), CAST(SUM(cost_usd) AS DOUBLE PRECISION)
+                 FROM sluice_usage WHERE at_ms >= {placeholder_from} AND at_ms < {placeholder_to}
+                 GROUP BY {column} ORDER BY {column}"
+            )
+        };
+        match self {
+            Self::Sqlite(connection) => {
+                let connection = connection.clone();
+                let sql = sql("?1", "?2");
+                tokio::task::spawn_blocking(move || {
+                    let connection = connection
+                        .lock()
+                        .map_err(|_| StoreError("poisoned".into()))?;
+                    let mut query = connection.prepare(&sql).map_err(err)?;
+                    let rows = query
+                        .query_map(rusqlite::params![from_ms, to_ms], |row| {
+                            Ok(Total {
+                                group: row.get(0)?,
+                                requests: row.get(1)?,
+                                prompt_tokens: row.get(2)?,
+                                completion_tokens: row.get(3)?,
+                                cached_tokens: row.get(4)?,
+                                cost_usd: row.get(5)?,
+                            })
+                        })
+                        .map_err(err)?;
+                    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+                })
+                .await
+                .map_err(err)?
+            }
+            Self::Postgres(postgres) => {
+                let sql = sql("$1", "$2");
+                postgres
+                    .with_client(|client| async move {
+                        let rows = client.query(&sql, &[&from_ms, &to_ms]).await?;
+                        Ok(rows
+                            .iter()
+                            .map(|row| Total {
+                                group: row.get(0),
+                                requests: row.get(1),
+                                prompt_tokens: row.get(2),
+                                completion_tokens: row.get(3),
+                                cached_tokens: row.get(4),
+                                cost_usd: row.get(5),
+                            })
+                            .collect())
+                    })
+                    .await
+            }
+            #[cfg(test)]
+            Self::Flaky(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Postgres {
+    /// Runs `call` with a connected client, connecting (and creating the
+    /// table) first if needed; a broken connection is dropped for the next try.
+    async fn with_client<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let mut slot = self.client.lock().await;
+        if slot.as_ref().is_none_or(|client| client.is_closed()) {
+            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .map_err(err)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "usage store connection closed");
+                }
+            });
+            client
+                .batch_execute(&format!("{SCHEMA}; {INDEX};"))
+                .await
+                .map_err(err)?;
+            *slot = Some(Arc::new(client));
+        }
+        let Some(client) = slot.clone() else {
+            return Err(StoreError("not connected".into()));
+        };
+        drop(slot);
+        call(client).await.map_err(err)
+    }
+
+    async fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        let days: Vec<String> = records.iter().map(|r| day_of(r.at_ms)).collect();
+        self.with_client(|client| async move {
+            let mut sql = format!("INSERT INTO sluice_usage ({COLUMNS}, day) VALUES ");
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                Vec::with_capacity(records.len() * 18);
+            for (index, (r, day)) in records.iter().zip(&days).enumerate() {
+                let base = index * 18;
+                let placeholders: Vec<String> =
+                    (1..=18).map(|i| format!("${}", base + i)).collect();
+                sql.push_str(if index == 0 { "(" } else { ", (" });
+                sql.push_str(&placeholders.join(", "));
+                sql.push(')');
+                params.extend_from_slice(&[
+                    &r.at_ms,
+                    &r.request_id,
+                    &r.key,
+                    &r.org,
+                    &r.model_requested,
+                    &r.model,
+                    &r.deployment,
+                    &r.priority,
+                    &r.cache,
+                    &r.tag,
+                    &r.prompt_tokens,
+                    &r.completion_tokens,
+                    &r.cached_tokens,
+                    &r.cost_usd,
+                    &r.latency_ms,
+                    &r.status,
+                    &r.estimated,
+                    day,
+                ]);
+            }
+            client.execute(&sql, &params).await.map(|_| ())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+pub mod flaky {
+    //! A store that fails while told to, for outage tests.
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{StoreError, UsageRecord};
+
+    #[derive(Default)]
+    pub struct Flaky {
+        pub down: AtomicBool,
+        pub written: Mutex<Vec<UsageRecord>>,
+    }
+
+    impl Flaky {
+        pub fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError("down".into()));
+            }
+            self.written
+                .lock()
+                .map_err(|_| StoreError("poisoned".into()))?
+                .extend_from_slice(records);
+            Ok(())
+        }
+    }
+}
