@@ -50,6 +50,8 @@ pub struct Metrics {
     pub budget_rejected: IntCounterVec,
     /// Budget threshold alerts raised, by scope.
     pub budget_alerts: IntCounterVec,
+    /// Requests by key and status class, only with `[metrics] per_key = true`.
+    pub key_requests: IntCounterVec,
     /// Requests by route, model, deployment and status class.
     pub requests: IntCounterVec,
     /// Time to the response head, by route.
@@ -262,7 +264,15 @@ impl Metrics {
             "sluice_ledger_pending",
             "Usage records waiting to be written",
         )?;
+        let key_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_key_requests_total",
+                "Requests by key and status class ([metrics] per_key)",
+            ),
+            &["key", "status"],
+        )?;
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(key_requests.clone()),
             Box::new(ledger_written.clone()),
             Box::new(ledger_dropped.clone()),
             Box::new(ledger_store_errors.clone()),
@@ -321,6 +331,7 @@ impl Metrics {
             auto_decisions,
             split_requests,
             split_latency,
+            key_requests,
             cost_usd,
             cache_cost_saved_usd,
             budget_rejected,

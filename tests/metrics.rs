@@ -205,3 +205,43 @@ fn the_shipped_dashboard_uses_only_metrics_sluice_defines() {
         );
     }
 }
+
+#[tokio::test]
+async fn per_key_series_only_when_asked_for() {
+    let upstream = FakeUpstream::start("oa").await;
+    let keys = "[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\n";
+    let with = TestGateway::start(&format!(
+        "[metrics]\nper_key = true\n{}{keys}",
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    with.post(
+        "/v1/chat/completions",
+        Some("sk-team-0000000"),
+        &chat("gpt-4o"),
+    )
+    .await;
+    assert_eq!(
+        value(
+            &with.metrics().await,
+            r#"sluice_key_requests_total{key="team",status="2xx"}"#
+        ),
+        1.0
+    );
+
+    let without = TestGateway::start(&format!("{}{keys}", deployment("oa", &upstream, ""))).await;
+    without
+        .post(
+            "/v1/chat/completions",
+            Some("sk-team-0000000"),
+            &chat("gpt-4o"),
+        )
+        .await;
+    assert!(
+        !without
+            .metrics()
+            .await
+            .contains("sluice_key_requests_total{"),
+        "no key names by default"
+    );
+}

@@ -71,6 +71,16 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub usage: UsageConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Adds `sluice_key_requests_total{key, status}`: one series per key, so
+    /// off by default.
+    pub per_key: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

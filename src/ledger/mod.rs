@@ -125,6 +125,10 @@ impl Writer {
         mut stop: oneshot::Receiver<()>,
         done: oneshot::Sender<()>,
     ) {
+        // Migrate at start-up; a store that is down is retried by the writes.
+        if let Err(error) = self.store.prepare().await {
+            tracing::warn!(%error, "usage store not reachable at start-up; records wait in the buffer");
+        }
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -65,6 +65,14 @@ impl Store {
         }))
     }
 
+    /// Connects and creates the table now (PostgreSQL; SQLite did at open).
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(postgres) => postgres.with_client(|_| async { Ok(()) }).await,
+            _ => Ok(()),
+        }
+    }
+
     pub async fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(connection) => {

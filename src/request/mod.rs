@@ -92,12 +92,15 @@ pub struct RequestReader {
     admission: Option<Arc<Scheduler>>,
     metrics: Metrics,
     max_body_bytes: usize,
+    /// `[metrics] per_key`: count requests by key name.
+    per_key: bool,
 }
 
 /// What the policies did to a request, for its response.
 struct Outcome {
     variant: Option<(Arc<str>, Arc<str>)>,
     degraded_from: Option<String>,
+    key: Arc<str>,
 }
 
 impl RequestReader {
@@ -107,6 +110,7 @@ impl RequestReader {
         admission: Option<Arc<Scheduler>>,
         metrics: Metrics,
         max_body_bytes: usize,
+        per_key: bool,
     ) -> Self {
         Self {
             router,
@@ -114,6 +118,7 @@ impl RequestReader {
             admission,
             metrics,
             max_body_bytes,
+            per_key,
         }
     }
 
@@ -191,10 +196,12 @@ impl RequestReader {
             hide_usage,
             body,
         };
+        let key = identity.name.clone();
         parts.extensions.insert(api);
         let outcome = Outcome {
             variant: resolved.variant,
             degraded_from: resolved.degraded_from,
+            key,
         };
         Ok((
             Request::from_parts(parts, axum::body::Body::empty()),
@@ -203,6 +210,17 @@ impl RequestReader {
     }
 
     fn finish(&self, response: &mut Response, outcome: Outcome, started: std::time::Instant) {
+        if self.per_key {
+            let status = match response.status().as_u16() {
+                500.. => "5xx",
+                400..=499 => "4xx",
+                _ => "2xx",
+            };
+            self.metrics
+                .key_requests
+                .with_label_values(&[&outcome.key, status])
+                .inc();
+        }
         if let Some((split, variant)) = &outcome.variant {
             let class = match response.status().as_u16() {
                 500.. => "server_error",

@@ -104,6 +104,7 @@ impl Gateway {
             admission.clone(),
             metrics.clone(),
             config.server.max_body_bytes,
+            config.metrics.per_key,
         );
         let budgets = Budgets::from_config(
             config,
