@@ -199,6 +199,14 @@ models = ["gpt-4o"]
 /// Without a `[usage]` section the ledger is off (benches measure it on
 /// purpose, not by default).
 pub async fn start_gateway(toml: &str) -> SocketAddr {
+    let (gateway, listener, addr) = build_gateway(toml).await;
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    addr
+}
+
+/// The gateway from config text (ledger off without `[usage]`, as in
+/// `start_gateway`) and a free loopback listener for it.
+async fn build_gateway(toml: &str) -> (sluice::server::Gateway, TcpListener, SocketAddr) {
     let mut env = HashMap::new();
     if !toml.contains("[usage]") {
         env.insert("SLUICE__USAGE__STORE".to_owned(), "none".to_owned());
@@ -207,8 +215,39 @@ pub async fn start_gateway(toml: &str) -> SocketAddr {
     let gateway = sluice::server::Gateway::build(&config).expect("gateway");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listener, std::future::pending()));
-    addr
+    (gateway, listener, addr)
+}
+
+/// A gateway that can be shut down gracefully, from
+/// `start_gateway_stoppable`.
+pub struct StoppableGateway {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), sluice::server::StartError>>,
+}
+
+impl StoppableGateway {
+    /// Stops accepting, lets in-flight requests finish and waits (at most
+    /// `within`) for `Gateway::serve` to return, which is after the usage
+    /// ledger has written its pending records. `false` on a timeout.
+    pub async fn shutdown(self, within: Duration) -> bool {
+        let _ = self.stop.send(());
+        matches!(
+            tokio::time::timeout(within, self.served).await,
+            Ok(Ok(Ok(())))
+        )
+    }
+}
+
+/// Like `start_gateway`, keeping the means to shut it down gracefully.
+pub async fn start_gateway_stoppable(toml: &str) -> StoppableGateway {
+    let (gateway, listener, addr) = build_gateway(toml).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let served = tokio::spawn(gateway.serve(listener, shutdown));
+    StoppableGateway { addr, stop, served }
 }
 
 /// The plain gateway of the proxy bench: one key, no limits.
@@ -389,6 +428,17 @@ pub async fn concurrent_body(
     body: &'static str,
     p: &Params,
 ) -> Stats {
+    concurrent_body_counted(client, url, body, p).await.0
+}
+
+/// Like `concurrent_body`, also returning how many requests were answered in
+/// all, warm-up and those finishing after the window included.
+pub async fn concurrent_body_counted(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    p: &Params,
+) -> (Stats, usize) {
     let from = Instant::now() + p.warmup_seconds;
     let until = from + p.seconds;
     let url: Arc<str> = url.into();
@@ -397,22 +447,27 @@ pub async fn concurrent_body(
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut answered = 0;
                 while Instant::now() < until {
                     let took = request_body(&client, &url, body).await.0;
+                    answered += 1;
                     let done = Instant::now();
                     if done >= from && done < until {
                         latencies.push(took);
                     }
                 }
-                latencies
+                (latencies, answered)
             })
         })
         .collect();
     let mut all = Vec::new();
+    let mut answered = 0;
     for task in tasks {
-        all.extend(task.await.expect("load task failed"));
+        let (latencies, n) = task.await.expect("load task failed");
+        all.extend(latencies);
+        answered += n;
     }
-    stats(all, p.seconds)
+    (stats(all, p.seconds), answered)
 }
 
 pub fn median(mut values: Vec<f64>) -> f64 {

@@ -134,7 +134,7 @@ impl Pending {
         let (true, Some(outcome)) = (state.head, state.usage) else {
             return;
         };
-        let mut record = state.record.clone();
+        let mut record = std::mem::take(&mut state.record);
         record.latency_ms = self.started.elapsed().as_millis() as i64;
         let served_from_cache = record.cache == "hit" || record.cache == "semantic-hit";
         match outcome {

@@ -131,11 +131,17 @@ impl Writer {
         }
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Taken in bulk: one wake-up per burst, not per record.
+        let mut incoming = Vec::with_capacity(self.batch_size);
         loop {
             tokio::select! {
-                received = self.receiver.recv() => match received {
-                    Some(record) => self.hold(record),
-                    None => break,
+                received = self.receiver.recv_many(&mut incoming, self.batch_size) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for record in incoming.drain(..) {
+                        self.hold(record);
+                    }
                 },
                 _ = ticks.tick() => {
                     self.write_all().await;
@@ -171,10 +177,9 @@ impl Writer {
     async fn write_all(&mut self) -> bool {
         while !self.pending.is_empty() {
             let take = self.pending.len().min(self.batch_size);
-            let batch: Vec<UsageRecord> = self.pending.range(..take).cloned().collect();
-            match self.store.write(&batch).await {
+            let batch = Arc::new(self.pending.drain(..take).collect::<Vec<_>>());
+            match self.store.write(batch.clone()).await {
                 Ok(()) => {
-                    self.pending.drain(..take);
                     self.metrics.ledger_written.inc_by(take as u64);
                     if let Some(oldest) = batch.first() {
                         let lag_ms = now_ms().saturating_sub(oldest.at_ms);
@@ -182,6 +187,11 @@ impl Writer {
                     }
                 }
                 Err(error) => {
+                    // Back to the front, in order, for the next attempt.
+                    let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+                    for record in batch.into_iter().rev() {
+                        self.pending.push_front(record);
+                    }
                     self.metrics.ledger_store_errors.inc();
                     if self
                         .last_error_log

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 
 use super::{Budgets, Pricing};
 use crate::request::call_of;
@@ -51,10 +52,14 @@ impl UsageObserver for Charge {
             return;
         };
         let cost = self.pricing.cost(&self.model, &usage);
-        tokio::spawn(async move {
+        let mut charge = Box::pin(async move {
             self.budgets
                 .charge(&self.key, self.org.as_deref(), cost)
                 .await;
         });
+        // In-memory counters finish at once; only Redis needs a task.
+        if (&mut charge).now_or_never().is_none() {
+            tokio::spawn(charge);
+        }
     }
 }

@@ -1,0 +1,285 @@
+//! Metering and usage ledger benchmark: `cargo bench --bench metering`.
+//!
+//! 1. Two gateways in front of one instant fake upstream, in alternating
+//!    rounds: "ledger-off" (no `[usage]` section, so `store = "none"`; no
+//!    budgets) and "ledger-on" (`[usage] store = "sqlite"` in a fresh temp
+//!    directory, default batching; `budget_daily_usd = 1000000.0` on the bench
+//!    key, so every request is checked against and charged to an in-memory
+//!    budget that never refuses). c1 p50/p99 and cN req/s, medians of rounds,
+//!    and the on / off ratios.
+//! 2. Nothing lost: the on gateway is shut down gracefully (`Gateway::serve`
+//!    returns after the ledger has written what it holds), then the rows of
+//!    `<data_dir>/usage.db` are counted against every request it answered,
+//!    warm-ups and sanity checks included. The temp directory is removed.
+//!
+//! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
+//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use common::{
+    BODY, COMPLETION, Params, Stats, concurrent_body_counted, gateway_toml, request_status,
+    sequential,
+};
+
+/// The bench key's daily budget when on: checked and charged, never reached.
+const ROOMY_BUDGET: &str = "budget_daily_usd = 1000000.0";
+/// What one `COMPLETION` costs at the shipped gpt-4o prices: 9 prompt tokens
+/// at $2.50 and 9 completion tokens at $10.00 per million.
+const COST_PER_REQUEST: f64 = (9.0 * 2.50 + 9.0 * 10.0) / 1_000_000.0;
+/// Longest the graceful shutdown (drain + ledger flush) may take.
+const SHUTDOWN_WITHIN: Duration = Duration::from_secs(30);
+/// Without a graceful shutdown, how long the ledger writer gets to flush
+/// (its default interval is 1 s).
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// A fresh directory under the system temp dir, removed on drop (also when a
+/// sanity check fails).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let name = format!(
+            "sluice-bench-metering-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).expect("creating the temp data_dir");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Gateway {
+    name: &'static str,
+    url: String,
+    c1: Vec<Stats>,
+    loaded: Vec<Stats>,
+}
+
+impl Gateway {
+    fn new(name: &'static str, addr: SocketAddr) -> Self {
+        Self {
+            name,
+            url: url_of(addr),
+            c1: Vec::new(),
+            loaded: Vec::new(),
+        }
+    }
+}
+
+fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}/v1/chat/completions")
+}
+
+/// Sanity: a budget set in config text is enforced and charged. With a
+/// daily budget below one request's cost, the first request is served and,
+/// once its charge lands, the next is refused with 429 `insufficient_quota`.
+async fn budgets_are_on(client: &reqwest::Client, upstream: SocketAddr) -> bool {
+    let addr =
+        common::start_gateway(&gateway_toml(upstream, "budget_daily_usd = 0.0001", "")).await;
+    let url = url_of(addr);
+    if request_status(client, &url, BODY, &[]).await.1 != Some(StatusCode::OK) {
+        return false;
+    }
+    // The charge is spawned after the response; poll for it, bounded.
+    for _ in 0..100 {
+        let response = client
+            .post(&url)
+            .bearer_auth(common::KEY)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(BODY)
+            .send()
+            .await
+            .expect("request failed");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            return response
+                .text()
+                .await
+                .is_ok_and(|text| text.contains("insufficient_quota"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// What the ledger wrote: rows, rows with status 200, and their cost.
+fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
+    let connection =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    connection.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(status = 200), 0), COALESCE(SUM(cost_usd), 0.0) FROM sluice_usage",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let p = Params::from_env();
+    let c = p.concurrency;
+    let data_dir = TempDir::new();
+    let dir = data_dir.path().display().to_string();
+    assert!(!dir.contains('\''), "temp dir {dir} needs TOML escaping");
+
+    let upstream = common::start_upstream().await;
+    let client = common::client(c);
+    let off = common::start_gateway(&gateway_toml(upstream, "", "")).await;
+    let usage = format!("[usage]\nstore = \"sqlite\"\ndata_dir = '{dir}'\n");
+    let on = common::start_gateway_stoppable(&gateway_toml(upstream, ROOMY_BUDGET, &usage)).await;
+    // Every request the on gateway answered; each should become one row.
+    let mut sent_on = 0usize;
+
+    let mut gateways = [
+        Gateway::new("ledger-off", off),
+        Gateway::new("ledger-on", on.addr),
+    ];
+    for gateway in &gateways {
+        let (_, body) = common::request(&client, &gateway.url, false).await;
+        assert_eq!(
+            body,
+            COMPLETION.as_bytes(),
+            "{}: body differs",
+            gateway.name
+        );
+    }
+    sent_on += 1;
+    assert!(
+        budgets_are_on(&client, upstream).await,
+        "a key with budget_daily_usd below one request's cost was not refused after its first request"
+    );
+
+    println!(
+        "sluice metering bench: {} cpus; data_dir {dir}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!(
+        "1. gateways in front of an instant fake upstream: ledger-on = [usage] store = \"sqlite\" (default batching) + {ROOMY_BUDGET} on the key; ledger-off = store = \"none\", no budgets"
+    );
+    println!(
+        "   c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, alternating order; medians of rounds",
+        p.requests,
+        p.warmup,
+        p.seconds.as_secs_f64(),
+        p.warmup_seconds.as_secs_f64(),
+        p.rounds,
+    );
+    println!(
+        "sanity: bodies relayed unchanged; with budget_daily_usd = 0.0001 the second request gets 429 insufficient_quota (budgets are checked and charged)"
+    );
+
+    let started = Instant::now();
+    for loaded in [false, true] {
+        for round in 0..p.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let gateway = &mut gateways[i];
+                let answered = if loaded {
+                    let (s, answered) =
+                        concurrent_body_counted(&client, &gateway.url, BODY, &p).await;
+                    gateway.loaded.push(s);
+                    answered
+                } else {
+                    let s = sequential(&client, &gateway.url, false, &p).await;
+                    gateway.c1.push(s);
+                    p.warmup + p.requests
+                };
+                if i == 1 {
+                    sent_on += answered;
+                }
+            }
+        }
+    }
+    let measured = started.elapsed();
+
+    println!(
+        "{:<10}{:<12}{:>10}{:>10}{:>10}",
+        "mode", "gateway", "rps", "p50_us", "p99_us"
+    );
+    let mut c1 = Vec::new();
+    let mut cn = Vec::new();
+    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
+        for gateway in &gateways {
+            let rounds = if pick == 0 {
+                &gateway.c1
+            } else {
+                &gateway.loaded
+            };
+            let s = Stats::median_of(rounds);
+            println!(
+                "{mode:<10}{:<12}{:>10.0}{:>10.0}{:>10.0}",
+                gateway.name, s.rps, s.p50_us, s.p99_us
+            );
+            if pick == 0 { &mut c1 } else { &mut cn }.push(s);
+        }
+    }
+    println!();
+    println!(
+        "ledger on / off, c1 p50: {:.3} ({:+.1} us); c1 p99: {:.3} ({:+.1} us)",
+        c1[1].p50_us / c1[0].p50_us,
+        c1[1].p50_us - c1[0].p50_us,
+        c1[1].p99_us / c1[0].p99_us,
+        c1[1].p99_us - c1[0].p99_us,
+    );
+    let ratio = cn[1].rps / cn[0].rps;
+    println!(
+        "ledger on / off, c{c} throughput: {ratio:.3} ({:+.1}%; target: a difference under 5%)",
+        (ratio - 1.0) * 100.0
+    );
+    println!("(load phase: {:.1}s)", measured.as_secs_f64());
+
+    // 2. Nothing lost.
+    let dropped = common::metric(&client, on.addr, "sluice_ledger_dropped_total").await;
+    let errors = common::metric(&client, on.addr, "sluice_ledger_store_errors_total").await;
+    drop(client);
+    let stopping = Instant::now();
+    let graceful = on.shutdown(SHUTDOWN_WITHIN).await;
+    let stop_ms = stopping.elapsed().as_secs_f64() * 1e3;
+    println!();
+    if graceful {
+        println!("2. ledger-on shut down gracefully in {stop_ms:.0} ms (drain + ledger flush)");
+    } else {
+        println!(
+            "2. WARNING: ledger-on did not shut down within {}s; waiting {}s for the writer",
+            SHUTDOWN_WITHIN.as_secs(),
+            FLUSH_WAIT.as_secs()
+        );
+        tokio::time::sleep(FLUSH_WAIT).await;
+    }
+    let db = data_dir.path().join("usage.db");
+    match ledger_rows(&db) {
+        Ok((rows, ok, cost)) => {
+            println!("ledger rows: {rows} of {sent_on} requests sent");
+            println!(
+                "   status 200: {ok}; cost_usd sum ${cost:.4} (expected {sent_on} x ${COST_PER_REQUEST} = ${:.4}); sluice_ledger_dropped_total {dropped}, sluice_ledger_store_errors_total {errors}",
+                sent_on as f64 * COST_PER_REQUEST
+            );
+            if rows != sent_on as i64 {
+                println!(
+                    "   WARNING: {} requests without a row",
+                    sent_on as i64 - rows
+                );
+            }
+        }
+        Err(error) => println!("ledger rows: cannot read {}: {error}", db.display()),
+    }
+    drop(data_dir);
+}
