@@ -29,7 +29,7 @@ use sluice::request::ApiRequest;
 use sluice::routing::ModelRouter;
 use sluice::upstream::{Deployment, Endpoint};
 
-use common::{Params, Stats, concurrent, env_or, exchange, gateway_toml, sequential};
+use common::{Gateway, Params, Stats, concurrent, env_or, exchange, gateway_toml, sequential};
 
 /// Limits high enough that nothing in this run is ever refused.
 const HUGE: u64 = 1_000_000_000;
@@ -234,24 +234,6 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
 
 // ---------------------------------------------------------------------------
 // 2 and 3. Gateways
-
-struct Gateway {
-    name: &'static str,
-    url: String,
-    c1: Vec<Stats>,
-    loaded: Vec<Stats>,
-}
-
-impl Gateway {
-    fn new(name: &'static str, addr: std::net::SocketAddr) -> Self {
-        Self {
-            name,
-            url: format!("http://{addr}/v1/chat/completions"),
-            c1: Vec::new(),
-            loaded: Vec::new(),
-        }
-    }
-}
 
 /// The Redis limiter connects in the background and fails open until then:
 /// wait (at most 3 s) for a response that carries the key's headers.

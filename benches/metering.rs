@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use common::{
-    BODY, COMPLETION, Params, Stats, concurrent_body_counted, gateway_toml, request_status,
-    sequential,
+    BODY, COMPLETION, Gateway, Params, Stats, chat_url, concurrent_body_counted, gateway_toml,
+    request_status, sequential,
 };
 
 /// The bench key's daily budget when on: checked and charged, never reached.
@@ -68,35 +68,13 @@ impl Drop for TempDir {
     }
 }
 
-struct Gateway {
-    name: &'static str,
-    url: String,
-    c1: Vec<Stats>,
-    loaded: Vec<Stats>,
-}
-
-impl Gateway {
-    fn new(name: &'static str, addr: SocketAddr) -> Self {
-        Self {
-            name,
-            url: url_of(addr),
-            c1: Vec::new(),
-            loaded: Vec::new(),
-        }
-    }
-}
-
-fn url_of(addr: SocketAddr) -> String {
-    format!("http://{addr}/v1/chat/completions")
-}
-
 /// Sanity: a budget set in config text is enforced and charged. With a
 /// daily budget below one request's cost, the first request is served and,
 /// once its charge lands, the next is refused with 429 `insufficient_quota`.
 async fn budgets_are_on(client: &reqwest::Client, upstream: SocketAddr) -> bool {
     let addr =
         common::start_gateway(&gateway_toml(upstream, "budget_daily_usd = 0.0001", "")).await;
-    let url = url_of(addr);
+    let url = chat_url(addr);
     if request_status(client, &url, BODY, &[]).await.1 != Some(StatusCode::OK) {
         return false;
     }

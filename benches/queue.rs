@@ -23,7 +23,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,8 @@ use sluice::config::{Priority, QueueConfig};
 use sluice::queue::Scheduler;
 
 use common::{
-    BODY, COMPLETION, Params, Stats, TomlExtra, concurrent, env_or, gateway_toml_with,
-    request_status, sequential,
+    BODY, COMPLETION, Gateway, Params, Stats, TomlExtra, chat_url, concurrent, env_or,
+    gateway_toml_with, request_status, sequential,
 };
 
 /// Slots of the uncontended scheduler and gateway: far above any load here.
@@ -134,28 +133,6 @@ async fn scheduler_alone(acquires: usize, batches: usize) -> (f64, f64) {
 // ---------------------------------------------------------------------------
 // 1b. Gateways with the admission layer on and off
 
-struct Gateway {
-    name: &'static str,
-    url: String,
-    c1: Vec<Stats>,
-    loaded: Vec<Stats>,
-}
-
-impl Gateway {
-    fn new(name: &'static str, addr: SocketAddr) -> Self {
-        Self {
-            name,
-            url: url_of(addr),
-            c1: Vec::new(),
-            loaded: Vec::new(),
-        }
-    }
-}
-
-fn url_of(addr: SocketAddr) -> String {
-    format!("http://{addr}/v1/chat/completions")
-}
-
 /// Sanity: `[server] max_concurrency` from config text does switch the
 /// admission layer on. One slot, no queue, a 200 ms upstream: of two
 /// requests at once, one is served and one refused by "this gateway".
@@ -170,7 +147,7 @@ async fn admission_layer_is_on(client: &reqwest::Client) -> bool {
         },
     ))
     .await;
-    let url = url_of(addr);
+    let url = chat_url(addr);
     let first = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { request_status(&client, &url, BODY, &[]).await.1 })
@@ -366,10 +343,10 @@ async fn overload(seconds: Duration) {
     .await;
     let clients = BATCH_CLIENTS + REALTIME_CLIENTS;
     let client = common::client(clients);
-    let url: Arc<str> = url_of(gateway).into();
+    let url: Arc<str> = chat_url(gateway).into();
 
     // Baselines: one service time, direct and through the idle gateway.
-    let direct_ms = unloaded_p50_ms(&client, &url_of(upstream), &[]).await;
+    let direct_ms = unloaded_p50_ms(&client, &chat_url(upstream), &[]).await;
     let realtime = [("x-sluice-priority", "realtime")];
     let through_ms = unloaded_p50_ms(&client, &url, &realtime).await;
     let (_, body) = common::request(&client, &url, false).await;

@@ -519,3 +519,26 @@ pub async fn metric(client: &reqwest::Client, gateway: SocketAddr, sample: &str)
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// One gateway under comparison, with the stats of each round.
+pub struct Gateway {
+    pub name: &'static str,
+    pub url: String,
+    pub c1: Vec<Stats>,
+    pub loaded: Vec<Stats>,
+}
+
+impl Gateway {
+    pub fn new(name: &'static str, addr: SocketAddr) -> Self {
+        Self {
+            name,
+            url: chat_url(addr),
+            c1: Vec::new(),
+            loaded: Vec::new(),
+        }
+    }
+}
+
+pub fn chat_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/v1/chat/completions")
+}
