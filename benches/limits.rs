@@ -29,7 +29,7 @@ use sluice::request::ApiRequest;
 use sluice::routing::ModelRouter;
 use sluice::upstream::{Deployment, Endpoint};
 
-use common::{Gateway, Params, Stats, concurrent, env_or, exchange, gateway_toml, sequential};
+use common::{Gateway, Params, concurrent, env_or, exchange, gateway_toml, sequential};
 
 /// Limits high enough that nothing in this run is ever refused.
 const HUGE: u64 = 1_000_000_000;
@@ -343,27 +343,7 @@ async fn main() {
             }
         }
     }
-    println!(
-        "{:<10}{:<16}{:>10}{:>10}{:>10}",
-        "mode", "gateway", "rps", "p50_us", "p99_us"
-    );
-    let mut c1 = Vec::new();
-    let mut loaded = Vec::new();
-    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
-        for gateway in &gateways {
-            let rounds = if pick == 0 {
-                &gateway.c1
-            } else {
-                &gateway.loaded
-            };
-            let s = Stats::median_of(rounds);
-            println!(
-                "{mode:<10}{:<16}{:>10.0}{:>10.0}{:>10.0}",
-                gateway.name, s.rps, s.p50_us, s.p99_us
-            );
-            if pick == 0 { &mut c1 } else { &mut loaded }.push(s);
-        }
-    }
+    let (c1, loaded) = common::print_round_medians(&gateways, c);
     println!();
     println!(
         "limits on/off, c1 p50 latency: {:.3}  (added {:.1} us)",

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use common::{
-    BODY, COMPLETION, Gateway, Params, Stats, chat_url, concurrent_body_counted, gateway_toml,
+    BODY, COMPLETION, Gateway, Params, chat_url, concurrent_body_counted, gateway_toml,
     request_status, sequential,
 };
 
@@ -188,27 +188,7 @@ async fn main() {
     }
     let measured = started.elapsed();
 
-    println!(
-        "{:<10}{:<12}{:>10}{:>10}{:>10}",
-        "mode", "gateway", "rps", "p50_us", "p99_us"
-    );
-    let mut c1 = Vec::new();
-    let mut cn = Vec::new();
-    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
-        for gateway in &gateways {
-            let rounds = if pick == 0 {
-                &gateway.c1
-            } else {
-                &gateway.loaded
-            };
-            let s = Stats::median_of(rounds);
-            println!(
-                "{mode:<10}{:<12}{:>10.0}{:>10.0}{:>10.0}",
-                gateway.name, s.rps, s.p50_us, s.p99_us
-            );
-            if pick == 0 { &mut c1 } else { &mut cn }.push(s);
-        }
-    }
+    let (c1, cn) = common::print_round_medians(&gateways, c);
     println!();
     println!(
         "ledger on / off, c1 p50: {:.3} ({:+.1} us); c1 p99: {:.3} ({:+.1} us)",

@@ -31,8 +31,8 @@ use sluice::config::{Priority, QueueConfig};
 use sluice::queue::Scheduler;
 
 use common::{
-    BODY, COMPLETION, Gateway, Params, Stats, TomlExtra, chat_url, concurrent, env_or,
-    gateway_toml_with, request_status, sequential,
+    BODY, COMPLETION, Gateway, Params, TomlExtra, chat_url, concurrent, env_or, gateway_toml_with,
+    request_status, sequential,
 };
 
 /// Slots of the uncontended scheduler and gateway: far above any load here.
@@ -229,27 +229,7 @@ async fn gateways(p: &Params) -> (f64, f64) {
             }
         }
     }
-    println!(
-        "{:<10}{:<12}{:>10}{:>10}{:>10}",
-        "mode", "gateway", "rps", "p50_us", "p99_us"
-    );
-    let mut c1 = Vec::new();
-    let mut loaded = Vec::new();
-    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
-        for gateway in &gateways {
-            let rounds = if pick == 0 {
-                &gateway.c1
-            } else {
-                &gateway.loaded
-            };
-            let s = Stats::median_of(rounds);
-            println!(
-                "{mode:<10}{:<12}{:>10.0}{:>10.0}{:>10.0}",
-                gateway.name, s.rps, s.p50_us, s.p99_us
-            );
-            if pick == 0 { &mut c1 } else { &mut loaded }.push(s);
-        }
-    }
+    let (c1, loaded) = common::print_round_medians(&gateways, c);
     (c1[1].p50_us - c1[0].p50_us, loaded[1].rps / loaded[0].rps)
 }
 

@@ -542,3 +542,32 @@ impl Gateway {
 pub fn chat_url(addr: SocketAddr) -> String {
     format!("http://{addr}/v1/chat/completions")
 }
+
+/// Prints each gateway's medians over its rounds, c1 then c`c`, and returns
+/// them in the same order.
+pub fn print_round_medians(gateways: &[Gateway], c: usize) -> (Vec<Stats>, Vec<Stats>) {
+    println!(
+        "{:<10}{:<16}{:>10}{:>10}{:>10}",
+        "mode", "gateway", "rps", "p50_us", "p99_us"
+    );
+    let mut c1 = Vec::new();
+    let mut loaded = Vec::new();
+    for (mode, rounds_of, medians) in [
+        (
+            "c1".to_owned(),
+            (|g: &Gateway| &g.c1) as fn(&Gateway) -> &Vec<Stats>,
+            &mut c1,
+        ),
+        (format!("c{c}"), |g: &Gateway| &g.loaded, &mut loaded),
+    ] {
+        for gateway in gateways {
+            let s = Stats::median_of(rounds_of(gateway));
+            println!(
+                "{mode:<10}{:<16}{:>10.0}{:>10.0}{:>10.0}",
+                gateway.name, s.rps, s.p50_us, s.p99_us
+            );
+            medians.push(s);
+        }
+    }
+    (c1, loaded)
+}
