@@ -36,6 +36,33 @@ pub struct Postgres {
     client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
+/// One record's values in `COLUMNS` order, then its day: the same list for
+/// both stores, whose parameter traits differ.
+macro_rules! row_values {
+    ($r:expr, $day:expr) => {
+        [
+            &$r.at_ms,
+            &$r.request_id,
+            &$r.key,
+            &$r.org,
+            &$r.model_requested,
+            &$r.model,
+            &$r.deployment,
+            &$r.priority,
+            &$r.cache,
+            &$r.tag,
+            &$r.prompt_tokens,
+            &$r.completion_tokens,
+            &$r.cached_tokens,
+            &$r.cost_usd,
+            &$r.latency_ms,
+            &$r.status,
+            &$r.estimated,
+            $day,
+        ]
+    };
+}
+
 /// Rows per SQLite `INSERT`: one statement per many rows costs far less
 /// CPU than one per row (18 parameters each; SQLite allows 32,766).
 const ROWS_PER_INSERT: usize = 64;
@@ -50,26 +77,7 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(
     let days: Vec<String> = rows.iter().map(|r| day_of(r.at_ms)).collect();
     let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 18);
     for (r, day) in rows.iter().zip(&days) {
-        let row: [&dyn rusqlite::ToSql; 18] = [
-            &r.at_ms,
-            &r.request_id,
-            &r.key,
-            &r.org,
-            &r.model_requested,
-            &r.model,
-            &r.deployment,
-            &r.priority,
-            &r.cache,
-            &r.tag,
-            &r.prompt_tokens,
-            &r.completion_tokens,
-            &r.cached_tokens,
-            &r.cost_usd,
-            &r.latency_ms,
-            &r.status,
-            &r.estimated,
-            day,
-        ];
+        let row: [&dyn rusqlite::ToSql; 18] = row_values!(r, day);
         params.extend_from_slice(&row);
     }
     insert.execute(params.as_slice()).map_err(err)?;
@@ -250,26 +258,7 @@ impl Postgres {
                 sql.push_str(if index == 0 { "(" } else { ", (" });
                 sql.push_str(&placeholders.join(", "));
                 sql.push(')');
-                params.extend_from_slice(&[
-                    &r.at_ms,
-                    &r.request_id,
-                    &r.key,
-                    &r.org,
-                    &r.model_requested,
-                    &r.model,
-                    &r.deployment,
-                    &r.priority,
-                    &r.cache,
-                    &r.tag,
-                    &r.prompt_tokens,
-                    &r.completion_tokens,
-                    &r.cached_tokens,
-                    &r.cost_usd,
-                    &r.latency_ms,
-                    &r.status,
-                    &r.estimated,
-                    day,
-                ]);
+                params.extend_from_slice(&row_values!(r, day));
             }
             client.execute(&sql, &params).await.map(|_| ())
         })
