@@ -9,8 +9,26 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// A cheap handle: cloned per request and per stream, so one reference
+/// count instead of one per metric family.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricsSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsSet;
+
+    fn deref(&self) -> &MetricsSet {
+        &self.0
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self(Arc::new(MetricsSet::build()?)))
+    }
+}
+
+pub struct MetricsSet {
     registry: Registry,
     /// Every family's name, exported or not yet sampled.
     names: Arc<Vec<String>>,
@@ -80,8 +98,8 @@ pub struct Metrics {
     pub split_latency: HistogramVec,
 }
 
-impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+impl MetricsSet {
+    fn build() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let rate_limited = IntCounterVec::new(
             Opts::new(
