@@ -25,10 +25,7 @@ use std::time::{Duration, Instant};
 use sluice::cache::CacheKey;
 use sluice::cache::semantic_index::SemanticIndex;
 
-use common::{
-    COMPLETION, Params, Stats, concurrent_body, env_or, exchange_body, gateway_toml,
-    sequential_body,
-};
+use common::{COMPLETION, Gateway, Params, env_or, exchange_body, gateway_toml};
 
 /// Cacheable (temperature 0), and answered with `COMPLETION` by the fake
 /// upstream.
@@ -47,27 +44,6 @@ const BRUTE_FORCE_SCANS: usize = 20;
 
 // ---------------------------------------------------------------------------
 // 1 and 2. Gateways
-
-struct Path {
-    name: &'static str,
-    url: String,
-    /// The gateway, for its `/metrics`; `None` for the direct path.
-    gateway: Option<SocketAddr>,
-    c1: Vec<Stats>,
-    loaded: Vec<Stats>,
-}
-
-impl Path {
-    fn new(name: &'static str, addr: SocketAddr, gateway: bool) -> Self {
-        Self {
-            name,
-            url: format!("http://{addr}/v1/chat/completions"),
-            gateway: gateway.then_some(addr),
-            c1: Vec::new(),
-            loaded: Vec::new(),
-        }
-    }
-}
 
 /// Sends the cacheable request until a response is a hit (the first stores
 /// the entry; a Redis store also needs its background connection), at most
@@ -109,8 +85,8 @@ async fn gateways(p: &Params) {
     let off =
         common::start_gateway(&gateway_toml(upstream, "", "[cache]\nenabled = false\n")).await;
     let mut paths = vec![
-        Path::new("direct", upstream, false),
-        Path::new("cache-off", off, true),
+        Gateway::new("direct", upstream),
+        Gateway::new("cache-off", off),
     ];
     // Sanity: the cache-off gateway relays the body and says nothing about caching.
     let (_, headers, body) = exchange_body(&client, &paths[1].url, CACHEABLE).await;
@@ -123,7 +99,7 @@ async fn gateways(p: &Params) {
     let memory = cached_gateway(&client, upstream, CACHE_SECTION)
         .await
         .expect("in-memory cache");
-    paths.push(Path::new("hit-memory", memory, true));
+    paths.push(Gateway::new("hit-memory", memory));
 
     let redis_url = common::redis_url();
     let prefix = format!("sluice-bench-{:016x}", fastrand::u64(..));
@@ -139,7 +115,7 @@ async fn gateways(p: &Params) {
             );
             match cached_gateway(&client, upstream, &sections).await {
                 Ok(addr) => {
-                    paths.push(Path::new("hit-redis", addr, true));
+                    paths.push(Gateway::new("hit-redis", addr));
                     None
                 }
                 Err(reason) => Some(format!("gateway with Redis store at {redis_url}: {reason}")),
@@ -151,7 +127,7 @@ async fn gateways(p: &Params) {
     // request to a caching gateway was a hit.
     let mut before = Vec::new();
     for path in &paths[2..] {
-        let addr = path.gateway.expect("gateway");
+        let addr = path.addr;
         before.push((
             common::metric(&client, addr, HITS).await,
             common::metric(&client, addr, MISSES).await,
@@ -166,43 +142,13 @@ async fn gateways(p: &Params) {
         p.warmup_seconds.as_secs_f64(),
         p.rounds,
     );
-    for loaded in [false, true] {
-        for round in 0..p.rounds {
-            let n = paths.len();
-            for i in (0..n).map(|i| (i + round) % n) {
-                let path = &mut paths[i];
-                if loaded {
-                    let s = concurrent_body(&client, &path.url, CACHEABLE, p).await;
-                    path.loaded.push(s);
-                } else {
-                    let s = sequential_body(&client, &path.url, CACHEABLE, p).await;
-                    path.c1.push(s);
-                }
-            }
-        }
-    }
+    common::run_rounds(&client, &mut paths, CACHEABLE, p).await;
 
-    println!(
-        "{:<10}{:<12}{:>10}{:>10}{:>10}",
-        "mode", "path", "rps", "p50_us", "p99_us"
-    );
-    let mut c1 = Vec::new();
-    let mut loaded = Vec::new();
-    for (mode, pick) in [("c1".to_owned(), 0), (format!("c{c}"), 1)] {
-        for path in &paths {
-            let rounds = if pick == 0 { &path.c1 } else { &path.loaded };
-            let s = Stats::median_of(rounds);
-            println!(
-                "{mode:<10}{:<12}{:>10.0}{:>10.0}{:>10.0}",
-                path.name, s.rps, s.p50_us, s.p99_us
-            );
-            if pick == 0 { &mut c1 } else { &mut loaded }.push(s);
-        }
-    }
+    let (c1, loaded) = common::print_round_medians(&paths, c);
 
     // Sanity: the caching gateways served hits only, and still do.
     for (path, (hits_before, misses_before)) in paths[2..].iter().zip(before) {
-        let addr = path.gateway.expect("gateway");
+        let addr = path.addr;
         let hits = common::metric(&client, addr, HITS).await - hits_before;
         let misses = common::metric(&client, addr, MISSES).await - misses_before;
         let (_, headers, _) = exchange_body(&client, &path.url, CACHEABLE).await;

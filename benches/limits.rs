@@ -29,7 +29,7 @@ use sluice::request::ApiRequest;
 use sluice::routing::ModelRouter;
 use sluice::upstream::{Deployment, Endpoint};
 
-use common::{Gateway, Params, concurrent, env_or, exchange, gateway_toml, sequential};
+use common::{Gateway, Params, env_or, exchange, gateway_toml};
 
 /// Limits high enough that nothing in this run is ever refused.
 const HUGE: u64 = 1_000_000_000;
@@ -328,21 +328,7 @@ async fn main() {
         p.warmup_seconds.as_secs_f64(),
         p.rounds,
     );
-    for loaded in [false, true] {
-        for round in 0..p.rounds {
-            let n = gateways.len();
-            for i in (0..n).map(|i| (i + round) % n) {
-                let gateway = &mut gateways[i];
-                if loaded {
-                    let s = concurrent(&client, &gateway.url, false, &p).await;
-                    gateway.loaded.push(s);
-                } else {
-                    let s = sequential(&client, &gateway.url, false, &p).await;
-                    gateway.c1.push(s);
-                }
-            }
-        }
-    }
+    common::run_rounds(&client, &mut gateways, common::BODY, &p).await;
     let (c1, loaded) = common::print_round_medians(&gateways, c);
     println!();
     println!(

@@ -25,10 +25,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use common::{
-    BODY, COMPLETION, Gateway, Params, chat_url, concurrent_body_counted, gateway_toml,
-    request_status, sequential,
-};
+use common::{BODY, COMPLETION, Gateway, Params, chat_url, gateway_toml, request_status};
 
 /// The bench key's daily budget when on: checked and charged, never reached.
 const ROOMY_BUDGET: &str = "budget_daily_usd = 1000000.0";
@@ -165,27 +162,7 @@ async fn main() {
     );
 
     let started = Instant::now();
-    for loaded in [false, true] {
-        for round in 0..p.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let gateway = &mut gateways[i];
-                let answered = if loaded {
-                    let (s, answered) =
-                        concurrent_body_counted(&client, &gateway.url, BODY, &p).await;
-                    gateway.loaded.push(s);
-                    answered
-                } else {
-                    let s = sequential(&client, &gateway.url, false, &p).await;
-                    gateway.c1.push(s);
-                    p.warmup + p.requests
-                };
-                if i == 1 {
-                    sent_on += answered;
-                }
-            }
-        }
-    }
+    sent_on += common::run_rounds(&client, &mut gateways, BODY, &p).await[1];
     let measured = started.elapsed();
 
     let (c1, cn) = common::print_round_medians(&gateways, c);

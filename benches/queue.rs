@@ -31,8 +31,8 @@ use sluice::config::{Priority, QueueConfig};
 use sluice::queue::Scheduler;
 
 use common::{
-    BODY, COMPLETION, Gateway, Params, TomlExtra, chat_url, concurrent, env_or, gateway_toml_with,
-    request_status, sequential,
+    BODY, COMPLETION, Gateway, Params, TomlExtra, chat_url, env_or, gateway_toml_with,
+    request_status,
 };
 
 /// Slots of the uncontended scheduler and gateway: far above any load here.
@@ -214,21 +214,7 @@ async fn gateways(p: &Params) -> (f64, f64) {
     if c >= ROOMY {
         println!("    WARNING: c{c} reaches the {ROOMY} slots: queue-on is not uncontended");
     }
-    for loaded in [false, true] {
-        for round in 0..p.rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let gateway = &mut gateways[i];
-                if loaded {
-                    let s = concurrent(&client, &gateway.url, false, p).await;
-                    gateway.loaded.push(s);
-                } else {
-                    let s = sequential(&client, &gateway.url, false, p).await;
-                    gateway.c1.push(s);
-                }
-            }
-        }
-    }
+    common::run_rounds(&client, &mut gateways, BODY, p).await;
     let (c1, loaded) = common::print_round_medians(&gateways, c);
     (c1[1].p50_us - c1[0].p50_us, loaded[1].rps / loaded[0].rps)
 }

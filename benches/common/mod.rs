@@ -520,9 +520,11 @@ pub async fn metric(client: &reqwest::Client, gateway: SocketAddr, sample: &str)
         .unwrap_or(0.0)
 }
 
-/// One gateway under comparison, with the stats of each round.
+/// One gateway (or the upstream itself) under comparison, with the stats
+/// of each round.
 pub struct Gateway {
     pub name: &'static str,
+    pub addr: SocketAddr,
     pub url: String,
     pub c1: Vec<Stats>,
     pub loaded: Vec<Stats>,
@@ -532,6 +534,7 @@ impl Gateway {
     pub fn new(name: &'static str, addr: SocketAddr) -> Self {
         Self {
             name,
+            addr,
             url: chat_url(addr),
             c1: Vec::new(),
             loaded: Vec::new(),
@@ -570,4 +573,35 @@ pub fn print_round_medians(gateways: &[Gateway], c: usize) -> (Vec<Stats>, Vec<S
         }
     }
     (c1, loaded)
+}
+
+/// Runs `p.rounds` c1 rounds, then as many loaded rounds, over every
+/// gateway, rotating which goes first; returns how many requests each one
+/// answered (warm-ups included).
+pub async fn run_rounds(
+    client: &reqwest::Client,
+    gateways: &mut [Gateway],
+    body: &'static str,
+    p: &Params,
+) -> Vec<usize> {
+    let n = gateways.len();
+    let mut answered = vec![0; n];
+    for loaded in [false, true] {
+        for round in 0..p.rounds {
+            for i in (0..n).map(|i| (i + round) % n) {
+                let gateway = &mut gateways[i];
+                if loaded {
+                    let (s, count) = concurrent_body_counted(client, &gateway.url, body, p).await;
+                    gateway.loaded.push(s);
+                    answered[i] += count;
+                } else {
+                    gateway
+                        .c1
+                        .push(sequential_body(client, &gateway.url, body, p).await);
+                    answered[i] += p.warmup + p.requests;
+                }
+            }
+        }
+    }
+    answered
 }
