@@ -101,16 +101,7 @@ async fn model_errors() {
     assert_eq!(response.status(), 403);
     assert_eq!(error_of(response).await["code"], "model_not_allowed");
 
-    let models: serde_json::Value = gateway
-        .client
-        .get(gateway.url("/v1/models"))
-        .bearer_auth(LIMITED_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = gateway.get_json("/v1/models", Some(LIMITED_KEY)).await;
     assert_eq!(models["object"], "list");
     let ids: Vec<&str> = models["data"]
         .as_array()

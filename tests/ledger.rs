@@ -23,15 +23,8 @@ fn config(upstream: &FakeUpstream, store: &str) -> String {
 
 async fn totals(gateway: &TestGateway, query: &str) -> Value {
     gateway
-        .client
-        .get(gateway.url(&format!("/admin/usage?{query}")))
-        .bearer_auth(ADMIN)
-        .send()
+        .get_json(&format!("/admin/usage?{query}"), Some(ADMIN))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn group<'a>(totals: &'a Value, name: &str) -> &'a Value {

@@ -77,15 +77,7 @@ async fn priority_routes_pick_a_model_per_class() {
             "the upstream sees the real model"
         );
     }
-    let models: Value = gateway
-        .client
-        .get(gateway.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = gateway.get_json("/v1/models", None).await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()

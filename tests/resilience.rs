@@ -27,16 +27,7 @@ async fn ask(gateway: &TestGateway) -> reqwest::Response {
 }
 
 async fn admin_view(gateway: &TestGateway, name: &str) -> serde_json::Value {
-    let view: serde_json::Value = gateway
-        .client
-        .get(gateway.url("/admin/deployments"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = gateway.get_json("/admin/deployments", Some(ADMIN)).await;
     view["data"]
         .as_array()
         .unwrap()

@@ -70,6 +70,15 @@ impl TestGateway {
         request.send().await.unwrap()
     }
 
+    /// GETs `path`, with a bearer key if given, and parses the JSON answer.
+    pub async fn get_json(&self, path: &str, key: Option<&str>) -> serde_json::Value {
+        let mut request = self.client.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     /// The Prometheus text from `/metrics`.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();
