@@ -1,19 +1,23 @@
 //! Metering and usage ledger benchmark: `cargo bench --bench metering`.
 //!
-//! 1. Two gateways in front of one instant fake upstream, in alternating
+//! 1. Three gateways in front of one instant fake upstream, in rotating
 //!    rounds: "ledger-off" (no `[usage]` section, so `store = "none"`; no
-//!    budgets) and "ledger-on" (`[usage] store = "sqlite"` in a fresh temp
-//!    directory, default batching; `budget_daily_usd = 1000000.0` on the bench
-//!    key, so every request is checked against and charged to an in-memory
-//!    budget that never refuses). c1 p50/p99 and cN req/s, medians of rounds,
-//!    and the on / off ratios.
+//!    budgets), "off-again" (the same config: two identical gateways show
+//!    how far this machine's noise alone moves a ratio) and "ledger-on"
+//!    (`[usage] store = "sqlite"` in a fresh temp directory, default
+//!    batching; `budget_daily_usd = 1000000.0` on the bench key, so every
+//!    request is checked against and charged to an in-memory budget that
+//!    never refuses). c1 p50/p99, cN req/s and process CPU time per request;
+//!    ratios are taken per round (on and off measured seconds apart) and
+//!    their median reported with the range, beside the off-again / off
+//!    ratios as the noise floor.
 //! 2. Nothing lost: the on gateway is shut down gracefully (`Gateway::serve`
 //!    returns after the ledger has written what it holds), then the rows of
 //!    `<data_dir>/usage.db` are counted against every request it answered,
 //!    warm-ups and sanity checks included. The temp directory is removed.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
-//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
+//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS (default 7 here).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use common::{BODY, COMPLETION, Gateway, Params, chat_url, gateway_toml, request_status};
+use common::{BODY, COMPLETION, Gateway, Params, Stats, chat_url, gateway_toml, request_status};
 
 /// The bench key's daily budget when on: checked and charged, never reached.
 const ROOMY_BUDGET: &str = "budget_daily_usd = 1000000.0";
@@ -96,6 +100,28 @@ async fn budgets_are_on(client: &reqwest::Client, upstream: SocketAddr) -> bool 
     false
 }
 
+/// `on / off` of one measure, round by round: median, min and max.
+fn paired(on: &[Stats], off: &[Stats], measure: fn(&Stats) -> f64) -> (f64, f64, f64) {
+    let ratios: Vec<f64> = on
+        .iter()
+        .zip(off)
+        .map(|(on, off)| measure(on) / measure(off))
+        .collect();
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (common::median(ratios), min, max)
+}
+
+fn print_paired(what: &str, [off, again, on]: &[Gateway; 3], measure: fn(&Stats) -> f64) -> f64 {
+    let (ratio, min, max) = paired(&on.loaded, &off.loaded, measure);
+    let (noise, noise_min, noise_max) = paired(&again.loaded, &off.loaded, measure);
+    println!(
+        "{what}: ledger-on / ledger-off {ratio:.3} ({:+.1}%) [rounds {min:.3}..{max:.3}]; off-again / ledger-off {noise:.3} [rounds {noise_min:.3}..{noise_max:.3}]",
+        (ratio - 1.0) * 100.0
+    );
+    ratio
+}
+
 /// What the ledger wrote: rows, rows with status 200, and their cost.
 fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
     let connection =
@@ -109,7 +135,11 @@ fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
 
 #[tokio::main]
 async fn main() {
-    let p = Params::from_env();
+    let mut p = Params::from_env();
+    if std::env::var_os("BENCH_ROUNDS").is_none() {
+        // Ratios under 5% need more rounds than the other benches take.
+        p.rounds = 7;
+    }
     let c = p.concurrency;
     let data_dir = TempDir::new();
     let dir = data_dir.path().display().to_string();
@@ -118,6 +148,7 @@ async fn main() {
     let upstream = common::start_upstream().await;
     let client = common::client(c);
     let off = common::start_gateway(&gateway_toml(upstream, "", "")).await;
+    let off_again = common::start_gateway(&gateway_toml(upstream, "", "")).await;
     let usage = format!("[usage]\nstore = \"sqlite\"\ndata_dir = '{dir}'\n");
     let on = common::start_gateway_stoppable(&gateway_toml(upstream, ROOMY_BUDGET, &usage)).await;
     // Every request the on gateway answered; each should become one row.
@@ -125,6 +156,7 @@ async fn main() {
 
     let mut gateways = [
         Gateway::new("ledger-off", off),
+        Gateway::new("off-again", off_again),
         Gateway::new("ledger-on", on.addr),
     ];
     for gateway in &gateways {
@@ -147,10 +179,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!(
-        "1. gateways in front of an instant fake upstream: ledger-on = [usage] store = \"sqlite\" (default batching) + {ROOMY_BUDGET} on the key; ledger-off = store = \"none\", no budgets"
+        "1. gateways in front of an instant fake upstream: ledger-on = [usage] store = \"sqlite\" (default batching) + {ROOMY_BUDGET} on the key; ledger-off and off-again = store = \"none\", no budgets"
     );
     println!(
-        "   c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, alternating order; medians of rounds",
+        "   c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
         p.requests,
         p.warmup,
         p.seconds.as_secs_f64(),
@@ -162,23 +194,25 @@ async fn main() {
     );
 
     let started = Instant::now();
-    sent_on += common::run_rounds(&client, &mut gateways, BODY, &p).await[1];
+    sent_on += common::run_rounds(&client, &mut gateways, BODY, &p).await[2];
     let measured = started.elapsed();
 
     let (c1, cn) = common::print_round_medians(&gateways, c);
+    println!(
+        "c{c} process CPU per request (us): ledger-off {:.1}, off-again {:.1}, ledger-on {:.1}",
+        cn[0].cpu_us, cn[1].cpu_us, cn[2].cpu_us
+    );
     println!();
     println!(
         "ledger on / off, c1 p50: {:.3} ({:+.1} us); c1 p99: {:.3} ({:+.1} us)",
-        c1[1].p50_us / c1[0].p50_us,
-        c1[1].p50_us - c1[0].p50_us,
-        c1[1].p99_us / c1[0].p99_us,
-        c1[1].p99_us - c1[0].p99_us,
+        c1[2].p50_us / c1[0].p50_us,
+        c1[2].p50_us - c1[0].p50_us,
+        c1[2].p99_us / c1[0].p99_us,
+        c1[2].p99_us - c1[0].p99_us,
     );
-    let ratio = cn[1].rps / cn[0].rps;
-    println!(
-        "ledger on / off, c{c} throughput: {ratio:.3} ({:+.1}%; target: a difference under 5%)",
-        (ratio - 1.0) * 100.0
-    );
+    println!("per-round ratios (target: ledger-on within 5% of ledger-off):");
+    print_paired(&format!("  c{c} throughput"), &gateways, |s| s.rps);
+    print_paired(&format!("  c{c} CPU per request"), &gateways, |s| s.cpu_us);
     println!("(load phase: {:.1}s)", measured.as_secs_f64());
 
     // 2. Nothing lost.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::UsageConfig;
 use crate::metrics::Metrics;
@@ -27,6 +27,10 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Ledger {
     sender: mpsc::Sender<UsageRecord>,
+    /// Wakes the writer when a batch is waiting; otherwise it wakes on its
+    /// interval only, not once per record.
+    batch_ready: Arc<Notify>,
+    batch_size: usize,
     store: Arc<Store>,
     metrics: Metrics,
     last_drop_log: AtomicU64,
@@ -48,6 +52,7 @@ impl Ledger {
 
     pub fn with_store(store: Arc<Store>, config: &UsageConfig, metrics: Metrics) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel(config.buffer.max(1));
+        let batch_ready = Arc::new(Notify::new());
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
         let writer = Writer {
@@ -58,10 +63,13 @@ impl Ledger {
             buffer: config.buffer.max(1),
             metrics: metrics.clone(),
             last_error_log: None,
+            batch_ready: batch_ready.clone(),
         };
         tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
         Arc::new(Self {
             sender,
+            batch_ready,
+            batch_size: config.batch_size.max(1),
             store,
             metrics,
             last_drop_log: AtomicU64::new(0),
@@ -72,7 +80,12 @@ impl Ledger {
 
     /// Queues a record; never waits. A full channel drops it (counted).
     pub fn record(&self, record: UsageRecord) {
-        if self.sender.try_send(record).is_err() {
+        if self.sender.try_send(record).is_ok() {
+            let queued = self.sender.max_capacity() - self.sender.capacity();
+            if queued >= self.batch_size {
+                self.batch_ready.notify_one();
+            }
+        } else {
             self.metrics.ledger_dropped.inc();
             let now = self.started.elapsed().as_secs() + 1;
             let last = self.last_drop_log.load(Ordering::Relaxed);
@@ -116,6 +129,7 @@ struct Writer {
     buffer: usize,
     metrics: Metrics,
     last_error_log: Option<Instant>,
+    batch_ready: Arc<Notify>,
 }
 
 impl Writer {
@@ -131,31 +145,21 @@ impl Writer {
         }
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Taken in bulk: one wake-up per burst, not per record.
-        let mut incoming = Vec::with_capacity(self.batch_size);
+        // The writer never waits on the channel itself: a receiver parked
+        // there would be woken by every record, a cross-thread wake-up per
+        // request. It wakes per interval or per full batch instead.
         loop {
-            tokio::select! {
-                received = self.receiver.recv_many(&mut incoming, self.batch_size) => {
-                    if received == 0 {
-                        break;
-                    }
-                    for record in incoming.drain(..) {
-                        self.hold(record);
-                    }
-                },
-                _ = ticks.tick() => {
-                    self.write_all().await;
-                    continue;
-                },
+            let interval_passed = tokio::select! {
+                _ = ticks.tick() => true,
+                () = self.batch_ready.notified() => false,
                 _ = &mut stop => break,
-            }
-            if self.pending.len() >= self.batch_size {
+            };
+            self.take_queued();
+            if interval_passed || self.pending.len() >= self.batch_size {
                 self.write_all().await;
             }
         }
-        while let Ok(record) = self.receiver.try_recv() {
-            self.hold(record);
-        }
+        self.take_queued();
         for _ in 0..3 {
             if self.write_all().await {
                 break;
@@ -163,6 +167,12 @@ impl Writer {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let _ = done.send(());
+    }
+
+    fn take_queued(&mut self) {
+        while let Ok(record) = self.receiver.try_recv() {
+            self.hold(record);
+        }
     }
 
     fn hold(&mut self, record: UsageRecord) {
