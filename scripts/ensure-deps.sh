@@ -2,7 +2,10 @@
 # Installs and starts what the test suite needs beyond the Rust toolchain:
 # redis-server (the Redis tests start private instances on free ports),
 # PostgreSQL at 127.0.0.1:5432 with trust auth (the usage-ledger tests),
-# Python's venv module (the official OpenAI SDK smoke test) and curl.
+# Python's venv module (the official OpenAI SDK smoke test) and curl, and
+# a PostgreSQL with pgvector at 127.0.0.1:5433 (the semantic-cache store
+# tests): Debian's mirror has no pgvector package, so this is the pgserver
+# wheel from PyPI, which bundles PostgreSQL 16 with pgvector 0.6.
 set -euo pipefail
 
 sudo=""
@@ -32,4 +35,26 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     pg_isready -h 127.0.0.1 -p 5432 -q && break
     sleep 0.2
   done
+fi
+
+# PostgreSQL 16 + pgvector from the pgserver wheel, on port 5433, trust auth.
+if ! pg_isready -h 127.0.0.1 -p 5433 -q 2>/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    pgvector_dir=/var/lib/postgresql/sluice-pgvector
+    as_server() { runuser -u postgres -- "$@"; }
+  else
+    pgvector_dir=${XDG_CACHE_HOME:-$HOME/.cache}/sluice-pgvector
+    as_server() { "$@"; }
+  fi
+  if [ ! -x "$pgvector_dir/venv/bin/python" ]; then
+    python3 -m venv "$pgvector_dir/venv"
+    "$pgvector_dir/venv/bin/pip" install -q --no-deps pgserver==0.1.4
+  fi
+  bin=$("$pgvector_dir/venv/bin/python" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("pgserver").origin), "pginstall", "bin"))')
+  [ "$(id -u)" -ne 0 ] || chown -R postgres: "$pgvector_dir"
+  if [ ! -f "$pgvector_dir/data/PG_VERSION" ]; then
+    as_server "$bin/initdb" -D "$pgvector_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  as_server "$bin/pg_ctl" -D "$pgvector_dir/data" -l "$pgvector_dir/server.log" -w \
+    -o "-p 5433 -c listen_addresses=127.0.0.1 -k /tmp" start >/dev/null
 fi

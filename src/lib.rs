@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod policy;
+pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod request;

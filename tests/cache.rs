@@ -1,5 +1,6 @@
 //! The exact response cache: hits, scopes, TTL, Cache-Control, eligibility,
-//! streaming record and replay across shapes, coalescing, and Redis sharing.
+//! streaming record and replay across shapes, coalescing, Redis sharing, and
+//! the semantic cache in memory and in pgvector.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use common::fake_upstream::{chunk, done};
 use common::gateway::deployment;
+use common::postgres::{self, TestDatabase};
 use common::redis::RedisServer;
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::{Value, json};
@@ -362,17 +364,29 @@ async fn two_gateways_share_hits_through_redis() {
 }
 
 fn semantic_config(upstream: &FakeUpstream, embeddings: &str) -> String {
+    semantic_config_with(upstream, embeddings, "", "")
+}
+
+/// With extra lines in `[cache]` and `[cache.semantic]`.
+fn semantic_config_with(
+    upstream: &FakeUpstream,
+    embeddings: &str,
+    cache: &str,
+    semantic: &str,
+) -> String {
     format!(
         r#"
         [auth]
         required = false
         [cache]
         enabled = true
+        {cache}
         [cache.semantic]
         enabled = true
         threshold = 0.9
         embedding_model = "text-embedding-3-small"
         timeout = "500ms"
+        {semantic}
         {}
         [[deployments]]
         name = "embedder"
@@ -461,4 +475,121 @@ async fn a_slow_embedding_call_just_makes_a_miss() {
         "bounded by the 500ms timeout"
     );
     assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test]
+async fn replicas_share_semantic_matches_through_pgvector() {
+    let database = TestDatabase::create(postgres::WITH_PGVECTOR).await;
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::start("oa").await;
+    let shared = format!(
+        "[redis]\nurl = \"{}\"\n{}",
+        redis.url(),
+        semantic_config_with(
+            &upstream,
+            "mock = { latency = \"1ms\" }",
+            "store = \"redis\"\nscope = \"global\"",
+            &format!(
+                "store = \"postgres\"\npostgres_url = \"{}\"",
+                database.url()
+            ),
+        )
+    );
+    let first = TestGateway::start(&shared).await;
+    let second = TestGateway::start(&shared).await;
+    let (index, connection) = tokio_postgres::connect(&database.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let indexed = async || -> i64 {
+        let count = index
+            .query_one("SELECT COUNT(*) FROM sluice_semantic_cache", &[])
+            .await;
+        count.map_or(0, |row| row.get(0))
+    };
+
+    // Redis connects in the background: ask until the answer is stored.
+    let france = question(None, "What is the capital of France?");
+    for _ in 0..100 {
+        ask(&first, &france).await;
+        if indexed().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(indexed().await, 1, "the first replica indexed its answer");
+    let paraphrase = question(None, "What is the capital of France, please?");
+    assert_eq!(ask(&second, &paraphrase).await, "semantic-hit");
+    assert_eq!(
+        ask(
+            &second,
+            &question(None, "How do I bake sourdough bread at home?")
+        )
+        .await,
+        "miss"
+    );
+    assert_eq!(
+        ask(
+            &second,
+            &question(
+                Some("You are a pirate."),
+                "What is the capital of France, please?"
+            )
+        )
+        .await,
+        "miss",
+        "a different system prompt is a different partition"
+    );
+    let hnsw = index
+        .query_one(
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname LIKE 'sluice_semantic_cache_hnsw_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hnsw.get::<_, i64>(0),
+        1,
+        "an HNSW index for the embedding size"
+    );
+
+    // Expired rows never match.
+    index
+        .execute(
+            "UPDATE sluice_semantic_cache SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ask(&second, &paraphrase).await, "miss");
+    drop((first, second));
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_pgvector_index_just_makes_misses() {
+    let upstream = FakeUpstream::start("oa").await;
+    let unreachable = "postgres://postgres@127.0.0.1:9/nothing";
+    let gateway = TestGateway::start(&semantic_config_with(
+        &upstream,
+        "mock = { latency = \"1ms\" }",
+        "",
+        &format!("store = \"postgres\"\npostgres_url = \"{unreachable}\""),
+    ))
+    .await;
+    let france = question(None, "What is the capital of France?");
+    assert_eq!(ask(&gateway, &france).await, "miss");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        ask(&gateway, &france).await,
+        "hit",
+        "the exact cache still works"
+    );
+    let paraphrase = question(None, "What is the capital of France, please?");
+    assert_eq!(ask(&gateway, &paraphrase).await, "miss");
+    let metrics = gateway.metrics().await;
+    assert!(
+        !metrics.contains("sluice_cache_store_errors_total 0"),
+        "index failures are counted: {metrics}"
+    );
 }

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{chat, deployment};
+use common::postgres::{self, TestDatabase};
 use common::{FakeUpstream, TestGateway};
 use serde_json::Value;
 
@@ -134,21 +135,9 @@ async fn sqlite_records_survive_a_restart() {
 
 #[tokio::test]
 async fn postgres_records_survive_a_restart() {
-    let admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
-    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL must run at 127.0.0.1:5432 (scripts/test.sh starts it)");
-    tokio::spawn(connection);
-    let database = format!("sluice_test_{}", fastrand::u32(..));
-    client
-        .batch_execute(&format!("CREATE DATABASE {database}"))
-        .await
-        .unwrap();
-    restart_keeps_records(&format!("postgres://postgres@127.0.0.1:5432/{database}")).await;
-    client
-        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .await
-        .unwrap();
+    let database = TestDatabase::create(postgres::PLAIN).await;
+    restart_keeps_records(&database.url()).await;
+    database.drop_database().await;
 }
 
 #[tokio::test]

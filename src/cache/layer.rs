@@ -107,7 +107,7 @@ pub async fn cache(
         _ => None,
     };
     if let (Some(semantic), Some(probe)) = (&cache.semantic, &probe)
-        && let Some(similar) = semantic.nearest(probe)
+        && let Some(similar) = semantic.nearest(probe).await
         && let Ok(Some(entry)) = cache.store.get(similar).await
         && let Some(response) = answer(&entry, want, &model)
     {

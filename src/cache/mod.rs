@@ -7,6 +7,7 @@ pub mod key;
 mod layer;
 mod semantic;
 pub mod semantic_index;
+mod semantic_pg;
 mod store;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use self::flight::Flight;
 pub use self::key::CacheKey;
 use self::store::Store;
 use crate::auth::Identity;
-use crate::config::{CacheConfig, CacheScope, CacheStore, Config, parse_duration};
+use crate::config::{CacheConfig, CacheScope, CacheStore, Config, SemanticStore, parse_duration};
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
@@ -77,10 +78,17 @@ impl ResponseCache {
                         cache.semantic.embedding_model
                     )
                 })?;
+            if cache.semantic.store == SemanticStore::Postgres && cache.store == CacheStore::Memory
+            {
+                tracing::warn!(
+                    "cache.semantic.store = \"postgres\" with cache.store = \"memory\": other replicas' semantic matches point at answers this one does not hold (they are misses); use cache.store = \"redis\" to share both"
+                );
+            }
             Some(semantic::Semantic::new(
                 cache.semantic.clone(),
                 route.clone(),
                 client,
+                metrics.clone(),
             ))
         } else {
             None

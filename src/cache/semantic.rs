@@ -2,7 +2,8 @@
 //! through Sluice's own routing to `embedding_model`, and the nearest cached
 //! answer in the same partition (see `key::semantic_parts`) is reused when its
 //! cosine similarity reaches the threshold. A slow or failed embedding call
-//! makes the request a plain miss.
+//! makes the request a plain miss. The index is in this process (HNSW) or,
+//! with `store = "postgres"`, a pgvector table shared by replicas.
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -12,7 +13,9 @@ use serde_json::{Value, json};
 
 use super::key::CacheKey;
 use super::semantic_index::SemanticIndex;
-use crate::config::SemanticConfig;
+use super::semantic_pg::PgIndex;
+use crate::config::{SemanticConfig, SemanticStore};
+use crate::metrics::Metrics;
 use crate::routing::ModelRoute;
 use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
 
@@ -20,10 +23,15 @@ pub struct Semantic {
     config: SemanticConfig,
     route: Arc<ModelRoute>,
     client: UpstreamClient,
+    index: Index,
+}
+
+enum Index {
     /// Created on the first vector, when the embedding size is known.
     /// Lookups share the read lock; inserts (one per stored miss) take it
     /// briefly.
-    index: RwLock<Option<SemanticIndex>>,
+    Memory(RwLock<Option<SemanticIndex>>),
+    Postgres(PgIndex),
 }
 
 /// An embedded request, kept until its answer is stored.
@@ -34,12 +42,21 @@ pub struct Probe {
 }
 
 impl Semantic {
-    pub fn new(config: SemanticConfig, route: Arc<ModelRoute>, client: UpstreamClient) -> Self {
+    pub fn new(
+        config: SemanticConfig,
+        route: Arc<ModelRoute>,
+        client: UpstreamClient,
+        metrics: Metrics,
+    ) -> Self {
+        let index = match (config.store, config.postgres_url.as_deref()) {
+            (SemanticStore::Postgres, Some(url)) => Index::Postgres(PgIndex::start(url, metrics)),
+            _ => Index::Memory(RwLock::new(None)),
+        };
         Self {
             config,
             route,
             client,
-            index: RwLock::new(None),
+            index,
         }
     }
 
@@ -88,23 +105,41 @@ impl Semantic {
         })
     }
 
-    pub fn nearest(&self, probe: &Probe) -> Option<CacheKey> {
-        let index = self.index.read().ok()?;
-        let (key, _) = index.as_ref()?.nearest(
-            probe.partition,
-            &probe.vector,
-            self.config.threshold,
-            Instant::now(),
-        )?;
-        Some(key)
+    /// The nearest live entry at or above the threshold; a shared index
+    /// that is slow or down makes this a miss.
+    pub async fn nearest(&self, probe: &Probe) -> Option<CacheKey> {
+        let threshold = self.config.threshold;
+        match &self.index {
+            Index::Memory(index) => {
+                let index = index.read().ok()?;
+                let (key, _) = index.as_ref()?.nearest(
+                    probe.partition,
+                    &probe.vector,
+                    threshold,
+                    Instant::now(),
+                )?;
+                Some(key)
+            }
+            Index::Postgres(index) => {
+                let lookup = index.nearest(probe.partition, &probe.vector, threshold);
+                tokio::time::timeout(self.config.timeout, lookup)
+                    .await
+                    .ok()?
+            }
+        }
     }
 
     pub fn insert(&self, probe: Probe, key: CacheKey, expires: Instant) {
-        if let Ok(mut index) = self.index.write() {
-            let index = index.get_or_insert_with(|| {
-                SemanticIndex::new(probe.vector.len(), self.config.max_entries, 0x5eed)
-            });
-            index.insert(probe.partition, probe.vector, key, expires);
+        match &self.index {
+            Index::Memory(index) => {
+                if let Ok(mut index) = index.write() {
+                    let index = index.get_or_insert_with(|| {
+                        SemanticIndex::new(probe.vector.len(), self.config.max_entries, 0x5eed)
+                    });
+                    index.insert(probe.partition, probe.vector, key, expires);
+                }
+            }
+            Index::Postgres(index) => index.insert(probe.partition, probe.vector, key, expires),
         }
     }
 }

@@ -360,8 +360,22 @@ pub struct SemanticConfig {
     /// Bound on the embedding call; past it the request is a plain miss.
     #[serde(with = "duration::serde_duration")]
     pub timeout: Duration,
-    /// Index size bound (oldest and expired entries go first).
+    /// Index size bound (oldest and expired entries go first); memory only.
     pub max_entries: usize,
+    pub store: SemanticStore,
+    /// With `store = "postgres"`: a database with the pgvector extension
+    /// (created if missing), e.g. `postgres://sluice@db:5432/sluice`.
+    pub postgres_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemanticStore {
+    /// An HNSW index in this process.
+    #[default]
+    Memory,
+    /// A pgvector table shared by replicas.
+    Postgres,
 }
 
 impl Default for SemanticConfig {
@@ -372,6 +386,8 @@ impl Default for SemanticConfig {
             embedding_model: "text-embedding-3-small".to_owned(),
             timeout: Duration::from_millis(300),
             max_entries: 100_000,
+            store: SemanticStore::Memory,
+            postgres_url: None,
         }
     }
 }

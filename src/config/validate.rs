@@ -356,6 +356,13 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
         if !(0.0..=1.0).contains(&semantic.threshold) {
             problems.push("cache.semantic.threshold: must be a cosine between 0 and 1".into());
         }
+        let postgres_url = semantic.postgres_url.as_deref().unwrap_or_default();
+        if semantic.store == super::SemanticStore::Postgres && !postgres_url.starts_with("postgres")
+        {
+            problems.push(
+                "cache.semantic.postgres_url: store = \"postgres\" needs a postgres:// URL".into(),
+            );
+        }
     }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::record::{COLUMNS, Total, UsageRecord, group_column};
+use crate::postgres::SharedPostgres;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
     at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, key TEXT NOT NULL, org TEXT,
@@ -25,15 +26,9 @@ fn err(error: impl std::fmt::Display) -> StoreError {
 
 pub enum Store {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(Postgres),
+    Postgres(SharedPostgres),
     #[cfg(test)]
     Flaky(Arc<flaky::Flaky>),
-}
-
-/// A lazily (re)connected PostgreSQL client.
-pub struct Postgres {
-    url: String,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
 /// One record's values in `COLUMNS` order, then its day: the same list for
@@ -109,16 +104,16 @@ impl Store {
                 .map_err(err)?;
             return Ok(Self::Sqlite(Arc::new(Mutex::new(connection))));
         }
-        Ok(Self::Postgres(Postgres {
-            url: store.to_owned(),
-            client: tokio::sync::Mutex::new(None),
-        }))
+        Ok(Self::Postgres(SharedPostgres::new(
+            store,
+            format!("{SCHEMA}; {INDEX};"),
+        )))
     }
 
     /// Connects and creates the table now (PostgreSQL; SQLite did at open).
     pub async fn prepare(&self) -> Result<(), StoreError> {
         match self {
-            Self::Postgres(postgres) => postgres.with_client(|_| async { Ok(()) }).await,
+            Self::Postgres(postgres) => postgres.client().await.map(|_| ()).map_err(err),
             _ => Ok(()),
         }
     }
@@ -140,7 +135,7 @@ impl Store {
                 .await
                 .map_err(err)?
             }
-            Self::Postgres(postgres) => postgres.write(&records).await,
+            Self::Postgres(postgres) => write_postgres(postgres, &records).await,
             #[cfg(test)]
             Self::Flaky(flaky) => flaky.write(&records),
         }
@@ -191,22 +186,19 @@ impl Store {
             }
             Self::Postgres(postgres) => {
                 let sql = sql("$1", "$2");
-                postgres
-                    .with_client(|client| async move {
-                        let rows = client.query(&sql, &[&from_ms, &to_ms]).await?;
-                        Ok(rows
-                            .iter()
-                            .map(|row| Total {
-                                group: row.get(0),
-                                requests: row.get(1),
-                                prompt_tokens: row.get(2),
-                                completion_tokens: row.get(3),
-                                cached_tokens: row.get(4),
-                                cost_usd: row.get(5),
-                            })
-                            .collect())
+                let client = postgres.client().await.map_err(err)?;
+                let rows = client.query(&sql, &[&from_ms, &to_ms]).await.map_err(err)?;
+                Ok(rows
+                    .iter()
+                    .map(|row| Total {
+                        group: row.get(0),
+                        requests: row.get(1),
+                        prompt_tokens: row.get(2),
+                        completion_tokens: row.get(3),
+                        cached_tokens: row.get(4),
+                        cost_usd: row.get(5),
                     })
-                    .await
+                    .collect())
             }
             #[cfg(test)]
             Self::Flaky(_) => Ok(Vec::new()),
@@ -214,56 +206,25 @@ impl Store {
     }
 }
 
-impl Postgres {
-    /// Runs `call` with a connected client, connecting (and creating the
-    /// table) first if needed; a broken connection is dropped for the next try.
-    async fn with_client<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        let mut slot = self.client.lock().await;
-        if slot.as_ref().is_none_or(|client| client.is_closed()) {
-            let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .map_err(err)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(%error, "usage store connection closed");
-                }
-            });
-            client
-                .batch_execute(&format!("{SCHEMA}; {INDEX};"))
-                .await
-                .map_err(err)?;
-            *slot = Some(Arc::new(client));
-        }
-        let Some(client) = slot.clone() else {
-            return Err(StoreError("not connected".into()));
-        };
-        drop(slot);
-        call(client).await.map_err(err)
+/// One multi-row `INSERT` per batch.
+async fn write_postgres(
+    postgres: &SharedPostgres,
+    records: &[UsageRecord],
+) -> Result<(), StoreError> {
+    let days: Vec<String> = records.iter().map(|r| day_of(r.at_ms)).collect();
+    let mut sql = format!("INSERT INTO sluice_usage ({COLUMNS}, day) VALUES ");
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        Vec::with_capacity(records.len() * 18);
+    for (index, (r, day)) in records.iter().zip(&days).enumerate() {
+        let base = index * 18;
+        let placeholders: Vec<String> = (1..=18).map(|i| format!("${}", base + i)).collect();
+        sql.push_str(if index == 0 { "(" } else { ", (" });
+        sql.push_str(&placeholders.join(", "));
+        sql.push(')');
+        params.extend_from_slice(&row_values!(r, day));
     }
-
-    async fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
-        let days: Vec<String> = records.iter().map(|r| day_of(r.at_ms)).collect();
-        self.with_client(|client| async move {
-            let mut sql = format!("INSERT INTO sluice_usage ({COLUMNS}, day) VALUES ");
-            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                Vec::with_capacity(records.len() * 18);
-            for (index, (r, day)) in records.iter().zip(&days).enumerate() {
-                let base = index * 18;
-                let placeholders: Vec<String> =
-                    (1..=18).map(|i| format!("${}", base + i)).collect();
-                sql.push_str(if index == 0 { "(" } else { ", (" });
-                sql.push_str(&placeholders.join(", "));
-                sql.push(')');
-                params.extend_from_slice(&row_values!(r, day));
-            }
-            client.execute(&sql, &params).await.map(|_| ())
-        })
-        .await
-    }
+    let client = postgres.client().await.map_err(err)?;
+    client.execute(&sql, &params).await.map(|_| ()).map_err(err)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod fake_upstream;
 pub mod gateway;
+pub mod postgres;
 pub mod redis;
 
 #[allow(unused_imports)]

@@ -1,0 +1,243 @@
+//! The semantic index in PostgreSQL with pgvector, shared by replicas (each
+//! still keeps answers in the exact store, so fleets pair it with
+//! `[cache] store = "redis"`). Lookups are one query, bounded by the
+//! semantic timeout; inserts go through a bounded channel to a writer task,
+//! off the request path. Each embedding size gets its own partial HNSW index
+//! (`vector(N)` cast), created when the first vector of that size arrives,
+//! so switching embedding models needs no migration.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use pgvector::Vector;
+use tokio::sync::mpsc;
+
+use super::key::CacheKey;
+use crate::metrics::Metrics;
+use crate::postgres::SharedPostgres;
+
+/// `hnsw.ef_search` is raised from pgvector's 40 because the partition
+/// filter is applied after the index scan: more candidates, fewer misses
+/// in a table shared by many partitions.
+const SCHEMA: &str = "CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE TABLE IF NOT EXISTS sluice_semantic_cache (
+        partition BIGINT NOT NULL, cache_key TEXT NOT NULL, dims INT NOT NULL,
+        embedding vector NOT NULL, expires_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (partition, cache_key));
+    CREATE INDEX IF NOT EXISTS sluice_semantic_cache_expires ON sluice_semantic_cache (expires_at);
+    SET hnsw.ef_search = 200;";
+
+/// Inserts waiting for the writer; past this they are dropped (counted).
+const QUEUE: usize = 1024;
+const BATCH: usize = 64;
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const LOG_EVERY_SECS: u64 = 10;
+
+struct Row {
+    partition: u64,
+    vector: Vector,
+    key: CacheKey,
+    expires: SystemTime,
+}
+
+pub struct PgIndex {
+    postgres: Arc<SharedPostgres>,
+    writes: mpsc::Sender<Row>,
+    metrics: Metrics,
+    last_error_log: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl PgIndex {
+    /// Connects lazily: a database that is down makes lookups misses.
+    pub fn start(url: &str, metrics: Metrics) -> Self {
+        let postgres = Arc::new(SharedPostgres::new(url, SCHEMA));
+        let (writes, rows) = mpsc::channel(QUEUE);
+        let last_error_log = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let writer = Writer {
+            postgres: postgres.clone(),
+            indexed: HashSet::new(),
+            errors: ErrorLog {
+                metrics: metrics.clone(),
+                last: last_error_log.clone(),
+                started,
+            },
+        };
+        tokio::spawn(writer.run(rows));
+        Self {
+            postgres,
+            writes,
+            metrics,
+            last_error_log,
+            started,
+        }
+    }
+
+    fn errors(&self) -> ErrorLog {
+        ErrorLog {
+            metrics: self.metrics.clone(),
+            last: self.last_error_log.clone(),
+            started: self.started,
+        }
+    }
+
+    /// The nearest live entry of the partition at or above `threshold`.
+    pub async fn nearest(
+        &self,
+        partition: u64,
+        vector: &[f32],
+        threshold: f32,
+    ) -> Option<CacheKey> {
+        let dims = vector.len();
+        let query = async {
+            let client = self.postgres.client().await?;
+            let sql = format!(
+                "SELECT cache_key, 1 - (embedding::vector({dims}) <=> $1::vector({dims}))
+                 FROM sluice_semantic_cache
+                 WHERE dims = {dims} AND partition = $2 AND expires_at > now()
+                 ORDER BY embedding::vector({dims}) <=> $1::vector({dims}) LIMIT 1"
+            );
+            let probe = Vector::from(vector.to_vec());
+            client.query_opt(&sql, &[&probe, &(partition as i64)]).await
+        };
+        match query.await {
+            Ok(Some(row)) => {
+                let similarity: f64 = row.get(1);
+                let key: &str = row.get(0);
+                (similarity >= f64::from(threshold))
+                    .then(|| u128::from_str_radix(key, 16).ok().map(CacheKey))
+                    .flatten()
+            }
+            Ok(None) => None,
+            Err(error) => {
+                self.errors().record("lookup", &error);
+                None
+            }
+        }
+    }
+
+    /// Queues an insert; never waits. A full queue drops it (counted).
+    pub fn insert(&self, partition: u64, vector: Vec<f32>, key: CacheKey, expires: Instant) {
+        let expires = SystemTime::now() + expires.saturating_duration_since(Instant::now());
+        let row = Row {
+            partition,
+            vector: Vector::from(vector),
+            key,
+            expires,
+        };
+        if self.writes.try_send(row).is_err() {
+            self.errors().record("insert", &"the insert queue is full");
+        }
+    }
+}
+
+/// Counts every failure; logs at most one per `LOG_EVERY_SECS`.
+struct ErrorLog {
+    metrics: Metrics,
+    last: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl ErrorLog {
+    fn record(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.metrics.cache_store_errors.inc();
+        let now = self.started.elapsed().as_secs() + LOG_EVERY_SECS;
+        let last = self.last.load(Ordering::Relaxed);
+        if now >= last + LOG_EVERY_SECS
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(%error, "semantic cache index ({what}) failed; treating as a miss");
+        }
+    }
+}
+
+struct Writer {
+    postgres: Arc<SharedPostgres>,
+    /// Embedding sizes whose HNSW index exists.
+    indexed: HashSet<usize>,
+    errors: ErrorLog,
+}
+
+impl Writer {
+    async fn run(mut self, mut rows: mpsc::Receiver<Row>) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                received = rows.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    if let Err(error) = self.write(&batch).await {
+                        self.errors.record("insert", &error);
+                    }
+                    batch.clear();
+                }
+                _ = sweep.tick() => {
+                    if let Err(error) = self.sweep().await {
+                        self.errors.record("expiry sweep", &error);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, rows: &[Row]) -> Result<(), tokio_postgres::Error> {
+        let client = self.postgres.client().await?;
+        for row in rows {
+            let dims = row.vector.as_slice().len();
+            if !self.indexed.contains(&dims) {
+                client
+                    .batch_execute(&format!(
+                        "CREATE INDEX IF NOT EXISTS sluice_semantic_cache_hnsw_{dims}
+                         ON sluice_semantic_cache USING hnsw ((embedding::vector({dims})) vector_cosine_ops)
+                         WHERE dims = {dims}"
+                    ))
+                    .await?;
+                self.indexed.insert(dims);
+            }
+        }
+        let insert = client
+            .prepare(
+                "INSERT INTO sluice_semantic_cache (partition, cache_key, dims, embedding, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (partition, cache_key) DO UPDATE
+                 SET dims = EXCLUDED.dims, embedding = EXCLUDED.embedding, expires_at = EXCLUDED.expires_at",
+            )
+            .await?;
+        for row in rows {
+            let dims = row.vector.as_slice().len() as i32;
+            client
+                .execute(
+                    &insert,
+                    &[
+                        &(row.partition as i64),
+                        &row.key.hex(),
+                        &dims,
+                        &row.vector,
+                        &row.expires,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<(), tokio_postgres::Error> {
+        let client = self.postgres.client().await?;
+        client
+            .execute(
+                "DELETE FROM sluice_semantic_cache WHERE expires_at <= now()",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+}

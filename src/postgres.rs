@@ -1,0 +1,58 @@
+//! A lazily (re)connected PostgreSQL client shared by the stores that use
+//! one (usage ledger, semantic-cache index). It connects on first use and
+//! runs the store's schema statements then, so a database that is down at
+//! start-up only delays that store; a broken connection is replaced on the
+//! next call. Calls on a live connection take no lock: they clone the client
+//! out of a read guard, and tokio-postgres pipelines them on one connection.
+
+use std::sync::{Arc, RwLock};
+
+use tokio_postgres::{Client, NoTls};
+
+pub struct SharedPostgres {
+    url: String,
+    /// Run once per new connection, e.g. `CREATE TABLE IF NOT EXISTS`.
+    schema: String,
+    client: RwLock<Option<Arc<Client>>>,
+    /// Only one caller connects at a time; the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl SharedPostgres {
+    pub fn new(url: &str, schema: impl Into<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            schema: schema.into(),
+            client: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn live(&self) -> Option<Arc<Client>> {
+        let client = self.client.read().ok()?.clone()?;
+        (!client.is_closed()).then_some(client)
+    }
+
+    /// A connected client, connecting (and running the schema) first if needed.
+    pub async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
+        if let Some(client) = self.live() {
+            return Ok(client);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(client) = self.live() {
+            return Ok(client);
+        }
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection closed");
+            }
+        });
+        client.batch_execute(&self.schema).await?;
+        let client = Arc::new(client);
+        if let Ok(mut slot) = self.client.write() {
+            *slot = Some(client.clone());
+        }
+        Ok(client)
+    }
+}
