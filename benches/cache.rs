@@ -9,10 +9,19 @@
 //!    100,000 entries of 1536 dimensions in one partition, for near-duplicate
 //!    queries (with recall) and unrelated ones (with false matches), against
 //!    one brute-force exact scan.
+//! 4. The pgvector index (`[cache.semantic] store = "postgres"`): the first
+//!    `BENCH_PGVECTOR_ENTRIES` (default 20,000: building HNSW over 100,000
+//!    takes minutes here) of the same vectors bulk-loaded into a fresh
+//!    database on `BENCH_PGVECTOR_URL`
+//!    (default postgres://postgres@127.0.0.1:5433/postgres, which
+//!    `scripts/ensure-deps.sh` starts), the HNSW index built, then Sluice's
+//!    own lookup (`PgIndex::nearest`, one query over a local socket) for the
+//!    same kinds of query. Skipped with a note when that server is down.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL,
-//! BENCH_SEMANTIC_ENTRIES, BENCH_SEMANTIC_QUERIES.
+//! BENCH_SEMANTIC_ENTRIES, BENCH_SEMANTIC_QUERIES, BENCH_PGVECTOR_URL,
+//! BENCH_PGVECTOR_ENTRIES.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -24,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use sluice::cache::CacheKey;
 use sluice::cache::semantic_index::SemanticIndex;
+use sluice::cache::semantic_pg::{self, PgIndex};
 
 use common::{COMPLETION, Gateway, Params, env_or, exchange_body, gateway_toml};
 
@@ -280,7 +290,15 @@ fn lookups(
     (latencies, answers)
 }
 
-fn semantic() {
+/// What part 3 measured and part 4 measures again in PostgreSQL.
+struct Workload {
+    vectors: Vec<Vec<f32>>,
+    targets: Vec<usize>,
+    near: Vec<Vec<f32>>,
+    strangers: Vec<Vec<f32>>,
+}
+
+fn semantic() -> Workload {
     let entries = env_or("BENCH_SEMANTIC_ENTRIES", 100_000usize).max(1);
     let queries = env_or("BENCH_SEMANTIC_QUERIES", 1_000usize).max(1);
     let mut rng = fastrand::Rng::with_seed(0x5eed_cace);
@@ -386,6 +404,183 @@ fn semantic() {
         scan_p50 / near_p50,
         scan_p50 / stranger_p50
     );
+    Workload {
+        vectors,
+        targets,
+        near,
+        strangers,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. The pgvector index
+
+/// Rows per bulk `INSERT` (5 parameters each).
+const LOAD_ROWS: usize = 500;
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn pgvector(work: &Workload) {
+    let admin_url = std::env::var("BENCH_PGVECTOR_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".into());
+    let admin = match connect(&admin_url).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            println!("4. pgvector index: skipped, cannot reach {admin_url}: {error}");
+            return;
+        }
+    };
+    let database = format!("sluice_bench_{}", fastrand::u32(..));
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .expect("CREATE DATABASE");
+    let url = format!(
+        "{}/{database}",
+        admin_url.rsplit_once('/').map_or("", |p| p.0)
+    );
+    let entries = env_or("BENCH_PGVECTOR_ENTRIES", 20_000usize).clamp(1, work.vectors.len());
+    let vectors = &work.vectors[..entries];
+    // Near-duplicates of loaded entries only.
+    let (near, targets): (Vec<Vec<f32>>, Vec<usize>) = work
+        .near
+        .iter()
+        .zip(&work.targets)
+        .filter(|(_, t)| **t < entries)
+        .map(|(q, t)| (q.clone(), *t))
+        .unzip();
+    println!(
+        "4. pgvector index (PostgreSQL {}): the first {entries} of those vectors bulk-loaded, HNSW built, lookups through PgIndex::nearest ({} near-duplicate queries)",
+        admin
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_or_else(|_| "?".into(), |row| row.get::<_, String>(0)),
+        near.len()
+    );
+
+    let index = PgIndex::start(&url, sluice::metrics::Metrics::new().expect("metrics"));
+    // The first lookup connects and creates the table.
+    assert!(
+        index
+            .nearest(PARTITION, &work.near[0], THRESHOLD)
+            .await
+            .is_none()
+    );
+    let loader = connect(&url).await.expect("connect to the bench database");
+    let expires = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let started = Instant::now();
+    for (chunk_index, chunk) in vectors.chunks(LOAD_ROWS).enumerate() {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let rows: Vec<(i64, String, i32, pgvector::Vector)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let key = CacheKey((chunk_index * LOAD_ROWS + i) as u128);
+                (
+                    PARTITION as i64,
+                    key.hex(),
+                    DIMENSIONS as i32,
+                    pgvector::Vector::from(v.clone()),
+                )
+            })
+            .collect();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        for row in &rows {
+            params.extend_from_slice(&[&row.0, &row.1, &row.2, &row.3, &expires]);
+        }
+        loader
+            .execute(
+                &format!(
+                    "INSERT INTO sluice_semantic_cache (partition, cache_key, dims, embedding, expires_at) VALUES {}",
+                    placeholders.join(", ")
+                ),
+                &params,
+            )
+            .await
+            .expect("bulk insert");
+    }
+    let loaded = started.elapsed();
+    let started = Instant::now();
+    loader
+        .batch_execute(&format!(
+            "SET maintenance_work_mem = '2GB'; {}; ANALYZE sluice_semantic_cache",
+            semantic_pg::hnsw_index(DIMENSIONS)
+        ))
+        .await
+        .expect("building the HNSW index");
+    let built = started.elapsed();
+
+    let timed = async |queries: &[Vec<f32>]| {
+        let mut latencies = Vec::with_capacity(queries.len());
+        let mut answers = Vec::with_capacity(queries.len());
+        for query in queries {
+            let started = Instant::now();
+            answers.push(index.nearest(PARTITION, query, THRESHOLD).await);
+            latencies.push(started.elapsed());
+        }
+        (latencies, answers)
+    };
+    let (mut near_us, near_answers) = timed(&near).await;
+    let (mut stranger_us, stranger_answers) = timed(&work.strangers).await;
+    let recalled = near_answers
+        .iter()
+        .zip(&targets)
+        .filter(|(answer, t)| **answer == Some(CacheKey(**t as u128)))
+        .count();
+    let false_matches = stranger_answers.iter().filter(|a| a.is_some()).count();
+    println!(
+        "{:<44}{:>12}{:>12}{:>12}",
+        "measurement", "p50_us", "p99_us", "result"
+    );
+    println!(
+        "{:<44}{:>12.2}{:>12}{:>12}",
+        "bulk load (mean per entry)",
+        loaded.as_secs_f64() * 1e6 / entries as f64,
+        "-",
+        format!("{:.1} s", loaded.as_secs_f64()),
+    );
+    println!(
+        "{:<44}{:>12}{:>12}{:>12}",
+        "HNSW build",
+        "-",
+        "-",
+        format!("{:.1} s", built.as_secs_f64()),
+    );
+    println!(
+        "{:<44}{:>12.1}{:>12.1}{:>12}",
+        "(a) nearest, near-duplicate (recall)",
+        percentile_us(&mut near_us, 0.50),
+        percentile_us(&mut near_us, 0.99),
+        format!("{:.3}", recalled as f64 / near.len().max(1) as f64),
+    );
+    println!(
+        "{:<44}{:>12.1}{:>12.1}{:>12}",
+        "(b) nearest, unrelated (false matches)",
+        percentile_us(&mut stranger_us, 0.50),
+        percentile_us(&mut stranger_us, 0.99),
+        format!("{:.3}", false_matches as f64 / work.strangers.len() as f64),
+    );
+    drop((index, loader));
+    admin
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await
+        .expect("DROP DATABASE");
 }
 
 fn main() {
@@ -403,5 +598,11 @@ fn main() {
     // Stops the gateways and the fake upstream before the CPU-bound part.
     drop(runtime);
     println!();
-    semantic();
+    let workload = semantic();
+    println!();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(pgvector(&workload));
 }

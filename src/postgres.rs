@@ -56,3 +56,16 @@ impl SharedPostgres {
         Ok(client)
     }
 }
+
+/// The error with its causes: tokio-postgres's own text for a server error
+/// is only "db error", the server's message is its source.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

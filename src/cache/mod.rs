@@ -7,7 +7,7 @@ pub mod key;
 mod layer;
 mod semantic;
 pub mod semantic_index;
-mod semantic_pg;
+pub mod semantic_pg;
 mod store;
 
 use std::collections::HashMap;

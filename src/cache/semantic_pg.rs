@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::key::CacheKey;
 use crate::metrics::Metrics;
-use crate::postgres::SharedPostgres;
+use crate::postgres::{SharedPostgres, describe};
 
 /// `hnsw.ef_search` is raised from pgvector's 40 because the partition
 /// filter is applied after the index scan: more candidates, fewer misses
@@ -28,6 +28,16 @@ const SCHEMA: &str = "CREATE EXTENSION IF NOT EXISTS vector;
         PRIMARY KEY (partition, cache_key));
     CREATE INDEX IF NOT EXISTS sluice_semantic_cache_expires ON sluice_semantic_cache (expires_at);
     SET hnsw.ef_search = 200;";
+
+/// The partial HNSW index for one embedding size; the lookup's `ORDER BY`
+/// uses the same `vector(N)` expression so the planner can pick it.
+pub fn hnsw_index(dims: usize) -> String {
+    format!(
+        "CREATE INDEX IF NOT EXISTS sluice_semantic_cache_hnsw_{dims}
+         ON sluice_semantic_cache USING hnsw ((embedding::vector({dims})) vector_cosine_ops)
+         WHERE dims = {dims}"
+    )
+}
 
 /// Inserts waiting for the writer; past this they are dropped (counted).
 const QUEUE: usize = 1024;
@@ -113,7 +123,7 @@ impl PgIndex {
             }
             Ok(None) => None,
             Err(error) => {
-                self.errors().record("lookup", &error);
+                self.errors().record("lookup", &describe(&error));
                 None
             }
         }
@@ -152,7 +162,7 @@ impl ErrorLog {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(%error, "semantic cache index ({what}) failed; treating as a miss");
+            tracing::warn!(%error, "semantic cache index: {what} failed (semantic lookups are misses while the index is unreachable)");
         }
     }
 }
@@ -176,13 +186,13 @@ impl Writer {
                         return;
                     }
                     if let Err(error) = self.write(&batch).await {
-                        self.errors.record("insert", &error);
+                        self.errors.record("insert", &describe(&error));
                     }
                     batch.clear();
                 }
                 _ = sweep.tick() => {
                     if let Err(error) = self.sweep().await {
-                        self.errors.record("expiry sweep", &error);
+                        self.errors.record("expiry sweep", &describe(&error));
                     }
                 }
             }
@@ -194,13 +204,7 @@ impl Writer {
         for row in rows {
             let dims = row.vector.as_slice().len();
             if !self.indexed.contains(&dims) {
-                client
-                    .batch_execute(&format!(
-                        "CREATE INDEX IF NOT EXISTS sluice_semantic_cache_hnsw_{dims}
-                         ON sluice_semantic_cache USING hnsw ((embedding::vector({dims})) vector_cosine_ops)
-                         WHERE dims = {dims}"
-                    ))
-                    .await?;
+                client.batch_execute(&hnsw_index(dims)).await?;
                 self.indexed.insert(dims);
             }
         }
