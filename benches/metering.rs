@@ -17,7 +17,8 @@
 //!    warm-ups and sanity checks included. The temp directory is removed.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
-//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS (default 7 here).
+//! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS; defaults here are
+//! 21 rounds of 500 c1 requests (+50) and 0.5 s at c32 (+0.1 s).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -100,6 +101,30 @@ async fn budgets_are_on(client: &reqwest::Client, upstream: SocketAddr) -> bool 
     false
 }
 
+/// Many short rounds unless told otherwise: this machine's noise drifts over
+/// seconds, so the ratios of neighbouring short rounds are steadier than
+/// those of a few long ones.
+fn params() -> Params {
+    let mut p = Params::from_env();
+    let unset = |name: &str| std::env::var_os(name).is_none();
+    if unset("BENCH_ROUNDS") {
+        p.rounds = 21;
+    }
+    if unset("BENCH_SECONDS") {
+        p.seconds = Duration::from_millis(500);
+    }
+    if unset("BENCH_WARMUP_SECONDS") {
+        p.warmup_seconds = Duration::from_millis(100);
+    }
+    if unset("BENCH_REQUESTS") {
+        p.requests = 500;
+    }
+    if unset("BENCH_WARMUP") {
+        p.warmup = 50;
+    }
+    p
+}
+
 /// `on / off` of one measure, round by round: median, min and max.
 fn paired(on: &[Stats], off: &[Stats], measure: fn(&Stats) -> f64) -> (f64, f64, f64) {
     let ratios: Vec<f64> = on
@@ -135,11 +160,7 @@ fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
 
 #[tokio::main]
 async fn main() {
-    let mut p = Params::from_env();
-    if std::env::var_os("BENCH_ROUNDS").is_none() {
-        // Ratios under 5% need more rounds than the other benches take.
-        p.rounds = 7;
-    }
+    let p = params();
     let c = p.concurrency;
     let data_dir = TempDir::new();
     let dir = data_dir.path().display().to_string();

@@ -41,13 +41,13 @@ pub async fn record(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
             request_id: header("x-request-id").unwrap_or_default(),
-            key: identity.name.to_string(),
-            org: identity.org.as_deref().map(str::to_owned),
-            model_requested: api.requested.to_string(),
-            model: api.route.name.to_string(),
-            deployment: "-".into(),
-            priority: api.priority.as_str().into(),
-            cache: "-".into(),
+            key: identity.name.clone(),
+            org: identity.org.clone(),
+            model_requested: api.requested.clone(),
+            model: api.route.name.clone(),
+            deployment: None,
+            priority: api.priority.as_str(),
+            cache: "-",
             tag: header("x-sluice-tag"),
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -107,16 +107,12 @@ impl Pending {
         record.status = i64::from(response.status().as_u16());
         if let Some(served) = response.extensions().get::<ServedBy>() {
             if !served.model.is_empty() {
-                record.model = served.model.to_string();
+                record.model = served.model.clone();
             }
-            record.deployment = served.deployment.to_string();
+            record.deployment = Some(served.deployment.clone());
         }
-        if let Some(cache) = response
-            .headers()
-            .get("x-sluice-cache")
-            .and_then(|v| v.to_str().ok())
-        {
-            record.cache = cache.to_owned();
+        if let Some(cache) = response.headers().get("x-sluice-cache") {
+            record.cache = cache_status(cache.as_bytes());
         }
         state.head = true;
         self.emit_if_complete(&mut state);
@@ -171,6 +167,17 @@ impl Pending {
         state.usage = Some(Outcome::NoOutput);
         state.head = false;
         self.ledger.record(record);
+    }
+}
+
+/// The `x-sluice-cache` values, as static strings.
+fn cache_status(header: &[u8]) -> &'static str {
+    match header {
+        b"hit" => "hit",
+        b"semantic-hit" => "semantic-hit",
+        b"miss" => "miss",
+        b"bypass" => "bypass",
+        _ => "-",
     }
 }
 

@@ -1,24 +1,28 @@
 //! One row of the usage ledger: who called, what served it, what it used and
 //! cost, how it went.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+/// Names are shared (`Arc<str>` clones of the gateway's own) or static, so
+/// building a record per request allocates little.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRecord {
     /// Unix milliseconds when the request arrived.
     pub at_ms: i64,
     pub request_id: String,
-    pub key: String,
-    pub org: Option<String>,
+    pub key: Arc<str>,
+    pub org: Option<Arc<str>>,
     /// The model the client asked for (maybe virtual).
-    pub model_requested: String,
+    pub model_requested: Arc<str>,
     /// The model that served it (after routing policies and fallbacks).
-    pub model: String,
-    /// The deployment that served it, `cache` for a hit, `-` if none.
-    pub deployment: String,
-    pub priority: String,
+    pub model: Arc<str>,
+    /// The deployment that served it, `cache` for a hit; stored as `-` if none.
+    pub deployment: Option<Arc<str>>,
+    pub priority: &'static str,
     /// `hit`, `semantic-hit`, `miss`, `bypass`, or `-` without a cache.
-    pub cache: String,
+    pub cache: &'static str,
     /// The `x-sluice-tag` header: a free-form feature tag.
     pub tag: Option<String>,
     pub prompt_tokens: i64,
@@ -30,6 +34,36 @@ pub struct UsageRecord {
     pub status: i64,
     /// Tokens counted by Sluice because the upstream reported none.
     pub estimated: bool,
+}
+
+/// A record's text columns as `&str`, which both stores' parameter traits
+/// take (`Arc<str>` is not a PostgreSQL parameter type).
+pub struct Texts<'a> {
+    pub request_id: &'a str,
+    pub key: &'a str,
+    pub org: Option<&'a str>,
+    pub model_requested: &'a str,
+    pub model: &'a str,
+    pub deployment: &'a str,
+    pub priority: &'a str,
+    pub cache: &'a str,
+    pub tag: Option<&'a str>,
+}
+
+impl UsageRecord {
+    pub fn texts(&self) -> Texts<'_> {
+        Texts {
+            request_id: &self.request_id,
+            key: &self.key,
+            org: self.org.as_deref(),
+            model_requested: &self.model_requested,
+            model: &self.model,
+            deployment: self.deployment.as_deref().unwrap_or("-"),
+            priority: self.priority,
+            cache: self.cache,
+            tag: self.tag.as_deref(),
+        }
+    }
 }
 
 pub const COLUMNS: &str = "at_ms, request_id, key, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::record::{COLUMNS, Total, UsageRecord, group_column};
-use crate::postgres::SharedPostgres;
+use super::record::{COLUMNS, Texts, Total, UsageRecord, group_column};
+use crate::postgres::{SharedPostgres, describe};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
     at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, key TEXT NOT NULL, org TEXT,
@@ -24,6 +24,10 @@ fn err(error: impl std::fmt::Display) -> StoreError {
     StoreError(error.to_string())
 }
 
+fn pg_err(error: tokio_postgres::Error) -> StoreError {
+    StoreError(describe(&error))
+}
+
 pub enum Store {
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
     Postgres(SharedPostgres),
@@ -32,20 +36,20 @@ pub enum Store {
 }
 
 /// One record's values in `COLUMNS` order, then its day: the same list for
-/// both stores, whose parameter traits differ.
+/// both stores, whose parameter traits differ. `$t` is the record's `Texts`.
 macro_rules! row_values {
-    ($r:expr, $day:expr) => {
+    ($r:expr, $t:expr, $day:expr) => {
         [
             &$r.at_ms,
-            &$r.request_id,
-            &$r.key,
-            &$r.org,
-            &$r.model_requested,
-            &$r.model,
-            &$r.deployment,
-            &$r.priority,
-            &$r.cache,
-            &$r.tag,
+            &$t.request_id,
+            &$t.key,
+            &$t.org,
+            &$t.model_requested,
+            &$t.model,
+            &$t.deployment,
+            &$t.priority,
+            &$t.cache,
+            &$t.tag,
             &$r.prompt_tokens,
             &$r.completion_tokens,
             &$r.cached_tokens,
@@ -69,20 +73,37 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(
             "INSERT INTO sluice_usage ({COLUMNS}, day) VALUES {placeholders}"
         ))
         .map_err(err)?;
-    let days: Vec<String> = rows.iter().map(|r| day_of(r.at_ms)).collect();
+    let days = days_of(rows);
+    let texts: Vec<Texts<'_>> = rows.iter().map(UsageRecord::texts).collect();
     let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 18);
-    for (r, day) in rows.iter().zip(&days) {
-        let row: [&dyn rusqlite::ToSql; 18] = row_values!(r, day);
+    for ((r, t), day) in rows.iter().zip(&texts).zip(&days) {
+        let row: [&dyn rusqlite::ToSql; 18] = row_values!(r, t, day);
         params.extend_from_slice(&row);
     }
     insert.execute(params.as_slice()).map_err(err)?;
     Ok(())
 }
 
-/// `YYYY-MM-DD` (UTC) of a unix-millisecond time, for `group_by=day`.
-fn day_of(at_ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms.max(0) as u64);
-    crate::metering::rfc3339(time)[..10].to_owned()
+/// `YYYY-MM-DD` (UTC) of each record, for `group_by=day`; formatted once
+/// per day in the batch, not once per record.
+fn days_of(records: &[UsageRecord]) -> Vec<Arc<str>> {
+    let mut last: Option<(i64, Arc<str>)> = None;
+    records
+        .iter()
+        .map(|r| {
+            let day = r.at_ms.max(0) / 86_400_000;
+            match &last {
+                Some((cached, name)) if *cached == day => name.clone(),
+                _ => {
+                    let time = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(r.at_ms.max(0) as u64);
+                    let name: Arc<str> = crate::metering::rfc3339(time)[..10].into();
+                    last = Some((day, name.clone()));
+                    name
+                }
+            }
+        })
+        .collect()
 }
 
 impl Store {
@@ -113,7 +134,7 @@ impl Store {
     /// Connects and creates the table now (PostgreSQL; SQLite did at open).
     pub async fn prepare(&self) -> Result<(), StoreError> {
         match self {
-            Self::Postgres(postgres) => postgres.client().await.map(|_| ()).map_err(err),
+            Self::Postgres(postgres) => postgres.client().await.map(|_| ()).map_err(pg_err),
             _ => Ok(()),
         }
     }
@@ -186,8 +207,11 @@ impl Store {
             }
             Self::Postgres(postgres) => {
                 let sql = sql("$1", "$2");
-                let client = postgres.client().await.map_err(err)?;
-                let rows = client.query(&sql, &[&from_ms, &to_ms]).await.map_err(err)?;
+                let client = postgres.client().await.map_err(pg_err)?;
+                let rows = client
+                    .query(&sql, &[&from_ms, &to_ms])
+                    .await
+                    .map_err(pg_err)?;
                 Ok(rows
                     .iter()
                     .map(|row| Total {
@@ -211,20 +235,26 @@ async fn write_postgres(
     postgres: &SharedPostgres,
     records: &[UsageRecord],
 ) -> Result<(), StoreError> {
-    let days: Vec<String> = records.iter().map(|r| day_of(r.at_ms)).collect();
+    let days = days_of(records);
+    let texts: Vec<Texts<'_>> = records.iter().map(UsageRecord::texts).collect();
+    let days: Vec<&str> = days.iter().map(|d| &**d).collect();
     let mut sql = format!("INSERT INTO sluice_usage ({COLUMNS}, day) VALUES ");
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         Vec::with_capacity(records.len() * 18);
-    for (index, (r, day)) in records.iter().zip(&days).enumerate() {
+    for (index, ((r, t), day)) in records.iter().zip(&texts).zip(&days).enumerate() {
         let base = index * 18;
         let placeholders: Vec<String> = (1..=18).map(|i| format!("${}", base + i)).collect();
         sql.push_str(if index == 0 { "(" } else { ", (" });
         sql.push_str(&placeholders.join(", "));
         sql.push(')');
-        params.extend_from_slice(&row_values!(r, day));
+        params.extend_from_slice(&row_values!(r, t, day));
     }
-    let client = postgres.client().await.map_err(err)?;
-    client.execute(&sql, &params).await.map(|_| ()).map_err(err)
+    let client = postgres.client().await.map_err(pg_err)?;
+    client
+        .execute(&sql, &params)
+        .await
+        .map(|_| ())
+        .map_err(pg_err)
 }
 
 #[cfg(test)]

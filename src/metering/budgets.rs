@@ -5,10 +5,10 @@
 //! in memory or, with `[redis]`, in Redis so replicas share one budget.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashSet;
 use serde_json::json;
 
 use super::period::{Period, rfc3339};
@@ -40,8 +40,12 @@ impl Clock for SystemClock {
 }
 
 enum Store {
+    /// One counter pair per configured key and org, made at start-up, so a
+    /// request only locks its own subject's counter: no shared map writes,
+    /// no counter names formatted.
     Memory {
-        spent: DashMap<String, f64>,
+        keys: HashMap<String, Spend>,
+        orgs: HashMap<String, Spend>,
         fired: DashSet<String>,
     },
     Redis {
@@ -58,6 +62,22 @@ pub struct Budgets {
     webhook: reqwest::Client,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+}
+
+/// What a subject spent in its current day and month: (period index, USD).
+#[derive(Default)]
+struct Spend {
+    day: Mutex<(i64, f64)>,
+    month: Mutex<(i64, f64)>,
+}
+
+impl Spend {
+    fn period(&self, period: Period) -> &Mutex<(i64, f64)> {
+        match period {
+            Period::Day => &self.day,
+            Period::Month => &self.month,
+        }
+    }
 }
 
 /// One limit that applies to a request: who, which period, how much.
@@ -97,7 +117,10 @@ impl Budgets {
                 ),
             },
             None => Store::Memory {
-                spent: DashMap::new(),
+                keys: keys.keys().map(|k| (k.clone(), Spend::default())).collect(),
+                orgs: (config.org_budgets.keys())
+                    .map(|o| (o.clone(), Spend::default()))
+                    .collect(),
                 fired: DashSet::new(),
             },
         };
@@ -112,31 +135,41 @@ impl Budgets {
         })
     }
 
-    fn limits<'a>(&'a self, key: &'a str, org: Option<&'a str>) -> Vec<Limit<'a>> {
-        let mut limits = Vec::new();
-        let subjects = [
-            ("key", Some(key), self.keys.get(key)),
-            ("org", org, org.and_then(|o| self.orgs.get(o))),
-        ];
-        for (scope, name, budget) in subjects {
-            let (Some(name), Some(budget)) = (name, budget) else {
-                continue;
-            };
-            for (period, usd) in [
-                (Period::Day, budget.budget_daily_usd),
-                (Period::Month, budget.budget_monthly_usd),
-            ] {
-                if let Some(usd) = usd {
-                    limits.push(Limit {
+    fn limits<'a>(
+        &'a self,
+        key: &'a str,
+        org: Option<&'a str>,
+    ) -> impl Iterator<Item = Limit<'a>> + 'a {
+        let key = self.keys.get(key).map(|budget| ("key", key, budget));
+        let org = org.and_then(|o| self.orgs.get(o).map(|budget| ("org", o, budget)));
+        key.into_iter()
+            .chain(org)
+            .flat_map(|(scope, name, budget)| {
+                [
+                    (Period::Day, budget.budget_daily_usd),
+                    (Period::Month, budget.budget_monthly_usd),
+                ]
+                .into_iter()
+                .filter_map(move |(period, usd)| {
+                    Some(Limit {
                         scope,
                         name,
                         period,
-                        usd,
-                    });
-                }
-            }
-        }
-        limits
+                        usd: usd?,
+                    })
+                })
+            })
+    }
+
+    /// The in-memory counter of a limit; `None` with Redis.
+    fn memory_counter(&self, limit: &Limit<'_>) -> Option<&Mutex<(i64, f64)>> {
+        let Store::Memory { keys, orgs, .. } = &self.store else {
+            return None;
+        };
+        let subjects = if limit.scope == "key" { keys } else { orgs };
+        subjects
+            .get(limit.name)
+            .map(|spend| spend.period(limit.period))
     }
 
     fn counter(limit: &Limit<'_>, now: SystemTime) -> String {
@@ -153,7 +186,7 @@ impl Budgets {
     pub async fn check(&self, key: &str, org: Option<&str>) -> Result<(), GatewayError> {
         let now = self.clock.now();
         for limit in self.limits(key, org) {
-            let spent = self.spent(&Self::counter(&limit, now)).await;
+            let spent = self.spent(&limit, now).await;
             if spent >= limit.usd {
                 self.metrics
                     .budget_rejected
@@ -175,11 +208,19 @@ impl Budgets {
         Ok(())
     }
 
-    async fn spent(&self, counter: &str) -> f64 {
+    async fn spent(&self, limit: &Limit<'_>, now: SystemTime) -> f64 {
         match &self.store {
-            Store::Memory { spent, .. } => spent.get(counter).map_or(0.0, |v| *v),
+            Store::Memory { .. } => {
+                let current = limit.period.index(now);
+                self.memory_counter(limit)
+                    .and_then(|counter| counter.lock().ok().map(|c| *c))
+                    .map_or(
+                        0.0,
+                        |(period, spent)| if period == current { spent } else { 0.0 },
+                    )
+            }
             Store::Redis { redis, prefix } => {
-                let name = format!("{prefix}{counter}");
+                let name = format!("{prefix}{}", Self::counter(limit, now));
                 let value: Result<Option<f64>, _> = redis
                     .run(|mut m| async move { redis::AsyncCommands::get(&mut m, name).await })
                     .await;
@@ -222,7 +263,7 @@ impl Budgets {
                     period,
                     usd,
                 };
-                let spent = self.spent(&Self::counter(&limit, now)).await;
+                let spent = self.spent(&limit, now).await;
                 report.push(json!({
                     "scope": scope, "name": name, "period": period.as_str(),
                     "period_name": period.name(now), "budget_usd": usd, "spent_usd": spent,
@@ -241,30 +282,38 @@ impl Budgets {
         }
         let now = self.clock.now();
         for limit in self.limits(key, org) {
-            let counter = Self::counter(&limit, now);
-            let Some(total) = self.add(&counter, cost, limit.period, now).await else {
+            let Some(total) = self.add(&limit, cost, now).await else {
                 continue;
             };
             let before = total - cost;
             for threshold in &self.alerts.thresholds {
                 let line = limit.usd * threshold;
-                if before < line && total >= line && self.first_time(&counter, *threshold).await {
+                if before < line && total >= line && self.first_time(&limit, *threshold, now).await
+                {
                     self.alert(&limit, *threshold, total, now);
                 }
             }
         }
     }
 
-    async fn add(&self, counter: &str, cost: f64, period: Period, now: SystemTime) -> Option<f64> {
+    async fn add(&self, limit: &Limit<'_>, cost: f64, now: SystemTime) -> Option<f64> {
         match &self.store {
-            Store::Memory { spent, .. } => {
-                let mut entry = spent.entry(counter.to_owned()).or_insert(0.0);
-                *entry += cost;
-                Some(*entry)
+            Store::Memory { .. } => {
+                let current = limit.period.index(now);
+                let mut counter = self.memory_counter(limit)?.lock().ok()?;
+                if counter.0 != current {
+                    *counter = (current, 0.0);
+                }
+                counter.1 += cost;
+                Some(counter.1)
             }
             Store::Redis { redis, prefix } => {
-                let name = format!("{prefix}{counter}");
-                let ttl = period.end(now).duration_since(now).unwrap_or_default()
+                let name = format!("{prefix}{}", Self::counter(limit, now));
+                let ttl = limit
+                    .period
+                    .end(now)
+                    .duration_since(now)
+                    .unwrap_or_default()
                     + Duration::from_secs(86_400);
                 let result: Result<f64, _> = redis
                     .run(|mut m| async move {
@@ -284,8 +333,8 @@ impl Budgets {
 
     /// Whether this threshold fires for the first time in this period
     /// (across replicas, with Redis).
-    async fn first_time(&self, counter: &str, threshold: f64) -> bool {
-        let marker = format!("{counter}:alert:{threshold}");
+    async fn first_time(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
+        let marker = format!("{}:alert:{threshold}", Self::counter(limit, now));
         match &self.store {
             Store::Memory { fired, .. } => fired.insert(marker),
             Store::Redis { redis, prefix } => {

@@ -26,9 +26,9 @@ pub async fn enforce(
     let charge = Charge {
         budgets,
         pricing,
-        key: identity.name.to_string(),
-        org: identity.org.as_deref().map(str::to_owned),
-        model: api.route.name.to_string(),
+        key: identity.name.clone(),
+        org: identity.org.clone(),
+        model: api.route.name.clone(),
     };
     request
         .extensions_mut()
@@ -41,9 +41,9 @@ pub async fn enforce(
 struct Charge {
     budgets: Arc<Budgets>,
     pricing: Arc<Pricing>,
-    key: String,
-    org: Option<String>,
-    model: String,
+    key: Arc<str>,
+    org: Option<Arc<str>>,
+    model: Arc<str>,
 }
 
 impl UsageObserver for Charge {

@@ -26,6 +26,19 @@ impl Period {
         }
     }
 
+    /// A number per period (days, or months, since 1970), so a counter can
+    /// tell that its period is over without formatting a name.
+    pub fn index(self, at: SystemTime) -> i64 {
+        let today = days(at);
+        match self {
+            Self::Day => today,
+            Self::Month => {
+                let (year, month, _) = civil(today);
+                year * 12 + i64::from(month)
+            }
+        }
+    }
+
     /// When the period containing `at` ends (the next UTC midnight, or the
     /// first of next month).
     pub fn end(self, at: SystemTime) -> SystemTime {
@@ -111,5 +124,17 @@ mod tests {
         assert_eq!(Period::Month.name(dec31), "2026-12");
         assert_eq!(Period::Month.end(dec31), at(1_798_761_600)); // 2027-01-01
         assert_eq!(Period::Day.name(at(1_709_164_800)), "2024-02-29");
+        assert_eq!(
+            Period::Day.index(now) + 1,
+            Period::Day.index(at(1_795_392_000))
+        );
+        assert_eq!(
+            Period::Month.index(now) + 1,
+            Period::Month.index(at(1_796_083_200))
+        );
+        assert_eq!(
+            Period::Month.index(dec31) + 1,
+            Period::Month.index(at(1_798_761_600))
+        );
     }
 }
