@@ -273,6 +273,46 @@ fn percentile_us(samples: &mut [Duration], q: f64) -> f64 {
     samples.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
+fn print_index_header() {
+    println!(
+        "{:<44}{:>12}{:>12}{:>12}",
+        "measurement", "p50_us", "p99_us", "result"
+    );
+}
+
+/// One line of an index table; `-` where a percentile was not measured.
+fn index_row(label: &str, p50_us: Option<f64>, p99_us: Option<f64>, result: &str) {
+    let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    println!(
+        "{label:<44}{:>12}{:>12}{result:>12}",
+        us(p50_us),
+        us(p99_us)
+    );
+}
+
+/// The near-duplicate (recall) and unrelated (false matches) lookup lines,
+/// each from (latencies, count, queries); returns their p50s.
+fn print_lookup_rows(
+    near: (&mut [Duration], usize, usize),
+    strangers: (&mut [Duration], usize, usize),
+) -> (f64, f64) {
+    let lines = [
+        ("(a) nearest, near-duplicate (recall)", near),
+        ("(b) nearest, unrelated (false matches)", strangers),
+    ];
+    let p50s = lines.map(|(label, (latencies, count, queries))| {
+        let p50 = percentile_us(latencies, 0.50);
+        index_row(
+            label,
+            Some(p50),
+            Some(percentile_us(latencies, 0.99)),
+            &format!("{:.3}", count as f64 / queries.max(1) as f64),
+        );
+        p50
+    });
+    (p50s[0], p50s[1])
+}
+
 /// Times `nearest` per query; returns the latencies and the answers.
 fn lookups(
     index: &SemanticIndex,
@@ -360,40 +400,23 @@ fn semantic() -> Workload {
         .filter(|(answer, t)| answer.is_some_and(|(key, _)| key == CacheKey(**t as u128)))
         .count();
 
-    println!(
-        "{:<44}{:>12}{:>12}{:>12}",
-        "measurement", "p50_us", "p99_us", "result"
-    );
-    println!(
-        "{:<44}{:>12.2}{:>12}{:>12}",
+    print_index_header();
+    index_row(
         "insert (mean per entry)",
-        insert_total.as_secs_f64() * 1e6 / entries as f64,
-        "-",
-        format!("{:.1} s", insert_total.as_secs_f64()),
+        Some(insert_total.as_secs_f64() * 1e6 / entries as f64),
+        None,
+        &format!("{:.1} s", insert_total.as_secs_f64()),
     );
-    let near_p50 = percentile_us(&mut near_us, 0.50);
-    println!(
-        "{:<44}{:>12.1}{:>12.1}{:>12}",
-        "(a) nearest, near-duplicate (recall)",
-        near_p50,
-        percentile_us(&mut near_us, 0.99),
-        format!("{:.3}", recalled as f64 / queries as f64),
-    );
-    let stranger_p50 = percentile_us(&mut stranger_us, 0.50);
-    println!(
-        "{:<44}{:>12.1}{:>12.1}{:>12}",
-        "(b) nearest, unrelated (false matches)",
-        stranger_p50,
-        percentile_us(&mut stranger_us, 0.99),
-        format!("{:.3}", false_matches as f64 / queries as f64),
+    let (near_p50, stranger_p50) = print_lookup_rows(
+        (&mut near_us, recalled, queries),
+        (&mut stranger_us, false_matches, queries),
     );
     let scan_p50 = percentile_us(&mut scan_us, 0.50);
-    println!(
-        "{:<44}{:>12.1}{:>12.1}{:>12}",
-        format!("brute-force exact scan, {scans} scans (recall)"),
-        scan_p50,
-        percentile_us(&mut scan_us, 0.99),
-        format!("{:.3}", scan_found as f64 / scans as f64),
+    index_row(
+        &format!("brute-force exact scan, {scans} scans (recall)"),
+        Some(scan_p50),
+        Some(percentile_us(&mut scan_us, 0.99)),
+        &format!("{:.3}", scan_found as f64 / scans as f64),
     );
     println!();
     println!(
@@ -544,37 +567,22 @@ async fn pgvector(work: &Workload) {
         .filter(|(answer, t)| **answer == Some(CacheKey(**t as u128)))
         .count();
     let false_matches = stranger_answers.iter().filter(|a| a.is_some()).count();
-    println!(
-        "{:<44}{:>12}{:>12}{:>12}",
-        "measurement", "p50_us", "p99_us", "result"
-    );
-    println!(
-        "{:<44}{:>12.2}{:>12}{:>12}",
+    print_index_header();
+    index_row(
         "bulk load (mean per entry)",
-        loaded.as_secs_f64() * 1e6 / entries as f64,
-        "-",
-        format!("{:.1} s", loaded.as_secs_f64()),
+        Some(loaded.as_secs_f64() * 1e6 / entries as f64),
+        None,
+        &format!("{:.1} s", loaded.as_secs_f64()),
     );
-    println!(
-        "{:<44}{:>12}{:>12}{:>12}",
+    index_row(
         "HNSW build",
-        "-",
-        "-",
-        format!("{:.1} s", built.as_secs_f64()),
+        None,
+        None,
+        &format!("{:.1} s", built.as_secs_f64()),
     );
-    println!(
-        "{:<44}{:>12.1}{:>12.1}{:>12}",
-        "(a) nearest, near-duplicate (recall)",
-        percentile_us(&mut near_us, 0.50),
-        percentile_us(&mut near_us, 0.99),
-        format!("{:.3}", recalled as f64 / near.len().max(1) as f64),
-    );
-    println!(
-        "{:<44}{:>12.1}{:>12.1}{:>12}",
-        "(b) nearest, unrelated (false matches)",
-        percentile_us(&mut stranger_us, 0.50),
-        percentile_us(&mut stranger_us, 0.99),
-        format!("{:.3}", false_matches as f64 / work.strangers.len() as f64),
+    print_lookup_rows(
+        (&mut near_us, recalled, near.len()),
+        (&mut stranger_us, false_matches, work.strangers.len()),
     );
     drop((index, loader));
     admin

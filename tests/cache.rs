@@ -413,6 +413,22 @@ async fn ask(gateway: &TestGateway, body: &Value) -> String {
     status_of(&response)
 }
 
+/// After "What is the capital of France?" was stored: an unrelated question,
+/// and the paraphrase under another system prompt, are misses.
+async fn unrelated_and_reframed_questions_miss(gateway: &TestGateway) {
+    let unrelated = question(None, "How do I bake sourdough bread at home?");
+    assert_eq!(ask(gateway, &unrelated).await, "miss");
+    let reframed = question(
+        Some("You are a pirate."),
+        "What is the capital of France, please?",
+    );
+    assert_eq!(
+        ask(gateway, &reframed).await,
+        "miss",
+        "a different system prompt is a different partition"
+    );
+}
+
 #[tokio::test]
 async fn a_paraphrase_is_a_semantic_hit_and_unrelated_or_differently_framed_ones_are_not() {
     let upstream = FakeUpstream::start("oa").await;
@@ -432,26 +448,7 @@ async fn a_paraphrase_is_a_semantic_hit_and_unrelated_or_differently_framed_ones
         .await,
         "semantic-hit"
     );
-    assert_eq!(
-        ask(
-            &gateway,
-            &question(None, "How do I bake sourdough bread at home?")
-        )
-        .await,
-        "miss"
-    );
-    assert_eq!(
-        ask(
-            &gateway,
-            &question(
-                Some("You are a pirate."),
-                "What is the capital of France, please?"
-            )
-        )
-        .await,
-        "miss",
-        "a different system prompt is a different partition"
-    );
+    unrelated_and_reframed_questions_miss(&gateway).await;
     assert_eq!(upstream.calls(), 3);
     let metrics = gateway.metrics().await;
     assert!(
@@ -520,26 +517,7 @@ async fn replicas_share_semantic_matches_through_pgvector() {
     assert_eq!(indexed().await, 1, "the first replica indexed its answer");
     let paraphrase = question(None, "What is the capital of France, please?");
     assert_eq!(ask(&second, &paraphrase).await, "semantic-hit");
-    assert_eq!(
-        ask(
-            &second,
-            &question(None, "How do I bake sourdough bread at home?")
-        )
-        .await,
-        "miss"
-    );
-    assert_eq!(
-        ask(
-            &second,
-            &question(
-                Some("You are a pirate."),
-                "What is the capital of France, please?"
-            )
-        )
-        .await,
-        "miss",
-        "a different system prompt is a different partition"
-    );
+    unrelated_and_reframed_questions_miss(&second).await;
     let hnsw = index
         .query_one(
             "SELECT COUNT(*) FROM pg_indexes WHERE indexname LIKE 'sluice_semantic_cache_hnsw_%'",
