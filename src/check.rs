@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::config::{Config, RateLimit};
+use crate::config::{CacheStore, Config, RateLimit, SemanticStore, format_go_duration};
 
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
@@ -144,7 +144,41 @@ pub fn summary(config: &Config) -> String {
         },
     );
     let _ = writeln!(out, "limiter store: {store}");
+    let _ = writeln!(out, "cache: {}", cache(config));
+    let usage = match config.usage.store.as_str() {
+        "sqlite" => format!("sqlite in {}", config.usage.data_dir),
+        other => without_password(other),
+    };
+    let _ = writeln!(out, "usage ledger: {usage}");
     out
+}
+
+fn cache(config: &Config) -> String {
+    let cache = &config.cache;
+    if !cache.enabled {
+        return "off".to_owned();
+    }
+    let store = match cache.store {
+        CacheStore::Memory => "memory",
+        CacheStore::Redis => "redis",
+    };
+    let scope = format!("{:?}", cache.scope).to_lowercase();
+    let mut line = format!(
+        "{store}, scope {scope}, ttl {}",
+        format_go_duration(cache.ttl)
+    );
+    let semantic = &cache.semantic;
+    if semantic.enabled {
+        let index = match (semantic.store, semantic.postgres_url.as_deref()) {
+            (SemanticStore::Postgres, Some(url)) => format!("pgvector {}", without_password(url)),
+            _ => "memory".to_owned(),
+        };
+        line.push_str(&format!(
+            "; semantic: threshold {} via {}, index {index}",
+            semantic.threshold, semantic.embedding_model
+        ));
+    }
+    line
 }
 
 fn limits(limit: RateLimit) -> String {

@@ -115,6 +115,40 @@ fn check_accepts_the_shipped_configs() {
 }
 
 #[test]
+fn check_summarises_the_stores_without_their_passwords() {
+    let config = write_config(
+        r#"
+        [cache]
+        enabled = true
+        scope = "org"
+        [cache.semantic]
+        enabled = true
+        embedding_model = "e"
+        store = "postgres"
+        postgres_url = "postgres://sluice:index-secret@db:5432/cache"
+        [usage]
+        store = "postgres://sluice:ledger-secret@db:5432/usage"
+        [[deployments]]
+        name = "m"
+        provider = "mock"
+        models = ["gpt-4o", "e"]
+        "#,
+    );
+    let path = config.0.display().to_string();
+    let (ok, out, err) = sluice(&["check", "--config", &path], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("cache: memory, scope org, ttl 1h0m0s; semantic: threshold 0.95 via e, index pgvector postgres://sluice:***@db:5432/cache"),
+        "{out}"
+    );
+    assert!(
+        out.contains("usage ledger: postgres://sluice:***@db:5432/usage"),
+        "{out}"
+    );
+    assert!(!out.contains("secret"), "{out}");
+}
+
+#[test]
 fn check_rejects_bad_configs_with_paths() {
     let cases = [
         (
