@@ -55,9 +55,7 @@ struct Row {
 pub struct PgIndex {
     postgres: Arc<SharedPostgres>,
     writes: mpsc::Sender<Row>,
-    metrics: Metrics,
-    last_error_log: Arc<AtomicU64>,
-    started: Instant,
+    errors: ErrorLog,
 }
 
 impl PgIndex {
@@ -65,32 +63,21 @@ impl PgIndex {
     pub fn start(url: &str, metrics: Metrics) -> Self {
         let postgres = Arc::new(SharedPostgres::new(url, SCHEMA));
         let (writes, rows) = mpsc::channel(QUEUE);
-        let last_error_log = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
+        let errors = ErrorLog {
+            metrics,
+            last: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+        };
         let writer = Writer {
             postgres: postgres.clone(),
             indexed: HashSet::new(),
-            errors: ErrorLog {
-                metrics: metrics.clone(),
-                last: last_error_log.clone(),
-                started,
-            },
+            errors: errors.clone(),
         };
         tokio::spawn(writer.run(rows));
         Self {
             postgres,
             writes,
-            metrics,
-            last_error_log,
-            started,
-        }
-    }
-
-    fn errors(&self) -> ErrorLog {
-        ErrorLog {
-            metrics: self.metrics.clone(),
-            last: self.last_error_log.clone(),
-            started: self.started,
+            errors,
         }
     }
 
@@ -113,17 +100,17 @@ impl PgIndex {
             let probe = Vector::from(vector.to_vec());
             client.query_opt(&sql, &[&probe, &(partition as i64)]).await
         };
-        match query.await {
-            Ok(Some(row)) => {
-                let similarity: f64 = row.get(1);
-                let key: &str = row.get(0);
-                (similarity >= f64::from(threshold))
-                    .then(|| u128::from_str_radix(key, 16).ok().map(CacheKey))
-                    .flatten()
+        let found = query.await.and_then(|row| {
+            row.map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, f64>(1)?)))
+                .transpose()
+        });
+        match found {
+            Ok(Some((key, similarity))) if similarity >= f64::from(threshold) => {
+                u128::from_str_radix(&key, 16).ok().map(CacheKey)
             }
-            Ok(None) => None,
+            Ok(_) => None,
             Err(error) => {
-                self.errors().record("lookup", &describe(&error));
+                self.errors.record("lookup", &describe(&error));
                 None
             }
         }
@@ -139,12 +126,13 @@ impl PgIndex {
             expires,
         };
         if self.writes.try_send(row).is_err() {
-            self.errors().record("insert", &"the insert queue is full");
+            self.errors.record("insert", &"the insert queue is full");
         }
     }
 }
 
 /// Counts every failure; logs at most one per `LOG_EVERY_SECS`.
+#[derive(Clone)]
 struct ErrorLog {
     metrics: Metrics,
     last: Arc<AtomicU64>,

@@ -212,17 +212,20 @@ impl Store {
                     .query(&sql, &[&from_ms, &to_ms])
                     .await
                     .map_err(pg_err)?;
-                Ok(rows
-                    .iter()
-                    .map(|row| Total {
-                        group: row.get(0),
-                        requests: row.get(1),
-                        prompt_tokens: row.get(2),
-                        completion_tokens: row.get(3),
-                        cached_tokens: row.get(4),
-                        cost_usd: row.get(5),
+                let total = |row: &tokio_postgres::Row| {
+                    Ok(Total {
+                        group: row.try_get(0)?,
+                        requests: row.try_get(1)?,
+                        prompt_tokens: row.try_get(2)?,
+                        completion_tokens: row.try_get(3)?,
+                        cached_tokens: row.try_get(4)?,
+                        cost_usd: row.try_get(5)?,
                     })
-                    .collect())
+                };
+                rows.iter()
+                    .map(total)
+                    .collect::<Result<_, _>>()
+                    .map_err(pg_err)
             }
             #[cfg(test)]
             Self::Flaky(_) => Ok(Vec::new()),
