@@ -45,7 +45,7 @@ impl SharedPostgres {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::warn!(%error, "PostgreSQL connection closed");
+                tracing::warn!(error = %describe(&error), "PostgreSQL connection closed");
             }
         });
         client.batch_execute(&self.schema).await?;
