@@ -145,12 +145,8 @@ async fn gateways(p: &Params) {
     }
 
     println!(
-        "1/2. cache hits vs direct vs cache off, one instant fake upstream: c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
-        p.requests,
-        p.warmup,
-        p.seconds.as_secs_f64(),
-        p.warmup_seconds.as_secs_f64(),
-        p.rounds,
+        "1/2. cache hits vs direct vs cache off, one instant fake upstream: {}",
+        p.plan()
     );
     common::run_rounds(&client, &mut paths, CACHEABLE, p).await;
 
@@ -177,24 +173,8 @@ async fn gateways(p: &Params) {
     }
     // Indices: 0 direct, 1 cache-off, 2 hit-memory, 3 hit-redis.
     println!();
-    println!(
-        "memory hit / cache off, c1 p50 latency: {:.3}  ({:+.1} us)",
-        c1[2].p50_us / c1[1].p50_us,
-        c1[2].p50_us - c1[1].p50_us
-    );
-    println!(
-        "memory hit / cache off, c{c} throughput: {:.3}",
-        loaded[2].rps / loaded[1].rps
-    );
-    println!(
-        "memory hit / direct, c1 p50 latency: {:.3}  ({:+.1} us)",
-        c1[2].p50_us / c1[0].p50_us,
-        c1[2].p50_us - c1[0].p50_us
-    );
-    println!(
-        "memory hit / direct, c{c} throughput: {:.3}",
-        loaded[2].rps / loaded[0].rps
-    );
+    common::print_ratios("memory hit / cache off", c, (&c1, &loaded), 2, 1);
+    common::print_ratios("memory hit / direct", c, (&c1, &loaded), 2, 0);
     match &redis_skipped {
         Some(reason) => println!("redis: measurement skipped: {reason}"),
         None => {

@@ -321,25 +321,13 @@ async fn main() {
 
     let c = p.concurrency;
     println!(
-        "2/3. gateways in front of an instant fake upstream: c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
-        p.requests,
-        p.warmup,
-        p.seconds.as_secs_f64(),
-        p.warmup_seconds.as_secs_f64(),
-        p.rounds,
+        "2/3. gateways in front of an instant fake upstream: {}",
+        p.plan()
     );
     common::run_rounds(&client, &mut gateways, common::BODY, &p).await;
     let (c1, loaded) = common::print_round_medians(&gateways, c);
     println!();
-    println!(
-        "limits on/off, c1 p50 latency: {:.3}  (added {:.1} us)",
-        c1[1].p50_us / c1[0].p50_us,
-        c1[1].p50_us - c1[0].p50_us
-    );
-    println!(
-        "limits on/off, c{c} throughput: {:.3}",
-        loaded[1].rps / loaded[0].rps
-    );
+    common::print_ratios("limits on/off", c, (&c1, &loaded), 1, 0);
     match &redis_skipped {
         Some(reason) => println!("redis: measurement skipped: {reason}"),
         None => {

@@ -202,14 +202,7 @@ async fn main() {
     println!(
         "1. gateways in front of an instant fake upstream: ledger-on = [usage] store = \"sqlite\" (default batching) + {ROOMY_BUDGET} on the key; ledger-off and off-again = store = \"none\", no budgets"
     );
-    println!(
-        "   c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
-        p.requests,
-        p.warmup,
-        p.seconds.as_secs_f64(),
-        p.warmup_seconds.as_secs_f64(),
-        p.rounds,
-    );
+    println!("   {}", p.plan());
     println!(
         "sanity: bodies relayed unchanged; with budget_daily_usd = 0.0001 the second request gets 429 insufficient_quota (budgets are checked and charged)"
     );

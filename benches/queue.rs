@@ -201,12 +201,8 @@ async fn gateways(p: &Params) -> (f64, f64) {
     );
 
     println!(
-        "1b. gateways in front of an instant fake upstream, [server] max_concurrency = {ROOMY} (queue-on) vs unset (queue-off): c1 {} req (+{} warm-up), c{c} {:.1}s (+{:.1}s warm-up), {} rounds, alternating order; medians of rounds",
-        p.requests,
-        p.warmup,
-        p.seconds.as_secs_f64(),
-        p.warmup_seconds.as_secs_f64(),
-        p.rounds,
+        "1b. gateways in front of an instant fake upstream, [server] max_concurrency = {ROOMY} (queue-on) vs unset (queue-off): {}",
+        p.plan()
     );
     println!(
         "sanity: with max_concurrency = 1 and max_depth = 0, a second request at once gets 503 from \"this gateway\" (the layer is on)"

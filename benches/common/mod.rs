@@ -53,6 +53,19 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 impl Params {
+    /// How much each round sends, for the line above a table of rounds.
+    pub fn plan(&self) -> String {
+        format!(
+            "c1 {} req (+{} warm-up), c{} {:.1}s (+{:.1}s warm-up), {} rounds, rotating order; medians of rounds",
+            self.requests,
+            self.warmup,
+            self.concurrency,
+            self.seconds.as_secs_f64(),
+            self.warmup_seconds.as_secs_f64(),
+            self.rounds,
+        )
+    }
+
     pub fn from_env() -> Self {
         Self {
             requests: env_or("BENCH_REQUESTS", 2000usize).max(1),
@@ -600,6 +613,20 @@ pub fn print_round_medians(gateways: &[Gateway], c: usize) -> (Vec<Stats>, Vec<S
         }
     }
     (c1, loaded)
+}
+
+/// `label, c1 p50 latency: ratio (difference)` and `label, cN throughput:
+/// ratio`, for gateway `a` against gateway `b`, from `print_round_medians`.
+pub fn print_ratios(label: &str, c: usize, (c1, loaded): (&[Stats], &[Stats]), a: usize, b: usize) {
+    println!(
+        "{label}, c1 p50 latency: {:.3}  ({:+.1} us)",
+        c1[a].p50_us / c1[b].p50_us,
+        c1[a].p50_us - c1[b].p50_us
+    );
+    println!(
+        "{label}, c{c} throughput: {:.3}",
+        loaded[a].rps / loaded[b].rps
+    );
 }
 
 /// Runs `p.rounds` c1 rounds, then as many loaded rounds, over every
