@@ -14,6 +14,17 @@ fn keys() -> &'static str {
     "[[keys]]\nname = \"a\"\nkey = \"sk-key-a-000000\"\n[[keys]]\nname = \"b\"\nkey = \"sk-key-b-000000\"\n[[keys]]\nname = \"capped\"\nkey = \"sk-capped-00000\"\nmax_priority = \"batch\"\n"
 }
 
+/// One "slow" deployment whose upstream answers after `delay_ms`, with
+/// `server` config text before it (e.g. `[server]` limits) and `extra`
+/// lines in it, and the test keys.
+async fn slow_gateway(delay_ms: u64, server: &str, extra: &str) -> (FakeUpstream, TestGateway) {
+    let upstream = FakeUpstream::start("slow").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(delay_ms)));
+    let config = format!("{server}{}{}", deployment("slow", &upstream, extra), keys());
+    let gateway = TestGateway::start(&config).await;
+    (upstream, gateway)
+}
+
 async fn send(gateway: &TestGateway, key: &str, priority: &str) -> reqwest::Response {
     gateway
         .client
@@ -28,14 +39,7 @@ async fn send(gateway: &TestGateway, key: &str, priority: &str) -> reqwest::Resp
 
 #[tokio::test]
 async fn realtime_requests_finish_before_queued_batch_work() {
-    let upstream = FakeUpstream::start("slow").await;
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(100)));
-    let gateway = TestGateway::start(&format!(
-        "{}{}",
-        deployment("slow", &upstream, "max_concurrency = 1"),
-        keys()
-    ))
-    .await;
+    let (upstream, gateway) = slow_gateway(100, "", "max_concurrency = 1").await;
     let started = Instant::now();
     let batch: Vec<_> = (0..10)
         .map(|_| {
@@ -74,14 +78,7 @@ async fn realtime_requests_finish_before_queued_batch_work() {
 
 #[tokio::test]
 async fn one_key_with_fifty_queued_does_not_delay_anothers_single_request() {
-    let upstream = FakeUpstream::start("slow").await;
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(15)));
-    let gateway = TestGateway::start(&format!(
-        "{}{}",
-        deployment("slow", &upstream, "max_concurrency = 1"),
-        keys()
-    ))
-    .await;
+    let (_upstream, gateway) = slow_gateway(15, "", "max_concurrency = 1").await;
     let started = Instant::now();
     let flood: Vec<_> = (0..50)
         .map(|_| {
@@ -107,14 +104,7 @@ async fn one_key_with_fifty_queued_does_not_delay_anothers_single_request() {
 
 #[tokio::test]
 async fn a_full_queue_and_a_long_wait_get_503_with_retry_after() {
-    let upstream = FakeUpstream::start("slow").await;
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(400)));
-    let gateway = TestGateway::start(&format!(
-        "[server]\nmax_concurrency = 1\n[queue]\nmax_depth = 1\nmax_wait = \"150ms\"\nmax_wait_by_class = {{ batch = \"5s\" }}\n{}{}",
-        deployment("slow", &upstream, ""),
-        keys()
-    ))
-    .await;
+    let (_upstream, gateway) = slow_gateway(400, "[server]\nmax_concurrency = 1\n[queue]\nmax_depth = 1\nmax_wait = \"150ms\"\nmax_wait_by_class = { batch = \"5s\" }\n", "").await;
     let running = send(&gateway, "sk-key-a-000000", "batch");
     let queued = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -155,13 +145,11 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_queued_client_that_leaves_frees_its_place() {
-    let upstream = FakeUpstream::start("slow").await;
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));
-    let gateway = TestGateway::start(&format!(
-        "[server]\nmax_concurrency = 1\n[queue]\nmax_depth = 1\n{}{}",
-        deployment("slow", &upstream, ""),
-        keys()
-    ))
+    let (upstream, gateway) = slow_gateway(
+        300,
+        "[server]\nmax_concurrency = 1\n[queue]\nmax_depth = 1\n",
+        "",
+    )
     .await;
     let (client, url) = (gateway.client.clone(), gateway.url("/v1/chat/completions"));
     let post = move |key: &'static str| {
