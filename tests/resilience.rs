@@ -20,6 +20,23 @@ fn open(extra: &str) -> String {
     format!("[auth]\nrequired = false\n[admin]\ntoken = \"{ADMIN}\"\n{extra}\n")
 }
 
+/// Two upstreams serving gpt-4o: `first` in priority group 0, `second` in
+/// group 1, behind an open gateway.
+async fn two_groups(first: &str, second: &str) -> (FakeUpstream, FakeUpstream, TestGateway) {
+    let (a, b) = (
+        FakeUpstream::start(first).await,
+        FakeUpstream::start(second).await,
+    );
+    let gateway = TestGateway::start(&format!(
+        "{}{}{}",
+        open(""),
+        deployment(first, &a, "priority = 0"),
+        deployment(second, &b, "priority = 1")
+    ))
+    .await;
+    (a, b, gateway)
+}
+
 async fn ask(gateway: &TestGateway) -> reqwest::Response {
     gateway
         .post("/v1/chat/completions", None, &chat("gpt-4o"))
@@ -39,20 +56,12 @@ async fn admin_view(gateway: &TestGateway, name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_throttled_deployment_rests_for_its_hint_while_the_next_group_serves() {
-    let primary = FakeUpstream::start("primary").await;
-    let backup = FakeUpstream::start("backup").await;
+    let (primary, _backup, gateway) = two_groups("primary", "backup").await;
     primary.push(Behavior::Reply {
         status: 429,
         headers: vec![("retry-after", "1".into())],
         body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
     });
-    let gateway = TestGateway::start(&format!(
-        "{}{}{}",
-        open(""),
-        deployment("primary", &primary, "priority = 0"),
-        deployment("backup", &backup, "priority = 1")
-    ))
-    .await;
 
     let response = ask(&gateway).await;
     assert_eq!(response.status(), 200, "the client never sees the 429");
@@ -81,8 +90,7 @@ async fn a_throttled_deployment_rests_for_its_hint_while_the_next_group_serves()
 
 #[tokio::test]
 async fn reported_zero_headroom_moves_traffic_before_any_429() {
-    let primary = FakeUpstream::start("primary").await;
-    let backup = FakeUpstream::start("backup").await;
+    let (primary, _backup, gateway) = two_groups("primary", "backup").await;
     primary.push(Behavior::Reply {
         status: 200,
         headers: vec![
@@ -92,13 +100,6 @@ async fn reported_zero_headroom_moves_traffic_before_any_429() {
         ],
         body: r#"{"choices":[]}"#.into(),
     });
-    let gateway = TestGateway::start(&format!(
-        "{}{}{}",
-        open(""),
-        deployment("primary", &primary, "priority = 0"),
-        deployment("backup", &backup, "priority = 1")
-    ))
-    .await;
     assert_eq!(
         ask(&gateway).await.headers()["x-sluice-deployment"],
         "primary"
@@ -339,16 +340,8 @@ async fn the_only_deployment_is_retried_after_a_short_hint() {
 
 #[tokio::test]
 async fn no_retry_once_a_stream_has_started() {
-    let first = FakeUpstream::start("first").await;
-    let second = FakeUpstream::start("second").await;
+    let (first, second, gateway) = two_groups("first", "second").await;
     first.push(Behavior::BreakAfter(vec![chunk("partial")]));
-    let gateway = TestGateway::start(&format!(
-        "{}{}{}",
-        open(""),
-        deployment("first", &first, "priority = 0"),
-        deployment("second", &second, "priority = 1")
-    ))
-    .await;
     let mut body = chat("gpt-4o");
     body["stream"] = true.into();
     let response = gateway.post("/v1/chat/completions", None, &body).await;
