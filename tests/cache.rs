@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_upstream::{chunk, done};
@@ -15,7 +14,6 @@ use common::postgres::{self, TestDatabase};
 use common::redis::RedisServer;
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 fn config(upstream: &FakeUpstream, cache: &str) -> String {
     format!(
@@ -303,12 +301,7 @@ async fn twenty_identical_calls_in_flight_reach_the_upstream_once() {
 #[tokio::test]
 async fn twenty_identical_streams_in_flight_share_one_upstream_stream() {
     let upstream = FakeUpstream::start("oa").await;
-    let gate = Arc::new(Notify::new());
-    upstream.push(Behavior::Stream {
-        events: vec![chunk("a"), chunk("b"), done()],
-        interval: Duration::ZERO,
-        gate: Some(gate.clone()),
-    });
+    let gate = upstream.push_gated_stream(vec![chunk("a"), chunk("b"), done()]);
     let gateway = TestGateway::start(&config(&upstream, "")).await;
     let leader = send(&gateway, "sk-a-00000000", &streamed(false), &[]).await;
     let mut leader_body = leader.bytes_stream();

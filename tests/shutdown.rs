@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_upstream::{chunk, done};
 use common::gateway::chat;
 use common::{Behavior, FakeUpstream, TestGateway};
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 
 fn config(upstream: &FakeUpstream, grace: &str) -> String {
     format!(
@@ -30,12 +28,7 @@ fn stream_body() -> serde_json::Value {
 #[tokio::test]
 async fn in_flight_stream_finishes_after_the_signal() {
     let upstream = FakeUpstream::start("oa").await;
-    let gate = Arc::new(Notify::new());
-    upstream.push(Behavior::Stream {
-        events: vec![chunk("a"), chunk("b"), done()],
-        interval: Duration::ZERO,
-        gate: Some(gate.clone()),
-    });
+    let gate = upstream.push_gated_stream(vec![chunk("a"), chunk("b"), done()]);
     let mut gateway = TestGateway::start(&config(&upstream, "10s")).await;
     let response = gateway
         .post("/v1/chat/completions", None, &stream_body())

@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::fake_upstream::{chunk, done};
 use common::gateway::{chat, error_of};
 use common::{Behavior, FakeUpstream, TestGateway};
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 
 const KEY: &str = "sk-client-key-0001";
 
@@ -57,12 +55,7 @@ async fn next_text(
 #[tokio::test]
 async fn first_chunk_arrives_while_upstream_is_still_generating() {
     let upstream = FakeUpstream::start("oa").await;
-    let gate = Arc::new(Notify::new());
-    upstream.push(Behavior::Stream {
-        events: vec![chunk("Hel"), chunk("lo"), done()],
-        interval: Duration::ZERO,
-        gate: Some(gate.clone()),
-    });
+    let gate = upstream.push_gated_stream(vec![chunk("Hel"), chunk("lo"), done()]);
     let gateway = gateway_for(&upstream, "15s").await;
     let response = gateway
         .post("/v1/chat/completions", Some(KEY), &stream_request())
@@ -111,12 +104,8 @@ async fn client_disconnect_drops_the_upstream_stream() {
 #[tokio::test]
 async fn keepalives_flow_until_the_first_upstream_byte() {
     let upstream = FakeUpstream::start("oa").await;
-    let gate = Arc::new(Notify::new());
-    upstream.push(Behavior::Stream {
-        events: vec![": upstream-start\n\n".into(), chunk("late"), done()],
-        interval: Duration::ZERO,
-        gate: Some(gate.clone()),
-    });
+    let gate =
+        upstream.push_gated_stream(vec![": upstream-start\n\n".into(), chunk("late"), done()]);
     // A slow first token: the upstream answers headers but holds the content.
     let gateway = gateway_for(&upstream, "50ms").await;
     let response = gateway

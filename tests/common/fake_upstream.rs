@@ -104,6 +104,18 @@ impl FakeUpstream {
         self.state.queue.lock().unwrap().push_back(behavior);
     }
 
+    /// Queues a stream that sends its head, then holds its events until the
+    /// returned gate is notified.
+    pub fn push_gated_stream(&self, events: Vec<String>) -> Arc<Notify> {
+        let gate = Arc::new(Notify::new());
+        self.push(Behavior::Stream {
+            events,
+            interval: Duration::ZERO,
+            gate: Some(gate.clone()),
+        });
+        gate
+    }
+
     pub fn set_default(&self, behavior: Behavior) {
         *self.state.default.lock().unwrap() = behavior;
     }
