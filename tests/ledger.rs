@@ -108,6 +108,11 @@ async fn restart_keeps_records(store: &str) {
         group(&totals(&second, "group_by=deployment").await, "oa")["requests"],
         4
     );
+    // Date bounds, any weekday (2020-01-05 was a Sunday).
+    let all = totals(&second, "group_by=deployment&from=2020-01-05&to=2100-01-01").await;
+    assert_eq!(group(&all, "oa")["requests"], 4, "{all}");
+    let none = totals(&second, "group_by=deployment&from=2099-12-31").await;
+    assert_eq!(none["data"].as_array().map(Vec::len), Some(0), "{none}");
     let csv = second
         .client
         .get(second.url("/admin/usage?group_by=model&format=csv"))

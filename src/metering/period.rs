@@ -88,6 +88,13 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Unix milliseconds of a calendar date's UTC midnight; `None` for a date
+/// that does not exist (month 13, February 30).
+pub fn date_ms(year: i64, month: u32, day: u32) -> Option<i64> {
+    let days = days_from_civil(year, month, day);
+    (civil(days) == (year, month, day)).then_some(days * 86_400_000)
+}
+
 /// `2026-11-23T00:00:00Z` for a time on a whole second.
 pub fn rfc3339(at: SystemTime) -> String {
     let secs = at
@@ -124,6 +131,10 @@ mod tests {
         assert_eq!(Period::Month.name(dec31), "2026-12");
         assert_eq!(Period::Month.end(dec31), at(1_798_761_600)); // 2027-01-01
         assert_eq!(Period::Day.name(at(1_709_164_800)), "2024-02-29");
+        assert_eq!(date_ms(2024, 2, 29), Some(1_709_164_800_000));
+        assert_eq!(date_ms(2026, 11, 22), Some(1_795_305_600_000)); // a Sunday
+        assert_eq!(date_ms(2026, 2, 29), None);
+        assert_eq!(date_ms(2026, 13, 1), None);
         assert_eq!(
             Period::Day.index(now) + 1,
             Period::Day.index(at(1_795_392_000))

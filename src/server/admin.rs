@@ -135,16 +135,7 @@ fn parse_time(text: &str) -> Option<i64> {
     let [year, month, day] = parts[..] else {
         return None;
     };
-    let date = httpdate::parse_http_date(&format!(
-        "{}, {day:02} {} {year} 00:00:00 GMT",
-        "Mon",
-        [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
-        ]
-        .get(month.checked_sub(1)? as usize)?
-    ))
-    .ok()?;
-    Some(date.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
+    crate::metering::date_ms(i64::from(year), month, day)
 }
 
 /// `GET /admin/usage?group_by=key|org|model|deployment|tag|day&from=&to=&format=csv`
