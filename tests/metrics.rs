@@ -245,3 +245,32 @@ async fn per_key_series_only_when_asked_for() {
         "no key names by default"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_is_no_longer_in_flight() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(std::time::Duration::from_secs(5)));
+    let gateway = TestGateway::start(&format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    let leaving = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&chat("gpt-4o"))
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(leaving.is_err(), "the client gave up");
+    // Only the scrape itself is in flight once the gateway sees the hang-up.
+    let mut in_flight = f64::NAN;
+    for _ in 0..50 {
+        in_flight = value(&gateway.metrics().await, "sluice_in_flight_requests");
+        if in_flight == 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight, 1.0);
+}

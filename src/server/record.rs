@@ -39,9 +39,9 @@ fn route_label(path: &str) -> &'static str {
 pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let route = route_label(request.uri().path());
     let started = Instant::now();
-    metrics.in_flight.inc();
+    let in_flight = InFlight::enter(&metrics.in_flight);
     let response = next.run(request).await;
-    metrics.in_flight.dec();
+    drop(in_flight);
     let elapsed = started.elapsed();
     let served = response.extensions().get::<ServedBy>();
     let status = match response.status().as_u16() {
@@ -72,6 +72,23 @@ pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next
             .observe(overhead.as_secs_f64());
     }
     response
+}
+
+/// Counts a request in flight until dropped, so a client that leaves before
+/// the response head (the future is dropped mid-`await`) is counted out too.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]
