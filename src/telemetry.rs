@@ -17,3 +17,48 @@ pub fn init(log: &LogConfig) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Lets a repeated warning through at most once per interval, across
+/// threads, without a lock; the caller still counts every occurrence in a
+/// metric. The first occurrence is always logged.
+pub struct LogEvery {
+    every_ms: u64,
+    started: std::time::Instant,
+    /// Milliseconds since `started`, plus one, of the last line; 0 = none yet.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl LogEvery {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every_ms: every.as_millis() as u64,
+            started: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to log this occurrence.
+    pub fn due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Relaxed);
+        (last == 0 || now >= last + self.every_ms)
+            && self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogEvery;
+
+    #[test]
+    fn the_first_occurrence_logs_then_one_per_interval() {
+        let log = LogEvery::new(std::time::Duration::from_secs(3600));
+        assert!(log.due());
+        assert!(!log.due());
+        assert!(!log.due());
+    }
+}

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use pgvector::Vector;
@@ -17,6 +16,7 @@ use tokio::sync::mpsc;
 use super::key::CacheKey;
 use crate::metrics::Metrics;
 use crate::postgres::{SharedPostgres, describe};
+use crate::telemetry::LogEvery;
 
 /// `hnsw.ef_search` is raised from pgvector's 40 because the partition
 /// filter is applied after the index scan: more candidates, fewer misses
@@ -43,7 +43,7 @@ pub fn hnsw_index(dims: usize) -> String {
 const QUEUE: usize = 1024;
 const BATCH: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-const LOG_EVERY_SECS: u64 = 10;
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Row {
     partition: u64,
@@ -65,8 +65,7 @@ impl PgIndex {
         let (writes, rows) = mpsc::channel(QUEUE);
         let errors = ErrorLog {
             metrics,
-            last: Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
+            log: Arc::new(LogEvery::new(LOG_EVERY)),
         };
         let writer = Writer {
             postgres: postgres.clone(),
@@ -131,25 +130,17 @@ impl PgIndex {
     }
 }
 
-/// Counts every failure; logs at most one per `LOG_EVERY_SECS`.
+/// Counts every failure; logs at most one per `LOG_EVERY`.
 #[derive(Clone)]
 struct ErrorLog {
     metrics: Metrics,
-    last: Arc<AtomicU64>,
-    started: Instant,
+    log: Arc<LogEvery>,
 }
 
 impl ErrorLog {
     fn record(&self, what: &str, error: &dyn std::fmt::Display) {
         self.metrics.cache_store_errors.inc();
-        let now = self.started.elapsed().as_secs() + LOG_EVERY_SECS;
-        let last = self.last.load(Ordering::Relaxed);
-        if now >= last + LOG_EVERY_SECS
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.log.due() {
             tracing::warn!(%error, "semantic cache index: {what} failed (semantic lookups are misses while the index is unreachable)");
         }
     }

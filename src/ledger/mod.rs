@@ -10,13 +10,13 @@ mod store;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::UsageConfig;
 use crate::metrics::Metrics;
+use crate::telemetry::LogEvery;
 
 pub use layer::record;
 pub use record::{Total, UsageRecord};
@@ -33,8 +33,7 @@ pub struct Ledger {
     batch_size: usize,
     store: Arc<Store>,
     metrics: Metrics,
-    last_drop_log: AtomicU64,
-    started: Instant,
+    drop_log: LogEvery,
     /// Tells the writer to drain and stop; answered when it has.
     stop: tokio::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
@@ -62,7 +61,7 @@ impl Ledger {
             batch_size: config.batch_size.max(1),
             buffer: config.buffer.max(1),
             metrics: metrics.clone(),
-            last_error_log: None,
+            error_log: LogEvery::new(LOG_EVERY),
             batch_ready: batch_ready.clone(),
         };
         tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
@@ -72,8 +71,7 @@ impl Ledger {
             batch_size: config.batch_size.max(1),
             store,
             metrics,
-            last_drop_log: AtomicU64::new(0),
-            started: Instant::now(),
+            drop_log: LogEvery::new(LOG_EVERY),
             stop: tokio::sync::Mutex::new(Some((stop_tx, done_rx))),
         })
     }
@@ -87,14 +85,7 @@ impl Ledger {
             }
         } else {
             self.metrics.ledger_dropped.inc();
-            let now = self.started.elapsed().as_secs() + 1;
-            let last = self.last_drop_log.load(Ordering::Relaxed);
-            if now >= last + LOG_EVERY.as_secs()
-                && self
-                    .last_drop_log
-                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if self.drop_log.due() {
                 tracing::error!(
                     "usage ledger buffer full: records are being dropped (see sluice_ledger_dropped_total)"
                 );
@@ -128,7 +119,7 @@ struct Writer {
     batch_size: usize,
     buffer: usize,
     metrics: Metrics,
-    last_error_log: Option<Instant>,
+    error_log: LogEvery,
     batch_ready: Arc<Notify>,
 }
 
@@ -173,6 +164,7 @@ impl Writer {
         while let Ok(record) = self.receiver.try_recv() {
             self.hold(record);
         }
+        self.metrics.ledger_pending.set(self.pending.len() as i64);
     }
 
     fn hold(&mut self, record: UsageRecord) {
@@ -203,11 +195,8 @@ impl Writer {
                         self.pending.push_front(record);
                     }
                     self.metrics.ledger_store_errors.inc();
-                    if self
-                        .last_error_log
-                        .is_none_or(|at| at.elapsed() >= LOG_EVERY)
-                    {
-                        self.last_error_log = Some(Instant::now());
+                    self.metrics.ledger_pending.set(self.pending.len() as i64);
+                    if self.error_log.due() {
                         tracing::error!(%error, pending = self.pending.len(), "usage ledger write failed; holding records and retrying");
                     }
                     return false;
@@ -229,6 +218,7 @@ fn now_ms() -> i64 {
 mod tests {
     use super::store::flaky::Flaky;
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn record(n: i64) -> UsageRecord {
         UsageRecord {
@@ -281,6 +271,7 @@ mod tests {
             metrics.ledger_store_errors.get() > 0,
             "failures are counted"
         );
+        assert_eq!(metrics.ledger_pending.get(), 60, "held records are shown");
 
         flaky.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -296,6 +287,7 @@ mod tests {
             (0..60).collect::<Vec<_>>(),
             "everything, in order, once"
         );
+        assert_eq!(metrics.ledger_pending.get(), 0);
         assert_eq!(metrics.ledger_dropped.get(), 0);
 
         // Past the buffer while down, the oldest go first, and are counted.
