@@ -3,12 +3,13 @@
 //! answer a non-streamed hit and the reverse); other endpoints replay only in
 //! the shape they were recorded in.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::metering::unix_ms;
 use crate::upstream::Endpoint;
 use crate::usage::Usage;
 
@@ -38,7 +39,7 @@ pub struct Entry {
 impl Entry {
     pub fn new(recorded: Recorded, ttl: Duration, usage: Option<Usage>) -> Self {
         Self {
-            created_ms: now_ms(),
+            created_ms: unix_ms() as u64,
             ttl_ms: ttl.as_millis() as u64,
             recorded,
             total_tokens: usage.map_or(0, |u| u.total()),
@@ -55,14 +56,8 @@ impl Entry {
     }
 
     pub fn age_secs(&self) -> u64 {
-        now_ms().saturating_sub(self.created_ms) / 1000
+        (unix_ms() as u64).saturating_sub(self.created_ms) / 1000
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The answer in the asked-for shape, or `None` when it cannot be rebuilt.

@@ -37,9 +37,7 @@ pub async fn record(
                 .map(str::to_owned)
         };
         let draft = UsageRecord {
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            at_ms: crate::metering::unix_ms(),
             request_id: header("x-request-id").unwrap_or_default(),
             key: identity.name.clone(),
             org: identity.org.clone(),

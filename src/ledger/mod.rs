@@ -184,7 +184,7 @@ impl Writer {
                 Ok(()) => {
                     self.metrics.ledger_written.inc_by(take as u64);
                     if let Some(oldest) = batch.first() {
-                        let lag_ms = now_ms().saturating_sub(oldest.at_ms);
+                        let lag_ms = crate::metering::unix_ms().saturating_sub(oldest.at_ms);
                         self.metrics.ledger_lag.set(lag_ms as f64 / 1000.0);
                     }
                 }
@@ -206,12 +206,6 @@ impl Writer {
         self.metrics.ledger_pending.set(0);
         true
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::record::{COLUMNS, Texts, Total, UsageRecord, group_column};
+use crate::metering::{Period, from_unix_ms};
 use crate::postgres::{SharedPostgres, describe};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
@@ -91,13 +92,12 @@ fn days_of(records: &[UsageRecord]) -> Vec<Arc<str>> {
     records
         .iter()
         .map(|r| {
-            let day = r.at_ms.max(0) / 86_400_000;
+            let at = from_unix_ms(r.at_ms);
+            let day = Period::Day.index(at);
             match &last {
                 Some((cached, name)) if *cached == day => name.clone(),
                 _ => {
-                    let time = std::time::UNIX_EPOCH
-                        + std::time::Duration::from_millis(r.at_ms.max(0) as u64);
-                    let name: Arc<str> = crate::metering::rfc3339(time)[..10].into();
+                    let name: Arc<str> = Period::Day.name(at).into();
                     last = Some((day, name.clone()));
                     name
                 }

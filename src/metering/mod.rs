@@ -7,5 +7,5 @@ mod pricing;
 
 pub use budgets::{Budgets, Clock, SystemClock};
 pub use layer::enforce;
-pub use period::{date_ms, rfc3339};
+pub use period::{Period, date_ms, from_unix_ms, rfc3339, unix_ms};
 pub use pricing::Pricing;

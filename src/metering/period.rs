@@ -88,6 +88,18 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Unix milliseconds now (0 before 1970, which a sane clock never is).
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The time of a unix-millisecond stamp (before 1970 clamps to 1970).
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
 /// Unix milliseconds of a calendar date's UTC midnight; `None` for a date
 /// that does not exist (month 13, February 30).
 pub fn date_ms(year: i64, month: u32, day: u32) -> Option<i64> {
