@@ -94,6 +94,13 @@ impl From<RawUsage> for Usage {
     }
 }
 
+/// A chat stream's final usage chunk (`"choices":[]` with a `usage`
+/// object), the one a client that did not ask for usage must not see.
+pub fn is_usage_only(event: &[u8]) -> bool {
+    memchr::memmem::find(event, b"\"choices\":[]").is_some()
+        && memchr::memmem::find(event, b"\"usage\":{").is_some()
+}
+
 /// Usage from a JSON body or one SSE event's data.
 pub fn parse(json: &[u8]) -> Option<Usage> {
     let carrier: Carrier = serde_json::from_slice(json).ok()?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metering::unix_ms;
 use crate::upstream::Endpoint;
-use crate::usage::Usage;
+use crate::usage::{Usage, is_usage_only};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -77,7 +77,7 @@ pub fn replay(
         (Recorded::Sse { events }, true) => Some(Replay::Sse(
             events
                 .iter()
-                .filter(|event| include_usage || !is_usage_only(event))
+                .filter(|event| include_usage || !is_usage_only(event.as_bytes()))
                 .map(|event| Bytes::from(event.clone()))
                 .collect(),
         )),
@@ -92,10 +92,6 @@ pub fn replay(
 }
 
 /// A chunk with no choices that carries usage: shown only to clients that asked.
-fn is_usage_only(event: &str) -> bool {
-    event.contains("\"choices\":[]") && event.contains("\"usage\":{")
-}
-
 fn data(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }

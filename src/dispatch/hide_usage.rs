@@ -54,9 +54,7 @@ impl UsageHider {
 }
 
 fn is_usage_only(line: &[u8]) -> bool {
-    line.starts_with(b"data:")
-        && memchr::memmem::find(line, b"\"choices\":[]").is_some()
-        && memchr::memmem::find(line, b"\"usage\":{").is_some()
+    line.starts_with(b"data:") && crate::usage::is_usage_only(line)
 }
 
 fn without_usage_null(line: &[u8]) -> Vec<u8> {
