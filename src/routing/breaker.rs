@@ -126,15 +126,6 @@ impl Breaker {
     }
 
     pub fn record(&self, permit: Permit, success: bool, now: Instant) {
-        if permit == Permit::Normal && success && self.state() == State::Closed {
-            // The common case: reset the streak and count the call.
-            if let Ok(mut counters) = self.counters.lock() {
-                self.roll_window(&mut counters, now);
-                counters.consecutive_failures = 0;
-                counters.window_calls += 1;
-            }
-            return;
-        }
         let Ok(mut counters) = self.counters.lock() else {
             return;
         };
