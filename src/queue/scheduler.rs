@@ -92,7 +92,6 @@ impl ClassQueue {
 #[derive(Default)]
 struct Queues {
     classes: [ClassQueue; 5],
-    depth: usize,
     grants: u64,
 }
 
@@ -110,9 +109,7 @@ impl Queues {
         } else {
             (0..5).find(|c| !self.classes[*c].turns.is_empty())
         }?;
-        let waiter = self.classes[class].pop()?;
-        self.depth -= 1;
-        Some(waiter)
+        self.classes[class].pop()
     }
 }
 
@@ -193,7 +190,7 @@ impl Scheduler {
     }
 
     /// Waits for a slot in `class` on behalf of `key`, up to the class's
-    /// `max_wait` (and `deadline`). Dropping the future leaves the queue.
+    /// `max_wait`. Dropping the future leaves the queue.
     pub async fn acquire(
         self: &Arc<Self>,
         class: Priority,
@@ -210,13 +207,15 @@ impl Scheduler {
                     retry_after: Duration::from_secs(1),
                 });
             };
+            // `waiting` changes only under this lock, so it is exact here.
+            let depth = self.depth();
             // A slot may have freed up since the fast path looked.
-            if queues.depth == 0 && self.try_take() {
+            if depth == 0 && self.try_take() {
                 return Ok(self.permit());
             }
-            if queues.depth >= self.config.max_depth {
+            if depth >= self.config.max_depth {
                 return Err(Rejected::Full {
-                    retry_after: self.estimate(queues.depth),
+                    retry_after: self.estimate(depth),
                 });
             }
             queues.classes[class.index()].push(
@@ -227,7 +226,6 @@ impl Scheduler {
                     grant,
                 },
             );
-            queues.depth += 1;
             self.waiting.fetch_add(1, Ordering::SeqCst);
             // A release may have happened between the checks: hand it on.
             if self.try_take() {
@@ -328,7 +326,6 @@ impl Drop for LeaveOnDrop<'_> {
         if let Ok(mut queues) = self.scheduler.queues.lock()
             && queues.classes[self.class.index()].remove(self.id)
         {
-            queues.depth -= 1;
             self.scheduler.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         // If it was granted meanwhile, the permit sits in the dropped
