@@ -232,10 +232,7 @@ impl Dispatcher {
                     return GatewayError::Internal.into_response();
                 };
                 let outcome = usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported);
-                if let Outcome::Reported(usage) = &outcome {
-                    let cost = self.pricing.cost(&model, usage);
-                    self.metrics.record_usage(&model, &deployment, usage, cost);
-                }
+                self.observer().record_usage(&model, &deployment, outcome);
                 hooks.finish(outcome);
                 parts.finish(Body::from(body))
             }
@@ -305,12 +302,19 @@ impl Observer {
         }
     }
 
+    /// Tokens and cost of a finished call, by the model and deployment that served it.
+    fn record_usage(&self, model: &str, deployment: &str, outcome: Outcome) {
+        if let Outcome::Reported(usage) = outcome {
+            let cost = self.pricing.cost(model, &usage);
+            self.metrics.record_usage(model, deployment, &usage, cost);
+        }
+    }
+
     /// Counts the call and, for streams, records usage when the relay finds it.
     fn observe(&self, success: &Success, requested: &Arc<str>, hooks: &UsageHooks) {
         self.count(success, requested);
         hooks.add(Box::new(TokenMetrics {
-            metrics: self.metrics.clone(),
-            pricing: self.pricing.clone(),
+            observer: self.clone(),
             model: success.model.clone(),
             deployment: success.backend.deployment.name.clone(),
         }));
@@ -318,19 +322,15 @@ impl Observer {
 }
 
 struct TokenMetrics {
-    metrics: Metrics,
-    pricing: Arc<Pricing>,
+    observer: Observer,
     model: Arc<str>,
     deployment: Arc<str>,
 }
 
 impl UsageObserver for TokenMetrics {
     fn finish(self: Box<Self>, outcome: Outcome) {
-        if let Outcome::Reported(usage) = outcome {
-            let cost = self.pricing.cost(&self.model, &usage);
-            self.metrics
-                .record_usage(&self.model, &self.deployment, &usage, cost);
-        }
+        self.observer
+            .record_usage(&self.model, &self.deployment, outcome);
     }
 }
 
