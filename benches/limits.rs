@@ -77,15 +77,7 @@ key = "sk-bench-free-0001"
 }
 
 fn identity(name: &str) -> Arc<Identity> {
-    Arc::new(Identity {
-        name: Arc::from(name),
-        org: None,
-        models: None,
-        cache: true,
-        priority: None,
-        max_priority: None,
-        budget: Default::default(),
-    })
+    Arc::new(Identity::unrestricted(name))
 }
 
 /// One task's loop; returns how many checks did not give `expected`.

@@ -26,6 +26,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A caller with no org and no restrictions: any model, the cache, no
+    /// priority settings or token budget.
+    pub fn unrestricted(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            org: None,
+            models: None,
+            cache: true,
+            priority: None,
+            max_priority: None,
+            budget: Default::default(),
+        }
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         self.models
             .as_ref()
@@ -60,15 +74,7 @@ impl KeyStore {
         Self {
             by_digest,
             required: auth.required,
-            anonymous: Arc::new(Identity {
-                name: Arc::from("anonymous"),
-                org: None,
-                models: None,
-                cache: true,
-                priority: None,
-                max_priority: None,
-                budget: Default::default(),
-            }),
+            anonymous: Arc::new(Identity::unrestricted("anonymous")),
         }
     }
 
