@@ -123,7 +123,7 @@ fn check_keys(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
-pub fn is_http_url(url: &str) -> bool {
+fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

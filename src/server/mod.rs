@@ -156,8 +156,6 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests and
-    /// streams finish for up to the grace period before cutting them.
-    /// Serves until `shutdown` resolves, then lets in-flight requests and
     /// streams finish for up to the grace period before cutting them, and
     /// writes the pending usage records.
     pub async fn serve(
