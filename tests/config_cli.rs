@@ -152,6 +152,10 @@ fn check_summarises_the_stores_without_their_passwords() {
 fn check_rejects_bad_configs_with_paths() {
     let cases = [
         (
+            "[queue]\nmax_wait_by_class = { batch = \"5 parsecs\" }\n[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n",
+            "queue.max_wait_by_class.batch",
+        ),
+        (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[deployments]]\nname = \"b\"\nprovider = \"openai\"\nbase_url = \"ftp://x\"\nmodels = [\"m\"]\n",
             "deployments[1].base_url",
         ),

@@ -85,17 +85,41 @@ pub mod serde_duration {
     }
 }
 
+/// A duration in the same forms, inside another shape (an option, a map).
+#[derive(serde::Deserialize)]
+struct Wrapped(#[serde(with = "serde_duration")] Duration);
+
 pub mod serde_option {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
+    use super::Wrapped;
+
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(with = "super::serde_duration")] Duration);
         Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(d)| d))
+    }
+}
+
+/// A map of durations, e.g. `{ batch = "10m", realtime = 5 }`.
+pub mod serde_map {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    use super::Wrapped;
+
+    pub fn deserialize<'de, D, K>(deserializer: D) -> Result<HashMap<K, Duration>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Eq + Hash,
+    {
+        let map = HashMap::<K, Wrapped>::deserialize(deserializer)?;
+        Ok(map.into_iter().map(|(k, Wrapped(d))| (k, d)).collect())
     }
 }
 

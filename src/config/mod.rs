@@ -280,7 +280,8 @@ pub struct QueueConfig {
     #[serde(with = "duration::serde_duration")]
     pub max_wait: Duration,
     /// Per-class overrides of `max_wait`, e.g. `{ batch = "10m" }`.
-    pub max_wait_by_class: HashMap<Priority, String>,
+    #[serde(with = "duration::serde_map")]
+    pub max_wait_by_class: HashMap<Priority, Duration>,
     /// Every Nth slot goes to the longest-waiting request of any class, so
     /// lower classes still move under constant higher-class load.
     pub starvation_every: u32,
@@ -305,7 +306,7 @@ impl QueueConfig {
     pub fn max_wait(&self, class: Priority) -> Duration {
         self.max_wait_by_class
             .get(&class)
-            .and_then(|text| parse_duration(text))
+            .copied()
             .unwrap_or(self.max_wait)
     }
 }

@@ -187,14 +187,6 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             }
         }
     }
-    for (class, wait) in &config.queue.max_wait_by_class {
-        if super::parse_duration(wait).is_none() {
-            problems.push(format!(
-                "queue.max_wait_by_class.{}: `{wait}` is not a duration",
-                class.as_str()
-            ));
-        }
-    }
     if config.queue.starvation_every == 0 {
         problems.push("queue.starvation_every: must be at least 1".into());
     }
