@@ -92,12 +92,12 @@ impl Policies {
             .chain(self.splits.keys().map(String::as_str))
     }
 
-    /// Whether anything could change this request.
+    /// Whether anything that reads the body could change this request (the
+    /// degradation ladder needs only the model, so it does not count).
     fn applies(&self, requested: &str, identity: &Identity) -> bool {
         self.routes.contains_key(requested)
             || self.auto.as_ref().is_some_and(|a| a.name() == requested)
             || self.splits.contains_key(requested)
-            || !self.cheaper.is_empty()
             || identity.budget.max_input_tokens.is_some()
             || identity.budget.max_output_tokens.is_some()
     }
@@ -120,6 +120,7 @@ impl Policies {
             degraded_from: None,
         };
         if !self.applies(requested, identity) {
+            self.degrade(&mut resolved, priority, expected_wait);
             return Ok(resolved);
         }
         let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
@@ -148,13 +149,7 @@ impl Policies {
             changed |= variant.apply(&mut request);
             resolved.variant = Some((split.name.clone(), variant.name.clone()));
         }
-        if priority == Priority::Standard
-            && let (Some(cheaper), Some(after)) =
-                (self.cheaper.get(&resolved.model), self.degrade_after)
-            && expected_wait(&resolved.model) >= after
-        {
-            resolved.degraded_from = Some(std::mem::replace(&mut resolved.model, cheaper.clone()));
-        }
+        self.degrade(&mut resolved, priority, expected_wait);
         if let Some(limit) = budget.max_input_tokens {
             let count = tokens::prompt_tokens(endpoint, &request, self.encoding(&resolved.model));
             if count > limit {
@@ -172,6 +167,23 @@ impl Policies {
             resolved.body = serde_json::to_vec(&request).ok().map(Bytes::from);
         }
         Ok(resolved)
+    }
+
+    /// The degradation ladder: a `standard` request whose model's queue wait
+    /// has reached `degrade_after` goes to the model's cheaper sibling.
+    fn degrade(
+        &self,
+        resolved: &mut Resolved,
+        priority: Priority,
+        expected_wait: &dyn Fn(&str) -> Duration,
+    ) {
+        if priority == Priority::Standard
+            && let (Some(cheaper), Some(after)) =
+                (self.cheaper.get(&resolved.model), self.degrade_after)
+            && expected_wait(&resolved.model) >= after
+        {
+            resolved.degraded_from = Some(std::mem::replace(&mut resolved.model, cheaper.clone()));
+        }
     }
 
     fn encoding(&self, model: &str) -> Encoding {
