@@ -72,12 +72,7 @@ pub async fn cache(
         match cache.store.get(key).await {
             Ok(Some(entry)) => {
                 if let Some(response) = answer(&entry, want, &model) {
-                    cache
-                        .metrics
-                        .cache_requests
-                        .with_label_values(&["hit"])
-                        .inc();
-                    cache.record_saving(&api.route.name, &entry);
+                    cache.record_hit("hit", &api.route.name, &entry);
                     return response;
                 }
             }
@@ -111,12 +106,7 @@ pub async fn cache(
         && let Ok(Some(entry)) = cache.store.get(similar).await
         && let Some(response) = answer(&entry, want, &model)
     {
-        cache
-            .metrics
-            .cache_requests
-            .with_label_values(&["semantic_hit"])
-            .inc();
-        cache.record_saving(&api.route.name, &entry);
+        cache.record_hit("semantic_hit", &api.route.name, &entry);
         return labelled(response, "semantic-hit");
     }
 

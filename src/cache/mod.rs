@@ -138,8 +138,13 @@ impl ResponseCache {
             .unwrap_or(self.config.ttl)
     }
 
-    /// Counts what a hit saved: the entry's tokens and their price.
-    fn record_saving(&self, model: &str, entry: &entry::Entry) {
+    /// Counts a hit (`hit` or `semantic_hit`) and what it saved: the entry's
+    /// tokens and their price.
+    fn record_hit(&self, result: &str, model: &str, entry: &entry::Entry) {
+        self.metrics
+            .cache_requests
+            .with_label_values(&[result])
+            .inc();
         self.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
         if let Some(usage) = entry.usage {
             let usage = crate::usage::Usage {
