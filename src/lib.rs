@@ -25,6 +25,7 @@ pub mod request;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod sync_layer;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;

@@ -12,8 +12,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use common::gateway::{chat, deployment, error_of};
-use common::{FakeUpstream, TestGateway};
+use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::Value;
+
+const ADMIN: &str = "admin-token-0123456789";
 
 async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -159,4 +161,50 @@ async fn replicas_share_one_budget_through_redis() {
         "the other replica sees the same spend"
     );
     assert_eq!(error_of(refused).await["code"], "insufficient_quota");
+}
+
+#[tokio::test]
+async fn a_fallback_is_billed_at_the_model_that_served() {
+    let big = FakeUpstream::start("big").await;
+    let small = FakeUpstream::start("small").await;
+    big.set_default(Behavior::Reply {
+        status: 429,
+        headers: vec![("retry-after", "30".into())],
+        body: r#"{"error":{"message":"busy","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+    });
+    let dir = std::env::temp_dir().join(format!("sluice-budget-{}", fastrand::u64(..)));
+    // Each call: 2 fresh + 3 cached prompt and 2 completion tokens. At
+    // gpt-4.1-mini prices that is $0.0000043; at gpt-4.1's, $0.0000215,
+    // which would spend the $0.00001 budget in one call.
+    let gateway = TestGateway::start(&format!(
+        "[usage]\nstore = \"sqlite\"\ndata_dir = \"{}\"\nflush_interval = \"20ms\"\n[admin]\ntoken = \"{ADMIN}\"\n[models.\"gpt-4.1\"]\nfallbacks = [\"gpt-4.1-mini\"]\n[[deployments]]\nname = \"big\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1\"]\n[[deployments]]\nname = \"small\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1-mini\"]\n[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 0.00001\n",
+        dir.display(),
+        big.base_url(),
+        small.base_url(),
+    ))
+    .await;
+    for _ in 0..3 {
+        let response = gateway
+            .post(
+                "/v1/chat/completions",
+                Some("sk-team-0000000"),
+                &chat("gpt-4.1"),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-sluice-model"], "gpt-4.1-mini");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let billed = 3.0 * 4.3e-6;
+    let budgets = gateway.get_json("/admin/budgets", Some(ADMIN)).await;
+    let spent = budgets["data"][0]["spent_usd"].as_f64().unwrap();
+    assert!((spent - billed).abs() < 1e-12, "{budgets}");
+    let usage = gateway
+        .get_json("/admin/usage?group_by=model", Some(ADMIN))
+        .await;
+    let row = &usage["data"][0];
+    assert_eq!(row["group"], "gpt-4.1-mini", "{usage}");
+    let recorded = row["cost_usd"].as_f64().unwrap();
+    assert!((recorded - billed).abs() < 1e-12, "{usage}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fake_upstream::{Behavior, chunk, done};
 use common::gateway::{chat, deployment};
 use common::postgres::{self, TestDatabase};
 use common::{FakeUpstream, TestGateway};
@@ -143,6 +144,53 @@ async fn postgres_records_survive_a_restart() {
     let database = TestDatabase::create(postgres::PLAIN).await;
     restart_keeps_records(&database.url()).await;
     database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_starts_after_a_keepalive_is_recorded_with_what_served_it() {
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
+    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
+    let gateway = TestGateway::start(&format!(
+        "[server]\nstream_keepalive = \"20ms\"\n{}",
+        config(&upstream, &store)
+    ))
+    .await;
+    // The head comes after the first keep-alive: the client already has its
+    // 200 before any deployment is known.
+    let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n";
+    upstream.push(Behavior::Late(
+        Duration::from_millis(150),
+        Box::new(Behavior::Stream {
+            events: vec![chunk("hi"), usage.to_owned(), done()],
+            interval: Duration::ZERO,
+            gate: None,
+        }),
+    ));
+    let mut body = chat("gpt-4o");
+    body["stream"] = true.into();
+    let response = gateway
+        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with(": keep-alive"), "{text}");
+    assert!(
+        text.contains("[DONE]") && !text.contains("\"usage\""),
+        "{text}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let by_deployment = totals(&gateway, "group_by=deployment").await;
+    let served = group(&by_deployment, "oa");
+    assert_eq!(served["requests"], 1, "{by_deployment}");
+    assert_eq!(served["prompt_tokens"], 9);
+    let cost = served["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (9.0 * 2.5 + 3.0 * 10.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -3,26 +3,33 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::KeyStore;
+use super::{Identity, KeyStore};
+use crate::sync_layer::Middleware;
 
-pub async fn authenticate(
-    State(keys): State<Arc<KeyStore>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let identity = match keys.resolve(presented_key(request.headers())) {
-        Ok(identity) => identity,
-        Err(error) => return error.into_response(),
-    };
-    request.extensions_mut().insert(identity.clone());
-    let mut response = next.run(request).await;
-    response.extensions_mut().insert(identity);
-    response
+/// Resolves the presented key to an `Identity` on the request (for the
+/// layers behind) and on the response (for the access log and metrics).
+#[derive(Clone)]
+pub struct Authenticate(pub Arc<KeyStore>);
+
+impl Middleware for Authenticate {
+    type Carry = Arc<Identity>;
+
+    fn before(&self, request: &mut Request) -> Result<Arc<Identity>, Box<Response>> {
+        let identity = self
+            .0
+            .resolve(presented_key(request.headers()))
+            .map_err(|error| Box::new(error.into_response()))?;
+        request.extensions_mut().insert(identity.clone());
+        Ok(identity)
+    }
+
+    fn after(identity: Arc<Identity>, response: &mut Response) {
+        response.extensions_mut().insert(identity);
+    }
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {

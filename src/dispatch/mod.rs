@@ -27,7 +27,7 @@ use crate::request::ApiRequest;
 use crate::routing::{ChosenBackend, ModelRouter};
 use crate::shutdown::Cut;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
-use crate::usage::{self, Outcome, UsageHooks, UsageObserver};
+use crate::usage::{self, Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
 
@@ -224,16 +224,12 @@ impl Dispatcher {
         let requested = names.routed.clone();
         match attempts::run(call, first).await {
             Ok(success) => {
-                self.observer().count(&success, &requested);
-                let model = success.model.clone();
-                let deployment = success.backend.deployment.name.clone();
+                self.observer().observe(&success, &requested, &hooks);
                 let (parts, reply) = success_parts(success, &names);
                 let Reply::Whole(body) = reply else {
                     return GatewayError::Internal.into_response();
                 };
-                let outcome = usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported);
-                self.observer().record_usage(&model, &deployment, outcome);
-                hooks.finish(outcome);
+                hooks.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
                 parts.finish(Body::from(body))
             }
             Err(failure) => {
@@ -302,35 +298,28 @@ impl Observer {
         }
     }
 
-    /// Tokens and cost of a finished call, by the model and deployment that served it.
-    fn record_usage(&self, model: &str, deployment: &str, outcome: Outcome) {
-        if let Outcome::Reported(usage) = outcome {
-            let cost = self.pricing.cost(model, &usage);
-            self.metrics.record_usage(model, deployment, &usage, cost);
-        }
-    }
-
-    /// Counts the call and, for streams, records usage when the relay finds it.
+    /// Counts the call, names what served it to the usage observers, and
+    /// records its tokens and cost once they are known.
     fn observe(&self, success: &Success, requested: &Arc<str>, hooks: &UsageHooks) {
         self.count(success, requested);
-        hooks.add(Box::new(TokenMetrics {
-            observer: self.clone(),
+        hooks.served_by(Served {
             model: success.model.clone(),
             deployment: success.backend.deployment.name.clone(),
-        }));
+            price: self.pricing.price(&success.model).copied(),
+        });
+        hooks.add(Box::new(TokenMetrics(self.metrics.clone())));
     }
 }
 
-struct TokenMetrics {
-    observer: Observer,
-    model: Arc<str>,
-    deployment: Arc<str>,
-}
+/// Tokens and cost of a finished call, by the model and deployment that served it.
+struct TokenMetrics(Metrics);
 
 impl UsageObserver for TokenMetrics {
-    fn finish(self: Box<Self>, outcome: Outcome) {
-        self.observer
-            .record_usage(&self.model, &self.deployment, outcome);
+    fn finish(self: Box<Self>, finished: &Finished<'_>) {
+        if let (Outcome::Reported(usage), Some(served)) = (finished.outcome, finished.served) {
+            self.0
+                .record_usage(&served.model, &served.deployment, &usage, finished.cost_usd);
+        }
     }
 }
 

@@ -6,8 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::Bytes;
 
@@ -15,19 +14,26 @@ use super::{Ledger, UsageRecord};
 use crate::dispatch::ServedBy;
 use crate::metering::Pricing;
 use crate::request::call_of;
+use crate::sync_layer::Middleware;
 use crate::tokens::{self, Encoding};
 use crate::upstream::Endpoint;
-use crate::usage::{Outcome, UsageHooks, UsageObserver};
+use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 
-pub async fn record(
-    State((ledger, pricing)): State<(Arc<Ledger>, Arc<Pricing>)>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    // Built in a block: the borrows of the request end before the `.await`.
-    let pending = {
+/// Starts a usage record for each proxied call and hooks it to the call's
+/// end; records are priced at `pricing` only when the upstream reported none.
+#[derive(Clone)]
+pub struct RecordUsage {
+    pub ledger: Arc<Ledger>,
+    pub pricing: Arc<Pricing>,
+}
+
+impl Middleware for RecordUsage {
+    /// `None` on routes that are not proxied.
+    type Carry = Option<Arc<Pending>>;
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>> {
         let Some((api, identity)) = call_of(request.extensions()) else {
-            return next.run(request).await;
+            return Ok(None);
         };
         let headers = request.headers();
         let header = |name: &str| {
@@ -55,39 +61,50 @@ pub async fn record(
             status: 0,
             estimated: false,
         };
-        Arc::new(Pending {
+        let pending = Arc::new(Pending {
             state: Mutex::new(Parts {
                 record: draft,
                 head: false,
-                usage: None,
+                finished: None,
             }),
             started: Instant::now(),
             endpoint: api.endpoint,
             body: api.body.clone(),
-            ledger,
-            pricing,
-        })
-    };
-    request
-        .extensions_mut()
-        .get_or_insert_default::<UsageHooks>()
-        .add(Box::new(Hook {
-            pending: pending.clone(),
-            finished: false,
-        }));
-    let response = next.run(request).await;
-    pending.head(&response);
-    response
+            ledger: self.ledger.clone(),
+            pricing: self.pricing.clone(),
+        });
+        request
+            .extensions_mut()
+            .get_or_insert_default::<UsageHooks>()
+            .add(Box::new(Hook {
+                pending: pending.clone(),
+                finished: false,
+            }));
+        Ok(Some(pending))
+    }
+
+    fn after(pending: Self::Carry, response: &mut Response) {
+        if let Some(pending) = pending {
+            pending.head(response);
+        }
+    }
 }
 
 struct Parts {
     record: UsageRecord,
     head: bool,
-    /// `None` until the usage outcome is known.
-    usage: Option<Outcome>,
+    /// `None` until the call has finished.
+    finished: Option<Ending>,
 }
 
-struct Pending {
+/// A [`Finished`] the record keeps until the response head is known too.
+struct Ending {
+    outcome: Outcome,
+    served: Option<Served>,
+    cost_usd: f64,
+}
+
+pub struct Pending {
     state: Mutex<Parts>,
     started: Instant,
     endpoint: Endpoint,
@@ -116,28 +133,39 @@ impl Pending {
         self.emit_if_complete(&mut state);
     }
 
-    fn usage(&self, outcome: Outcome) {
+    fn finish(&self, ending: Ending) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        state.usage.get_or_insert(outcome);
+        state.finished.get_or_insert(ending);
         self.emit_if_complete(&mut state);
     }
 
     fn emit_if_complete(&self, state: &mut Parts) {
-        let (true, Some(outcome)) = (state.head, state.usage) else {
+        if !state.head {
+            return;
+        }
+        let Some(ending) = state.finished.take() else {
             return;
         };
+        // Emit once.
+        state.head = false;
         let mut record = std::mem::take(&mut state.record);
         record.latency_ms = self.started.elapsed().as_millis() as i64;
+        // A stream that waited past the first keep-alive answered before
+        // anything served it; the dispatcher's word is the complete one.
+        if let Some(served) = ending.served {
+            record.model = served.model;
+            record.deployment = Some(served.deployment);
+        }
         let served_from_cache = record.cache == "hit" || record.cache == "semantic-hit";
-        match outcome {
+        match ending.outcome {
             _ if served_from_cache => {}
             Outcome::Reported(usage) => {
                 record.prompt_tokens = usage.prompt_tokens as i64;
                 record.completion_tokens = usage.completion_tokens as i64;
                 record.cached_tokens = usage.cached_tokens as i64;
-                record.cost_usd = self.pricing.cost(&record.model, &usage);
+                record.cost_usd = ending.cost_usd;
             }
             Outcome::NoOutput => {}
             // Output may have been produced without a usage report (a stream
@@ -161,9 +189,6 @@ impl Pending {
             }
             Outcome::Unknown => {}
         }
-        // Emit once.
-        state.usage = Some(Outcome::NoOutput);
-        state.head = false;
         self.ledger.record(record);
     }
 }
@@ -185,9 +210,13 @@ struct Hook {
 }
 
 impl UsageObserver for Hook {
-    fn finish(mut self: Box<Self>, outcome: Outcome) {
+    fn finish(mut self: Box<Self>, finished: &Finished<'_>) {
         self.finished = true;
-        self.pending.usage(outcome);
+        self.pending.finish(Ending {
+            outcome: finished.outcome,
+            served: finished.served.cloned(),
+            cost_usd: finished.cost_usd,
+        });
     }
 }
 
@@ -196,7 +225,11 @@ impl Drop for Hook {
     /// refusal), or a stream dropped before its end.
     fn drop(&mut self) {
         if !self.finished {
-            self.pending.usage(Outcome::Unknown);
+            self.pending.finish(Ending {
+                outcome: Outcome::Unknown,
+                served: None,
+                cost_usd: 0.0,
+            });
         }
     }
 }

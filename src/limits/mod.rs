@@ -29,7 +29,7 @@ use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
 use crate::tokens::{Encoding, Estimator};
-use crate::usage::{Outcome, UsageObserver};
+use crate::usage::{Finished, Outcome, UsageObserver};
 
 pub use layer::rate_limit;
 
@@ -402,8 +402,8 @@ pub struct Settlement {
 }
 
 impl UsageObserver for Settlement {
-    fn finish(self: Box<Self>, outcome: Outcome) {
-        let delta = match outcome {
+    fn finish(self: Box<Self>, finished: &Finished<'_>) {
+        let delta = match finished.outcome {
             Outcome::Reported(usage) => usage.total() as i64 - self.charged as i64,
             Outcome::NoOutput => -(self.charged as i64),
             // Output may have been produced: keep the estimate.

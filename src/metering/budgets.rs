@@ -184,41 +184,66 @@ impl Budgets {
 
     /// Refuses a request whose key or org has spent a budget.
     pub async fn check(&self, key: &str, org: Option<&str>) -> Result<(), GatewayError> {
+        if let Some(answer) = self.check_local(key, org) {
+            return answer;
+        }
         let now = self.clock.now();
         for limit in self.limits(key, org) {
             let spent = self.spent(&limit, now).await;
             if spent >= limit.usd {
-                self.metrics
-                    .budget_rejected
-                    .with_label_values(&[limit.scope])
-                    .inc();
-                return Err(GatewayError::BudgetExhausted {
-                    what: format!(
-                        "{} budget of {} for {} `{}`",
-                        limit.period.as_str(),
-                        usd(limit.usd),
-                        limit.scope,
-                        limit.name
-                    ),
-                    spent: usd(spent),
-                    resets_at: rfc3339(limit.period.end(now)),
-                });
+                return Err(self.refusal(&limit, spent, now));
             }
         }
         Ok(())
     }
 
+    /// The check when budgets are in memory, answered without waiting;
+    /// `None` when they are shared through Redis.
+    pub fn check_local(&self, key: &str, org: Option<&str>) -> Option<Result<(), GatewayError>> {
+        let Store::Memory { .. } = &self.store else {
+            return None;
+        };
+        let now = self.clock.now();
+        for limit in self.limits(key, org) {
+            let spent = self.memory_spent(&limit, now);
+            if spent >= limit.usd {
+                return Some(Err(self.refusal(&limit, spent, now)));
+            }
+        }
+        Some(Ok(()))
+    }
+
+    fn refusal(&self, limit: &Limit<'_>, spent: f64, now: SystemTime) -> GatewayError {
+        self.metrics
+            .budget_rejected
+            .with_label_values(&[limit.scope])
+            .inc();
+        GatewayError::BudgetExhausted {
+            what: format!(
+                "{} budget of {} for {} `{}`",
+                limit.period.as_str(),
+                usd(limit.usd),
+                limit.scope,
+                limit.name
+            ),
+            spent: usd(spent),
+            resets_at: rfc3339(limit.period.end(now)),
+        }
+    }
+
+    fn memory_spent(&self, limit: &Limit<'_>, now: SystemTime) -> f64 {
+        let current = limit.period.index(now);
+        self.memory_counter(limit)
+            .and_then(|counter| counter.lock().ok().map(|c| *c))
+            .map_or(
+                0.0,
+                |(period, spent)| if period == current { spent } else { 0.0 },
+            )
+    }
+
     async fn spent(&self, limit: &Limit<'_>, now: SystemTime) -> f64 {
         match &self.store {
-            Store::Memory { .. } => {
-                let current = limit.period.index(now);
-                self.memory_counter(limit)
-                    .and_then(|counter| counter.lock().ok().map(|c| *c))
-                    .map_or(
-                        0.0,
-                        |(period, spent)| if period == current { spent } else { 0.0 },
-                    )
-            }
+            Store::Memory { .. } => self.memory_spent(limit, now),
             Store::Redis { redis, prefix } => {
                 let name = format!("{prefix}{}", Self::counter(limit, now));
                 let value: Result<Option<f64>, _> = redis

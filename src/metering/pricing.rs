@@ -68,16 +68,7 @@ impl Pricing {
 
     /// USD for one call's usage; 0 for an unpriced model.
     pub fn cost(&self, model: &str, usage: &Usage) -> f64 {
-        let Some(price) = self.price(model) else {
-            return 0.0;
-        };
-        let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let fresh = usage.prompt_tokens - cached;
-        let cached_rate = price.cached_input_per_1m.unwrap_or(price.input_per_1m);
-        (fresh as f64 * price.input_per_1m
-            + cached as f64 * cached_rate
-            + usage.completion_tokens as f64 * price.output_per_1m)
-            / 1_000_000.0
+        self.price(model).map_or(0.0, |price| usage.cost_at(price))
     }
 }
 

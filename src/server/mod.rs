@@ -112,7 +112,7 @@ impl Gateway {
             Arc::new(SystemClock),
             metrics.clone(),
         )
-        .map(|budgets| (Arc::new(budgets), pricing.clone()));
+        .map(Arc::new);
         let ledger = Ledger::start(&config.usage, metrics.clone())
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
         let services = stack::Services {

@@ -7,11 +7,11 @@
 //! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                     |
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
-//! | 5 | `authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
+//! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
-//! | 6b| `ledger::record`     | /v1   | one usage record per request, queued for batched writes   |
+//! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
-//! | 7b| `enforce`            | /v1   | spend budgets per key and org: 429 when spent; bills usage |
+//! | 7b| `EnforceBudgets`     | /v1   | spend budgets per key and org: 429 when spent; bills usage |
 //! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
 //! | 9 | `admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
@@ -28,15 +28,16 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, record, request_id::RequestIds};
-use crate::auth::{self, KeyStore};
+use crate::auth::{Authenticate, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
-use crate::ledger::{self, Ledger};
+use crate::ledger::{Ledger, RecordUsage};
 use crate::limits::{self, Limiter};
-use crate::metering::{self, Budgets, Pricing};
+use crate::metering::{Budgets, EnforceBudgets, Pricing};
 use crate::metrics::Metrics;
 use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
+use crate::sync_layer::SyncLayer;
 
 /// Everything the layers and the dispatcher share, built once at start-up.
 pub struct Services {
@@ -49,8 +50,8 @@ pub struct Services {
     pub admission: Option<Arc<Scheduler>>,
     /// The usage ledger and the prices its records are costed at.
     pub ledger: Option<(Arc<Ledger>, Arc<Pricing>)>,
-    /// Spend budgets and the prices they are charged at, when any is set.
-    pub budgets: Option<(Arc<Budgets>, Arc<Pricing>)>,
+    /// Spend budgets, when any is set.
+    pub budgets: Option<Arc<Budgets>>,
     pub metrics: Metrics,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
@@ -66,21 +67,16 @@ pub fn app(services: Services) -> Router {
         .route("/v1/models/{model}", get(dispatch::get_model))
         .route_layer(
             ServiceBuilder::new()
-                .layer(from_fn_with_state(services.keys, auth::authenticate)) // 5
+                .layer(SyncLayer(Authenticate(services.keys))) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
                 .option_layer(
                     services
                         .ledger
                         .clone()
-                        .map(|l| from_fn_with_state(l, ledger::record)),
+                        .map(|(ledger, pricing)| SyncLayer(RecordUsage { ledger, pricing })),
                 ) // 6b
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
-                .option_layer(
-                    services
-                        .budgets
-                        .clone()
-                        .map(|b| from_fn_with_state(b, metering::enforce)),
-                ) // 7b
+                .option_layer(services.budgets.clone().map(EnforceBudgets)) // 7b
                 .option_layer(
                     services
                         .limiter
@@ -104,10 +100,7 @@ pub fn app(services: Services) -> Router {
     let views = admin::Views {
         router: services.dispatcher.router().clone(),
         ledger: services.ledger.as_ref().map(|(ledger, _)| ledger.clone()),
-        budgets: services
-            .budgets
-            .as_ref()
-            .map(|(budgets, _)| budgets.clone()),
+        budgets: services.budgets.clone(),
     };
     let admin = services.admin.map(|token| {
         Router::new()

@@ -44,6 +44,8 @@ pub enum Behavior {
     },
     /// Waits before sending the response head, then echoes.
     DelayHead(Duration),
+    /// Waits before sending the response head, then behaves as the inner one.
+    Late(Duration, Box<Behavior>),
     /// Sends `events`, then breaks the connection mid-body.
     BreakAfter(Vec<String>),
     /// Endless SSE stream; `FakeUpstream::stream_dropped` reports when the
@@ -165,6 +167,10 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| state.default.lock().unwrap().clone());
+    if let Behavior::Late(delay, inner) = behavior {
+        tokio::time::sleep(delay).await;
+        behavior = *inner;
+    }
     if let Behavior::Flaky { rate } = behavior {
         let fail = state.rng.lock().unwrap().f64() < rate;
         behavior = if fail {
@@ -201,7 +207,9 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         };
     }
     match behavior {
-        Behavior::Chaos { .. } | Behavior::Flaky { .. } => unreachable!("resolved above"),
+        Behavior::Chaos { .. } | Behavior::Flaky { .. } | Behavior::Late(..) => {
+            unreachable!("resolved above")
+        }
         Behavior::Reset => sse(futures_util::stream::once(async {
             Err::<Bytes, _>(std::io::Error::other("injected reset"))
         })

@@ -1,0 +1,120 @@
+//! Middleware whose work before the inner service is synchronous (checks,
+//! extensions, hooks). Unlike axum's `from_fn`, which clones the whole inner
+//! stack and boxes two values per request, it calls the inner service in
+//! place and returns an unboxed future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::error::GatewayError;
+
+pub trait Middleware: Clone + Send + Sync + 'static {
+    /// What `before` hands to `after`.
+    type Carry: Send + 'static;
+
+    /// `Err` answers at once, without calling the inner service (boxed:
+    /// refusals are the rare path).
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>>;
+
+    /// Sees the inner service's response head.
+    fn after(carry: Self::Carry, response: &mut Response);
+}
+
+#[derive(Clone)]
+pub struct SyncLayer<M>(pub M);
+
+impl<M: Clone, S> Layer<S> for SyncLayer<M> {
+    type Service = SyncService<M, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SyncService {
+            middleware: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SyncService<M, S> {
+    middleware: M,
+    inner: S,
+}
+
+impl<M, S> Service<Request> for SyncService<M, S>
+where
+    M: Middleware,
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = SyncFuture<S::Future, M::Carry>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.middleware.before(&mut request) {
+            Ok(carry) => SyncFuture::calling(self.inner.call(request), Some((carry, M::after))),
+            Err(response) => SyncFuture::answered(*response),
+        }
+    }
+}
+
+/// What to run on the response, with what `before` carried.
+pub type After<C> = Option<(C, fn(C, &mut Response))>;
+
+pin_project! {
+    /// The inner service's future and what runs on its response, or an
+    /// answer given without calling it.
+    #[project = Projected]
+    pub enum SyncFuture<F, C> {
+        Calling {
+            #[pin]
+            inner: F,
+            after: After<C>,
+        },
+        Answered { response: Option<Response> },
+    }
+}
+
+impl<F, C> SyncFuture<F, C> {
+    pub fn calling(inner: F, after: After<C>) -> Self {
+        Self::Calling { inner, after }
+    }
+
+    pub fn answered(response: Response) -> Self {
+        Self::Answered {
+            response: Some(response),
+        }
+    }
+}
+
+impl<F, C, E> Future for SyncFuture<F, C>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Calling { inner, after } => {
+                let mut result = ready!(inner.poll(cx));
+                if let (Ok(response), Some((carry, after))) = (&mut result, after.take()) {
+                    after(carry, response);
+                }
+                Poll::Ready(result)
+            }
+            // Polled again after completing: a caller's bug, answered, not a panic.
+            Projected::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| GatewayError::Internal.into_response()))),
+        }
+    }
+}
