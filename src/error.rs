@@ -38,6 +38,10 @@ pub enum GatewayError {
         spent: String,
         resets_at: String,
     },
+    #[error(
+        "Spend budgets cannot be checked right now (the shared budget store is unreachable) and this gateway is set to fail closed. Please try again shortly."
+    )]
+    BudgetsUnavailable,
     #[error("Invalid Content-Type header ({0}); expected application/json.")]
     UnsupportedMediaType(String),
     #[error("Request body exceeds the limit of {limit} bytes.")]
@@ -91,9 +95,10 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::ShuttingDown | Self::NoDeployment { .. } | Self::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ShuttingDown
+            | Self::NoDeployment { .. }
+            | Self::Overloaded { .. }
+            | Self::BudgetsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -106,6 +111,7 @@ impl GatewayError {
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
             | Self::NoDeployment { .. }
+            | Self::BudgetsUnavailable
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
@@ -129,6 +135,7 @@ impl GatewayError {
             Self::NoDeployment { .. } => Some("no_deployment_available"),
             Self::Overloaded { .. } => Some("server_overloaded"),
             Self::BudgetExhausted { .. } => Some("insufficient_quota"),
+            Self::BudgetsUnavailable => Some("budget_store_unavailable"),
             Self::Internal => Some("internal_error"),
         }
     }
@@ -210,6 +217,7 @@ impl IntoResponse for GatewayError {
             | Self::Overloaded {
                 retry_after: wait, ..
             } => Some(*wait),
+            Self::BudgetsUnavailable => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };
         if let Some(wait) = wait {

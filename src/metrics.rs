@@ -68,6 +68,8 @@ pub struct MetricsSet {
     pub budget_rejected: IntCounterVec,
     /// Budget threshold alerts raised, by scope.
     pub budget_alerts: IntCounterVec,
+    /// Budget counter reads and charges that failed (Redis).
+    pub budget_store_errors: IntCounter,
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     pub key_requests: IntCounterVec,
     /// Requests by route, model, deployment and status class.
@@ -264,6 +266,10 @@ impl MetricsSet {
             ),
             &["scope"],
         )?;
+        let budget_store_errors = IntCounter::new(
+            "sluice_budget_store_errors_total",
+            "Budget counter reads and charges that failed",
+        )?;
         let ledger_written =
             IntCounter::new("sluice_ledger_written_total", "Usage records written")?;
         let ledger_dropped = IntCounter::new(
@@ -298,6 +304,7 @@ impl MetricsSet {
             Box::new(ledger_pending.clone()),
             Box::new(budget_rejected.clone()),
             Box::new(budget_alerts.clone()),
+            Box::new(budget_store_errors.clone()),
             Box::new(cost_usd.clone()),
             Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
@@ -354,6 +361,7 @@ impl MetricsSet {
             cache_cost_saved_usd,
             budget_rejected,
             budget_alerts,
+            budget_store_errors,
             ledger_written,
             ledger_dropped,
             ledger_store_errors,

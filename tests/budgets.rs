@@ -208,3 +208,44 @@ async fn a_fallback_is_billed_at_the_model_that_served() {
     assert!((recorded - billed).abs() < 1e-12, "{usage}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_unreadable_shared_budget_follows_redis_on_error() {
+    let mut redis = common::redis::RedisServer::start().await;
+    let upstream = FakeUpstream::start("oa").await;
+    let config = |on_error: &str| {
+        format!(
+            "[redis]\nurl = \"{}\"\non_error = \"{on_error}\"\ntimeout = \"200ms\"\n{}[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 1.0\n",
+            redis.url(),
+            deployment("oa", &upstream, "")
+        )
+    };
+    let open = TestGateway::start(&config("fail_open")).await;
+    let closed = TestGateway::start(&config("fail_closed")).await;
+    // Both connected: served.
+    for gateway in [&open, &closed] {
+        let mut status = 0;
+        for _ in 0..100 {
+            status = send(gateway, "sk-team-0000000").await.status().as_u16();
+            if status == 200 {
+                break;
+            }
+        }
+        assert_eq!(status, 200);
+    }
+
+    redis.stop();
+    let refused = send(&closed, "sk-team-0000000").await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(error_of(refused).await["code"], "budget_store_unavailable");
+    assert_eq!(send(&open, "sk-team-0000000").await.status(), 200);
+    for gateway in [&open, &closed] {
+        let metrics = gateway.metrics().await;
+        let errors = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("sluice_budget_store_errors_total "))
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(errors.is_some_and(|n| n >= 1), "{metrics}");
+    }
+}

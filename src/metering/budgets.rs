@@ -12,9 +12,10 @@ use dashmap::DashSet;
 use serde_json::json;
 
 use super::period::{Period, rfc3339};
-use crate::config::{AlertsConfig, Budget, Config};
+use crate::config::{AlertsConfig, Budget, Config, OnRedisError};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::telemetry::LogEvery;
 use crate::redis::SharedRedis;
 
 /// Dollars with cents, or with enough digits to show sub-cent amounts.
@@ -51,6 +52,8 @@ enum Store {
     Redis {
         redis: SharedRedis,
         prefix: String,
+        /// `[redis] on_error`: whether an unreadable budget admits or refuses.
+        on_error: OnRedisError,
     },
 }
 
@@ -62,6 +65,8 @@ pub struct Budgets {
     webhook: reqwest::Client,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// Store failures are counted each time, logged at most this often.
+    store_log: LogEvery,
 }
 
 /// What a subject spent in its current day and month: (period index, USD).
@@ -107,6 +112,7 @@ impl Budgets {
         }
         let store = match redis {
             Some(redis) => Store::Redis {
+                on_error: config.redis.as_ref().map_or_else(OnRedisError::default, |r| r.on_error),
                 redis: redis.clone(),
                 prefix: format!(
                     "{{{}}}:budget:",
@@ -132,6 +138,7 @@ impl Budgets {
             webhook: reqwest::Client::new(),
             clock,
             metrics,
+            store_log: LogEvery::new(Duration::from_secs(10)),
         })
     }
 
@@ -189,9 +196,18 @@ impl Budgets {
         }
         let now = self.clock.now();
         for limit in self.limits(key, org) {
-            let spent = self.spent(&limit, now).await;
-            if spent >= limit.usd {
-                return Err(self.refusal(&limit, spent, now));
+            match self.spent(&limit, now).await {
+                Some(spent) if spent >= limit.usd => return Err(self.refusal(&limit, spent, now)),
+                Some(_) => {}
+                None => {
+                    if let Store::Redis {
+                        on_error: OnRedisError::FailClosed,
+                        ..
+                    } = self.store
+                    {
+                        return Err(GatewayError::BudgetsUnavailable);
+                    }
+                }
             }
         }
         Ok(())
@@ -241,20 +257,23 @@ impl Budgets {
             )
     }
 
-    async fn spent(&self, limit: &Limit<'_>, now: SystemTime) -> f64 {
+    /// `None` when the shared counter cannot be read (counted and logged).
+    async fn spent(&self, limit: &Limit<'_>, now: SystemTime) -> Option<f64> {
         match &self.store {
-            Store::Memory { .. } => self.memory_spent(limit, now),
-            Store::Redis { redis, prefix } => {
+            Store::Memory { .. } => Some(self.memory_spent(limit, now)),
+            Store::Redis { redis, prefix, .. } => {
                 let name = format!("{prefix}{}", Self::counter(limit, now));
                 let value: Result<Option<f64>, _> = redis
                     .run(|mut m| async move { redis::AsyncCommands::get(&mut m, name).await })
                     .await;
                 match value {
-                    Ok(value) => value.unwrap_or(0.0),
+                    Ok(value) => Some(value.unwrap_or(0.0)),
                     Err(error) => {
-                        // A budget that cannot be read does not block traffic.
-                        tracing::warn!(%error, "cannot read a budget counter; allowing the request");
-                        0.0
+                        self.metrics.budget_store_errors.inc();
+                        if self.store_log.due() {
+                            tracing::error!(%error, "cannot read a budget counter; applying redis.on_error");
+                        }
+                        None
                     }
                 }
             }
@@ -291,8 +310,10 @@ impl Budgets {
                 let spent = self.spent(&limit, now).await;
                 report.push(json!({
                     "scope": scope, "name": name, "period": period.as_str(),
-                    "period_name": period.name(now), "budget_usd": usd, "spent_usd": spent,
-                    "remaining_usd": (usd - spent).max(0.0), "resets_at": rfc3339(period.end(now)),
+                    "period_name": period.name(now), "budget_usd": usd,
+                    // null while the shared counter cannot be read
+                    "spent_usd": spent, "remaining_usd": spent.map(|spent| (usd - spent).max(0.0)),
+                    "resets_at": rfc3339(period.end(now)),
                 }));
             }
         }
@@ -332,7 +353,7 @@ impl Budgets {
                 counter.1 += cost;
                 Some(counter.1)
             }
-            Store::Redis { redis, prefix } => {
+            Store::Redis { redis, prefix, .. } => {
                 let name = format!("{prefix}{}", Self::counter(limit, now));
                 let ttl = limit
                     .period
@@ -350,7 +371,12 @@ impl Budgets {
                     })
                     .await;
                 result
-                    .inspect_err(|error| tracing::error!(%error, "cannot charge a budget counter"))
+                    .inspect_err(|error| {
+                        self.metrics.budget_store_errors.inc();
+                        if self.store_log.due() {
+                            tracing::error!(%error, "cannot charge a budget counter; this spend is not counted");
+                        }
+                    })
                     .ok()
             }
         }
@@ -362,7 +388,7 @@ impl Budgets {
         let marker = format!("{}:alert:{threshold}", Self::counter(limit, now));
         match &self.store {
             Store::Memory { fired, .. } => fired.insert(marker),
-            Store::Redis { redis, prefix } => {
+            Store::Redis { redis, prefix, .. } => {
                 let name = format!("{prefix}{marker}");
                 let result: Result<Option<String>, _> = redis
                     .run(|mut m| async move {

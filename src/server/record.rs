@@ -24,6 +24,8 @@ fn route_label(path: &str) -> &'static str {
         "/readyz",
         "/metrics",
         "/admin/deployments",
+        "/admin/usage",
+        "/admin/budgets",
     ];
     ROUTES
         .iter()
@@ -99,6 +101,7 @@ mod tests {
     fn unknown_paths_share_one_label() {
         assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
         assert_eq!(route_label("/v1/models/gpt-4o"), "/v1/models/{model}");
+        assert_eq!(route_label("/admin/budgets"), "/admin/budgets");
         assert_eq!(route_label("/wp-admin.php"), "other");
     }
 }
