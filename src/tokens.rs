@@ -2,10 +2,41 @@
 //! (3 tokens per message, +1 for a `name`, +3 for the reply). Used for TPM
 //! estimates (prompt plus max output), token budgets and the `auto` router.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
+use crate::config::ModelSettings;
 use crate::upstream::Endpoint;
+
+/// Each model's tokenizer: its `[models."NAME"] encoding` where set, else
+/// the one its name implies.
+#[derive(Clone, Default)]
+pub struct Encodings(HashMap<String, Encoding>);
+
+impl Encodings {
+    pub fn from_config(models: &HashMap<String, ModelSettings>) -> Self {
+        Self(
+            models
+                .iter()
+                .filter_map(|(name, settings)| {
+                    Some((
+                        name.clone(),
+                        Encoding::from_name(settings.encoding.as_deref()?)?,
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn of(&self, model: &str) -> Encoding {
+        self.0
+            .get(model)
+            .copied()
+            .unwrap_or_else(|| Encoding::for_model(model))
+    }
+}
 
 /// A flat estimate for an image part (the low-detail price); high-detail
 /// images cost more and are corrected from `usage` afterwards.

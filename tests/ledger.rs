@@ -194,6 +194,49 @@ async fn a_stream_that_starts_after_a_keepalive_is_recorded_with_what_served_it(
 }
 
 #[tokio::test]
+async fn a_stream_cut_short_is_recorded_with_an_estimated_prompt() {
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
+    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
+    let gateway = TestGateway::start(&config(&upstream, &store)).await;
+    upstream.push(Behavior::BreakAfter(vec![chunk("hel")]));
+    let mut body = chat("gpt-4o");
+    body["stream"] = true.into();
+    let response = gateway
+        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("\"error\"") && !text.contains("[DONE]"),
+        "{text}"
+    );
+
+    // The first count loads the tokenizer (slow in a debug build): poll.
+    let db = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+    let mut row = None;
+    for _ in 0..200 {
+        row = db
+            .query_row(
+                "SELECT prompt_tokens, completion_tokens, estimated, cost_usd FROM sluice_usage",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .ok();
+        if row.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (prompt, completion, estimated, cost): (i64, i64, bool, f64) = row.unwrap();
+    // OpenAI's chat rule for one "Say hello" user message: 3 + 1 ("user")
+    // + 2 ("Say hello") + 3 for the reply.
+    assert_eq!((prompt, completion, estimated), (9, 0, true));
+    assert!((cost - 9.0 * 2.5 / 1e6).abs() < 1e-12, "{cost}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn ten_thousand_requests_make_ten_thousand_records() {
     let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
     let upstream = FakeUpstream::start("oa").await;

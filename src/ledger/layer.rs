@@ -15,16 +15,23 @@ use crate::dispatch::ServedBy;
 use crate::metering::Pricing;
 use crate::request::call_of;
 use crate::sync_layer::Middleware;
-use crate::tokens::{self, Encoding};
+use crate::tokens::{self, Encodings};
 use crate::upstream::Endpoint;
 use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 /// Starts a usage record for each proxied call and hooks it to the call's
-/// end; records are priced at `pricing` only when the upstream reported none.
+/// end.
 #[derive(Clone)]
 pub struct RecordUsage {
     pub ledger: Arc<Ledger>,
+    pub estimates: Arc<Estimates>,
+}
+
+/// What a record's tokens and cost are estimated with when a call produced
+/// output but no usage report (a stream cut short).
+pub struct Estimates {
     pub pricing: Arc<Pricing>,
+    pub encodings: Encodings,
 }
 
 impl Middleware for RecordUsage {
@@ -71,7 +78,7 @@ impl Middleware for RecordUsage {
             endpoint: api.endpoint,
             body: api.body.clone(),
             ledger: self.ledger.clone(),
-            pricing: self.pricing.clone(),
+            estimates: self.estimates.clone(),
         });
         request
             .extensions_mut()
@@ -110,7 +117,7 @@ pub struct Pending {
     endpoint: Endpoint,
     body: Bytes,
     ledger: Arc<Ledger>,
-    pricing: Arc<Pricing>,
+    estimates: Arc<Estimates>,
 }
 
 impl Pending {
@@ -167,29 +174,43 @@ impl Pending {
                 record.cached_tokens = usage.cached_tokens as i64;
                 record.cost_usd = ending.cost_usd;
             }
-            Outcome::NoOutput => {}
-            // Output may have been produced without a usage report (a stream
-            // cut short): count the prompt ourselves and say so.
-            Outcome::Unknown if record.status < 400 => {
-                if let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(&self.body) {
-                    let prompt = tokens::prompt_tokens(
-                        self.endpoint,
-                        &request,
-                        Encoding::for_model(&record.model),
-                    );
-                    record.prompt_tokens = prompt as i64;
-                    let usage = crate::usage::Usage {
-                        prompt_tokens: prompt,
-                        completion_tokens: 0,
-                        cached_tokens: 0,
-                    };
-                    record.cost_usd = self.pricing.cost(&record.model, &usage);
-                }
-                record.estimated = true;
+            Outcome::NoOutput | Outcome::Unknown => {}
+        }
+        // Output may have been produced without a usage report (a stream cut
+        // short): count the prompt with the tokenizer, off the async threads
+        // (a long prompt takes milliseconds), and say it is an estimate.
+        if ending.outcome == Outcome::Unknown && !served_from_cache && record.status < 400 {
+            record.estimated = true;
+            let (ledger, estimates) = (self.ledger.clone(), self.estimates.clone());
+            let (endpoint, body) = (self.endpoint, self.body.clone());
+            let estimate = move || {
+                estimates.estimate(&mut record, endpoint, &body);
+                ledger.record(record);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(estimate)),
+                Err(_) => estimate(),
             }
-            Outcome::Unknown => {}
+            return;
         }
         self.ledger.record(record);
+    }
+}
+
+impl Estimates {
+    /// Prompt tokens and their cost; no completion tokens are known.
+    fn estimate(&self, record: &mut UsageRecord, endpoint: Endpoint, body: &[u8]) {
+        let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(body) else {
+            return;
+        };
+        let prompt = tokens::prompt_tokens(endpoint, &request, self.encodings.of(&record.model));
+        record.prompt_tokens = prompt as i64;
+        let usage = crate::usage::Usage {
+            prompt_tokens: prompt,
+            completion_tokens: 0,
+            cached_tokens: 0,
+        };
+        record.cost_usd = self.pricing.cost(&record.model, &usage);
     }
 }
 

@@ -18,7 +18,7 @@ use crate::config::UsageConfig;
 use crate::metrics::Metrics;
 use crate::telemetry::LogEvery;
 
-pub use layer::RecordUsage;
+pub use layer::{Estimates, RecordUsage};
 pub use record::{Total, UsageRecord};
 pub use store::{Store, StoreError};
 

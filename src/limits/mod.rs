@@ -10,7 +10,6 @@ mod memory;
 mod redis_store;
 mod reply;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -28,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
-use crate::tokens::{Encoding, Estimator};
+use crate::tokens::{Encoding, Encodings, Estimator};
 use crate::usage::{Finished, Outcome, UsageObserver};
 
 pub use layer::rate_limit;
@@ -46,7 +45,7 @@ pub struct Limiter {
     engine: Engine,
     on_error: OnRedisError,
     estimator: Estimator,
-    encodings: HashMap<String, Encoding>,
+    encodings: Encodings,
     metrics: Metrics,
     started: Instant,
     /// Seconds after `started` of the last store-error log line, plus one.
@@ -106,13 +105,7 @@ impl Limiter {
             Some(redis) => Engine::Redis(RedisEngine::new(redis.clone())),
             None => Engine::Memory(MemoryEngine::new()),
         };
-        let encodings: HashMap<String, Encoding> = config
-            .models
-            .iter()
-            .filter_map(|(name, s)| {
-                Some((name.clone(), Encoding::from_name(s.encoding.as_deref()?)?))
-            })
-            .collect();
+        let encodings = Encodings::from_config(&config.models);
         let counts_tokens = table
             .keys
             .values()
@@ -197,11 +190,7 @@ impl Limiter {
 
     async fn estimate(&self, api: &ApiRequest) -> u64 {
         let model = &*api.route.name;
-        let encoding = self
-            .encodings
-            .get(model)
-            .copied()
-            .unwrap_or_else(|| Encoding::for_model(model));
+        let encoding = self.encodings.of(model);
         let default_max_tokens = self.estimator.default_max_tokens;
         // Large prompts take milliseconds to tokenize: off the async threads.
         if api.body.len() > 32 * 1024 {

@@ -15,8 +15,8 @@ use super::period::{Period, rfc3339};
 use crate::config::{AlertsConfig, Budget, Config, OnRedisError};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::telemetry::LogEvery;
 use crate::redis::SharedRedis;
+use crate::telemetry::LogEvery;
 
 /// Dollars with cents, or with enough digits to show sub-cent amounts.
 fn usd(amount: f64) -> String {
@@ -112,7 +112,10 @@ impl Budgets {
         }
         let store = match redis {
             Some(redis) => Store::Redis {
-                on_error: config.redis.as_ref().map_or_else(OnRedisError::default, |r| r.on_error),
+                on_error: config
+                    .redis
+                    .as_ref()
+                    .map_or_else(OnRedisError::default, |r| r.on_error),
                 redis: redis.clone(),
                 prefix: format!(
                     "{{{}}}:budget:",

@@ -27,7 +27,7 @@ use crate::auth::Identity;
 use crate::config::{Config, Priority, RouteConfig, TokenBudget};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::tokens::{self, Encoding};
+use crate::tokens::{self, Encoding, Encodings};
 use crate::upstream::Endpoint;
 
 pub struct Policies {
@@ -36,7 +36,7 @@ pub struct Policies {
     splits: HashMap<String, Split>,
     cheaper: HashMap<String, String>,
     degrade_after: Option<Duration>,
-    encodings: HashMap<String, Encoding>,
+    encodings: Encodings,
     metrics: Metrics,
 }
 
@@ -72,13 +72,7 @@ impl Policies {
                 .filter_map(|(name, s)| Some((name.clone(), s.cheaper.clone()?)))
                 .collect(),
             degrade_after: config.queue.degrade_after,
-            encodings: config
-                .models
-                .iter()
-                .filter_map(|(n, s)| {
-                    Some((n.clone(), Encoding::from_name(s.encoding.as_deref()?)?))
-                })
-                .collect(),
+            encodings: Encodings::from_config(&config.models),
             metrics,
         }
     }
@@ -187,10 +181,7 @@ impl Policies {
     }
 
     fn encoding(&self, model: &str) -> Encoding {
-        self.encodings
-            .get(model)
-            .copied()
-            .unwrap_or_else(|| Encoding::for_model(model))
+        self.encodings.of(model)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::auth::KeyStore;
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::ledger::Ledger;
+use crate::ledger::{Estimates, Ledger, RecordUsage};
 use crate::limits::Limiter;
 use crate::metering::{Budgets, Pricing, SystemClock};
 use crate::metrics::Metrics;
@@ -31,6 +31,7 @@ use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::request::RequestReader;
 use crate::routing::ModelRouter;
+use crate::tokens::Encodings;
 use crate::upstream::{Deployment, UpstreamClient};
 
 /// Time for final error events to reach clients once the grace period is over.
@@ -116,7 +117,13 @@ impl Gateway {
         let ledger = Ledger::start(&config.usage, metrics.clone())
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
         let services = stack::Services {
-            ledger: ledger.clone().map(|ledger| (ledger, pricing.clone())),
+            ledger: ledger.clone().map(|ledger| RecordUsage {
+                ledger,
+                estimates: Arc::new(Estimates {
+                    pricing: pricing.clone(),
+                    encodings: Encodings::from_config(&config.models),
+                }),
+            }),
             budgets,
             admission,
             cache,

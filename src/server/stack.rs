@@ -31,9 +31,9 @@ use super::{access_log, fallback, health, record, request_id::RequestIds};
 use crate::auth::{Authenticate, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
-use crate::ledger::{Ledger, RecordUsage};
+use crate::ledger::RecordUsage;
 use crate::limits::{self, Limiter};
-use crate::metering::{Budgets, EnforceBudgets, Pricing};
+use crate::metering::{Budgets, EnforceBudgets};
 use crate::metrics::Metrics;
 use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
@@ -48,8 +48,8 @@ pub struct Services {
     pub cache: Option<Arc<ResponseCache>>,
     /// `[server] max_concurrency` slots, when set.
     pub admission: Option<Arc<Scheduler>>,
-    /// The usage ledger and the prices its records are costed at.
-    pub ledger: Option<(Arc<Ledger>, Arc<Pricing>)>,
+    /// The usage ledger's layer, when a store is configured.
+    pub ledger: Option<RecordUsage>,
     /// Spend budgets, when any is set.
     pub budgets: Option<Arc<Budgets>>,
     pub metrics: Metrics,
@@ -69,12 +69,7 @@ pub fn app(services: Services) -> Router {
             ServiceBuilder::new()
                 .layer(SyncLayer(Authenticate(services.keys))) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
-                .option_layer(
-                    services
-                        .ledger
-                        .clone()
-                        .map(|(ledger, pricing)| SyncLayer(RecordUsage { ledger, pricing })),
-                ) // 6b
+                .option_layer(services.ledger.clone().map(SyncLayer)) // 6b
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
                 .option_layer(services.budgets.clone().map(EnforceBudgets)) // 7b
                 .option_layer(
@@ -99,7 +94,7 @@ pub fn app(services: Services) -> Router {
     };
     let views = admin::Views {
         router: services.dispatcher.router().clone(),
-        ledger: services.ledger.as_ref().map(|(ledger, _)| ledger.clone()),
+        ledger: services.ledger.as_ref().map(|record| record.ledger.clone()),
         budgets: services.budgets.clone(),
     };
     let admin = services.admin.map(|token| {
