@@ -193,6 +193,30 @@ async fn a_stream_that_starts_after_a_keepalive_is_recorded_with_what_served_it(
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The one ledger row's prompt and completion tokens and whether they are
+/// estimated; its cost is checked to be the prompt at gpt-4o's input price.
+/// (OpenAI's chat rule for one "Say hello" user message: 3 + 1 ("user") +
+/// 2 ("Say hello") + 3 for the reply = 9 prompt tokens.)
+async fn only_row(dir: &std::path::Path) -> (i64, i64, bool) {
+    // The first count loads the tokenizer (slow in a debug build): poll.
+    let db = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+    for _ in 0..200 {
+        let row: Option<(i64, i64, bool, f64)> = db
+            .query_row(
+                "SELECT prompt_tokens, completion_tokens, estimated, cost_usd FROM sluice_usage",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .ok();
+        if let Some((prompt, completion, estimated, cost)) = row {
+            assert!((cost - prompt as f64 * 2.5 / 1e6).abs() < 1e-12, "{cost}");
+            return (prompt, completion, estimated);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no ledger row");
+}
+
 #[tokio::test]
 async fn a_stream_cut_short_is_recorded_with_an_estimated_prompt() {
     let upstream = FakeUpstream::start("oa").await;
@@ -212,27 +236,34 @@ async fn a_stream_cut_short_is_recorded_with_an_estimated_prompt() {
         "{text}"
     );
 
-    // The first count loads the tokenizer (slow in a debug build): poll.
-    let db = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
-    let mut row = None;
-    for _ in 0..200 {
-        row = db
-            .query_row(
-                "SELECT prompt_tokens, completion_tokens, estimated, cost_usd FROM sluice_usage",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )
-            .ok();
-        if row.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (prompt, completion, estimated, cost): (i64, i64, bool, f64) = row.unwrap();
-    // OpenAI's chat rule for one "Say hello" user message: 3 + 1 ("user")
-    // + 2 ("Say hello") + 3 for the reply.
-    assert_eq!((prompt, completion, estimated), (9, 0, true));
-    assert!((cost - 9.0 * 2.5 / 1e6).abs() < 1e-12, "{cost}");
+    assert_eq!(only_row(&dir).await, (9, 0, true));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_stream_that_times_out_after_a_keepalive_is_estimated_not_free() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_secs(30)));
+    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
+    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
+    let config = config(&upstream, &store).replace(
+        "models = [\"gpt-4o\"]\n",
+        "models = [\"gpt-4o\"]\ntimeout = \"100ms\"\n",
+    );
+    let gateway = TestGateway::start(&format!(
+        "[server]\nstream_keepalive = \"20ms\"\nrequest_timeout = \"250ms\"\n{config}"
+    ))
+    .await;
+    let mut body = chat("gpt-4o");
+    body["stream"] = true.into();
+    let response = gateway
+        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
+        .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("upstream_timeout"), "{text}");
+    // The upstream may have generated (and billed) the prompt it timed out on.
+    assert_eq!(only_row(&dir).await, (9, 0, true));
     let _ = std::fs::remove_dir_all(dir);
 }
 

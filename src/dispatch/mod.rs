@@ -195,6 +195,9 @@ impl Dispatcher {
                     }
                     Err(failure) => {
                         observer.count_retries(&requested, failure.attempts);
+                        // Before the relay's own report, which would say
+                        // `NoOutput` even when an attempt may have produced.
+                        finish_failed(&hooks_later, &failure);
                         Err(failure_body(failure))
                     }
                 }));
