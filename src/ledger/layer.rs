@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::http::HeaderName;
 use axum::response::Response;
 use bytes::Bytes;
 
@@ -18,6 +19,10 @@ use crate::sync_layer::Middleware;
 use crate::tokens::{self, Encodings};
 use crate::upstream::Endpoint;
 use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
+const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
 
 /// Starts a usage record for each proxied call and hooks it to the call's
 /// end.
@@ -43,7 +48,7 @@ impl Middleware for RecordUsage {
             return Ok(None);
         };
         let headers = request.headers();
-        let header = |name: &str| {
+        let header = |name: &HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -51,7 +56,7 @@ impl Middleware for RecordUsage {
         };
         let draft = UsageRecord {
             at_ms: crate::metering::unix_ms(),
-            request_id: header("x-request-id").unwrap_or_default(),
+            request_id: header(&REQUEST_ID).unwrap_or_default(),
             key: identity.name.clone(),
             org: identity.org.clone(),
             model_requested: api.requested.clone(),
@@ -59,7 +64,7 @@ impl Middleware for RecordUsage {
             deployment: None,
             priority: api.priority.as_str(),
             cache: "-",
-            tag: header("x-sluice-tag"),
+            tag: header(&TAG),
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
@@ -70,7 +75,7 @@ impl Middleware for RecordUsage {
         };
         let pending = Arc::new(Pending {
             state: Mutex::new(Parts {
-                record: draft,
+                record: Some(draft),
                 head: false,
                 finished: None,
             }),
@@ -98,7 +103,8 @@ impl Middleware for RecordUsage {
 }
 
 struct Parts {
-    record: UsageRecord,
+    /// Taken when emitted, so it is emitted once.
+    record: Option<UsageRecord>,
     head: bool,
     /// `None` until the call has finished.
     finished: Option<Ending>,
@@ -125,7 +131,9 @@ impl Pending {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        let record = &mut state.record;
+        let Some(record) = state.record.as_mut() else {
+            return;
+        };
         record.status = i64::from(response.status().as_u16());
         if let Some(served) = response.extensions().get::<ServedBy>() {
             if !served.model.is_empty() {
@@ -133,7 +141,7 @@ impl Pending {
             }
             record.deployment = Some(served.deployment.clone());
         }
-        if let Some(cache) = response.headers().get("x-sluice-cache") {
+        if let Some(cache) = response.headers().get(&CACHE_STATUS) {
             record.cache = cache_status(cache.as_bytes());
         }
         state.head = true;
@@ -155,9 +163,9 @@ impl Pending {
         let Some(ending) = state.finished.take() else {
             return;
         };
-        // Emit once.
-        state.head = false;
-        let mut record = std::mem::take(&mut state.record);
+        let Some(mut record) = state.record.take() else {
+            return;
+        };
         record.latency_ms = self.started.elapsed().as_millis() as i64;
         // A stream that waited past the first keep-alive answered before
         // anything served it; the dispatcher's word is the complete one.

@@ -67,6 +67,21 @@ macro_rules! row_values {
 /// CPU than one per row (18 parameters each; SQLite allows 32,766).
 const ROWS_PER_INSERT: usize = 64;
 
+/// Splits a batch into statements of 64, 32, ... 1 rows, so a handful of
+/// prepared statements serve every batch size from the statement cache
+/// (each row count is its own SQL text; rusqlite caches 16).
+fn insert_chunks(mut rows: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = ROWS_PER_INSERT.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(), StoreError> {
     let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
     let mut insert = tx
@@ -148,7 +163,7 @@ impl Store {
                         .lock()
                         .map_err(|_| StoreError("poisoned".into()))?;
                     let tx = connection.transaction().map_err(err)?;
-                    for rows in records.chunks(ROWS_PER_INSERT) {
+                    for rows in insert_chunks(&records) {
                         insert_rows(&tx, rows)?;
                     }
                     tx.commit().map_err(err)
@@ -286,5 +301,26 @@ pub mod flaky {
                 .extend_from_slice(records);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_sizes_in_order() {
+        let rows: Vec<UsageRecord> = (0..203)
+            .map(|at_ms| UsageRecord {
+                at_ms,
+                ..UsageRecord::default()
+            })
+            .collect();
+        let chunks: Vec<&[UsageRecord]> = insert_chunks(&rows).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [64, 64, 64, 8, 2, 1]);
+        let order: Vec<i64> = chunks.concat().iter().map(|r| r.at_ms).collect();
+        assert_eq!(order, (0..203).collect::<Vec<_>>());
+        assert_eq!(insert_chunks(&[]).count(), 0);
     }
 }

@@ -192,6 +192,11 @@ impl Budgets {
         )
     }
 
+    /// Whether counters live in Redis (charges then need a round trip).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Redis { .. })
+    }
+
     /// Refuses a request whose key or org has spent a budget.
     pub async fn check(&self, key: &str, org: Option<&str>) -> Result<(), GatewayError> {
         if let Some(answer) = self.check_local(key, org) {

@@ -115,14 +115,20 @@ impl UsageObserver for Charge {
             return;
         };
         let cost = finished.cost_usd;
-        let mut charge = Box::pin(async move {
-            self.budgets
-                .charge(&self.key, self.org.as_deref(), cost)
-                .await;
-        });
-        // In-memory counters finish at once; only Redis needs a task.
-        if (&mut charge).now_or_never().is_none() {
-            tokio::spawn(charge);
+        if self.budgets.is_shared() {
+            tokio::spawn(async move {
+                self.budgets
+                    .charge(&self.key, self.org.as_deref(), cost)
+                    .await;
+            });
+            return;
+        }
+        // In-memory counters never wait: charged in place, without a task.
+        let charge = std::pin::pin!(self.budgets.charge(&self.key, self.org.as_deref(), cost));
+        if charge.now_or_never().is_none() {
+            tracing::error!(
+                "an in-memory budget charge did not complete at once; it is not counted"
+            );
         }
     }
 }
