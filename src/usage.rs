@@ -155,6 +155,20 @@ pub fn is_usage_only(event: &[u8]) -> bool {
         && memchr::memmem::find(event, b"\"usage\":{").is_some()
 }
 
+const USAGE_NULL: [&[u8]; 2] = [b",\"usage\":null", b"\"usage\":null,"];
+
+/// A stream event without the `"usage":null` field that `include_usage`
+/// adds to every chunk, for a client that did not ask for it.
+pub fn without_usage_null(event: &[u8]) -> Vec<u8> {
+    let mut event = event.to_vec();
+    for pattern in USAGE_NULL {
+        while let Some(at) = memchr::memmem::find(&event, pattern) {
+            event.drain(at..at + pattern.len());
+        }
+    }
+    event
+}
+
 /// Usage from a JSON body or one SSE event's data.
 pub fn parse(json: &[u8]) -> Option<Usage> {
     let carrier: Carrier = serde_json::from_slice(json).ok()?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metering::unix_ms;
 use crate::upstream::Endpoint;
-use crate::usage::{Usage, is_usage_only};
+use crate::usage::{Usage, is_usage_only, without_usage_null};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -78,7 +78,11 @@ pub fn replay(
             events
                 .iter()
                 .filter(|event| include_usage || !is_usage_only(event.as_bytes()))
-                .map(|event| Bytes::from(event.clone()))
+                .map(|event| match include_usage {
+                    true => Bytes::from(event.clone()),
+                    // Recorded as the upstream sent it, `include_usage` on.
+                    false => Bytes::from(without_usage_null(event.as_bytes())),
+                })
                 .collect(),
         )),
         (Recorded::Json { body }, true) if endpoint == Endpoint::ChatCompletions => {

@@ -8,7 +8,6 @@
 use bytes::{Bytes, BytesMut};
 
 const USAGE: &[u8] = b"\"usage\"";
-const USAGE_NULL: [&[u8]; 2] = [b",\"usage\":null", b"\"usage\":null,"];
 
 #[derive(Default)]
 pub struct UsageHider {
@@ -42,7 +41,7 @@ impl UsageHider {
                 continue;
             }
             self.dropped_event = false;
-            out.extend_from_slice(&without_usage_null(line));
+            out.extend_from_slice(&crate::usage::without_usage_null(line));
         }
         Bytes::from(out)
     }
@@ -55,16 +54,6 @@ impl UsageHider {
 
 fn is_usage_only(line: &[u8]) -> bool {
     line.starts_with(b"data:") && crate::usage::is_usage_only(line)
-}
-
-fn without_usage_null(line: &[u8]) -> Vec<u8> {
-    let mut line = line.to_vec();
-    for pattern in USAGE_NULL {
-        while let Some(at) = memchr::memmem::find(&line, pattern) {
-            line.drain(at..at + pattern.len());
-        }
-    }
-    line
 }
 
 #[cfg(test)]
