@@ -11,8 +11,7 @@ mod redis_store;
 mod reply;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::response::Response;
 
@@ -27,13 +26,14 @@ use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
+use crate::telemetry::LogEvery;
 use crate::tokens::{Encoding, Encodings, Estimator};
 use crate::usage::{Finished, Outcome, UsageObserver};
 
 pub use layer::rate_limit;
 
 /// Store failures are logged at most this often (every one is counted).
-const STORE_LOG_INTERVAL_SECS: u64 = 10;
+const STORE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 enum Engine {
     Memory(MemoryEngine),
@@ -47,9 +47,7 @@ pub struct Limiter {
     estimator: Estimator,
     encodings: Encodings,
     metrics: Metrics,
-    started: Instant,
-    /// Seconds after `started` of the last store-error log line, plus one.
-    last_store_log: AtomicU64,
+    store_log: LogEvery,
 }
 
 /// What the layer does with a request.
@@ -129,8 +127,7 @@ impl Limiter {
             },
             encodings,
             metrics,
-            started: Instant::now(),
-            last_store_log: AtomicU64::new(0),
+            store_log: LogEvery::new(STORE_LOG_EVERY),
         }))
     }
 
@@ -326,14 +323,7 @@ impl Limiter {
 
     fn store_failed(&self, error: &StoreError) -> Check {
         self.metrics.limiter_store_errors.inc();
-        let elapsed = self.started.elapsed().as_secs() + 1;
-        let last = self.last_store_log.load(Ordering::Relaxed);
-        if (last == 0 || elapsed >= last + STORE_LOG_INTERVAL_SECS)
-            && self
-                .last_store_log
-                .compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.store_log.due() {
             tracing::error!(%error, policy = self.on_error.as_str(), "rate-limit store failed; applying redis.on_error");
         }
         match self.on_error {
@@ -350,7 +340,9 @@ impl Limiter {
             && let Err(error) = engine.adjust(&changes(buckets, delta)).await
         {
             self.metrics.limiter_store_errors.inc();
-            tracing::warn!(%error, delta, "could not correct a TPM charge");
+            if self.store_log.due() {
+                tracing::warn!(%error, delta, "could not correct a TPM charge");
+            }
         }
     }
 }
