@@ -15,7 +15,7 @@ use super::respond;
 use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::queue::Rejected;
+use crate::queue::{held_while_streaming, take_slot};
 use crate::routing::{Backend, ModelRoute, ModelRouter, Permit};
 use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 use futures_util::StreamExt;
@@ -170,16 +170,23 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         }
         // A deployment at its concurrency limit: wait for a slot in its queue.
         let slot = match &backend.slots {
-            Some(slots) => match timed_acquire(&call, slots).await {
-                Ok(slot) => Some(slot),
-                Err(Rejected::Full { retry_after } | Rejected::TimedOut { retry_after }) => {
-                    let error = GatewayError::Overloaded {
-                        what: format!("deployment `{}`", backend.deployment.name),
-                        retry_after,
-                    };
-                    return Err(fail(FailureKind::Gateway(error), attempts, maybe_produced));
+            Some(slots) => {
+                let what = || format!("deployment `{}`", backend.deployment.name);
+                match take_slot(
+                    slots,
+                    call.priority,
+                    call.caller.clone(),
+                    &call.metrics,
+                    what,
+                )
+                .await
+                {
+                    Ok(slot) => Some(slot),
+                    Err(error) => {
+                        return Err(fail(FailureKind::Gateway(error), attempts, maybe_produced));
+                    }
                 }
-            },
+            }
             None => None,
         };
         let Some(permit) = backend.health.start(Instant::now()) else {
@@ -209,14 +216,8 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                         .inc();
                 }
                 if let (Some(slot), Reply::Stream(body)) = (slot, &mut success.body) {
-                    // The slot is busy until the stream ends.
                     let inner = std::mem::replace(body, futures_util::stream::empty().boxed());
-                    *body = inner
-                        .map(move |chunk| {
-                            let _held = &slot;
-                            chunk
-                        })
-                        .boxed();
+                    *body = held_while_streaming(inner, slot).boxed();
                 }
                 return Ok(success);
             }
@@ -243,20 +244,6 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         |(failure, _)| failure,
     );
     Err(fail(error, attempts, maybe_produced))
-}
-
-/// Waits for a deployment slot, recording how long the wait took.
-async fn timed_acquire(
-    call: &Call,
-    slots: &Arc<crate::queue::Scheduler>,
-) -> Result<crate::queue::Permit, Rejected> {
-    let started = Instant::now();
-    let slot = slots.acquire(call.priority, call.caller.clone()).await;
-    call.metrics
-        .queue_wait
-        .with_label_values(&[call.priority.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    slot
 }
 
 /// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.

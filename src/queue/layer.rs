@@ -4,16 +4,13 @@
 
 use std::sync::Arc;
 
+use super::{Scheduler, held_while_streaming, take_slot};
+use crate::metrics::Metrics;
+use crate::request::call_of;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-
-use super::{Rejected, Scheduler};
-use crate::error::GatewayError;
-use crate::metrics::Metrics;
-use crate::request::call_of;
 
 pub async fn admit(
     State((scheduler, metrics)): State<(Arc<Scheduler>, Metrics)>,
@@ -23,21 +20,17 @@ pub async fn admit(
     let Some((api, identity)) = call_of(request.extensions()) else {
         return next.run(request).await;
     };
-    let started = tokio::time::Instant::now();
-    let acquired = scheduler.acquire(api.priority, identity.name.clone()).await;
-    metrics
-        .queue_wait
-        .with_label_values(&[api.priority.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    let slot = match acquired {
+    let slot = match take_slot(
+        &scheduler,
+        api.priority,
+        identity.name.clone(),
+        &metrics,
+        || "this gateway".into(),
+    )
+    .await
+    {
         Ok(slot) => slot,
-        Err(Rejected::Full { retry_after } | Rejected::TimedOut { retry_after }) => {
-            return GatewayError::Overloaded {
-                what: "this gateway".into(),
-                retry_after,
-            }
-            .into_response();
-        }
+        Err(error) => return error.into_response(),
     };
     let response = next.run(request).await;
     let streaming = response
@@ -48,9 +41,6 @@ pub async fn admit(
         return response;
     }
     let (parts, body) = response.into_parts();
-    let body = body.into_data_stream().map(move |chunk| {
-        let _held = &slot;
-        chunk
-    });
+    let body = held_while_streaming(body.into_data_stream(), slot);
     Response::from_parts(parts, Body::from_stream(body))
 }

@@ -2,8 +2,10 @@
 //! of them. A request that cannot start waits (holding no upstream
 //! connection), and is told at once when it cannot be admitted in time.
 
+mod admission;
 mod layer;
 mod scheduler;
 
+pub use admission::{held_while_streaming, take_slot};
 pub use layer::admit;
 pub use scheduler::{Permit, Rejected, Scheduler};
