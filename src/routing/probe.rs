@@ -14,11 +14,17 @@ pub fn spawn(router: Arc<ModelRouter>, client: UpstreamClient, config: ProbeConf
     if !config.enabled {
         return;
     }
+    // Holds the router weakly: the probe ends with the gateway that owns it
+    // (or with a build that failed after this point).
+    let router = Arc::downgrade(&router);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(config.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let Some(router) = router.upgrade() else {
+                return;
+            };
             for backend in router.backends() {
                 if backend.health.breaker_state() != BreakerState::Open {
                     continue;

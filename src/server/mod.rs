@@ -82,7 +82,6 @@ impl Gateway {
         let limiter = Limiter::from_config(config, redis.as_ref(), metrics.clone())
             .map_err(StartError::Build)?
             .map(Arc::new);
-        crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
         let cache = ResponseCache::from_config(
             config,
             redis.as_ref(),
@@ -116,6 +115,8 @@ impl Gateway {
         .map(Arc::new);
         let ledger = Ledger::start(&config.usage, metrics.clone())
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
+        // Last, after every step that can fail.
+        crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
         let services = stack::Services {
             ledger: ledger.clone().map(|ledger| RecordUsage {
                 ledger,
