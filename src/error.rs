@@ -221,19 +221,21 @@ impl IntoResponse for GatewayError {
             _ => None,
         };
         if let Some(wait) = wait {
-            let millis = wait.as_millis().max(1) as u64;
-            let headers = response.headers_mut();
-            headers.insert(
-                "retry-after",
-                HeaderValue::from(millis.div_ceil(1000).max(1)),
-            );
-            headers.insert("retry-after-ms", HeaderValue::from(millis));
+            set_retry_after(response.headers_mut(), wait);
         }
         response
             .extensions_mut()
             .insert(ErrorLogged(self.to_string()));
         response
     }
+}
+
+/// `retry-after` (seconds) and `retry-after-ms`, both rounded up: a client
+/// told to come back never comes back too early.
+pub fn set_retry_after(headers: &mut http::HeaderMap, wait: std::time::Duration) {
+    let millis = wait.as_nanos().div_ceil(1_000_000).max(1) as u64;
+    headers.insert("retry-after", HeaderValue::from(millis.div_ceil(1000)));
+    headers.insert("retry-after-ms", HeaderValue::from(millis));
 }
 
 /// Carried on error responses so the access log can say why a request failed.
@@ -254,6 +256,24 @@ pub fn mask_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let headers = |wait| {
+            let mut headers = http::HeaderMap::new();
+            set_retry_after(&mut headers, wait);
+            let value = |name| headers[name].to_str().unwrap().parse::<u64>().unwrap();
+            (value("retry-after"), value("retry-after-ms"))
+        };
+        let millis = std::time::Duration::from_millis;
+        assert_eq!(headers(millis(1200)), (2, 1200));
+        assert_eq!(headers(millis(1000)), (1, 1000));
+        assert_eq!(headers(std::time::Duration::from_nanos(1)), (1, 1));
+        assert_eq!(
+            headers(std::time::Duration::from_micros(999_500)),
+            (1, 1000)
+        );
+    }
 
     #[test]
     fn body_has_all_four_keys() {

@@ -10,7 +10,7 @@ use super::bucket::Bucket;
 use super::engine::Refused;
 use super::gcra::Standing;
 use crate::config::format_go_duration;
-use crate::error::{ErrorLogged, error_body, json_response};
+use crate::error::{ErrorLogged, error_body, json_response, set_retry_after};
 
 pub struct Refusal<'a> {
     pub bucket: &'a Bucket,
@@ -66,15 +66,7 @@ pub fn rate_limited(refusal: Refusal<'_>) -> Response {
     response.extensions_mut().insert(ErrorLogged(message));
     let headers = response.headers_mut();
     match wait {
-        Some(wait) => {
-            let millis = wait.as_secs_f64() * 1000.0;
-            insert(
-                headers,
-                "retry-after",
-                (millis / 1000.0).ceil().max(1.0) as u64,
-            );
-            insert(headers, "retry-after-ms", millis.ceil() as u64);
-        }
+        Some(wait) => set_retry_after(headers, wait),
         // SDKs retry 429s by default; this one can never succeed as sent.
         None => {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
@@ -91,7 +83,7 @@ pub fn store_unavailable() -> Response {
         Some("rate_limiter_unavailable"),
     );
     let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
-    insert(response.headers_mut(), "retry-after", 1);
+    set_retry_after(response.headers_mut(), Duration::from_secs(1));
     response
 }
 
