@@ -433,6 +433,20 @@ async fn admin_api_needs_its_token_and_is_off_without_one() {
             .status(),
         401
     );
+    // Presented like an API key: lowercase `bearer`, or the `api-key` header.
+    for (name, value) in [
+        ("authorization", format!("bearer {ADMIN}")),
+        ("api-key", ADMIN.to_owned()),
+    ] {
+        let response = gateway
+            .client
+            .get(&url)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+    }
     let view = admin_view(&gateway, "oa").await;
     assert_eq!(view["usable"], true);
     assert_eq!(view["circuit"], "closed");

@@ -32,7 +32,9 @@ impl Middleware for Authenticate {
     }
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// The key from `Authorization: Bearer <key>` (any case of `Bearer`, or
+/// none) or from `api-key`, trimmed; `None` when absent or empty.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?.trim();
         let token = value

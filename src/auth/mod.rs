@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{AuthConfig, KeyConfig, KeyDigest, sha256};
 use crate::error::{GatewayError, mask_key};
 
-pub use layer::Authenticate;
+pub use layer::{Authenticate, presented_key};
 
 /// Who is calling; attached to the request (and its response) by the auth layer.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use http::{StatusCode, header};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::auth::presented_key;
 use crate::config::{KeyDigest, sha256};
 use crate::error::{GatewayError, error_body, json_response};
 use crate::ledger::Ledger;
@@ -26,13 +27,9 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if sha256(presented.trim()) == token.0 => next.run(request).await,
+    // Read the way API keys are, so a client that reaches /v1 reaches /admin.
+    match presented_key(request.headers()) {
+        Some(presented) if sha256(presented) == token.0 => next.run(request).await,
         Some(_) => GatewayError::InvalidApiKey {
             masked: "(admin token)".into(),
         }
