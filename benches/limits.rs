@@ -164,6 +164,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         priority: sluice::config::Priority::Standard,
         received: tokio::time::Instant::now(),
         hide_usage: false,
+        include_usage: false,
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, None, Metrics::new().expect("metrics"))

@@ -17,7 +17,7 @@ use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
 use crate::dispatch::ServedBy;
-use crate::request::{asks_for_usage, call_of};
+use crate::request::call_of;
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
 
@@ -63,7 +63,7 @@ pub async fn cache(
     let want = Want {
         endpoint: api.endpoint,
         stream: api.stream,
-        include_usage: api.stream && !api.hide_usage && asks_for_usage(&api.body),
+        include_usage: api.stream && api.include_usage,
     };
     let model = api.route.name.clone();
     let ttl = cache.ttl(request.headers());

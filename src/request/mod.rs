@@ -4,8 +4,6 @@
 
 mod parse;
 
-pub use parse::asks_for_usage;
-
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -43,6 +41,8 @@ pub struct ApiRequest {
     /// The client did not ask for streamed usage but the upstream will send
     /// it (Sluice asked): the relay hides it again.
     pub hide_usage: bool,
+    /// The client asked for streamed usage (`stream_options.include_usage`).
+    pub include_usage: bool,
 }
 
 /// The call and its caller, for the layers behind the request layer; `None`
@@ -179,7 +179,7 @@ impl RequestReader {
         let mut body = resolved.body.unwrap_or_else(|| body.clone());
         let hide_usage = head.stream
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
-            && !asks_for_usage(&body);
+            && !head.include_usage;
         if hide_usage {
             body = with_usage_requested(&body).unwrap_or(body);
         }
@@ -194,6 +194,7 @@ impl RequestReader {
             priority,
             received,
             hide_usage,
+            include_usage: head.include_usage,
             body,
         };
         let key = identity.name.clone();

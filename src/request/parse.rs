@@ -17,6 +17,10 @@ struct RawHead<'a> {
     model: Option<ModelName<'a>>,
     #[serde(default)]
     stream: Option<bool>,
+    /// Kept raw: a malformed value is the upstream's to reject, not a reason
+    /// to fail the whole parse here.
+    #[serde(borrow, default)]
+    stream_options: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A newtype so serde borrows the name from the body (it never borrows
@@ -27,6 +31,8 @@ struct ModelName<'a>(#[serde(borrow)] Cow<'a, str>);
 pub struct RequestHead<'a> {
     pub model: Cow<'a, str>,
     pub stream: bool,
+    /// `stream_options.include_usage` is true.
+    pub include_usage: bool,
 }
 
 /// Rejects bodies that declare a non-JSON type; a missing type is accepted.
@@ -86,6 +92,7 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
         Some(ModelName(model)) if !model.is_empty() => Ok(RequestHead {
             model,
             stream: head.stream.unwrap_or(false),
+            include_usage: head.stream_options.is_some_and(asks_for_usage),
         }),
         _ => Err(GatewayError::invalid(
             "You must provide a model parameter.",
@@ -137,21 +144,13 @@ pub fn affinity_key(body: &[u8]) -> u64 {
 }
 
 /// Whether a streamed request asked for the usage chunk.
-pub fn asks_for_usage(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Options {
-        #[serde(default)]
-        stream_options: Option<StreamOptions>,
-    }
+fn asks_for_usage(stream_options: &serde_json::value::RawValue) -> bool {
     #[derive(serde::Deserialize)]
     struct StreamOptions {
         #[serde(default)]
         include_usage: bool,
     }
-    serde_json::from_slice::<Options>(body)
-        .ok()
-        .and_then(|o| o.stream_options)
-        .is_some_and(|o| o.include_usage)
+    serde_json::from_str::<StreamOptions>(stream_options.get()).is_ok_and(|o| o.include_usage)
 }
 
 #[cfg(test)]
@@ -167,7 +166,14 @@ mod tests {
         assert!(head.stream);
         let escaped = parse_head(br#"{"model":"gpt\u002d4o"}"#).unwrap();
         assert_eq!(escaped.model, "gpt-4o");
-        assert!(!escaped.stream);
+        assert!(!escaped.stream && !escaped.include_usage);
+        let asks =
+            parse_head(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
+                .unwrap();
+        assert!(asks.include_usage);
+        // A malformed option is the upstream's to refuse, not a parse error.
+        let odd = parse_head(br#"{"model":"m","stream_options":"yes"}"#).unwrap();
+        assert!(!odd.include_usage);
     }
 
     #[test]
