@@ -21,8 +21,19 @@ pub fn validate(config: &Config) -> Result<(), String> {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
     check_deployments(config, &mut problems);
-    check_keys(config, &mut problems);
+    let served: HashSet<&str> = config
+        .deployments
+        .iter()
+        .flat_map(|d| d.models.iter().map(String::as_str))
+        .collect();
+    check_keys(config, &served, &mut problems);
     check_limits(config, &mut problems);
+    check_models(config, &served, &mut problems);
+    check_queue(config, &mut problems);
+    check_routing(config, &served, &mut problems);
+    check_metering(config, &mut problems);
+    check_resilience(config, &mut problems);
+    check_stores(config, &served, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -75,12 +86,7 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
-fn check_keys(config: &Config, problems: &mut Vec<String>) {
-    let served: HashSet<&str> = config
-        .deployments
-        .iter()
-        .flat_map(|d| d.models.iter().map(String::as_str))
-        .collect();
+fn check_keys(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     let mut names = HashSet::new();
     let mut hashes = HashSet::new();
     for (index, key) in config.keys.iter().enumerate() {
@@ -131,6 +137,7 @@ fn is_http_url(url: &str) -> bool {
         && url.parse::<http::Uri>().is_ok()
 }
 
+/// Zero limits and the burst share.
 fn check_limits(config: &Config, problems: &mut Vec<String>) {
     let limits = &config.limits;
     if !(0.0..=100.0).contains(&limits.burst) {
@@ -161,11 +168,10 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
         zero(format!("models.{name}.tpm"), settings.tpm);
     }
     problems.append(&mut zeros);
-    let served: HashSet<&str> = config
-        .deployments
-        .iter()
-        .flat_map(|d| d.models.iter().map(String::as_str))
-        .collect();
+}
+
+/// `[models.*]`: served, tokenizer names, fallbacks.
+fn check_models(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     for (name, settings) in &config.models {
         if !served.contains(name.as_str()) {
             problems.push(format!("models.{name}: not served by any deployment"));
@@ -187,6 +193,9 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn check_queue(config: &Config, problems: &mut Vec<String>) {
     if config.queue.starvation_every == 0 {
         problems.push("queue.starvation_every: must be at least 1".into());
     }
@@ -197,6 +206,11 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// Routes, `auto`, splits and cheaper siblings name served models; virtual
+/// names do not shadow served ones.
+fn check_routing(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     let mut virtual_names = HashSet::new();
     let check_target = |at: String, model: &str, problems: &mut Vec<String>| {
         if !served.contains(model) {
@@ -258,6 +272,10 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             check_target(format!("models.{name}.cheaper"), cheaper, problems);
         }
     }
+}
+
+/// Budgets, alerts and the usage ledger.
+fn check_metering(config: &Config, problems: &mut Vec<String>) {
     let budgets = config
         .keys
         .iter()
@@ -308,6 +326,10 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
             "usage.batch_size / buffer: batch_size must be at least 1 and at most buffer".into(),
         );
     }
+}
+
+/// Retries and circuit breakers.
+fn check_resilience(config: &Config, problems: &mut Vec<String>) {
     let retry = &config.retry;
     if retry.max_attempts == 0 {
         problems.push("retry.max_attempts: must be at least 1".into());
@@ -328,6 +350,10 @@ fn check_limits(config: &Config, problems: &mut Vec<String>) {
     if !(0.0..=1.0).contains(&breaker.failure_rate) || breaker.failure_rate == 0.0 {
         problems.push("circuit_breaker.failure_rate: must be in (0, 1]".into());
     }
+}
+
+/// The admin token, the cache and its stores, Redis.
+fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     if config.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
         problems.push("admin.token: use at least 16 characters".into());
     }
