@@ -11,8 +11,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use common::gateway::{chat, deployment, error_of};
-use common::{Behavior, FakeUpstream, TestGateway};
+use common::gateway::{chat, deployment, error_of, throttled_with_fallback};
+use common::{FakeUpstream, TestGateway};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -165,22 +165,14 @@ async fn replicas_share_one_budget_through_redis() {
 
 #[tokio::test]
 async fn a_fallback_is_billed_at_the_model_that_served() {
-    let big = FakeUpstream::start("big").await;
-    let small = FakeUpstream::start("small").await;
-    big.set_default(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after", "30".into())],
-        body: r#"{"error":{"message":"busy","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
+    let (_big, _small, fallback) = throttled_with_fallback().await;
     let dir = std::env::temp_dir().join(format!("sluice-budget-{}", fastrand::u64(..)));
     // Each call: 2 fresh + 3 cached prompt and 2 completion tokens. At
     // gpt-4.1-mini prices that is $0.0000043; at gpt-4.1's, $0.0000215,
     // which would spend the $0.00001 budget in one call.
     let gateway = TestGateway::start(&format!(
-        "[usage]\nstore = \"sqlite\"\ndata_dir = \"{}\"\nflush_interval = \"20ms\"\n[admin]\ntoken = \"{ADMIN}\"\n[models.\"gpt-4.1\"]\nfallbacks = [\"gpt-4.1-mini\"]\n[[deployments]]\nname = \"big\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1\"]\n[[deployments]]\nname = \"small\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1-mini\"]\n[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 0.00001\n",
+        "[usage]\nstore = \"sqlite\"\ndata_dir = \"{}\"\nflush_interval = \"20ms\"\n[admin]\ntoken = \"{ADMIN}\"\n{fallback}[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 0.00001\n",
         dir.display(),
-        big.base_url(),
-        small.base_url(),
     ))
     .await;
     for _ in 0..3 {

@@ -146,16 +146,39 @@ async fn postgres_records_survive_a_restart() {
     database.drop_database().await;
 }
 
+/// A gateway with a SQLite ledger in a fresh directory (returned, to read
+/// and remove), `server` lines in its `[server]` section and `deployment`
+/// lines on its deployment.
+async fn sqlite_gateway(
+    upstream: &FakeUpstream,
+    server: &str,
+    deployment: &str,
+) -> (TestGateway, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
+    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
+    let config = config(upstream, &store).replace(
+        "models = [\"gpt-4o\"]\n",
+        &format!("models = [\"gpt-4o\"]\n{deployment}"),
+    );
+    let gateway = TestGateway::start(&format!("[server]\n{server}\n{config}")).await;
+    (gateway, dir)
+}
+
+/// One streamed chat call as `beta`: its status must be 200; its text.
+async fn stream_text(gateway: &TestGateway) -> String {
+    let mut body = chat("gpt-4o");
+    body["stream"] = true.into();
+    let response = gateway
+        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
+        .await;
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_stream_that_starts_after_a_keepalive_is_recorded_with_what_served_it() {
     let upstream = FakeUpstream::start("oa").await;
-    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
-    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
-    let gateway = TestGateway::start(&format!(
-        "[server]\nstream_keepalive = \"20ms\"\n{}",
-        config(&upstream, &store)
-    ))
-    .await;
+    let (gateway, dir) = sqlite_gateway(&upstream, "stream_keepalive = \"20ms\"", "").await;
     // The head comes after the first keep-alive: the client already has its
     // 200 before any deployment is known.
     let usage = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n";
@@ -167,13 +190,7 @@ async fn a_stream_that_starts_after_a_keepalive_is_recorded_with_what_served_it(
             gate: None,
         }),
     ));
-    let mut body = chat("gpt-4o");
-    body["stream"] = true.into();
-    let response = gateway
-        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
-        .await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = stream_text(&gateway).await;
     assert!(text.starts_with(": keep-alive"), "{text}");
     assert!(
         text.contains("[DONE]") && !text.contains("\"usage\""),
@@ -220,17 +237,9 @@ async fn only_row(dir: &std::path::Path) -> (i64, i64, bool) {
 #[tokio::test]
 async fn a_stream_cut_short_is_recorded_with_an_estimated_prompt() {
     let upstream = FakeUpstream::start("oa").await;
-    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
-    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
-    let gateway = TestGateway::start(&config(&upstream, &store)).await;
+    let (gateway, dir) = sqlite_gateway(&upstream, "", "").await;
     upstream.push(Behavior::BreakAfter(vec![chunk("hel")]));
-    let mut body = chat("gpt-4o");
-    body["stream"] = true.into();
-    let response = gateway
-        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
-        .await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = stream_text(&gateway).await;
     assert!(
         text.contains("\"error\"") && !text.contains("[DONE]"),
         "{text}"
@@ -244,23 +253,13 @@ async fn a_stream_cut_short_is_recorded_with_an_estimated_prompt() {
 async fn a_stream_that_times_out_after_a_keepalive_is_estimated_not_free() {
     let upstream = FakeUpstream::start("oa").await;
     upstream.set_default(Behavior::DelayHead(Duration::from_secs(30)));
-    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
-    let store = format!("sqlite\"\ndata_dir = \"{}", dir.display());
-    let config = config(&upstream, &store).replace(
-        "models = [\"gpt-4o\"]\n",
-        "models = [\"gpt-4o\"]\ntimeout = \"100ms\"\n",
-    );
-    let gateway = TestGateway::start(&format!(
-        "[server]\nstream_keepalive = \"20ms\"\nrequest_timeout = \"250ms\"\n{config}"
-    ))
+    let (gateway, dir) = sqlite_gateway(
+        &upstream,
+        "stream_keepalive = \"20ms\"\nrequest_timeout = \"250ms\"",
+        "timeout = \"100ms\"\n",
+    )
     .await;
-    let mut body = chat("gpt-4o");
-    body["stream"] = true.into();
-    let response = gateway
-        .post("/v1/chat/completions", Some("sk-beta-0000000"), &body)
-        .await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = stream_text(&gateway).await;
     assert!(text.contains("upstream_timeout"), "{text}");
     // The upstream may have generated (and billed) the prompt it timed out on.
     assert_eq!(only_row(&dir).await, (9, 0, true));

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_upstream::{chunk, done};
-use common::gateway::{chat, deployment, error_of};
+use common::gateway::{chat, deployment, error_of, throttled_with_fallback};
 use common::{Behavior, FakeUpstream, TestGateway};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -234,20 +234,8 @@ async fn the_retry_budget_bounds_upstream_load_during_an_outage() {
 
 #[tokio::test]
 async fn fallbacks_serve_from_the_next_model_and_say_so() {
-    let big = FakeUpstream::start("big").await;
-    let small = FakeUpstream::start("small").await;
-    big.set_default(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after", "30".into())],
-        body: r#"{"error":{"message":"busy","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
-    let gateway = TestGateway::start(&format!(
-        "{}[models.\"gpt-4.1\"]\nfallbacks = [\"gpt-4.1-mini\"]\n[[deployments]]\nname = \"big\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1\"]\n[[deployments]]\nname = \"small\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1-mini\"]\n",
-        open(""),
-        big.base_url(),
-        small.base_url()
-    ))
-    .await;
+    let (big, small, fallback) = throttled_with_fallback().await;
+    let gateway = TestGateway::start(&format!("{}{fallback}", open(""))).await;
     for _ in 0..3 {
         let response = gateway
             .post("/v1/chat/completions", None, &chat("gpt-4.1"))

@@ -124,3 +124,22 @@ pub async fn error_of(response: reqwest::Response) -> serde_json::Map<String, se
     }
     error
 }
+
+/// `gpt-4.1` falling back to `gpt-4.1-mini`: deployment `big` serves the
+/// first and throttles every call (429, `retry-after: 30`), `small` serves
+/// the second. Returns both upstreams and the config lines.
+pub async fn throttled_with_fallback() -> (super::FakeUpstream, super::FakeUpstream, String) {
+    let big = super::FakeUpstream::start("big").await;
+    let small = super::FakeUpstream::start("small").await;
+    big.set_default(super::Behavior::Reply {
+        status: 429,
+        headers: vec![("retry-after", "30".into())],
+        body: r#"{"error":{"message":"busy","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+    });
+    let config = format!(
+        "[models.\"gpt-4.1\"]\nfallbacks = [\"gpt-4.1-mini\"]\n[[deployments]]\nname = \"big\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1\"]\n[[deployments]]\nname = \"small\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4.1-mini\"]\n",
+        big.base_url(),
+        small.base_url()
+    );
+    (big, small, config)
+}
