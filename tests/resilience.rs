@@ -263,6 +263,32 @@ async fn fallbacks_serve_from_the_next_model_and_say_so() {
 }
 
 #[tokio::test]
+async fn a_model_whose_attempts_all_fail_falls_back_in_the_same_request() {
+    let (big, small, fallback) = throttled_with_fallback().await;
+    // Not throttled: failing. Nothing marks `big` unusable before the call,
+    // so the fallback must come after its attempts, within the request.
+    big.set_default(Behavior::Reply {
+        status: 500,
+        headers: vec![],
+        body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
+            .into(),
+    });
+    let gateway = TestGateway::start(&format!(
+        "{}[retry]\nmax_attempts = 2\nbase_delay = \"1ms\"\n{fallback}",
+        open("")
+    ))
+    .await;
+    let response = gateway
+        .post("/v1/chat/completions", None, &chat("gpt-4.1"))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sluice-fallback-from"], "gpt-4.1");
+    assert_eq!(response.headers()["x-sluice-attempts"], "3");
+    assert_eq!(big.calls(), 2, "gpt-4.1 got its max_attempts first");
+    assert_eq!(small.calls(), 1);
+}
+
+#[tokio::test]
 async fn nothing_usable_is_a_503_that_says_when_to_come_back() {
     let only = FakeUpstream::start("only").await;
     only.push(Behavior::Reply {

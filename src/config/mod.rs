@@ -555,7 +555,8 @@ pub struct ModelSettings {
     pub encoding: Option<String>,
     #[serde(default)]
     pub strategy: Strategy,
-    /// Models to serve from, in order, when no deployment of this one is usable.
+    /// Models to serve from, in order, when no deployment of this one is usable
+    /// or all failed their attempts.
     #[serde(default)]
     pub fallbacks: Vec<String>,
     /// Overrides cache eligibility for this model: `true` caches every

@@ -89,6 +89,9 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
     let mut next = first;
     let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(call.retry.max_attempts as usize);
     let mut attempts = 0u32;
+    // Attempts on the current model: each model down the fallback chain gets
+    // its own `max_attempts`.
+    let mut model_attempts = 0u32;
     let mut last: Option<(FailureKind, Option<Duration>)> = None;
     let mut maybe_produced = false;
     let mut upstream_time = Duration::ZERO;
@@ -99,7 +102,8 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         maybe_produced,
     };
     // Bounded: each pass either makes an attempt or moves down the fallback chain.
-    for _ in 0..(call.retry.max_attempts as usize + call.route.fallbacks.len() + 8) * 2 {
+    let models = 1 + call.route.fallbacks.len();
+    for _ in 0..(call.retry.max_attempts as usize * models + models + 8) * 2 {
         let now = Instant::now();
         if now >= call.deadline {
             break;
@@ -119,8 +123,8 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                         // (their hint), within bounds; a first try does not.
                         if let Some(earliest) = candidates.earliest {
                             let wait = earliest.saturating_duration_since(now);
-                            let may_wait = attempts > 0
-                                && attempts < call.retry.max_attempts
+                            let may_wait = model_attempts > 0
+                                && model_attempts < call.retry.max_attempts
                                 && wait <= call.retry.max_retry_after
                                 && earliest < call.deadline
                                 && call.route.fallbacks.is_empty();
@@ -130,13 +134,8 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                             }
                         }
                         // Nothing of this model can serve: go down its fallback chain.
-                        if let Some(route) = fallbacks
-                            .by_ref()
-                            .find_map(|name| call.router.route(&name).cloned())
-                        {
-                            tracing::info!(from = %call.route.name, to = %route.name, "falling back to another model");
-                            call.request.client_model = route.name.clone();
-                            call.route = route;
+                        if fall_back(&mut call, &mut fallbacks) {
+                            model_attempts = 0;
                             continue;
                         }
                         let error = match (last.take(), candidates.earliest) {
@@ -151,8 +150,14 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 }
             }
         };
-        if attempts > 0 {
-            if attempts >= call.retry.max_attempts || !call.route.budget.withdraw(now) {
+        if model_attempts > 0 {
+            if model_attempts >= call.retry.max_attempts || !call.route.budget.withdraw(now) {
+                // This model failed every attempt it may make: its fallbacks
+                // serve the call rather than the client seeing the failure.
+                if fall_back(&mut call, &mut fallbacks) {
+                    model_attempts = 0;
+                    continue;
+                }
                 break;
             }
             let same = tried.iter().any(|t| Arc::ptr_eq(t, &backend));
@@ -161,7 +166,9 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 if hint.is_some_and(|h| h > call.retry.max_retry_after) {
                     break;
                 }
-                let delay = hint.unwrap_or_default().max(backoff(&call.retry, attempts));
+                let delay = hint
+                    .unwrap_or_default()
+                    .max(backoff(&call.retry, model_attempts));
                 if now + delay >= call.deadline {
                     break;
                 }
@@ -195,6 +202,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
             continue;
         };
         attempts += 1;
+        model_attempts += 1;
         tried.push(backend.clone());
         let attempt_started = Instant::now();
         let outcome = attempt(&call, &backend, permit).await;
@@ -244,6 +252,20 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         |(failure, _)| failure,
     );
     Err(fail(error, attempts, maybe_produced))
+}
+
+/// Moves the call to the next model of its fallback chain that exists;
+/// `false` at the chain's end.
+fn fall_back(call: &mut Call, fallbacks: &mut impl Iterator<Item = Arc<str>>) -> bool {
+    let Some(route) = fallbacks.find_map(|name| call.router.route(&name).cloned()) else {
+        return false;
+    };
+    tracing::info!(from = %call.route.name, to = %route.name, "falling back to another model");
+    call.request.client_model = route.name.clone();
+    // A request to this model, as far as its retry budget goes.
+    route.budget.deposit();
+    call.route = route;
+    true
 }
 
 /// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.
