@@ -267,12 +267,7 @@ async fn a_model_whose_attempts_all_fail_falls_back_in_the_same_request() {
     let (big, small, fallback) = throttled_with_fallback().await;
     // Not throttled: failing. Nothing marks `big` unusable before the call,
     // so the fallback must come after its attempts, within the request.
-    big.set_default(Behavior::Reply {
-        status: 500,
-        headers: vec![],
-        body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
-            .into(),
-    });
+    big.set_default(Behavior::server_error());
     let gateway = TestGateway::start(&format!(
         "{}[retry]\nmax_attempts = 2\nbase_delay = \"1ms\"\n{fallback}",
         open("")

@@ -61,6 +61,18 @@ pub enum Behavior {
     Flaky { rate: f64 },
 }
 
+impl Behavior {
+    /// A 500 with an OpenAI-shaped `server_error` body.
+    pub fn server_error() -> Self {
+        Self::Reply {
+            status: 500,
+            headers: vec![],
+            body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
+                .into(),
+        }
+    }
+}
+
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     state: Arc<Shared>,
@@ -174,13 +186,7 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
     if let Behavior::Flaky { rate } = behavior {
         let fail = state.rng.lock().unwrap().f64() < rate;
         behavior = if fail {
-            Behavior::Reply {
-                status: 500,
-                headers: vec![],
-                body:
-                    r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
-                        .into(),
-            }
+            Behavior::server_error()
         } else {
             Behavior::Echo
         };
@@ -196,11 +202,7 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
                     headers: vec![("retry-after-ms", "100".into())],
                     body: r#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
                 },
-                1 => Behavior::Reply {
-                    status: 500,
-                    headers: vec![],
-                    body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#.into(),
-                },
+                1 => Behavior::server_error(),
                 2 => Behavior::DelayHead(Duration::from_secs(30)),
                 _ => Behavior::Reset,
             }
