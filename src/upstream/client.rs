@@ -48,7 +48,9 @@ impl UpstreamClient {
         } else {
             request.body
         };
-        let url = deployment.target.url(request.endpoint, upstream_model);
+        let url = deployment
+            .url(request.endpoint, upstream_model)
+            .map_err(UpstreamError::Request)?;
         let mut builder = self
             .http
             .post(url)

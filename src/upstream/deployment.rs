@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::Endpoint;
 use super::mock::MockUpstream;
 use super::target::Target;
 use crate::config::{DeploymentConfig, Provider};
@@ -24,6 +25,9 @@ pub struct Deployment {
     pub(super) auth: Option<(http::HeaderName, HeaderValue)>,
     pub(super) mock: Option<MockUpstream>,
     model_map: HashMap<String, String>,
+    /// Each served model's upstream URLs, by upstream name and endpoint,
+    /// parsed once: handed a string, reqwest would parse it on every call.
+    urls: HashMap<String, [reqwest::Url; 4]>,
 }
 
 impl Deployment {
@@ -38,6 +42,14 @@ impl Deployment {
             }
             _ => None,
         };
+        let target = Target::new(config);
+        let mut urls = HashMap::new();
+        if config.provider != Provider::Mock {
+            for model in &config.models {
+                let upstream = config.model_map.get(model).unwrap_or(model);
+                urls.insert(upstream.clone(), parsed_urls(&target, upstream)?);
+            }
+        }
         Ok(Self {
             name: Arc::from(config.name.as_str()),
             name_header: HeaderValue::from_str(&config.name)
@@ -46,11 +58,27 @@ impl Deployment {
             priority: config.priority,
             weight: config.weight,
             timeout: config.timeout,
-            target: Target::new(config),
+            target,
             auth,
             mock: (config.provider == Provider::Mock).then(|| MockUpstream::new(&config.mock)),
             model_map: config.model_map.clone(),
+            urls,
         })
+    }
+
+    /// Where a call for `endpoint` and this upstream model name goes.
+    pub(super) fn url(
+        &self,
+        endpoint: Endpoint,
+        upstream_model: &str,
+    ) -> Result<reqwest::Url, String> {
+        match self.urls.get(upstream_model) {
+            // `Endpoint::ALL` is in declaration order.
+            Some(urls) => Ok(urls[endpoint as usize].clone()),
+            // Not a model this deployment lists (the router never sends one).
+            None => reqwest::Url::parse(&self.target.url(endpoint, upstream_model))
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// The model name (or Azure deployment name) the upstream knows this model by.
@@ -61,9 +89,30 @@ impl Deployment {
     }
 }
 
+fn parsed_urls(target: &Target, upstream_model: &str) -> Result<[reqwest::Url; 4], String> {
+    let parse = |endpoint: Endpoint| {
+        let url = target.url(endpoint, upstream_model);
+        reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))
+    };
+    let [a, b, c, d] = Endpoint::ALL;
+    Ok([parse(a)?, parse(b)?, parse(c)?, parse(d)?])
+}
+
 fn sensitive(value: &str) -> Result<HeaderValue, String> {
     let mut header = HeaderValue::from_str(value)
         .map_err(|_| "api_key has characters not allowed in a header")?;
     header.set_sensitive(true);
     Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_indexed_by_endpoint_declaration_order() {
+        for (index, endpoint) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(endpoint as usize, index);
+        }
+    }
 }

@@ -24,6 +24,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Self; 4] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Responses,
+    ];
+
     /// The endpoint a gateway path proxies to, if any.
     pub fn from_path(path: &str) -> Option<Self> {
         match path {
