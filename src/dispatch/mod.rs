@@ -190,13 +190,16 @@ impl Dispatcher {
                                 deployment: success.backend.deployment.name.clone(),
                                 idle_timeout: success.backend.deployment.timeout,
                             }),
-                            Reply::Whole(_) => Err(GatewayError::Internal.body()),
+                            Reply::Whole(_) => {
+                                hooks_later.finish(Outcome::NoOutput);
+                                Err(GatewayError::Internal.body())
+                            }
                         }
                     }
+                    // Reported here, where it is known whether an attempt may
+                    // have produced; the relay only sends the error event.
                     Err(failure) => {
                         observer.count_retries(&requested, failure.attempts);
-                        // Before the relay's own report, which would say
-                        // `NoOutput` even when an attempt may have produced.
                         finish_failed(&hooks_later, &failure);
                         Err(failure_body(failure))
                     }

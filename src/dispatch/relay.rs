@@ -29,7 +29,8 @@ pub struct Started {
     pub idle_timeout: Duration,
 }
 
-/// The attempts still running: a started stream, or an error body to send.
+/// The attempts still running: a started stream, or an error body to send
+/// (its usage outcome already reported by whoever resolved the future).
 pub type PendingResponse = Pin<Box<dyn Future<Output = Result<Started, Bytes>> + Send>>;
 type RelayItem = Option<Result<Bytes, std::io::Error>>;
 
@@ -155,9 +156,8 @@ impl Stream for SseRelay {
                         this.last_activity = Instant::now();
                     }
                     Poll::Ready(Err(body)) => {
-                        if let Some((hooks, _)) = this.usage.take() {
-                            hooks.finish(Outcome::NoOutput);
-                        }
+                        // The attempts' owner has reported this failure's usage.
+                        this.usage = None;
                         return this.finish_with(sse_error_event(&body));
                     }
                     Poll::Pending => return this.poll_timer(cx),
