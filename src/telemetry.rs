@@ -37,6 +37,12 @@ impl LogEvery {
         }
     }
 
+    /// For a failing store (Redis, PostgreSQL, SQLite): every failure is
+    /// counted in a metric, one line per 10 s is logged.
+    pub fn store_failures() -> Self {
+        Self::new(std::time::Duration::from_secs(10))
+    }
+
     /// Whether to log this occurrence.
     pub fn due(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;

@@ -43,7 +43,6 @@ pub fn hnsw_index(dims: usize) -> String {
 const QUEUE: usize = 1024;
 const BATCH: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Row {
     partition: u64,
@@ -65,7 +64,7 @@ impl PgIndex {
         let (writes, rows) = mpsc::channel(QUEUE);
         let errors = ErrorLog {
             metrics,
-            log: Arc::new(LogEvery::new(LOG_EVERY)),
+            log: Arc::new(LogEvery::store_failures()),
         };
         let writer = Writer {
             postgres: postgres.clone(),
@@ -130,7 +129,7 @@ impl PgIndex {
     }
 }
 
-/// Counts every failure; logs at most one per `LOG_EVERY`.
+/// Counts every failure; logs at most one per 10 s.
 #[derive(Clone)]
 struct ErrorLog {
     metrics: Metrics,

@@ -22,9 +22,6 @@ pub use layer::{Estimates, RecordUsage};
 pub use record::{Total, UsageRecord};
 pub use store::{Store, StoreError};
 
-/// Drops and store failures are logged at most this often (all are counted).
-const LOG_EVERY: Duration = Duration::from_secs(10);
-
 pub struct Ledger {
     sender: mpsc::Sender<UsageRecord>,
     /// Wakes the writer when a batch is waiting; otherwise it wakes on its
@@ -61,7 +58,7 @@ impl Ledger {
             batch_size: config.batch_size.max(1),
             buffer: config.buffer.max(1),
             metrics: metrics.clone(),
-            error_log: LogEvery::new(LOG_EVERY),
+            error_log: LogEvery::store_failures(),
             batch_ready: batch_ready.clone(),
         };
         tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
@@ -71,7 +68,7 @@ impl Ledger {
             batch_size: config.batch_size.max(1),
             store,
             metrics,
-            drop_log: LogEvery::new(LOG_EVERY),
+            drop_log: LogEvery::store_failures(),
             stop: tokio::sync::Mutex::new(Some((stop_tx, done_rx))),
         })
     }

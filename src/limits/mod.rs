@@ -11,7 +11,6 @@ mod redis_store;
 mod reply;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::response::Response;
 
@@ -31,9 +30,6 @@ use crate::tokens::{Encoding, Encodings, Estimator};
 use crate::usage::{Finished, Outcome, UsageObserver};
 
 pub use layer::rate_limit;
-
-/// Store failures are logged at most this often (every one is counted).
-const STORE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 enum Engine {
     Memory(MemoryEngine),
@@ -127,7 +123,7 @@ impl Limiter {
             },
             encodings,
             metrics,
-            store_log: LogEvery::new(STORE_LOG_EVERY),
+            store_log: LogEvery::store_failures(),
         }))
     }
 

@@ -141,7 +141,7 @@ impl Budgets {
             webhook: reqwest::Client::new(),
             clock,
             metrics,
-            store_log: LogEvery::new(Duration::from_secs(10)),
+            store_log: LogEvery::store_failures(),
         })
     }
 
