@@ -1,6 +1,9 @@
 //! One error type for everything a client can be told, always rendered in
 //! OpenAI's shape so SDKs raise the exception class they would against OpenAI.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,9 +19,9 @@ pub enum GatewayError {
     #[error("Incorrect API key provided: {masked}.")]
     InvalidApiKey { masked: String },
     #[error("The model `{model}` is not enabled for the key `{key}`.")]
-    ModelNotAllowed { model: String, key: String },
+    ModelNotAllowed { model: Echo, key: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
-    ModelNotFound(String),
+    ModelNotFound(Echo),
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -43,13 +46,13 @@ pub enum GatewayError {
     )]
     BudgetsUnavailable,
     #[error("Invalid Content-Type header ({0}); expected application/json.")]
-    UnsupportedMediaType(String),
+    UnsupportedMediaType(Echo),
     #[error("Request body exceeds the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
     #[error("Invalid URL ({method} {path})")]
-    UnknownRoute { method: String, path: String },
+    UnknownRoute { method: Echo, path: Echo },
     #[error("Method {method} is not allowed for {path}.")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: Echo, path: Echo },
     #[error("Upstream deployment `{deployment}` failed: {reason}")]
     Upstream { deployment: String, reason: String },
     #[error("Upstream deployment `{deployment}` did not answer within {timeout_ms}ms.")]
@@ -242,15 +245,45 @@ pub fn set_retry_after(headers: &mut http::HeaderMap, wait: std::time::Duration)
 #[derive(Clone, Debug)]
 pub struct ErrorLogged(pub String);
 
-/// Masks a presented key the way OpenAI does: first three and last four characters.
+/// How many characters of a client's input an error message or log line quotes.
+pub const ECHO_LIMIT: usize = 128;
+
+/// At most `ECHO_LIMIT` characters of client input, saying when it was cut,
+/// so a 16 MiB field never becomes a 16 MiB error body or log line.
+pub fn clip(input: &str) -> Cow<'_, str> {
+    match input.char_indices().nth(ECHO_LIMIT) {
+        None => Cow::Borrowed(input),
+        Some((end, _)) => Cow::Owned(format!("{}... ({} bytes, cut)", &input[..end], input.len())),
+    }
+}
+
+/// Client input quoted in an error: only made through `clip`, so no error
+/// variant can carry an unbounded echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl From<&str> for Echo {
+    fn from(input: &str) -> Self {
+        Self(clip(input).into_owned())
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Masks a presented key: at most its last four characters show, and none
+/// of a short one, so a log line or error never carries enough of a secret
+/// to narrow a guess.
 pub fn mask_key(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 8 {
+    let count = key.chars().count();
+    if count < 16 {
         return "****".to_owned();
     }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
+    let tail: String = key.chars().skip(count - 4).collect();
+    format!("...{tail}")
 }
 
 #[cfg(test)]
@@ -287,8 +320,21 @@ mod tests {
 
     #[test]
     fn masks_keys_without_revealing_the_middle() {
-        assert_eq!(mask_key("sk-abcdefghijklmnop"), "sk-...mnop");
+        assert_eq!(mask_key("sk-abcdefghijklmnop"), "...mnop");
+        assert_eq!(mask_key("sk-abcdefghijk"), "****");
         assert_eq!(mask_key("short"), "****");
+        assert_eq!(mask_key("sk-ünïcödé-kéy-1234"), "...1234");
+    }
+
+    #[test]
+    fn echoes_are_clipped_and_say_so() {
+        assert_eq!(clip("gpt-4o"), "gpt-4o");
+        let long = "é".repeat(10_000);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(ECHO_LIMIT)));
+        assert!(clipped.ends_with("... (20000 bytes, cut)"), "{clipped}");
+        let error = GatewayError::ModelNotFound(Echo::from(long.as_str()));
+        assert!(error.body().len() < 600, "{}", error.body().len());
     }
 
     #[test]

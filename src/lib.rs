@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod headers;
 pub mod ledger;
 pub mod limits;
 pub mod metering;

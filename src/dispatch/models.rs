@@ -71,7 +71,7 @@ pub async fn get_model(
         Some(name) if identity.may_use(name) => {
             json_ok(serde_json::to_vec(&ModelObject::new(name)))
         }
-        _ => GatewayError::ModelNotFound(model).into_response(),
+        _ => GatewayError::ModelNotFound(model.as_str().into()).into_response(),
     }
 }
 

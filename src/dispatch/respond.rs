@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::Value;
 
 use crate::error::{GatewayError, error_body};
+use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::upstream::{BodyStream, UpstreamError, UpstreamResponse};
 
 /// Upstream error bodies are read up to this size; the rest is dropped.
@@ -36,7 +37,11 @@ const DROPPED: &[&str] = &[
 
 pub fn copy_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in upstream {
-        if !is_dropped(name) {
+        if *name == X_REQUEST_ID {
+            if is_id(value) {
+                out.insert(X_UPSTREAM_REQUEST_ID, value.clone());
+            }
+        } else if !is_dropped(name) {
             out.append(name.clone(), value.clone());
         }
     }

@@ -64,7 +64,11 @@ impl Middleware for RecordUsage {
             deployment: None,
             priority: api.priority.as_str(),
             cache: "-",
-            tag: header(&TAG),
+            // Bounded like ids: a 60 KB tag must not reach the ledger.
+            tag: headers
+                .get(&TAG)
+                .and_then(crate::headers::tag)
+                .map(str::to_owned),
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,

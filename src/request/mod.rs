@@ -161,7 +161,7 @@ impl RequestReader {
         // stands for whatever the operator routed it to).
         if !identity.may_use(&head.model) {
             return Err(GatewayError::ModelNotAllowed {
-                model: head.model.to_string(),
+                model: head.model.as_ref().into(),
                 key: identity.name.to_string(),
             });
         }
@@ -174,7 +174,7 @@ impl RequestReader {
         let route = self
             .router
             .route(&resolved.model)
-            .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?
+            .ok_or_else(|| GatewayError::ModelNotFound(head.model.as_ref().into()))?
             .clone();
         let mut body = resolved.body.unwrap_or_else(|| body.clone());
         let hide_usage = head.stream

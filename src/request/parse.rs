@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, header};
 use serde::Deserialize;
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, clip};
 
 /// The fields Sluice reads from a request body.
 #[derive(Deserialize)]
@@ -46,7 +46,7 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     {
         Ok(())
     } else {
-        Err(GatewayError::UnsupportedMediaType(text.to_owned()))
+        Err(GatewayError::UnsupportedMediaType(text.into()))
     }
 }
 
@@ -68,7 +68,13 @@ pub async fn read_body(
         if too_large {
             GatewayError::PayloadTooLarge { limit }
         } else {
-            GatewayError::invalid(format!("Could not read the request body: {error}"), None)
+            GatewayError::invalid(
+                format!(
+                    "Could not read the request body: {}",
+                    clip(&error.to_string())
+                ),
+                None,
+            )
         }
     })
 }
@@ -83,7 +89,8 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
     let head: RawHead<'_> = serde_json::from_slice(body).map_err(|error| {
         GatewayError::invalid(
             format!(
-                "We could not parse the JSON body of your request ({error}). The OpenAI API expects a JSON object."
+                "We could not parse the JSON body of your request ({}). The OpenAI API expects a JSON object.",
+                json_error(&error)
             ),
             None,
         )
@@ -98,6 +105,16 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
             "You must provide a model parameter.",
             Some("model"),
         )),
+    }
+}
+
+/// serde's message with any quoted input clipped, keeping its position.
+fn json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("{}{position}", clip(message)),
+        None => clip(&text).into_owned(),
     }
 }
 
@@ -188,6 +205,14 @@ mod tests {
             let err = parse_head(body).err().unwrap();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
         }
+    }
+
+    #[test]
+    fn parse_errors_quote_a_short_prefix_of_the_input() {
+        let huge = format!("\"{}\"", "x".repeat(1 << 20));
+        let message = parse_head(huge.as_bytes()).err().unwrap().to_string();
+        assert!(message.len() < 400, "{} bytes", message.len());
+        assert!(message.contains("bytes, cut") && message.contains("at line 1 column"));
     }
 
     #[test]

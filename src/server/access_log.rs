@@ -10,14 +10,16 @@ use axum::response::Response;
 
 use crate::auth::Identity;
 use crate::dispatch::ServedBy;
-use crate::error::ErrorLogged;
+use crate::error::{ErrorLogged, clip};
+use crate::headers::X_REQUEST_ID;
 
 /// Latency is to the response head; a stream's body may run on after it.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request_id = request.headers().get("x-request-id").cloned();
+    // The path is the client's: quoted with a bound, like every echo.
+    let path = clip(request.uri().path()).into_owned();
+    let request_id = request.headers().get(X_REQUEST_ID).cloned();
     let response = next.run(request).await;
     let extensions = response.extensions();
     let served = extensions.get::<ServedBy>();

@@ -162,7 +162,7 @@ pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) 
         let mut csv =
             String::from("group,requests,prompt_tokens,completion_tokens,cached_tokens,cost_usd\n");
         for t in &totals {
-            let group = t.group.replace('"', "\"\"");
+            let group = csv_cell(&t.group);
             csv.push_str(&format!(
                 "\"{group}\",{},{},{},{},{:.6}\n",
                 t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, t.cost_usd
@@ -172,6 +172,19 @@ pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) 
     }
     let body = serde_json::json!({"object": "list", "group_by": query.group_by, "data": totals});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+/// A text cell's content for a quoted CSV field. Group names come from
+/// clients (tags, model names), so one starting like a formula (`=`, `+`,
+/// `-`, `@`, or a tab or CR that some spreadsheets skip first) gets a
+/// leading `'`, which spreadsheets show as text instead of evaluating.
+fn csv_cell(text: &str) -> String {
+    let quoted = text.replace('"', "\"\"");
+    if quoted.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{quoted}")
+    } else {
+        quoted
+    }
 }
 
 /// `GET /admin/budgets`: spend against each configured budget.
@@ -184,4 +197,18 @@ pub async fn budgets(State(views): State<Views>) -> Response {
         StatusCode::OK,
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_cell("team-a"), "team-a");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"\"x\"\")");
+        for text in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(text).starts_with('\''), "{text:?}");
+        }
+    }
 }

@@ -9,16 +9,16 @@ use crate::error::GatewayError;
 
 pub async fn unknown_route(request: Request) -> Response {
     GatewayError::UnknownRoute {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
+        method: request.method().as_str().into(),
+        path: request.uri().path().into(),
     }
     .into_response()
 }
 
 pub async fn method_not_allowed(request: Request) -> Response {
     GatewayError::MethodNotAllowed {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
+        method: request.method().as_str().into(),
+        path: request.uri().path().into(),
     }
     .into_response()
 }

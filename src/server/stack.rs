@@ -3,8 +3,7 @@
 //! | # | layer                | scope | what it does                                              |
 //! |---|----------------------|-------|-----------------------------------------------------------|
 //! | 1 | `CatchPanicLayer`    | all   | a panic anywhere becomes an OpenAI-shaped 500             |
-//! | 2 | `SetRequestIdLayer`  | all   | keeps the client's `x-request-id`, or makes one           |
-//! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                     |
+//! | 2 | `RequestIds`         | all   | keeps a short client `x-request-id`, or makes one; answers with it |
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
@@ -24,7 +23,6 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, record, request_id::RequestIds};
@@ -120,8 +118,7 @@ pub fn app(services: Services) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
-                .layer(SetRequestIdLayer::x_request_id(RequestIds)) // 2
-                .layer(PropagateRequestIdLayer::x_request_id()) // 3
+                .layer(SyncLayer(RequestIds)) // 2
                 .layer(from_fn(access_log::access_log)) // 4
                 .layer(from_fn_with_state(metrics, record::record)), // 4b
         )
