@@ -18,6 +18,8 @@ pub enum GatewayError {
     MissingApiKey,
     #[error("Incorrect API key provided: {masked}.")]
     InvalidApiKey { masked: String },
+    #[error("Too many failed authentication attempts from your address. Please try again in {}.", crate::config::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
+    AuthThrottled { retry_after: std::time::Duration },
     #[error("The model `{model}` is not enabled for the key `{key}`.")]
     ModelNotAllowed { model: Echo, key: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
@@ -88,7 +90,9 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExhausted { .. } | Self::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
                 StatusCode::BAD_REQUEST
@@ -124,6 +128,7 @@ impl GatewayError {
         match self {
             Self::MissingApiKey => None,
             Self::InvalidApiKey { .. } => Some("invalid_api_key"),
+            Self::AuthThrottled { .. } => Some("too_many_failed_attempts"),
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
@@ -219,7 +224,8 @@ impl IntoResponse for GatewayError {
             }
             | Self::Overloaded {
                 retry_after: wait, ..
-            } => Some(*wait),
+            }
+            | Self::AuthThrottled { retry_after: wait } => Some(*wait),
             Self::BudgetsUnavailable => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };

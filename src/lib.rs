@@ -12,6 +12,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
 pub mod headers;
 pub mod ledger;

@@ -70,6 +70,9 @@ pub struct MetricsSet {
     pub budget_alerts: IntCounterVec,
     /// Budget counter reads and charges that failed (Redis).
     pub budget_store_errors: IntCounter,
+    /// Refused authentication attempts, by reason (missing, invalid,
+    /// malformed, throttled): the access log keeps them at debug level.
+    pub auth_failures: IntCounterVec,
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     pub key_requests: IntCounterVec,
     /// Requests by route, model, deployment and status class.
@@ -270,6 +273,13 @@ impl MetricsSet {
             "sluice_budget_store_errors_total",
             "Budget counter reads and charges that failed",
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_auth_failures_total",
+                "Refused authentication attempts, by reason",
+            ),
+            &["reason"],
+        )?;
         let ledger_written =
             IntCounter::new("sluice_ledger_written_total", "Usage records written")?;
         let ledger_dropped = IntCounter::new(
@@ -305,6 +315,7 @@ impl MetricsSet {
             Box::new(budget_rejected.clone()),
             Box::new(budget_alerts.clone()),
             Box::new(budget_store_errors.clone()),
+            Box::new(auth_failures.clone()),
             Box::new(cost_usd.clone()),
             Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
@@ -362,6 +373,7 @@ impl MetricsSet {
             budget_rejected,
             budget_alerts,
             budget_store_errors,
+            auth_failures,
             ledger_written,
             ledger_dropped,
             ledger_store_errors,

@@ -675,11 +675,18 @@ impl Default for ServerConfig {
 pub struct AuthConfig {
     /// With `false`, requests without a key are served as `anonymous`.
     pub required: bool,
+    /// Failed authentication attempts a client address may make per minute
+    /// (and at once) before its attempts are refused with 429; 0 turns the
+    /// throttle off (e.g. behind a proxy that hides client addresses).
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { required: true }
+        Self {
+            required: true,
+            failed_auth_per_minute: 120,
+        }
     }
 }
 

@@ -11,39 +11,53 @@ use http::{StatusCode, header};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::auth::presented_key;
+use crate::auth::{AuthGuard, Presented, presented_key};
 use crate::config::{KeyDigest, sha256};
+use crate::drain::refuse_after_drain;
 use crate::error::{GatewayError, error_body, json_response};
 use crate::ledger::Ledger;
 use crate::metering::Budgets;
 use crate::routing::ModelRouter;
 
-/// The admin token, kept only as a digest.
+/// The admin token, kept only as a digest, and the throttle of failed
+/// attempts it shares with the API keys.
 #[derive(Clone)]
-pub struct AdminToken(pub KeyDigest);
+pub struct AdminToken {
+    pub digest: KeyDigest,
+    pub guard: AuthGuard,
+}
 
 pub async fn require_token(
     State(token): State<AdminToken>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Err(refused) = token.guard.admit(&request) {
+        return refuse_after_drain(request, refused).await;
+    }
     // Read the way API keys are, so a client that reaches /v1 reaches /admin.
-    match presented_key(request.headers()) {
-        Some(presented) if sha256(presented) == token.0 => next.run(request).await,
-        Some(_) => GatewayError::InvalidApiKey {
-            masked: "(admin token)".into(),
+    let refused = match presented_key(request.headers()) {
+        Presented::Key(presented) if sha256(presented) == token.digest => {
+            return next.run(request).await;
         }
-        .into_response(),
-        None => json_response(
-            StatusCode::UNAUTHORIZED,
-            error_body(
+        Presented::Absent => {
+            let mut refused = token.guard.refuse(&request, GatewayError::MissingApiKey);
+            *refused.body_mut() = axum::body::Body::from(error_body(
                 "The admin API needs `Authorization: Bearer <admin token>`.",
                 "invalid_request_error",
                 None,
                 None,
-            ),
+            ));
+            refused
+        }
+        Presented::Key(_) | Presented::Malformed => token.guard.refuse(
+            &request,
+            GatewayError::InvalidApiKey {
+                masked: "(admin token)".into(),
+            },
         ),
-    }
+    };
+    refuse_after_drain(request, refused).await
 }
 
 #[derive(Serialize)]

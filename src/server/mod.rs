@@ -18,7 +18,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::auth::KeyStore;
+use crate::auth::{AuthGuard, FailedAuth, KeyStore};
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -115,6 +115,10 @@ impl Gateway {
         .map(Arc::new);
         let ledger = Ledger::start(&config.usage, metrics.clone())
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
+        let guard = AuthGuard {
+            throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
+            metrics: metrics.clone(),
+        };
         // Last, after every step that can fail.
         crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
         let services = stack::Services {
@@ -132,7 +136,10 @@ impl Gateway {
                 .admin
                 .token
                 .as_deref()
-                .map(|token| admin::AdminToken(crate::config::sha256(token))),
+                .map(|token| admin::AdminToken {
+                    digest: crate::config::sha256(token),
+                    guard: guard.clone(),
+                }),
             dispatcher: Arc::new(Dispatcher::new(
                 router.clone(),
                 client,
@@ -142,6 +149,7 @@ impl Gateway {
                 pricing.clone(),
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            guard,
             reader: Arc::new(reader),
             limiter,
             metrics,
@@ -189,7 +197,11 @@ impl Gateway {
             // Small SSE chunks must leave at once, not wait on Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(listener, self.app.clone()).with_graceful_shutdown(async move {
+        let app = self
+            .app
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(());
         });

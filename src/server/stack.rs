@@ -26,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, record, request_id::RequestIds};
-use crate::auth::{Authenticate, KeyStore};
+use crate::auth::{AuthGuard, Authenticate, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::ledger::RecordUsage;
@@ -41,6 +41,8 @@ use crate::sync_layer::SyncLayer;
 pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     pub keys: Arc<KeyStore>,
+    /// The throttle of failed authentication, for the API and admin routes.
+    pub guard: AuthGuard,
     pub reader: Arc<RequestReader>,
     pub limiter: Option<Arc<Limiter>>,
     pub cache: Option<Arc<ResponseCache>>,
@@ -65,7 +67,10 @@ pub fn app(services: Services) -> Router {
         .route("/v1/models/{model}", get(dispatch::get_model))
         .route_layer(
             ServiceBuilder::new()
-                .layer(SyncLayer(Authenticate(services.keys))) // 5
+                .layer(SyncLayer(Authenticate {
+                    keys: services.keys,
+                    guard: services.guard,
+                })) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
                 .option_layer(services.ledger.clone().map(SyncLayer)) // 6b
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
