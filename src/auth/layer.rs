@@ -39,7 +39,7 @@ pub struct AuthGuard {
 
 impl AuthGuard {
     /// 429 when the caller's address has used up its failed attempts.
-    pub fn admit(&self, request: &Request) -> Result<(), Response> {
+    pub fn admit(&self, request: &Request) -> Result<(), Box<Response>> {
         let (Some(throttle), Some(address)) = (&self.throttle, client_address(request)) else {
             return Ok(());
         };
@@ -47,10 +47,10 @@ impl AuthGuard {
             None => Ok(()),
             Some(retry_after) => {
                 throttle.log_aggregated(address, "throttled", "-");
-                Err(self.refusal(
+                Err(Box::new(self.refusal(
                     "throttled",
                     GatewayError::AuthThrottled { retry_after }.into_response(),
-                ))
+                )))
             }
         }
     }
@@ -96,7 +96,7 @@ impl Middleware for Authenticate {
     type Carry = Arc<Identity>;
 
     fn before(&self, request: &mut Request) -> Result<Arc<Identity>, Box<Response>> {
-        self.guard.admit(request).map_err(Box::new)?;
+        self.guard.admit(request)?;
         let identity = match self.keys.resolve(presented_key(request.headers())) {
             Ok(identity) => identity,
             Err(error) => return Err(Box::new(self.guard.refuse(request, error))),

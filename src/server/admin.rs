@@ -33,7 +33,7 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     if let Err(refused) = token.guard.admit(&request) {
-        return refuse_after_drain(request, refused).await;
+        return refuse_after_drain(request, *refused).await;
     }
     // Read the way API keys are, so a client that reaches /v1 reaches /admin.
     let refused = match presented_key(request.headers()) {
