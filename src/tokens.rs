@@ -92,12 +92,28 @@ impl Estimator {
     /// Prompt plus expected output tokens for one request body.
     pub fn estimate(&self, endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
         let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
-            return 0;
+            return size_estimate(body) + self.default_max_tokens;
         };
         let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
         let output = max_output(endpoint, &request).unwrap_or(self.default_max_tokens);
         prompt_tokens(endpoint, &request, encoding) + output * choices
     }
+}
+
+/// The prompt tokens of a request body: counted when it parses, else
+/// estimated from its size (a body the gateway forwards is never free).
+pub fn prompt_tokens_of(endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(request)) => prompt_tokens(endpoint, &request, encoding),
+        _ => size_estimate(body),
+    }
+}
+
+/// About four bytes a token, rounded up: the usual rule for English text,
+/// and on the high side for JSON, which is the safer side for limits and
+/// cost alike.
+pub fn size_estimate(body: &[u8]) -> u64 {
+    (body.len() as u64).div_ceil(4)
 }
 
 /// The prompt's tokens: messages (with OpenAI's overheads) and tools for chat,
@@ -325,5 +341,24 @@ mod tests {
         ] {
             assert_eq!(Encoding::for_model(model), Encoding::Cl100k, "{model}");
         }
+    }
+
+    #[test]
+    fn a_body_too_deep_to_parse_is_estimated_from_its_size() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(r#"{{"model":"m","messages":[],"tools":{deep}}}"#);
+        let estimate = size_estimate(body.as_bytes());
+        assert!(estimate >= 100);
+        assert_eq!(
+            prompt_tokens_of(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
+            estimate
+        );
+        let estimator = Estimator {
+            default_max_tokens: 16,
+        };
+        assert_eq!(
+            estimator.estimate(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
+            estimate + 16
+        );
     }
 }

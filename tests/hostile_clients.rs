@@ -215,3 +215,53 @@ async fn read_response(socket: &mut tokio::net::TcpStream) -> String {
         }
     }
 }
+
+#[tokio::test]
+async fn a_stream_nested_too_deep_to_parse_is_still_metered() {
+    let (upstream, gateway) = gateway("").await;
+    let usage = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n";
+    upstream.push(Behavior::Stream {
+        events: vec![
+            common::fake_upstream::chunk("hi"),
+            usage.into(),
+            common::fake_upstream::done(),
+        ],
+        interval: Duration::from_millis(1),
+        gate: None,
+    });
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let body = format!(
+        r#"{{"model":"gpt-4o","stream":true,"messages":[{{"role":"user","content":"hi"}}],"tools":{deep}}}"#
+    );
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("[DONE]") && !text.contains("\"usage\""),
+        "{text}"
+    );
+    let sent = String::from_utf8(upstream.last().raw.to_vec()).unwrap();
+    assert!(sent.contains(r#""stream_options":{"include_usage":true}"#));
+    assert!(
+        sent.ends_with(&format!("{deep}}}")),
+        "the rest is forwarded as sent"
+    );
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_tokens_total{deployment="oa",model="gpt-4o",type="prompt"} 9"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("tokens_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -212,10 +212,7 @@ impl Pending {
 impl Estimates {
     /// Prompt tokens and their cost; no completion tokens are known.
     fn estimate(&self, record: &mut UsageRecord, endpoint: Endpoint, body: &[u8]) {
-        let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(body) else {
-            return;
-        };
-        let prompt = tokens::prompt_tokens(endpoint, &request, self.encodings.of(&record.model));
+        let prompt = tokens::prompt_tokens_of(endpoint, body, self.encodings.of(&record.model));
         record.prompt_tokens = prompt as i64;
         let usage = crate::usage::Usage {
             prompt_tokens: prompt,

@@ -71,20 +71,6 @@ fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priorit
     Ok(identity.max_priority.map_or(class, |cap| class.max(cap)))
 }
 
-/// The body with `stream_options.include_usage = true`, so every stream's
-/// usage is metered. `None` if it is not a JSON object.
-fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
-    let mut request: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).ok()?;
-    let options = request
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::json!({}));
-    options
-        .as_object_mut()?
-        .insert("include_usage".into(), true.into());
-    serde_json::to_vec(&request).ok().map(Bytes::from)
-}
-
 pub struct RequestReader {
     router: Arc<ModelRouter>,
     policies: Policies,
@@ -176,12 +162,23 @@ impl RequestReader {
             .route(&resolved.model)
             .ok_or_else(|| GatewayError::ModelNotFound(head.model.as_ref().into()))?
             .clone();
+        let resolved_body_is_original = resolved.body.is_none();
         let mut body = resolved.body.unwrap_or_else(|| body.clone());
         let hide_usage = head.stream
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
             && !head.include_usage;
-        if hide_usage {
-            body = with_usage_requested(&body).unwrap_or(body);
+        if hide_usage && resolved_body_is_original {
+            if let Some(spliced) = parse::with_usage_requested(&body, &head) {
+                body = Bytes::from(spliced);
+            }
+        } else if hide_usage {
+            // A policy rewrote the body: its head is read again for the splice.
+            if let Some(spliced) = parse::parse_head(&body)
+                .ok()
+                .and_then(|rewritten| parse::with_usage_requested(&body, &rewritten))
+            {
+                body = Bytes::from(spliced);
+            }
         }
         let affinity =
             (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));

@@ -2,6 +2,7 @@
 //! are parsed; the body is forwarded as received.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -18,9 +19,17 @@ struct RawHead<'a> {
     #[serde(default)]
     stream: Option<bool>,
     /// Kept raw: a malformed value is the upstream's to reject, not a reason
-    /// to fail the whole parse here.
-    #[serde(borrow, default)]
+    /// to fail the whole parse here. An explicit `null` is kept too, so the
+    /// usage splice replaces it instead of adding a second member.
+    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
     stream_options: Option<&'a serde_json::value::RawValue>,
+}
+
+fn raw_even_if_null<'de, D>(value: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&serde_json::value::RawValue>::deserialize(value).map(Some)
 }
 
 /// A newtype so serde borrows the name from the body (it never borrows
@@ -33,6 +42,8 @@ pub struct RequestHead<'a> {
     pub stream: bool,
     /// `stream_options.include_usage` is true.
     pub include_usage: bool,
+    /// Where the `stream_options` value sits in the body, for splicing.
+    pub stream_options: Option<Range<usize>>,
 }
 
 /// Rejects bodies that declare a non-JSON type; a missing type is accepted.
@@ -100,12 +111,51 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
             model,
             stream: head.stream.unwrap_or(false),
             include_usage: head.stream_options.is_some_and(asks_for_usage),
+            stream_options: head.stream_options.map(|raw| span_in(body, raw.get())),
         }),
         _ => Err(GatewayError::invalid(
             "You must provide a model parameter.",
             Some("model"),
         )),
     }
+}
+
+/// Where `part`, a slice serde borrowed from `body`, sits in it.
+fn span_in(body: &[u8], part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// The body with `stream_options.include_usage = true`, so every stream's
+/// usage is metered. Spliced into the client's bytes rather than re-parsed
+/// whole: a body nested deeper than a JSON parser allows (a tool schema of
+/// 128+ levels) is metered too, and the rest of the body is not re-encoded.
+/// `None` when `stream_options` is there but is neither an object nor null
+/// (the upstream refuses that request).
+pub fn with_usage_requested(body: &[u8], head: &RequestHead<'_>) -> Option<Vec<u8>> {
+    let (span, options) = match &head.stream_options {
+        Some(span) => {
+            let mut options = match serde_json::from_slice(body.get(span.clone())?).ok()? {
+                serde_json::Value::Null => serde_json::Map::new(),
+                serde_json::Value::Object(options) => options,
+                _ => return None,
+            };
+            options.insert("include_usage".into(), true.into());
+            (span.clone(), serde_json::to_vec(&options).ok()?)
+        }
+        None => {
+            // A new first member, right after the object's opening brace
+            // (the object has members: `model` at least).
+            let open = body.iter().position(|b| *b == b'{')? + 1;
+            let member = br#""stream_options":{"include_usage":true},"#.to_vec();
+            (open..open, member)
+        }
+    };
+    let mut spliced = Vec::with_capacity(body.len() + options.len());
+    spliced.extend_from_slice(&body[..span.start]);
+    spliced.extend_from_slice(&options);
+    spliced.extend_from_slice(&body[span.end..]);
+    Some(spliced)
 }
 
 /// serde's message with any quoted input clipped, keeping its position.
@@ -205,6 +255,48 @@ mod tests {
             let err = parse_head(body).err().unwrap();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
         }
+    }
+
+    /// The spliced body's `stream_options`, parsed back.
+    fn spliced_options(body: &str) -> serde_json::Value {
+        let head = parse_head(body.as_bytes()).unwrap();
+        let spliced = with_usage_requested(body.as_bytes(), &head).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(value["model"], "m", "the rest is kept");
+        value["stream_options"].clone()
+    }
+
+    #[test]
+    fn usage_is_requested_by_splicing_whatever_the_spelling() {
+        let wanted = serde_json::json!({"include_usage": true});
+        assert_eq!(spliced_options(r#"{"model":"m","stream":true}"#), wanted);
+        assert_eq!(spliced_options(" \n{ \"model\" : \"m\" }"), wanted);
+        assert_eq!(
+            spliced_options(r#"{"model":"m","stream_options": null}"#),
+            wanted
+        );
+        assert_eq!(
+            spliced_options(
+                r#"{"stream_options" : {"include_usage": false, "x": 1}, "model":"m"}"#
+            ),
+            serde_json::json!({"include_usage": true, "x": 1})
+        );
+        let odd = r#"{"model":"m","stream_options":"yes"}"#;
+        assert!(
+            with_usage_requested(odd.as_bytes(), &parse_head(odd.as_bytes()).unwrap()).is_none()
+        );
+    }
+
+    #[test]
+    fn usage_is_requested_from_bodies_too_deep_to_parse_whole() {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let body = format!(r#"{{"model":"m","stream":true,"tools":{deep}}}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+        let head = parse_head(body.as_bytes()).unwrap();
+        let spliced =
+            String::from_utf8(with_usage_requested(body.as_bytes(), &head).unwrap()).unwrap();
+        assert!(spliced.starts_with(r#"{"stream_options":{"include_usage":true},"model":"m""#));
+        assert!(spliced.ends_with(&format!("{deep}}}")));
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub struct Recorded {
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
+    /// The body parsed (`Null` when it is not JSON the parser takes).
     pub body: Value,
+    /// The body as received.
+    pub raw: Bytes,
 }
 
 #[derive(Clone)]
@@ -172,6 +175,7 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
         body: body.clone(),
+        raw: bytes.clone(),
     });
     let mut behavior = state
         .queue
