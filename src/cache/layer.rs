@@ -77,10 +77,7 @@ pub async fn cache(
                 }
             }
             Ok(None) => {}
-            Err(error) => {
-                cache.metrics.cache_store_errors.inc();
-                tracing::warn!(%error, "cache lookup failed; treating as a miss");
-            }
+            Err(error) => cache.store_failed("lookup, treated as a miss", &error),
         }
         let in_flight = cache.flights.get(&key).map(|flight| flight.clone());
         if let Some(flight) = in_flight {
@@ -278,10 +275,7 @@ impl FlightGuard {
                         semantic.insert(probe, key, expires);
                     }
                 }
-                Err(error) => {
-                    cache.metrics.cache_store_errors.inc();
-                    tracing::warn!(%error, "could not store a cache entry");
-                }
+                Err(error) => cache.store_failed("storing an entry", &error),
             }
             cache
                 .flights
