@@ -290,4 +290,74 @@ mod tests {
                 .contains("`eu` answered 502")
         );
     }
+
+    fn answer(status: u16, content_type: Option<&'static str>) -> UpstreamResponse {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type {
+            headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(value));
+        }
+        UpstreamResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: futures_util::stream::empty().boxed(),
+        }
+    }
+
+    #[test]
+    fn streams_need_an_event_stream_and_nothing_takes_a_redirect() {
+        let sse = answer(200, Some("Text/Event-Stream; charset=utf-8"));
+        assert!(misdirected(&sse, true).is_none());
+        let json = answer(200, Some("application/json"));
+        assert!(misdirected(&json, false).is_none());
+        assert!(matches!(
+            misdirected(&json, true),
+            Some(Misdirected::NotSse(quoted)) if quoted == "application/json"
+        ));
+        assert!(matches!(
+            misdirected(&answer(200, None), true),
+            Some(Misdirected::NotSse(_))
+        ));
+        // An error status keeps its own handling, streamed or not.
+        assert!(misdirected(&answer(429, Some("application/json")), true).is_none());
+        assert!(matches!(
+            misdirected(&answer(301, None), false),
+            Some(Misdirected::Redirect(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_stops_at_its_size_or_its_deadline() {
+        let reading = Reading {
+            idle: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(2),
+            max_bytes: 10,
+        };
+        let body = |chunks: &[&'static str]| -> BodyStream {
+            futures_util::stream::iter(chunks.to_vec())
+                .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+                .boxed()
+        };
+        let read = collect_body(body(&["12345", "6789"]), None, "d", &reading).await;
+        assert_eq!(read.unwrap(), "123456789");
+        let over = collect_body(body(&["12345", "67890", "1"]), None, "d", &reading).await;
+        assert!(matches!(
+            over,
+            Err(GatewayError::UpstreamResponseTooLarge { .. })
+        ));
+        let declared = collect_body(body(&[]), Some(11), "d", &reading).await;
+        assert!(matches!(
+            declared,
+            Err(GatewayError::UpstreamResponseTooLarge { .. })
+        ));
+        // One byte a second: idle never fires, the deadline does.
+        let drip = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok(Bytes::from_static(b"x")), ()))
+        })
+        .boxed();
+        let started = Instant::now();
+        let stalled = collect_body(drip, None, "d", &reading).await;
+        assert!(matches!(stalled, Err(GatewayError::UpstreamTimeout { .. })));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
 }
