@@ -657,8 +657,8 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// Largest non-streamed upstream answer read into memory, in bytes; past it
     /// the call fails with a 502 instead of the gateway growing without bound.
-    /// The default fits the largest real embeddings batch (2048 inputs of 3072
-    /// floats, pretty-printed JSON: about 140 MB) with room to spare.
+    /// The default fits the largest real embeddings answer (2048 inputs of
+    /// 3072 floats: 70 to 190 MB as JSON, by digits and indentation).
     pub max_response_bytes: usize,
 }
 
