@@ -137,6 +137,9 @@ async fn a_dripping_body_ends_within_the_request_timeout() {
         if status == 200 {
             assert_eq!(answered, 504, "{text}");
             assert_eq!(error_code(&text), "upstream_timeout");
+            let within = text.split("within ").nth(1).unwrap().split("ms").next();
+            let within: u64 = within.unwrap().parse().unwrap();
+            assert!(within >= 900, "the deadline, not the last wait: {text}");
         } else {
             // The upstream's own status, with what arrived of its body.
             assert_eq!(answered, 500, "{text}");

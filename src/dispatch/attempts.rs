@@ -331,6 +331,7 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
     let reading = respond::Reading {
         idle: deployment.timeout,
         deadline: call.deadline,
+        started,
         max_bytes: call.max_response_bytes,
     };
     let status = response.status;

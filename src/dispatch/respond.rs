@@ -63,6 +63,9 @@ pub struct Reading {
     pub idle: Duration,
     /// The request's deadline: bounds the whole read, however the body drips.
     pub deadline: Instant,
+    /// When the attempt began, to say how long it was given when the
+    /// deadline, not the idle timeout, ends it.
+    pub started: Instant,
     /// Largest body kept (`[server] max_response_bytes`).
     pub max_bytes: usize,
 }
@@ -70,7 +73,7 @@ pub struct Reading {
 /// Why a body read stopped early.
 enum Stop {
     /// Nothing came within the idle timeout or before the deadline; the
-    /// wait that ran out, in milliseconds.
+    /// bound that ran out, in milliseconds.
     Timeout(u128),
     Broken(UpstreamError),
 }
@@ -81,9 +84,12 @@ impl Reading {
         let now = Instant::now();
         let until = (now + self.idle).min(self.deadline);
         match tokio::time::timeout_at(until, body.next()).await {
-            Err(_) => Err(Stop::Timeout(
-                until.saturating_duration_since(now).as_millis(),
+            Err(_) if until == self.deadline => Err(Stop::Timeout(
+                self.deadline
+                    .saturating_duration_since(self.started)
+                    .as_millis(),
             )),
+            Err(_) => Err(Stop::Timeout(self.idle.as_millis())),
             Ok(None) => Ok(None),
             Ok(Some(chunk)) => chunk.map(Some).map_err(Stop::Broken),
         }
@@ -330,6 +336,7 @@ mod tests {
         let reading = Reading {
             idle: Duration::from_secs(5),
             deadline: Instant::now() + Duration::from_secs(2),
+            started: Instant::now(),
             max_bytes: 10,
         };
         let body = |chunks: &[&'static str]| -> BodyStream {
@@ -357,7 +364,13 @@ mod tests {
         .boxed();
         let started = Instant::now();
         let stalled = collect_body(drip, None, "d", &reading).await;
-        assert!(matches!(stalled, Err(GatewayError::UpstreamTimeout { .. })));
+        assert!(matches!(
+            stalled,
+            Err(GatewayError::UpstreamTimeout {
+                timeout_ms: 2000,
+                ..
+            })
+        ));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 }
