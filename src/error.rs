@@ -57,6 +57,10 @@ pub enum GatewayError {
     MethodNotAllowed { method: Echo, path: Echo },
     #[error("Upstream deployment `{deployment}` failed: {reason}")]
     Upstream { deployment: String, reason: String },
+    #[error(
+        "Upstream deployment `{deployment}` answered with more than {limit} bytes, the gateway's limit (`max_response_bytes`)."
+    )]
+    UpstreamResponseTooLarge { deployment: String, limit: usize },
     #[error("Upstream deployment `{deployment}` did not answer within {timeout_ms}ms.")]
     UpstreamTimeout {
         deployment: String,
@@ -100,7 +104,9 @@ impl GatewayError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::UpstreamResponseTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ShuttingDown
             | Self::NoDeployment { .. }
@@ -115,6 +121,7 @@ impl GatewayError {
             Self::Overloaded { .. } => "server_overloaded",
             Self::BudgetExhausted { .. } => "insufficient_quota",
             Self::Upstream { .. }
+            | Self::UpstreamResponseTooLarge { .. }
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
             | Self::NoDeployment { .. }
@@ -138,6 +145,7 @@ impl GatewayError {
             Self::UnknownRoute { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::Upstream { .. } => Some("upstream_error"),
+            Self::UpstreamResponseTooLarge { .. } => Some("upstream_response_too_large"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::ShuttingDown => Some("shutting_down"),
             Self::NoDeployment { .. } => Some("no_deployment_available"),

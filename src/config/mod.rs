@@ -655,6 +655,11 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Upstream calls in flight across the gateway; 0 means no limit. Others queue.
     pub max_concurrency: usize,
+    /// Largest non-streamed upstream answer read into memory, in bytes; past it
+    /// the call fails with a 502 instead of the gateway growing without bound.
+    /// The default fits the largest real embeddings answer (2048 inputs of
+    /// 3072 floats: 70 to 190 MB as JSON, by digits and indentation).
+    pub max_response_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -666,6 +671,7 @@ impl Default for ServerConfig {
             stream_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 0,
+            max_response_bytes: 256 * 1024 * 1024,
         }
     }
 }

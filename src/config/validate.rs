@@ -17,6 +17,9 @@ pub fn validate(config: &Config) -> Result<(), String> {
     if config.server.max_body_bytes == 0 {
         problems.push("server.max_body_bytes: must be greater than 0".to_owned());
     }
+    if config.server.max_response_bytes == 0 {
+        problems.push("server.max_response_bytes: must be greater than 0".to_owned());
+    }
     if config.server.stream_keepalive.is_zero() {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
@@ -56,7 +59,12 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
                 deployment.name
             ));
         }
-        if deployment.provider != Provider::Mock && !is_http_url(&deployment.base_url) {
+        if has_credentials(&deployment.base_url) {
+            // Not echoed: the URL holds a secret.
+            problems.push(format!(
+                "{at}.base_url: must not contain credentials (`user:password@`); put the key in `api_key`"
+            ));
+        } else if deployment.provider != Provider::Mock && !is_http_url(&deployment.base_url) {
             problems.push(format!(
                 "{at}.base_url: `{}` is not an absolute http:// or https:// URL",
                 deployment.base_url
@@ -135,6 +143,16 @@ fn is_http_url(url: &str) -> bool {
         .or_else(|| url.strip_prefix("http://"));
     matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
         && url.parse::<http::Uri>().is_ok()
+}
+
+/// `user[:password]@` in a URL's authority: reqwest would send it as a second
+/// `Authorization` header beside the deployment's key.
+/// Read off the text, not a parsed URI, so a URL too broken to parse is not
+/// echoed with its password either.
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 /// Zero limits and the burst share.

@@ -40,6 +40,7 @@ pub struct Dispatcher {
     client: UpstreamClient,
     retry: Arc<RetryConfig>,
     request_timeout: Duration,
+    max_response_bytes: usize,
     keepalive: Duration,
     /// Fired when the shutdown grace period is over: open streams end.
     cut: Cut,
@@ -75,6 +76,7 @@ impl Dispatcher {
             client,
             retry: Arc::new(config.retry.clone()),
             request_timeout: config.server.request_timeout,
+            max_response_bytes: config.server.max_response_bytes,
             keepalive: config.server.stream_keepalive,
             cut,
         }
@@ -117,6 +119,7 @@ impl Dispatcher {
             affinity: api.affinity,
             deadline: Instant::now() + self.request_timeout,
             read_body: !api.stream,
+            max_response_bytes: self.max_response_bytes,
             priority: api.priority,
             caller: parts
                 .extensions
