@@ -27,6 +27,7 @@ pub mod request;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod sse;
 pub mod sync_layer;
 pub mod telemetry;
 pub mod tokens;
