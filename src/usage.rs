@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 
 use crate::config::Price;
+use crate::sse::{self, Event, Piece, Splitter, json};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -148,36 +149,6 @@ impl From<RawUsage> for Usage {
     }
 }
 
-/// A chat stream's final usage chunk (`"choices":[]` with a `usage`
-/// object), the one a client that did not ask for usage must not see.
-pub fn is_usage_only(event: &[u8]) -> bool {
-    memchr::memmem::find(event, b"\"choices\":[]").is_some()
-        && memchr::memmem::find(event, b"\"usage\":{").is_some()
-}
-
-const USAGE_NULL: [&[u8]; 2] = [b",\"usage\":null", b"\"usage\":null,"];
-
-/// A stream event without the `"usage":null` field that `include_usage`
-/// adds to every chunk, for a client that did not ask for it. One pass per
-/// pattern, so a line full of them costs no more than its length.
-pub fn without_usage_null(event: &[u8]) -> Vec<u8> {
-    let mut event = event.to_vec();
-    for pattern in USAGE_NULL {
-        if memchr::memmem::find(&event, pattern).is_none() {
-            continue;
-        }
-        let mut kept = Vec::with_capacity(event.len());
-        let mut from = 0;
-        for at in memchr::memmem::find_iter(&event, pattern) {
-            kept.extend_from_slice(&event[from..at]);
-            from = at + pattern.len();
-        }
-        kept.extend_from_slice(&event[from..]);
-        event = kept;
-    }
-    event
-}
-
 /// Usage from a JSON body or one SSE event's data.
 pub fn parse(json: &[u8]) -> Option<Usage> {
     let carrier: Carrier = serde_json::from_slice(json).ok()?;
@@ -188,73 +159,91 @@ pub fn parse(json: &[u8]) -> Option<Usage> {
     }
 }
 
-/// Finds usage in a relayed SSE stream without parsing every chunk: only a
-/// `data:` line containing `"usage":{` is decoded. A line split across chunks
-/// is carried to the next one, up to `LINE_LIMIT`; a longer line is skipped
-/// (a usage event is a few hundred bytes). Lines end at `\n` or `\r`, and
-/// each byte is searched once, so the cost is linear however chunks are cut.
-#[derive(Default)]
+/// What a client that did not ask for usage gets in place of one event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hidden {
+    /// The event as it came.
+    Keep,
+    /// Nothing: the usage-only chunk (`"choices": []` and a `usage` object).
+    Drop,
+    /// The event without its top-level `"usage": null` member.
+    Rewrite(Vec<u8>),
+}
+
+/// Undoes what `stream_options.include_usage` added to one whole event (as
+/// `sse::Splitter` hands it on), in any spelling: the event's data is read by
+/// the grammar and the member found by walking the JSON, so spaces, line
+/// ends and split `data:` lines do not matter. Events that do not mention
+/// `"usage"` (a JSON key cannot be split across lines) are not read at all.
+pub fn hide_in_event(raw: &[u8]) -> Hidden {
+    if memchr::memmem::find(raw, USAGE_KEY).is_none() {
+        return Hidden::Keep;
+    }
+    let event = Event::parse(raw);
+    let data = &event.data;
+    let Some(usage) = json::member(data, b"usage") else {
+        return Hidden::Keep;
+    };
+    let value = &data[usage.value.clone()];
+    if value == b"null" {
+        return Hidden::Rewrite(sse::with_data(raw, &json::without(data, &usage)));
+    }
+    let no_choices = json::member(data, b"choices")
+        .is_some_and(|choices| json::is_empty_array(&data[choices.value]));
+    match value.first() == Some(&b'{') && no_choices {
+        true => Hidden::Drop,
+        false => Hidden::Keep,
+    }
+}
+
+/// The usage one whole event reports: a chat/completions chunk's top-level
+/// `usage` object, or the Responses API's `response.usage` (on
+/// `response.completed`). Only such an event is parsed with serde; the
+/// `"usage": null` on every other chunk is recognised by the walk alone.
+fn usage_in_event(raw: &[u8]) -> Option<Usage> {
+    memchr::memmem::find(raw, USAGE_KEY)?;
+    let event = Event::parse(raw);
+    let data = &event.data;
+    let is_object = |doc: &[u8]| {
+        json::member(doc, b"usage").is_some_and(|usage| doc.get(usage.value.start) == Some(&b'{'))
+    };
+    let reports = is_object(data)
+        || json::member(data, b"response").is_some_and(|response| is_object(&data[response.value]));
+    reports.then(|| parse(data)).flatten()
+}
+
+const USAGE_KEY: &[u8] = b"\"usage\"";
+
+/// Finds usage in a relayed SSE stream as it passes. Events are cut by the
+/// grammar (`sse::Splitter`); one that spans chunks is carried up to
+/// `EVENT_LIMIT`, a longer one is not read (a usage event is a few hundred
+/// bytes). The cost is linear however the stream is cut.
 pub struct StreamUsageScanner {
-    /// The start of the current line, while its end has not arrived.
-    line: Vec<u8>,
-    /// The current line outgrew `LINE_LIMIT`: ignored up to its end.
-    skipping: bool,
+    splitter: Splitter,
     found: Option<Usage>,
 }
 
-const MARKER: &[u8] = b"\"usage\":{";
-const LINE_LIMIT: usize = 256 * 1024;
+const EVENT_LIMIT: usize = 256 * 1024;
+
+impl Default for StreamUsageScanner {
+    fn default() -> Self {
+        Self {
+            splitter: Splitter::new(EVENT_LIMIT),
+            found: None,
+        }
+    }
+}
 
 impl StreamUsageScanner {
     pub fn scan(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        if !self.line.is_empty() || self.skipping {
-            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
-                self.hold(rest);
-                return;
-            };
-            if !std::mem::take(&mut self.skipping) {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&rest[..end]);
-                self.check(&line);
-                line.clear();
-                self.line = line;
+        let found = &mut self.found;
+        self.splitter.feed(chunk, |piece| {
+            if let Piece::Event(raw) = piece
+                && let Some(usage) = usage_in_event(raw)
+            {
+                *found = Some(usage);
             }
-            rest = &rest[end + 1..];
-        }
-        // Nothing carried now: without the marker only the unfinished last
-        // line can matter (its marker may still come).
-        if memchr::memmem::find(rest, MARKER).is_some() {
-            while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
-                self.check(&rest[..end]);
-                rest = &rest[end + 1..];
-            }
-        } else if let Some(end) = memchr::memrchr2(b'\n', b'\r', rest) {
-            rest = &rest[end + 1..];
-        }
-        self.hold(rest);
-    }
-
-    fn check(&mut self, line: &[u8]) {
-        if let Some(data) = line.strip_prefix(b"data:")
-            && memchr::memmem::find(data, MARKER).is_some()
-            && let Some(usage) = parse(data.trim_ascii())
-        {
-            self.found = Some(usage);
-        }
-    }
-
-    /// Carries the start of an unfinished line, unless it grew too long.
-    fn hold(&mut self, partial: &[u8]) {
-        if self.skipping || partial.is_empty() {
-            return;
-        }
-        if self.line.len() + partial.len() > LINE_LIMIT {
-            self.line = Vec::new();
-            self.skipping = true;
-        } else {
-            self.line.extend_from_slice(partial);
-        }
+        });
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -293,32 +282,60 @@ mod tests {
     }
 
     #[test]
-    fn scanner_finds_a_marker_cut_in_two_and_crlf_lines() {
+    fn scanner_reads_spaced_json_cr_lines_and_split_data_lines() {
         let mut scanner = StreamUsageScanner::default();
-        scanner.scan(b"data: {\"choices\":[],\"us");
-        scanner.scan(b"age\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n");
+        scanner.scan(b": ping\r\rdata:{\"choices\": [], \"us");
+        scanner.scan(b"age\":\rdata: {\"prompt_tokens\": 1, \"completion_tokens\": 2}}\r");
+        assert_eq!(scanner.usage(), None, "the event has not ended");
+        scanner.scan(b"\r");
         assert_eq!(scanner.usage().map(|u| u.total()), Some(3));
+        let mut scanner = StreamUsageScanner::default();
+        scanner.scan(b"event: response.completed\r\ndata: {\"type\": \"response.completed\", \"response\": {\"usage\": {\"input_tokens\": 4, \"output_tokens\": 5}}}\r\n\r\n");
+        assert_eq!(scanner.usage().map(|u| u.total()), Some(9));
     }
 
     #[test]
-    fn scanner_skips_an_endless_line_with_a_bounded_carry() {
+    fn scanner_skips_an_endless_event_with_a_bounded_carry() {
         let mut scanner = StreamUsageScanner::default();
         let piece = vec![b'x'; 1000];
         for _ in 0..1000 {
             scanner.scan(&piece);
-            assert!(scanner.line.len() <= LINE_LIMIT);
         }
-        assert!(scanner.skipping);
-        scanner.scan(b"\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4}}\n\n");
+        assert!(scanner.splitter.holds_nothing());
+        scanner.scan(b"\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4}}\n\n");
         assert_eq!(scanner.usage().map(|u| u.total()), Some(4));
     }
 
     #[test]
-    fn usage_null_is_removed_in_one_pass() {
-        let line = b"data: {\"a\":1,\"usage\":null,\"b\":2,\"usage\":null}\n";
+    fn hiding_drops_the_usage_chunk_and_cuts_usage_null_in_any_spelling() {
         assert_eq!(
-            without_usage_null(line),
-            b"data: {\"a\":1,\"b\":2}\n".to_vec()
+            hide_in_event(b"data: {\"a\":1,\"usage\":null,\"b\":2}\n\n"),
+            Hidden::Rewrite(b"data: {\"a\":1,\"b\":2}\n\n".to_vec())
         );
+        assert_eq!(
+            hide_in_event(b"data:{\"a\": 1, \"usage\": null}\r\n\r\n"),
+            Hidden::Rewrite(b"data: {\"a\": 1}\r\n\r\n".to_vec())
+        );
+        assert_eq!(
+            hide_in_event(b"data: {\"choices\": [ ], \"usage\": {\"total_tokens\": 4}}\r\r"),
+            Hidden::Drop
+        );
+        assert_eq!(
+            hide_in_event(b"data: {\"choices\": [],\ndata: \"usage\": {\"total_tokens\": 4}}\n\n"),
+            Hidden::Drop
+        );
+        for kept in [
+            &b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\": null\"}}]}\n\n"[..],
+            b"data: {\"choices\":[{}],\"usage\":{\"total_tokens\":4}}\n\n",
+            b"data: [DONE]\n\n",
+            b": \"usage\": null\n\n",
+        ] {
+            assert_eq!(
+                hide_in_event(kept),
+                Hidden::Keep,
+                "{}",
+                String::from_utf8_lossy(kept)
+            );
+        }
     }
 }

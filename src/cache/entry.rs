@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::metering::unix_ms;
+use crate::sse::Event;
 use crate::upstream::Endpoint;
-use crate::usage::{Usage, is_usage_only, without_usage_null};
+use crate::usage::{Hidden, Usage, hide_in_event};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -77,12 +78,7 @@ pub fn replay(
         (Recorded::Sse { events }, true) => Some(Replay::Sse(
             events
                 .iter()
-                .filter(|event| include_usage || !is_usage_only(event.as_bytes()))
-                .map(|event| match include_usage {
-                    true => Bytes::from(event.clone()),
-                    // Recorded as the upstream sent it, `include_usage` on.
-                    false => Bytes::from(without_usage_null(event.as_bytes())),
-                })
+                .filter_map(|event| replay_event(event, include_usage))
                 .collect(),
         )),
         (Recorded::Json { body }, true) if endpoint == Endpoint::ChatCompletions => {
@@ -92,6 +88,19 @@ pub fn replay(
             chat_sse_to_json(events).map(|body| Replay::Json(Bytes::from(body)))
         }
         _ => None,
+    }
+}
+
+/// One recorded event. It was recorded as the upstream sent it, with
+/// `include_usage` on, so a client that did not ask gets it without usage.
+fn replay_event(event: &str, include_usage: bool) -> Option<Bytes> {
+    if include_usage {
+        return Some(Bytes::from(event.to_owned()));
+    }
+    match hide_in_event(event.as_bytes()) {
+        Hidden::Keep => Some(Bytes::from(event.to_owned())),
+        Hidden::Drop => None,
+        Hidden::Rewrite(cleaned) => Some(Bytes::from(cleaned)),
     }
 }
 
@@ -169,11 +178,11 @@ fn chat_sse_to_json(events: &[String]) -> Option<String> {
     let mut usage = Value::Null;
     let mut choices: Vec<(String, Value, Value)> = Vec::new();
     for event in events {
-        let payload = event.trim().strip_prefix("data:")?.trim();
-        if payload == "[DONE]" {
+        let event = Event::parse(event.as_bytes());
+        if event.is_done() {
             break;
         }
-        let chunk: Value = serde_json::from_str(payload).ok()?;
+        let chunk: Value = serde_json::from_slice(&event.data).ok()?;
         if !chunk["usage"].is_null() {
             usage = chunk["usage"].clone();
         }

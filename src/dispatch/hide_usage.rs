@@ -1,108 +1,104 @@
 //! Sluice asks upstreams for streamed usage (`stream_options.include_usage`)
 //! even when the client did not, so limits, metrics and cost see every
 //! stream. For such a client this removes what that option added, so it gets
-//! exactly the stream it would have had: the usage-only chunk, and the
-//! `"usage":null` field on every other chunk. Byte-level cuts, no JSON
-//! re-serialising; a line split across chunks is carried to the next one.
+//! exactly the events it would have had: the usage-only chunk, and the
+//! `"usage": null` member on every other chunk, in whatever spelling the
+//! upstream used (`usage::hide_in_event`). Events are cut by the grammar
+//! (`sse::Splitter`); an event split across chunks is held until it ends.
 
 use bytes::{Bytes, BytesMut};
 
-const USAGE: &[u8] = b"\"usage\"";
+use crate::sse::{Piece, Splitter};
+use crate::usage::{Hidden, hide_in_event};
 
-/// Longest line start carried while waiting for its end. A usage chunk is a
-/// few hundred bytes; a longer line passes through unfiltered instead of
+/// Longest event held while waiting for its end. A usage chunk is a few
+/// hundred bytes; a longer event passes through unfiltered instead of
 /// growing the carry.
 const CARRY_LIMIT: usize = 64 * 1024;
 
-#[derive(Default)]
 pub struct UsageHider {
-    /// The start of a line whose end has not arrived yet.
-    carry: BytesMut,
-    /// The last line kept was dropped (so its blank separator goes too).
+    splitter: Splitter,
+    /// The last event was dropped, so the `\n` that may still follow its
+    /// final `\r` goes too.
     dropped_event: bool,
-    /// Inside a line longer than `CARRY_LIMIT`: bytes pass through untouched
-    /// until its end.
-    passing: bool,
+}
+
+impl Default for UsageHider {
+    fn default() -> Self {
+        Self {
+            splitter: Splitter::new(CARRY_LIMIT),
+            dropped_event: false,
+        }
+    }
 }
 
 impl UsageHider {
-    /// The complete lines of `chunk` (after any carried part), cleaned. Each
-    /// byte is searched for line ends once, so the cost is linear however the
-    /// stream is cut.
-    pub fn filter(&mut self, mut chunk: Bytes) -> Bytes {
-        let mut out = BytesMut::new();
-        if self.passing {
-            let Some(end) = memchr::memchr(b'\n', &chunk) else {
-                return chunk;
-            };
-            self.passing = false;
-            let line_end = chunk.split_to(end + 1);
-            if chunk.is_empty() {
-                return line_end;
-            }
-            out.extend_from_slice(&line_end);
-        }
-        let mentions_usage = memchr::memmem::find(&chunk, USAGE).is_some();
-        if out.is_empty()
-            && self.carry.is_empty()
-            && !self.dropped_event
-            && !mentions_usage
-            && chunk.ends_with(b"\n")
-        {
-            return chunk;
-        }
-        let rest = match memchr::memrchr(b'\n', &chunk) {
-            Some(last_newline) => {
-                let rest = chunk.split_off(last_newline + 1);
-                self.carry.extend_from_slice(&chunk);
-                let complete = self.carry.split();
-                self.clean(&complete, &mut out);
-                rest
-            }
-            None => chunk,
+    /// The whole events of `chunk` (after any held part), cleaned. A chunk
+    /// with nothing to change comes back as the same `Bytes` (or a slice of
+    /// it, when it ends inside an event); only a changed one is rebuilt.
+    pub fn filter(&mut self, chunk: Bytes) -> Bytes {
+        let mut out = Output {
+            rebuilt: (!self.splitter.holds_nothing()).then(BytesMut::new),
+            kept: 0,
         };
-        self.hold(&rest, &mut out);
-        out.freeze()
-    }
-
-    /// Appends the kept lines of `complete` (whole lines) to `out`.
-    fn clean(&mut self, complete: &[u8], out: &mut BytesMut) {
-        for line in complete.split_inclusive(|b| *b == b'\n') {
-            let content = line.strip_suffix(b"\n").unwrap_or(line);
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            if content.is_empty() && std::mem::take(&mut self.dropped_event) {
-                continue;
+        let dropped_event = &mut self.dropped_event;
+        self.splitter.feed(&chunk, |piece| match piece {
+            Piece::Tail(_) if *dropped_event => out.replace(&chunk, &[]),
+            Piece::Tail(tail) => out.keep(tail),
+            Piece::Oversized(bytes) => {
+                *dropped_event = false;
+                out.keep(bytes);
             }
-            if is_usage_only(content) {
-                self.dropped_event = true;
-                continue;
+            Piece::Event(raw) => {
+                *dropped_event = false;
+                match hide_in_event(raw) {
+                    Hidden::Keep => out.keep(raw),
+                    Hidden::Drop => {
+                        *dropped_event = true;
+                        out.replace(&chunk, &[]);
+                    }
+                    Hidden::Rewrite(cleaned) => out.replace(&chunk, &cleaned),
+                }
             }
-            self.dropped_event = false;
-            out.extend_from_slice(&crate::usage::without_usage_null(line));
+        });
+        match out.rebuilt {
+            Some(rebuilt) => rebuilt.freeze(),
+            None if out.kept == chunk.len() => chunk,
+            None => chunk.slice(..out.kept),
         }
     }
 
-    /// Carries the start of an unfinished line, or, past `CARRY_LIMIT`,
-    /// sends it on as it is and lets the rest of that line pass.
-    fn hold(&mut self, partial: &[u8], out: &mut BytesMut) {
-        if self.carry.len() + partial.len() <= CARRY_LIMIT {
-            self.carry.extend_from_slice(partial);
-            return;
-        }
-        out.extend_from_slice(&self.carry.split());
-        out.extend_from_slice(partial);
-        self.dropped_event = false;
-        self.passing = true;
-    }
-
-    /// What is left when the stream ends (a last line without a newline).
+    /// What is left when the stream ends: an unfinished event, as it came.
     pub fn finish(&mut self) -> Option<Bytes> {
-        (!self.carry.is_empty()).then(|| self.carry.split().freeze())
+        self.splitter.finish().map(Bytes::from)
     }
 }
 
-fn is_usage_only(line: &[u8]) -> bool {
-    line.starts_with(b"data:") && crate::usage::is_usage_only(line)
+/// A filtered chunk under construction. While nothing changed it is only a
+/// count of the chunk's leading bytes kept; the first change copies those
+/// and everything after it goes into a new buffer.
+struct Output {
+    rebuilt: Option<BytesMut>,
+    kept: usize,
+}
+
+impl Output {
+    /// `bytes` pass unchanged; while nothing was rebuilt they are the next
+    /// bytes of the chunk (the splitter hands on its pieces in order).
+    fn keep(&mut self, bytes: &[u8]) {
+        match &mut self.rebuilt {
+            Some(rebuilt) => rebuilt.extend_from_slice(bytes),
+            None => self.kept += bytes.len(),
+        }
+    }
+
+    /// A piece is replaced by `with`.
+    fn replace(&mut self, chunk: &[u8], with: &[u8]) {
+        let kept = self.kept;
+        self.rebuilt
+            .get_or_insert_with(|| BytesMut::from(&chunk[..kept]))
+            .extend_from_slice(with);
+    }
 }
 
 #[cfg(test)]
@@ -155,22 +151,20 @@ mod tests {
     }
 
     #[test]
-    fn an_endless_line_passes_through_with_a_bounded_carry() {
+    fn an_endless_event_passes_through_with_a_bounded_carry() {
         let mut hider = UsageHider::default();
         let piece = Bytes::from(vec![b'x'; 1000]);
         let mut passed = 0;
         for _ in 0..1000 {
             passed += hider.filter(piece.clone()).len();
-            assert!(hider.carry.len() <= CARRY_LIMIT);
         }
-        assert_eq!(
-            passed + hider.finish().map_or(0, |rest| rest.len()),
-            1_000_000
-        );
-        // Once the long line ends, filtering resumes.
-        let usage = "\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\ndata: [DONE]\n\n";
+        // All but what the limit lets it hold has gone through by now.
+        assert_eq!(passed, 1_000_000);
+        assert!(hider.splitter.holds_nothing());
+        // Once the long event ends, filtering resumes.
+        let usage = "\n\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\ndata: [DONE]\n\n";
         let out = hider.filter(Bytes::from(usage));
-        assert_eq!(&out[..], b"\ndata: [DONE]\n\n");
+        assert_eq!(&out[..], b"\n\ndata: [DONE]\n\n");
     }
 
     #[test]

@@ -122,7 +122,10 @@ mod tests {
         assert_eq!(Event::parse(spellings[3]).name, b"message");
         assert!(!Event::parse(b": only a comment\n\n").has_data);
         assert!(Event::parse(b"data:[DONE]\r\n\r\n").is_done());
-        assert!(Event::parse(b"data\n\n").has_data, "a bare `data` field is empty data");
+        assert!(
+            Event::parse(b"data\n\n").has_data,
+            "a bare `data` field is empty data"
+        );
     }
 
     #[test]

@@ -139,14 +139,34 @@ mod tests {
 
     #[test]
     fn removes_a_member_in_any_position_and_spelling() {
-        assert_eq!(cut(r#"{"a":1,"usage":null}"#, "usage").unwrap(), r#"{"a":1}"#);
-        assert_eq!(cut(r#"{"usage":null,"a":1}"#, "usage").unwrap(), r#"{"a":1}"#);
-        assert_eq!(cut(r#"{"a":1,"usage":null,"b":2}"#, "usage").unwrap(), r#"{"a":1,"b":2}"#);
-        assert_eq!(cut(r#"{"a": 1, "usage": null}"#, "usage").unwrap(), r#"{"a": 1}"#);
-        assert_eq!(cut(r#"{"usage" : null , "a": 1}"#, "usage").unwrap(), r#"{"a": 1}"#);
-        assert_eq!(cut("{\n  \"usage\":\n null\n}", "usage").unwrap(), "{\n  \n}");
-        let parsed: serde_json::Value =
-            serde_json::from_str(&cut("{\"a\": [1, {\"b\": \"}\"}],\n\"usage\": null}", "usage").unwrap()).unwrap();
+        assert_eq!(
+            cut(r#"{"a":1,"usage":null}"#, "usage").unwrap(),
+            r#"{"a":1}"#
+        );
+        assert_eq!(
+            cut(r#"{"usage":null,"a":1}"#, "usage").unwrap(),
+            r#"{"a":1}"#
+        );
+        assert_eq!(
+            cut(r#"{"a":1,"usage":null,"b":2}"#, "usage").unwrap(),
+            r#"{"a":1,"b":2}"#
+        );
+        assert_eq!(
+            cut(r#"{"a": 1, "usage": null}"#, "usage").unwrap(),
+            r#"{"a": 1}"#
+        );
+        assert_eq!(
+            cut(r#"{"usage" : null , "a": 1}"#, "usage").unwrap(),
+            r#"{"a": 1}"#
+        );
+        assert_eq!(
+            cut("{\n  \"usage\":\n null\n}", "usage").unwrap(),
+            "{\n  \n}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(
+            &cut("{\"a\": [1, {\"b\": \"}\"}],\n\"usage\": null}", "usage").unwrap(),
+        )
+        .unwrap();
         assert_eq!(parsed, serde_json::json!({"a": [1, {"b": "}"}]}));
     }
 
@@ -156,13 +176,31 @@ mod tests {
         let found = member(doc, b"usage").unwrap();
         assert_eq!(&doc[found.value], br#"{"total_tokens":3}"#);
         assert_eq!(member(br#"{"n":{"usage":null}}"#, b"usage"), None);
-        assert_eq!(member(br#"{"a":"\\","usage":1}"#, b"usage").map(|m| m.value), Some(18..19));
+        assert_eq!(
+            member(br#"{"a":"\\","usage":1}"#, b"usage").map(|m| m.value),
+            Some(18..19)
+        );
     }
 
     #[test]
     fn broken_text_is_not_an_object() {
-        for doc in [&b""[..], b"[DONE]", b"{", b"{\"a\"", b"{\"a\":", b"{\"a\":\"x", b"{\"a\":[1", b"{\"a\":1 \"usage\":null}", b"{}"] {
-            assert_eq!(member(doc, b"usage"), None, "{}", String::from_utf8_lossy(doc));
+        for doc in [
+            &b""[..],
+            b"[DONE]",
+            b"{",
+            b"{\"a\"",
+            b"{\"a\":",
+            b"{\"a\":\"x",
+            b"{\"a\":[1",
+            b"{\"a\":1 \"usage\":null}",
+            b"{}",
+        ] {
+            assert_eq!(
+                member(doc, b"usage"),
+                None,
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
         }
     }
 

@@ -225,7 +225,9 @@ mod tests {
         }
         assert_eq!(oversized, 1500 - splitter.carry.len());
         let mut after = Vec::new();
-        splitter.feed(b"\n\ndata: ok\n\n", |piece| after.push(format!("{piece:?}")));
+        splitter.feed(b"\n\ndata: ok\n\n", |piece| {
+            after.push(format!("{piece:?}"))
+        });
         assert_eq!(after.len(), 2);
         assert!(after[1].starts_with("Event"));
         // The same event in one chunk is oversized too.
