@@ -1,7 +1,8 @@
 //! The SSE relay: passes upstream chunks through untouched, sends comment
 //! keep-alives until the first upstream byte, enforces the idle timeout, and
 //! ends a broken stream with an OpenAI-shaped error event instead of a silent
-//! truncation.
+//! truncation. Events Sluice adds start at an event boundary, however the
+//! upstream spelled or cut its stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
+use crate::sse;
 use crate::upstream::BodyStream;
 use crate::usage::{Outcome, StreamUsageScanner, UsageHooks};
 
@@ -63,6 +65,10 @@ pub struct SseRelay {
     timer: Pin<Box<Sleep>>,
     /// `None` once the first upstream byte has arrived.
     next_keepalive: Option<Instant>,
+    /// The last relayed chunk did not end an event: an event Sluice adds
+    /// then needs a blank line first, or it would be read as part of the
+    /// upstream's cut one.
+    mid_event: bool,
     last_activity: Instant,
 }
 
@@ -92,6 +98,7 @@ impl SseRelay {
             usage: hooks.map(|hooks| (hooks, StreamUsageScanner::default())),
             timer: Box::pin(tokio::time::sleep_until(first_wake)),
             next_keepalive: Some(next_keepalive),
+            mid_event: false,
             last_activity: now,
         }
     }
@@ -99,7 +106,23 @@ impl SseRelay {
     fn finish_with(&mut self, event: Bytes) -> Poll<RelayItem> {
         self.phase = Phase::Done;
         self.report_usage();
+        if std::mem::take(&mut self.mid_event) {
+            return Poll::Ready(Some(Ok(Bytes::from([&b"\n\n"[..], &event].concat()))));
+        }
         Poll::Ready(Some(Ok(event)))
+    }
+
+    /// Upstream bytes arrived: keep-alives stop, and the first ones that are
+    /// not only comments (an upstream's own keep-alives) time the first token.
+    fn upstream_spoke(&mut self, chunk: &[u8]) {
+        self.next_keepalive = None;
+        self.last_activity = Instant::now();
+        if self.settings.first_token.is_some()
+            && !sse::only_comments(chunk)
+            && let Some((histogram, received)) = self.settings.first_token.take()
+        {
+            histogram.observe(received.elapsed().as_secs_f64());
+        }
     }
 
     /// Reports what the scanner found, once, when the stream ends either way.
@@ -164,12 +187,7 @@ impl Stream for SseRelay {
                 },
                 Phase::Streaming(body) => match body.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(chunk))) => {
-                        if this.next_keepalive.take().is_some()
-                            && let Some((histogram, received)) = this.settings.first_token.take()
-                        {
-                            histogram.observe(received.elapsed().as_secs_f64());
-                        }
-                        this.last_activity = Instant::now();
+                        this.upstream_spoke(&chunk);
                         if let Some((_, scanner)) = &mut this.usage {
                             scanner.scan(&chunk);
                         }
@@ -180,6 +198,7 @@ impl Stream for SseRelay {
                         if chunk.is_empty() {
                             continue;
                         }
+                        this.mid_event = !sse::ends_event(&chunk);
                         return Poll::Ready(Some(Ok(chunk)));
                     }
                     Poll::Ready(Some(Err(error))) => {
@@ -261,6 +280,22 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert!(events[1].starts_with("data: {\"error\""), "{events:?}");
         assert!(events[1].contains("upstream_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_after_a_cut_event_starts_on_its_own() {
+        let events = collect(relay_of(vec![
+            (1, Ok("data: {\"choices\":")),
+            (1, Err(UpstreamError::Body("connection reset".into()))),
+        ]))
+        .await;
+        assert!(events[1].starts_with("\n\ndata: {\"error\""), "{events:?}");
+        let events = collect(relay_of(vec![
+            (1, Ok("data: 1\r\n\r\n")),
+            (31_000, Ok("late")),
+        ]))
+        .await;
+        assert!(events[1].starts_with("data: {\"error\""), "{events:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,4 +16,4 @@ pub mod json;
 mod split;
 
 pub use event::{Event, with_data};
-pub use split::{Piece, Splitter};
+pub use split::{Piece, Splitter, ends_event, only_comments};

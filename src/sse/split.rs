@@ -157,6 +157,26 @@ impl Splitter {
     }
 }
 
+/// Whether `bytes` end with an event's end (a blank line), so an event
+/// appended after them starts on its own rather than inside a cut event.
+/// Decided from these bytes alone: an end split across chunks reads as
+/// "no", which only costs an extra blank line.
+pub fn ends_event(bytes: &[u8]) -> bool {
+    let before_last_line_end = bytes
+        .strip_suffix(b"\r\n")
+        .or_else(|| bytes.strip_suffix(b"\n"))
+        .or_else(|| bytes.strip_suffix(b"\r"));
+    before_last_line_end.is_some_and(|rest| matches!(rest.last(), Some(b'\n' | b'\r')))
+}
+
+/// Whether `bytes` are only comment lines (`:` keep-alives) and blank lines,
+/// nothing a client would take as output.
+pub fn only_comments(bytes: &[u8]) -> bool {
+    bytes
+        .split(|b| *b == b'\n' || *b == b'\r')
+        .all(|line| line.is_empty() || line[0] == b':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +265,31 @@ mod tests {
         splitter.feed(b"data: a\n\ndata: b", |_| {});
         assert_eq!(splitter.finish(), Some(b"data: b".to_vec()));
         assert!(splitter.holds_nothing());
+    }
+
+    #[test]
+    fn event_ends_and_comments_in_every_line_end() {
+        for ended in [
+            &b"data: a\n\n"[..],
+            b"data: a\r\n\r\n",
+            b"data: a\r\r",
+            b"a\r\n\r",
+            b"a\n\r\n",
+        ] {
+            assert!(ends_event(ended), "{}", String::from_utf8_lossy(ended));
+        }
+        for open in [
+            &b""[..],
+            b"\n",
+            b"data: a\n",
+            b"data: a\r\n",
+            b"data: a\r",
+            b"data: {",
+        ] {
+            assert!(!ends_event(open), "{}", String::from_utf8_lossy(open));
+        }
+        assert!(only_comments(b": ping\r\n\r\n:\r\r"));
+        assert!(!only_comments(b": ping\n\ndata: x\n\n"));
+        assert!(!only_comments(b"data:x"));
     }
 }
