@@ -33,3 +33,10 @@ pub mod telemetry;
 pub mod tokens;
 pub mod upstream;
 pub mod usage;
+
+/// Stream spellings and a reference SSE parser, shared with the integration
+/// tests' fake upstream.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/common/spelling.rs"]
+mod spelling;

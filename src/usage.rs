@@ -254,6 +254,7 @@ impl StreamUsageScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spelling::{self, Spelling};
 
     #[test]
     fn parses_chat_responses_and_nested_usage() {
@@ -335,6 +336,36 @@ mod tests {
                 Hidden::Keep,
                 "{}",
                 String::from_utf8_lossy(kept)
+            );
+        }
+    }
+
+    fn scan_pieces(pieces: &[Vec<u8>]) -> Option<Usage> {
+        let mut scanner = StreamUsageScanner::default();
+        for piece in pieces {
+            scanner.scan(piece);
+        }
+        scanner.usage()
+    }
+
+    /// Any legal spelling of a chat or Responses stream, cut anywhere, gives
+    /// the same usage.
+    #[test]
+    fn usage_is_found_in_every_spelling_and_cut() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..400 {
+            let (prompt, completion) = (rng.u64(1..100_000), rng.u64(0..100_000));
+            let events = match round % 2 {
+                0 => spelling::chat_stream(&mut rng, prompt, completion),
+                _ => spelling::responses_stream(&mut rng, prompt, completion),
+            };
+            let spelled = Spelling::random(&mut rng).stream(&events).concat();
+            let pieces = spelling::cut(&mut rng, spelled.as_bytes(), 12);
+            let found = scan_pieces(&pieces);
+            assert_eq!(
+                found.map(|u| (u.prompt_tokens, u.completion_tokens)),
+                Some((prompt, completion)),
+                "{spelled:?} cut {pieces:?}"
             );
         }
     }

@@ -438,3 +438,91 @@ fn is_error(event: &Event<'_>) -> bool {
         || json::member(&event.data, b"error")
             .is_some_and(|error| event.data.get(error.value) != Some(b"null".as_slice()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spelling::{self, Spelling};
+
+    fn replayed(events: &[String], endpoint: Endpoint, include_usage: bool) -> Vec<u8> {
+        let entry = Entry::new(
+            Recorded::Sse {
+                events: events.to_vec(),
+            },
+            std::time::Duration::from_secs(60),
+            None,
+        );
+        match replay(&entry, endpoint, true, include_usage) {
+            Some(Replay::Sse(events)) => events.concat(),
+            _ => panic!("no stream replay"),
+        }
+    }
+
+    fn as_json(events: &[String]) -> serde_json::Value {
+        let entry = Entry::new(
+            Recorded::Sse {
+                events: events.to_vec(),
+            },
+            std::time::Duration::from_secs(60),
+            None,
+        );
+        match replay(&entry, Endpoint::ChatCompletions, false, false) {
+            Some(Replay::Json(body)) => serde_json::from_slice(&body).unwrap(),
+            _ => panic!("no JSON replay"),
+        }
+    }
+
+    /// Any legal spelling of a finished stream is recorded, and replays as
+    /// the same events, with or without usage, and (chat) as the same JSON.
+    #[test]
+    fn every_spelling_is_recorded_and_replayed_as_the_same_events() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        for round in 0..200 {
+            let (endpoint, events) = match round % 2 {
+                0 => (
+                    Endpoint::ChatCompletions,
+                    spelling::chat_stream(&mut rng, 3, 4),
+                ),
+                _ => (
+                    Endpoint::Responses,
+                    spelling::responses_stream(&mut rng, 3, 4),
+                ),
+            };
+            let canonical = spelling::parse_stream(events.concat().as_bytes());
+            let spelled = Spelling::random(&mut rng).stream(&events).concat();
+            let recorded = complete_events(spelled.as_bytes(), endpoint)
+                .unwrap_or_else(|| panic!("not recorded: {spelled:?}"));
+            let shown = replayed(&recorded, endpoint, true);
+            assert_eq!(spelling::parse_stream(&shown), canonical, "{spelled:?}");
+            let hidden = replayed(&recorded, endpoint, false);
+            assert_eq!(
+                spelling::parse_stream(&hidden),
+                spelling::without_usage(canonical),
+                "{spelled:?}"
+            );
+            if endpoint == Endpoint::ChatCompletions {
+                let plain = complete_events(events.concat().as_bytes(), endpoint).unwrap();
+                assert_eq!(as_json(&recorded), as_json(&plain), "{spelled:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unfinished_or_failed_streams_are_not_recorded_in_any_spelling() {
+        let chat = Endpoint::ChatCompletions;
+        assert!(complete_events(b"data:{\"choices\": []}\r\r", chat).is_none());
+        assert!(complete_events(b"data: {\"a\":1}\r\n\r\ndata:[DONE]\r\n\r\n", chat).is_some());
+        assert!(complete_events(b"data: {\"a\":1}\n\ndata: [DONE]", chat).is_some());
+        let failed = b"data: {\"a\":1}\r\n\r\ndata:{\"error\": {\"message\": \"x\"}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        assert!(complete_events(failed, chat).is_none());
+        let responses = Endpoint::Responses;
+        let completed = b"event:response.completed\rdata:{\"type\": \"response.completed\"}\r\r";
+        assert!(complete_events(completed, responses).is_some());
+        let untyped = b"data: {\"type\": \"response.completed\", \"response\": {}}\n\n";
+        assert!(complete_events(untyped, responses).is_some());
+        let errored =
+            b"event: error\ndata: {\"type\": \"error\"}\n\nevent: response.completed\ndata: {}\n\n";
+        assert!(complete_events(errored, responses).is_none());
+        assert!(complete_events(b"event: response.created\ndata: {}\n\n", responses).is_none());
+    }
+}

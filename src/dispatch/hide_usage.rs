@@ -104,6 +104,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spelling::{self, Spelling};
 
     fn run(chunks: &[&str]) -> String {
         let mut hider = UsageHider::default();
@@ -174,5 +175,63 @@ mod tests {
             run(&[stream]),
             "data: {\"choices\":[{\"delta\":{}}]}\r\n\r\ndata: [DONE]\r\n\r\n"
         );
+    }
+
+    fn hide(pieces: &[Vec<u8>]) -> Vec<u8> {
+        let mut hider = UsageHider::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(&hider.filter(Bytes::copy_from_slice(piece)));
+        }
+        out.extend_from_slice(&hider.finish().unwrap_or_default());
+        out
+    }
+
+    /// Any legal spelling of a stream, cut anywhere: the client that did not
+    /// ask for usage gets the events it would have had without it.
+    #[test]
+    fn hidden_usage_gives_the_same_events_in_every_spelling_and_cut() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for round in 0..400 {
+            let events = match round % 3 {
+                0 | 1 => spelling::chat_stream(&mut rng, 5, 7),
+                _ => spelling::responses_stream(&mut rng, 5, 7),
+            };
+            let expected =
+                spelling::without_usage(spelling::parse_stream(events.concat().as_bytes()));
+            let spelled = Spelling::random(&mut rng).stream(&events).concat();
+            let pieces = spelling::cut(&mut rng, spelled.as_bytes(), 12);
+            let out = hide(&pieces);
+            assert_eq!(
+                spelling::parse_stream(&out),
+                expected,
+                "{spelled:?} cut {pieces:?} gave {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+
+    /// A stream with nothing to hide passes byte for byte in any spelling
+    /// and cut (Responses events carry `"usage": null` nested, not on top).
+    #[test]
+    fn streams_with_nothing_to_hide_pass_byte_for_byte() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        for round in 0..300 {
+            let events: Vec<String> = match round % 2 {
+                0 => spelling::chat_stream(&mut rng, 5, 7)
+                    .into_iter()
+                    .filter(|event| !event.contains("\"choices\":[]"))
+                    .map(|event| {
+                        event
+                            .replace(",\"usage\":null", "")
+                            .replace("\"usage\":null,", "")
+                    })
+                    .collect(),
+                _ => spelling::responses_stream(&mut rng, 5, 7),
+            };
+            let spelled = Spelling::random(&mut rng).stream(&events).concat();
+            let pieces = spelling::cut(&mut rng, spelled.as_bytes(), 12);
+            assert_eq!(String::from_utf8_lossy(&hide(&pieces)), spelled);
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod fake_upstream;
 pub mod gateway;
 pub mod postgres;
 pub mod redis;
+pub mod spelling;
 
 #[allow(unused_imports)]
 pub use fake_upstream::{Behavior, FakeUpstream};
