@@ -16,6 +16,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use super::spelling::Spelling;
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -44,6 +46,12 @@ pub enum Behavior {
         events: Vec<String>,
         interval: Duration,
         gate: Option<Arc<Notify>>,
+    },
+    /// SSE bytes cut anywhere (even inside a UTF-8 character), `interval`
+    /// apart: what `Behavior::spelled` sends.
+    StreamBytes {
+        pieces: Vec<Bytes>,
+        interval: Duration,
     },
     /// Waits before sending the response head, then echoes.
     DelayHead(Duration),
@@ -91,6 +99,20 @@ impl Behavior {
 }
 
 impl Behavior {
+    /// `events` (canonical, as OpenAI writes them) in `spelling`, the bytes
+    /// cut at random places (seeded by `seed`: inside lines, between `\r`
+    /// and `\n`) and sent a millisecond apart, so each cut reaches the
+    /// gateway as its own read.
+    pub fn spelled(events: &[String], spelling: Spelling, seed: u64) -> Self {
+        let bytes = spelling.stream(events).concat();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let pieces = super::spelling::cut(&mut rng, bytes.as_bytes(), 24);
+        Self::StreamBytes {
+            pieces: pieces.into_iter().map(Bytes::from).collect(),
+            interval: Duration::from_millis(1),
+        }
+    }
+
     /// A `status` redirect to `location`.
     pub fn redirect(status: u16, location: &str) -> Self {
         Self::Reply {
@@ -280,6 +302,12 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
                     }
                     Ok::<_, std::io::Error>(Bytes::from(event))
                 }
+            })
+            .boxed()),
+        Behavior::StreamBytes { pieces, interval } => sse(futures_util::stream::iter(pieces)
+            .then(move |piece| async move {
+                tokio::time::sleep(interval).await;
+                Ok::<_, std::io::Error>(piece)
             })
             .boxed()),
         Behavior::BreakAfter(events) => {
