@@ -14,13 +14,14 @@ use bytes::Bytes;
 use crate::auth::Identity;
 use std::time::Duration;
 
-use crate::config::{Priority, Strategy};
-use crate::error::GatewayError;
+use crate::config::{Priority, Strategy, format_go_duration};
+use crate::error::{ErrorLogged, GatewayError, error_body, json_response};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Scheduler;
 use crate::routing::{ModelRoute, ModelRouter};
 use crate::upstream::Endpoint;
+use http::{HeaderValue, StatusCode, header};
 
 /// A proxied call as the layers behind the request layer see it.
 #[derive(Clone)]
@@ -85,6 +86,39 @@ fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
     serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
+/// Why the request layer refused a call.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Invalid(#[from] GatewayError),
+    #[error("The request body was not received within {}.", format_go_duration(*.0))]
+    BodyTimeout(Duration),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Invalid(error) => error.into_response(),
+            Self::BodyTimeout(_) => {
+                let message = self.to_string();
+                let body = error_body(
+                    &message,
+                    "invalid_request_error",
+                    None,
+                    Some("request_timeout"),
+                );
+                let mut response = json_response(StatusCode::REQUEST_TIMEOUT, body);
+                // The rest of the body may still be on its way: end the connection.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response.extensions_mut().insert(ErrorLogged(message));
+                response
+            }
+        }
+    }
+}
+
 pub struct RequestReader {
     router: Arc<ModelRouter>,
     policies: Policies,
@@ -92,6 +126,8 @@ pub struct RequestReader {
     admission: Option<Arc<Scheduler>>,
     metrics: Metrics,
     max_body_bytes: usize,
+    /// `[server] body_read_timeout`: a client dripping its body is answered 408.
+    body_read_timeout: Duration,
     /// `[metrics] per_key`: count requests by key name.
     per_key: bool,
 }
@@ -110,6 +146,7 @@ impl RequestReader {
         admission: Option<Arc<Scheduler>>,
         metrics: Metrics,
         max_body_bytes: usize,
+        body_read_timeout: Duration,
         per_key: bool,
     ) -> Self {
         Self {
@@ -118,6 +155,7 @@ impl RequestReader {
             admission,
             metrics,
             max_body_bytes,
+            body_read_timeout,
             per_key,
         }
     }
@@ -147,11 +185,14 @@ impl RequestReader {
         &self,
         endpoint: Endpoint,
         request: Request,
-    ) -> Result<(Request, Outcome), GatewayError> {
+    ) -> Result<(Request, Outcome), Refusal> {
         let received = tokio::time::Instant::now();
         let (mut parts, body) = request.into_parts();
         parse::check_content_type(&parts.headers)?;
-        let body = parse::read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let body = parse::read_body(&parts.headers, body, self.max_body_bytes);
+        let body = tokio::time::timeout(self.body_read_timeout, body)
+            .await
+            .map_err(|_| Refusal::BodyTimeout(self.body_read_timeout))??;
         let head = parse::parse_head(&body)?;
         let identity = parts
             .extensions
@@ -163,7 +204,8 @@ impl RequestReader {
             return Err(GatewayError::ModelNotAllowed {
                 model: head.model.to_string(),
                 key: identity.name.to_string(),
-            });
+            }
+            .into());
         }
         let priority = priority_of(&parts.headers, identity)?;
         let resolved =
