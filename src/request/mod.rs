@@ -156,8 +156,7 @@ impl RequestReader {
             return Err(GatewayError::ModelNotAllowed {
                 model: head.model.as_ref().into(),
                 key: identity.name.to_string(),
-            }
-            .into());
+            });
         }
         let priority = priority_of(&parts.headers, identity)?;
         let resolved =
