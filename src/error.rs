@@ -49,6 +49,8 @@ pub enum GatewayError {
     BudgetsUnavailable,
     #[error("Invalid Content-Type header ({0}); expected application/json.")]
     UnsupportedMediaType(Echo),
+    #[error("The request body was not received within {}.", crate::config::format_go_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("Request body exceeds the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
     #[error("Invalid URL ({method} {path})")]
@@ -103,6 +105,7 @@ impl GatewayError {
             }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } | Self::UpstreamResponseTooLarge { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -142,6 +145,7 @@ impl GatewayError {
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
             Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::BodyTimeout(_) => Some("request_timeout"),
             Self::UnknownRoute { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::Upstream { .. } => Some("upstream_error"),
@@ -239,6 +243,12 @@ impl IntoResponse for GatewayError {
         };
         if let Some(wait) = wait {
             set_retry_after(response.headers_mut(), wait);
+        }
+        if matches!(self, Self::BodyTimeout(_)) {
+            // The rest of the body may still be on its way: end the connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
             .extensions_mut()

@@ -86,6 +86,8 @@ pub struct MetricsSet {
     /// Gateway time before the upstream answered: total minus upstream time, by route.
     pub overhead: HistogramVec,
     pub in_flight: IntGauge,
+    /// Client connections open, all listeners together (`[server] max_connections`).
+    pub connections: IntGauge,
     /// Requests whose final attempt went to another deployment than the first, by model.
     pub failovers: IntCounterVec,
     /// Time spent waiting for a concurrency slot, by class.
@@ -207,6 +209,7 @@ impl MetricsSet {
             &["route"],
         )?;
         let in_flight = IntGauge::new("sluice_in_flight_requests", "Requests being handled")?;
+        let connections = IntGauge::new("sluice_connections", "Client connections open")?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "sluice_failovers_total",
@@ -324,6 +327,7 @@ impl MetricsSet {
             Box::new(upstream_duration.clone()),
             Box::new(overhead.clone()),
             Box::new(in_flight.clone()),
+            Box::new(connections.clone()),
             Box::new(failovers.clone()),
             Box::new(queue_wait.clone()),
             Box::new(queue_depth.clone()),
@@ -385,6 +389,7 @@ impl MetricsSet {
             upstream_duration,
             overhead,
             in_flight,
+            connections,
             failovers,
             queue_wait,
             queue_depth,

@@ -81,6 +81,8 @@ pub struct MetricsConfig {
     /// Adds `sluice_key_requests_total{key, status}`: one series per key, so
     /// off by default.
     pub per_key: bool,
+    /// Serve `/metrics` only on this address (and not on `[server] listen`).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -504,6 +506,8 @@ impl Default for ProbeConfig {
 pub struct AdminConfig {
     /// Bearer token for `/admin/*`; the admin API is off without one.
     pub token: Option<String>,
+    /// Serve `/admin/*` only on this address (and not on `[server] listen`).
+    pub listen: Option<String>,
 }
 
 impl Strategy {
@@ -660,6 +664,19 @@ pub struct ServerConfig {
     /// The default fits the largest real embeddings answer (2048 inputs of
     /// 3072 floats: 70 to 190 MB as JSON, by digits and indentation).
     pub max_response_bytes: usize,
+    /// A connection must deliver a complete request head this soon after it
+    /// opens or its next request's first byte (slowloris defence).
+    #[serde(with = "duration::serde_duration")]
+    pub header_read_timeout: Duration,
+    /// Deadline for a proxied request's whole body, from its head; then 408.
+    #[serde(with = "duration::serde_duration")]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    #[serde(with = "duration::serde_duration")]
+    pub idle_timeout: Duration,
+    /// Client connections open at once, all listeners together; more are
+    /// answered 503. 0 derives it from the open-file limit.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -672,6 +689,10 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 0,
             max_response_bytes: 256 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
         }
     }
 }

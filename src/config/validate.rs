@@ -23,6 +23,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
     if config.server.stream_keepalive.is_zero() {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
+    check_connections(config, &mut problems);
     check_deployments(config, &mut problems);
     let served: HashSet<&str> = config
         .deployments
@@ -41,6 +42,36 @@ pub fn validate(config: &Config) -> Result<(), String> {
         Ok(())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// The connection layer's deadlines and the optional admin and metrics listeners.
+fn check_connections(config: &Config, problems: &mut Vec<String>) {
+    let server = &config.server;
+    for (name, value) in [
+        ("header_read_timeout", server.header_read_timeout),
+        ("body_read_timeout", server.body_read_timeout),
+        ("idle_timeout", server.idle_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(format!("server.{name}: must be greater than 0"));
+        }
+    }
+    for (at, listen) in [
+        ("admin.listen", &config.admin.listen),
+        ("metrics.listen", &config.metrics.listen),
+    ] {
+        if let Some(listen) = listen
+            && listen.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "{at}: `{listen}` is not an address like 127.0.0.1:9090"
+            ));
+        }
+    }
+    if config.admin.listen.is_some() && config.admin.token.is_none() {
+        problems
+            .push("admin.listen: set admin.token too; the admin API is off without one".to_owned());
     }
 }
 

@@ -78,6 +78,8 @@ pub struct RequestReader {
     admission: Option<Arc<Scheduler>>,
     metrics: Metrics,
     max_body_bytes: usize,
+    /// `[server] body_read_timeout`: a client dripping its body is answered 408.
+    body_read_timeout: Duration,
     /// `[metrics] per_key`: count requests by key name.
     per_key: bool,
 }
@@ -96,6 +98,7 @@ impl RequestReader {
         admission: Option<Arc<Scheduler>>,
         metrics: Metrics,
         max_body_bytes: usize,
+        body_read_timeout: Duration,
         per_key: bool,
     ) -> Self {
         Self {
@@ -104,6 +107,7 @@ impl RequestReader {
             admission,
             metrics,
             max_body_bytes,
+            body_read_timeout,
             per_key,
         }
     }
@@ -137,7 +141,10 @@ impl RequestReader {
         let received = tokio::time::Instant::now();
         let (mut parts, body) = request.into_parts();
         parse::check_content_type(&parts.headers)?;
-        let body = parse::read_body(&parts.headers, body, self.max_body_bytes).await?;
+        let body = parse::read_body(&parts.headers, body, self.max_body_bytes);
+        let body = tokio::time::timeout(self.body_read_timeout, body)
+            .await
+            .map_err(|_| GatewayError::BodyTimeout(self.body_read_timeout))??;
         let head = parse::parse_head(&body)?;
         let identity = parts
             .extensions

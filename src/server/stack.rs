@@ -57,7 +57,7 @@ pub struct Services {
     pub admin: Option<AdminToken>,
 }
 
-pub fn app(services: Services) -> Router {
+pub fn app(services: Services, apart: Apart) -> Apps {
     let api = Router::new()
         .route("/v1/chat/completions", proxy())
         .route("/v1/completions", proxy())
@@ -89,7 +89,6 @@ pub fn app(services: Services) -> Router {
         )
         .with_state(services.dispatcher.clone());
 
-    let metrics = services.metrics.clone();
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),
         router: services.dispatcher.router().clone(),
@@ -108,16 +107,52 @@ pub fn app(services: Services) -> Router {
             .route_layer(from_fn_with_state(token, admin::require_token))
             .with_state(views)
     });
+    let scrape = Router::new().route("/metrics", get(health::metrics).with_state(scrape));
+    // A route served on its own listener does not exist on the public one.
+    let (admin, admin_apart) = match admin {
+        Some(admin) if apart.admin => (None, Some(admin)),
+        admin => (admin, None),
+    };
+    let (scrape, scrape_apart) = if apart.metrics {
+        (None, Some(scrape))
+    } else {
+        (Some(scrape), None)
+    };
 
-    Router::new()
+    let api = Router::new()
         .merge(api)
         .merge(admin.unwrap_or_default())
+        .merge(scrape.unwrap_or_default())
         .route("/healthz", get(health::healthz))
         .route(
             "/readyz",
             get(health::readyz).with_state(services.dispatcher),
-        )
-        .route("/metrics", get(health::metrics).with_state(scrape))
+        );
+    let outer = |router| outer_layers(router, &services.metrics);
+    Apps {
+        api: outer(api),
+        admin: admin_apart.map(outer),
+        metrics: scrape_apart.map(outer),
+    }
+}
+
+/// Which routes get a listener of their own (`[admin] listen`, `[metrics] listen`).
+#[derive(Clone, Copy, Default)]
+pub struct Apart {
+    pub admin: bool,
+    pub metrics: bool,
+}
+
+/// One app per listener.
+pub struct Apps {
+    pub api: Router,
+    pub admin: Option<Router>,
+    pub metrics: Option<Router>,
+}
+
+/// Layers 1 to 4b and the OpenAI-shaped fallbacks, on every listener's app.
+fn outer_layers(router: Router, metrics: &Metrics) -> Router {
+    router
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(
@@ -125,7 +160,7 @@ pub fn app(services: Services) -> Router {
                 .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
                 .layer(SyncLayer(RequestIds)) // 2
                 .layer(from_fn(access_log::access_log)) // 4
-                .layer(from_fn_with_state(metrics, record::record)), // 4b
+                .layer(from_fn_with_state(metrics.clone(), record::record)), // 4b
         )
 }
 
