@@ -164,7 +164,8 @@ pub fn parse(json: &[u8]) -> Option<Usage> {
 pub enum Hidden {
     /// The event as it came.
     Keep,
-    /// Nothing: the usage-only chunk (`"choices": []` and a `usage` object).
+    /// Nothing: the usage-only chunk (a `usage` object and `"choices": []`,
+    /// or no `choices` at all, as some compatible servers write it).
     Drop,
     /// The event without its top-level `"usage": null` member.
     Rewrite(Vec<u8>),
@@ -189,7 +190,7 @@ pub fn hide_in_event(raw: &[u8]) -> Hidden {
         return Hidden::Rewrite(sse::with_data(raw, &json::without(data, &usage)));
     }
     let no_choices = json::member(data, b"choices")
-        .is_some_and(|choices| json::is_empty_array(&data[choices.value]));
+        .is_none_or(|choices| json::is_empty_array(&data[choices.value]));
     match value.first() == Some(&b'{') && no_choices {
         true => Hidden::Drop,
         false => Hidden::Keep,
@@ -324,6 +325,16 @@ mod tests {
         assert_eq!(
             hide_in_event(b"data: {\"choices\": [],\ndata: \"usage\": {\"total_tokens\": 4}}\n\n"),
             Hidden::Drop
+        );
+        assert_eq!(
+            hide_in_event(b"data: {\"usage\": {\"total_tokens\": 4}}\n\n"),
+            Hidden::Drop,
+            "a usage chunk without choices"
+        );
+        // Azure's first chunk has no choices but is not a usage chunk.
+        assert_eq!(
+            hide_in_event(b"data: {\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0}],\"usage\":null}\n\n"),
+            Hidden::Rewrite(b"data: {\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0}]}\n\n".to_vec())
         );
         for kept in [
             &b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\": null\"}}]}\n\n"[..],

@@ -19,7 +19,7 @@ use super::semantic::Probe;
 use crate::dispatch::ServedBy;
 use crate::error::{error_body, sse_error_event};
 use crate::request::call_of;
-use crate::sse::{Event, Piece, Splitter, json};
+use crate::sse::{self, Event, Piece, Splitter, json};
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
 
@@ -321,7 +321,9 @@ impl Tee {
     /// chunks grow past it. Joiners already following get an error event.
     fn record(&mut self, chunk: &Bytes) -> bool {
         if self.recording.len() + chunk.len() > self.limit {
-            self.guard.flight.push(too_large_to_share());
+            let mid_event = !self.recording.is_empty() && !sse::ends_event(&self.recording);
+            let event = sse::as_own_event(too_large_to_share(), mid_event);
+            self.guard.flight.push(event);
             return false;
         }
         self.guard.flight.push(chunk.clone());

@@ -106,10 +106,8 @@ impl SseRelay {
     fn finish_with(&mut self, event: Bytes) -> Poll<RelayItem> {
         self.phase = Phase::Done;
         self.report_usage();
-        if std::mem::take(&mut self.mid_event) {
-            return Poll::Ready(Some(Ok(Bytes::from([&b"\n\n"[..], &event].concat()))));
-        }
-        Poll::Ready(Some(Ok(event)))
+        let mid_event = std::mem::take(&mut self.mid_event);
+        Poll::Ready(Some(Ok(sse::as_own_event(event, mid_event))))
     }
 
     /// Upstream bytes arrived: keep-alives stop, and the first ones that are

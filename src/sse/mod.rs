@@ -16,4 +16,4 @@ pub mod json;
 mod split;
 
 pub use event::{Event, with_data};
-pub use split::{Piece, Splitter, ends_event, only_comments};
+pub use split::{Piece, Splitter, as_own_event, ends_event, only_comments};

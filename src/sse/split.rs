@@ -1,6 +1,8 @@
 //! Incremental event splitting. An event ends at a blank line; lines end at
 //! `\n`, `\r\n` or `\r`, and a chunk may end between the `\r` and the `\n`.
 
+use bytes::Bytes;
+
 /// Where the line grammar stands after the bytes seen so far.
 #[derive(Default)]
 struct Framer {
@@ -59,6 +61,10 @@ pub enum Piece<'a> {
     /// only passed on or ignored.
     Oversized(&'a [u8]),
 }
+
+/// Carry capacity kept between events: a rare large event's buffer is given
+/// back instead of staying with the stream for its whole life.
+const KEPT_CAPACITY: usize = 8 * 1024;
 
 /// Cuts a stream into events. An event that spans chunks is carried (copied)
 /// until its end arrives, up to `limit` bytes; events inside one chunk are
@@ -121,7 +127,7 @@ impl Splitter {
         if self.oversized || self.carry.len() + end.len() > self.limit {
             if !self.carry.is_empty() {
                 sink(Piece::Oversized(&self.carry));
-                self.carry.clear();
+                self.empty_carry();
             }
             self.oversized = false;
             sink(Piece::Oversized(end));
@@ -129,7 +135,12 @@ impl Splitter {
         }
         self.carry.extend_from_slice(end);
         sink(Piece::Event(&self.carry));
+        self.empty_carry();
+    }
+
+    fn empty_carry(&mut self) {
         self.carry.clear();
+        self.carry.shrink_to(KEPT_CAPACITY);
     }
 
     /// Carries the start of an unfinished event, or, past `limit`, hands it
@@ -144,7 +155,7 @@ impl Splitter {
         }
         if !self.carry.is_empty() {
             sink(Piece::Oversized(&self.carry));
-            self.carry.clear();
+            self.empty_carry();
         }
         self.oversized = true;
         sink(Piece::Oversized(partial));
@@ -167,6 +178,16 @@ pub fn ends_event(bytes: &[u8]) -> bool {
         .or_else(|| bytes.strip_suffix(b"\n"))
         .or_else(|| bytes.strip_suffix(b"\r"));
     before_last_line_end.is_some_and(|rest| matches!(rest.last(), Some(b'\n' | b'\r')))
+}
+
+/// `event`, added by Sluice to a stream whose relayed bytes so far did not
+/// end an event when `mid_event`: then after a blank line, so it is read as
+/// an event of its own and not as the rest of the upstream's cut one.
+pub fn as_own_event(event: Bytes, mid_event: bool) -> Bytes {
+    match mid_event {
+        true => Bytes::from([&b"\n\n"[..], &event].concat()),
+        false => event,
+    }
 }
 
 /// Whether `bytes` are only comment lines (`:` keep-alives) and blank lines,

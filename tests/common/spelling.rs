@@ -318,7 +318,10 @@ pub fn parse_stream(bytes: &[u8]) -> Vec<Parsed> {
 pub fn without_usage(events: Vec<Parsed>) -> Vec<Parsed> {
     events
         .into_iter()
-        .filter(|(_, data)| !(data["choices"] == json!([]) && data["usage"].is_object()))
+        .filter(|(_, data)| {
+            let no_choices = data["choices"] == json!([]) || data["choices"].is_null();
+            !(no_choices && data["usage"].is_object())
+        })
         .map(|(name, mut data)| {
             if let Some(fields) = data.as_object_mut()
                 && fields.get("usage") == Some(&Value::Null)
