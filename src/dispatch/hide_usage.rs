@@ -234,4 +234,45 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&hide(&pieces)), spelled);
         }
     }
+
+    /// Byte soup of SSE and JSON fragments, now and then an event longer
+    /// than the carry limit: what comes out never depends on the cuts, and
+    /// the scanner agrees with itself too.
+    #[test]
+    fn the_output_never_depends_on_where_the_stream_was_cut() {
+        const FRAGMENTS: [&str; 14] = [
+            "data: ",
+            "data:",
+            "\n",
+            "\r",
+            "\r\n",
+            ": c",
+            "event: x",
+            "[DONE]",
+            "\"usage\"",
+            "{\"usage\": null, \"a\": 1}",
+            "{\"choices\":[],\"usage\":{\"prompt_tokens\":2}}",
+            "{",
+            "}",
+            ",",
+        ];
+        let mut rng = fastrand::Rng::with_seed(19);
+        for round in 0..500 {
+            let mut stream = Vec::new();
+            for _ in 0..rng.usize(0..40) {
+                stream.extend_from_slice(FRAGMENTS[rng.usize(0..FRAGMENTS.len())].as_bytes());
+                if round % 50 == 0 && rng.usize(0..20) == 0 {
+                    stream.extend(std::iter::repeat_n(b'x', CARRY_LIMIT + 1));
+                }
+            }
+            let pieces = spelling::cut(&mut rng, &stream, 10);
+            assert_eq!(hide(std::slice::from_ref(&stream)), hide(&pieces));
+            let scan = |pieces: &[Vec<u8>]| {
+                let mut scanner = crate::usage::StreamUsageScanner::default();
+                pieces.iter().for_each(|piece| scanner.scan(piece));
+                scanner.usage()
+            };
+            assert_eq!(scan(std::slice::from_ref(&stream)), scan(&pieces));
+        }
+    }
 }
