@@ -281,6 +281,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_first_token_is_timed_past_an_upstreams_comments() {
+        let histogram =
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("ttft", "ttft"))
+                .unwrap();
+        let mut relay = relay_of(vec![
+            (1_000, Ok(": ping\r\n\r\n")),
+            (2_000, Ok("data: {\"choices\":[]}\r\n\r\n")),
+        ]);
+        relay.settings.first_token = Some((histogram.clone(), Instant::now()));
+        let events = collect(relay).await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(histogram.get_sample_count(), 1);
+        assert!(
+            histogram.get_sample_sum() >= 3.0,
+            "{}",
+            histogram.get_sample_sum()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_error_after_a_cut_event_starts_on_its_own() {
         let events = collect(relay_of(vec![
             (1, Ok("data: {\"choices\":")),
