@@ -205,6 +205,9 @@ fn usage_in_event(raw: &[u8]) -> Option<Usage> {
     memchr::memmem::find(raw, USAGE_KEY)?;
     let event = Event::parse(raw);
     let data = &event.data;
+    if !names_an_object(data) {
+        return None;
+    }
     let is_object = |doc: &[u8]| {
         json::member(doc, b"usage").is_some_and(|usage| doc.get(usage.value.start) == Some(&b'{'))
     };
@@ -214,6 +217,23 @@ fn usage_in_event(raw: &[u8]) -> Option<Usage> {
 }
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
+
+/// Whether some `"usage"` in `data` is followed by `:` and `{` (any
+/// whitespace between): a cheap test that spares the walk on the
+/// `"usage": null` of every ordinary chunk.
+fn names_an_object(data: &[u8]) -> bool {
+    let after_space = |at: usize| {
+        data.get(at..)
+            .and_then(|rest| rest.iter().position(|b| !b.is_ascii_whitespace()))
+            .map(|skipped| at + skipped)
+    };
+    memchr::memmem::find_iter(data, USAGE_KEY).any(|at| {
+        after_space(at + USAGE_KEY.len())
+            .filter(|colon| data[*colon] == b':')
+            .and_then(|colon| after_space(colon + 1))
+            .is_some_and(|value| data[value] == b'{')
+    })
+}
 
 /// Finds usage in a relayed SSE stream as it passes. Events are cut by the
 /// grammar (`sse::Splitter`); one that spans chunks is carried up to
