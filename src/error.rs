@@ -24,6 +24,12 @@ pub enum GatewayError {
     ModelNotAllowed { model: Echo, key: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(Echo),
+    #[error("{}esponse with id '{id}' not found.", if *previous { "Previous r" } else { "R" })]
+    ResponseNotFound { id: Echo, previous: bool },
+    #[error(
+        "The gateway cannot tell which deployment holds this response right now (its shared store is unreachable). Please try again shortly."
+    )]
+    ResponseStoreUnavailable,
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -47,8 +53,8 @@ pub enum GatewayError {
         "Spend budgets cannot be checked right now (the shared budget store is unreachable) and this gateway is set to fail closed. Please try again shortly."
     )]
     BudgetsUnavailable,
-    #[error("Invalid Content-Type header ({0}); expected application/json.")]
-    UnsupportedMediaType(Echo),
+    #[error("Invalid Content-Type header ({got}); expected {expected}.")]
+    UnsupportedMediaType { got: Echo, expected: &'static str },
     #[error("Request body exceeds the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
     #[error("Invalid URL ({method} {path})")]
@@ -97,11 +103,13 @@ impl GatewayError {
             Self::BudgetExhausted { .. } | Self::AuthThrottled { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::UnknownRoute { .. } | Self::ResponseNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream { .. } | Self::UpstreamResponseTooLarge { .. } => {
@@ -111,7 +119,8 @@ impl GatewayError {
             Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::Overloaded { .. }
-            | Self::BudgetsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +135,7 @@ impl GatewayError {
             | Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
@@ -139,8 +149,13 @@ impl GatewayError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_not_found"),
+            Self::ResponseNotFound {
+                previous: false, ..
+            } => None,
+            Self::ResponseStoreUnavailable => Some("response_store_unavailable"),
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
-            Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            Self::UnsupportedMediaType { .. } => Some("unsupported_media_type"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::UnknownRoute { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
@@ -160,6 +175,7 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { param, .. } => *param,
             Self::ContextLengthExceeded { .. } => Some("messages"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         }
