@@ -57,7 +57,10 @@ async fn a_deployment_path_names_the_model_the_upstream_receives() {
     assert_eq!(response.headers()["x-sluice-deployment"], "oa");
     let seen = upstream.last();
     assert_eq!(seen.path, "/v1/chat/completions");
-    assert_eq!(seen.query, None, "the client's api-version is the gateway's");
+    assert_eq!(
+        seen.query, None,
+        "the client's api-version is the gateway's"
+    );
     assert_eq!(seen.body["model"], "gpt-4o");
     assert_eq!(seen.body["messages"], body["messages"]);
 
@@ -73,7 +76,10 @@ async fn a_deployment_path_names_the_model_the_upstream_receives() {
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.path, "/v1/embeddings");
-    assert_eq!(seen.body, json!({"model": "te3s-upstream", "input": "hello"}));
+    assert_eq!(
+        seen.body,
+        json!({"model": "te3s-upstream", "input": "hello"})
+    );
 }
 
 #[tokio::test]
@@ -85,7 +91,10 @@ async fn v1_and_responses_paths_and_models_are_served() {
     assert_eq!(upstream.last().path, "/v1/chat/completions");
 
     let body = json!({"model": "gpt-4o", "input": "hi"});
-    for path in ["/openai/responses?api-version=2025-04-01-preview", "/openai/v1/responses"] {
+    for path in [
+        "/openai/responses?api-version=2025-04-01-preview",
+        "/openai/v1/responses",
+    ] {
         let response = post_azure(&gateway, path, &body).await;
         assert_eq!(response.status(), 200, "{path}");
         let seen = upstream.last();
@@ -102,7 +111,13 @@ async fn v1_and_responses_paths_and_models_are_served() {
         .unwrap();
     assert_eq!(models.status(), 200);
     let models: serde_json::Value = models.json().await.unwrap();
-    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "gpt-4o"));
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "gpt-4o")
+    );
 }
 
 #[tokio::test]
@@ -149,7 +164,10 @@ async fn metrics_label_azure_routes_by_template() {
     let upstream = FakeUpstream::start("oa").await;
     let gateway = TestGateway::start(&config(&upstream, "")).await;
     let path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
-    assert_eq!(post_azure(&gateway, path, &chat("gpt-4o")).await.status(), 200);
+    assert_eq!(
+        post_azure(&gateway, path, &chat("gpt-4o")).await.status(),
+        200
+    );
     let metrics = gateway.metrics().await;
     assert!(
         metrics.contains("route=\"/openai/deployments/{deployment}/chat/completions\""),

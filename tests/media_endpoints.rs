@@ -67,8 +67,14 @@ async fn moderations_and_images_are_proxied_as_json() {
     let upstream = FakeUpstream::start("oa").await;
     let gateway = TestGateway::start(&config(&upstream)).await;
     for (path, body) in [
-        ("/v1/moderations", json!({"model": "omni-moderation-latest", "input": "hello"})),
-        ("/v1/images/generations", json!({"model": "gpt-image-1", "prompt": "a cat"})),
+        (
+            "/v1/moderations",
+            json!({"model": "omni-moderation-latest", "input": "hello"}),
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "gpt-image-1", "prompt": "a cat"}),
+        ),
     ] {
         let response = gateway.post(path, Some(KEY), &body).await;
         assert_eq!(response.status(), 200, "{path}");
@@ -77,7 +83,11 @@ async fn moderations_and_images_are_proxied_as_json() {
         assert_eq!(seen.body, body);
     }
     let refused = gateway
-        .post("/v1/moderations", Some(KEY), &json!({"model": "gpt-4o", "input": "x"}))
+        .post(
+            "/v1/moderations",
+            Some(KEY),
+            &json!({"model": "gpt-4o", "input": "x"}),
+        )
         .await;
     assert_eq!(refused.status(), 403, "the allow-list applies");
 }
@@ -87,7 +97,12 @@ async fn uploads_pass_through_untouched_but_for_a_renamed_model() {
     let upstream = FakeUpstream::start("oa").await;
     let gateway = TestGateway::start(&config(&upstream)).await;
     let audio: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let response = post_upload(&gateway, "/v1/audio/transcriptions", upload("whisper-1", &audio)).await;
+    let response = post_upload(
+        &gateway,
+        "/v1/audio/transcriptions",
+        upload("whisper-1", &audio),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(seen.path, "/v1/audio/transcriptions");
@@ -95,7 +110,11 @@ async fn uploads_pass_through_untouched_but_for_a_renamed_model() {
         seen.headers["content-type"],
         format!("multipart/form-data; boundary={BOUNDARY}")
     );
-    assert_eq!(seen.raw, upload("whisper-upstream", &audio), "only the model field changed");
+    assert_eq!(
+        seen.raw,
+        upload("whisper-upstream", &audio),
+        "only the model field changed"
+    );
 
     // Azure's deployment path names the model; the form is passed as sent.
     let path = "/openai/deployments/whisper-1/audio/translations?api-version=2024-10-21";
@@ -104,10 +123,17 @@ async fn uploads_pass_through_untouched_but_for_a_renamed_model() {
     assert_eq!(upstream.last().path, "/v1/audio/translations");
 
     let json_to_upload = gateway
-        .post("/v1/audio/transcriptions", Some(KEY), &json!({"model": "whisper-1"}))
+        .post(
+            "/v1/audio/transcriptions",
+            Some(KEY),
+            &json!({"model": "whisper-1"}),
+        )
         .await;
     assert_eq!(json_to_upload.status(), 415);
-    assert_eq!(error_of(json_to_upload).await["code"], "unsupported_media_type");
+    assert_eq!(
+        error_of(json_to_upload).await["code"],
+        "unsupported_media_type"
+    );
     let no_model = post_upload(&gateway, "/v1/audio/transcriptions", upload("", b"x")).await;
     assert_eq!(no_model.status(), 400);
     assert_eq!(error_of(no_model).await["param"], "model");
@@ -146,30 +172,55 @@ async fn the_mock_answers_every_media_endpoint() {
     ))
     .await;
     let moderation: serde_json::Value = gateway
-        .post("/v1/moderations", Some(KEY), &json!({"model": "omni-moderation-latest", "input": ["a", "b"]}))
+        .post(
+            "/v1/moderations",
+            Some(KEY),
+            &json!({"model": "omni-moderation-latest", "input": ["a", "b"]}),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(moderation["results"].as_array().unwrap().len(), 2);
     let image: serde_json::Value = gateway
-        .post("/v1/images/generations", Some(KEY), &json!({"model": "gpt-image-1", "prompt": "a cat"}))
+        .post(
+            "/v1/images/generations",
+            Some(KEY),
+            &json!({"model": "gpt-image-1", "prompt": "a cat"}),
+        )
         .await
         .json()
         .await
         .unwrap();
-    assert!(image["data"][0]["b64_json"].as_str().unwrap().starts_with("iVBOR"));
+    assert!(
+        image["data"][0]["b64_json"]
+            .as_str()
+            .unwrap()
+            .starts_with("iVBOR")
+    );
     assert!(image["usage"]["total_tokens"].as_u64().unwrap() > 0);
     let speech = gateway
-        .post("/v1/audio/speech", Some(KEY), &json!({"model": "tts-1", "input": "hello there", "voice": "alloy"}))
+        .post(
+            "/v1/audio/speech",
+            Some(KEY),
+            &json!({"model": "tts-1", "input": "hello there", "voice": "alloy"}),
+        )
         .await;
     assert_eq!(speech.headers()["content-type"], "audio/mpeg");
     assert!(speech.bytes().await.unwrap().len() > 100);
-    let transcript: serde_json::Value =
-        post_upload(&gateway, "/v1/audio/transcriptions", upload("whisper-1", b"RIFF...."))
-            .await
-            .json()
-            .await
-            .unwrap();
-    assert!(transcript["text"].as_str().unwrap().starts_with("Mock transcript"));
+    let transcript: serde_json::Value = post_upload(
+        &gateway,
+        "/v1/audio/transcriptions",
+        upload("whisper-1", b"RIFF...."),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        transcript["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mock transcript")
+    );
 }

@@ -68,32 +68,67 @@ async fn create(gateway: &TestGateway, body: serde_json::Value) -> String {
 #[tokio::test]
 async fn every_call_naming_a_response_goes_to_its_deployment() {
     let (a, b) = (holding("resp_a").await, holding("resp_b").await);
-    let gateway =
-        TestGateway::start(&format!("{}{}{}", openai("a", &a, ""), openai("b", &b, ""), keys()))
-            .await;
+    let gateway = TestGateway::start(&format!(
+        "{}{}{}",
+        openai("a", &a, ""),
+        openai("b", &b, ""),
+        keys()
+    ))
+    .await;
     let id = create(&gateway, json!({"model": "gpt-4o", "input": "hi"})).await;
     let (home, away) = if id == "resp_a" { (&a, &b) } else { (&b, &a) };
     let away_calls = away.calls();
     for _ in 0..8 {
-        let response = call(&gateway, reqwest::Method::GET, &format!("/v1/responses/{id}"), KEY).await;
+        let response = call(
+            &gateway,
+            reqwest::Method::GET,
+            &format!("/v1/responses/{id}"),
+            KEY,
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(home.last().path, format!("/v1/responses/{id}"));
         assert_eq!(home.last().method, "GET");
         let next = json!({"model": "gpt-4o", "input": "more", "previous_response_id": id});
-        assert_eq!(gateway.post("/v1/responses", Some(KEY), &next).await.status(), 200);
+        assert_eq!(
+            gateway
+                .post("/v1/responses", Some(KEY), &next)
+                .await
+                .status(),
+            200
+        );
         assert_eq!(home.last().body, next, "the body goes on untouched");
     }
     let path = format!("/v1/responses/{id}/input_items?limit=2&api-version=x");
-    assert_eq!(call(&gateway, reqwest::Method::GET, &path, KEY).await.status(), 200);
+    assert_eq!(
+        call(&gateway, reqwest::Method::GET, &path, KEY)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(home.last().path, format!("/v1/responses/{id}/input_items"));
     assert_eq!(home.last().query.as_deref(), Some("limit=2"));
     let path = format!("/openai/v1/responses/{id}/cancel");
-    assert_eq!(call(&gateway, reqwest::Method::POST, &path, KEY).await.status(), 200);
+    assert_eq!(
+        call(&gateway, reqwest::Method::POST, &path, KEY)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(home.last().path, format!("/v1/responses/{id}/cancel"));
     let path = format!("/v1/responses/{id}");
-    assert_eq!(call(&gateway, reqwest::Method::DELETE, &path, KEY).await.status(), 200);
+    assert_eq!(
+        call(&gateway, reqwest::Method::DELETE, &path, KEY)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(home.last().method, "DELETE");
-    assert_eq!(away.calls(), away_calls, "the other account was never asked");
+    assert_eq!(
+        away.calls(),
+        away_calls,
+        "the other account was never asked"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +138,13 @@ async fn unknown_ids_and_other_keys_get_openai_404s() {
     let id = create(&gateway, json!({"model": "gpt-4o", "input": "hi"})).await;
     let calls = a.calls();
 
-    let missing = call(&gateway, reqwest::Method::GET, "/v1/responses/resp_nope", KEY).await;
+    let missing = call(
+        &gateway,
+        reqwest::Method::GET,
+        "/v1/responses/resp_nope",
+        KEY,
+    )
+    .await;
     assert_eq!(missing.status(), 404);
     let error = error_of(missing).await;
     assert_eq!(error["message"], "Response with id 'resp_nope' not found.");
@@ -119,9 +160,18 @@ async fn unknown_ids_and_other_keys_get_openai_404s() {
     assert_eq!(refused.status(), 404);
     let error = error_of(refused).await;
     assert_eq!(error["param"], "previous_response_id");
-    assert_eq!(error["message"], "Previous response with id 'resp_gone' not found.");
+    assert_eq!(
+        error["message"],
+        "Previous response with id 'resp_gone' not found."
+    );
 
-    let odd = call(&gateway, reqwest::Method::GET, "/v1/responses/resp%2F..", KEY).await;
+    let odd = call(
+        &gateway,
+        reqwest::Method::GET,
+        "/v1/responses/resp%2F..",
+        KEY,
+    )
+    .await;
     assert_eq!(odd.status(), 404);
     assert_eq!(a.calls(), calls, "nothing unknown reached an upstream");
 }
@@ -144,18 +194,31 @@ async fn a_streamed_response_is_pinned_from_its_created_event() {
             gate: None,
         });
     }
-    let gateway =
-        TestGateway::start(&format!("{}{}{}", openai("a", &a, ""), openai("b", &b, ""), keys()))
-            .await;
+    let gateway = TestGateway::start(&format!(
+        "{}{}{}",
+        openai("a", &a, ""),
+        openai("b", &b, ""),
+        keys()
+    ))
+    .await;
     let body = json!({"model": "gpt-4o", "input": "hi", "stream": true});
     let response = gateway.post("/v1/responses", Some(KEY), &body).await;
     let text = response.text().await.unwrap();
-    let id = if text.contains("resp_sa") { "resp_sa" } else { "resp_sb" };
+    let id = if text.contains("resp_sa") {
+        "resp_sa"
+    } else {
+        "resp_sb"
+    };
     let home = if id == "resp_sa" { &a } else { &b };
     let before = home.calls();
     let path = format!("/v1/responses/{id}");
     for _ in 0..4 {
-        assert_eq!(call(&gateway, reqwest::Method::GET, &path, KEY).await.status(), 200);
+        assert_eq!(
+            call(&gateway, reqwest::Method::GET, &path, KEY)
+                .await
+                .status(),
+            200
+        );
     }
     assert_eq!(home.calls(), before + 4);
 }
@@ -176,7 +239,10 @@ async fn get_when_connected(gateway: &TestGateway, path: &str) -> reqwest::Respo
 async fn replicas_share_pins_through_redis_and_a_removed_deployment_is_404() {
     let redis = RedisServer::start().await;
     let (a, b) = (holding("resp_a").await, holding("resp_b").await);
-    let shared = format!("[redis]\nurl = \"{}\"\n[responses]\nttl = \"1d\"\n", redis.url());
+    let shared = format!(
+        "[redis]\nurl = \"{}\"\n[responses]\nttl = \"1d\"\n",
+        redis.url()
+    );
     let both = format!(
         "{}{}{}{shared}",
         openai("a", &a, ""),
@@ -192,7 +258,11 @@ async fn replicas_share_pins_through_redis_and_a_removed_deployment_is_404() {
     b.set_default(Behavior::server_error());
     let path = format!("/v1/responses/{id}");
     let response = get_when_connected(&second, &path).await;
-    assert_eq!(response.status(), 200, "the other replica knows where it lives");
+    assert_eq!(
+        response.status(),
+        200,
+        "the other replica knows where it lives"
+    );
     assert_eq!(response.headers()["x-sluice-deployment"], "a");
 
     let without_a = format!("{}{}{shared}", openai("b", &b, ""), keys());
@@ -211,11 +281,14 @@ async fn mock_deployments_behave_as_separate_accounts() {
     let gateway = TestGateway::start(&format!("{}{}{}", mock("m1"), mock("m2"), keys())).await;
     let id = create(&gateway, json!({"model": "gpt-4o", "input": "hi"})).await;
     for turn in 0..8 {
-        let next = json!({"model": "gpt-4o", "input": format!("turn {turn}"), "previous_response_id": id});
+        let next =
+            json!({"model": "gpt-4o", "input": format!("turn {turn}"), "previous_response_id": id});
         let response = gateway.post("/v1/responses", Some(KEY), &next).await;
         assert_eq!(response.status(), 200, "turn {turn}");
     }
-    let stored = gateway.get_json(&format!("/v1/responses/{id}"), Some(KEY)).await;
+    let stored = gateway
+        .get_json(&format!("/v1/responses/{id}"), Some(KEY))
+        .await;
     assert_eq!(stored["id"], id.as_str());
     let items = gateway
         .get_json(&format!("/v1/responses/{id}/input_items"), Some(KEY))
@@ -228,5 +301,10 @@ async fn mock_deployments_behave_as_separate_accounts() {
         .await
         .unwrap();
     assert_eq!(deleted["deleted"], true);
-    assert_eq!(call(&gateway, reqwest::Method::GET, &path, KEY).await.status(), 404);
+    assert_eq!(
+        call(&gateway, reqwest::Method::GET, &path, KEY)
+            .await
+            .status(),
+        404
+    );
 }

@@ -127,24 +127,23 @@ pub fn app(services: Services) -> Router {
 }
 
 /// The proxied API under OpenAI's paths and Azure OpenAI's: `/v1/...`,
-/// `/openai/v1/...`, `/openai/deployments/{deployment}/...` (every endpoint
-/// but Responses) and `/openai/responses`; calls on stored responses under
-/// each root's `responses/{id}`.
+/// `/openai/v1/...`, `/openai/...` (the model in the body, as Azure clients
+/// send Responses and moderations) and `/openai/deployments/{deployment}/...`
+/// (every endpoint but Responses); calls on stored responses under each
+/// root's `responses/{id}`.
 fn api_routes() -> Router<Arc<Dispatcher>> {
     let mut router = Router::new();
     for endpoint in Endpoint::ALL {
         let path = endpoint.path();
-        router = router
-            .route(&format!("/v1/{path}"), proxy())
-            .route(&format!("/openai/v1/{path}"), proxy());
-        router = if endpoint == Endpoint::Responses {
-            router.route("/openai/responses", proxy())
-        } else {
-            router.route(
+        for root in ["/v1", "/openai/v1", "/openai"] {
+            router = router.route(&format!("{root}/{path}"), proxy());
+        }
+        if endpoint != Endpoint::Responses {
+            router = router.route(
                 &format!("/openai/deployments/{{deployment}}/{path}"),
                 proxy(),
-            )
-        };
+            );
+        }
     }
     for root in ["/v1", "/openai/v1", "/openai"] {
         router = router
