@@ -23,7 +23,7 @@ data_dir = "$data_dir"
 [[deployments]]
 name = "mock"
 provider = "mock"
-models = ["gpt-4o-mini", "text-embedding-3-small"]
+models = ["gpt-4o-mini", "text-embedding-3-small", "omni-moderation-latest", "gpt-image-1", "tts-1", "whisper-1"]
 mock = { latency = "1ms", chunks = 5, chunk_interval = "1ms" }
 [[keys]]
 name = "smoke"
@@ -34,7 +34,7 @@ key = "sk-smoke-limited-01"
 rpm = 60
 TOML
 
-target/debug/sluice --config "$config" >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/sluice" --config "$config" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$config" "$log" "$data_dir"; }
 trap cleanup EXIT
@@ -44,6 +44,8 @@ for _ in $(seq 1 100); do
 done
 
 "$venv/bin/python" tests/python/sdk_smoke.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001
+# The Azure client: /openai/deployments/..., /openai/responses, /openai/v1/...
+"$venv/bin/python" tests/python/azure_smoke.py "http://127.0.0.1:$port" sk-smoke-key-0001
 
 # Graceful shutdown on SIGTERM exits cleanly.
 kill -TERM "$pid"

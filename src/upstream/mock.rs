@@ -121,6 +121,7 @@ impl MockUpstream {
             (Endpoint::ChatCompletions, true) => self.sse(chat_events(&answer, include_usage)),
             (Endpoint::Completions, true) => self.sse(completion_events(&answer, include_usage)),
             (Endpoint::Responses, true) => self.sse(responses_events(&answer)),
+            (other, _) => super::mock_media::respond(other, model, body),
         }
     }
 
