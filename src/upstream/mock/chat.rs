@@ -22,7 +22,7 @@ fn chat_logprobs(answer: &Answer, choice: &Choice, tokens: Range<usize>) -> Valu
     match answer.logprobs {
         None => Value::Null,
         Some(_) if choice.call.is_some() => json!({"content": null, "refusal": null}),
-        Some(top) => json!({"content": choice.text.chat_logprobs(tokens, top), "refusal": null}),
+        Some(top) => json!({"content": choice.text.logprobs(tokens, top), "refusal": null}),
     }
 }
 

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::answer::{Answer, Choice};
 
-/// The response object; `done` adds the output and usage.
+/// The response object; `done` adds the output and usage. Unfinished, it
+/// has no `usage` at all: the API sends `null` there, which the spec's
+/// `Response` does not allow, and leaving it out satisfies both.
 pub fn response_object(answer: &Answer, request: &Value, done: bool) -> Value {
     let setting = |key: &str, default: Value| match request.get(key) {
         None | Some(Value::Null) => default,
@@ -22,7 +24,7 @@ pub fn response_object(answer: &Answer, request: &Value, done: bool) -> Value {
     } else {
         Vec::new()
     };
-    json!({
+    let mut response = json!({
         "id": format!("resp_{}", answer.id), "object": "response",
         "created_at": answer.created,
         "status": if done { "completed" } else { "in_progress" },
@@ -44,8 +46,11 @@ pub fn response_object(answer: &Answer, request: &Value, done: bool) -> Value {
         "truncation": setting("truncation", json!("disabled")),
         "metadata": setting("metadata", json!({})),
         "service_tier": "default",
-        "usage": if done { answer.responses_usage() } else { Value::Null }
-    })
+    });
+    if done {
+        response["usage"] = answer.responses_usage();
+    }
+    response
 }
 
 fn item_id(answer: &Answer, choice: &Choice) -> String {
@@ -58,7 +63,7 @@ fn item_id(answer: &Answer, choice: &Choice) -> String {
 fn logprobs(answer: &Answer, choice: &Choice, tokens: std::ops::Range<usize>) -> Vec<Value> {
     answer
         .logprobs
-        .map_or_else(Vec::new, |top| choice.text.response_logprobs(tokens, top))
+        .map_or_else(Vec::new, |top| choice.text.logprobs(tokens, top))
 }
 
 fn text_part(answer: &Answer, choice: &Choice, done: bool) -> Value {

@@ -118,9 +118,10 @@ impl Tokenized {
         pieces
     }
 
-    /// Chat's `logprobs.content` for a range of tokens, with `top`
-    /// alternatives each (the chosen token first, as the API lists it).
-    pub fn chat_logprobs(&self, tokens: Range<usize>, top: usize) -> Vec<Value> {
+    /// Log probabilities for a range of tokens, with `top` alternatives
+    /// each (the chosen token first, as the API lists it): chat's
+    /// `logprobs.content` and the Responses API's `logprobs` alike.
+    pub fn logprobs(&self, tokens: Range<usize>, top: usize) -> Vec<Value> {
         self.tokens[tokens]
             .iter()
             .map(|token| {
@@ -131,20 +132,6 @@ impl Tokenized {
                         .collect(),
                 );
                 entry
-            })
-            .collect()
-    }
-
-    /// The Responses API's `logprobs` (no `bytes` in the alternatives).
-    pub fn response_logprobs(&self, tokens: Range<usize>, top: usize) -> Vec<Value> {
-        self.tokens[tokens]
-            .iter()
-            .map(|token| {
-                let top: Vec<Value> = alternatives(token, top)
-                    .map(|(text, logprob)| json!({"token": text, "logprob": logprob}))
-                    .collect();
-                json!({"token": token.text(), "logprob": token.logprob,
-                       "bytes": token.bytes, "top_logprobs": top})
             })
             .collect()
     }
@@ -213,7 +200,7 @@ mod tests {
     #[test]
     fn logprobs_list_the_token_first_then_alternatives() {
         let text = tokenized("Hello world");
-        let entries = text.chat_logprobs(0..text.tokens.len(), 3);
+        let entries = text.logprobs(0..text.tokens.len(), 3);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0]["token"], "Hello");
         assert_eq!(entries[0]["bytes"], json!(b"Hello".to_vec()));
