@@ -50,7 +50,7 @@ enum Dialect {
 }
 
 impl Dialect {
-    fn function<'a>(self, tool: &'a Value) -> (&'a Value, &'static str) {
+    fn function(self, tool: &Value) -> (&Value, &'static str) {
         match self {
             Self::Chat => (&tool["function"], ".function"),
             Self::Responses => (tool, ""),
