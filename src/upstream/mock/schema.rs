@@ -14,6 +14,8 @@ const MAX_DEPTH: usize = 12;
 const MAX_NODES: usize = 4096;
 /// Array items generated at most, even when `minItems` asks for more.
 const MAX_ITEMS: u64 = 64;
+/// Characters added at most to meet `minLength`s, over the whole value.
+const MAX_PADDING: usize = 64 * 1024;
 
 /// Generates a value for `schema`, deterministic for the same `rng` seed.
 pub fn generate(schema: &Value, rng: &mut fastrand::Rng) -> Value {
@@ -21,6 +23,7 @@ pub fn generate(schema: &Value, rng: &mut fastrand::Rng) -> Value {
         root: schema,
         rng,
         nodes: 0,
+        padding: MAX_PADDING,
     };
     generator.value(schema, 0)
 }
@@ -30,11 +33,19 @@ struct Generator<'a> {
     root: &'a Value,
     rng: &'a mut fastrand::Rng,
     nodes: usize,
+    /// What is left of `MAX_PADDING`.
+    padding: usize,
 }
 
 impl<'a> Generator<'a> {
     fn value(&mut self, schema: &Value, depth: usize) -> Value {
         self.nodes += 1;
+        // A hard stop for schemas that fan out (`allOf` of many `$ref`s to
+        // itself would otherwise take exponential time); the soft limits in
+        // `object` and `array` keep ordinary schemas whole.
+        if self.nodes > 2 * MAX_NODES {
+            return Value::Null;
+        }
         let Value::Object(schema) = schema else {
             // `true` or `{}` accept anything; a string is the plainest thing.
             return json!("value");
@@ -71,7 +82,7 @@ impl<'a> Generator<'a> {
             "number" => number(schema, self.rng),
             "boolean" => Value::Bool(self.rng.bool()),
             "null" => Value::Null,
-            _ => string(schema, self.rng),
+            _ => string(schema, self.rng, &mut self.padding),
         }
     }
 
@@ -188,7 +199,7 @@ fn number(schema: &Map<String, Value>, rng: &mut fastrand::Rng) -> Value {
     json!(value.clamp(low, high))
 }
 
-fn string(schema: &Map<String, Value>, rng: &mut fastrand::Rng) -> Value {
+fn string(schema: &Map<String, Value>, rng: &mut fastrand::Rng, padding: &mut usize) -> Value {
     let formatted = match schema.get("format").and_then(Value::as_str) {
         Some("date-time") => Some("2024-05-13T12:00:00Z".to_owned()),
         Some("date") => Some("2024-05-13".to_owned()),
@@ -211,9 +222,9 @@ fn string(schema: &Map<String, Value>, rng: &mut fastrand::Rng) -> Value {
     });
     let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
     let max = schema.get("maxLength").and_then(Value::as_u64);
-    while text.chars().count() < min.min(4096) {
-        text.push('x');
-    }
+    let short = min.saturating_sub(text.chars().count()).min(*padding);
+    *padding -= short;
+    text.extend(std::iter::repeat_n('x', short));
     if let Some(max) = max {
         text = text.chars().take(max as usize).collect();
     }
@@ -326,5 +337,12 @@ mod tests {
             .map(|inner| inner.as_array().unwrap().len())
             .sum();
         assert!(total <= (MAX_ITEMS * MAX_ITEMS) as usize);
+        let parts = vec![json!({"$ref": "#/$defs/A"}); 10];
+        let fan_out = json!({"$defs": {"A": {"allOf": parts}}, "$ref": "#/$defs/A"});
+        let started = std::time::Instant::now();
+        gen_value(fan_out);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let long = json!({"type": "array", "minItems": 64, "items": {"type": "string", "minLength": 100_000}});
+        assert!(gen_value(long).to_string().len() < 2 * MAX_PADDING);
     }
 }
