@@ -170,6 +170,6 @@ pub fn completion_events(answer: &Answer, include_usage: bool) -> Vec<Bytes> {
     events
 }
 
-pub fn data_event(value: &Value) -> Bytes {
+fn data_event(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::error::clip;
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Invalid {
     pub status: StatusCode,

@@ -192,14 +192,7 @@ fn tools(request: &Value, dialect: Dialect) -> Checked<Vec<(String, Value)>> {
             Some(Value::String(name)) => name,
             Some(other) => return Err(Invalid::wrong_type(&param, "a string", other)),
         };
-        if !valid_name(name) {
-            return Err(Invalid::value(
-                &param,
-                format!(
-                    "Invalid '{param}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
-                ),
-            ));
-        }
+        check_name(name, &param)?;
         let parameters = match function.get("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
             Some(schema @ (Value::Object(_) | Value::Bool(_))) => schema.clone(),
@@ -213,11 +206,21 @@ fn tools(request: &Value, dialect: Dialect) -> Checked<Vec<(String, Value)>> {
     Ok(functions)
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+/// Function and schema names: what the API's pattern allows.
+fn check_name(name: &str, param: &str) -> Checked<()> {
+    let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        return Ok(());
+    }
+    Err(Invalid::value(
+        param,
+        format!(
+            "Invalid '{param}': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
+        ),
+    ))
 }
 
 /// The call to make, if any. `auto` calls a tool unless the conversation
@@ -300,17 +303,10 @@ fn text_format(format: &Value, param: &str, dialect: Dialect) -> Checked<Shape> 
             if spec.is_null() {
                 return Err(Invalid::missing(&prefix));
             }
+            let param = format!("{prefix}.name");
             match spec.get("name") {
-                Some(Value::String(name)) if valid_name(name) => {}
-                Some(Value::String(_)) => {
-                    return Err(Invalid::value(
-                        &format!("{prefix}.name"),
-                        format!(
-                            "Invalid '{prefix}.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
-                        ),
-                    ));
-                }
-                _ => return Err(Invalid::missing(&format!("{prefix}.name"))),
+                Some(Value::String(name)) => check_name(name, &param)?,
+                _ => return Err(Invalid::missing(&param)),
             }
             Ok(Shape::Json(
                 spec.get("schema").cloned().unwrap_or(json!({})),
