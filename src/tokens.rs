@@ -71,7 +71,7 @@ impl Encoding {
         if older { Self::Cl100k } else { Self::O200k }
     }
 
-    fn bpe(self) -> &'static CoreBPE {
+    pub(crate) fn bpe(self) -> &'static CoreBPE {
         match self {
             Self::O200k => tiktoken_rs::o200k_base_singleton(),
             Self::Cl100k => tiktoken_rs::cl100k_base_singleton(),

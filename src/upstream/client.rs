@@ -122,7 +122,7 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// The mock provider's answer; it remembers the responses it creates.
 async fn mock_answer(
     mock: &super::mock::MockUpstream,
-    stored: &super::mock_responses::MockResponses,
+    stored: &super::mock::MockResponses,
     request: UpstreamRequest,
 ) -> UpstreamResponse {
     if let Some(call) = &request.stored {

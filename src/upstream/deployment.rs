@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::mock::MockResponses;
 use super::mock::MockUpstream;
-use super::mock_responses::MockResponses;
 use super::target::Target;
 use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};

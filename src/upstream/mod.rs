@@ -5,8 +5,6 @@
 mod client;
 mod deployment;
 mod mock;
-mod mock_media;
-mod mock_responses;
 pub mod multipart;
 mod target;
 

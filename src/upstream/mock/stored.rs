@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{StoredCall, UpstreamResponse};
+use super::json_reply;
 use crate::error::{clip, error_body};
+use crate::upstream::{StoredCall, UpstreamResponse};
 
 const CAPACITY: u64 = 10_000;
 const TTL: Duration = Duration::from_secs(3600);
@@ -112,7 +113,7 @@ impl MockResponses {
 
 /// A mock answer on its way to the client, copied aside to be remembered.
 struct Recording {
-    inner: super::BodyStream,
+    inner: crate::upstream::BodyStream,
     /// `None` once the answer outgrew `MAX_RECORDED`.
     seen: Option<BytesMut>,
     input_items: Arc<Value>,
@@ -195,18 +196,4 @@ fn not_found(message: &str, param: Option<&str>) -> UpstreamResponse {
         StatusCode::NOT_FOUND,
         error_body(message, "invalid_request_error", param, None),
     )
-}
-
-/// A JSON answer in one chunk.
-pub(super) fn json_reply(status: StatusCode, body: Bytes) -> UpstreamResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    UpstreamResponse {
-        status,
-        headers,
-        body: futures_util::stream::once(async move { Ok(body) }).boxed(),
-    }
 }

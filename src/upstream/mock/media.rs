@@ -9,8 +9,8 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::mock_responses::json_reply;
-use super::{Endpoint, UpstreamResponse, multipart};
+use super::json_reply;
+use crate::upstream::{Endpoint, UpstreamResponse, multipart};
 
 /// A 1x1 transparent PNG.
 const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
@@ -105,7 +105,7 @@ fn speech(request: &Value) -> UpstreamResponse {
         "pcm" => "audio/pcm",
         _ => "audio/mpeg",
     };
-    let chunks: Vec<Result<Bytes, super::UpstreamError>> = (0..total)
+    let chunks: Vec<Result<Bytes, crate::upstream::UpstreamError>> = (0..total)
         .step_by(SPEECH_CHUNK)
         .map(|start| Ok(Bytes::from(vec![0u8; SPEECH_CHUNK.min(total - start)])))
         .collect();
