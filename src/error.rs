@@ -24,6 +24,12 @@ pub enum GatewayError {
     ModelNotAllowed { model: Echo, key: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(Echo),
+    #[error("{}esponse with id '{id}' not found.", if *previous { "Previous r" } else { "R" })]
+    ResponseNotFound { id: Echo, previous: bool },
+    #[error(
+        "The gateway cannot tell which deployment holds this response right now (its shared store is unreachable). Please try again shortly."
+    )]
+    ResponseStoreUnavailable,
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -47,8 +53,8 @@ pub enum GatewayError {
         "Spend budgets cannot be checked right now (the shared budget store is unreachable) and this gateway is set to fail closed. Please try again shortly."
     )]
     BudgetsUnavailable,
-    #[error("Invalid Content-Type header ({0}); expected application/json.")]
-    UnsupportedMediaType(Echo),
+    #[error("Invalid Content-Type header ({got}); expected {expected}.")]
+    UnsupportedMediaType { got: Echo, expected: &'static str },
     #[error("The request body was not received within {}.", crate::config::format_go_duration(*.0))]
     BodyTimeout(std::time::Duration),
     #[error("Request body exceeds the limit of {limit} bytes.")]
@@ -99,11 +105,13 @@ impl GatewayError {
             Self::BudgetExhausted { .. } | Self::AuthThrottled { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::UnknownRoute { .. } | Self::ResponseNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -114,7 +122,8 @@ impl GatewayError {
             Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::Overloaded { .. }
-            | Self::BudgetsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +138,7 @@ impl GatewayError {
             | Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
@@ -142,8 +152,13 @@ impl GatewayError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_not_found"),
+            Self::ResponseNotFound {
+                previous: false, ..
+            } => None,
+            Self::ResponseStoreUnavailable => Some("response_store_unavailable"),
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
-            Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            Self::UnsupportedMediaType { .. } => Some("unsupported_media_type"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::BodyTimeout(_) => Some("request_timeout"),
             Self::UnknownRoute { .. } => Some("unknown_url"),
@@ -164,6 +179,7 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { param, .. } => *param,
             Self::ContextLengthExceeded { .. } => Some("messages"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         }

@@ -80,6 +80,8 @@ impl Semantic {
             body: Bytes::from(body.to_string()),
             request_id: None,
             openai_beta: None,
+            content_type: None,
+            stored: None,
         };
         let call = async {
             let response = self.client.send(&backend.deployment, request).await.ok()?;

@@ -431,6 +431,9 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
             );
         }
     }
+    if config.responses.ttl.is_zero() || config.responses.max_entries == 0 {
+        problems.push("responses: ttl and max_entries must be greater than 0".into());
+    }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(

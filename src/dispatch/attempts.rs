@@ -32,6 +32,8 @@ pub struct Call {
     /// Non-streamed calls read the whole body inside the attempt, so a body
     /// that breaks off can still be retried.
     pub read_body: bool,
+    /// A streamed call: a 2xx must be `text/event-stream`.
+    pub expect_sse: bool,
     /// Largest whole body read (`[server] max_response_bytes`).
     pub max_response_bytes: usize,
     /// For deployment queues: the request's class and caller.
@@ -335,7 +337,7 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
         max_bytes: call.max_response_bytes,
     };
     let status = response.status;
-    if let Some(wrong) = respond::misdirected(&response, !call.read_body) {
+    if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
         // A misconfigured or broken upstream: count it against its breaker.
         health.finish(permit, Some(true), started.elapsed(), now);
         return refused(wrong, &deployment.name);

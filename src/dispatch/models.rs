@@ -14,6 +14,11 @@ use super::Dispatcher;
 use crate::auth::Identity;
 use crate::error::{GatewayError, json_response};
 
+/// The `created` every listed model reports: a fixed, plausible time (May
+/// 2024) rather than 0, which clients show as 1970 or take for missing.
+/// The gateway cannot know when an upstream's model was made.
+const CREATED: u64 = 1_715_367_049;
+
 #[derive(Serialize)]
 struct ModelObject<'a> {
     id: &'a str,
@@ -27,7 +32,7 @@ impl<'a> ModelObject<'a> {
         Self {
             id,
             object: "model",
-            created: 0,
+            created: CREATED,
             owned_by: "sluice",
         }
     }

@@ -32,7 +32,7 @@ use crate::policy::Policies;
 use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::request::RequestReader;
-use crate::routing::ModelRouter;
+use crate::routing::{ModelRouter, ResponsePins};
 use crate::tokens::Encodings;
 use crate::upstream::{Deployment, UpstreamClient};
 use conn::{Connections, Phase, Timeouts};
@@ -121,14 +121,23 @@ impl Gateway {
                 Arc::new(config.queue.clone()),
             )
         });
+        let pins = Arc::new(ResponsePins::new(
+            &config.responses,
+            redis
+                .as_ref()
+                .zip(config.redis.as_ref().map(|r| r.key_prefix.as_str())),
+        ));
         let reader = RequestReader::new(
             router.clone(),
             Policies::from_config(config, metrics.clone()),
             admission.clone(),
             metrics.clone(),
-            config.server.max_body_bytes,
-            config.server.body_read_timeout,
-            config.metrics.per_key,
+            (
+                config.server.max_body_bytes,
+                config.server.body_read_timeout,
+                config.metrics.per_key,
+            ),
+            pins.clone(),
         );
         let budgets = Budgets::from_config(
             config,
@@ -169,8 +178,8 @@ impl Gateway {
                 client,
                 config,
                 cut.clone(),
-                metrics.clone(),
-                pricing.clone(),
+                (metrics.clone(), pricing.clone()),
+                pins,
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
             guard,

@@ -7,6 +7,7 @@
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
+//! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
 use crate::sync_layer::SyncLayer;
+use crate::upstream::Endpoint;
 
 /// Everything the layers and the dispatcher share, built once at start-up.
 pub struct Services {
@@ -58,13 +61,7 @@ pub struct Services {
 }
 
 pub fn app(services: Services, apart: Apart) -> Apps {
-    let api = Router::new()
-        .route("/v1/chat/completions", proxy())
-        .route("/v1/completions", proxy())
-        .route("/v1/embeddings", proxy())
-        .route("/v1/responses", proxy())
-        .route("/v1/models", get(dispatch::list_models))
-        .route("/v1/models/{model}", get(dispatch::get_model))
+    let api = api_routes()
         .route_layer(
             ServiceBuilder::new()
                 .layer(SyncLayer(Authenticate {
@@ -164,7 +161,50 @@ fn outer_layers(router: Router, metrics: &Metrics) -> Router {
         )
 }
 
+/// The proxied API under OpenAI's paths and Azure OpenAI's: `/v1/...`,
+/// `/openai/v1/...`, `/openai/...` (the model in the body, as Azure clients
+/// send Responses and moderations) and `/openai/deployments/{deployment}/...`
+/// (every endpoint but Responses); calls on stored responses under each
+/// root's `responses/{id}`.
+fn api_routes() -> Router<Arc<Dispatcher>> {
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let path = endpoint.path();
+        for root in ["/v1", "/openai/v1", "/openai"] {
+            router = router.route(&format!("{root}/{path}"), proxy());
+        }
+        if endpoint != Endpoint::Responses {
+            router = router.route(
+                &format!("/openai/deployments/{{deployment}}/{path}"),
+                proxy(),
+            );
+        }
+    }
+    for root in ["/v1", "/openai/v1", "/openai"] {
+        router = router
+            .route(
+                &format!("{root}/responses/{{id}}"),
+                get(relay).delete(relay),
+            )
+            .route(&format!("{root}/responses/{{id}}/input_items"), get(relay))
+            .route(&format!("{root}/responses/{{id}}/cancel"), post(relay));
+    }
+    for root in ["/v1", "/openai/v1"] {
+        router = router
+            .route(&format!("{root}/models"), get(dispatch::list_models))
+            .route(
+                &format!("{root}/models/{{model}}"),
+                get(dispatch::get_model),
+            );
+    }
+    router
+}
+
 /// A POST route the dispatcher proxies; the request layer already read it.
 fn proxy() -> MethodRouter<Arc<Dispatcher>> {
-    post(|State(dispatcher): State<Arc<Dispatcher>>, request: Request| dispatcher.handle(request))
+    post(relay)
+}
+
+async fn relay(State(dispatcher): State<Arc<Dispatcher>>, request: Request) -> Response {
+    dispatcher.handle(request).await
 }
