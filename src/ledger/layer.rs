@@ -269,3 +269,27 @@ impl Drop for Hook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &str) -> Response {
+        let mut response = Response::new(axum::body::Body::empty());
+        response
+            .headers_mut()
+            .insert(UPSTREAM_REQUEST_ID, value.parse().unwrap());
+        response
+    }
+
+    #[test]
+    fn an_upstream_request_id_is_kept_up_to_128_bytes() {
+        let longest = "r".repeat(MAX_UPSTREAM_REQUEST_ID);
+        assert_eq!(upstream_request_id(&with_header(&longest)), Some(longest));
+        let longer = "r".repeat(MAX_UPSTREAM_REQUEST_ID + 1);
+        assert_eq!(upstream_request_id(&with_header(&longer)), None);
+        assert_eq!(upstream_request_id(&with_header("")), None);
+        let absent = Response::new(axum::body::Body::empty());
+        assert_eq!(upstream_request_id(&absent), None);
+    }
+}

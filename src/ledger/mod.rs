@@ -212,9 +212,10 @@ mod tests {
         let flaky = Arc::new(Flaky::default());
         flaky.down.store(true, Ordering::SeqCst);
         let metrics = Metrics::new().unwrap();
+        let (roomy, small_config) = (config(100), config(20));
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
-            &config(100),
+            &roomy,
             metrics.clone(),
         )
         .unwrap();
@@ -246,11 +247,11 @@ mod tests {
         assert_eq!(metrics.ledger_pending.get(), 0);
         assert_eq!(metrics.ledger_dropped.get(), 0);
 
-        // Past the buffer while down, the oldest go first, and are counted.
+        // Past the buffer while down, the newest are refused, and counted.
         flaky.down.store(true, Ordering::SeqCst);
         let small = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
-            &config(20),
+            &small_config,
             metrics.clone(),
         )
         .unwrap();
@@ -269,5 +270,35 @@ mod tests {
             "each record is either written or counted as dropped"
         );
         assert!(dropped > 0 && kept >= 20, "kept {kept}, dropped {dropped}");
+        ledger.flush(Duration::from_secs(5)).await;
+        for dir in [roomy.data_dir, small_config.data_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lag_is_the_age_of_the_oldest_held_record() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.down.store(true, Ordering::SeqCst);
+        let metrics = Metrics::new().unwrap();
+        let config = config(100);
+        let ledger = Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            &config,
+            metrics.clone(),
+        )
+        .unwrap();
+        let now = crate::metering::unix_ms();
+        ledger.record(record(now - 5_000));
+        ledger.record(record(now - 1_000));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lag = metrics.ledger_lag.get();
+        assert!((5.0..6.0).contains(&lag), "lag {lag}");
+
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(metrics.ledger_lag.get(), 0.0, "nothing held");
+        ledger.flush(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&config.data_dir);
     }
 }

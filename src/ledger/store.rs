@@ -371,4 +371,37 @@ mod tests {
         assert_eq!(order, (0..203).collect::<Vec<_>>());
         assert_eq!(insert_chunks(&[]).count(), 0);
     }
+
+    #[tokio::test]
+    async fn an_old_table_is_migrated_and_a_batch_written_twice_adds_its_rows_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-store-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old_schema = SCHEMA
+            .replace("record_id TEXT, ", "")
+            .replace("upstream_request_id TEXT,", "");
+        let old = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+        old.execute_batch(&old_schema).unwrap();
+        old.execute_batch(
+            "INSERT INTO sluice_usage VALUES (1, 'old', 'k', NULL, 'm', 'm', 'd', 'standard', '-', NULL, 1, 1, 0, 0.0, 1, 200, 0, '1970-01-01')",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open("sqlite", &dir.display().to_string()).unwrap();
+        let batch: Vec<UsageRecord> = (0..3)
+            .map(|n| UsageRecord {
+                id: format!("id-{n}"),
+                upstream_request_id: Some(format!("up-{n}")),
+                ..UsageRecord::default()
+            })
+            .collect();
+        let batch = Arc::new(batch);
+        store.write(batch.clone()).await.unwrap();
+        store.write(batch).await.unwrap();
+        let totals = store.totals("key", 0, i64::MAX).await.unwrap();
+        let rows: i64 = totals.iter().map(|t| t.requests).sum();
+        assert_eq!(rows, 4, "the old row and three new ones, once each");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -50,6 +50,8 @@ impl Writer {
                 "usage store did not answer at start-up; records wait in the journal"
             ),
         }
+        // The first tick is at once: records replayed from the journal are
+        // written at start-up, not an interval later.
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
