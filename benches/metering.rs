@@ -11,10 +11,13 @@
 //!    ratios are taken per round (on and off measured seconds apart) and
 //!    their median reported with the range, beside the off-again / off
 //!    ratios as the noise floor.
+//!    "ledger-on" includes the journal: every record is also appended to
+//!    `<data_dir>/usage.journal.<n>` within `journal_interval` (2 ms).
 //! 2. Nothing lost: the on gateway is shut down gracefully (`Gateway::serve`
 //!    returns after the ledger has written what it holds), then the rows of
 //!    `<data_dir>/usage.db` are counted against every request it answered,
-//!    warm-ups and sanity checks included. The temp directory is removed.
+//!    warm-ups and sanity checks included, and the journal is checked to be
+//!    empty (all committed). The temp directory is removed.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS; defaults here are
@@ -147,6 +150,28 @@ fn print_paired(what: &str, [off, again, on]: &[Gateway; 3], measure: fn(&Stats)
     ratio
 }
 
+/// Records still in the journal: its non-empty lines.
+fn journal_lines(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("usage.journal.")
+        })
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .sum()
+}
+
 /// What the ledger wrote: rows, rows with status 200, and their cost.
 fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
     let connection =
@@ -264,5 +289,9 @@ async fn main() {
         }
         Err(error) => println!("ledger rows: cannot read {}: {error}", db.display()),
     }
+    println!(
+        "journal after shutdown: {} records left (expected 0)",
+        journal_lines(data_dir.path())
+    );
     drop(data_dir);
 }

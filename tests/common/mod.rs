@@ -9,4 +9,5 @@ pub mod redis;
 
 #[allow(unused_imports)]
 pub use fake_upstream::{Behavior, FakeUpstream};
+#[allow(unused_imports)]
 pub use gateway::TestGateway;
