@@ -20,6 +20,10 @@ use crate::telemetry::LogEvery;
 /// rows, the record ids being unique.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often `sluice_ledger_lag_seconds` and `sluice_ledger_pending` are
+/// brought up to date at most.
+const REFRESH: Duration = Duration::from_secs(1);
+
 pub struct Writer {
     pub store: Arc<Store>,
     pub handoff: Arc<Handoff>,
@@ -54,10 +58,14 @@ impl Writer {
         // written at start-up, not an interval later.
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // With a long flush interval the gauges are still refreshed each second.
+        let mut refresh = tokio::time::interval(REFRESH.min(interval));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let interval_passed = tokio::select! {
                 _ = ticks.tick() => true,
                 () = state.writer.handoff.ready.notified() => false,
+                _ = refresh.tick() => false,
                 _ = &mut stop => break,
             };
             state.take();
