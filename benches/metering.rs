@@ -150,6 +150,22 @@ fn print_paired(what: &str, [off, again, on]: &[Gateway; 3], measure: fn(&Stats)
     ratio
 }
 
+/// CPU time the ledger's journal thread has used so far (Linux: its
+/// `schedstat`, in nanoseconds): the journal's own cost, free of the noise
+/// that moves whole-process ratios.
+fn journal_thread_cpu() -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.trim() == sluice::ledger::JOURNAL_THREAD {
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let nanos = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(nanos));
+        }
+    }
+    None
+}
+
 /// Records still in the journal: its non-empty lines.
 fn journal_lines(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -233,8 +249,13 @@ async fn main() {
     );
 
     let started = Instant::now();
-    sent_on += common::run_rounds(&client, &mut gateways, BODY, &p).await[2];
+    let journal_before = journal_thread_cpu();
+    let sent_in_rounds = common::run_rounds(&client, &mut gateways, BODY, &p).await[2];
+    sent_on += sent_in_rounds;
     let measured = started.elapsed();
+    let journal_cpu = journal_thread_cpu()
+        .zip(journal_before)
+        .map(|(after, before)| after.saturating_sub(before));
 
     let (c1, cn) = common::print_round_medians(&gateways, c);
     println!(
@@ -253,6 +274,14 @@ async fn main() {
     print_paired(&format!("  c{c} throughput"), &gateways, |s| s.rps);
     print_paired(&format!("  c{c} CPU per request"), &gateways, |s| s.cpu_us);
     println!("(load phase: {:.1}s)", measured.as_secs_f64());
+    match journal_cpu {
+        Some(cpu) => println!(
+            "journal thread CPU over the load phase: {:.0} ms, {:.2} us per ledger-on request (ticks while idle included)",
+            cpu.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e6 / sent_in_rounds.max(1) as f64
+        ),
+        None => println!("journal thread CPU: not found in /proc/self/task"),
+    }
 
     // 2. Nothing lost.
     let dropped = common::metric(&client, on.addr, "sluice_ledger_dropped_total").await;

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::FakeUpstream;
 use common::gateway::{chat, deployment};
@@ -65,7 +65,9 @@ impl Sluice {
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("sluice-{run}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `SLUICE_BIN` runs another build (the release binary) instead.
+        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config_path)
             .env_remove("SLUICE_CONFIG")
@@ -208,6 +210,92 @@ async fn every_answered_request_survives_kill_9_once() {
     let (ids, count) = sqlite_rows(&dir.0);
     assert_eq!(count, 320, "{} rows", count);
     assert!(more.is_subset(&ids));
+}
+
+/// A measurement, not a check: at about 100 requests/s (4 clients, 20-60
+/// ms apart), `kill -9` at a moment unrelated to the traffic, restart, and
+/// report every answered request without a row and how long before the kill
+/// it was answered. `RUNS` runs (default 10); `SLUICE_BIN` for the release
+/// binary:
+/// `SLUICE_BIN=target/release/sluice cargo test --test ledger_durability -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn crash_window() {
+    let upstream = FakeUpstream::start("oa").await;
+    let runs: u64 = std::env::var("RUNS").map_or(10, |r| r.parse().unwrap());
+    let (mut answered_total, mut missing) = (0, Vec::new());
+    for run in 0..runs {
+        let dir = TempDir::new();
+        let usage = format!("store = \"sqlite\"\ndata_dir = \"{}\"", dir.0.display());
+        let mut sluice = Sluice::start(&dir.0, &upstream, &usage, 1).await;
+        let kill_at = Instant::now() + Duration::from_millis(1000 + run * 97);
+        let url = format!("{}/v1/chat/completions", sluice.url);
+        let answered = steady_load(url, kill_at).await;
+        sluice.child.kill().unwrap();
+        let killed = Instant::now();
+        let answered: Vec<(String, Instant)> = answered
+            .await
+            .into_iter()
+            .filter(|(_, at)| *at < killed)
+            .collect();
+        drop(sluice);
+        let _restarted = Sluice::start(&dir.0, &upstream, &usage, 2).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rows, _) = sqlite_rows(&dir.0);
+        let last = answered.iter().map(|(_, at)| killed - *at).min();
+        println!(
+            "run {run}: {} answered, the last {last:?} before the kill",
+            answered.len()
+        );
+        answered_total += answered.len();
+        missing.extend(
+            answered
+                .iter()
+                .filter(|(id, _)| !rows.contains(id))
+                .map(|(_, at)| killed - *at),
+        );
+    }
+    println!("answered {answered_total}; without a row: {missing:?} before the kill");
+}
+
+/// Four clients sending until a little after `until`; what was answered,
+/// and when.
+async fn steady_load(
+    url: String,
+    until: Instant,
+) -> impl std::future::Future<Output = Vec<(String, Instant)>> {
+    let client = reqwest::Client::new();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                while Instant::now() < until + Duration::from_millis(200) {
+                    let request = client.post(&url).bearer_auth(KEY).json(&chat("gpt-4o"));
+                    let Ok(response) = request.send().await else {
+                        break;
+                    };
+                    let id = response.headers()["x-request-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    if response.bytes().await.is_ok() {
+                        answered.push((id, Instant::now()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(20..60))).await;
+                }
+                answered
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(until.into()).await;
+    async move {
+        let mut all = Vec::new();
+        for client in clients {
+            all.extend(client.await.unwrap());
+        }
+        all
+    }
 }
 
 /// A PostgreSQL server of this test's own, which it can stop and start.

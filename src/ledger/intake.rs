@@ -18,6 +18,9 @@ use super::{UsageRecord, line};
 use crate::metrics::Metrics;
 use crate::telemetry::LogEvery;
 
+/// The journal thread's name (Linux shows 15 bytes of it).
+pub const JOURNAL_THREAD: &str = "sluice-journal";
+
 /// Journaled records on their way to the writer.
 pub struct Handoff {
     queue: Mutex<VecDeque<UsageRecord>>,
@@ -99,7 +102,7 @@ impl Intake {
             error_log: LogEvery::store_failures(),
         };
         let thread = std::thread::Builder::new()
-            .name("sluice-ledger-journal".into())
+            .name(JOURNAL_THREAD.into())
             .spawn(move || worker.run(&commands, tick))?;
         Ok(Self {
             control,

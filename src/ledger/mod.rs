@@ -29,6 +29,7 @@ use crate::config::UsageConfig;
 use crate::metrics::Metrics;
 use crate::telemetry::LogEvery;
 
+pub use intake::JOURNAL_THREAD;
 pub use layer::{Estimates, RecordUsage};
 pub use record::{Total, UsageRecord};
 pub use store::{Store, StoreError};
