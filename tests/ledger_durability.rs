@@ -305,14 +305,17 @@ struct PrivatePostgres {
 }
 
 impl PrivatePostgres {
-    /// initdb and start; the server runs as `postgres` (it refuses root).
+    /// initdb and start; as root, the server runs as `postgres` (it
+    /// refuses root).
     async fn start() -> Self {
         let dir = TempDir::new();
-        let status = Command::new("chown")
-            .args(["postgres:", &dir.0.display().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:", &dir.0.display().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
         let bin = pg_bin();
         let data = dir.0.join("data").display().to_string();
         let initdb = as_postgres(&format!("{bin}/initdb"))
@@ -407,7 +410,17 @@ fn pg_bin() -> String {
     format!("/usr/lib/postgresql/{}/bin", versions.last().unwrap())
 }
 
+fn is_root() -> bool {
+    let id = Command::new("id").arg("-u").output().unwrap();
+    id.stdout.trim_ascii() == b"0"
+}
+
+/// `program` as the `postgres` user when root, as this user otherwise (as
+/// `scripts/ensure-deps.sh` runs its server).
 fn as_postgres(program: &str) -> Command {
+    if !is_root() {
+        return Command::new(program);
+    }
     let mut command = Command::new("runuser");
     command.args(["-u", "postgres", "--", program]);
     command
