@@ -3,10 +3,11 @@
 //! its id, appends them all to the journal in one `write`, and hands them to
 //! the writer. A thread of its own, because file writes block; a tick rather
 //! than a wake-up per record, because a wake-up costs the request path a
-//! cross-thread signal.
+//! cross-thread signal. With nothing held it parks instead of ticking, and
+//! the first record queued wakes it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, mpsc as sync_mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,6 +62,8 @@ impl Handoff {
 }
 
 enum Command {
+    /// A record was queued while the thread was parked.
+    Wake,
     /// Take and journal everything queued so far, then answer.
     Drain(oneshot::Sender<()>),
     /// The same, delete what is committed, answer with how many records
@@ -70,6 +73,8 @@ enum Command {
 
 pub struct Intake {
     control: sync_mpsc::SyncSender<Command>,
+    /// Set by the thread while parked; the request path wakes it.
+    parked: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -87,7 +92,9 @@ pub struct Parts {
 impl Intake {
     pub fn start(parts: Parts, tick: Duration) -> std::io::Result<Self> {
         let (control, commands) = sync_mpsc::sync_channel(4);
+        let parked = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            parked: parked.clone(),
             receiver: parts.receiver,
             journal: parts.journal,
             handoff: parts.handoff,
@@ -106,8 +113,20 @@ impl Intake {
             .spawn(move || worker.run(&commands, tick))?;
         Ok(Self {
             control,
+            parked,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Called after each record is queued: one atomic load unless the
+    /// thread is parked. The fence pairs with the thread's: either it sees
+    /// the record before parking, or this sees it parked.
+    pub fn nudge(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst) {
+            // A full control channel already holds a command that wakes it.
+            let _ = self.control.try_send(Command::Wake);
+        }
     }
 
     /// Returns once everything queued before the call is journaled and
@@ -135,6 +154,7 @@ impl Intake {
 
 struct Worker {
     receiver: mpsc::Receiver<UsageRecord>,
+    parked: Arc<AtomicBool>,
     journal: Journal,
     handoff: Arc<Handoff>,
     committed: Arc<AtomicU64>,
@@ -153,10 +173,17 @@ struct Worker {
 impl Worker {
     fn run(mut self, commands: &sync_mpsc::Receiver<Command>, tick: Duration) {
         loop {
-            let command = commands.recv_timeout(tick);
+            let command = if self.park() {
+                commands
+                    .recv()
+                    .map_err(|_| sync_mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                commands.recv_timeout(tick)
+            };
+            self.parked.store(false, Ordering::SeqCst);
             self.step();
             match command {
-                Err(sync_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(sync_mpsc::RecvTimeoutError::Timeout) | Ok(Command::Wake) => {}
                 Ok(Command::Drain(reply)) => {
                     let _ = reply.send(());
                 }
@@ -167,6 +194,22 @@ impl Worker {
                 Err(sync_mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Whether to wait for a command without a tick: only with nothing
+    /// held (so nothing to rotate or delete) and nothing queued. The record
+    /// path's `nudge` wakes it.
+    fn park(&self) -> bool {
+        if self.journal.held(self.committed()) > 0 {
+            return false;
+        }
+        self.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.receiver.is_empty() {
+            return true;
+        }
+        self.parked.store(false, Ordering::SeqCst);
+        false
     }
 
     fn committed(&self) -> u64 {

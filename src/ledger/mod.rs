@@ -117,7 +117,9 @@ impl Ledger {
 
     /// Queues a record; never waits. A full channel drops it (counted).
     pub fn record(&self, record: UsageRecord) {
-        if self.sender.try_send(record).is_err() {
+        if self.sender.try_send(record).is_ok() {
+            self.intake.nudge();
+        } else {
             self.metrics.ledger_dropped.inc();
             if self.drop_log.due() {
                 tracing::error!(
