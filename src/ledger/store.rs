@@ -84,6 +84,10 @@ macro_rules! row_values {
     };
 }
 
+/// Longest a usage report may take: a store that hangs (a network
+/// partition) answers 503 like one that refuses.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Rows per SQLite `INSERT`: one statement per many rows costs far less
 /// CPU than one per row (20 parameters each; SQLite allows 32,766).
 const ROWS_PER_INSERT: usize = 64;
@@ -201,7 +205,8 @@ impl Store {
         }
     }
 
-    /// Totals grouped by `group_by`, between two unix-millisecond times.
+    /// Totals grouped by `group_by`, between two unix-millisecond times;
+    /// a store that does not answer within `REPORT_TIMEOUT` is unavailable.
     pub async fn totals(
         &self,
         group_by: &str,
@@ -210,6 +215,17 @@ impl Store {
     ) -> Result<Vec<Total>, StoreError> {
         let column = group_column(group_by)
             .ok_or_else(|| StoreError::UnknownGroup(group_by.chars().take(64).collect()))?;
+        tokio::time::timeout(REPORT_TIMEOUT, self.query_totals(column, from_ms, to_ms))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("report timed out".into())))
+    }
+
+    async fn query_totals(
+        &self,
+        column: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Total>, StoreError> {
         let sql = |placeholder_from: &str, placeholder_to: &str| {
             format!(
                 "SELECT {column}, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT),
