@@ -11,10 +11,13 @@
 //!    ratios are taken per round (on and off measured seconds apart) and
 //!    their median reported with the range, beside the off-again / off
 //!    ratios as the noise floor.
+//!    "ledger-on" includes the journal: every record is also appended to
+//!    `<data_dir>/usage.journal.<n>` within `journal_interval` (2 ms).
 //! 2. Nothing lost: the on gateway is shut down gracefully (`Gateway::serve`
 //!    returns after the ledger has written what it holds), then the rows of
 //!    `<data_dir>/usage.db` are counted against every request it answered,
-//!    warm-ups and sanity checks included. The temp directory is removed.
+//!    warm-ups and sanity checks included, and the journal is checked to be
+//!    empty (all committed). The temp directory is removed.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS; defaults here are
@@ -147,6 +150,44 @@ fn print_paired(what: &str, [off, again, on]: &[Gateway; 3], measure: fn(&Stats)
     ratio
 }
 
+/// CPU time the ledger's journal thread has used so far (Linux: its
+/// `schedstat`, in nanoseconds): the journal's own cost, free of the noise
+/// that moves whole-process ratios.
+fn journal_thread_cpu() -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.trim() == sluice::ledger::JOURNAL_THREAD {
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let nanos = stat.split_whitespace().next()?.parse().ok()?;
+            return Some(Duration::from_nanos(nanos));
+        }
+    }
+    None
+}
+
+/// Records still in the journal: its non-empty lines.
+fn journal_lines(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("usage.journal.")
+        })
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .sum()
+}
+
 /// What the ledger wrote: rows, rows with status 200, and their cost.
 fn ledger_rows(db: &Path) -> rusqlite::Result<(i64, i64, f64)> {
     let connection =
@@ -208,8 +249,13 @@ async fn main() {
     );
 
     let started = Instant::now();
-    sent_on += common::run_rounds(&client, &mut gateways, BODY, &p).await[2];
+    let journal_before = journal_thread_cpu();
+    let sent_in_rounds = common::run_rounds(&client, &mut gateways, BODY, &p).await[2];
+    sent_on += sent_in_rounds;
     let measured = started.elapsed();
+    let journal_cpu = journal_thread_cpu()
+        .zip(journal_before)
+        .map(|(after, before)| after.saturating_sub(before));
 
     let (c1, cn) = common::print_round_medians(&gateways, c);
     println!(
@@ -228,6 +274,14 @@ async fn main() {
     print_paired(&format!("  c{c} throughput"), &gateways, |s| s.rps);
     print_paired(&format!("  c{c} CPU per request"), &gateways, |s| s.cpu_us);
     println!("(load phase: {:.1}s)", measured.as_secs_f64());
+    match journal_cpu {
+        Some(cpu) => println!(
+            "journal thread CPU over the load phase: {:.0} ms, {:.2} us per ledger-on request (ticks while idle included)",
+            cpu.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e6 / sent_in_rounds.max(1) as f64
+        ),
+        None => println!("journal thread CPU: not found in /proc/self/task"),
+    }
 
     // 2. Nothing lost.
     let dropped = common::metric(&client, on.addr, "sluice_ledger_dropped_total").await;
@@ -264,5 +318,9 @@ async fn main() {
         }
         Err(error) => println!("ledger rows: cannot read {}: {error}", db.display()),
     }
+    println!(
+        "journal after shutdown: {} records left (expected 0)",
+        journal_lines(data_dir.path())
+    );
     drop(data_dir);
 }

@@ -61,7 +61,9 @@ pub struct MetricsSet {
     pub ledger_written: IntCounter,
     pub ledger_dropped: IntCounter,
     pub ledger_store_errors: IntCounter,
-    /// Age of the oldest record in the last write, in seconds.
+    /// Failed journal appends and segment rotations.
+    pub ledger_journal_errors: IntCounter,
+    /// Age of the oldest record not yet written, in seconds (0 when none).
     pub ledger_lag: Gauge,
     pub ledger_pending: IntGauge,
     /// Requests refused because a budget was spent, by scope (key, org).
@@ -293,9 +295,13 @@ impl MetricsSet {
             "sluice_ledger_store_errors_total",
             "Usage store write failures",
         )?;
+        let ledger_journal_errors = IntCounter::new(
+            "sluice_ledger_journal_errors_total",
+            "Usage journal appends and rotations that failed",
+        )?;
         let ledger_lag = Gauge::new(
             "sluice_ledger_lag_seconds",
-            "Age of the oldest record in the last ledger write",
+            "Age of the oldest usage record not yet written to the store (0 when none is held)",
         )?;
         let ledger_pending = IntGauge::new(
             "sluice_ledger_pending",
@@ -313,6 +319,7 @@ impl MetricsSet {
             Box::new(ledger_written.clone()),
             Box::new(ledger_dropped.clone()),
             Box::new(ledger_store_errors.clone()),
+            Box::new(ledger_journal_errors.clone()),
             Box::new(ledger_lag.clone()),
             Box::new(ledger_pending.clone()),
             Box::new(budget_rejected.clone()),
@@ -381,6 +388,7 @@ impl MetricsSet {
             ledger_written,
             ledger_dropped,
             ledger_store_errors,
+            ledger_journal_errors,
             ledger_lag,
             ledger_pending,
             requests,

@@ -142,8 +142,12 @@ async fn sqlite_records_survive_a_restart() {
 #[tokio::test]
 async fn postgres_records_survive_a_restart() {
     let database = TestDatabase::create(postgres::PLAIN).await;
-    restart_keeps_records(&database.url()).await;
+    // The journal is local even for PostgreSQL: keep it out of the checkout.
+    let dir = std::env::temp_dir().join(format!("sluice-ledger-{}", fastrand::u64(..)));
+    let store = format!("{}\"\ndata_dir = \"{}", database.url(), dir.display());
+    restart_keeps_records(&store).await;
     database.drop_database().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A gateway with a SQLite ledger in a fresh directory (returned, to read

@@ -120,7 +120,11 @@ pub struct UsageConfig {
     /// Longest a record waits before it is written.
     #[serde(with = "duration::serde_duration")]
     pub flush_interval: Duration,
-    /// Records held in memory while the store is slow or down; more are dropped (and counted).
+    /// How often new records are appended to the local journal: a record
+    /// answered this long before a crash is replayed at the next start.
+    #[serde(with = "duration::serde_duration")]
+    pub journal_interval: Duration,
+    /// Records held (journaled, not yet in the store) while the store is slow or down; more are dropped (and counted).
     pub buffer: usize,
 }
 
@@ -131,6 +135,7 @@ impl Default for UsageConfig {
             data_dir: "data".to_owned(),
             batch_size: 500,
             flush_interval: Duration::from_secs(1),
+            journal_interval: Duration::from_millis(2),
             buffer: 100_000,
         }
     }

@@ -375,6 +375,11 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
             "usage.batch_size / buffer: batch_size must be at least 1 and at most buffer".into(),
         );
     }
+    if usage.journal_interval.is_zero()
+        || usage.journal_interval > std::time::Duration::from_secs(1)
+    {
+        problems.push("usage.journal_interval: must be between 1ms and 1s".into());
+    }
 }
 
 /// Retries and circuit breakers.

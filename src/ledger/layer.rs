@@ -11,6 +11,7 @@ use axum::http::HeaderName;
 use axum::response::Response;
 use bytes::Bytes;
 
+use super::record::cache_status;
 use super::{Ledger, UsageRecord};
 use crate::dispatch::ServedBy;
 use crate::metering::Pricing;
@@ -23,6 +24,10 @@ use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
+const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+/// Longer upstream ids are dropped, not stored: the column stays small and a
+/// misbehaving upstream cannot fill the ledger.
+const MAX_UPSTREAM_REQUEST_ID: usize = 128;
 
 /// Starts a usage record for each proxied call and hooks it to the call's
 /// end.
@@ -55,8 +60,10 @@ impl Middleware for RecordUsage {
                 .map(str::to_owned)
         };
         let draft = UsageRecord {
+            id: String::new(),
             at_ms: crate::metering::unix_ms(),
             request_id: header(&REQUEST_ID).unwrap_or_default(),
+            upstream_request_id: None,
             key: identity.name.clone(),
             org: identity.org.clone(),
             model_requested: api.requested.clone(),
@@ -148,6 +155,7 @@ impl Pending {
         if let Some(cache) = response.headers().get(&CACHE_STATUS) {
             record.cache = cache_status(cache.as_bytes());
         }
+        record.upstream_request_id = upstream_request_id(response);
         state.head = true;
         self.emit_if_complete(&mut state);
     }
@@ -223,15 +231,14 @@ impl Estimates {
     }
 }
 
-/// The `x-sluice-cache` values, as static strings.
-fn cache_status(header: &[u8]) -> &'static str {
-    match header {
-        b"hit" => "hit",
-        b"semantic-hit" => "semantic-hit",
-        b"miss" => "miss",
-        b"bypass" => "bypass",
-        _ => "-",
+/// The upstream's request id, when present, printable and at most
+/// `MAX_UPSTREAM_REQUEST_ID` bytes.
+fn upstream_request_id(response: &Response) -> Option<String> {
+    let value = response.headers().get(&UPSTREAM_REQUEST_ID)?;
+    if value.is_empty() || value.len() > MAX_UPSTREAM_REQUEST_ID {
+        return None;
     }
+    value.to_str().ok().map(str::to_owned)
 }
 
 struct Hook {
@@ -261,5 +268,29 @@ impl Drop for Hook {
                 cost_usd: 0.0,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &str) -> Response {
+        let mut response = Response::new(axum::body::Body::empty());
+        response
+            .headers_mut()
+            .insert(UPSTREAM_REQUEST_ID, value.parse().unwrap());
+        response
+    }
+
+    #[test]
+    fn an_upstream_request_id_is_kept_up_to_128_bytes() {
+        let longest = "r".repeat(MAX_UPSTREAM_REQUEST_ID);
+        assert_eq!(upstream_request_id(&with_header(&longest)), Some(longest));
+        let longer = "r".repeat(MAX_UPSTREAM_REQUEST_ID + 1);
+        assert_eq!(upstream_request_id(&with_header(&longer)), None);
+        assert_eq!(upstream_request_id(&with_header("")), None);
+        let absent = Response::new(axum::body::Body::empty());
+        assert_eq!(upstream_request_id(&absent), None);
     }
 }

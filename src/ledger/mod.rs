@@ -1,38 +1,54 @@
-//! The usage ledger: one record per request, written asynchronously in
-//! batches. The request path only `try_send`s into a bounded channel; a
-//! writer task batches by size or interval, holds records while the store
-//! is down (bounded; overflow is counted and logged), and drains everything
-//! on shutdown.
+//! The usage ledger: one record per request, journaled locally within
+//! milliseconds and written to the store in batches. The request path only
+//! `try_send`s into a bounded channel; the journal thread (`intake`) appends
+//! each record to a local file and hands it to the writer task, which
+//! batches by size or interval and holds records while the store is down.
+//! A crash or a shutdown during an outage loses nothing: the next start
+//! replays the journal, and the store skips rows it already has.
 
+mod intake;
+mod journal;
 mod layer;
+mod line;
 mod record;
 mod store;
+mod writer;
 
-use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
+use self::intake::{Handoff, Intake};
+use self::journal::Journal;
+use self::writer::Writer;
 use crate::config::UsageConfig;
 use crate::metrics::Metrics;
 use crate::telemetry::LogEvery;
 
+pub use intake::JOURNAL_THREAD;
 pub use layer::{Estimates, RecordUsage};
 pub use record::{Total, UsageRecord};
 pub use store::{Store, StoreError};
 
 pub struct Ledger {
     sender: mpsc::Sender<UsageRecord>,
-    /// Wakes the writer when a batch is waiting; otherwise it wakes on its
-    /// interval only, not once per record.
-    batch_ready: Arc<Notify>,
-    batch_size: usize,
+    intake: Intake,
     store: Arc<Store>,
     metrics: Metrics,
     drop_log: LogEvery,
-    /// Tells the writer to drain and stop; answered when it has.
-    stop: tokio::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// Tells the writer to drain and stop, answered when it has; the task,
+    /// to end it if it has not within the shutdown deadline.
+    stop: tokio::sync::Mutex<Option<Stop>>,
+}
+
+struct Stop {
+    tell: oneshot::Sender<()>,
+    done: oneshot::Receiver<()>,
+    task: JoinHandle<()>,
 }
 
 impl Ledger {
@@ -43,48 +59,71 @@ impl Ledger {
         }
         let store =
             Arc::new(Store::open(&config.store, &config.data_dir).map_err(|e| e.to_string())?);
-        Ok(Some(Self::with_store(store, config, metrics)))
+        Self::with_store(store, config, metrics).map(Some)
     }
 
-    pub fn with_store(store: Arc<Store>, config: &UsageConfig, metrics: Metrics) -> Arc<Self> {
+    /// Opens the journal in `data_dir`, replaying what an earlier run left
+    /// there, and starts the journal thread and the writer.
+    pub fn with_store(
+        store: Arc<Store>,
+        config: &UsageConfig,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, String> {
+        let dir = Path::new(&config.data_dir);
+        let (journal, replay) = Journal::open(dir, config.flush_interval)
+            .map_err(|e| format!("cannot open the journal in `{}`: {e}", dir.display()))?;
+        if !replay.records.is_empty() || replay.torn > 0 {
+            tracing::info!(
+                replayed = replay.records.len(),
+                torn_lines = replay.torn,
+                "usage records of an earlier run replayed from the journal"
+            );
+        }
         let (sender, receiver) = mpsc::channel(config.buffer.max(1));
-        let batch_ready = Arc::new(Notify::new());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (done_tx, done_rx) = oneshot::channel();
+        let batch_size = config.batch_size.max(1);
+        let handoff = Arc::new(Handoff::new(replay.records, batch_size));
+        let committed = Arc::new(AtomicU64::new(0));
+        let intake = Intake::start(
+            intake::Parts {
+                receiver,
+                journal,
+                handoff: handoff.clone(),
+                committed: committed.clone(),
+                buffer: config.buffer.max(1),
+                metrics: metrics.clone(),
+            },
+            config.journal_interval,
+        )
+        .map_err(|e| format!("cannot start the journal thread: {e}"))?;
         let writer = Writer {
             store: store.clone(),
-            receiver,
-            pending: VecDeque::new(),
-            batch_size: config.batch_size.max(1),
-            buffer: config.buffer.max(1),
+            handoff,
+            committed,
+            batch_size,
             metrics: metrics.clone(),
-            error_log: LogEvery::store_failures(),
-            batch_ready: batch_ready.clone(),
         };
-        tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
-        Arc::new(Self {
+        let (tell, stop_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let task = tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
+        Ok(Arc::new(Self {
             sender,
-            batch_ready,
-            batch_size: config.batch_size.max(1),
+            intake,
             store,
             metrics,
             drop_log: LogEvery::store_failures(),
-            stop: tokio::sync::Mutex::new(Some((stop_tx, done_rx))),
-        })
+            stop: tokio::sync::Mutex::new(Some(Stop { tell, done, task })),
+        }))
     }
 
     /// Queues a record; never waits. A full channel drops it (counted).
     pub fn record(&self, record: UsageRecord) {
         if self.sender.try_send(record).is_ok() {
-            let queued = self.sender.max_capacity() - self.sender.capacity();
-            if queued >= self.batch_size {
-                self.batch_ready.notify_one();
-            }
+            self.intake.nudge();
         } else {
             self.metrics.ledger_dropped.inc();
             if self.drop_log.due() {
                 tracing::error!(
-                    "usage ledger buffer full: records are being dropped (see sluice_ledger_dropped_total)"
+                    "usage ledger queue full: records are being dropped (see sluice_ledger_dropped_total)"
                 );
             }
         }
@@ -94,114 +133,38 @@ impl Ledger {
         &self.store
     }
 
-    /// Writes everything still pending, waiting at most `within`.
+    /// At shutdown: journals everything queued, writes what the store takes
+    /// within `within`, and leaves the rest in the journal for the next start.
     pub async fn flush(&self, within: Duration) {
-        let Some((stop, done)) = self.stop.lock().await.take() else {
+        let Some(stop) = self.stop.lock().await.take() else {
             return;
         };
-        let _ = stop.send(());
-        if tokio::time::timeout(within, done).await.is_err() {
-            tracing::error!(
-                "usage ledger could not flush within {within:?}; unwritten records are lost"
-            );
+        let deadline = tokio::time::Instant::now() + within;
+        // Time kept for the journal's last step after the writer's.
+        let reserve = (within / 4).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout_at(deadline - reserve, self.intake.drain()).await;
+        let _ = stop.tell.send(());
+        if tokio::time::timeout_at(deadline - reserve, stop.done)
+            .await
+            .is_err()
+        {
+            stop.task.abort();
+            tracing::error!("usage store did not take the held records within {within:?}");
         }
-    }
-}
-
-struct Writer {
-    store: Arc<Store>,
-    receiver: mpsc::Receiver<UsageRecord>,
-    /// Received but not yet written (the store may be down).
-    pending: VecDeque<UsageRecord>,
-    batch_size: usize,
-    buffer: usize,
-    metrics: Metrics,
-    error_log: LogEvery,
-    batch_ready: Arc<Notify>,
-}
-
-impl Writer {
-    async fn run(
-        mut self,
-        interval: Duration,
-        mut stop: oneshot::Receiver<()>,
-        done: oneshot::Sender<()>,
-    ) {
-        // Migrate at start-up; a store that is down is retried by the writes.
-        if let Err(error) = self.store.prepare().await {
-            tracing::warn!(%error, "usage store not reachable at start-up; records wait in the buffer");
+        let left = tokio::time::timeout_at(deadline, self.intake.finish()).await;
+        let dropped = self.metrics.ledger_dropped.get();
+        match left {
+            Ok(Some(0)) => tracing::info!(dropped, "usage ledger flushed; the journal is empty"),
+            Ok(Some(left)) => tracing::warn!(
+                left,
+                dropped,
+                "usage records left in the journal, not yet in the store; the next start writes them"
+            ),
+            _ => tracing::error!(
+                dropped,
+                "usage journal did not stop within {within:?}; what it holds is written at the next start"
+            ),
         }
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The writer never waits on the channel itself: a receiver parked
-        // there would be woken by every record, a cross-thread wake-up per
-        // request. It wakes per interval or per full batch instead.
-        loop {
-            let interval_passed = tokio::select! {
-                _ = ticks.tick() => true,
-                () = self.batch_ready.notified() => false,
-                _ = &mut stop => break,
-            };
-            self.take_queued();
-            if interval_passed || self.pending.len() >= self.batch_size {
-                self.write_all().await;
-            }
-        }
-        self.take_queued();
-        for _ in 0..3 {
-            if self.write_all().await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let _ = done.send(());
-    }
-
-    fn take_queued(&mut self) {
-        while let Ok(record) = self.receiver.try_recv() {
-            self.hold(record);
-        }
-        self.metrics.ledger_pending.set(self.pending.len() as i64);
-    }
-
-    fn hold(&mut self, record: UsageRecord) {
-        if self.pending.len() >= self.buffer {
-            self.pending.pop_front();
-            self.metrics.ledger_dropped.inc();
-        }
-        self.pending.push_back(record);
-    }
-
-    /// Writes pending records in batches; `true` when none are left.
-    async fn write_all(&mut self) -> bool {
-        while !self.pending.is_empty() {
-            let take = self.pending.len().min(self.batch_size);
-            let batch = Arc::new(self.pending.drain(..take).collect::<Vec<_>>());
-            match self.store.write(batch.clone()).await {
-                Ok(()) => {
-                    self.metrics.ledger_written.inc_by(take as u64);
-                    if let Some(oldest) = batch.first() {
-                        let lag_ms = crate::metering::unix_ms().saturating_sub(oldest.at_ms);
-                        self.metrics.ledger_lag.set(lag_ms as f64 / 1000.0);
-                    }
-                }
-                Err(error) => {
-                    // Back to the front, in order, for the next attempt.
-                    let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
-                    for record in batch.into_iter().rev() {
-                        self.pending.push_front(record);
-                    }
-                    self.metrics.ledger_store_errors.inc();
-                    self.metrics.ledger_pending.set(self.pending.len() as i64);
-                    if self.error_log.due() {
-                        tracing::error!(%error, pending = self.pending.len(), "usage ledger write failed; holding records and retrying");
-                    }
-                    return false;
-                }
-            }
-        }
-        self.metrics.ledger_pending.set(0);
-        true
     }
 }
 
@@ -213,8 +176,10 @@ mod tests {
 
     fn record(n: i64) -> UsageRecord {
         UsageRecord {
+            id: String::new(),
             at_ms: n,
             request_id: format!("req-{n}"),
+            upstream_request_id: None,
             key: "k".into(),
             org: None,
             model_requested: "m".into(),
@@ -234,11 +199,13 @@ mod tests {
     }
 
     fn config(buffer: usize) -> UsageConfig {
+        let dir = std::env::temp_dir().join(format!("sluice-ledger-unit-{}", fastrand::u64(..)));
         UsageConfig {
             store: "test".into(),
-            data_dir: String::new(),
+            data_dir: dir.display().to_string(),
             batch_size: 10,
             flush_interval: Duration::from_millis(10),
+            journal_interval: Duration::from_millis(2),
             buffer,
         }
     }
@@ -248,11 +215,13 @@ mod tests {
         let flaky = Arc::new(Flaky::default());
         flaky.down.store(true, Ordering::SeqCst);
         let metrics = Metrics::new().unwrap();
+        let (roomy, small_config) = (config(100), config(20));
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
-            &config(100),
+            &roomy,
             metrics.clone(),
-        );
+        )
+        .unwrap();
         for n in 0..60 {
             ledger.record(record(n));
         }
@@ -281,13 +250,14 @@ mod tests {
         assert_eq!(metrics.ledger_pending.get(), 0);
         assert_eq!(metrics.ledger_dropped.get(), 0);
 
-        // Past the buffer while down, the oldest go first, and are counted.
+        // Past the buffer while down, the newest are refused, and counted.
         flaky.down.store(true, Ordering::SeqCst);
         let small = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
-            &config(20),
+            &small_config,
             metrics.clone(),
-        );
+        )
+        .unwrap();
         for n in 100..150 {
             small.record(record(n));
             tokio::task::yield_now().await;
@@ -303,5 +273,35 @@ mod tests {
             "each record is either written or counted as dropped"
         );
         assert!(dropped > 0 && kept >= 20, "kept {kept}, dropped {dropped}");
+        ledger.flush(Duration::from_secs(5)).await;
+        for dir in [roomy.data_dir, small_config.data_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lag_is_the_age_of_the_oldest_held_record() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.down.store(true, Ordering::SeqCst);
+        let metrics = Metrics::new().unwrap();
+        let config = config(100);
+        let ledger = Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            &config,
+            metrics.clone(),
+        )
+        .unwrap();
+        let now = crate::metering::unix_ms();
+        ledger.record(record(now - 5_000));
+        ledger.record(record(now - 1_000));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let lag = metrics.ledger_lag.get();
+        assert!((5.0..6.0).contains(&lag), "lag {lag}");
+
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(metrics.ledger_lag.get(), 0.0, "nothing held");
+        ledger.flush(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&config.data_dir);
     }
 }

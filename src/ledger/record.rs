@@ -9,9 +9,15 @@ use serde::Serialize;
 /// building a record per request allocates little.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRecord {
+    /// Gateway-made, unique across replicas and restarts: the key that makes
+    /// a write idempotent. Empty until the journal assigns it. Not the
+    /// client's `x-request-id`, which a client may repeat.
+    pub id: String,
     /// Unix milliseconds when the request arrived.
     pub at_ms: i64,
     pub request_id: String,
+    /// The upstream's own request id (`x-upstream-request-id`), if it sent one.
+    pub upstream_request_id: Option<String>,
     pub key: Arc<str>,
     pub org: Option<Arc<str>>,
     /// The model the client asked for (maybe virtual).
@@ -39,7 +45,9 @@ pub struct UsageRecord {
 /// A record's text columns as `&str`, which both stores' parameter traits
 /// take (`Arc<str>` is not a PostgreSQL parameter type).
 pub struct Texts<'a> {
+    pub id: &'a str,
     pub request_id: &'a str,
+    pub upstream_request_id: Option<&'a str>,
     pub key: &'a str,
     pub org: Option<&'a str>,
     pub model_requested: &'a str,
@@ -53,7 +61,9 @@ pub struct Texts<'a> {
 impl UsageRecord {
     pub fn texts(&self) -> Texts<'_> {
         Texts {
+            id: &self.id,
             request_id: &self.request_id,
+            upstream_request_id: self.upstream_request_id.as_deref(),
             key: &self.key,
             org: self.org.as_deref(),
             model_requested: &self.model_requested,
@@ -66,7 +76,21 @@ impl UsageRecord {
     }
 }
 
-pub const COLUMNS: &str = "at_ms, request_id, key, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
+pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, key, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
+
+/// Values per row: `COLUMNS` and the day.
+pub const VALUES_PER_ROW: usize = 20;
+
+/// The `x-sluice-cache` values, as static strings.
+pub fn cache_status(header: &[u8]) -> &'static str {
+    match header {
+        b"hit" => "hit",
+        b"semantic-hit" => "semantic-hit",
+        b"miss" => "miss",
+        b"bypass" => "bypass",
+        _ => "-",
+    }
+}
 
 /// Columns a report may group by, and the SQL for each.
 pub fn group_column(group_by: &str) -> Option<&'static str> {

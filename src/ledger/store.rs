@@ -4,29 +4,48 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::record::{COLUMNS, Texts, Total, UsageRecord, group_column};
+use super::record::{COLUMNS, Texts, Total, UsageRecord, VALUES_PER_ROW, group_column};
 use crate::metering::{Period, from_unix_ms};
 use crate::postgres::{SharedPostgres, describe};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
-    at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, key TEXT NOT NULL, org TEXT,
+    record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, key TEXT NOT NULL, org TEXT,
     model_requested TEXT NOT NULL, model TEXT NOT NULL, deployment TEXT NOT NULL,
     priority TEXT NOT NULL, cache TEXT NOT NULL, tag TEXT,
     prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
     cost_usd DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL, status BIGINT NOT NULL,
     estimated BOOLEAN NOT NULL, day TEXT NOT NULL)";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage (at_ms)";
+/// Columns added after the first release: a table made before them gets
+/// them (NULL in old rows). SQLite has no `ADD COLUMN IF NOT EXISTS`, so its
+/// migration checks the table's columns first.
+const ADDED_COLUMNS: [&str; 2] = ["record_id", "upstream_request_id"];
+/// What makes a write idempotent: a batch written twice (its commit
+/// acknowledgement lost, or replayed from the journal) adds no rows. Old
+/// rows' NULLs do not collide.
+const UNIQUE_ID: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS sluice_usage_record_id ON sluice_usage (record_id)";
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("usage store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store failed or is unreachable: worth retrying.
+    #[error("usage store: {0}")]
+    Unavailable(String),
+    /// A report asked for a grouping that does not exist.
+    #[error("cannot group by `{0}`")]
+    UnknownGroup(String),
+}
 
 fn err(error: impl std::fmt::Display) -> StoreError {
-    StoreError(error.to_string())
+    StoreError::Unavailable(error.to_string())
 }
 
 fn pg_err(error: tokio_postgres::Error) -> StoreError {
-    StoreError(describe(&error))
+    StoreError::Unavailable(describe(&error))
+}
+
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::Unavailable("poisoned".into())
 }
 
 pub enum Store {
@@ -41,8 +60,10 @@ pub enum Store {
 macro_rules! row_values {
     ($r:expr, $t:expr, $day:expr) => {
         [
+            &$t.id,
             &$r.at_ms,
             &$t.request_id,
+            &$t.upstream_request_id,
             &$t.key,
             &$t.org,
             &$t.model_requested,
@@ -63,8 +84,12 @@ macro_rules! row_values {
     };
 }
 
+/// Longest a usage report may take: a store that hangs (a network
+/// partition) answers 503 like one that refuses.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Rows per SQLite `INSERT`: one statement per many rows costs far less
-/// CPU than one per row (18 parameters each; SQLite allows 32,766).
+/// CPU than one per row (20 parameters each; SQLite allows 32,766).
 const ROWS_PER_INSERT: usize = 64;
 
 /// Splits a batch into statements of 64, 32, ... 1 rows, so a handful of
@@ -83,17 +108,17 @@ fn insert_chunks(mut rows: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord
 }
 
 fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(), StoreError> {
-    let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
+    let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
     let mut insert = tx
         .prepare_cached(&format!(
-            "INSERT INTO sluice_usage ({COLUMNS}, day) VALUES {placeholders}"
+            "INSERT OR IGNORE INTO sluice_usage ({COLUMNS}, day) VALUES {placeholders}"
         ))
         .map_err(err)?;
     let days = days_of(rows);
     let texts: Vec<Texts<'_>> = rows.iter().map(UsageRecord::texts).collect();
-    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 18);
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * VALUES_PER_ROW);
     for ((r, t), day) in rows.iter().zip(&texts).zip(&days) {
-        let row: [&dyn rusqlite::ToSql; 18] = row_values!(r, t, day);
+        let row: [&dyn rusqlite::ToSql; VALUES_PER_ROW] = row_values!(r, t, day);
         params.extend_from_slice(&row);
     }
     insert.execute(params.as_slice()).map_err(err)?;
@@ -138,11 +163,16 @@ impl Store {
                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; {SCHEMA}; {INDEX};"
                 ))
                 .map_err(err)?;
+            migrate_sqlite(&connection)?;
             return Ok(Self::Sqlite(Arc::new(Mutex::new(connection))));
         }
+        let added: String = ADDED_COLUMNS
+            .iter()
+            .map(|c| format!("ALTER TABLE sluice_usage ADD COLUMN IF NOT EXISTS {c} TEXT; "))
+            .collect();
         Ok(Self::Postgres(SharedPostgres::new(
             store,
-            format!("{SCHEMA}; {INDEX};"),
+            format!("{SCHEMA}; {INDEX}; {added}{UNIQUE_ID};"),
         )))
     }
 
@@ -159,9 +189,7 @@ impl Store {
             Self::Sqlite(connection) => {
                 let connection = connection.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut connection = connection
-                        .lock()
-                        .map_err(|_| StoreError("poisoned".into()))?;
+                    let mut connection = connection.lock().map_err(poisoned)?;
                     let tx = connection.transaction().map_err(err)?;
                     for rows in insert_chunks(&records) {
                         insert_rows(&tx, rows)?;
@@ -177,7 +205,8 @@ impl Store {
         }
     }
 
-    /// Totals grouped by `group_by`, between two unix-millisecond times.
+    /// Totals grouped by `group_by`, between two unix-millisecond times;
+    /// a store that does not answer within `REPORT_TIMEOUT` is unavailable.
     pub async fn totals(
         &self,
         group_by: &str,
@@ -185,7 +214,18 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<Total>, StoreError> {
         let column = group_column(group_by)
-            .ok_or_else(|| StoreError(format!("cannot group by `{group_by}`")))?;
+            .ok_or_else(|| StoreError::UnknownGroup(group_by.chars().take(64).collect()))?;
+        tokio::time::timeout(REPORT_TIMEOUT, self.query_totals(column, from_ms, to_ms))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("report timed out".into())))
+    }
+
+    async fn query_totals(
+        &self,
+        column: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Total>, StoreError> {
         let sql = |placeholder_from: &str, placeholder_to: &str| {
             format!(
                 "SELECT {column}, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT),
@@ -199,9 +239,7 @@ impl Store {
                 let connection = connection.clone();
                 let sql = sql("?1", "?2");
                 tokio::task::spawn_blocking(move || {
-                    let connection = connection
-                        .lock()
-                        .map_err(|_| StoreError("poisoned".into()))?;
+                    let connection = connection.lock().map_err(poisoned)?;
                     let mut query = connection.prepare(&sql).map_err(err)?;
                     let rows = query
                         .query_map(rusqlite::params![from_ms, to_ms], |row| {
@@ -248,7 +286,30 @@ impl Store {
     }
 }
 
-/// One multi-row `INSERT` per batch.
+/// Adds the columns a table made by an older release lacks, then the
+/// unique index on the record id.
+fn migrate_sqlite(connection: &rusqlite::Connection) -> Result<(), StoreError> {
+    let mut query = connection
+        .prepare("SELECT name FROM pragma_table_info('sluice_usage')")
+        .map_err(err)?;
+    let present = query
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    for column in ADDED_COLUMNS {
+        if !present.iter().any(|p| p == column) {
+            connection
+                .execute_batch(&format!(
+                    "ALTER TABLE sluice_usage ADD COLUMN {column} TEXT"
+                ))
+                .map_err(err)?;
+        }
+    }
+    connection.execute_batch(UNIQUE_ID).map_err(err)
+}
+
+/// One multi-row `INSERT` per batch; rows already written are skipped.
 async fn write_postgres(
     postgres: &SharedPostgres,
     records: &[UsageRecord],
@@ -258,15 +319,18 @@ async fn write_postgres(
     let days: Vec<&str> = days.iter().map(|d| &**d).collect();
     let mut sql = format!("INSERT INTO sluice_usage ({COLUMNS}, day) VALUES ");
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        Vec::with_capacity(records.len() * 18);
+        Vec::with_capacity(records.len() * VALUES_PER_ROW);
     for (index, ((r, t), day)) in records.iter().zip(&texts).zip(&days).enumerate() {
-        let base = index * 18;
-        let placeholders: Vec<String> = (1..=18).map(|i| format!("${}", base + i)).collect();
+        let base = index * VALUES_PER_ROW;
+        let placeholders: Vec<String> = (1..=VALUES_PER_ROW)
+            .map(|i| format!("${}", base + i))
+            .collect();
         sql.push_str(if index == 0 { "(" } else { ", (" });
         sql.push_str(&placeholders.join(", "));
         sql.push(')');
         params.extend_from_slice(&row_values!(r, t, day));
     }
+    sql.push_str(" ON CONFLICT DO NOTHING");
     let client = postgres.client().await.map_err(pg_err)?;
     client
         .execute(&sql, &params)
@@ -293,11 +357,11 @@ pub mod flaky {
     impl Flaky {
         pub fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
             if self.down.load(Ordering::SeqCst) {
-                return Err(StoreError("down".into()));
+                return Err(StoreError::Unavailable("down".into()));
             }
             self.written
                 .lock()
-                .map_err(|_| StoreError("poisoned".into()))?
+                .map_err(super::poisoned)?
                 .extend_from_slice(records);
             Ok(())
         }
@@ -322,5 +386,38 @@ mod tests {
         let order: Vec<i64> = chunks.concat().iter().map(|r| r.at_ms).collect();
         assert_eq!(order, (0..203).collect::<Vec<_>>());
         assert_eq!(insert_chunks(&[]).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_old_table_is_migrated_and_a_batch_written_twice_adds_its_rows_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-store-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old_schema = SCHEMA
+            .replace("record_id TEXT, ", "")
+            .replace("upstream_request_id TEXT,", "");
+        let old = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+        old.execute_batch(&old_schema).unwrap();
+        old.execute_batch(
+            "INSERT INTO sluice_usage VALUES (1, 'old', 'k', NULL, 'm', 'm', 'd', 'standard', '-', NULL, 1, 1, 0, 0.0, 1, 200, 0, '1970-01-01')",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = Store::open("sqlite", &dir.display().to_string()).unwrap();
+        let batch: Vec<UsageRecord> = (0..3)
+            .map(|n| UsageRecord {
+                id: format!("id-{n}"),
+                upstream_request_id: Some(format!("up-{n}")),
+                ..UsageRecord::default()
+            })
+            .collect();
+        let batch = Arc::new(batch);
+        store.write(batch.clone()).await.unwrap();
+        store.write(batch).await.unwrap();
+        let totals = store.totals("key", 0, i64::MAX).await.unwrap();
+        let rows: i64 = totals.iter().map(|t| t.requests).sum();
+        assert_eq!(rows, 4, "the old row and three new ones, once each");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::auth::{AuthGuard, Presented, presented_key};
 use crate::config::{KeyDigest, sha256};
 use crate::drain::refuse_after_drain;
-use crate::error::{GatewayError, error_body, json_response};
-use crate::ledger::Ledger;
+use crate::error::{GatewayError, error_body, json_response, set_retry_after};
+use crate::ledger::{Ledger, StoreError};
 use crate::metering::Budgets;
 use crate::routing::ModelRouter;
 
@@ -168,9 +168,10 @@ pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) 
     };
     let totals = match ledger.store().totals(&query.group_by, from, to).await {
         Ok(totals) => totals,
-        Err(error) => {
+        Err(error @ StoreError::UnknownGroup(_)) => {
             return GatewayError::invalid(error.to_string(), Some("group_by")).into_response();
         }
+        Err(StoreError::Unavailable(error)) => return store_unavailable(&error),
     };
     if query.format.as_deref() == Some("csv") {
         let mut csv =
@@ -199,6 +200,23 @@ fn csv_cell(text: &str) -> String {
     } else {
         quoted
     }
+}
+
+/// 503 while the usage store is unreachable: the caller may retry, unlike a
+/// 400. The store's own error is logged, not returned (it may name hosts).
+fn store_unavailable(error: &str) -> Response {
+    tracing::warn!(%error, "usage report failed: the usage store is unreachable");
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_body(
+            "The usage store is unreachable right now; please try again shortly.",
+            "server_error",
+            None,
+            Some("usage_store_unavailable"),
+        ),
+    );
+    set_retry_after(response.headers_mut(), std::time::Duration::from_secs(5));
+    response
 }
 
 /// `GET /admin/budgets`: spend against each configured budget.

@@ -10,4 +10,5 @@ pub mod spelling;
 
 #[allow(unused_imports)]
 pub use fake_upstream::{Behavior, FakeUpstream};
+#[allow(unused_imports)]
 pub use gateway::TestGateway;
