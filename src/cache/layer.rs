@@ -371,7 +371,7 @@ impl futures_util::Stream for TeeStream {
 
 /// Splits a recorded stream into events if it ended properly: `[DONE]` for
 /// chat and completions, `response.completed` for responses; no error event.
-fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
+pub fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
     let text = std::str::from_utf8(recording).ok()?;
     let finished = match endpoint {
         Endpoint::Responses => text.contains("event: response.completed"),

@@ -2,7 +2,7 @@
 //! size, JSON, model, the key's allow-list) and hands the layers behind it
 //! an `ApiRequest`. Non-proxy routes (`/v1/models`) pass through untouched.
 
-mod parse;
+pub(crate) mod parse;
 
 use std::sync::Arc;
 
@@ -73,7 +73,7 @@ fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priorit
 
 /// The body with `stream_options.include_usage = true`, so every stream's
 /// usage is metered. `None` if it is not a JSON object.
-fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
+pub fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
     let mut request: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).ok()?;
     let options = request

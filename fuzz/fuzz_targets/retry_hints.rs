@@ -1,0 +1,32 @@
+//! An upstream's retry hints: `retry-after-ms`, `x-ms-retry-after-ms`,
+//! `retry-after` (seconds or an HTTP date), the `x-ratelimit-reset-*` Go
+//! durations and `x-ratelimit-remaining-*`. The input is their values, one a
+//! line, in that order. Any value must give a hint or none, never a panic.
+#![no_main]
+
+use http::{HeaderMap, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use sluice::fuzzing::remaining;
+use sluice::routing::retry_after;
+
+const NAMES: [&str; 6] = [
+    "retry-after-ms",
+    "x-ms-retry-after-ms",
+    "retry-after",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-remaining-requests",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = HeaderMap::new();
+    for (name, value) in NAMES.iter().zip(data.split(|b| *b == b'\n')) {
+        if let Ok(value) = HeaderValue::from_bytes(value)
+            && !value.is_empty()
+        {
+            headers.insert(*name, value);
+        }
+    }
+    retry_after(&headers);
+    remaining(&headers, NAMES[5]);
+});

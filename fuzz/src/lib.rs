@@ -1,0 +1,40 @@
+//! What the fuzz targets share: turning one fuzz input into a stream and the
+//! pieces it arrives in, the way a network cuts it.
+
+/// The first byte says how many of the following bytes are piece lengths
+/// (0-15; each length is that byte plus one, used in turn); the rest is the
+/// stream. Returns the stream and its pieces, which concatenate to it.
+pub fn cut(data: &[u8]) -> (&[u8], Vec<&[u8]>) {
+    let Some((&count, rest)) = data.split_first() else {
+        return (&[], Vec::new());
+    };
+    let (sizes, stream) = rest.split_at(usize::from(count % 16).min(rest.len()));
+    let mut sizes = sizes.iter().map(|size| usize::from(*size) + 1).cycle();
+    let mut pieces = Vec::new();
+    let mut remaining = stream;
+    while !remaining.is_empty() {
+        let size = sizes.next().unwrap_or(remaining.len()).min(remaining.len());
+        let (piece, tail) = remaining.split_at(size);
+        pieces.push(piece);
+        remaining = tail;
+    }
+    (stream, pieces)
+}
+
+/// The same stream re-cut so that every piece but the last ends with `\n`.
+pub fn at_line_ends<'a>(pieces: &[&'a [u8]], stream: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for piece in pieces {
+        end += piece.len();
+        if piece.ends_with(b"\n") {
+            out.push(&stream[start..end]);
+            start = end;
+        }
+    }
+    if start < stream.len() {
+        out.push(&stream[start..]);
+    }
+    out
+}
