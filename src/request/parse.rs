@@ -80,7 +80,21 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
             None,
         ));
     }
-    let head: RawHead<'_> = serde_json::from_slice(body).map_err(|error| {
+    // Checked here because the head parse skips unread fields without
+    // either check, and every full parse after it would fail on them.
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(GatewayError::invalid(
+            "The request body is not valid UTF-8; JSON must be.",
+            None,
+        ));
+    };
+    if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
+        return Err(GatewayError::invalid(
+            format!("The JSON body of your request is nested more than {MAX_NESTING} levels deep."),
+            None,
+        ));
+    }
+    let head: RawHead<'_> = serde_json::from_str(text).map_err(|error| {
         GatewayError::invalid(
             format!(
                 "We could not parse the JSON body of your request ({error}). The OpenAI API expects a JSON object."
@@ -99,6 +113,33 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
             Some("model"),
         )),
     }
+}
+
+/// The deepest nesting serde_json parses into a `Value` (its recursion
+/// limit). A deeper body would pass the head parse and then defeat every
+/// full parse after it: the TPM estimate (read as 0 tokens) and the
+/// `include_usage` injection.
+const MAX_NESTING: usize = 127;
+
+/// Whether arrays and objects nest deeper than `limit` (strings skipped).
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (_, b'"') => in_string = !in_string,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// What identifies a prompt's cacheable prefix: `prompt_cache_key`, else
@@ -188,6 +229,32 @@ mod tests {
             let err = parse_head(body).err().unwrap();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
         }
+    }
+
+    #[test]
+    fn refuses_nesting_that_a_full_parse_would_refuse() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"model":"m","x":"[{{\"","y":{}{}}}"#,
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        let deepest = nested(MAX_NESTING);
+        assert!(parse_head(deepest.as_bytes()).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deepest).is_ok());
+        let deeper = nested(MAX_NESTING + 1);
+        assert!(serde_json::from_str::<serde_json::Value>(&deeper).is_err());
+        let err = parse_head(deeper.as_bytes()).err().unwrap();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_even_in_fields_it_does_not_read() {
+        let body = b"{\"model\":\"m\",\"messages\":[{\"ro\xffle\":\"user\"}]}";
+        assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
+        let err = parse_head(body).err().unwrap();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]
