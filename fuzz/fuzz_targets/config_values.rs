@@ -1,10 +1,11 @@
 //! Single config values: durations (`250ms`, `1m30s`, bare seconds) and
 //! `${VAR}` / `${VAR:-default}` / `$$` expansion. Properties: a parsed
-//! duration survives formatting Go-style and parsing again (to the
-//! millisecond), and text without `$` expands to itself.
+//! duration can be added to an instant, survives formatting Go-style and
+//! parsing again (to the millisecond), and text without `$` expands to
+//! itself.
 #![no_main]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{format_go_duration, parse_duration};
@@ -18,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(duration) = parse_duration(text) {
+        assert!(Instant::now().checked_add(duration).is_some(), "{text:?}");
         let formatted = format_go_duration(duration);
         let back = parse_duration(&formatted).expect("a formatted duration parses");
         if duration < EXACT_UP_TO {

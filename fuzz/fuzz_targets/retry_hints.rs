@@ -1,8 +1,11 @@
 //! An upstream's retry hints: `retry-after-ms`, `x-ms-retry-after-ms`,
 //! `retry-after` (seconds or an HTTP date), the `x-ratelimit-reset-*` Go
 //! durations and `x-ratelimit-remaining-*`. The input is their values, one a
-//! line, in that order. Any value must give a hint or none, never a panic.
+//! line, in that order. Any values must give a hint that can be added to an
+//! instant, or none; never a panic.
 #![no_main]
+
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -27,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(*name, value);
         }
     }
-    retry_after(&headers);
+    if let Some(hint) = retry_after(&headers) {
+        assert!(Instant::now().checked_add(hint).is_some(), "{hint:?}");
+    }
     remaining(&headers, NAMES[5]);
 });
