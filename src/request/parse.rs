@@ -80,28 +80,16 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
             None,
         ));
     }
-    // Checked here because the head parse skips unread fields without
-    // either check, and every full parse after it would fail on them.
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Err(GatewayError::invalid(
-            "The request body is not valid UTF-8; JSON must be.",
-            None,
-        ));
-    };
-    if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
-        return Err(GatewayError::invalid(
-            format!("The JSON body of your request is nested more than {MAX_NESTING} levels deep."),
-            None,
-        ));
-    }
-    let head: RawHead<'_> = serde_json::from_str(text).map_err(|error| {
+    let unparsable = |error: serde_json::Error| {
         GatewayError::invalid(
             format!(
                 "We could not parse the JSON body of your request ({error}). The OpenAI API expects a JSON object."
             ),
             None,
         )
-    })?;
+    };
+    serde_json::from_slice::<Strict>(body).map_err(unparsable)?;
+    let head: RawHead<'_> = serde_json::from_slice(body).map_err(unparsable)?;
     match head.model {
         Some(ModelName(model)) if !model.is_empty() => Ok(RequestHead {
             model,
@@ -115,31 +103,59 @@ pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
     }
 }
 
-/// The deepest nesting serde_json parses into a `Value` (its recursion
-/// limit). A deeper body would pass the head parse and then defeat every
-/// full parse after it: the TPM estimate (read as 0 tokens) and the
-/// `include_usage` injection.
-const MAX_NESTING: usize = 127;
+/// A whole JSON document walked the way a full parse walks it (every
+/// string's escapes and UTF-8, number ranges, serde_json's nesting limit of
+/// 127) without building it. The head parse skips unread fields leniently,
+/// so a body could pass it and then fail every full parse after it: the TPM
+/// estimate (read as 0 tokens) and the `include_usage` injection.
+struct Strict;
 
-/// Whether arrays and objects nest deeper than `limit` (strings skipped).
-fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in body {
-        match (in_string, byte) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (_, b'"') => in_string = !in_string,
-            (false, b'[' | b'{') => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            (false, b']' | b'}') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Strict)
     }
-    false
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Strict;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
 }
 
 /// What identifies a prompt's cacheable prefix: `prompt_cache_key`, else
@@ -231,8 +247,11 @@ mod tests {
         }
     }
 
+    /// Each body passes a lenient skip of unread fields but fails a full
+    /// parse: too deep (serde_json's limit is 127 levels), invalid UTF-8, a
+    /// lone surrogate escape, a number out of range.
     #[test]
-    fn refuses_nesting_that_a_full_parse_would_refuse() {
+    fn refuses_what_a_full_parse_would_refuse() {
         let nested = |depth: usize| {
             format!(
                 r#"{{"model":"m","x":"[{{\"","y":{}{}}}"#,
@@ -240,21 +259,18 @@ mod tests {
                 "]".repeat(depth - 1)
             )
         };
-        let deepest = nested(MAX_NESTING);
-        assert!(parse_head(deepest.as_bytes()).is_ok());
-        assert!(serde_json::from_str::<serde_json::Value>(&deepest).is_ok());
-        let deeper = nested(MAX_NESTING + 1);
-        assert!(serde_json::from_str::<serde_json::Value>(&deeper).is_err());
-        let err = parse_head(deeper.as_bytes()).err().unwrap();
-        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn refuses_invalid_utf8_even_in_fields_it_does_not_read() {
-        let body = b"{\"model\":\"m\",\"messages\":[{\"ro\xffle\":\"user\"}]}";
-        assert!(serde_json::from_slice::<serde_json::Value>(body).is_err());
-        let err = parse_head(body).err().unwrap();
-        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        assert!(parse_head(nested(127).as_bytes()).is_ok());
+        let bodies = [
+            nested(128).into_bytes(),
+            b"{\"model\":\"m\",\"messages\":[{\"ro\xffle\":\"user\"}]}".to_vec(),
+            br#"{"model":"m","messages":[{"content":"x\udf21"}]}"#.to_vec(),
+            br#"{"model":"m","temperature":1e999}"#.to_vec(),
+        ];
+        for body in bodies {
+            assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err());
+            let err = parse_head(&body).err().unwrap();
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]
