@@ -32,11 +32,15 @@ targets=$(fuzz list)
 failed=()
 for target in $targets; do
     mkdir -p "$scratch/$target" "fuzz/artifacts/$target"
-    echo "fuzz: $target for ${seconds}s"
-    if ! fuzz run "${flags[@]}" "$target" \
+    log="$scratch/$target.log"
+    # libFuzzer logs every new input; CI shows the totals, or the crash.
+    if fuzz run "${flags[@]}" "$target" \
         "$scratch/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -max_len=16384 -print_final_stats=1; then
+        -max_len=16384 -print_final_stats=1 >"$log" 2>&1; then
+        echo "fuzz: $target: $(grep -m1 '^Done' "$log")"
+    else
+        tail -n 60 "$log"
         failed+=("$target")
     fi
 done
