@@ -165,6 +165,8 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         received: tokio::time::Instant::now(),
         hide_usage: false,
         include_usage: false,
+        content_type: None,
+        stored: None,
     };
     let limiter = Arc::new(
         Limiter::from_config(&config, None, Metrics::new().expect("metrics"))

@@ -1,14 +1,18 @@
 //! Gateway overhead benchmark: `cargo bench --bench proxy`.
 //!
 //! An instant fake OpenAI upstream and Sluice in front of it both run in this
-//! process; the same load is sent direct and through Sluice, in alternating
-//! rounds so machine noise hits both alike, and medians of the rounds are
-//! reported. Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
+//! process, and Debian's nginx as a plain reverse proxy in front of the same
+//! upstream (the practical limit; `scripts/bench-deps.sh` installs it, and
+//! the bench runs without it). The same load is sent direct, through nginx
+//! and through Sluice, in rotating rounds so machine noise hits all alike,
+//! and medians of the rounds are reported. Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/nginx.rs"]
+mod nginx;
 
 use common::{
     COMPLETION, Params, SSE_DONE, Stats, concurrent, request, sequential, start_sluice,
@@ -20,10 +24,18 @@ async fn main() {
     let p = Params::from_env();
     let upstream = start_upstream().await;
     let gateway = start_sluice(upstream).await;
-    let paths = [
+    let nginx = nginx::start(upstream).await;
+    let mut paths = vec![
         ("direct", format!("http://{upstream}/v1/chat/completions")),
         ("sluice", format!("http://{gateway}/v1/chat/completions")),
     ];
+    match &nginx {
+        Some(nginx) => paths.push((
+            "nginx",
+            format!("http://{}/v1/chat/completions", nginx.addr),
+        )),
+        None => println!("nginx not found: run scripts/bench-deps.sh to compare with it"),
+    }
     let client = common::client(p.concurrency);
 
     // Sanity: Sluice relays the upstream's bytes unchanged in both modes.
@@ -54,11 +66,11 @@ async fn main() {
             if stream { "stream" } else { "nonstream" },
             if loaded { p.concurrency } else { 1 }
         );
-        let mut rounds: [Vec<Stats>; 2] = [Vec::new(), Vec::new()];
+        let mut rounds: Vec<Vec<Stats>> = vec![Vec::new(); paths.len()];
         for round in 0..p.rounds {
-            // Alternate which path goes first so drift affects both alike.
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            // Rotate which path goes first so drift affects all alike.
+            for k in 0..paths.len() {
+                let i = (round + k) % paths.len();
                 let url = &paths[i].1;
                 let s = if loaded {
                     concurrent(&client, url, stream, &p).await
@@ -81,6 +93,14 @@ async fn main() {
     }
     let added = |m: usize| results[m][1].p50_us - results[m][0].p50_us;
     let ratio = |m: usize| results[m][1].rps / results[m][0].rps;
+    let against_nginx = |m: usize| {
+        results[m].get(2).map(|nginx| {
+            (
+                nginx.p50_us - results[m][0].p50_us,
+                results[m][1].rps / nginx.rps,
+            )
+        })
+    };
     println!();
     println!(
         "added latency p50 (non-streaming, unloaded): {:.0} us   (target < 150 us)",
@@ -99,4 +119,15 @@ async fn main() {
         "throughput ratio sluice/direct (streaming, c{c}): {:.2}",
         ratio(3)
     );
+    for (m, what) in [
+        (0, "non-streaming, c1"),
+        (2, &*format!("non-streaming, c{c}")),
+        (3, &*format!("streaming, c{c}")),
+    ] {
+        if let Some((nginx_added, sluice_over_nginx)) = against_nginx(m) {
+            println!(
+                "nginx ({what}): added p50 {nginx_added:.0} us; throughput ratio sluice/nginx {sluice_over_nginx:.2}"
+            );
+        }
+    }
 }

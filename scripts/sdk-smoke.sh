@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Runs the official OpenAI Python SDK against the real sluice binary on a
-# mock upstream. Installs the SDK from PyPI into target/py-venv on first use.
+# mock upstream, then validates the mock's answers against OpenAI's OpenAPI
+# description (tests/python/spec_check.py). Installs the SDK, jsonschema and
+# PyYAML from PyPI into target/py-venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/py-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.60,<3"
 fi
+if ! "$venv/bin/python" -c 'import openai, jsonschema, yaml' 2>/dev/null; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "openai>=1.60,<3" "jsonschema>=4.18,<5" "pyyaml>=6,<7"
+fi
+# The spec is kept in shared/reference beside the checkout, not in it.
+spec=${OPENAI_OPENAPI_SPEC:-../shared/reference/openai-openapi.yaml}
 
 cargo build --quiet --bin sluice
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -23,7 +30,7 @@ data_dir = "$data_dir"
 [[deployments]]
 name = "mock"
 provider = "mock"
-models = ["gpt-4o-mini", "text-embedding-3-small"]
+models = ["gpt-4o-mini", "text-embedding-3-small", "omni-moderation-latest", "gpt-image-1", "tts-1", "whisper-1"]
 mock = { latency = "1ms", chunks = 5, chunk_interval = "1ms" }
 [[keys]]
 name = "smoke"
@@ -34,7 +41,7 @@ key = "sk-smoke-limited-01"
 rpm = 60
 TOML
 
-target/debug/sluice --config "$config" >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/sluice" --config "$config" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$config" "$log" "$data_dir"; }
 trap cleanup EXIT
@@ -44,6 +51,9 @@ for _ in $(seq 1 100); do
 done
 
 "$venv/bin/python" tests/python/sdk_smoke.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001
+# The Azure client: /openai/deployments/..., /openai/responses, /openai/v1/...
+"$venv/bin/python" tests/python/azure_smoke.py "http://127.0.0.1:$port" sk-smoke-key-0001
+"$venv/bin/python" tests/python/spec_check.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001 "$spec"
 
 # Graceful shutdown on SIGTERM exits cleanly.
 kill -TERM "$pid"

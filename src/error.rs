@@ -1,6 +1,9 @@
 //! One error type for everything a client can be told, always rendered in
 //! OpenAI's shape so SDKs raise the exception class they would against OpenAI.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -15,10 +18,18 @@ pub enum GatewayError {
     MissingApiKey,
     #[error("Incorrect API key provided: {masked}.")]
     InvalidApiKey { masked: String },
+    #[error("Too many failed authentication attempts from your address. Please try again in {}.", crate::config::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
+    AuthThrottled { retry_after: std::time::Duration },
     #[error("The model `{model}` is not enabled for the key `{key}`.")]
-    ModelNotAllowed { model: String, key: String },
+    ModelNotAllowed { model: Echo, key: String },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
-    ModelNotFound(String),
+    ModelNotFound(Echo),
+    #[error("{}esponse with id '{id}' not found.", if *previous { "Previous r" } else { "R" })]
+    ResponseNotFound { id: Echo, previous: bool },
+    #[error(
+        "The gateway cannot tell which deployment holds this response right now (its shared store is unreachable). Please try again shortly."
+    )]
+    ResponseStoreUnavailable,
     #[error("{message}")]
     InvalidRequest {
         message: String,
@@ -42,16 +53,22 @@ pub enum GatewayError {
         "Spend budgets cannot be checked right now (the shared budget store is unreachable) and this gateway is set to fail closed. Please try again shortly."
     )]
     BudgetsUnavailable,
-    #[error("Invalid Content-Type header ({0}); expected application/json.")]
-    UnsupportedMediaType(String),
+    #[error("Invalid Content-Type header ({got}); expected {expected}.")]
+    UnsupportedMediaType { got: Echo, expected: &'static str },
+    #[error("The request body was not received within {}.", crate::config::format_go_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("Request body exceeds the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
     #[error("Invalid URL ({method} {path})")]
-    UnknownRoute { method: String, path: String },
+    UnknownRoute { method: Echo, path: Echo },
     #[error("Method {method} is not allowed for {path}.")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed { method: Echo, path: Echo },
     #[error("Upstream deployment `{deployment}` failed: {reason}")]
     Upstream { deployment: String, reason: String },
+    #[error(
+        "Upstream deployment `{deployment}` answered with more than {limit} bytes, the gateway's limit (`max_response_bytes`)."
+    )]
+    UpstreamResponseTooLarge { deployment: String, limit: usize },
     #[error("Upstream deployment `{deployment}` did not answer within {timeout_ms}ms.")]
     UpstreamTimeout {
         deployment: String,
@@ -85,20 +102,28 @@ impl GatewayError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Self::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ModelNotFound(_) | Self::UnknownRoute { .. } => StatusCode::NOT_FOUND,
+            Self::BudgetExhausted { .. } | Self::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::ModelNotFound(_) | Self::UnknownRoute { .. } | Self::ResponseNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::UpstreamResponseTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::Overloaded { .. }
-            | Self::BudgetsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,10 +133,12 @@ impl GatewayError {
             Self::Overloaded { .. } => "server_overloaded",
             Self::BudgetExhausted { .. } => "insufficient_quota",
             Self::Upstream { .. }
+            | Self::UpstreamResponseTooLarge { .. }
             | Self::UpstreamTimeout { .. }
             | Self::ShuttingDown
             | Self::NoDeployment { .. }
             | Self::BudgetsUnavailable
+            | Self::ResponseStoreUnavailable
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }
@@ -121,15 +148,23 @@ impl GatewayError {
         match self {
             Self::MissingApiKey => None,
             Self::InvalidApiKey { .. } => Some("invalid_api_key"),
+            Self::AuthThrottled { .. } => Some("too_many_failed_attempts"),
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_not_found"),
+            Self::ResponseNotFound {
+                previous: false, ..
+            } => None,
+            Self::ResponseStoreUnavailable => Some("response_store_unavailable"),
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
-            Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            Self::UnsupportedMediaType { .. } => Some("unsupported_media_type"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::BodyTimeout(_) => Some("request_timeout"),
             Self::UnknownRoute { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Self::Upstream { .. } => Some("upstream_error"),
+            Self::UpstreamResponseTooLarge { .. } => Some("upstream_response_too_large"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::ShuttingDown => Some("shutting_down"),
             Self::NoDeployment { .. } => Some("no_deployment_available"),
@@ -144,6 +179,7 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { param, .. } => *param,
             Self::ContextLengthExceeded { .. } => Some("messages"),
+            Self::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         }
@@ -216,12 +252,19 @@ impl IntoResponse for GatewayError {
             }
             | Self::Overloaded {
                 retry_after: wait, ..
-            } => Some(*wait),
+            }
+            | Self::AuthThrottled { retry_after: wait } => Some(*wait),
             Self::BudgetsUnavailable => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };
         if let Some(wait) = wait {
             set_retry_after(response.headers_mut(), wait);
+        }
+        if matches!(self, Self::BodyTimeout(_)) {
+            // The rest of the body may still be on its way: end the connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
             .extensions_mut()
@@ -242,15 +285,45 @@ pub fn set_retry_after(headers: &mut http::HeaderMap, wait: std::time::Duration)
 #[derive(Clone, Debug)]
 pub struct ErrorLogged(pub String);
 
-/// Masks a presented key the way OpenAI does: first three and last four characters.
+/// How many characters of a client's input an error message or log line quotes.
+pub const ECHO_LIMIT: usize = 128;
+
+/// At most `ECHO_LIMIT` characters of client input, saying when it was cut,
+/// so a 16 MiB field never becomes a 16 MiB error body or log line.
+pub fn clip(input: &str) -> Cow<'_, str> {
+    match input.char_indices().nth(ECHO_LIMIT) {
+        None => Cow::Borrowed(input),
+        Some((end, _)) => Cow::Owned(format!("{}... ({} bytes, cut)", &input[..end], input.len())),
+    }
+}
+
+/// Client input quoted in an error: only made through `clip`, so no error
+/// variant can carry an unbounded echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Echo(String);
+
+impl From<&str> for Echo {
+    fn from(input: &str) -> Self {
+        Self(clip(input).into_owned())
+    }
+}
+
+impl fmt::Display for Echo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Masks a presented key: at most its last four characters show, and none
+/// of a short one, so a log line or error never carries enough of a secret
+/// to narrow a guess.
 pub fn mask_key(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    if chars.len() <= 8 {
+    let count = key.chars().count();
+    if count < 16 {
         return "****".to_owned();
     }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}...{tail}")
+    let tail: String = key.chars().skip(count - 4).collect();
+    format!("...{tail}")
 }
 
 #[cfg(test)]
@@ -287,8 +360,21 @@ mod tests {
 
     #[test]
     fn masks_keys_without_revealing_the_middle() {
-        assert_eq!(mask_key("sk-abcdefghijklmnop"), "sk-...mnop");
+        assert_eq!(mask_key("sk-abcdefghijklmnop"), "...mnop");
+        assert_eq!(mask_key("sk-abcdefghijk"), "****");
         assert_eq!(mask_key("short"), "****");
+        assert_eq!(mask_key("sk-ünïcödé-kéy-1234"), "...1234");
+    }
+
+    #[test]
+    fn echoes_are_clipped_and_say_so() {
+        assert_eq!(clip("gpt-4o"), "gpt-4o");
+        let long = "é".repeat(10_000);
+        let clipped = clip(&long);
+        assert!(clipped.starts_with(&"é".repeat(ECHO_LIMIT)));
+        assert!(clipped.ends_with("... (20000 bytes, cut)"), "{clipped}");
+        let error = GatewayError::ModelNotFound(Echo::from(long.as_str()));
+        assert!(error.body().len() < 600, "{}", error.body().len());
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod dispatch;
+pub mod drain;
 pub mod error;
+pub mod headers;
 pub mod ledger;
 pub mod limits;
 pub mod metering;
@@ -40,7 +42,8 @@ pub mod fuzzing {
     pub use crate::cache::layer::complete_events;
     pub use crate::config::expand::expand_tree;
     pub use crate::dispatch::hide_usage::UsageHider;
-    pub use crate::request::parse::{affinity_key, check_content_type, parse_head};
-    pub use crate::request::with_usage_requested;
+    pub use crate::request::parse::{
+        affinity_key, check_content_type, parse_head, with_usage_requested,
+    };
     pub use crate::routing::hints::remaining;
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sluice::config::{self, Config};
-use sluice::server::{Gateway, shutdown_signal};
+use sluice::server::{Gateway, raise_fd_limit, shutdown_signal};
 
 /// Sluice: a fast, exact gateway for OpenAI-compatible APIs.
 #[derive(Parser)]
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     sluice::telemetry::init(&config.log);
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,8 +57,8 @@ fn run(config: Config) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let gateway = Gateway::build(&config)?;
-        let listener = Gateway::bind(&config).await?;
-        gateway.serve(listener, shutdown_signal()).await
+        let listeners = Gateway::bind(&config).await?;
+        gateway.serve(listeners, shutdown_signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,6 +70,9 @@ pub struct MetricsSet {
     pub budget_alerts: IntCounterVec,
     /// Budget counter reads and charges that failed (Redis).
     pub budget_store_errors: IntCounter,
+    /// Refused authentication attempts, by reason (missing, invalid,
+    /// malformed, throttled): the access log keeps them at debug level.
+    pub auth_failures: IntCounterVec,
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     pub key_requests: IntCounterVec,
     /// Requests by route, model, deployment and status class.
@@ -83,6 +86,8 @@ pub struct MetricsSet {
     /// Gateway time before the upstream answered: total minus upstream time, by route.
     pub overhead: HistogramVec,
     pub in_flight: IntGauge,
+    /// Client connections open, all listeners together (`[server] max_connections`).
+    pub connections: IntGauge,
     /// Requests whose final attempt went to another deployment than the first, by model.
     pub failovers: IntCounterVec,
     /// Time spent waiting for a concurrency slot, by class.
@@ -204,6 +209,7 @@ impl MetricsSet {
             &["route"],
         )?;
         let in_flight = IntGauge::new("sluice_in_flight_requests", "Requests being handled")?;
+        let connections = IntGauge::new("sluice_connections", "Client connections open")?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "sluice_failovers_total",
@@ -270,6 +276,13 @@ impl MetricsSet {
             "sluice_budget_store_errors_total",
             "Budget counter reads and charges that failed",
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_auth_failures_total",
+                "Refused authentication attempts, by reason",
+            ),
+            &["reason"],
+        )?;
         let ledger_written =
             IntCounter::new("sluice_ledger_written_total", "Usage records written")?;
         let ledger_dropped = IntCounter::new(
@@ -305,6 +318,7 @@ impl MetricsSet {
             Box::new(budget_rejected.clone()),
             Box::new(budget_alerts.clone()),
             Box::new(budget_store_errors.clone()),
+            Box::new(auth_failures.clone()),
             Box::new(cost_usd.clone()),
             Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
@@ -313,6 +327,7 @@ impl MetricsSet {
             Box::new(upstream_duration.clone()),
             Box::new(overhead.clone()),
             Box::new(in_flight.clone()),
+            Box::new(connections.clone()),
             Box::new(failovers.clone()),
             Box::new(queue_wait.clone()),
             Box::new(queue_depth.clone()),
@@ -362,6 +377,7 @@ impl MetricsSet {
             budget_rejected,
             budget_alerts,
             budget_store_errors,
+            auth_failures,
             ledger_written,
             ledger_dropped,
             ledger_store_errors,
@@ -373,6 +389,7 @@ impl MetricsSet {
             upstream_duration,
             overhead,
             in_flight,
+            connections,
             failovers,
             queue_wait,
             queue_depth,

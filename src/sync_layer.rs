@@ -18,8 +18,8 @@ pub trait Middleware: Clone + Send + Sync + 'static {
     /// What `before` hands to `after`.
     type Carry: Send + 'static;
 
-    /// `Err` answers at once, without calling the inner service (boxed:
-    /// refusals are the rare path).
+    /// `Err` answers without calling the inner service, once what is left
+    /// of a small request body is drained (boxed: refusals are the rare path).
     fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>>;
 
     /// Sees the inner service's response head.
@@ -62,13 +62,18 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         match self.middleware.before(&mut request) {
             Ok(carry) => SyncFuture::calling(self.inner.call(request), Some((carry, M::after))),
-            Err(response) => SyncFuture::answered(*response),
+            Err(response) => SyncFuture::refused(Box::pin(crate::drain::refuse_after_drain(
+                request, *response,
+            ))),
         }
     }
 }
 
 /// What to run on the response, with what `before` carried.
 pub type After<C> = Option<(C, fn(C, &mut Response))>;
+
+/// A refusal's answer, given once the request body is drained.
+pub type Refusal = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 pin_project! {
     /// The inner service's future and what runs on its response, or an
@@ -80,7 +85,7 @@ pin_project! {
             inner: F,
             after: After<C>,
         },
-        Answered { response: Option<Response> },
+        Refused { answer: Option<Refusal> },
     }
 }
 
@@ -89,9 +94,9 @@ impl<F, C> SyncFuture<F, C> {
         Self::Calling { inner, after }
     }
 
-    pub fn answered(response: Response) -> Self {
-        Self::Answered {
-            response: Some(response),
+    pub fn refused(answer: Refusal) -> Self {
+        Self::Refused {
+            answer: Some(answer),
         }
     }
 }
@@ -111,10 +116,15 @@ where
                 }
                 Poll::Ready(result)
             }
-            // Polled again after completing: a caller's bug, answered, not a panic.
-            Projected::Answered { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| GatewayError::Internal.into_response()))),
+            Projected::Refused { answer } => match answer {
+                Some(pending) => {
+                    let response = ready!(pending.as_mut().poll(cx));
+                    *answer = None;
+                    Poll::Ready(Ok(response))
+                }
+                // Polled again after completing: a caller's bug, answered, not a panic.
+                None => Poll::Ready(Ok(GatewayError::Internal.into_response())),
+            },
         }
     }
 }

@@ -71,7 +71,7 @@ impl Encoding {
         if older { Self::Cl100k } else { Self::O200k }
     }
 
-    fn bpe(self) -> &'static CoreBPE {
+    pub(crate) fn bpe(self) -> &'static CoreBPE {
         match self {
             Self::O200k => tiktoken_rs::o200k_base_singleton(),
             Self::Cl100k => tiktoken_rs::cl100k_base_singleton(),
@@ -91,8 +91,15 @@ pub struct Estimator {
 impl Estimator {
     /// Prompt plus expected output tokens for one request body.
     pub fn estimate(&self, endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
+        match endpoint {
+            // Reading or deleting a stored response makes nothing new.
+            Endpoint::StoredResponse => return 0,
+            // An upload's tokens are not known before it is transcribed.
+            _ if endpoint.takes_multipart() => return self.default_max_tokens,
+            _ => {}
+        }
         let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
-            return 0;
+            return size_estimate(body) + self.default_max_tokens;
         };
         let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
         let output = max_output(endpoint, &request).unwrap_or(self.default_max_tokens);
@@ -100,6 +107,25 @@ impl Estimator {
         // that wrapped would slip a huge request under the TPM limit.
         prompt_tokens(endpoint, &request, encoding).saturating_add(output.saturating_mul(choices))
     }
+}
+
+/// The prompt tokens of a request body: counted when it parses, else
+/// estimated from its size (a body the gateway forwards is never free).
+pub fn prompt_tokens_of(endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
+    if endpoint.takes_multipart() || endpoint == Endpoint::StoredResponse {
+        return 0;
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(request)) => prompt_tokens(endpoint, &request, encoding),
+        _ => size_estimate(body),
+    }
+}
+
+/// About four bytes a token, rounded up: the usual rule for English text,
+/// and on the high side for JSON, which is the safer side for limits and
+/// cost alike.
+pub fn size_estimate(body: &[u8]) -> u64 {
+    (body.len() as u64).div_ceil(4)
 }
 
 /// The prompt's tokens: messages (with OpenAI's overheads) and tools for chat,
@@ -115,10 +141,14 @@ pub fn prompt_tokens(endpoint: Endpoint, request: &Map<String, Value>, encoding:
                 + request.get("tools").map_or(0, |tools| counter.json(tools))
         }
         Endpoint::Completions => counter.inputs(request.get("prompt")),
-        Endpoint::Embeddings => counter.inputs(request.get("input")),
+        Endpoint::Embeddings | Endpoint::Moderations | Endpoint::AudioSpeech => {
+            counter.inputs(request.get("input"))
+        }
+        Endpoint::ImageGenerations => counter.inputs(request.get("prompt")),
         Endpoint::Responses => {
             counter.any_text(request.get("input")) + counter.any_text(request.get("instructions"))
         }
+        Endpoint::AudioTranscriptions | Endpoint::AudioTranslations | Endpoint::StoredResponse => 0,
     }
 }
 
@@ -128,13 +158,13 @@ pub fn output_fields(endpoint: Endpoint) -> &'static [&'static str] {
         Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
         Endpoint::Completions => &["max_tokens"],
         Endpoint::Responses => &["max_output_tokens"],
-        Endpoint::Embeddings => &[],
+        _ => &[],
     }
 }
 
-/// The request's max output tokens; embeddings produce none.
+/// The request's max output tokens; embeddings and moderations produce none.
 pub fn max_output(endpoint: Endpoint, request: &Map<String, Value>) -> Option<u64> {
-    if endpoint == Endpoint::Embeddings {
+    if matches!(endpoint, Endpoint::Embeddings | Endpoint::Moderations) {
         return Some(0);
     }
     output_fields(endpoint)
@@ -336,5 +366,24 @@ mod tests {
         ] {
             assert_eq!(Encoding::for_model(model), Encoding::Cl100k, "{model}");
         }
+    }
+
+    #[test]
+    fn a_body_too_deep_to_parse_is_estimated_from_its_size() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(r#"{{"model":"m","messages":[],"tools":{deep}}}"#);
+        let estimate = size_estimate(body.as_bytes());
+        assert!(estimate >= 100);
+        assert_eq!(
+            prompt_tokens_of(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
+            estimate
+        );
+        let estimator = Estimator {
+            default_max_tokens: 16,
+        };
+        assert_eq!(
+            estimator.estimate(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
+            estimate + 16
+        );
     }
 }

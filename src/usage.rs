@@ -158,13 +158,22 @@ pub fn is_usage_only(event: &[u8]) -> bool {
 const USAGE_NULL: [&[u8]; 2] = [b",\"usage\":null", b"\"usage\":null,"];
 
 /// A stream event without the `"usage":null` field that `include_usage`
-/// adds to every chunk, for a client that did not ask for it.
+/// adds to every chunk, for a client that did not ask for it. One pass per
+/// pattern, so a line full of them costs no more than its length.
 pub fn without_usage_null(event: &[u8]) -> Vec<u8> {
     let mut event = event.to_vec();
     for pattern in USAGE_NULL {
-        while let Some(at) = memchr::memmem::find(&event, pattern) {
-            event.drain(at..at + pattern.len());
+        if memchr::memmem::find(&event, pattern).is_none() {
+            continue;
         }
+        let mut kept = Vec::with_capacity(event.len());
+        let mut from = 0;
+        for at in memchr::memmem::find_iter(&event, pattern) {
+            kept.extend_from_slice(&event[from..at]);
+            from = at + pattern.len();
+        }
+        kept.extend_from_slice(&event[from..]);
+        event = kept;
     }
     event
 }
@@ -179,58 +188,78 @@ pub fn parse(json: &[u8]) -> Option<Usage> {
     }
 }
 
-/// Finds usage in a relayed SSE stream without parsing every chunk: only an
-/// event containing `"usage":{` is decoded. Events split across chunks are
-/// reassembled (bounded).
+/// Finds usage in a relayed SSE stream without parsing every chunk: only a
+/// `data:` line containing `"usage":{` is decoded. A line split across chunks
+/// is carried to the next one, up to `LINE_LIMIT`; a longer line is skipped
+/// (a usage event is a few hundred bytes). Lines end at `\n` or `\r`, and
+/// each byte is searched once, so the cost is linear however chunks are cut.
 #[derive(Default)]
 pub struct StreamUsageScanner {
-    pending: Vec<u8>,
+    /// The start of the current line, while its end has not arrived.
+    line: Vec<u8>,
+    /// The current line outgrew `LINE_LIMIT`: ignored up to its end.
+    skipping: bool,
     found: Option<Usage>,
 }
 
 const MARKER: &[u8] = b"\"usage\":{";
-const PENDING_LIMIT: usize = 256 * 1024;
+const LINE_LIMIT: usize = 256 * 1024;
 
 impl StreamUsageScanner {
     pub fn scan(&mut self, chunk: &[u8]) {
-        if self.pending.is_empty() {
-            if memchr::memmem::find(chunk, MARKER).is_none() {
+        let mut rest = chunk;
+        if !self.line.is_empty() || self.skipping {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.hold(rest);
                 return;
+            };
+            if !std::mem::take(&mut self.skipping) {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&rest[..end]);
+                self.check(&line);
+                line.clear();
+                self.line = line;
             }
-            let start = line_start(chunk, memchr::memmem::find(chunk, MARKER).unwrap_or(0));
-            self.pending.extend_from_slice(&chunk[start..]);
-        } else {
-            self.pending.extend_from_slice(chunk);
+            rest = &rest[end + 1..];
         }
-        self.drain_lines();
+        // Nothing carried now: without the marker only the unfinished last
+        // line can matter (its marker may still come).
+        if memchr::memmem::find(rest, MARKER).is_some() {
+            while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+                self.check(&rest[..end]);
+                rest = &rest[end + 1..];
+            }
+        } else if let Some(end) = memchr::memrchr2(b'\n', b'\r', rest) {
+            rest = &rest[end + 1..];
+        }
+        self.hold(rest);
     }
 
-    fn drain_lines(&mut self) {
-        while let Some(end) = memchr::memchr(b'\n', &self.pending) {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            if let Some(data) = line.strip_prefix(b"data:")
-                && memchr::memmem::find(data, MARKER).is_some()
-                && let Some(usage) = parse(data.trim_ascii())
-            {
-                self.found = Some(usage);
-            }
-            if memchr::memmem::find(&self.pending, MARKER).is_none() {
-                self.pending.clear();
-                return;
-            }
+    fn check(&mut self, line: &[u8]) {
+        if let Some(data) = line.strip_prefix(b"data:")
+            && memchr::memmem::find(data, MARKER).is_some()
+            && let Some(usage) = parse(data.trim_ascii())
+        {
+            self.found = Some(usage);
         }
-        if self.pending.len() > PENDING_LIMIT {
-            self.pending.clear();
+    }
+
+    /// Carries the start of an unfinished line, unless it grew too long.
+    fn hold(&mut self, partial: &[u8]) {
+        if self.skipping || partial.is_empty() {
+            return;
+        }
+        if self.line.len() + partial.len() > LINE_LIMIT {
+            self.line = Vec::new();
+            self.skipping = true;
+        } else {
+            self.line.extend_from_slice(partial);
         }
     }
 
     pub fn usage(&self) -> Option<Usage> {
         self.found
     }
-}
-
-fn line_start(chunk: &[u8], at: usize) -> usize {
-    memchr::memrchr(b'\n', &chunk[..at]).map_or(0, |newline| newline + 1)
 }
 
 #[cfg(test)]
@@ -261,5 +290,35 @@ mod tests {
         scanner.scan(b"data: {\"choices\":[],\"usage\":{\"prompt_to");
         scanner.scan(b"kens\":9,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n");
         assert_eq!(scanner.usage().map(|u| u.total()), Some(11));
+    }
+
+    #[test]
+    fn scanner_finds_a_marker_cut_in_two_and_crlf_lines() {
+        let mut scanner = StreamUsageScanner::default();
+        scanner.scan(b"data: {\"choices\":[],\"us");
+        scanner.scan(b"age\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n");
+        assert_eq!(scanner.usage().map(|u| u.total()), Some(3));
+    }
+
+    #[test]
+    fn scanner_skips_an_endless_line_with_a_bounded_carry() {
+        let mut scanner = StreamUsageScanner::default();
+        let piece = vec![b'x'; 1000];
+        for _ in 0..1000 {
+            scanner.scan(&piece);
+            assert!(scanner.line.len() <= LINE_LIMIT);
+        }
+        assert!(scanner.skipping);
+        scanner.scan(b"\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4}}\n\n");
+        assert_eq!(scanner.usage().map(|u| u.total()), Some(4));
+    }
+
+    #[test]
+    fn usage_null_is_removed_in_one_pass() {
+        let line = b"data: {\"a\":1,\"usage\":null,\"b\":2,\"usage\":null}\n";
+        assert_eq!(
+            without_usage_null(line),
+            b"data: {\"a\":1,\"b\":2}\n".to_vec()
+        );
     }
 }

@@ -294,6 +294,48 @@ async fn a_broken_stream_is_never_cached() {
 }
 
 #[tokio::test]
+async fn a_stream_larger_than_max_entry_bytes_is_delivered_whole_but_not_stored_or_shared() {
+    use futures_util::StreamExt;
+    let upstream = FakeUpstream::start("oa").await;
+    let events: Vec<String> = std::iter::once(chunk("a"))
+        .chain((0..64).map(|i| chunk(&format!("{i:0>200}"))))
+        .chain(std::iter::once(done()))
+        .collect();
+    let whole = events.concat();
+    let gate = upstream.push_gated_stream(events);
+    let gateway = TestGateway::start(&config(&upstream, "max_entry_bytes = 4096")).await;
+    let leader = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(status_of(&leader), "miss");
+    let mut leader_body = leader.bytes_stream();
+    let mut received = leader_body.next().await.unwrap().unwrap().to_vec();
+    // A joiner follows while the answer is still small enough to share.
+    let joiner = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(joiner.headers()["x-sluice-coalesced"], "true");
+    gate.notify_one();
+    while let Some(bytes) = leader_body.next().await {
+        received.extend_from_slice(&bytes.unwrap());
+    }
+    assert_eq!(
+        String::from_utf8(received).unwrap(),
+        whole,
+        "delivered whole"
+    );
+    let followed = joiner.text().await.unwrap();
+    assert!(followed.starts_with(&chunk("a")), "{followed}");
+    assert!(
+        followed.ends_with("\n\n") && followed.contains("cache_entry_too_large"),
+        "the joiner is told, not cut off silently: {followed}"
+    );
+    assert!(followed.len() < 4096 + 1024, "{}", followed.len());
+
+    upstream.push(stream_behavior());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = send(&gateway, "sk-a-00000000", &streamed(true), &[]).await;
+    assert_eq!(status_of(&next), "miss", "not stored");
+    assert_eq!(upstream.calls(), 2);
+}
+
+#[tokio::test]
 async fn twenty_identical_calls_in_flight_reach_the_upstream_once() {
     let upstream = FakeUpstream::start("oa").await;
     upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));

@@ -216,6 +216,14 @@ fn check_rejects_bad_configs_with_paths() {
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[redis]\nurl = \"http://x\"\n",
             "redis.url",
         ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"openai\"\nbase_url = \"https://user:s3cret-pw@api.example.com/v1\"\nmodels = [\"m\"]\n",
+            "deployments[0].base_url: must not contain credentials",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[server]\nmax_response_bytes = 0\n",
+            "server.max_response_bytes: must be greater than 0",
+        ),
         ("[[deployments]\n", "invalid TOML"),
     ];
     for (text, expected) in cases {
@@ -223,6 +231,7 @@ fn check_rejects_bad_configs_with_paths() {
         let (ok, _out, err) = sluice(&["check", "--config", file.0.to_str().unwrap()], &[]);
         assert!(!ok, "accepted:\n{text}");
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        assert!(!err.contains("s3cret-pw"), "a password was echoed: {err}");
     }
     let (ok, _, err) = sluice(&["check", "--config", "/nonexistent/sluice.toml"], &[]);
     assert!(!ok && err.contains("cannot read config file"), "{err}");

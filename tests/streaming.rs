@@ -129,7 +129,14 @@ async fn keepalives_flow_until_the_first_upstream_byte() {
     assert_eq!(rest, chunk("late") + &done());
 
     // Slow response head: the client gets 200 and keep-alives meanwhile.
-    upstream.push(Behavior::DelayHead(Duration::from_millis(400)));
+    upstream.push(Behavior::Late(
+        Duration::from_millis(400),
+        Box::new(Behavior::Stream {
+            events: vec![chunk("from oa"), done()],
+            interval: Duration::ZERO,
+            gate: None,
+        }),
+    ));
     let response = gateway
         .post("/v1/chat/completions", Some(KEY), &stream_request())
         .await;

@@ -1,10 +1,9 @@
 //! A client's request body: the head parse (model, stream, include_usage),
 //! the prompt-affinity key, the TPM estimate, the content-type check and the
-//! `stream_options.include_usage` injection. Property: every body the head
+//! `stream_options.include_usage` splice. Property: every body the head
 //! parse accepts can have usage requested, and still reads the same after.
 #![no_main]
 
-use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use sluice::fuzzing::{affinity_key, check_content_type, parse_head, with_usage_requested};
@@ -20,25 +19,25 @@ fuzz_target!(|data: &[u8]| {
     for endpoint in Endpoint::ALL {
         estimator.estimate(endpoint, data, Encoding::O200k);
     }
-    let Ok(head) = parse_head(data) else {
+    let Ok(head) = parse_head(data, None) else {
         return;
     };
     assert!(!head.model.is_empty());
-    let Some(rewritten) = with_usage_requested(&Bytes::copy_from_slice(data)) else {
+    let Some(spliced) = with_usage_requested(data, &head) else {
         assert!(
             !options_can_take_usage(data),
             "an accepted body could not have include_usage added"
         );
         return;
     };
-    let again = parse_head(&rewritten).expect("the rewritten body parses");
+    let again = parse_head(&spliced, None).expect("the spliced body parses");
     assert_eq!(again.model, head.model);
     assert_eq!(again.stream, head.stream);
     assert!(again.include_usage);
 });
 
-/// `stream_options` is absent or an object (anything else is the upstream's
-/// to reject, and is forwarded as sent).
+/// `stream_options` is absent, null or an object that parses (anything else
+/// is the upstream's to reject, and is forwarded as sent).
 fn options_can_take_usage(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Options<'a> {
@@ -46,9 +45,12 @@ fn options_can_take_usage(body: &[u8]) -> bool {
         stream_options: Option<&'a RawValue>,
     }
     match serde_json::from_slice::<Options<'_>>(body) {
-        Ok(Options { stream_options }) => {
-            stream_options.is_none_or(|raw| raw.get().starts_with('{'))
-        }
+        Ok(Options { stream_options }) => stream_options.is_none_or(|raw| {
+            matches!(
+                serde_json::from_str(raw.get()),
+                Ok(serde_json::Value::Object(_) | serde_json::Value::Null)
+            )
+        }),
         Err(_) => false,
     }
 }

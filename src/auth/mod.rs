@@ -2,6 +2,7 @@
 //! replaced by an `Identity` for the layers behind. It never goes upstream.
 
 mod layer;
+mod throttle;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use crate::config::{AuthConfig, KeyConfig, KeyDigest, sha256};
 use crate::error::{GatewayError, mask_key};
 
-pub use layer::{Authenticate, presented_key};
+pub use layer::{AuthGuard, AuthRefused, Authenticate, Presented, presented_key};
+pub use throttle::FailedAuth;
 
 /// Who is calling; attached to the request (and its response) by the auth layer.
 #[derive(Debug)]
@@ -78,17 +80,21 @@ impl KeyStore {
         }
     }
 
-    /// Resolves the presented key. A wrong key is rejected even when auth is
-    /// optional: a typo should fail loudly, not silently run as anonymous.
-    pub fn resolve(&self, presented: Option<&str>) -> Result<Arc<Identity>, GatewayError> {
+    /// Resolves the presented key. A wrong or malformed key is rejected even
+    /// when auth is optional: a typo should fail loudly, not silently run as
+    /// anonymous.
+    pub fn resolve(&self, presented: Presented<'_>) -> Result<Arc<Identity>, GatewayError> {
         match presented {
-            Some(key) => self.by_digest.get(&sha256(key)).cloned().ok_or_else(|| {
+            Presented::Key(key) => self.by_digest.get(&sha256(key)).cloned().ok_or_else(|| {
                 GatewayError::InvalidApiKey {
                     masked: mask_key(key),
                 }
             }),
-            None if self.required => Err(GatewayError::MissingApiKey),
-            None => Ok(self.anonymous.clone()),
+            Presented::Malformed => Err(GatewayError::InvalidApiKey {
+                masked: "(not a printable key)".into(),
+            }),
+            Presented::Absent if self.required => Err(GatewayError::MissingApiKey),
+            Presented::Absent => Ok(self.anonymous.clone()),
         }
     }
 }
@@ -113,21 +119,27 @@ mod tests {
             budget: Default::default(),
             spend: Default::default(),
         }];
-        KeyStore::new(&AuthConfig { required }, &keys)
+        KeyStore::new(
+            &AuthConfig {
+                required,
+                ..Default::default()
+            },
+            &keys,
+        )
     }
 
     #[test]
     fn resolves_known_key_and_rejects_others() {
         let keys = store(true);
-        let identity = keys.resolve(Some("sk-team-a-secret")).unwrap();
+        let identity = keys.resolve(Presented::Key("sk-team-a-secret")).unwrap();
         assert_eq!(&*identity.name, "team-a");
         assert!(identity.may_use("gpt-4o") && !identity.may_use("gpt-4.1"));
         assert!(matches!(
-            keys.resolve(Some("sk-wrong-key-1234")),
+            keys.resolve(Presented::Key("sk-wrong-key-1234")),
             Err(GatewayError::InvalidApiKey { .. })
         ));
         assert!(matches!(
-            keys.resolve(None),
+            keys.resolve(Presented::Absent),
             Err(GatewayError::MissingApiKey)
         ));
     }
@@ -135,7 +147,8 @@ mod tests {
     #[test]
     fn optional_auth_serves_anonymous_but_still_rejects_bad_keys() {
         let keys = store(false);
-        assert_eq!(&*keys.resolve(None).unwrap().name, "anonymous");
-        assert!(keys.resolve(Some("sk-wrong-key-1234")).is_err());
+        assert_eq!(&*keys.resolve(Presented::Absent).unwrap().name, "anonymous");
+        assert!(keys.resolve(Presented::Key("sk-wrong-key-1234")).is_err());
+        assert!(keys.resolve(Presented::Malformed).is_err());
     }
 }

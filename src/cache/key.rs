@@ -58,7 +58,17 @@ pub fn decide(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let directive = |name: &str| control.split(',').any(|d| d.trim() == name);
-    if directive("no-store") || eligibility.model_override == Some(false) {
+    // Images and audio are neither repeatable nor small; stored-response
+    // calls read state that changes.
+    let cacheable = matches!(
+        endpoint,
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::Moderations
+    );
+    if !cacheable || directive("no-store") || eligibility.model_override == Some(false) {
         return Decision::Bypass;
     }
     let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {

@@ -17,6 +17,7 @@ use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
 use crate::dispatch::ServedBy;
+use crate::error::{error_body, sse_error_event};
 use crate::request::call_of;
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
@@ -77,10 +78,7 @@ pub async fn cache(
                 }
             }
             Ok(None) => {}
-            Err(error) => {
-                cache.metrics.cache_store_errors.inc();
-                tracing::warn!(%error, "cache lookup failed; treating as a miss");
-            }
+            Err(error) => cache.store_failed("lookup, treated as a miss", &error),
         }
         let in_flight = cache.flights.get(&key).map(|flight| flight.clone());
         if let Some(flight) = in_flight {
@@ -278,10 +276,7 @@ impl FlightGuard {
                         semantic.insert(probe, key, expires);
                     }
                 }
-                Err(error) => {
-                    cache.metrics.cache_store_errors.inc();
-                    tracing::warn!(%error, "could not store a cache entry");
-                }
+                Err(error) => cache.store_failed("storing an entry", &error),
             }
             cache
                 .flights
@@ -320,11 +315,21 @@ impl Tee {
         }
     }
 
-    /// The stream ended cleanly: keep it if it is complete and not too large.
-    fn finish(self) {
-        if self.recording.len() > self.limit {
-            return;
+    /// Records a chunk and shares it with joiners; `false` once the answer
+    /// outgrows `max_entry_bytes`, so neither the recording nor the flight's
+    /// chunks grow past it. Joiners already following get an error event.
+    fn record(&mut self, chunk: &Bytes) -> bool {
+        if self.recording.len() + chunk.len() > self.limit {
+            self.guard.flight.push(too_large_to_share());
+            return false;
         }
+        self.guard.flight.push(chunk.clone());
+        self.recording.extend_from_slice(chunk);
+        true
+    }
+
+    /// The stream ended cleanly: keep it if it is complete.
+    fn finish(self) {
         if let Some(events) = complete_events(&self.recording, self.endpoint) {
             let mut scanner = StreamUsageScanner::default();
             scanner.scan(&self.recording);
@@ -350,11 +355,12 @@ impl futures_util::Stream for TeeStream {
         let polled = self.inner.poll_next_unpin(cx);
         match &polled {
             std::task::Poll::Ready(Some(Ok(bytes))) => {
-                if let Some(tee) = &mut self.tee {
-                    tee.guard.flight.push(bytes.clone());
-                    if tee.recording.len() <= tee.limit {
-                        tee.recording.extend_from_slice(bytes);
-                    }
+                if let Some(tee) = &mut self.tee
+                    && !tee.record(bytes)
+                {
+                    // Too large to store or share: the stream goes on
+                    // unrecorded, and the dropped guard fails the flight.
+                    self.tee = None;
                 }
             }
             std::task::Poll::Ready(Some(Err(_))) => self.tee = None,
@@ -367,6 +373,16 @@ impl futures_util::Stream for TeeStream {
         }
         polled
     }
+}
+
+/// Ends the stream of a joiner whose leader's answer became too large to share.
+fn too_large_to_share() -> Bytes {
+    sse_error_event(&error_body(
+        "The identical request this stream was following produced an answer larger than the cache's `max_entry_bytes`, which is not shared; retry the request.",
+        "server_error",
+        None,
+        Some("cache_entry_too_large"),
+    ))
 }
 
 /// Splits a recorded stream into events if it ended properly: `[DONE]` for

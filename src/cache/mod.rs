@@ -40,6 +40,19 @@ pub struct ResponseCache {
     metrics: Metrics,
     /// For the cost a hit saved.
     pricing: Arc<Pricing>,
+    /// Store failures are counted each, logged at most every 10 s: during
+    /// an outage every request fails the same way.
+    store_error_log: crate::telemetry::LogEvery,
+}
+
+impl ResponseCache {
+    /// Counts a store failure and logs it, rate-limited.
+    fn store_failed(&self, what: &str, error: &crate::redis::RedisError) {
+        self.metrics.cache_store_errors.inc();
+        if self.store_error_log.due() {
+            tracing::warn!(%error, "cache store failure ({what}); later failures are counted in sluice_cache_store_errors_total and logged at most every 10 s");
+        }
+    }
 }
 
 impl ResponseCache {
@@ -105,6 +118,7 @@ impl ResponseCache {
                 .filter_map(|(name, settings)| Some((name.clone(), settings.cache?)))
                 .collect(),
             metrics,
+            store_error_log: crate::telemetry::LogEvery::store_failures(),
         }))
     }
 

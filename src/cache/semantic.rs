@@ -19,6 +19,10 @@ use crate::metrics::Metrics;
 use crate::routing::ModelRoute;
 use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
 
+/// The largest embedding reply read (a 3072-dimension vector as JSON is
+/// about 70 KB); a larger one is treated as a failed lookup.
+const EMBEDDING_REPLY_LIMIT: usize = 1 << 20;
+
 pub struct Semantic {
     config: SemanticConfig,
     route: Arc<ModelRoute>,
@@ -76,6 +80,8 @@ impl Semantic {
             body: Bytes::from(body.to_string()),
             request_id: None,
             openai_beta: None,
+            content_type: None,
+            stored: None,
         };
         let call = async {
             let response = self.client.send(&backend.deployment, request).await.ok()?;
@@ -86,6 +92,10 @@ impl Semantic {
             let mut bytes = Vec::new();
             while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
                 bytes.extend_from_slice(&chunk.ok()?);
+                // One embedding of one message: anything larger is not that.
+                if bytes.len() > EMBEDDING_REPLY_LIMIT {
+                    return None;
+                }
             }
             let reply: Value = serde_json::from_slice(&bytes).ok()?;
             let vector: Vec<f32> = reply["data"][0]["embedding"]

@@ -17,7 +17,7 @@ pub fn from_secs(seconds: f64) -> Option<Duration> {
 }
 
 /// Parses Go-style durations: one or more `<number><unit>` parts, units
-/// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`; a bare number means seconds.
+/// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, `d`; a bare number means seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text.is_empty() {
@@ -47,6 +47,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             _ => return None,
         };
         rest = &rest[unit_len..];

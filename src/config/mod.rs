@@ -73,6 +73,30 @@ pub struct Config {
     pub usage: UsageConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub responses: ResponsesConfig,
+}
+
+/// Stored responses (`previous_response_id`, `GET /v1/responses/{id}`...)
+/// live on the provider account that made them: which deployment made each
+/// id is remembered this long, in memory (bounded) and in Redis when set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    #[serde(with = "duration::serde_duration")]
+    pub ttl: Duration,
+    /// Ids kept in this replica's memory; the oldest go first.
+    pub max_entries: u64,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        Self {
+            // OpenAI keeps stored responses for 30 days.
+            ttl: Duration::from_secs(30 * 24 * 3600),
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,6 +105,8 @@ pub struct MetricsConfig {
     /// Adds `sluice_key_requests_total{key, status}`: one series per key, so
     /// off by default.
     pub per_key: bool,
+    /// Serve `/metrics` only on this address (and not on `[server] listen`).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -504,6 +530,8 @@ impl Default for ProbeConfig {
 pub struct AdminConfig {
     /// Bearer token for `/admin/*`; the admin API is off without one.
     pub token: Option<String>,
+    /// Serve `/admin/*` only on this address (and not on `[server] listen`).
+    pub listen: Option<String>,
 }
 
 impl Strategy {
@@ -655,6 +683,24 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Upstream calls in flight across the gateway; 0 means no limit. Others queue.
     pub max_concurrency: usize,
+    /// Largest non-streamed upstream answer read into memory, in bytes; past it
+    /// the call fails with a 502 instead of the gateway growing without bound.
+    /// The default fits the largest real embeddings answer (2048 inputs of
+    /// 3072 floats: 70 to 190 MB as JSON, by digits and indentation).
+    pub max_response_bytes: usize,
+    /// A connection must deliver a complete request head this soon after it
+    /// opens or its next request's first byte (slowloris defence).
+    #[serde(with = "duration::serde_duration")]
+    pub header_read_timeout: Duration,
+    /// Deadline for a proxied request's whole body, from its head; then 408.
+    #[serde(with = "duration::serde_duration")]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    #[serde(with = "duration::serde_duration")]
+    pub idle_timeout: Duration,
+    /// Client connections open at once, all listeners together; more are
+    /// answered 503. 0 derives it from the open-file limit.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -666,6 +712,11 @@ impl Default for ServerConfig {
             stream_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
             max_concurrency: 0,
+            max_response_bytes: 256 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
         }
     }
 }
@@ -675,11 +726,18 @@ impl Default for ServerConfig {
 pub struct AuthConfig {
     /// With `false`, requests without a key are served as `anonymous`.
     pub required: bool,
+    /// Failed authentication attempts a client address may make per minute
+    /// (and at once) before its attempts are refused with 429; 0 turns the
+    /// throttle off (e.g. behind a proxy that hides client addresses).
+    pub failed_auth_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { required: true }
+        Self {
+            required: true,
+            failed_auth_per_minute: 120,
+        }
     }
 }
 

@@ -17,9 +17,13 @@ pub fn validate(config: &Config) -> Result<(), String> {
     if config.server.max_body_bytes == 0 {
         problems.push("server.max_body_bytes: must be greater than 0".to_owned());
     }
+    if config.server.max_response_bytes == 0 {
+        problems.push("server.max_response_bytes: must be greater than 0".to_owned());
+    }
     if config.server.stream_keepalive.is_zero() {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
+    check_connections(config, &mut problems);
     check_deployments(config, &mut problems);
     let served: HashSet<&str> = config
         .deployments
@@ -41,6 +45,36 @@ pub fn validate(config: &Config) -> Result<(), String> {
     }
 }
 
+/// The connection layer's deadlines and the optional admin and metrics listeners.
+fn check_connections(config: &Config, problems: &mut Vec<String>) {
+    let server = &config.server;
+    for (name, value) in [
+        ("header_read_timeout", server.header_read_timeout),
+        ("body_read_timeout", server.body_read_timeout),
+        ("idle_timeout", server.idle_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(format!("server.{name}: must be greater than 0"));
+        }
+    }
+    for (at, listen) in [
+        ("admin.listen", &config.admin.listen),
+        ("metrics.listen", &config.metrics.listen),
+    ] {
+        if let Some(listen) = listen
+            && listen.parse::<SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "{at}: `{listen}` is not an address like 127.0.0.1:9090"
+            ));
+        }
+    }
+    if config.admin.listen.is_some() && config.admin.token.is_none() {
+        problems
+            .push("admin.listen: set admin.token too; the admin API is off without one".to_owned());
+    }
+}
+
 fn check_deployments(config: &Config, problems: &mut Vec<String>) {
     if config.deployments.is_empty() {
         problems.push("deployments: at least one [[deployments]] entry is required".to_owned());
@@ -56,7 +90,12 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
                 deployment.name
             ));
         }
-        if deployment.provider != Provider::Mock && !is_http_url(&deployment.base_url) {
+        if has_credentials(&deployment.base_url) {
+            // Not echoed: the URL holds a secret.
+            problems.push(format!(
+                "{at}.base_url: must not contain credentials (`user:password@`); put the key in `api_key`"
+            ));
+        } else if deployment.provider != Provider::Mock && !is_http_url(&deployment.base_url) {
             problems.push(format!(
                 "{at}.base_url: `{}` is not an absolute http:// or https:// URL",
                 deployment.base_url
@@ -135,6 +174,16 @@ fn is_http_url(url: &str) -> bool {
         .or_else(|| url.strip_prefix("http://"));
     matches!(rest, Some(host) if !host.is_empty() && !host.starts_with('/'))
         && url.parse::<http::Uri>().is_ok()
+}
+
+/// `user[:password]@` in a URL's authority: reqwest would send it as a second
+/// `Authorization` header beside the deployment's key.
+/// Read off the text, not a parsed URI, so a URL too broken to parse is not
+/// echoed with its password either.
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 /// Zero limits and the burst share.
@@ -381,6 +430,9 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
                 "cache.semantic.postgres_url: store = \"postgres\" needs a postgres:// URL".into(),
             );
         }
+    }
+    if config.responses.ttl.is_zero() || config.responses.max_entries == 0 {
+        problems.push("responses: ttl and max_entries must be greater than 0".into());
     }
     if let Some(redis) = &config.redis {
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {

@@ -16,7 +16,7 @@ use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::queue::{held_while_streaming, take_slot};
-use crate::routing::{Backend, ModelRoute, ModelRouter, Permit};
+use crate::routing::{Backend, Health, ModelRoute, ModelRouter, Permit};
 use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 use futures_util::StreamExt;
 
@@ -32,6 +32,10 @@ pub struct Call {
     /// Non-streamed calls read the whole body inside the attempt, so a body
     /// that breaks off can still be retried.
     pub read_body: bool,
+    /// A streamed call: a 2xx must be `text/event-stream`.
+    pub expect_sse: bool,
+    /// Largest whole body read (`[server] max_response_bytes`).
+    pub max_response_bytes: usize,
     /// For deployment queues: the request's class and caller.
     pub priority: Priority,
     pub caller: Arc<str>,
@@ -81,7 +85,12 @@ enum Outcome {
         failure: FailureKind,
         hint: Option<Duration>,
     },
-    Final(FailureKind),
+    /// Not worth another attempt; `produced` when the upstream did the work
+    /// (an answer too large, or in the wrong form), so usage is unknown.
+    Final {
+        failure: FailureKind,
+        produced: bool,
+    },
 }
 
 pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
@@ -229,7 +238,9 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 }
                 return Ok(success);
             }
-            Outcome::Final(failure) => return Err(fail(failure, attempts, maybe_produced)),
+            Outcome::Final { failure, produced } => {
+                return Err(fail(failure, attempts, maybe_produced || produced));
+            }
             Outcome::Retryable { failure, hint } => {
                 maybe_produced |= matches!(
                     failure,
@@ -299,7 +310,10 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
             let failure = FailureKind::Gateway(respond::upstream_failure(&deployment.name, &error));
             return match error {
                 // A body that is not JSON cannot get better on another try.
-                UpstreamError::Rewrite(_) => Outcome::Final(failure),
+                UpstreamError::Rewrite(_) => Outcome::Final {
+                    failure,
+                    produced: false,
+                },
                 _ => Outcome::Retryable {
                     failure,
                     hint: None,
@@ -316,18 +330,25 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
     };
     let now = Instant::now();
     health.observe(&response.headers, now);
+    let reading = respond::Reading {
+        idle: deployment.timeout,
+        deadline: call.deadline,
+        started,
+        max_bytes: call.max_response_bytes,
+    };
     let status = response.status;
+    if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
+        // A misconfigured or broken upstream: count it against its breaker.
+        health.finish(permit, Some(true), started.elapsed(), now);
+        return refused(wrong, &deployment.name);
+    }
     if status.is_success() {
         let body = if call.read_body {
-            match respond::collect_body(response.body, &deployment.name, deployment.timeout).await {
+            let declared = respond::declared_length(&response.headers);
+            let read = respond::collect_body(response.body, declared, &deployment.name, &reading);
+            match read.await {
                 Ok(bytes) => Reply::Whole(bytes),
-                Err(error) => {
-                    health.finish(permit, Some(true), started.elapsed(), Instant::now());
-                    return Outcome::Retryable {
-                        failure: FailureKind::Gateway(error),
-                        hint: None,
-                    };
-                }
+                Err(error) => return unread(error, health, permit, started),
             }
         } else {
             Reply::Stream(response.body)
@@ -353,7 +374,7 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
     let health_verdict = server_failure.then_some(true);
     health.finish(permit, health_verdict, started.elapsed(), now);
     let headers = response.headers.clone();
-    let body = respond::collect_error_body(response, deployment.name.clone()).await;
+    let body = respond::collect_error_body(response, deployment.name.clone(), &reading).await;
     let failure = FailureKind::Upstream {
         backend: backend.clone(),
         status,
@@ -363,6 +384,49 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
     if throttling || server_failure || code == 409 {
         Outcome::Retryable { failure, hint }
     } else {
-        Outcome::Final(failure)
+        Outcome::Final {
+            failure,
+            produced: false,
+        }
+    }
+}
+
+/// A 2xx whose body could not be read whole. One too large is final (the
+/// same question gets the same answer) and says nothing about the
+/// deployment's health; a stalled or broken one may go better on a retry.
+fn unread(error: GatewayError, health: &Health, permit: Permit, started: Instant) -> Outcome {
+    let too_large = matches!(error, GatewayError::UpstreamResponseTooLarge { .. });
+    let verdict = (!too_large).then_some(true);
+    health.finish(permit, verdict, started.elapsed(), Instant::now());
+    let failure = FailureKind::Gateway(error);
+    if too_large {
+        Outcome::Final {
+            failure,
+            produced: true,
+        }
+    } else {
+        Outcome::Retryable {
+            failure,
+            hint: None,
+        }
+    }
+}
+
+/// An answer that is not relayed. A redirect may be one deployment's
+/// misconfiguration, so another may serve; a whole answer to a streamed
+/// request was produced (and billed upstream), so it is not asked for again.
+fn refused(wrong: respond::Misdirected, deployment: &str) -> Outcome {
+    let produced = matches!(wrong, respond::Misdirected::NotSse(_));
+    let failure = FailureKind::Gateway(GatewayError::Upstream {
+        deployment: deployment.to_owned(),
+        reason: wrong.to_string(),
+    });
+    if produced {
+        Outcome::Final { failure, produced }
+    } else {
+        Outcome::Retryable {
+            failure,
+            hint: None,
+        }
     }
 }

@@ -4,6 +4,8 @@
 mod attempts;
 pub(crate) mod hide_usage;
 mod models;
+mod passthrough;
+mod pins;
 mod relay;
 mod respond;
 
@@ -24,9 +26,9 @@ use crate::error::GatewayError;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::request::ApiRequest;
-use crate::routing::{ChosenBackend, ModelRouter};
+use crate::routing::{ChosenBackend, ModelRouter, ResponsePin, ResponsePins};
 use crate::shutdown::Cut;
-use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
 use crate::usage::{self, Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
@@ -40,11 +42,14 @@ pub struct Dispatcher {
     client: UpstreamClient,
     retry: Arc<RetryConfig>,
     request_timeout: Duration,
+    max_response_bytes: usize,
     keepalive: Duration,
     /// Fired when the shutdown grace period is over: open streams end.
     cut: Cut,
     metrics: Metrics,
     pricing: Arc<Pricing>,
+    /// Which deployment created each stored response, recorded here.
+    pins: Arc<ResponsePins>,
 }
 
 /// Time the upstream took for a request, so the metrics layer can report the
@@ -65,16 +70,18 @@ impl Dispatcher {
         client: UpstreamClient,
         config: &Config,
         cut: Cut,
-        metrics: Metrics,
-        pricing: Arc<Pricing>,
+        (metrics, pricing): (Metrics, Arc<Pricing>),
+        pins: Arc<ResponsePins>,
     ) -> Self {
         Self {
             metrics,
             pricing,
+            pins,
             router,
             client,
             retry: Arc::new(config.retry.clone()),
             request_timeout: config.server.request_timeout,
+            max_response_bytes: config.server.max_response_bytes,
             keepalive: config.server.stream_keepalive,
             cut,
         }
@@ -101,6 +108,12 @@ impl Dispatcher {
             .remove::<ChosenBackend>()
             .map(|chosen| chosen.0);
         let hooks = parts.extensions.remove::<UsageHooks>().unwrap_or_default();
+        let caller = parts
+            .extensions
+            .get::<Arc<crate::auth::Identity>>()
+            .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone());
+        // Speech is audio, relayed as it comes; SSE only when asked for.
+        let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
         let call = Call {
             client: self.client.clone(),
             retry: self.retry.clone(),
@@ -113,29 +126,63 @@ impl Dispatcher {
                 body: api.body,
                 request_id: parts.headers.get("x-request-id").cloned(),
                 openai_beta: parts.headers.get("openai-beta").cloned(),
+                content_type: api.content_type,
+                stored: api.stored,
             },
             affinity: api.affinity,
             deadline: Instant::now() + self.request_timeout,
-            read_body: !api.stream,
+            read_body: !api.stream && !binary,
+            expect_sse: api.stream,
+            max_response_bytes: self.max_response_bytes,
             priority: api.priority,
-            caller: parts
-                .extensions
-                .get::<Arc<crate::auth::Identity>>()
-                .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone()),
+            caller: caller.clone(),
             metrics: self.metrics.clone(),
         };
+        let endpoint = api.endpoint;
         let received = api.received;
         let hide_usage = api.hide_usage;
         let names = Names {
             asked: api.requested.clone(),
             routed: api.route.name.clone(),
         };
-        if api.stream {
+        // A new response is pinned to the deployment that makes it.
+        let pin = (endpoint == Endpoint::Responses).then_some(caller);
+        if binary {
+            Ok(self.passthrough(call, first, hooks, names).await)
+        } else if api.stream {
             Ok(self
-                .stream(call, first, hooks, names, (received, hide_usage))
+                .stream(call, first, hooks, names, (received, hide_usage), pin)
                 .await)
         } else {
-            Ok(self.complete(call, first, hooks, names).await)
+            Ok(self.complete(call, first, hooks, names, pin).await)
+        }
+    }
+
+    /// A binary answer (speech): relayed chunk by chunk, never read whole.
+    async fn passthrough(
+        &self,
+        call: Call,
+        first: Option<Arc<crate::routing::Backend>>,
+        hooks: UsageHooks,
+        names: Names,
+    ) -> Response {
+        let requested = names.routed.clone();
+        match attempts::run(call, first).await {
+            Ok(success) => {
+                self.observer().observe(&success, &requested, &hooks);
+                let timeout = success.backend.deployment.timeout;
+                let (parts, reply) = success_parts(success, &names);
+                let Reply::Stream(body) = reply else {
+                    return GatewayError::Internal.into_response();
+                };
+                let relay = passthrough::Passthrough::new(body, timeout, self.cut.clone(), hooks);
+                parts.finish(Body::from_stream(relay))
+            }
+            Err(failure) => {
+                self.observer().count_retries(&requested, failure.attempts);
+                finish_failed(&hooks, &failure);
+                failure_response(failure)
+            }
         }
     }
 
@@ -149,6 +196,7 @@ impl Dispatcher {
         hooks: UsageHooks,
         names: Names,
         (received, hide_usage): (Instant, bool),
+        pin: Option<Arc<str>>,
     ) -> Response {
         let requested = names.routed.clone();
         let first_token = (
@@ -167,10 +215,12 @@ impl Dispatcher {
                     let mut settings = self.relay_settings(&deployment.name, deployment.timeout);
                     settings.first_token = Some(first_token);
                     settings.hide_usage = hide_usage.then(UsageHider::default);
+                    let pin = pin.map(|owner| pin_of(&success, owner));
                     let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {
                         return GatewayError::Internal.into_response();
                     };
+                    let body = tapped(&self.pins, body, pin);
                     parts.finish(Body::from_stream(relay::SseRelay::streaming(body, settings, Some(hooks))))
                 }
                 Err(failure) => {
@@ -181,12 +231,14 @@ impl Dispatcher {
             },
             () = tokio::time::sleep(self.keepalive) => {
                 let (observer, hooks_later) = (self.observer(), hooks.clone());
+                let pins = self.pins.clone();
                 let started: relay::PendingResponse = Box::pin(pending.map(move |result| match result {
                     Ok(success) => {
                         observer.observe(&success, &requested, &hooks_later);
+                        let pin = pin.map(|owner| pin_of(&success, owner));
                         match success.body {
                             Reply::Stream(body) => Ok(relay::Started {
-                                body,
+                                body: tapped(&pins, body, pin),
                                 deployment: success.backend.deployment.name.clone(),
                                 idle_timeout: success.backend.deployment.timeout,
                             }),
@@ -226,16 +278,25 @@ impl Dispatcher {
         first: Option<Arc<crate::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
+        pin: Option<Arc<str>>,
     ) -> Response {
         let requested = names.routed.clone();
+        let endpoint = call.request.endpoint;
         match attempts::run(call, first).await {
             Ok(success) => {
                 self.observer().observe(&success, &requested, &hooks);
+                let pin = pin.map(|owner| pin_of(&success, owner));
                 let (parts, reply) = success_parts(success, &names);
                 let Reply::Whole(body) = reply else {
                     return GatewayError::Internal.into_response();
                 };
-                hooks.finish(usage::parse(&body).map_or(Outcome::Unknown, Outcome::Reported));
+                hooks.finish(outcome_of(endpoint, &body));
+                if let Some((id, pin)) = pin.and_then(|pin| Some((pins::response_id(&body)?, pin)))
+                    && let Some(write) = self.pins.remember(&id, pin)
+                {
+                    // Shared before the client can name it elsewhere.
+                    write.await;
+                }
                 parts.finish(Body::from(body))
             }
             Err(failure) => {
@@ -266,6 +327,39 @@ impl Dispatcher {
             first_token: None,
             hide_usage: None,
         }
+    }
+}
+
+/// Where a new response lives, for the calls that will name it.
+fn pin_of(success: &Success, owner: Arc<str>) -> ResponsePin {
+    ResponsePin {
+        deployment: success.backend.deployment.name.clone(),
+        model: success.model.clone(),
+        owner,
+    }
+}
+
+/// A stream tapped for its response id when it makes a new response.
+fn tapped(
+    store: &Arc<ResponsePins>,
+    body: crate::upstream::BodyStream,
+    pin: Option<ResponsePin>,
+) -> crate::upstream::BodyStream {
+    use futures_util::StreamExt;
+    match pin {
+        Some(pin) => pins::PinTap::new(body, store.clone(), pin).boxed(),
+        None => body,
+    }
+}
+
+/// The usage of a whole answer. Calls on a stored response produce nothing
+/// new; endpoints whose answers may carry no usage are metered at 0.
+fn outcome_of(endpoint: Endpoint, body: &[u8]) -> Outcome {
+    match usage::parse(body) {
+        _ if endpoint == Endpoint::StoredResponse => Outcome::NoOutput,
+        Some(usage) => Outcome::Reported(usage),
+        None if endpoint.usage_optional() => Outcome::Reported(usage::Usage::default()),
+        None => Outcome::Unknown,
     }
 }
 

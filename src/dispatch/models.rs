@@ -14,6 +14,11 @@ use super::Dispatcher;
 use crate::auth::Identity;
 use crate::error::{GatewayError, json_response};
 
+/// The `created` every listed model reports: a fixed, plausible time (May
+/// 2024) rather than 0, which clients show as 1970 or take for missing.
+/// The gateway cannot know when an upstream's model was made.
+const CREATED: u64 = 1_715_367_049;
+
 #[derive(Serialize)]
 struct ModelObject<'a> {
     id: &'a str,
@@ -27,7 +32,7 @@ impl<'a> ModelObject<'a> {
         Self {
             id,
             object: "model",
-            created: 0,
+            created: CREATED,
             owned_by: "sluice",
         }
     }
@@ -71,7 +76,7 @@ pub async fn get_model(
         Some(name) if identity.may_use(name) => {
             json_ok(serde_json::to_vec(&ModelObject::new(name)))
         }
-        _ => GatewayError::ModelNotFound(model).into_response(),
+        _ => GatewayError::ModelNotFound(model.as_str().into()).into_response(),
     }
 }
 

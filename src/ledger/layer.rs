@@ -64,7 +64,11 @@ impl Middleware for RecordUsage {
             deployment: None,
             priority: api.priority.as_str(),
             cache: "-",
-            tag: header(&TAG),
+            // Bounded like ids: a 60 KB tag must not reach the ledger.
+            tag: headers
+                .get(&TAG)
+                .and_then(crate::headers::tag)
+                .map(str::to_owned),
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
@@ -208,10 +212,7 @@ impl Pending {
 impl Estimates {
     /// Prompt tokens and their cost; no completion tokens are known.
     fn estimate(&self, record: &mut UsageRecord, endpoint: Endpoint, body: &[u8]) {
-        let Ok(serde_json::Value::Object(request)) = serde_json::from_slice(body) else {
-            return;
-        };
-        let prompt = tokens::prompt_tokens(endpoint, &request, self.encodings.of(&record.model));
+        let prompt = tokens::prompt_tokens_of(endpoint, body, self.encodings.of(&record.model));
         record.prompt_tokens = prompt as i64;
         let usage = crate::usage::Usage {
             prompt_tokens: prompt,

@@ -62,7 +62,10 @@ where
             org: identity.org.clone(),
         };
         match self.budgets.check_local(&charge.key, charge.org.as_deref()) {
-            Some(Err(refusal)) => Either::Left(SyncFuture::answered(refusal.into_response())),
+            // The request layer has read the body already: nothing to drain.
+            Some(Err(refusal)) => Either::Left(SyncFuture::refused(Box::pin(std::future::ready(
+                refusal.into_response(),
+            )))),
             Some(Ok(())) => {
                 charge.bill_when_finished(&mut request);
                 Either::Left(SyncFuture::calling(self.inner.call(request), None))

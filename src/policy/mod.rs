@@ -117,8 +117,14 @@ impl Policies {
             self.degrade(&mut resolved, priority, expected_wait);
             return Ok(resolved);
         }
+        // A policy applies, so it must read the body: one it cannot read
+        // (JSON nested deeper than the parser allows) is refused rather than
+        // let past a token budget or a route.
         let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
-            return Ok(resolved);
+            return Err(GatewayError::invalid(
+                "The request body could not be read to apply this key's routing and token policies (JSON nested more than 128 levels deep is not supported here).",
+                None,
+            ));
         };
         let mut changed = false;
         let mut budget = identity.budget.clone();

@@ -3,6 +3,8 @@
 //! an `ApiRequest`. Non-proxy routes (`/v1/models`) pass through untouched.
 
 pub(crate) mod parse;
+mod paths;
+mod stored;
 
 use std::sync::Arc;
 
@@ -19,8 +21,9 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Scheduler;
+use crate::routing::ResponsePins;
 use crate::routing::{ModelRoute, ModelRouter};
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, StoredCall, multipart};
 
 /// A proxied call as the layers behind the request layer see it.
 #[derive(Clone)]
@@ -43,6 +46,10 @@ pub struct ApiRequest {
     pub hide_usage: bool,
     /// The client asked for streamed usage (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The client's content type when the body is an upload, not JSON.
+    pub content_type: Option<http::HeaderValue>,
+    /// Set for calls on a stored response (routed by its id).
+    pub stored: Option<StoredCall>,
 }
 
 /// The call and its caller, for the layers behind the request layer; `None`
@@ -71,20 +78,6 @@ fn priority_of(headers: &http::HeaderMap, identity: &Identity) -> Result<Priorit
     Ok(identity.max_priority.map_or(class, |cap| class.max(cap)))
 }
 
-/// The body with `stream_options.include_usage = true`, so every stream's
-/// usage is metered. `None` if it is not a JSON object.
-pub fn with_usage_requested(body: &Bytes) -> Option<Bytes> {
-    let mut request: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).ok()?;
-    let options = request
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::json!({}));
-    options
-        .as_object_mut()?
-        .insert("include_usage".into(), true.into());
-    serde_json::to_vec(&request).ok().map(Bytes::from)
-}
-
 pub struct RequestReader {
     router: Arc<ModelRouter>,
     policies: Policies,
@@ -92,8 +85,12 @@ pub struct RequestReader {
     admission: Option<Arc<Scheduler>>,
     metrics: Metrics,
     max_body_bytes: usize,
+    /// `[server] body_read_timeout`: a client dripping its body is answered 408.
+    body_read_timeout: Duration,
     /// `[metrics] per_key`: count requests by key name.
     per_key: bool,
+    /// Which deployment holds each stored response.
+    pins: Arc<ResponsePins>,
 }
 
 /// What the policies did to a request, for its response.
@@ -109,8 +106,8 @@ impl RequestReader {
         policies: Policies,
         admission: Option<Arc<Scheduler>>,
         metrics: Metrics,
-        max_body_bytes: usize,
-        per_key: bool,
+        (max_body_bytes, body_read_timeout, per_key): (usize, Duration, bool),
+        pins: Arc<ResponsePins>,
     ) -> Self {
         Self {
             router,
@@ -118,7 +115,9 @@ impl RequestReader {
             admission,
             metrics,
             max_body_bytes,
+            body_read_timeout,
             per_key,
+            pins,
         }
     }
 
@@ -145,43 +144,108 @@ impl RequestReader {
 
     async fn read(
         &self,
+        call: paths::ApiCall<'_>,
+        request: Request,
+    ) -> Result<(Request, Outcome), GatewayError> {
+        match call {
+            paths::ApiCall::Proxy {
+                endpoint,
+                path_model,
+            } => self.read_proxied(endpoint, path_model, request).await,
+            paths::ApiCall::Stored { id, rest } => stored::read(self, id, rest, request).await,
+        }
+    }
+
+    async fn read_proxied(
+        &self,
         endpoint: Endpoint,
+        path_model: Option<&str>,
         request: Request,
     ) -> Result<(Request, Outcome), GatewayError> {
         let received = tokio::time::Instant::now();
         let (mut parts, body) = request.into_parts();
-        parse::check_content_type(&parts.headers)?;
-        let body = parse::read_body(&parts.headers, body, self.max_body_bytes).await?;
-        let head = parse::parse_head(&body)?;
+        let boundary = if endpoint.takes_multipart() {
+            Some(parse::multipart_boundary(&parts.headers)?.to_owned())
+        } else {
+            parse::check_content_type(&parts.headers)?;
+            None
+        };
+        let body = parse::read_body(&parts.headers, body, self.max_body_bytes);
+        let body = tokio::time::timeout(self.body_read_timeout, body)
+            .await
+            .map_err(|_| GatewayError::BodyTimeout(self.body_read_timeout))??;
+        let head = match &boundary {
+            Some(boundary) => parse::multipart_head(&body, boundary, path_model)?,
+            None => parse::parse_head(&body, path_model)?,
+        };
         let identity = parts
             .extensions
             .get::<Arc<Identity>>()
-            .ok_or(GatewayError::Internal)?;
+            .ok_or(GatewayError::Internal)?
+            .clone();
         // The allow-list is about what the client asked for (a virtual name
         // stands for whatever the operator routed it to).
         if !identity.may_use(&head.model) {
             return Err(GatewayError::ModelNotAllowed {
-                model: head.model.to_string(),
+                model: head.model.as_ref().into(),
                 key: identity.name.to_string(),
             });
         }
-        let priority = priority_of(&parts.headers, identity)?;
-        let resolved =
-            self.policies
-                .resolve(endpoint, &head.model, priority, identity, &body, &|model| {
-                    self.expected_wait(model)
-                })?;
-        let route = self
-            .router
-            .route(&resolved.model)
-            .ok_or_else(|| GatewayError::ModelNotFound(head.model.to_string()))?
-            .clone();
-        let mut body = resolved.body.unwrap_or_else(|| body.clone());
+        let priority = priority_of(&parts.headers, &identity)?;
+        // An Azure path names the model: the body must name it too, for the
+        // cache key, the policies and the upstream.
+        let named = match &boundary {
+            _ if head.model_in_body => None,
+            Some(boundary) => multipart::with_field(&body, boundary, "model", &head.model),
+            None => parse::with_model(&body, &head, &head.model),
+        };
+        let renamed = named.is_some();
+        let body = named.map_or_else(|| body.clone(), Bytes::from);
+        // An upload's fields are not JSON the policies could read: it is
+        // served as the model it names.
+        let resolved = if boundary.is_some() {
+            crate::policy::Resolved {
+                model: head.model.to_string(),
+                body: None,
+                variant: None,
+                degraded_from: None,
+            }
+        } else {
+            self.policies.resolve(
+                endpoint,
+                &head.model,
+                priority,
+                &identity,
+                &body,
+                &|model| self.expected_wait(model),
+            )?
+        };
+        let route = match &head.previous_response_id {
+            Some(id) => stored::continued(self, id, &resolved.model, &identity).await?,
+            None => self
+                .router
+                .route(&resolved.model)
+                .ok_or_else(|| GatewayError::ModelNotFound(head.model.as_ref().into()))?
+                .clone(),
+        };
+        let resolved_body_is_original = resolved.body.is_none();
+        let mut body = resolved.body.unwrap_or(body);
         let hide_usage = head.stream
             && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
             && !head.include_usage;
-        if hide_usage {
-            body = with_usage_requested(&body).unwrap_or(body);
+        if hide_usage && resolved_body_is_original && !renamed {
+            if let Some(spliced) = parse::with_usage_requested(&body, &head) {
+                body = Bytes::from(spliced);
+            }
+        } else if hide_usage {
+            // A policy or the Azure path rewrote the body: its head is read
+            // again for the splice.
+            if let Some(spliced) = parse::parse_head(&body, None)
+                .ok()
+                .and_then(|rewritten| parse::with_usage_requested(&body, &rewritten))
+            {
+                body = Bytes::from(spliced);
+            }
         }
         let affinity =
             (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
@@ -195,14 +259,18 @@ impl RequestReader {
             received,
             hide_usage,
             include_usage: head.include_usage,
+            content_type: boundary
+                .is_some()
+                .then(|| parts.headers.get(http::header::CONTENT_TYPE).cloned())
+                .flatten(),
+            stored: None,
             body,
         };
-        let key = identity.name.clone();
         parts.extensions.insert(api);
         let outcome = Outcome {
             variant: resolved.variant,
             degraded_from: resolved.degraded_from,
-            key,
+            key: identity.name.clone(),
         };
         Ok((
             Request::from_parts(parts, axum::body::Body::empty()),
@@ -256,11 +324,13 @@ pub async fn read_request(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(endpoint) = Endpoint::from_path(request.uri().path()) else {
+    // A cheap clone (shared bytes), so the path outlives the request's move.
+    let uri = request.uri().clone();
+    let Some(call) = paths::classify(uri.path()) else {
         return next.run(request).await;
     };
     let started = std::time::Instant::now();
-    match reader.read(endpoint, request).await {
+    match reader.read(call, request).await {
         Ok((request, outcome)) => {
             let mut response = next.run(request).await;
             reader.finish(&mut response, outcome, started);

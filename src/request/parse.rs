@@ -2,25 +2,41 @@
 //! are parsed; the body is forwarded as received.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, header};
 use serde::Deserialize;
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, clip};
 
 /// The fields Sluice reads from a request body.
 #[derive(Deserialize)]
 struct RawHead<'a> {
+    /// Kept raw too: its span is where an Azure path's deployment name goes.
     #[serde(borrow, default)]
-    model: Option<ModelName<'a>>,
+    model: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     stream: Option<bool>,
-    /// Kept raw: a malformed value is the upstream's to reject, not a reason
-    /// to fail the whole parse here.
+    /// `audio/speech` streams when `stream_format` is `sse`.
     #[serde(borrow, default)]
+    stream_format: Option<ModelName<'a>>,
+    /// A new response continuing a stored one (Responses API).
+    #[serde(borrow, default)]
+    previous_response_id: Option<ModelName<'a>>,
+    /// Kept raw: a malformed value is the upstream's to reject, not a reason
+    /// to fail the whole parse here. An explicit `null` is kept too, so the
+    /// usage splice replaces it instead of adding a second member.
+    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
     stream_options: Option<&'a serde_json::value::RawValue>,
+}
+
+fn raw_even_if_null<'de, D>(value: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&serde_json::value::RawValue>::deserialize(value).map(Some)
 }
 
 /// A newtype so serde borrows the name from the body (it never borrows
@@ -30,9 +46,16 @@ struct ModelName<'a>(#[serde(borrow)] Cow<'a, str>);
 
 pub struct RequestHead<'a> {
     pub model: Cow<'a, str>,
+    /// Where the `model` value sits in the body (`None` when it has none).
+    pub model_span: Option<Range<usize>>,
+    /// The body itself names `model` (an Azure path may name another).
+    pub model_in_body: bool,
+    pub previous_response_id: Option<Cow<'a, str>>,
     pub stream: bool,
     /// `stream_options.include_usage` is true.
     pub include_usage: bool,
+    /// Where the `stream_options` value sits in the body, for splicing.
+    pub stream_options: Option<Range<usize>>,
 }
 
 /// Rejects bodies that declare a non-JSON type; a missing type is accepted.
@@ -46,8 +69,72 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     {
         Ok(())
     } else {
-        Err(GatewayError::UnsupportedMediaType(text.to_owned()))
+        Err(GatewayError::UnsupportedMediaType {
+            got: text.into(),
+            expected: "application/json",
+        })
     }
+}
+
+/// The boundary of an upload endpoint's `multipart/form-data` body; any
+/// other type (or none) is refused, as OpenAI does.
+pub fn multipart_boundary(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let text = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or("(not text)"))
+        .unwrap_or("none");
+    crate::upstream::multipart::boundary(text).ok_or_else(|| GatewayError::UnsupportedMediaType {
+        got: text.into(),
+        expected: "multipart/form-data with a boundary",
+    })
+}
+
+/// The head of an upload: `model` and `stream` are form fields.
+pub fn multipart_head<'a>(
+    body: &'a [u8],
+    boundary: &str,
+    path_model: Option<&'a str>,
+) -> Result<RequestHead<'a>, GatewayError> {
+    use crate::upstream::multipart::text_field;
+    let field = text_field(body, boundary, "model").filter(|model| !model.is_empty());
+    let model = path_model.or(field).ok_or_else(|| {
+        GatewayError::invalid("You must provide a model parameter.", Some("model"))
+    })?;
+    Ok(RequestHead {
+        model: Cow::Borrowed(model),
+        model_span: None,
+        model_in_body: field == Some(model),
+        previous_response_id: None,
+        stream: text_field(body, boundary, "stream") == Some("true"),
+        include_usage: false,
+        stream_options: None,
+    })
+}
+
+/// The body naming `model` (an Azure path's deployment): its `model` value
+/// replaced, or a first member added. Spliced, like the usage request.
+pub fn with_model(body: &[u8], head: &RequestHead<'_>, model: &str) -> Option<Vec<u8>> {
+    let name = serde_json::to_string(model).ok()?;
+    let (span, insert) = match &head.model_span {
+        Some(span) => (span.clone(), name.into_bytes()),
+        None => {
+            let open = body.iter().position(|b| *b == b'{')? + 1;
+            let empty = body[open..]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'}');
+            let separator = if empty { "" } else { "," };
+            (
+                open..open,
+                format!("\"model\":{name}{separator}").into_bytes(),
+            )
+        }
+    };
+    let mut spliced = Vec::with_capacity(body.len() + insert.len());
+    spliced.extend_from_slice(&body[..span.start]);
+    spliced.extend_from_slice(&insert);
+    spliced.extend_from_slice(&body[span.end..]);
+    Some(spliced)
 }
 
 pub async fn read_body(
@@ -68,93 +155,121 @@ pub async fn read_body(
         if too_large {
             GatewayError::PayloadTooLarge { limit }
         } else {
-            GatewayError::invalid(format!("Could not read the request body: {error}"), None)
+            GatewayError::invalid(
+                format!(
+                    "Could not read the request body: {}",
+                    clip(&error.to_string())
+                ),
+                None,
+            )
         }
     })
 }
 
-pub fn parse_head(body: &[u8]) -> Result<RequestHead<'_>, GatewayError> {
+/// The head of a JSON body. `path_model` is the model an Azure path names:
+/// the body may then leave `model` out.
+pub fn parse_head<'a>(
+    body: &'a [u8],
+    path_model: Option<&'a str>,
+) -> Result<RequestHead<'a>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::invalid(
             "The request body is empty; send a JSON object.",
             None,
         ));
     }
-    let unparsable = |error: serde_json::Error| {
+    let head: RawHead<'_> = serde_json::from_slice(body).map_err(|error| {
         GatewayError::invalid(
             format!(
-                "We could not parse the JSON body of your request ({error}). The OpenAI API expects a JSON object."
+                "We could not parse the JSON body of your request ({}). The OpenAI API expects a JSON object.",
+                json_error(&error)
             ),
             None,
         )
+    })?;
+    let named = match head.model.filter(|raw| raw.get() != "null") {
+        Some(raw) => Some(
+            serde_json::from_str::<ModelName<'a>>(raw.get()).map_err(|_| {
+                GatewayError::invalid("The model parameter must be a string.", Some("model"))
+            })?,
+        ),
+        None => None,
     };
-    serde_json::from_slice::<Strict>(body).map_err(unparsable)?;
-    let head: RawHead<'_> = serde_json::from_slice(body).map_err(unparsable)?;
-    match head.model {
-        Some(ModelName(model)) if !model.is_empty() => Ok(RequestHead {
-            model,
-            stream: head.stream.unwrap_or(false),
-            include_usage: head.stream_options.is_some_and(asks_for_usage),
-        }),
-        _ => Err(GatewayError::invalid(
-            "You must provide a model parameter.",
-            Some("model"),
-        )),
-    }
+    let model_in_body = match (path_model, &named) {
+        (Some(path), Some(ModelName(named))) => path == named,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let model = match (path_model, named) {
+        (Some(path), _) => Cow::Borrowed(path),
+        (None, Some(ModelName(model))) if !model.is_empty() => model,
+        _ => {
+            return Err(GatewayError::invalid(
+                "You must provide a model parameter.",
+                Some("model"),
+            ));
+        }
+    };
+    let sse_format = head.stream_format.is_some_and(|ModelName(f)| f == "sse");
+    Ok(RequestHead {
+        model,
+        model_in_body,
+        model_span: head
+            .model
+            .filter(|raw| raw.get() != "null")
+            .map(|raw| span_in(body, raw.get())),
+        previous_response_id: head.previous_response_id.map(|ModelName(id)| id),
+        stream: head.stream.unwrap_or(false) || sse_format,
+        include_usage: head.stream_options.is_some_and(asks_for_usage),
+        stream_options: head.stream_options.map(|raw| span_in(body, raw.get())),
+    })
 }
 
-/// A whole JSON document walked the way a full parse walks it (every
-/// string's escapes and UTF-8, number ranges, serde_json's nesting limit of
-/// 127) without building it. The head parse skips unread fields leniently,
-/// so a body could pass it and then fail every full parse after it: the TPM
-/// estimate (read as 0 tokens) and the `include_usage` injection.
-struct Strict;
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(Strict)
-    }
+/// Where `part`, a slice serde borrowed from `body`, sits in it.
+fn span_in(body: &[u8], part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    start..start + part.len()
 }
 
-impl<'de> serde::de::Visitor<'de> for Strict {
-    type Value = Strict;
+/// The body with `stream_options.include_usage = true`, so every stream's
+/// usage is metered. Spliced into the client's bytes rather than re-parsed
+/// whole: a body nested deeper than a JSON parser allows (a tool schema of
+/// 128+ levels) is metered too, and the rest of the body is not re-encoded.
+/// `None` when `stream_options` is there but is neither an object nor null
+/// (the upstream refuses that request).
+pub fn with_usage_requested(body: &[u8], head: &RequestHead<'_>) -> Option<Vec<u8>> {
+    let (span, options) = match &head.stream_options {
+        Some(span) => {
+            let mut options = match serde_json::from_slice(body.get(span.clone())?).ok()? {
+                serde_json::Value::Null => serde_json::Map::new(),
+                serde_json::Value::Object(options) => options,
+                _ => return None,
+            };
+            options.insert("include_usage".into(), true.into());
+            (span.clone(), serde_json::to_vec(&options).ok()?)
+        }
+        None => {
+            // A new first member, right after the object's opening brace
+            // (the object has members: `model` at least).
+            let open = body.iter().position(|b| *b == b'{')? + 1;
+            let member = br#""stream_options":{"include_usage":true},"#.to_vec();
+            (open..open, member)
+        }
+    };
+    let mut spliced = Vec::with_capacity(body.len() + options.len());
+    spliced.extend_from_slice(&body[..span.start]);
+    spliced.extend_from_slice(&options);
+    spliced.extend_from_slice(&body[span.end..]);
+    Some(spliced)
+}
 
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_unit<E>(self) -> Result<Strict, E> {
-        Ok(Strict)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
-        while seq.next_element::<Strict>()?.is_some() {}
-        Ok(Strict)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
-        while map.next_entry::<Strict, Strict>()?.is_some() {}
-        Ok(Strict)
+/// serde's message with any quoted input clipped, keeping its position.
+fn json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("{}{position}", clip(message)),
+        None => clip(&text).into_owned(),
     }
 }
 
@@ -218,18 +333,20 @@ mod tests {
     fn parses_model_and_stream_ignoring_the_rest() {
         let body =
             br#"{"messages":[{"role":"user","content":"hi"}],"model":"gpt-4o","stream":true}"#;
-        let head = parse_head(body).unwrap();
+        let head = parse_head(body, None).unwrap();
         assert!(matches!(head.model, Cow::Borrowed("gpt-4o")));
         assert!(head.stream);
-        let escaped = parse_head(br#"{"model":"gpt\u002d4o"}"#).unwrap();
+        let escaped = parse_head(br#"{"model":"gpt\u002d4o"}"#, None).unwrap();
         assert_eq!(escaped.model, "gpt-4o");
         assert!(!escaped.stream && !escaped.include_usage);
-        let asks =
-            parse_head(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#)
-                .unwrap();
+        let asks = parse_head(
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+            None,
+        )
+        .unwrap();
         assert!(asks.include_usage);
         // A malformed option is the upstream's to refuse, not a parse error.
-        let odd = parse_head(br#"{"model":"m","stream_options":"yes"}"#).unwrap();
+        let odd = parse_head(br#"{"model":"m","stream_options":"yes"}"#, None).unwrap();
         assert!(!odd.include_usage);
     }
 
@@ -242,35 +359,60 @@ mod tests {
             b"{\"model\": 5}",
             b"{\"stream\": true}",
         ] {
-            let err = parse_head(body).err().unwrap();
+            let err = parse_head(body, None).err().unwrap();
             assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{body:?}");
         }
     }
 
-    /// Each body passes a lenient skip of unread fields but fails a full
-    /// parse: too deep (serde_json's limit is 127 levels), invalid UTF-8, a
-    /// lone surrogate escape, a number out of range.
+    /// The spliced body's `stream_options`, parsed back.
+    fn spliced_options(body: &str) -> serde_json::Value {
+        let head = parse_head(body.as_bytes(), None).unwrap();
+        let spliced = with_usage_requested(body.as_bytes(), &head).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&spliced).unwrap();
+        assert_eq!(value["model"], "m", "the rest is kept");
+        value["stream_options"].clone()
+    }
+
     #[test]
-    fn refuses_what_a_full_parse_would_refuse() {
-        let nested = |depth: usize| {
-            format!(
-                r#"{{"model":"m","x":"[{{\"","y":{}{}}}"#,
-                "[".repeat(depth - 1),
-                "]".repeat(depth - 1)
-            )
-        };
-        assert!(parse_head(nested(127).as_bytes()).is_ok());
-        let bodies = [
-            nested(128).into_bytes(),
-            b"{\"model\":\"m\",\"messages\":[{\"ro\xffle\":\"user\"}]}".to_vec(),
-            br#"{"model":"m","messages":[{"content":"x\udf21"}]}"#.to_vec(),
-            br#"{"model":"m","temperature":1e999}"#.to_vec(),
-        ];
-        for body in bodies {
-            assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err());
-            let err = parse_head(&body).err().unwrap();
-            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
-        }
+    fn usage_is_requested_by_splicing_whatever_the_spelling() {
+        let wanted = serde_json::json!({"include_usage": true});
+        assert_eq!(spliced_options(r#"{"model":"m","stream":true}"#), wanted);
+        assert_eq!(spliced_options(" \n{ \"model\" : \"m\" }"), wanted);
+        assert_eq!(
+            spliced_options(r#"{"model":"m","stream_options": null}"#),
+            wanted
+        );
+        assert_eq!(
+            spliced_options(
+                r#"{"stream_options" : {"include_usage": false, "x": 1}, "model":"m"}"#
+            ),
+            serde_json::json!({"include_usage": true, "x": 1})
+        );
+        let odd = r#"{"model":"m","stream_options":"yes"}"#;
+        assert!(
+            with_usage_requested(odd.as_bytes(), &parse_head(odd.as_bytes(), None).unwrap())
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn usage_is_requested_from_bodies_too_deep_to_parse_whole() {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let body = format!(r#"{{"model":"m","stream":true,"tools":{deep}}}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+        let head = parse_head(body.as_bytes(), None).unwrap();
+        let spliced =
+            String::from_utf8(with_usage_requested(body.as_bytes(), &head).unwrap()).unwrap();
+        assert!(spliced.starts_with(r#"{"stream_options":{"include_usage":true},"model":"m""#));
+        assert!(spliced.ends_with(&format!("{deep}}}")));
+    }
+
+    #[test]
+    fn parse_errors_quote_a_short_prefix_of_the_input() {
+        let huge = format!("\"{}\"", "x".repeat(1 << 20));
+        let message = parse_head(huge.as_bytes(), None).err().unwrap().to_string();
+        assert!(message.len() < 400, "{} bytes", message.len());
+        assert!(message.contains("bytes, cut") && message.contains("at line 1 column"));
     }
 
     #[test]
@@ -299,6 +441,32 @@ mod tests {
             affinity_key(user("u1", "a").as_bytes()),
             affinity_key(user("u1", "b").as_bytes())
         );
+    }
+
+    #[test]
+    fn an_azure_path_names_the_model_in_the_body() {
+        let spliced = |body: &str, model: &str| {
+            let head = parse_head(body.as_bytes(), Some(model)).unwrap();
+            assert_eq!(head.model, model);
+            assert!(!head.model_in_body);
+            let bytes = with_model(body.as_bytes(), &head, model).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        };
+        let named = spliced(r#"{"model" : "other", "input": "x"}"#, "dep-1");
+        assert_eq!(named, serde_json::json!({"model": "dep-1", "input": "x"}));
+        let unnamed = spliced(r#" {"input": ["a"]}"#, "dep\"2");
+        assert_eq!(
+            unnamed,
+            serde_json::json!({"model": "dep\"2", "input": ["a"]})
+        );
+        assert_eq!(spliced("{ }", "d"), serde_json::json!({"model": "d"}));
+        let previous = parse_head(br#"{"model":"m","previous_response_id":"resp_1"}"#, None);
+        assert_eq!(
+            previous.unwrap().previous_response_id.as_deref(),
+            Some("resp_1")
+        );
+        let speech = parse_head(br#"{"model":"tts","stream_format":"sse"}"#, None).unwrap();
+        assert!(speech.stream);
     }
 
     #[test]

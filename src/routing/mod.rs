@@ -6,6 +6,7 @@ mod breaker;
 mod budget;
 mod health;
 pub(crate) mod hints;
+mod pins;
 pub mod probe;
 mod strategy;
 
@@ -22,6 +23,7 @@ pub use breaker::{Permit, State as BreakerState};
 pub use budget::RetryBudget;
 pub use health::{Health, Unusable};
 pub use hints::retry_after;
+pub use pins::{ResponsePin, ResponsePins, valid_id};
 
 /// A deployment and what routing knows about its state.
 pub struct Backend {
@@ -87,10 +89,27 @@ impl ModelRoute {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.groups.iter().flat_map(|g| g.members.iter())
     }
+
+    /// This model served by `backend` alone, without fallbacks: for calls on
+    /// a stored response, which only its own deployment can answer.
+    fn pinned_to(&self, backend: &Arc<Backend>, config: &Config) -> Self {
+        Self {
+            name: self.name.clone(),
+            groups: vec![PriorityGroup {
+                priority: backend.deployment.priority,
+                members: vec![backend.clone()],
+            }],
+            strategy: self.strategy,
+            fallbacks: Vec::new(),
+            budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+        }
+    }
 }
 
 pub struct ModelRouter {
     routes: HashMap<String, Arc<ModelRoute>>,
+    /// Each model's route pinned to each of its deployments, built once.
+    pinned: HashMap<String, Vec<Arc<ModelRoute>>>,
     /// Sorted names, for `/v1/models`.
     names: Vec<Arc<str>>,
     backends: Vec<Arc<Backend>>,
@@ -149,6 +168,16 @@ impl ModelRouter {
             };
             routes.insert(model.to_owned(), Arc::new(route));
         }
+        let pinned = routes
+            .iter()
+            .map(|(model, route)| {
+                let pins = route
+                    .backends()
+                    .map(|backend| Arc::new(route.pinned_to(backend, config)))
+                    .collect();
+                (model.clone(), pins)
+            })
+            .collect();
         let virtual_names = config
             .routes
             .iter()
@@ -163,6 +192,7 @@ impl ModelRouter {
         names.sort();
         Self {
             routes,
+            pinned,
             names,
             backends,
         }
@@ -170,6 +200,16 @@ impl ModelRouter {
 
     pub fn route(&self, model: &str) -> Option<&Arc<ModelRoute>> {
         self.routes.get(model)
+    }
+
+    /// `model` served only by the deployment named `deployment`; `None` when
+    /// that deployment does not serve it (or is no longer configured).
+    pub fn pinned(&self, model: &str, deployment: &str) -> Option<&Arc<ModelRoute>> {
+        self.pinned.get(model)?.iter().find(|route| {
+            route
+                .backends()
+                .any(|backend| &*backend.deployment.name == deployment)
+        })
     }
 
     pub fn model_names(&self) -> &[Arc<str>] {

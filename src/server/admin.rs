@@ -11,39 +11,53 @@ use http::{StatusCode, header};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::auth::presented_key;
+use crate::auth::{AuthGuard, Presented, presented_key};
 use crate::config::{KeyDigest, sha256};
+use crate::drain::refuse_after_drain;
 use crate::error::{GatewayError, error_body, json_response};
 use crate::ledger::Ledger;
 use crate::metering::Budgets;
 use crate::routing::ModelRouter;
 
-/// The admin token, kept only as a digest.
+/// The admin token, kept only as a digest, and the throttle of failed
+/// attempts it shares with the API keys.
 #[derive(Clone)]
-pub struct AdminToken(pub KeyDigest);
+pub struct AdminToken {
+    pub digest: KeyDigest,
+    pub guard: AuthGuard,
+}
 
 pub async fn require_token(
     State(token): State<AdminToken>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Err(refused) = token.guard.admit(&request) {
+        return refuse_after_drain(request, *refused).await;
+    }
     // Read the way API keys are, so a client that reaches /v1 reaches /admin.
-    match presented_key(request.headers()) {
-        Some(presented) if sha256(presented) == token.0 => next.run(request).await,
-        Some(_) => GatewayError::InvalidApiKey {
-            masked: "(admin token)".into(),
+    let refused = match presented_key(request.headers()) {
+        Presented::Key(presented) if sha256(presented) == token.digest => {
+            return next.run(request).await;
         }
-        .into_response(),
-        None => json_response(
-            StatusCode::UNAUTHORIZED,
-            error_body(
+        Presented::Absent => {
+            let mut refused = token.guard.refuse(&request, GatewayError::MissingApiKey);
+            *refused.body_mut() = axum::body::Body::from(error_body(
                 "The admin API needs `Authorization: Bearer <admin token>`.",
                 "invalid_request_error",
                 None,
                 None,
-            ),
+            ));
+            refused
+        }
+        Presented::Key(_) | Presented::Malformed => token.guard.refuse(
+            &request,
+            GatewayError::InvalidApiKey {
+                masked: "(admin token)".into(),
+            },
         ),
-    }
+    };
+    refuse_after_drain(request, refused).await
 }
 
 #[derive(Serialize)]
@@ -162,7 +176,7 @@ pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) 
         let mut csv =
             String::from("group,requests,prompt_tokens,completion_tokens,cached_tokens,cost_usd\n");
         for t in &totals {
-            let group = t.group.replace('"', "\"\"");
+            let group = csv_cell(&t.group);
             csv.push_str(&format!(
                 "\"{group}\",{},{},{},{},{:.6}\n",
                 t.requests, t.prompt_tokens, t.completion_tokens, t.cached_tokens, t.cost_usd
@@ -172,6 +186,19 @@ pub async fn usage(State(views): State<Views>, Query(query): Query<UsageQuery>) 
     }
     let body = serde_json::json!({"object": "list", "group_by": query.group_by, "data": totals});
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
+}
+
+/// A text cell's content for a quoted CSV field. Group names come from
+/// clients (tags, model names), so one starting like a formula (`=`, `+`,
+/// `-`, `@`, or a tab or CR that some spreadsheets skip first) gets a
+/// leading `'`, which spreadsheets show as text instead of evaluating.
+fn csv_cell(text: &str) -> String {
+    let quoted = text.replace('"', "\"\"");
+    if quoted.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{quoted}")
+    } else {
+        quoted
+    }
 }
 
 /// `GET /admin/budgets`: spend against each configured budget.
@@ -184,4 +211,18 @@ pub async fn budgets(State(views): State<Views>) -> Response {
         StatusCode::OK,
         Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_cells_never_start_a_formula() {
+        assert_eq!(csv_cell("team-a"), "team-a");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"\"x\"\")");
+        for text in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(text).starts_with('\''), "{text:?}");
+        }
+    }
 }

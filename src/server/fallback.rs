@@ -5,22 +5,23 @@ use std::any::Any;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
+use crate::drain::refuse_after_drain;
 use crate::error::GatewayError;
 
 pub async fn unknown_route(request: Request) -> Response {
-    GatewayError::UnknownRoute {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-    }
-    .into_response()
+    let error = GatewayError::UnknownRoute {
+        method: request.method().as_str().into(),
+        path: request.uri().path().into(),
+    };
+    refuse_after_drain(request, error.into_response()).await
 }
 
 pub async fn method_not_allowed(request: Request) -> Response {
-    GatewayError::MethodNotAllowed {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-    }
-    .into_response()
+    let error = GatewayError::MethodNotAllowed {
+        method: request.method().as_str().into(),
+        path: request.uri().path().into(),
+    };
+    refuse_after_drain(request, error.into_response()).await
 }
 
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

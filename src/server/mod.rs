@@ -3,7 +3,9 @@
 
 mod access_log;
 mod admin;
+mod conn;
 mod fallback;
+mod fd_limit;
 mod health;
 mod record;
 mod request_id;
@@ -14,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::shutdown::Cut;
-use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
-use crate::auth::KeyStore;
+use crate::auth::{AuthGuard, FailedAuth, KeyStore};
 use crate::cache::ResponseCache;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -30,9 +32,11 @@ use crate::policy::Policies;
 use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::request::RequestReader;
-use crate::routing::ModelRouter;
+use crate::routing::{ModelRouter, ResponsePins};
 use crate::tokens::Encodings;
 use crate::upstream::{Deployment, UpstreamClient};
+use conn::{Connections, Phase, Timeouts};
+pub use fd_limit::raise_fd_limit;
 
 /// Time for final error events to reach clients once the grace period is over.
 const CUT_FLUSH: Duration = Duration::from_secs(1);
@@ -46,13 +50,32 @@ pub enum StartError {
         address: String,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
-/// A built gateway, ready to serve on a listener.
+/// The gateway's listeners: the API, and the admin and metrics ones when
+/// `[admin] listen` / `[metrics] listen` are set.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub admin: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self {
+            api,
+            admin: None,
+            metrics: None,
+        }
+    }
+}
+
+/// A built gateway, ready to serve on its listeners.
 pub struct Gateway {
-    app: Router,
+    apps: stack::Apps,
+    timeouts: Timeouts,
+    max_connections: usize,
+    metrics: Metrics,
     shutdown_grace: Duration,
     /// Fired when the grace period is over, to end streams still running.
     cut: Cut,
@@ -98,13 +121,23 @@ impl Gateway {
                 Arc::new(config.queue.clone()),
             )
         });
+        let pins = Arc::new(ResponsePins::new(
+            &config.responses,
+            redis
+                .as_ref()
+                .zip(config.redis.as_ref().map(|r| r.key_prefix.as_str())),
+        ));
         let reader = RequestReader::new(
             router.clone(),
             Policies::from_config(config, metrics.clone()),
             admission.clone(),
             metrics.clone(),
-            config.server.max_body_bytes,
-            config.metrics.per_key,
+            (
+                config.server.max_body_bytes,
+                config.server.body_read_timeout,
+                config.metrics.per_key,
+            ),
+            pins.clone(),
         );
         let budgets = Budgets::from_config(
             config,
@@ -115,6 +148,10 @@ impl Gateway {
         .map(Arc::new);
         let ledger = Ledger::start(&config.usage, metrics.clone())
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
+        let guard = AuthGuard {
+            throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
+            metrics: metrics.clone(),
+        };
         // Last, after every step that can fail.
         crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
         let services = stack::Services {
@@ -132,35 +169,49 @@ impl Gateway {
                 .admin
                 .token
                 .as_deref()
-                .map(|token| admin::AdminToken(crate::config::sha256(token))),
+                .map(|token| admin::AdminToken {
+                    digest: crate::config::sha256(token),
+                    guard: guard.clone(),
+                }),
             dispatcher: Arc::new(Dispatcher::new(
                 router.clone(),
                 client,
                 config,
                 cut.clone(),
-                metrics.clone(),
-                pricing.clone(),
+                (metrics.clone(), pricing.clone()),
+                pins,
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            guard,
             reader: Arc::new(reader),
             limiter,
-            metrics,
+            metrics: metrics.clone(),
+        };
+        let apart = stack::Apart {
+            admin: config.admin.listen.is_some(),
+            metrics: config.metrics.listen.is_some(),
         };
         Ok(Self {
-            app: stack::app(services),
+            apps: stack::app(services, apart),
+            timeouts: Timeouts {
+                header_read: config.server.header_read_timeout,
+                idle: config.server.idle_timeout,
+            },
+            max_connections: fd_limit::max_connections(config.server.max_connections),
+            metrics,
             shutdown_grace: config.server.shutdown_grace,
             cut,
             ledger,
         })
     }
 
-    pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
-        TcpListener::bind(&config.server.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: config.server.listen.clone(),
-                source,
-            })
+    /// Binds `[server] listen`, and `[admin] listen` / `[metrics] listen` when set.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        Ok(Listeners {
+            api: bind(&config.server.listen).await?,
+            admin: bind_optional(config.admin.listen.as_deref()).await?,
+            metrics: bind_optional(config.metrics.listen.as_deref()).await?,
+        })
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests and
@@ -168,67 +219,110 @@ impl Gateway {
     /// writes the pending usage records.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: impl Into<Listeners>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let result = self.serve_connections(listener, shutdown).await;
+        let result = self.serve_connections(listeners.into(), shutdown).await;
         if let Some(ledger) = &self.ledger {
             ledger.flush(Duration::from_secs(10)).await;
         }
         result
     }
 
+    /// Each listener with its app; a listener without an app (or the reverse)
+    /// is a caller's mistake.
+    fn pair(&self, listeners: Listeners) -> Result<Vec<(TcpListener, axum::Router)>, StartError> {
+        let mut pairs = vec![(listeners.api, self.apps.api.clone())];
+        for (name, app, listener) in [
+            ("admin", &self.apps.admin, listeners.admin),
+            ("metrics", &self.apps.metrics, listeners.metrics),
+        ] {
+            match (app, listener) {
+                (Some(app), Some(listener)) => pairs.push((listener, app.clone())),
+                (None, None) => {}
+                _ => {
+                    return Err(StartError::Build(format!(
+                        "{name}.listen and the {name} listener given disagree"
+                    )));
+                }
+            }
+        }
+        Ok(pairs)
+    }
+
     async fn serve_connections(
         &self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let address = listener.local_addr().ok();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = listener.tap_io(|tcp| {
-            // Small SSE chunks must leave at once, not wait on Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, self.app.clone()).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(());
-        });
-        let mut server = tokio::spawn(server.into_future());
-        if let Some(address) = address {
-            tracing::info!(%address, "sluice listening");
+        let pairs = self.pair(listeners)?;
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let tracker = TaskTracker::new();
+        let connections = Connections::new(
+            self.timeouts,
+            self.max_connections,
+            self.metrics.connections.clone(),
+            phase_rx,
+            tracker.clone(),
+        );
+        tracing::info!(max_connections = self.max_connections, "connection limit");
+        for (listener, _) in &pairs {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "sluice listening");
+            }
         }
+        let accepting = futures_util::future::join_all(
+            pairs
+                .into_iter()
+                .map(|(listener, app)| connections.clone().accept_loop(listener, app)),
+        );
+        let mut accepting = std::pin::pin!(accepting);
         tokio::select! {
-            result = &mut server => return flatten(result),
-            _ = stop_rx => {}
+            () = shutdown => {}
+            _ = &mut accepting => {}
         }
         tracing::info!(
             grace_ms = self.shutdown_grace.as_millis() as u64,
             "shutting down; draining in-flight requests"
         );
-        if let Ok(result) = tokio::time::timeout(self.shutdown_grace, &mut server).await {
-            return flatten(result);
+        phase.send_replace(Phase::Draining);
+        accepting.await;
+        tracker.close();
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait())
+            .await
+            .is_ok()
+        {
+            return Ok(());
         }
         // Open streams end with a "shutting down" SSE error event at their
         // next chunk or timer tick; the flush window lets those reach clients.
-        // Whatever is still running after it ends with the process.
         tracing::warn!("shutdown grace period over; ending in-flight streams");
         self.cut.fire();
-        match tokio::time::timeout(CUT_FLUSH, &mut server).await {
-            Ok(result) => flatten(result),
-            Err(_) => {
-                server.abort();
-                Ok(())
-            }
+        if tokio::time::timeout(CUT_FLUSH, tracker.wait())
+            .await
+            .is_err()
+        {
+            // Whatever still runs is dropped with its connection.
+            phase.send_replace(Phase::Stop);
+            let _ = tokio::time::timeout(CUT_FLUSH, tracker.wait()).await;
         }
+        Ok(())
     }
 }
 
-fn flatten(
-    result: Result<Result<(), std::io::Error>, tokio::task::JoinError>,
-) -> Result<(), StartError> {
-    match result {
-        Ok(inner) => inner.map_err(StartError::Serve),
-        Err(join) => Err(StartError::Serve(std::io::Error::other(join.to_string()))),
+async fn bind(address: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+async fn bind_optional(address: Option<&str>) -> Result<Option<TcpListener>, StartError> {
+    match address {
+        Some(address) => bind(address).await.map(Some),
+        None => Ok(None),
     }
 }
 

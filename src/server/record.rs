@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -39,7 +39,12 @@ fn route_label(path: &str) -> &'static str {
 }
 
 pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = route_label(request.uri().path());
+    // A matched route's template (`/openai/deployments/{deployment}/...`,
+    // `/v1/responses/{id}`) is as bounded as the list.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched
+        .as_ref()
+        .map_or_else(|| route_label(request.uri().path()), MatchedPath::as_str);
     let started = Instant::now();
     let in_flight = InFlight::enter(&metrics.in_flight);
     let response = next.run(request).await;

@@ -3,11 +3,11 @@
 //! | # | layer                | scope | what it does                                              |
 //! |---|----------------------|-------|-----------------------------------------------------------|
 //! | 1 | `CatchPanicLayer`    | all   | a panic anywhere becomes an OpenAI-shaped 500             |
-//! | 2 | `SetRequestIdLayer`  | all   | keeps the client's `x-request-id`, or makes one           |
-//! | 3 | `PropagateRequestId` | all   | echoes `x-request-id` on the response                     |
+//! | 2 | `RequestIds`         | all   | keeps a short client `x-request-id`, or makes one; answers with it |
 //! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
+//! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
 //! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
@@ -21,14 +21,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use super::admin::{self, AdminToken};
 use super::{access_log, fallback, health, record, request_id::RequestIds};
-use crate::auth::{Authenticate, KeyStore};
+use crate::auth::{AuthGuard, Authenticate, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::ledger::RecordUsage;
@@ -38,11 +38,14 @@ use crate::metrics::Metrics;
 use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
 use crate::sync_layer::SyncLayer;
+use crate::upstream::Endpoint;
 
 /// Everything the layers and the dispatcher share, built once at start-up.
 pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     pub keys: Arc<KeyStore>,
+    /// The throttle of failed authentication, for the API and admin routes.
+    pub guard: AuthGuard,
     pub reader: Arc<RequestReader>,
     pub limiter: Option<Arc<Limiter>>,
     pub cache: Option<Arc<ResponseCache>>,
@@ -57,17 +60,14 @@ pub struct Services {
     pub admin: Option<AdminToken>,
 }
 
-pub fn app(services: Services) -> Router {
-    let api = Router::new()
-        .route("/v1/chat/completions", proxy())
-        .route("/v1/completions", proxy())
-        .route("/v1/embeddings", proxy())
-        .route("/v1/responses", proxy())
-        .route("/v1/models", get(dispatch::list_models))
-        .route("/v1/models/{model}", get(dispatch::get_model))
+pub fn app(services: Services, apart: Apart) -> Apps {
+    let api = api_routes()
         .route_layer(
             ServiceBuilder::new()
-                .layer(SyncLayer(Authenticate(services.keys))) // 5
+                .layer(SyncLayer(Authenticate {
+                    keys: services.keys,
+                    guard: services.guard,
+                })) // 5
                 .layer(from_fn_with_state(services.reader, request::read_request)) // 6
                 .option_layer(services.ledger.clone().map(SyncLayer)) // 6b
                 .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
@@ -86,7 +86,6 @@ pub fn app(services: Services) -> Router {
         )
         .with_state(services.dispatcher.clone());
 
-    let metrics = services.metrics.clone();
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),
         router: services.dispatcher.router().clone(),
@@ -105,29 +104,107 @@ pub fn app(services: Services) -> Router {
             .route_layer(from_fn_with_state(token, admin::require_token))
             .with_state(views)
     });
+    let scrape = Router::new().route("/metrics", get(health::metrics).with_state(scrape));
+    // A route served on its own listener does not exist on the public one.
+    let (admin, admin_apart) = match admin {
+        Some(admin) if apart.admin => (None, Some(admin)),
+        admin => (admin, None),
+    };
+    let (scrape, scrape_apart) = if apart.metrics {
+        (None, Some(scrape))
+    } else {
+        (Some(scrape), None)
+    };
 
-    Router::new()
+    let api = Router::new()
         .merge(api)
         .merge(admin.unwrap_or_default())
+        .merge(scrape.unwrap_or_default())
         .route("/healthz", get(health::healthz))
         .route(
             "/readyz",
             get(health::readyz).with_state(services.dispatcher),
-        )
-        .route("/metrics", get(health::metrics).with_state(scrape))
+        );
+    let outer = |router| outer_layers(router, &services.metrics);
+    Apps {
+        api: outer(api),
+        admin: admin_apart.map(outer),
+        metrics: scrape_apart.map(outer),
+    }
+}
+
+/// Which routes get a listener of their own (`[admin] listen`, `[metrics] listen`).
+#[derive(Clone, Copy, Default)]
+pub struct Apart {
+    pub admin: bool,
+    pub metrics: bool,
+}
+
+/// One app per listener.
+pub struct Apps {
+    pub api: Router,
+    pub admin: Option<Router>,
+    pub metrics: Option<Router>,
+}
+
+/// Layers 1 to 4b and the OpenAI-shaped fallbacks, on every listener's app.
+fn outer_layers(router: Router, metrics: &Metrics) -> Router {
+    router
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
-                .layer(SetRequestIdLayer::x_request_id(RequestIds)) // 2
-                .layer(PropagateRequestIdLayer::x_request_id()) // 3
+                .layer(SyncLayer(RequestIds)) // 2
                 .layer(from_fn(access_log::access_log)) // 4
-                .layer(from_fn_with_state(metrics, record::record)), // 4b
+                .layer(from_fn_with_state(metrics.clone(), record::record)), // 4b
         )
+}
+
+/// The proxied API under OpenAI's paths and Azure OpenAI's: `/v1/...`,
+/// `/openai/v1/...`, `/openai/...` (the model in the body, as Azure clients
+/// send Responses and moderations) and `/openai/deployments/{deployment}/...`
+/// (every endpoint but Responses); calls on stored responses under each
+/// root's `responses/{id}`.
+fn api_routes() -> Router<Arc<Dispatcher>> {
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        let path = endpoint.path();
+        for root in ["/v1", "/openai/v1", "/openai"] {
+            router = router.route(&format!("{root}/{path}"), proxy());
+        }
+        if endpoint != Endpoint::Responses {
+            router = router.route(
+                &format!("/openai/deployments/{{deployment}}/{path}"),
+                proxy(),
+            );
+        }
+    }
+    for root in ["/v1", "/openai/v1", "/openai"] {
+        router = router
+            .route(
+                &format!("{root}/responses/{{id}}"),
+                get(relay).delete(relay),
+            )
+            .route(&format!("{root}/responses/{{id}}/input_items"), get(relay))
+            .route(&format!("{root}/responses/{{id}}/cancel"), post(relay));
+    }
+    for root in ["/v1", "/openai/v1"] {
+        router = router
+            .route(&format!("{root}/models"), get(dispatch::list_models))
+            .route(
+                &format!("{root}/models/{{model}}"),
+                get(dispatch::get_model),
+            );
+    }
+    router
 }
 
 /// A POST route the dispatcher proxies; the request layer already read it.
 fn proxy() -> MethodRouter<Arc<Dispatcher>> {
-    post(|State(dispatcher): State<Arc<Dispatcher>>, request: Request| dispatcher.handle(request))
+    post(relay)
+}
+
+async fn relay(State(dispatcher): State<Arc<Dispatcher>>, request: Request) -> Response {
+    dispatcher.handle(request).await
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, header};
 
-use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse};
+use super::{Deployment, Endpoint, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -35,30 +35,34 @@ impl UpstreamClient {
         deployment: &Deployment,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        if let Some(mock) = &deployment.mock {
-            return Ok(mock
-                .respond(request.endpoint, &request.client_model, &request.body)
-                .await);
+        if let (Some(mock), Some(stored)) = (&deployment.mock, &deployment.mock_responses) {
+            return Ok(mock_answer(mock, stored, request).await);
         }
         let upstream_model = deployment.upstream_model(&request.client_model);
         let body = if deployment.target.model_in_body(request.endpoint)
             && upstream_model != &*request.body_model
+            && request.stored.is_none()
         {
-            rewrite_model(&request.body, upstream_model)?
+            rewrite_model(&request.body, request.content_type.as_ref(), upstream_model)?
         } else {
             request.body
         };
         let url = deployment
-            .url(request.endpoint, upstream_model)
+            .url(request.endpoint, upstream_model, request.stored.as_ref())
             .map_err(UpstreamError::Request)?;
-        let mut builder = self
-            .http
-            .post(url)
-            .header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .body(body);
+        let method = request
+            .stored
+            .as_ref()
+            .map_or(reqwest::Method::POST, |call| call.method.clone());
+        let mut builder = self.http.request(method.clone(), url);
+        if method != reqwest::Method::GET && method != reqwest::Method::DELETE {
+            let content_type = request
+                .content_type
+                .unwrap_or(HeaderValue::from_static("application/json"));
+            builder = builder
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
         if let Some((name, value)) = &deployment.auth {
             builder = builder.header(name, value);
         }
@@ -115,9 +119,46 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
+/// The mock provider's answer; it remembers the responses it creates.
+async fn mock_answer(
+    mock: &super::mock::MockUpstream,
+    stored: &super::mock::MockResponses,
+    request: UpstreamRequest,
+) -> UpstreamResponse {
+    if let Some(call) = &request.stored {
+        return stored.answer(call);
+    }
+    if request.endpoint != Endpoint::Responses {
+        return mock
+            .respond(request.endpoint, &request.client_model, &request.body)
+            .await;
+    }
+    if let Some(refusal) = stored.unknown_previous(&request.body) {
+        return refusal;
+    }
+    let response = mock
+        .respond(request.endpoint, &request.client_model, &request.body)
+        .await;
+    stored.remember(&request.body, response)
+}
+
 /// Replaces the body's `model` with the upstream's name for it. Only runs
-/// when `model_map` renames the model; otherwise the client's bytes go as-is.
-fn rewrite_model(body: &Bytes, upstream_model: &str) -> Result<Bytes, UpstreamError> {
+/// when `model_map` renames the model (or an Azure path named it and the
+/// body did not); otherwise the client's bytes go as-is. A multipart upload
+/// gets the new name spliced into its `model` field.
+fn rewrite_model(
+    body: &Bytes,
+    content_type: Option<&HeaderValue>,
+    upstream_model: &str,
+) -> Result<Bytes, UpstreamError> {
+    if let Some(boundary) = content_type
+        .and_then(|value| value.to_str().ok())
+        .and_then(multipart::boundary)
+    {
+        return multipart::with_field(body, boundary, "model", upstream_model)
+            .map(Bytes::from)
+            .ok_or_else(|| UpstreamError::Rewrite("the form is not well-formed".into()));
+    }
     let mut object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
     object.insert("model".to_owned(), upstream_model.into());

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::Endpoint;
+use super::mock::MockResponses;
 use super::mock::MockUpstream;
 use super::target::Target;
+use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};
 
 pub struct Deployment {
@@ -24,10 +25,12 @@ pub struct Deployment {
     pub(super) target: Target,
     pub(super) auth: Option<(http::HeaderName, HeaderValue)>,
     pub(super) mock: Option<MockUpstream>,
+    /// The responses a mock deployment created, for the stateful calls.
+    pub(super) mock_responses: Option<MockResponses>,
     model_map: HashMap<String, String>,
     /// Each served model's upstream URLs, by upstream name and endpoint,
     /// parsed once: handed a string, reqwest would parse it on every call.
-    urls: HashMap<String, [reqwest::Url; 4]>,
+    urls: HashMap<String, [reqwest::Url; Endpoint::ALL.len()]>,
 }
 
 impl Deployment {
@@ -61,6 +64,7 @@ impl Deployment {
             target,
             auth,
             mock: (config.provider == Provider::Mock).then(|| MockUpstream::new(&config.mock)),
+            mock_responses: (config.provider == Provider::Mock).then(MockResponses::default),
             model_map: config.model_map.clone(),
             urls,
         })
@@ -71,10 +75,17 @@ impl Deployment {
         &self,
         endpoint: Endpoint,
         upstream_model: &str,
+        stored: Option<&StoredCall>,
     ) -> Result<reqwest::Url, String> {
+        if let Some(call) = stored {
+            return reqwest::Url::parse(&self.target.stored_url(call)).map_err(|e| e.to_string());
+        }
         match self.urls.get(upstream_model) {
             // `Endpoint::ALL` is in declaration order.
-            Some(urls) => Ok(urls[endpoint as usize].clone()),
+            Some(urls) => urls
+                .get(endpoint as usize)
+                .cloned()
+                .ok_or_else(|| format!("no URL for {}", endpoint.path())),
             // Not a model this deployment lists (the router never sends one).
             None => reqwest::Url::parse(&self.target.url(endpoint, upstream_model))
                 .map_err(|e| e.to_string()),
@@ -89,13 +100,20 @@ impl Deployment {
     }
 }
 
-fn parsed_urls(target: &Target, upstream_model: &str) -> Result<[reqwest::Url; 4], String> {
+fn parsed_urls(
+    target: &Target,
+    upstream_model: &str,
+) -> Result<[reqwest::Url; Endpoint::ALL.len()], String> {
     let parse = |endpoint: Endpoint| {
         let url = target.url(endpoint, upstream_model);
         reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))
     };
-    let [a, b, c, d] = Endpoint::ALL;
-    Ok([parse(a)?, parse(b)?, parse(c)?, parse(d)?])
+    let urls = Endpoint::ALL
+        .into_iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    urls.try_into()
+        .map_err(|_| "one URL per endpoint".to_owned())
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, String> {

@@ -5,6 +5,7 @@
 mod client;
 mod deployment;
 mod mock;
+pub mod multipart;
 mod target;
 
 use bytes::Bytes;
@@ -21,25 +22,36 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    Moderations,
+    ImageGenerations,
+    AudioSpeech,
+    AudioTranscriptions,
+    AudioTranslations,
+    /// A call on a response stored upstream (`GET`/`DELETE /responses/{id}`,
+    /// `input_items`, `cancel`): no model in the body, routed by the id.
+    StoredResponse,
 }
 
 impl Endpoint {
-    pub const ALL: [Self; 4] = [
+    /// The endpoints a model is named for, in declaration order (their
+    /// upstream URLs are parsed once per model at start-up).
+    pub const ALL: [Self; 9] = [
         Self::ChatCompletions,
         Self::Completions,
         Self::Embeddings,
         Self::Responses,
+        Self::Moderations,
+        Self::ImageGenerations,
+        Self::AudioSpeech,
+        Self::AudioTranscriptions,
+        Self::AudioTranslations,
     ];
 
-    /// The endpoint a gateway path proxies to, if any.
-    pub fn from_path(path: &str) -> Option<Self> {
-        match path {
-            "/v1/chat/completions" => Some(Self::ChatCompletions),
-            "/v1/completions" => Some(Self::Completions),
-            "/v1/embeddings" => Some(Self::Embeddings),
-            "/v1/responses" => Some(Self::Responses),
-            _ => None,
-        }
+    /// The endpoint for a path below the API root (`chat/completions`).
+    pub fn from_api_path(path: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.path() == path)
     }
 
     /// Path below the API root, shared by OpenAI and Azure.
@@ -48,9 +60,43 @@ impl Endpoint {
             Self::ChatCompletions => "chat/completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
-            Self::Responses => "responses",
+            Self::Responses | Self::StoredResponse => "responses",
+            Self::Moderations => "moderations",
+            Self::ImageGenerations => "images/generations",
+            Self::AudioSpeech => "audio/speech",
+            Self::AudioTranscriptions => "audio/transcriptions",
+            Self::AudioTranslations => "audio/translations",
         }
     }
+
+    /// Whether the body is `multipart/form-data` (an uploaded file) rather than JSON.
+    pub fn takes_multipart(self) -> bool {
+        matches!(self, Self::AudioTranscriptions | Self::AudioTranslations)
+    }
+
+    /// Whether the answer may carry no `usage` for work that costs no tokens
+    /// (moderations, images and audio on older API versions): metered as 0
+    /// tokens rather than estimated.
+    pub fn usage_optional(self) -> bool {
+        matches!(
+            self,
+            Self::Moderations
+                | Self::ImageGenerations
+                | Self::AudioSpeech
+                | Self::AudioTranscriptions
+                | Self::AudioTranslations
+        )
+    }
+}
+
+/// A call on a stored response: its method, the path below `responses/`
+/// (`{id}`, `{id}/input_items`, `{id}/cancel`) and the client's query.
+#[derive(Clone, Debug)]
+pub struct StoredCall {
+    pub method: http::Method,
+    pub path: std::sync::Arc<str>,
+    /// Without `api-version`, which only the gateway's own Azure paths take.
+    pub query: Option<std::sync::Arc<str>>,
 }
 
 /// What the dispatcher hands to a deployment. Owned, so a streaming call can
@@ -66,6 +112,10 @@ pub struct UpstreamRequest {
     pub request_id: Option<http::HeaderValue>,
     /// Passed through for beta features (`OpenAI-Beta`).
     pub openai_beta: Option<http::HeaderValue>,
+    /// The client's `content-type` when the body is not JSON (a multipart upload).
+    pub content_type: Option<http::HeaderValue>,
+    /// Set for calls on a stored response.
+    pub stored: Option<StoredCall>,
 }
 
 pub type BodyStream = BoxStream<'static, Result<Bytes, UpstreamError>>;

@@ -3,8 +3,9 @@
 //! - Azure classic: `{base_url}/openai/deployments/{deployment}/{path}?api-version=V`;
 //!   the Responses API has no deployment segment and names it in `model` instead.
 //! - Azure v1 (`api_version = "v1"`): `{base_url}/openai/v1/{path}`, `model` = deployment.
+//! - Calls on a stored response: the Responses URL plus `/{id}[/input_items|/cancel]`.
 
-use super::Endpoint;
+use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};
 
 pub enum Target {
@@ -43,6 +44,26 @@ impl Target {
             }
             Self::Mock => String::new(),
         }
+    }
+
+    /// Where a call on a stored response goes: the Responses URL with the
+    /// stored call's path appended, and the client's query after Azure's.
+    pub fn stored_url(&self, call: &StoredCall) -> String {
+        let path = &call.path;
+        let (mut url, joiner) = match self {
+            Self::OpenAi { base } => (format!("{base}/responses/{path}"), '?'),
+            Self::AzureV1 { base } => (format!("{base}/openai/v1/responses/{path}"), '?'),
+            Self::AzureClassic { base, api_version } => (
+                format!("{base}/openai/responses/{path}?api-version={api_version}"),
+                '&',
+            ),
+            Self::Mock => return String::new(),
+        };
+        if let Some(query) = &call.query {
+            url.push(joiner);
+            url.push_str(query);
+        }
+        url
     }
 
     /// A cheap authenticated GET that proves the deployment answers.

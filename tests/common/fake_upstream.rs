@@ -22,7 +22,10 @@ pub struct Recorded {
     pub path: String,
     pub query: Option<String>,
     pub headers: HeaderMap,
+    /// The body parsed (`Null` when it is not JSON the parser takes).
     pub body: Value,
+    /// The body as received.
+    pub raw: Bytes,
 }
 
 #[derive(Clone)]
@@ -59,6 +62,20 @@ pub enum Behavior {
     Chaos { rate: f64 },
     /// A 500 with probability `rate`, else an echo. Seeded.
     Flaky { rate: f64 },
+    /// `status` and a JSON-looking body of `bytes` bytes in 64 KiB chunks,
+    /// with no `content-length` (so only counting can catch it).
+    /// `FakeUpstream::wait_stream_dropped` reports when the gateway stops
+    /// reading it.
+    Huge { status: u16, bytes: usize },
+    /// `status` at once, then a body of one byte every `interval`, for ever.
+    Drip { status: u16, interval: Duration },
+    /// An SSE answer whose first line never ends: `bytes` of content in 16 KiB
+    /// chunks without a newline, then (once `gate` is opened, if given) the
+    /// line's end and `[DONE]`.
+    EndlessLine {
+        bytes: usize,
+        gate: Option<Arc<Notify>>,
+    },
 }
 
 impl Behavior {
@@ -69,6 +86,17 @@ impl Behavior {
             headers: vec![],
             body: r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#
                 .into(),
+        }
+    }
+}
+
+impl Behavior {
+    /// A `status` redirect to `location`.
+    pub fn redirect(status: u16, location: &str) -> Self {
+        Self::Reply {
+            status,
+            headers: vec![("location", location.to_owned())],
+            body: String::new(),
         }
     }
 }
@@ -172,6 +200,7 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers.clone(),
         body: body.clone(),
+        raw: bytes.clone(),
     });
     let mut behavior = state
         .queue
@@ -271,6 +300,38 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
             });
             sse(stream.boxed())
         }
+        Behavior::Huge { status, bytes } => {
+            let guard = DropGuard(state.clone());
+            let piece = Bytes::from(vec![b'7'; 64 * 1024]);
+            let pieces = bytes.div_ceil(piece.len());
+            let stream = futures_util::stream::iter(0..pieces).map(move |_| {
+                let _owned = &guard;
+                Ok::<_, std::io::Error>(piece.clone())
+            });
+            with_status(status, "application/json", Body::from_stream(stream))
+        }
+        Behavior::Drip { status, interval } => {
+            let stream = futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(interval).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), ()))
+            });
+            with_status(status, "application/json", Body::from_stream(stream))
+        }
+        Behavior::EndlessLine { bytes, gate } => {
+            let piece = Bytes::from(vec![b'a'; 16 * 1024]);
+            let line = futures_util::stream::iter(0..bytes.div_ceil(piece.len()))
+                .map(move |_| piece.clone());
+            let end = futures_util::stream::once(async move {
+                if let Some(gate) = gate {
+                    gate.notified().await;
+                }
+                Bytes::from_static(b"\"}}]}\n\ndata: [DONE]\n\n")
+            });
+            let start = futures_util::stream::once(async {
+                Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"")
+            });
+            sse(start.chain(line).chain(end).map(Ok).boxed())
+        }
         Behavior::Endless => {
             let guard = DropGuard(state.clone());
             let stream = futures_util::stream::unfold((0u64, guard), |(n, guard)| async move {
@@ -299,6 +360,15 @@ fn sse(
     response
         .headers_mut()
         .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+fn with_status(status: u16, content_type: &str, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
     response
 }
 

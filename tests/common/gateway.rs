@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use sluice::config::{Config, load_from_str};
-use sluice::server::Gateway;
+use sluice::server::{Gateway, Listeners};
 use tokio::sync::oneshot;
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The `[admin] listen` and `[metrics] listen` listeners, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
@@ -31,14 +34,29 @@ impl TestGateway {
         Self::start_config(config).await
     }
 
+    /// Every listener is ephemeral, whatever the config's addresses.
     pub async fn start_config(config: Config) -> Self {
         let gateway = Gateway::build(&config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = Listeners {
+            api: ephemeral().await,
+            admin: match config.admin.listen {
+                Some(_) => Some(ephemeral().await),
+                None => None,
+            },
+            metrics: match config.metrics.listen {
+                Some(_) => Some(ephemeral().await),
+                None => None,
+            },
+        };
+        let addr = listeners.api.local_addr().unwrap();
+        let address = |listener: &Option<tokio::net::TcpListener>| {
+            listener.as_ref().map(|l| l.local_addr().unwrap())
+        };
+        let (admin_addr, metrics_addr) = (address(&listeners.admin), address(&listeners.metrics));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             gateway
-                .serve(listener, async {
+                .serve(listeners, async {
                     let _ = rx.await;
                 })
                 .await
@@ -46,10 +64,17 @@ impl TestGateway {
         });
         Self {
             addr,
+            admin_addr,
+            metrics_addr,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// A URL on another of the gateway's listeners.
+    pub fn url_at(addr: Option<SocketAddr>, path: &str) -> String {
+        format!("http://{}{path}", addr.unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -96,6 +121,10 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+async fn ephemeral() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
 /// A `[[deployments]]` entry for an OpenAI-style fake upstream serving

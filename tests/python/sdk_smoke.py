@@ -59,7 +59,7 @@ legacy = client.completions.create(model="gpt-4o-mini", prompt="Say hello")
 check("completions", legacy.choices[0].text)
 
 models = [m.id for m in client.models.list()]
-check("models list", models == ["gpt-4o-mini", "text-embedding-3-small"], models)
+check("models list", models == sorted(models) and {"gpt-4o-mini", "text-embedding-3-small"} <= set(models), models)
 
 try:
     client.chat.completions.create(model="gpt-9", messages=messages)

@@ -1,7 +1,10 @@
 //! One shared Redis connection for the gateway (limits, cache). It connects
 //! in the background, so the gateway starts and applies its `on_error` policy
 //! even while Redis is down; after the first connection the manager
-//! reconnects by itself.
+//! reconnects by itself, at most a second apart. A breaker shared by every
+//! caller makes calls fail at once while Redis is down (see `breaker`).
+
+mod breaker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +16,14 @@ use tokio::sync::OnceCell;
 #[error("Redis unavailable: {0}")]
 pub struct RedisError(pub String);
 
+/// The longest wait between reconnection attempts: a Redis that comes back
+/// is in use again within about a second.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct SharedRedis {
     connection: Arc<OnceCell<ConnectionManager>>,
+    breaker: Arc<breaker::Breaker>,
     /// Bound on one round trip.
     pub timeout: Duration,
 }
@@ -28,7 +36,9 @@ impl SharedRedis {
         tokio::spawn(async move {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                .set_response_timeout(Some(timeout));
+                .set_response_timeout(Some(timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(MAX_RECONNECT_DELAY);
             loop {
                 match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                     Ok(manager) => {
@@ -45,11 +55,13 @@ impl SharedRedis {
         });
         Ok(Self {
             connection,
+            breaker: Arc::default(),
             timeout,
         })
     }
 
-    /// Runs one command or script, bounded by the timeout.
+    /// Runs one command or script, bounded by the timeout; fails at once
+    /// while the breaker is open.
     pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -60,9 +72,36 @@ impl SharedRedis {
             .get()
             .cloned()
             .ok_or_else(|| RedisError("not connected yet".into()))?;
-        tokio::time::timeout(self.timeout, call(manager))
-            .await
-            .map_err(|_| RedisError(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| RedisError(e.to_string()))
+        let pass = self
+            .breaker
+            .pass()
+            .ok_or_else(|| RedisError("failing; waiting for a probe to succeed".into()))?;
+        let probe = matches!(pass, breaker::Pass::Probe { .. });
+        let result = tokio::time::timeout(self.timeout, call(manager)).await;
+        let outcome = match result {
+            Err(_) => Err(RedisError(format!("no answer within {:?}", self.timeout))),
+            Ok(Err(error)) if is_connection_failure(&error) => Err(RedisError(error.to_string())),
+            Ok(Err(error)) => {
+                // Redis answered (a command's own error): it is up.
+                self.breaker.succeeded();
+                return Err(RedisError(error.to_string()));
+            }
+            Ok(Ok(value)) => Ok(value),
+        };
+        match &outcome {
+            Ok(_) => self.breaker.succeeded(),
+            Err(_) => self.breaker.failed(probe),
+        }
+        drop(pass);
+        outcome
     }
+}
+
+/// Errors that say Redis could not be reached, as opposed to a command it
+/// refused.
+fn is_connection_failure(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
 }

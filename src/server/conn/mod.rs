@@ -1,0 +1,215 @@
+//! The connection layer: accept loops, one owned task per connection (HTTP/1
+//! or HTTP/2 prior knowledge), and the deadlines hyper does not enforce by
+//! itself: a request head within `header_read_timeout`, idleness within
+//! `idle_timeout`, at most `max_connections` open.
+
+mod activity;
+mod capacity;
+mod tracked;
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+pub use activity::Timeouts;
+use activity::{Activity, Expiry};
+use capacity::{Capacity, Open, SHED_DEADLINE, Shedding};
+use tracked::{Tracked, Watched};
+
+use crate::telemetry::LogEvery;
+
+/// Pause after an accept error such as EMFILE, so a full descriptor table
+/// is not retried in a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Time an idle HTTP/2 connection gets to take its GOAWAY before it is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Where shutdown is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// Stop accepting; connections close once their requests are done.
+    Draining,
+    /// The grace period and the cut are over: drop what is left.
+    Stop,
+}
+
+/// Runs hyper's HTTP/2 stream tasks on the connection tracker, so shutdown
+/// waits for them like for the connections.
+#[derive(Clone)]
+pub struct Spawner(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
+}
+
+/// What every accept loop and connection task shares.
+pub struct Connections {
+    builder: auto::Builder<Spawner>,
+    timeouts: Timeouts,
+    capacity: Arc<Capacity>,
+    phase: watch::Receiver<Phase>,
+    tracker: TaskTracker,
+    accept_errors: LogEvery,
+}
+
+impl Connections {
+    pub fn new(
+        timeouts: Timeouts,
+        max_connections: usize,
+        gauge: prometheus::IntGauge,
+        phase: watch::Receiver<Phase>,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        let mut builder = auto::Builder::new(Spawner(tracker.clone()));
+        // The watchdog below owns the head deadline; hyper's would also
+        // close idle keep-alive connections after it.
+        builder.http1().header_read_timeout(None);
+        Arc::new(Self {
+            builder,
+            timeouts,
+            capacity: Capacity::new(max_connections, gauge),
+            phase,
+            tracker,
+            accept_errors: LogEvery::new(Duration::from_secs(5)),
+        })
+    }
+
+    /// Accepts until shutdown begins, then drops the listener.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, app: Router) {
+        let mut phase = self.phase.clone();
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = phase.wait_for(|phase| *phase != Phase::Serving) => return,
+            };
+            match tcp {
+                Ok((tcp, peer)) => self.start(tcp, peer, &app),
+                Err(error) => self.accept_failed(error).await,
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, tcp: TcpStream, peer: SocketAddr, app: &Router) {
+        // Small SSE chunks must leave at once, not wait on Nagle.
+        let _ = tcp.set_nodelay(true);
+        match self.capacity.admit() {
+            Ok(open) => {
+                let task = self.clone().serve(tcp, peer, app.clone(), open);
+                self.tracker.spawn(task);
+            }
+            Err(Some(shedding)) => {
+                self.tracker.spawn(self.clone().shed(tcp, shedding));
+            }
+            Err(None) => drop(tcp),
+        }
+    }
+
+    async fn accept_failed(&self, error: io::Error) {
+        use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        // A client that left before its accept: nothing wrong here.
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionRefused | ConnectionReset
+        ) {
+            tracing::debug!(%error, "a connection ended before it was accepted");
+            return;
+        }
+        if self.accept_errors.due() {
+            tracing::warn!(
+                %error,
+                "cannot accept connections (out of file descriptors? see [server] max_connections); retrying"
+            );
+        }
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+
+    /// Serves one connection until it ends, its deadline passes, or
+    /// shutdown drops it.
+    async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, app: Router, _open: Open) {
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched::new(tcp, activity.clone()));
+        let service = Tracked::new(app, activity.clone(), peer);
+        let mut conn = pin!(self.builder.serve_connection(io, service));
+        let mut phase = self.phase.clone();
+        let mut timer = pin!(tokio::time::sleep(self.timeouts.header_read));
+        let mut armed = true;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut timer, if armed => {
+                    if closing {
+                        return;
+                    }
+                }
+                () = activity.changed() => {}
+                changed = phase.changed() => match changed.map(|()| *phase.borrow_and_update()) {
+                    Ok(Phase::Draining) => conn.as_mut().graceful_shutdown(),
+                    Ok(Phase::Serving) => {}
+                    Ok(Phase::Stop) | Err(_) => return,
+                },
+            }
+            if closing {
+                continue;
+            }
+            match activity.due(&self.timeouts) {
+                None => armed = false,
+                Some((at, _)) if at > Instant::now() => {
+                    timer.as_mut().reset(at);
+                    armed = true;
+                }
+                // An idle HTTP/2 connection gets a GOAWAY; anything else
+                // has no request to lose and is dropped.
+                Some((_, Expiry::Idle)) if activity.is_http2() => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    timer.as_mut().reset(Instant::now() + GOAWAY_GRACE);
+                    armed = true;
+                }
+                Some((_, expiry)) => {
+                    tracing::debug!(?expiry, "closing a connection past its deadline");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers a connection past `max_connections` with a 503 and closes it.
+    async fn shed(self: Arc<Self>, tcp: TcpStream, _shedding: Shedding) {
+        let capacity = self.capacity.clone();
+        let service = hyper::service::service_fn(move |_request| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(capacity.refusal()))
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(tcp), service);
+        let mut phase = self.phase.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(SHED_DEADLINE, conn) => {}
+            _ = phase.wait_for(|phase| *phase != Phase::Serving) => {}
+        }
+    }
+}
