@@ -40,3 +40,17 @@ pub mod usage;
 #[allow(dead_code)]
 #[path = "../tests/common/spelling.rs"]
 mod spelling;
+/// The parsers the fuzz targets in `fuzz/` drive directly, re-exported from
+/// the private modules they live in. Not an API: it exists so fuzzing needs
+/// no copies of the code it checks.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::cache::entry::{Entry, Recorded, Replay, replay};
+    pub use crate::cache::layer::complete_events;
+    pub use crate::config::expand::expand_tree;
+    pub use crate::dispatch::hide_usage::UsageHider;
+    pub use crate::request::parse::{
+        affinity_key, check_content_type, parse_head, with_usage_requested,
+    };
+    pub use crate::routing::hints::remaining;
+}

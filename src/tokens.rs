@@ -103,7 +103,9 @@ impl Estimator {
         };
         let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
         let output = max_output(endpoint, &request).unwrap_or(self.default_max_tokens);
-        prompt_tokens(endpoint, &request, encoding) + output * choices
+        // Saturating: `n` and `max_tokens` are the client's, and a product
+        // that wrapped would slip a huge request under the TPM limit.
+        prompt_tokens(endpoint, &request, encoding).saturating_add(output.saturating_mul(choices))
     }
 }
 
@@ -295,6 +297,15 @@ mod tests {
         assert_eq!(
             estimate(Endpoint::ChatCompletions, defaulted, Encoding::Cl100k),
             9 + 100
+        );
+    }
+
+    #[test]
+    fn huge_n_and_max_tokens_saturate_instead_of_wrapping() {
+        let body = r#"{"messages":[],"max_tokens":4294967296,"n":4294967296}"#;
+        assert_eq!(
+            estimate(Endpoint::ChatCompletions, body, Encoding::O200k),
+            u64::MAX
         );
     }
 

@@ -162,7 +162,10 @@ fn with_tool_indexes(field: &str, value: &Value) -> Value {
                 .enumerate()
                 .map(|(index, call)| {
                     let mut call = call.clone();
-                    call["index"] = json!(index);
+                    // Not `call["index"] = ..`: that panics on a non-object call.
+                    if let Some(fields) = call.as_object_mut() {
+                        fields.insert("index".into(), json!(index));
+                    }
                     call
                 })
                 .collect(),
@@ -170,6 +173,10 @@ fn with_tool_indexes(field: &str, value: &Value) -> Value {
         _ => value.clone(),
     }
 }
+
+/// OpenAI's largest `n`. A chunk's choice `index` sizes the rebuilt list, so
+/// a larger one (a corrupt or hostile recording) is refused, not allocated.
+const MAX_CHOICES: usize = 128;
 
 /// Folds chat chunks back into one `chat.completion`. Tool-call deltas are
 /// not merged: such entries replay only as streams.
@@ -187,7 +194,10 @@ fn chat_sse_to_json(events: &[String]) -> Option<String> {
             usage = chunk["usage"].clone();
         }
         for choice in chunk["choices"].as_array()? {
-            let index = choice["index"].as_u64()? as usize;
+            let index = choice["index"]
+                .as_u64()
+                .and_then(|index| usize::try_from(index).ok())
+                .filter(|index| *index < MAX_CHOICES)?;
             if choices.len() <= index {
                 choices.resize(index + 1, (String::new(), json!("assistant"), Value::Null));
             }
@@ -295,6 +305,28 @@ mod tests {
             panic!("no stream");
         };
         assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn odd_recordings_do_not_replay_rather_than_panic() {
+        let huge_index = Recorded::Sse {
+            events: vec![
+                "data: {\"choices\":[{\"index\":18446744073709551615,\"delta\":{}}]}\n\n".into(),
+            ],
+        };
+        assert!(replay(&entry(huge_index), Endpoint::ChatCompletions, false, false).is_none());
+        let scalar_tool_call = Recorded::Json {
+            body: r#"{"choices":[{"index":0,"message":{"tool_calls":[1,{"id":"t"}]}}]}"#.into(),
+        };
+        let Some(Replay::Sse(events)) = replay(
+            &entry(scalar_tool_call),
+            Endpoint::ChatCompletions,
+            true,
+            false,
+        ) else {
+            panic!("no stream");
+        };
+        assert!(String::from_utf8_lossy(&events[0]).contains(r#"[1,{"id":"t","index":1}]"#));
     }
 
     #[test]

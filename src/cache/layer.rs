@@ -393,7 +393,7 @@ fn too_large_to_share() -> Bytes {
 /// error event. Events are read by the grammar, so every spelling of a
 /// stream is recorded; events of only comments (keep-alives) are not kept.
 /// A last event without its blank line counts, as it did when it was relayed.
-fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
+pub fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
     // One feed of the whole recording, so no event is oversized.
     let mut splitter = Splitter::new(recording.len());
     let mut events = Vec::new();

@@ -1,10 +1,10 @@
 //! The response cache: exact-match, streaming-aware, tenant-scoped, in memory
 //! or in Redis, with single-flight coalescing of identical in-flight calls.
 
-mod entry;
+pub(crate) mod entry;
 mod flight;
 pub mod key;
-mod layer;
+pub(crate) mod layer;
 mod semantic;
 pub mod semantic_index;
 pub mod semantic_pg;

@@ -3,6 +3,19 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere (a century). Longer values are
+/// typos or hostile, and overflow what durations feed: `Instant + d` panics
+/// near `u64::MAX` seconds, and TTLs are kept as `u64` milliseconds.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `seconds` as a duration, if it is finite, not negative and at most
+/// `MAX_DURATION`.
+pub fn from_secs(seconds: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
+}
+
 /// Parses Go-style durations: one or more `<number><unit>` parts, units
 /// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`, `d`; a bare number means seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -11,7 +24,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         return None;
     }
     if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds).ok();
+        return from_secs(seconds);
     }
     let mut total = 0f64;
     let mut rest = text;
@@ -40,7 +53,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += number * scale;
     }
-    Duration::try_from_secs_f64(total).ok()
+    from_secs(total)
 }
 
 /// Formats like Go's `time.Duration.String()` as OpenAI's reset headers do:
@@ -75,8 +88,8 @@ pub mod serde_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(deserializer)? {
-            Raw::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
-                .map_err(|_| D::Error::custom(format!("invalid duration {seconds}"))),
+            Raw::Seconds(seconds) => super::from_secs(seconds)
+                .ok_or_else(|| D::Error::custom(format!("invalid duration {seconds}"))),
             Raw::Text(text) => super::parse_duration(&text).ok_or_else(|| {
                 D::Error::custom(format!(
                     "invalid duration `{text}` (use e.g. `250ms`, `30s`, `1m30s`)"
@@ -138,6 +151,25 @@ mod tests {
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(parse_duration("5 parsecs"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn refuses_what_would_overflow_an_instant() {
+        for text in [
+            "18000000000000000000",
+            "1e300",
+            "inf",
+            "NaN",
+            "5000000000000000h",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
+        assert_eq!(parse_duration("876000h"), Some(MAX_DURATION));
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
     }
 
     #[test]

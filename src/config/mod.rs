@@ -2,7 +2,7 @@
 //! of the gateway only ever sees a validated `Config`.
 
 mod duration;
-mod expand;
+pub(crate) mod expand;
 mod load;
 mod validate;
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use duration::{format_go_duration, parse_duration};
+pub use duration::{MAX_DURATION, format_go_duration, from_secs, parse_duration};
 pub use load::{ConfigError, load_from_path, load_from_str};
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,7 @@
 //! failover) for a request the layers admitted, and relays the answer.
 
 mod attempts;
-mod hide_usage;
+pub(crate) mod hide_usage;
 mod models;
 mod passthrough;
 mod pins;

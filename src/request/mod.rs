@@ -2,7 +2,7 @@
 //! size, JSON, model, the key's allow-list) and hands the layers behind it
 //! an `ApiRequest`. Non-proxy routes (`/v1/models`) pass through untouched.
 
-mod parse;
+pub(crate) mod parse;
 mod paths;
 mod stored;
 

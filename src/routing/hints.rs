@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
-use crate::config::parse_duration;
+use crate::config::{MAX_DURATION, from_secs, parse_duration};
 
 /// The upstream's own hint, if it gave one.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -17,10 +17,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let millis = |value: &str| {
-        let ms: f64 = value.parse().ok()?;
-        (ms >= 0.0 && ms.is_finite()).then(|| Duration::from_secs_f64(ms / 1000.0))
-    };
+    let millis = |value: &str| from_secs(value.parse::<f64>().ok()? / 1000.0);
     if let Some(hint) = text("retry-after-ms").and_then(millis) {
         return Some(hint);
     }
@@ -29,11 +26,12 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     if let Some(value) = text("retry-after") {
         if let Ok(seconds) = value.parse::<f64>() {
-            if seconds >= 0.0 && seconds.is_finite() {
-                return Some(Duration::from_secs_f64(seconds));
+            if let Some(hint) = from_secs(seconds) {
+                return Some(hint);
             }
         } else if let Ok(date) = httpdate::parse_http_date(value) {
-            return Some(date.duration_since(SystemTime::now()).unwrap_or_default());
+            let wait = date.duration_since(SystemTime::now()).unwrap_or_default();
+            return Some(wait.min(MAX_DURATION));
         }
     }
     reset_hint(headers)
@@ -113,6 +111,10 @@ mod tests {
             None
         );
         assert_eq!(hint(&[("retry-after", "soon")]), None);
+        // Too large to add to an instant: unknown, not a panic.
+        assert_eq!(hint(&[("retry-after", "1e300")]), None);
+        assert_eq!(hint(&[("retry-after-ms", "1e300")]), None);
+        assert_eq!(hint(&[("retry-after", "NaN")]), None);
         assert_eq!(hint(&[]), None);
     }
 

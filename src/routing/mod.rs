@@ -5,7 +5,7 @@
 mod breaker;
 mod budget;
 mod health;
-mod hints;
+pub(crate) mod hints;
 mod pins;
 pub mod probe;
 mod strategy;
