@@ -169,7 +169,7 @@ fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> R
                 .option_layer(cors) // 3
                 .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
                 .layer(encoding::compression()) // 3b
-                .layer(from_fn(access_log::access_log)) // 4
+                .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
                 .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
                 .layer(from_fn(encoding::check_encoding)) // 4c
                 .layer(RequestDecompressionLayer::new()), // 4d
