@@ -283,9 +283,9 @@ fn an_origin_with_a_path_is_refused_at_start_up() {
         base_url = "http://127.0.0.1:9"
         models = ["gpt-4o"]
     "#;
-    let error = sluice::config::load_from_str(config, "test", &Default::default())
-        .err()
-        .expect("refused");
+    let Err(error) = sluice::config::load_from_str(config, "test", &Default::default()) else {
+        panic!("an origin with a path was accepted");
+    };
     assert!(error.to_string().contains("cors_origins[0]"), "{error}");
 }
 
