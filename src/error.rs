@@ -35,6 +35,18 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A field Sluice reads has the wrong JSON type; worded as OpenAI words it.
+    #[error("Invalid type for {}: expected {expected}, but got {got} instead.", field.map_or_else(|| "the request body".to_owned(), |name| format!("'{name}'")))]
+    InvalidType {
+        /// `None` when the body itself is not an object.
+        field: Option<&'static str>,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error(
+        "Unsupported Content-Encoding ({got}); send the body as gzip, deflate, br, zstd or identity."
+    )]
+    UnsupportedEncoding { got: Echo },
     #[error(
         "This request has {count} input tokens, more than the {limit} allowed for {whose}. Please reduce the length of the messages."
     )]
@@ -108,10 +120,12 @@ impl GatewayError {
             Self::ModelNotFound(_) | Self::UnknownRoute { .. } | Self::ResponseNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Self::InvalidRequest { .. } | Self::ContextLengthExceeded { .. } => {
-                StatusCode::BAD_REQUEST
+            Self::InvalidRequest { .. }
+            | Self::InvalidType { .. }
+            | Self::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType { .. } | Self::UnsupportedEncoding { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -152,6 +166,8 @@ impl GatewayError {
             Self::ModelNotAllowed { .. } => Some("model_not_allowed"),
             Self::ModelNotFound(_) => Some("model_not_found"),
             Self::InvalidRequest { .. } => Some("invalid_request"),
+            Self::InvalidType { .. } => Some("invalid_type"),
+            Self::UnsupportedEncoding { .. } => Some("unsupported_content_encoding"),
             Self::ResponseNotFound { previous: true, .. } => Some("previous_response_not_found"),
             Self::ResponseNotFound {
                 previous: false, ..
@@ -178,6 +194,7 @@ impl GatewayError {
     fn param(&self) -> Option<&'static str> {
         match self {
             Self::InvalidRequest { param, .. } => *param,
+            Self::InvalidType { field, .. } => *field,
             Self::ContextLengthExceeded { .. } => Some("messages"),
             Self::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),

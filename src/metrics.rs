@@ -75,6 +75,9 @@ pub struct MetricsSet {
     /// Refused authentication attempts, by reason (missing, invalid,
     /// malformed, throttled): the access log keeps them at debug level.
     pub auth_failures: IntCounterVec,
+    /// Relayed streams by how they ended (completed, client_closed,
+    /// upstream_error, timeout, shutting_down).
+    pub streams: IntCounterVec,
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     pub key_requests: IntCounterVec,
     /// Requests by route, model, deployment and status class.
@@ -278,6 +281,10 @@ impl MetricsSet {
             "sluice_budget_store_errors_total",
             "Budget counter reads and charges that failed",
         )?;
+        let streams = IntCounterVec::new(
+            Opts::new("sluice_streams_total", "Relayed streams by how they ended"),
+            &["outcome"],
+        )?;
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "sluice_auth_failures_total",
@@ -326,6 +333,7 @@ impl MetricsSet {
             Box::new(budget_alerts.clone()),
             Box::new(budget_store_errors.clone()),
             Box::new(auth_failures.clone()),
+            Box::new(streams.clone()),
             Box::new(cost_usd.clone()),
             Box::new(cache_cost_saved_usd.clone()),
             Box::new(requests.clone()),
@@ -385,6 +393,7 @@ impl MetricsSet {
             budget_alerts,
             budget_store_errors,
             auth_failures,
+            streams,
             ledger_written,
             ledger_dropped,
             ledger_store_errors,

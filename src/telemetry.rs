@@ -10,7 +10,9 @@ pub fn init(log: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes are noise in a file or a log collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests building several gateways) is harmless: ignore it.
     let _ = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -29,16 +29,20 @@ async fn gateway(extra: &str) -> (FakeUpstream, TestGateway) {
 async fn errors_quote_a_short_prefix_of_what_the_client_sent() {
     let (upstream, gateway) = gateway("").await;
     let huge = "m".repeat(2 << 20);
+    // A body that is not an object is named by its type, not quoted.
     let cases = [
-        serde_json::json!(huge),
-        serde_json::json!({"model": huge, "messages": []}),
+        (serde_json::json!(huge), "but got a string instead"),
+        (
+            serde_json::json!({"model": huge, "messages": []}),
+            "bytes, cut",
+        ),
     ];
-    for body in cases {
+    for (body, says) in cases {
         let response = gateway.post("/v1/chat/completions", Some(KEY), &body).await;
         assert!(response.status().is_client_error());
         let text = response.text().await.unwrap();
         assert!(text.len() < 1024, "an error of {} bytes", text.len());
-        assert!(text.contains("bytes, cut"), "{text}");
+        assert!(text.contains(says), "{text}");
     }
     let path = format!("/v1/{}", "p".repeat(60_000));
     let response = gateway.client.get(gateway.url(&path)).send().await.unwrap();

@@ -706,6 +706,9 @@ pub struct ServerConfig {
     /// Client connections open at once, all listeners together; more are
     /// answered 503. 0 derives it from the open-file limit.
     pub max_connections: usize,
+    /// Browser origins allowed to call the API (`["*"]`: any); empty, the
+    /// default, sends no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -722,6 +725,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
     check_connections(config, &mut problems);
+    check_cors(&config.server.cors_origins, &mut problems);
     check_deployments(config, &mut problems);
     let served: HashSet<&str> = config
         .deployments
@@ -448,6 +449,27 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
         }
         if redis.timeout.is_zero() {
             problems.push("redis.timeout: must be greater than 0".into());
+        }
+    }
+}
+
+/// Each origin is `*` or `scheme://host[:port]`, as a browser sends it
+/// (no path, no trailing slash: it would never match).
+fn check_cors(origins: &[String], problems: &mut Vec<String>) {
+    for (i, origin) in origins.iter().enumerate() {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = origin == "*"
+            || host.is_some_and(|host| {
+                !host.is_empty()
+                    && !host.contains('/')
+                    && http::HeaderValue::from_str(origin).is_ok()
+            });
+        if !valid {
+            problems.push(format!(
+                "server.cors_origins[{i}]: `{origin}` is not `*` or an origin like https://app.example"
+            ));
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
 use crate::usage::{self, Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
+pub use relay::{StreamEnded, StreamOutcome};
 
 pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
@@ -221,7 +222,7 @@ impl Dispatcher {
                         return GatewayError::Internal.into_response();
                     };
                     let body = tapped(&self.pins, body, pin);
-                    parts.finish(Body::from_stream(relay::SseRelay::streaming(body, settings, Some(hooks))))
+                    parts.relay(relay::SseRelay::streaming(body, settings, Some(hooks)))
                 }
                 Err(failure) => {
                     self.observer().count_retries(&requested, failure.attempts);
@@ -266,7 +267,7 @@ impl Dispatcher {
                 settings.hide_usage = hide_usage.then(UsageHider::default);
                 let relay = relay::SseRelay::awaiting(started, settings, Some(hooks));
                 ResponseParts { status: StatusCode::OK, headers, served_by: None, upstream_time: None }
-                    .finish(Body::from_stream(relay))
+                    .relay(relay)
             }
         }
     }
@@ -521,6 +522,14 @@ impl ResponseParts {
         if let Some(upstream) = self.upstream_time {
             response.extensions_mut().insert(UpstreamTime(upstream));
         }
+        response
+    }
+
+    /// A streamed answer, carrying when and how it ended for the access log.
+    fn relay(self, relay: relay::SseRelay) -> Response {
+        let ended = relay.ended();
+        let mut response = self.finish(Body::from_stream(relay));
+        response.extensions_mut().insert(ended);
         response
     }
 }

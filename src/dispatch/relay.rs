@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
@@ -42,6 +43,62 @@ enum Phase {
     Done,
 }
 
+/// How a relayed stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// The upstream ended it.
+    Completed,
+    /// The client went away first (the relay was dropped unfinished).
+    ClientClosed,
+    /// The upstream failed: an error status before the first byte, or a broken body.
+    UpstreamError,
+    /// The upstream fell silent past its idle timeout.
+    Timeout,
+    /// The gateway's shutdown grace ran out.
+    ShuttingDown,
+}
+
+impl StreamOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::ClientClosed => "client_closed",
+            Self::UpstreamError => "upstream_error",
+            Self::Timeout => "timeout",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Set when the relay is dropped, whichever way its stream ended: the relay
+/// records its own ending where it already decides it (no per-chunk cost),
+/// and a relay dropped unfinished means the client left. Carried on the
+/// response so the access log can write a stream's line at its end.
+#[derive(Clone)]
+pub struct StreamEnded(watch::Receiver<Option<StreamOutcome>>);
+
+impl StreamEnded {
+    pub async fn outcome(mut self) -> StreamOutcome {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(ended) => ended.unwrap_or(StreamOutcome::ClientClosed),
+            Err(_) => StreamOutcome::ClientClosed,
+        }
+    }
+}
+
+/// The relay's side of `StreamEnded`: tells its outcome on drop.
+struct EndGuard {
+    outcome: Option<StreamOutcome>,
+    tell: watch::Sender<Option<StreamOutcome>>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(StreamOutcome::ClientClosed);
+        self.tell.send_replace(Some(outcome));
+    }
+}
+
 /// What a relay needs besides its upstream.
 pub struct RelaySettings {
     pub deployment: Arc<str>,
@@ -70,6 +127,7 @@ pub struct SseRelay {
     /// upstream's cut one.
     mid_event: bool,
     last_activity: Instant,
+    end: EndGuard,
 }
 
 impl SseRelay {
@@ -100,10 +158,20 @@ impl SseRelay {
             next_keepalive: Some(next_keepalive),
             mid_event: false,
             last_activity: now,
+            end: EndGuard {
+                outcome: None,
+                tell: watch::Sender::new(None),
+            },
         }
     }
 
-    fn finish_with(&mut self, event: Bytes) -> Poll<RelayItem> {
+    /// Resolves when the stream has ended, with how.
+    pub fn ended(&self) -> StreamEnded {
+        StreamEnded(self.end.tell.subscribe())
+    }
+
+    fn finish_with(&mut self, event: Bytes, outcome: StreamOutcome) -> Poll<RelayItem> {
+        self.end.outcome = Some(outcome);
         self.phase = Phase::Done;
         self.report_usage();
         let mid_event = std::mem::take(&mut self.mid_event);
@@ -141,7 +209,7 @@ impl SseRelay {
                     deployment: self.settings.deployment.to_string(),
                     timeout_ms: self.settings.idle_timeout.as_millis(),
                 };
-                return self.finish_with(error.sse_event());
+                return self.finish_with(error.sse_event(), StreamOutcome::Timeout);
             }
             let keepalive_due = self.next_keepalive.is_some_and(|at| now >= at);
             if keepalive_due {
@@ -164,7 +232,10 @@ impl Stream for SseRelay {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayItem> {
         let this = self.get_mut();
         if !matches!(this.phase, Phase::Done) && this.settings.cut.is_fired() {
-            return this.finish_with(GatewayError::ShuttingDown.sse_event());
+            return this.finish_with(
+                GatewayError::ShuttingDown.sse_event(),
+                StreamOutcome::ShuttingDown,
+            );
         }
         loop {
             match &mut this.phase {
@@ -179,7 +250,8 @@ impl Stream for SseRelay {
                     Poll::Ready(Err(body)) => {
                         // The attempts' owner has reported this failure's usage.
                         this.usage = None;
-                        return this.finish_with(sse_error_event(&body));
+                        return this
+                            .finish_with(sse_error_event(&body), StreamOutcome::UpstreamError);
                     }
                     Poll::Pending => return this.poll_timer(cx),
                 },
@@ -201,9 +273,10 @@ impl Stream for SseRelay {
                     }
                     Poll::Ready(Some(Err(error))) => {
                         let event = upstream_failure(&this.settings.deployment, &error).sse_event();
-                        return this.finish_with(event);
+                        return this.finish_with(event, StreamOutcome::UpstreamError);
                     }
                     Poll::Ready(None) => {
+                        this.end.outcome = Some(StreamOutcome::Completed);
                         this.phase = Phase::Done;
                         this.report_usage();
                         let rest = this
@@ -252,6 +325,27 @@ mod tests {
             .map(|item| String::from_utf8(item.unwrap().to_vec()).unwrap())
             .collect()
             .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_relay_tells_how_its_stream_ended() {
+        let ended = |chunks| {
+            let relay = relay_of(chunks);
+            (relay.ended(), relay)
+        };
+        let (outcome, relay) = ended(vec![(1, Ok("data: 1\n\n"))]);
+        collect(relay).await;
+        assert_eq!(outcome.outcome().await, StreamOutcome::Completed);
+        let (outcome, relay) = ended(vec![(1, Err(UpstreamError::Body("reset".into())))]);
+        collect(relay).await;
+        assert_eq!(outcome.outcome().await, StreamOutcome::UpstreamError);
+        let (outcome, relay) = ended(vec![(31_000, Ok("late"))]);
+        collect(relay).await;
+        assert_eq!(outcome.outcome().await, StreamOutcome::Timeout);
+        let (outcome, mut relay) = ended(vec![(1, Ok("data: 1\n\n")), (10, Ok("data: 2\n\n"))]);
+        assert!(relay.next().await.is_some());
+        drop(relay);
+        assert_eq!(outcome.outcome().await, StreamOutcome::ClientClosed);
     }
 
     #[tokio::test(start_paused = true)]

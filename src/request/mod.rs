@@ -6,6 +6,8 @@ pub(crate) mod parse;
 mod paths;
 mod stored;
 
+pub use parse::is_json;
+
 use std::sync::Arc;
 
 use axum::extract::{Request, State};

@@ -8,35 +8,38 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, header};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::error::{GatewayError, clip};
 
-/// The fields Sluice reads from a request body.
+/// The fields Sluice reads from a request body, kept raw so a value of the
+/// wrong type is reported by its field's name (`param`), as OpenAI does,
+/// rather than as a serde message about Rust types.
 #[derive(Deserialize)]
 struct RawHead<'a> {
-    /// Kept raw too: its span is where an Azure path's deployment name goes.
+    /// Its span is also where an Azure path's deployment name goes.
     #[serde(borrow, default)]
-    model: Option<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
     /// `audio/speech` streams when `stream_format` is `sse`.
     #[serde(borrow, default)]
-    stream_format: Option<ModelName<'a>>,
+    stream_format: Option<&'a RawValue>,
     /// A new response continuing a stored one (Responses API).
     #[serde(borrow, default)]
-    previous_response_id: Option<ModelName<'a>>,
-    /// Kept raw: a malformed value is the upstream's to reject, not a reason
-    /// to fail the whole parse here. An explicit `null` is kept too, so the
-    /// usage splice replaces it instead of adding a second member.
+    previous_response_id: Option<&'a RawValue>,
+    /// A malformed value is the upstream's to reject, not a reason to fail
+    /// here. An explicit `null` is kept, so the usage splice replaces it
+    /// instead of adding a second member.
     #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
-    stream_options: Option<&'a serde_json::value::RawValue>,
+    stream_options: Option<&'a RawValue>,
 }
 
-fn raw_even_if_null<'de, D>(value: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error>
+fn raw_even_if_null<'de, D>(value: D) -> Result<Option<&'de RawValue>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    <&serde_json::value::RawValue>::deserialize(value).map(Some)
+    <&RawValue>::deserialize(value).map(Some)
 }
 
 /// A newtype so serde borrows the name from the body (it never borrows
@@ -64,9 +67,7 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
         return Ok(());
     };
     let text = value.to_str().unwrap_or_default();
-    let mime = text.split(';').next().unwrap_or_default().trim();
-    if mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
-    {
+    if is_json(text) {
         Ok(())
     } else {
         Err(GatewayError::UnsupportedMediaType {
@@ -74,6 +75,17 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
             expected: "application/json",
         })
     }
+}
+
+/// Whether a content type is JSON: `application/json` or `*/*+json`, any parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    mime.eq_ignore_ascii_case("application/json")
+        || mime
+            .len()
+            .checked_sub(5)
+            .and_then(|start| mime.get(start..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
 }
 
 /// The boundary of an upload endpoint's `multipart/form-data` body; any
@@ -178,31 +190,19 @@ pub fn parse_head<'a>(
             None,
         ));
     }
-    let head: RawHead<'_> = serde_json::from_slice(body).map_err(|error| {
-        GatewayError::invalid(
-            format!(
-                "We could not parse the JSON body of your request ({}). The OpenAI API expects a JSON object.",
-                json_error(&error)
-            ),
-            None,
-        )
-    })?;
-    let named = match head.model.filter(|raw| raw.get() != "null") {
-        Some(raw) => Some(
-            serde_json::from_str::<ModelName<'a>>(raw.get()).map_err(|_| {
-                GatewayError::invalid("The model parameter must be a string.", Some("model"))
-            })?,
-        ),
-        None => None,
-    };
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(not_an_object(body));
+    }
+    let head: RawHead<'a> = serde_json::from_slice(body).map_err(|error| unparsable(&error))?;
+    let named = string_field(head.model, "model")?;
     let model_in_body = match (path_model, &named) {
-        (Some(path), Some(ModelName(named))) => path == named,
+        (Some(path), Some(named)) => path == named,
         (Some(_), None) => false,
         (None, _) => true,
     };
     let model = match (path_model, named) {
         (Some(path), _) => Cow::Borrowed(path),
-        (None, Some(ModelName(model))) if !model.is_empty() => model,
+        (None, Some(model)) if !model.is_empty() => model,
         _ => {
             return Err(GatewayError::invalid(
                 "You must provide a model parameter.",
@@ -210,19 +210,85 @@ pub fn parse_head<'a>(
             ));
         }
     };
-    let sse_format = head.stream_format.is_some_and(|ModelName(f)| f == "sse");
+    let sse_format = string_field(head.stream_format, "stream_format")?.is_some_and(|f| f == "sse");
     Ok(RequestHead {
         model,
         model_in_body,
-        model_span: head
-            .model
-            .filter(|raw| raw.get() != "null")
-            .map(|raw| span_in(body, raw.get())),
-        previous_response_id: head.previous_response_id.map(|ModelName(id)| id),
-        stream: head.stream.unwrap_or(false) || sse_format,
+        model_span: head.model.map(|raw| span_in(body, raw.get())),
+        previous_response_id: string_field(head.previous_response_id, "previous_response_id")?,
+        stream: bool_field(head.stream, "stream")? || sse_format,
         include_usage: head.stream_options.is_some_and(asks_for_usage),
         stream_options: head.stream_options.map(|raw| span_in(body, raw.get())),
     })
+}
+
+/// A body that is not an object: valid JSON of another type is named by its
+/// type; anything else is a parse error.
+fn not_an_object(body: &[u8]) -> GatewayError {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => GatewayError::InvalidType {
+            field: None,
+            expected: "an object",
+            got: json_type(body.trim_ascii()),
+        },
+        Err(error) => unparsable(&error),
+    }
+}
+
+fn unparsable(error: &serde_json::Error) -> GatewayError {
+    GatewayError::invalid(
+        format!(
+            "We could not parse the JSON body of your request ({}). The OpenAI API expects a JSON object.",
+            json_error(error)
+        ),
+        None,
+    )
+}
+
+/// A string field's value; absent and `null` are `None`.
+fn string_field<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, GatewayError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    serde_json::from_str::<ModelName<'a>>(raw.get())
+        .map(|ModelName(value)| Some(value))
+        .map_err(|_| mistyped(field, "a string", raw))
+}
+
+/// A boolean field's value; absent and `null` are `false`.
+fn bool_field(raw: Option<&RawValue>, field: &'static str) -> Result<bool, GatewayError> {
+    match raw {
+        None => Ok(false),
+        Some(raw) => match raw.get() {
+            "false" => Ok(false),
+            "true" => Ok(true),
+            _ => Err(mistyped(field, "a boolean", raw)),
+        },
+    }
+}
+
+fn mistyped(field: &'static str, expected: &'static str, raw: &RawValue) -> GatewayError {
+    GatewayError::InvalidType {
+        field: Some(field),
+        expected,
+        got: json_type(raw.get().as_bytes()),
+    }
+}
+
+/// The JSON type of a valid value, in OpenAI's words ("an integer", "a decimal").
+fn json_type(value: &[u8]) -> &'static str {
+    match value.first() {
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ if value.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) => "a decimal",
+        _ => "an integer",
+    }
 }
 
 /// Where `part`, a slice serde borrowed from `body`, sits in it.
@@ -407,12 +473,104 @@ mod tests {
         assert!(spliced.ends_with(&format!("{deep}}}")));
     }
 
+    /// The error's message, param and code.
+    fn refusal(body: &str) -> (String, Option<&'static str>, &'static str) {
+        let error = parse_head(body.as_bytes(), None).err().unwrap();
+        assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{body}");
+        let value: serde_json::Value = serde_json::from_slice(&error.body()).unwrap();
+        let code = match value["error"]["code"].as_str() {
+            Some("invalid_type") => "invalid_type",
+            Some("invalid_request") => "invalid_request",
+            other => panic!("{other:?}"),
+        };
+        let param = match value["error"]["param"].as_str() {
+            None => None,
+            Some("model") => Some("model"),
+            Some("stream") => Some("stream"),
+            Some("stream_format") => Some("stream_format"),
+            Some("previous_response_id") => Some("previous_response_id"),
+            other => panic!("{other:?}"),
+        };
+        (error.to_string(), param, code)
+    }
+
     #[test]
-    fn parse_errors_quote_a_short_prefix_of_the_input() {
-        let huge = format!("\"{}\"", "x".repeat(1 << 20));
-        let message = parse_head(huge.as_bytes(), None).err().unwrap().to_string();
-        assert!(message.len() < 400, "{} bytes", message.len());
-        assert!(message.contains("bytes, cut") && message.contains("at line 1 column"));
+    fn a_field_of_the_wrong_type_is_named_in_openais_words() {
+        let mistyped = |body: &str, field: &'static str, message: &str| {
+            assert_eq!(
+                refusal(body),
+                (message.to_owned(), Some(field), "invalid_type"),
+                "{body}"
+            );
+        };
+        mistyped(
+            r#"{"model":"m","stream":"yes"}"#,
+            "stream",
+            "Invalid type for 'stream': expected a boolean, but got a string instead.",
+        );
+        mistyped(
+            r#"{"model": 5}"#,
+            "model",
+            "Invalid type for 'model': expected a string, but got an integer instead.",
+        );
+        mistyped(
+            r#"{"model": [1.5]}"#,
+            "model",
+            "Invalid type for 'model': expected a string, but got an array instead.",
+        );
+        mistyped(
+            r#"{"model":"m","stream": 1e3}"#,
+            "stream",
+            "Invalid type for 'stream': expected a boolean, but got a decimal instead.",
+        );
+        mistyped(
+            r#"{"model":"tts","stream_format":{}}"#,
+            "stream_format",
+            "Invalid type for 'stream_format': expected a string, but got an object instead.",
+        );
+        mistyped(
+            r#"{"model":"m","previous_response_id":false}"#,
+            "previous_response_id",
+            "Invalid type for 'previous_response_id': expected a string, but got a boolean instead.",
+        );
+        let (message, param, code) = refusal(" null ");
+        assert_eq!(
+            message,
+            "Invalid type for the request body: expected an object, but got null instead."
+        );
+        assert_eq!((param, code), (None, "invalid_type"));
+        assert!(refusal("[1,2]").0.contains("but got an array instead"));
+        // Null is absence, as before.
+        let head = parse_head(br#"{"model":"m","stream":null}"#, None).unwrap();
+        assert!(!head.stream);
+    }
+
+    #[test]
+    fn malformed_json_is_a_parse_error_without_rust_names() {
+        for body in ["{", "{\"model\":}", "nul", "{\"model\":\"m\"} x", "[1,"] {
+            let (message, param, code) = refusal(body);
+            assert!(
+                message.starts_with("We could not parse the JSON body"),
+                "{message}"
+            );
+            assert_eq!((param, code), (None, "invalid_request"), "{body}");
+            for rust in ["struct", "RawHead", "RawValue", "Cow", "Option"] {
+                assert!(!message.contains(rust), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_on_huge_bodies_stay_short() {
+        let field = "x".repeat(1 << 20);
+        for huge in [
+            format!("{{\"{field}\""),
+            format!("\"{field}\""),
+            format!(r#"{{"model":"{field}","stream":"{field}"}}"#),
+        ] {
+            let message = parse_head(huge.as_bytes(), None).err().unwrap().to_string();
+            assert!(message.len() < 200, "{} bytes", message.len());
+        }
     }
 
     #[test]

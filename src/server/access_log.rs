@@ -1,20 +1,25 @@
 //! One structured line per request. Layers and the dispatcher leave what they
 //! learned (identity, model, deployment, error) in the response extensions.
+//! A relayed stream's line is written when the stream ends, with how it
+//! ended, so a client that aborts a stream shows in the log and in
+//! `sluice_streams_total`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::{HeaderValue, Method};
 
 use crate::auth::{AuthRefused, Identity};
-use crate::dispatch::ServedBy;
+use crate::dispatch::{ServedBy, StreamEnded, StreamOutcome};
 use crate::error::{ErrorLogged, clip};
 use crate::headers::X_REQUEST_ID;
+use crate::metrics::Metrics;
 
-/// Latency is to the response head; a stream's body may run on after it.
-pub async fn access_log(request: Request, next: Next) -> Response {
+/// `latency_us` is to the response head, or for a stream to its end.
+pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     // The path is the client's: quoted with a bound, like every echo.
@@ -22,31 +27,73 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     let request_id = request.headers().get(X_REQUEST_ID).cloned();
     let response = next.run(request).await;
     let extensions = response.extensions();
-    let served = extensions.get::<ServedBy>();
-    // Refused credentials are counted and logged in the aggregate by the
-    // auth guard; one info line each would let a flood of bad keys flood
-    // the log.
-    macro_rules! line {
-        ($level:expr) => {
-            tracing::event!(
-                target: "sluice::access",
-                $level,
-                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                %method,
-                path,
-                status = response.status().as_u16(),
-                key = extensions.get::<Arc<Identity>>().map_or("-", |i| &*i.name),
-                model = served.map_or("-", |s| &*s.model),
-                deployment = served.map_or("-", |s| &*s.deployment),
-                latency_us = started.elapsed().as_micros() as u64,
-                error = extensions.get::<ErrorLogged>().map(|e| e.0.as_str()),
-            )
-        };
-    }
-    if extensions.get::<AuthRefused>().is_some() {
-        line!(tracing::Level::DEBUG);
-    } else {
-        line!(tracing::Level::INFO);
+    let line = Line {
+        request_id,
+        method,
+        path,
+        status: response.status().as_u16(),
+        key: extensions.get::<Arc<Identity>>().cloned(),
+        served: extensions.get::<ServedBy>().cloned(),
+        error: extensions.get::<ErrorLogged>().map(|e| e.0.clone()),
+        // Refused credentials are counted and logged in the aggregate by
+        // the auth guard; one info line each would let a flood of bad keys
+        // flood the log.
+        refused: extensions.get::<AuthRefused>().is_some(),
+        started,
+    };
+    match extensions.get::<StreamEnded>().cloned() {
+        Some(ended) => {
+            // The task holds nothing but the line: it ends with the stream,
+            // whose relay has its own deadlines.
+            tokio::spawn(async move {
+                let outcome = ended.outcome().await;
+                metrics.streams.with_label_values(&[outcome.as_str()]).inc();
+                line.write(Some(outcome));
+            });
+        }
+        None => line.write(None),
     }
     response
+}
+
+/// What one access line says, owned so a stream's can wait for its end.
+struct Line {
+    request_id: Option<HeaderValue>,
+    method: Method,
+    path: String,
+    status: u16,
+    key: Option<Arc<Identity>>,
+    served: Option<ServedBy>,
+    error: Option<String>,
+    refused: bool,
+    started: Instant,
+}
+
+impl Line {
+    fn write(&self, outcome: Option<StreamOutcome>) {
+        let served = self.served.as_ref();
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "sluice::access",
+                    $level,
+                    request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    method = %self.method,
+                    path = self.path,
+                    status = self.status,
+                    key = self.key.as_ref().map_or("-", |i| &*i.name),
+                    model = served.map_or("-", |s| &*s.model),
+                    deployment = served.map_or("-", |s| &*s.deployment),
+                    latency_us = self.started.elapsed().as_micros() as u64,
+                    stream = outcome.map(StreamOutcome::as_str),
+                    error = self.error.as_deref(),
+                )
+            };
+        }
+        if self.refused {
+            line!(tracing::Level::DEBUG);
+        } else {
+            line!(tracing::Level::INFO);
+        }
+    }
 }

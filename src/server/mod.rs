@@ -4,6 +4,8 @@
 mod access_log;
 mod admin;
 mod conn;
+mod cors;
+mod encoding;
 mod fallback;
 mod fd_limit;
 mod health;
@@ -182,6 +184,7 @@ impl Gateway {
                 pins,
             )),
             keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            cors: cors::layer(&config.server.cors_origins),
             guard,
             reader: Arc::new(reader),
             limiter,

@@ -4,8 +4,12 @@
 //! |---|----------------------|-------|-----------------------------------------------------------|
 //! | 1 | `CatchPanicLayer`    | all   | a panic anywhere becomes an OpenAI-shaped 500             |
 //! | 2 | `RequestIds`         | all   | keeps a short client `x-request-id`, or makes one; answers with it |
-//! | 4 | `access_log`         | all   | one log line per request: id, key, model, deployment...   |
+//! | 3 | `cors`               | api   | `[server] cors_origins`: preflights, allow/expose headers  |
+//! | 3b| `compression`        | all   | large JSON answers gzip/br/zstd per `Accept-Encoding`      |
+//! | 4 | `access_log`         | all   | one log line per request (a stream's at its end)          |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
+//! | 4c| `check_encoding`     | all   | unknown `Content-Encoding` -> 415; known ones spelled for 4d |
+//! | 4d| `RequestDecompression`| all  | gzip/deflate/br/zstd bodies decoded as they are read      |
 //! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
 //! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
@@ -27,7 +31,9 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::admin::{self, AdminToken};
-use super::{access_log, fallback, health, record, request_id::RequestIds};
+use super::{
+    access_log, cors::CorsLayer, encoding, fallback, health, record, request_id::RequestIds,
+};
 use crate::auth::{AuthGuard, Authenticate, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
@@ -39,6 +45,7 @@ use crate::queue::{self, Scheduler};
 use crate::request::{self, RequestReader};
 use crate::sync_layer::SyncLayer;
 use crate::upstream::Endpoint;
+use tower_http::decompression::RequestDecompressionLayer;
 
 /// Everything the layers and the dispatcher share, built once at start-up.
 pub struct Services {
@@ -56,6 +63,8 @@ pub struct Services {
     /// Spend budgets, when any is set.
     pub budgets: Option<Arc<Budgets>>,
     pub metrics: Metrics,
+    /// `[server] cors_origins`, when any is set.
+    pub cors: Option<CorsLayer>,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
 }
@@ -125,11 +134,11 @@ pub fn app(services: Services, apart: Apart) -> Apps {
             "/readyz",
             get(health::readyz).with_state(services.dispatcher),
         );
-    let outer = |router| outer_layers(router, &services.metrics);
+    let outer = |router, cors| outer_layers(router, cors, &services.metrics);
     Apps {
-        api: outer(api),
-        admin: admin_apart.map(outer),
-        metrics: scrape_apart.map(outer),
+        api: outer(api, services.cors),
+        admin: admin_apart.map(|router| outer(router, None)),
+        metrics: scrape_apart.map(|router| outer(router, None)),
     }
 }
 
@@ -147,8 +156,9 @@ pub struct Apps {
     pub metrics: Option<Router>,
 }
 
-/// Layers 1 to 4b and the OpenAI-shaped fallbacks, on every listener's app.
-fn outer_layers(router: Router, metrics: &Metrics) -> Router {
+/// Layers 1 to 4d and the OpenAI-shaped fallbacks, on every listener's app
+/// (CORS on the API's only: browsers call nothing else).
+fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> Router {
     router
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
@@ -156,8 +166,13 @@ fn outer_layers(router: Router, metrics: &Metrics) -> Router {
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
                 .layer(SyncLayer(RequestIds)) // 2
-                .layer(from_fn(access_log::access_log)) // 4
-                .layer(from_fn_with_state(metrics.clone(), record::record)), // 4b
+                .option_layer(cors) // 3
+                .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+                .layer(encoding::compression()) // 3b
+                .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
+                .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
+                .layer(from_fn(encoding::check_encoding)) // 4c
+                .layer(RequestDecompressionLayer::new()), // 4d
         )
 }
 
