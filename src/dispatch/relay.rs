@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
@@ -70,18 +69,44 @@ impl StreamOutcome {
     }
 }
 
-/// Set when the relay is dropped, whichever way its stream ended: the relay
+/// Told when the relay is dropped, whichever way its stream ended: the relay
 /// records its own ending where it already decides it (no per-chunk cost),
 /// and a relay dropped unfinished means the client left. Carried on the
-/// response so the access log can write a stream's line at its end.
-#[derive(Clone)]
-pub struct StreamEnded(watch::Receiver<Option<StreamOutcome>>);
+/// response so the access log can write a stream's line at its end, from
+/// the relay's drop, with no task of its own.
+#[derive(Clone, Default)]
+pub struct StreamEnded(Arc<std::sync::Mutex<EndSlot>>);
+
+/// What to do at the end, or how it ended if that came first.
+#[derive(Default)]
+enum EndSlot {
+    #[default]
+    Open,
+    Waiting(Box<dyn FnOnce(StreamOutcome) + Send>),
+    Ended(StreamOutcome),
+}
 
 impl StreamEnded {
-    pub async fn outcome(mut self) -> StreamOutcome {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(ended) => ended.unwrap_or(StreamOutcome::ClientClosed),
-            Err(_) => StreamOutcome::ClientClosed,
+    /// Runs `then` with the outcome when the stream ends (at once if it has).
+    pub fn then(&self, then: impl FnOnce(StreamOutcome) + Send + 'static) {
+        let Ok(mut slot) = self.0.lock() else { return };
+        match std::mem::take(&mut *slot) {
+            EndSlot::Ended(outcome) => {
+                drop(slot);
+                then(outcome);
+            }
+            _ => *slot = EndSlot::Waiting(Box::new(then)),
+        }
+    }
+
+    fn tell(&self, outcome: StreamOutcome) {
+        let Ok(mut slot) = self.0.lock() else { return };
+        match std::mem::replace(&mut *slot, EndSlot::Ended(outcome)) {
+            EndSlot::Waiting(then) => {
+                drop(slot);
+                then(outcome);
+            }
+            EndSlot::Open | EndSlot::Ended(_) => {}
         }
     }
 }
@@ -89,13 +114,13 @@ impl StreamEnded {
 /// The relay's side of `StreamEnded`: tells its outcome on drop.
 struct EndGuard {
     outcome: Option<StreamOutcome>,
-    tell: watch::Sender<Option<StreamOutcome>>,
+    tell: StreamEnded,
 }
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
         let outcome = self.outcome.unwrap_or(StreamOutcome::ClientClosed);
-        self.tell.send_replace(Some(outcome));
+        self.tell.tell(outcome);
     }
 }
 
@@ -160,14 +185,14 @@ impl SseRelay {
             last_activity: now,
             end: EndGuard {
                 outcome: None,
-                tell: watch::Sender::new(None),
+                tell: StreamEnded::default(),
             },
         }
     }
 
     /// Resolves when the stream has ended, with how.
     pub fn ended(&self) -> StreamEnded {
-        StreamEnded(self.end.tell.subscribe())
+        self.end.tell.clone()
     }
 
     fn finish_with(&mut self, event: Bytes, outcome: StreamOutcome) -> Poll<RelayItem> {
@@ -327,6 +352,14 @@ mod tests {
             .await
     }
 
+    /// What the stream's end was told, once it has been.
+    fn told(ended: &StreamEnded) -> Option<StreamOutcome> {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let into = seen.clone();
+        ended.then(move |outcome| *into.lock().unwrap() = Some(outcome));
+        *seen.lock().unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_relay_tells_how_its_stream_ended() {
         let ended = |chunks| {
@@ -335,17 +368,21 @@ mod tests {
         };
         let (outcome, relay) = ended(vec![(1, Ok("data: 1\n\n"))]);
         collect(relay).await;
-        assert_eq!(outcome.outcome().await, StreamOutcome::Completed);
+        assert_eq!(told(&outcome), Some(StreamOutcome::Completed));
         let (outcome, relay) = ended(vec![(1, Err(UpstreamError::Body("reset".into())))]);
         collect(relay).await;
-        assert_eq!(outcome.outcome().await, StreamOutcome::UpstreamError);
+        assert_eq!(told(&outcome), Some(StreamOutcome::UpstreamError));
         let (outcome, relay) = ended(vec![(31_000, Ok("late"))]);
         collect(relay).await;
-        assert_eq!(outcome.outcome().await, StreamOutcome::Timeout);
+        assert_eq!(told(&outcome), Some(StreamOutcome::Timeout));
         let (outcome, mut relay) = ended(vec![(1, Ok("data: 1\n\n")), (10, Ok("data: 2\n\n"))]);
         assert!(relay.next().await.is_some());
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let into = seen.clone();
+        outcome.then(move |outcome| *into.lock().unwrap() = Some(outcome));
+        assert_eq!(*seen.lock().unwrap(), None, "told only at the end");
         drop(relay);
-        assert_eq!(outcome.outcome().await, StreamOutcome::ClientClosed);
+        assert_eq!(*seen.lock().unwrap(), Some(StreamOutcome::ClientClosed));
     }
 
     #[tokio::test(start_paused = true)]

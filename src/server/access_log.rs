@@ -41,16 +41,12 @@ pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: 
         refused: extensions.get::<AuthRefused>().is_some(),
         started,
     };
-    match extensions.get::<StreamEnded>().cloned() {
-        Some(ended) => {
-            // The task holds nothing but the line: it ends with the stream,
-            // whose relay has its own deadlines.
-            tokio::spawn(async move {
-                let outcome = ended.outcome().await;
-                metrics.streams.with_label_values(&[outcome.as_str()]).inc();
-                line.write(Some(outcome));
-            });
-        }
+    match extensions.get::<StreamEnded>() {
+        // Written by the relay's drop, when the stream has ended.
+        Some(ended) => ended.then(move |outcome| {
+            metrics.streams.with_label_values(&[outcome.as_str()]).inc();
+            line.write(Some(outcome));
+        }),
         None => line.write(None),
     }
     response
