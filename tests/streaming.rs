@@ -296,3 +296,39 @@ async fn usage_is_always_metered_but_shown_only_to_clients_that_asked() {
         "both streams were metered: {metrics}"
     );
 }
+
+/// The official SDKs stop reading at `[DONE]` and close the connection,
+/// often before the upstream's body has ended: the usage that already
+/// passed through is metered all the same.
+#[tokio::test]
+async fn a_client_that_closes_right_after_done_is_still_metered() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = gateway_for(&upstream, "15s").await;
+    let mut events = stream_with_usage();
+    // The upstream's body ends well after its [DONE].
+    events.push(": still open\n\n".into());
+    upstream.push(Behavior::Stream {
+        events,
+        interval: Duration::from_millis(200),
+        gate: None,
+    });
+    let response = gateway
+        .post("/v1/chat/completions", Some(KEY), &stream_request())
+        .await;
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("[DONE]") {
+        text.push_str(&next_text(&mut body).await.expect("a chunk"));
+    }
+    drop(body);
+    let metered = r#"sluice_tokens_total{deployment="oa",model="gpt-4o",type="completion"} 1"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !gateway.metrics().await.contains(metered) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not metered: {}",
+            gateway.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -251,6 +251,16 @@ impl SseRelay {
     }
 }
 
+/// A client that leaves mid-stream (the SDKs close right after `[DONE]`,
+/// often before the upstream's body has ended) still has what the stream
+/// said metered: the usage scanned so far, else an unknown outcome the
+/// observers estimate.
+impl Drop for SseRelay {
+    fn drop(&mut self) {
+        self.report_usage();
+    }
+}
+
 impl Stream for SseRelay {
     type Item = Result<Bytes, std::io::Error>;
 
