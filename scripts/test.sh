@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command: the Rust suite (unit + integration against a
 # socket-level fake upstream, private Redis instances and async-openai), then
-# the official OpenAI Python SDK against the real binary.
+# the official OpenAI Python SDK against the real binary, then the
+# compatibility suite (Node, langchain-openai, litellm; mock and spelled upstreams).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 cargo test
 scripts/sdk-smoke.sh
+scripts/compat.sh

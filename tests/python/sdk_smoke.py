@@ -1,16 +1,22 @@
-"""The official OpenAI Python SDK against a running Sluice (mock upstream).
+"""The official OpenAI Python SDK against a running Sluice.
 
-Usage: python sdk_smoke.py BASE_URL KEY
+Usage: python sdk_smoke.py BASE_URL KEY [DEPLOYMENT]
+DEPLOYMENT is the deployment expected to serve gpt-4o-mini (default "mock"; the
+compatibility suite also runs this against an `openai` deployment on
+tests/python/spelled_upstream.py).
 Exits non-zero on the first failed check; prints 'N passed, 0 failed' at the end.
 """
 
+import json
 import sys
 import time
 
 import openai
 from openai import OpenAI
+from pydantic import BaseModel
 
 base_url, key = sys.argv[1], sys.argv[2]
+deployment = sys.argv[3] if len(sys.argv) > 3 else "mock"
 client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10)
 passed = 0
 
@@ -31,7 +37,7 @@ reply = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", me
 completion = reply.parse()
 check("chat", completion.choices[0].message.content, completion)
 check("chat usage", completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens)
-check("deployment header", reply.headers.get("x-sluice-deployment") == "mock", dict(reply.headers))
+check("deployment header", reply.headers.get("x-sluice-deployment") == deployment, dict(reply.headers))
 check("request id header", reply.headers.get("x-request-id", "").startswith("req_"))
 
 stream = client.chat.completions.create(
@@ -45,6 +51,85 @@ for chunk in stream:
         usage = chunk.usage
 check("chat stream text matches non-stream", text == completion.choices[0].message.content, text)
 check("chat stream usage chunk", usage is not None and usage.total_tokens > 0)
+
+# The README's loop: a client that did not ask for usage never sees a chunk
+# without choices.
+text = ""
+for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+    text += chunk.choices[0].delta.content or ""
+check("README stream loop (chunk.choices[0]) without include_usage", text == completion.choices[0].message.content, text)
+
+
+class City(BaseModel):
+    name: str
+    country: str
+    population: int
+
+
+parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+parsed = parse(
+    model="gpt-4o-mini",
+    messages=[{"role": "user", "content": "Describe a large city"}],
+    response_format=City,
+)
+city = parsed.choices[0].message.parsed
+check("chat.completions.parse() with a Pydantic model", isinstance(city, City), parsed)
+
+weather = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+tool_reply = client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather]
+)
+calls = tool_reply.choices[0].message.tool_calls or []
+check(
+    "tool call",
+    tool_reply.choices[0].finish_reason == "tool_calls"
+    and len(calls) == 1
+    and calls[0].function.name == "get_weather"
+    and json.loads(calls[0].function.arguments)["unit"] in ("c", "f"),
+    tool_reply,
+)
+followup = client.chat.completions.create(
+    model="gpt-4o-mini",
+    messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        tool_reply.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "18 degrees"},
+    ],
+    tools=[weather],
+)
+check("tool result answered with text", followup.choices[0].message.content, followup)
+
+arguments, name = "", None
+for chunk in client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[weather], stream=True
+):
+    for delta in chunk.choices[0].delta.tool_calls or []:
+        name = name or delta.function.name
+        arguments += delta.function.arguments or ""
+check("streamed tool call deltas", name == "get_weather" and "city" in json.loads(arguments), arguments)
+
+typed = parse(
+    model="gpt-4o-mini",
+    messages=[{"role": "user", "content": "Look up a city"}],
+    tools=[openai.pydantic_function_tool(City)],
+)
+typed_calls = typed.choices[0].message.tool_calls or []
+check(
+    "parse() with pydantic_function_tool",
+    len(typed_calls) == 1 and isinstance(typed_calls[0].function.parsed_arguments, City),
+    typed,
+)
 
 embedding = client.embeddings.create(model="text-embedding-3-small", input=["hello world", "bye"])
 check("embeddings", len(embedding.data) == 2 and len(embedding.data[0].embedding) == 1536)
@@ -85,16 +170,20 @@ except openai.BadRequestError as error:
 limited = OpenAI(base_url=base_url, api_key="sk-smoke-limited-01", max_retries=0, timeout=10)
 first = limited.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
 check("rate-limit headers", first.headers.get("x-ratelimit-limit-requests") == "60", dict(first.headers))
-for _ in range(59):
-    limited.embeddings.create(model="text-embedding-3-small", input="x")
-try:
-    limited.chat.completions.create(model="gpt-4o-mini", messages=messages)
-    check("over the limit raises", False)
-except openai.RateLimitError as error:
-    check("over the limit raises RateLimitError", error.code == "rate_limit_exceeded", error)
-    retry_ms = float(error.response.headers["retry-after-ms"])
-    check("429 carries retry-after-ms", 0 < retry_ms <= 1000, retry_ms)
-    check("429 carries retry-after in whole seconds", error.response.headers["retry-after"] == "1")
+# Spend the bucket; it refills one a second, so a slow upstream may admit a
+# few more than 59 before the refusal.
+admitted, refusal = 1, None
+while admitted < 200 and refusal is None:
+    try:
+        limited.embeddings.create(model="text-embedding-3-small", input="x")
+        admitted += 1
+    except openai.RateLimitError as error:
+        refusal = error
+check("over the limit raises RateLimitError", refusal is not None and admitted >= 60, admitted)
+check("429 code is rate_limit_exceeded", refusal.code == "rate_limit_exceeded", refusal)
+retry_ms = float(refusal.response.headers["retry-after-ms"])
+check("429 carries retry-after-ms", 0 < retry_ms <= 1000, retry_ms)
+check("429 carries retry-after in whole seconds", refusal.response.headers["retry-after"] == "1")
 
 patient = OpenAI(base_url=base_url, api_key="sk-smoke-limited-01", max_retries=3, timeout=10)
 started = time.monotonic()
