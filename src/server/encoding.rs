@@ -4,14 +4,13 @@
 
 use axum::body::HttpBody;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
-use crate::drain::refuse_after_drain;
 use crate::error::GatewayError;
+use crate::sync_layer::Middleware;
 
 /// The request encodings the decoder (tower-http's) knows.
 const DECODABLE: [&str; 4] = ["gzip", "deflate", "br", "zstd"];
@@ -25,31 +24,40 @@ const MIN_COMPRESSED: u64 = 1024;
 /// decoder matches it: lowercase, without spaces. `identity` is dropped.
 /// Decoding happens as the request layer reads the body, so its
 /// `max_body_bytes` limit counts decoded bytes: a small bomb is cut at the
-/// limit, never inflated whole.
-pub async fn check_encoding(mut request: Request, next: Next) -> Response {
-    let Some(value) = request.headers().get(header::CONTENT_ENCODING) else {
-        return next.run(request).await;
-    };
-    let name = value.to_str().unwrap_or("(not text)").trim();
-    if name.eq_ignore_ascii_case("identity") {
-        request.headers_mut().remove(header::CONTENT_ENCODING);
-        return next.run(request).await;
-    }
-    match DECODABLE
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
-    {
-        Some(known) => {
-            request
-                .headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(known));
-            next.run(request).await
+/// limit, never inflated whole. A synchronous check: no boxed future or
+/// clone of the stack per request, and a refusal drains a small body first.
+#[derive(Clone, Copy)]
+pub struct CheckEncoding;
+
+impl Middleware for CheckEncoding {
+    type Carry = ();
+
+    fn before(&self, request: &mut Request) -> Result<(), Box<Response>> {
+        let Some(value) = request.headers().get(header::CONTENT_ENCODING) else {
+            return Ok(());
+        };
+        let name = value.to_str().unwrap_or("(not text)").trim();
+        if name.eq_ignore_ascii_case("identity") {
+            request.headers_mut().remove(header::CONTENT_ENCODING);
+            return Ok(());
         }
-        None => {
-            let error = GatewayError::UnsupportedEncoding { got: name.into() };
-            refuse_after_drain(request, error.into_response()).await
+        match DECODABLE
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(name))
+        {
+            Some(known) => {
+                request
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(known));
+                Ok(())
+            }
+            None => Err(Box::new(
+                GatewayError::UnsupportedEncoding { got: name.into() }.into_response(),
+            )),
         }
     }
+
+    fn after((): (), _response: &mut Response) {}
 }
 
 /// Compression of answers: only JSON, only of a known size past

@@ -8,7 +8,7 @@
 //! | 3b| `compression`        | all   | large JSON answers gzip/br/zstd per `Accept-Encoding`      |
 //! | 4 | `access_log`         | all   | one log line per request (a stream's at its end)          |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
-//! | 4c| `check_encoding`     | all   | unknown `Content-Encoding` -> 415; known ones spelled for 4d |
+//! | 4c| `CheckEncoding`      | all   | unknown `Content-Encoding` -> 415; known ones spelled for 4d |
 //! | 4d| `RequestDecompression`| all  | gzip/deflate/br/zstd bodies decoded as they are read      |
 //! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
 //! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::Response;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -171,7 +171,8 @@ fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> R
                 .layer(encoding::compression()) // 3b
                 .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
                 .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
-                .layer(from_fn(encoding::check_encoding)) // 4c
+                .layer(SyncLayer(encoding::CheckEncoding)) // 4c
+                .map_response(IntoResponse::into_response)
                 .layer(RequestDecompressionLayer::new()), // 4d
         )
 }
