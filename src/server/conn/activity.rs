@@ -5,13 +5,14 @@
 //! idle, so it also caps keep-alive idleness, and HTTP/2 has no idle timeout
 //! at all; this state lets one watchdog tell "slow head" from "idle" on both.
 //! Atomics only: the state belongs to one connection (its task and its
-//! HTTP/2 stream tasks), so there is nothing to lock.
+//! HTTP/2 stream tasks), so there is nothing to lock. Requests never wake
+//! the watchdog: it checks back on its own (see `next_check`), so the hot
+//! path pays no wake-up and no timer reset per request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The connection deadlines, from `[server]`.
@@ -41,8 +42,15 @@ pub struct Activity {
     /// Milliseconds after `opened`, plus one, of the first byte read while
     /// idle; 0 while none has been.
     head_started: AtomicU64,
-    /// Wakes the watchdog when the deadline may have moved earlier.
-    wake: Notify,
+}
+
+/// What the watchdog does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Look again at this time (a deadline, or a check-back).
+    At(Instant),
+    /// The deadline has passed.
+    Expired(Expiry),
 }
 
 impl Activity {
@@ -54,7 +62,6 @@ impl Activity {
             http2: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
-            wake: Notify::new(),
         })
     }
 
@@ -67,7 +74,6 @@ impl Activity {
     pub fn on_read(&self) {
         if self.in_flight.load(Relaxed) == 0 && self.head_started.load(Relaxed) == 0 {
             self.head_started.store(self.now_ms() + 1, Relaxed);
-            self.wake.notify_one();
         }
     }
 
@@ -105,8 +111,18 @@ impl Activity {
     }
 
     /// Resolves when [`Activity::due`] may have changed.
-    pub async fn changed(&self) {
-        self.wake.notified().await;
+    /// When to look again, or that the deadline passed. Nothing wakes the
+    /// watchdog when requests come and go, so it never waits longer than
+    /// the shorter timeout: a request that ends, or a head that begins,
+    /// sets a deadline at least that far ahead, which the next check then
+    /// meets exactly.
+    pub fn next_check(&self, timeouts: &Timeouts, now: Instant) -> Check {
+        let check_back = now + timeouts.header_read.min(timeouts.idle);
+        match self.due(timeouts) {
+            None => Check::At(check_back),
+            Some((at, expiry)) if at <= now => Check::Expired(expiry),
+            Some((at, _)) => Check::At(at.min(check_back)),
+        }
     }
 }
 
@@ -117,9 +133,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let activity = &self.0;
         activity.idle_since.store(activity.now_ms(), Relaxed);
-        if activity.in_flight.fetch_sub(1, Relaxed) == 1 {
-            activity.wake.notify_one();
-        }
+        activity.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -150,6 +164,50 @@ mod tests {
         let (at, expiry) = activity.due(&TIMEOUTS).unwrap();
         assert_eq!(expiry, Expiry::Idle);
         assert_eq!(at - activity.opened, Duration::from_secs(65));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_checks_back_and_meets_each_deadline_exactly() {
+        let activity = Activity::new();
+        let opened = activity.opened;
+        // A fresh connection: its head deadline.
+        let head = opened + TIMEOUTS.header_read;
+        assert_eq!(activity.next_check(&TIMEOUTS, opened), Check::At(head));
+        // In flight: check back after the shorter timeout.
+        let request = activity.begin(http::Version::HTTP_11);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let now = Instant::now();
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, now),
+            Check::At(now + TIMEOUTS.header_read)
+        );
+        // Idle: no later than a head timeout ahead, then the idle deadline.
+        drop(request);
+        let idle_deadline = now + TIMEOUTS.idle;
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, now),
+            Check::At(now + TIMEOUTS.header_read)
+        );
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, idle_deadline - Duration::from_secs(1)),
+            Check::At(idle_deadline)
+        );
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, idle_deadline),
+            Check::Expired(Expiry::Idle)
+        );
+        // A head begun while idle is held to its own deadline.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        activity.on_read();
+        let begun = Instant::now();
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, begun),
+            Check::At(begun + TIMEOUTS.header_read)
+        );
+        assert_eq!(
+            activity.next_check(&TIMEOUTS, begun + TIMEOUTS.header_read),
+            Check::Expired(Expiry::Head)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 pub use activity::Timeouts;
-use activity::{Activity, Expiry};
+use activity::{Activity, Check, Expiry};
 use capacity::{Capacity, Open, SHED_DEADLINE, Shedding};
 use tracked::{Tracked, Watched};
 
@@ -151,8 +151,8 @@ impl Connections {
         let service = Tracked::new(app, activity.clone(), peer);
         let mut conn = pin!(self.builder.serve_connection(io, service));
         let mut phase = self.phase.clone();
-        let mut timer = pin!(tokio::time::sleep(self.timeouts.header_read));
-        let mut armed = true;
+        let first_check = self.timeouts.header_read.min(self.timeouts.idle);
+        let mut timer = pin!(tokio::time::sleep(first_check));
         let mut closing = false;
         loop {
             tokio::select! {
@@ -162,36 +162,33 @@ impl Connections {
                     }
                     return;
                 }
-                () = &mut timer, if armed => {
+                () = &mut timer => {
                     if closing {
                         return;
                     }
                 }
-                () = activity.changed() => {}
                 changed = phase.changed() => match changed.map(|()| *phase.borrow_and_update()) {
-                    Ok(Phase::Draining) => conn.as_mut().graceful_shutdown(),
-                    Ok(Phase::Serving) => {}
+                    Ok(Phase::Draining) => {
+                        conn.as_mut().graceful_shutdown();
+                        continue;
+                    }
+                    Ok(Phase::Serving) => continue,
                     Ok(Phase::Stop) | Err(_) => return,
                 },
             }
-            if closing {
-                continue;
-            }
-            match activity.due(&self.timeouts) {
-                None => armed = false,
-                Some((at, _)) if at > Instant::now() => {
-                    timer.as_mut().reset(at);
-                    armed = true;
-                }
+            // The timer fired: a deadline, or a check-back (requests never
+            // wake this task; see `Activity::next_check`).
+            let now = Instant::now();
+            match activity.next_check(&self.timeouts, now) {
+                Check::At(at) => timer.as_mut().reset(at),
                 // An idle HTTP/2 connection gets a GOAWAY; anything else
                 // has no request to lose and is dropped.
-                Some((_, Expiry::Idle)) if activity.is_http2() => {
+                Check::Expired(Expiry::Idle) if activity.is_http2() => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                    timer.as_mut().reset(Instant::now() + GOAWAY_GRACE);
-                    armed = true;
+                    timer.as_mut().reset(now + GOAWAY_GRACE);
                 }
-                Some((_, expiry)) => {
+                Check::Expired(expiry) => {
                     tracing::debug!(?expiry, "closing a connection past its deadline");
                     return;
                 }
