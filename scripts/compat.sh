@@ -17,13 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/py-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c 'import openai, langchain_openai, litellm' 2>/dev/null; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "openai>=1.60,<3" "langchain-openai>=1.1,<2" "litellm>=1.80,<2"
-fi
+scripts/py-venv.sh "openai, langchain_openai, litellm" \
+  "openai>=1.60,<3" "langchain-openai>=1.1,<2" "litellm>=1.80,<2"
 
 node_dir=target/node-compat
 if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json" ||

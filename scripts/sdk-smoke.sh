@@ -7,13 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/py-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c 'import openai, jsonschema, yaml' 2>/dev/null; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "openai>=1.60,<3" "jsonschema>=4.18,<5" "pyyaml>=6,<7"
-fi
+scripts/py-venv.sh "openai, jsonschema, yaml" \
+  "openai>=1.60,<3" "jsonschema>=4.18,<5" "pyyaml>=6,<7"
 # The spec is kept in shared/reference beside the checkout, not in it.
 spec=${OPENAI_OPENAPI_SPEC:-../shared/reference/openai-openapi.yaml}
 

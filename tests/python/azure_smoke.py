@@ -11,6 +11,8 @@ import sys
 import openai
 from openai import AzureOpenAI, OpenAI
 
+from compat_checks import FailFast
+
 endpoint, key = sys.argv[1], sys.argv[2]
 classic = AzureOpenAI(
     azure_endpoint=endpoint, api_key=key, api_version="2024-10-21", max_retries=0, timeout=10
@@ -19,17 +21,7 @@ preview = AzureOpenAI(
     azure_endpoint=endpoint, api_key=key, api_version="2025-04-01-preview", max_retries=0, timeout=10
 )
 v1 = OpenAI(base_url=f"{endpoint}/openai/v1/", api_key=key, max_retries=0, timeout=10)
-passed = 0
-
-
-def check(name, condition, detail=""):
-    global passed
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        print(f"{passed} passed, 1 failed")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
+check = FailFast()
 
 
 messages = [{"role": "user", "content": "Say hello"}]
@@ -107,4 +99,4 @@ transcript = classic.audio.transcriptions.create(
 )
 check("azure transcription", transcript.text.startswith("Mock transcript"), transcript)
 
-print(f"{passed} passed, 0 failed")
+check.finish()

@@ -32,3 +32,23 @@ class Checks:
     def finish(self):
         print(f"{self.passed} passed, {self.failed} failed")
         sys.exit(1 if self.failed else 0)
+
+
+class FailFast:
+    """The smoke tests' runner: `check(name, condition, detail)` stops the
+    run at the first failure with `N passed, 1 failed`; `finish()` prints
+    `N passed, 0 failed`."""
+
+    def __init__(self):
+        self.passed = 0
+
+    def __call__(self, name, condition, detail=""):
+        if not condition:
+            print(f"FAIL {name}: {detail}")
+            print(f"{self.passed} passed, 1 failed")
+            sys.exit(1)
+        self.passed += 1
+        print(f"ok   {name}")
+
+    def finish(self):
+        print(f"{self.passed} passed, 0 failed")

@@ -15,20 +15,12 @@ import openai
 from openai import OpenAI
 from pydantic import BaseModel
 
+from compat_checks import FailFast
+
 base_url, key = sys.argv[1], sys.argv[2]
 deployment = sys.argv[3] if len(sys.argv) > 3 else "mock"
 client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10)
-passed = 0
-
-
-def check(name, condition, detail=""):
-    global passed
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        print(f"{passed} passed, 1 failed")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
+check = FailFast()
 
 
 messages = [{"role": "user", "content": "Say hello"}]
@@ -192,4 +184,4 @@ waited = time.monotonic() - started
 # Sent right after the 429 above, so its own hint is at most that one's.
 check("the SDK's own retry waits out retry-after-ms and succeeds", waited < 3, waited)
 
-print(f"{passed} passed, 0 failed")
+check.finish()

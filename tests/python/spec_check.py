@@ -20,18 +20,10 @@ import urllib.request
 import jsonschema
 import yaml
 
+from compat_checks import FailFast
+
 base_url, key, spec_path = sys.argv[1], sys.argv[2], sys.argv[3]
-passed = 0
-
-
-def check(name, condition, detail=""):
-    global passed
-    if not condition:
-        print(f"FAIL {name}: {str(detail)[:2000]}")
-        print(f"{passed} passed, 1 failed")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
+check = FailFast()
 
 
 def with_nullable(node):
@@ -243,4 +235,4 @@ status, text = request("POST", "/chat/completions", {"model": embedding_model, "
 check("chat with an embedding model is a 404", status == 404, text)
 valid("error", json.loads(text), "ErrorResponse")
 
-print(f"{passed} passed, 0 failed")
+check.finish()
