@@ -125,7 +125,7 @@ impl Dispatcher {
                 client_model: api.route.name.clone(),
                 body_model: api.requested.clone(),
                 body: api.body,
-                request_id: parts.headers.get("x-request-id").cloned(),
+                request_id: parts.headers.get(crate::headers::X_REQUEST_ID).cloned(),
                 openai_beta: parts.headers.get("openai-beta").cloned(),
                 content_type: api.content_type,
                 stored: api.stored,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::record::cache_status;
 use super::{Ledger, UsageRecord};
 use crate::dispatch::ServedBy;
+use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::metering::Pricing;
 use crate::request::call_of;
 use crate::sync_layer::Middleware;
@@ -21,13 +22,8 @@ use crate::tokens::{self, Encodings};
 use crate::upstream::Endpoint;
 use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
-const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
-/// Longer upstream ids are dropped, not stored: the column stays small and a
-/// misbehaving upstream cannot fill the ledger.
-const MAX_UPSTREAM_REQUEST_ID: usize = 128;
 
 /// Starts a usage record for each proxied call and hooks it to the call's
 /// end.
@@ -62,7 +58,7 @@ impl Middleware for RecordUsage {
         let draft = UsageRecord {
             id: String::new(),
             at_ms: crate::metering::unix_ms(),
-            request_id: header(&REQUEST_ID).unwrap_or_default(),
+            request_id: header(&X_REQUEST_ID).unwrap_or_default(),
             upstream_request_id: None,
             key: identity.name.clone(),
             org: identity.org.clone(),
@@ -231,14 +227,11 @@ impl Estimates {
     }
 }
 
-/// The upstream's request id, when present, printable and at most
-/// `MAX_UPSTREAM_REQUEST_ID` bytes.
+/// The upstream's request id, when it is an id by `headers::is_id` (short,
+/// printable): a misbehaving upstream cannot fill the ledger.
 fn upstream_request_id(response: &Response) -> Option<String> {
-    let value = response.headers().get(&UPSTREAM_REQUEST_ID)?;
-    if value.is_empty() || value.len() > MAX_UPSTREAM_REQUEST_ID {
-        return None;
-    }
-    value.to_str().ok().map(str::to_owned)
+    let value = response.headers().get(X_UPSTREAM_REQUEST_ID)?;
+    is_id(value).then(|| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
 struct Hook {
@@ -274,20 +267,21 @@ impl Drop for Hook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::MAX_TOKEN_LEN;
 
     fn with_header(value: &str) -> Response {
         let mut response = Response::new(axum::body::Body::empty());
         response
             .headers_mut()
-            .insert(UPSTREAM_REQUEST_ID, value.parse().unwrap());
+            .insert(X_UPSTREAM_REQUEST_ID, value.parse().unwrap());
         response
     }
 
     #[test]
     fn an_upstream_request_id_is_kept_up_to_128_bytes() {
-        let longest = "r".repeat(MAX_UPSTREAM_REQUEST_ID);
+        let longest = "r".repeat(MAX_TOKEN_LEN);
         assert_eq!(upstream_request_id(&with_header(&longest)), Some(longest));
-        let longer = "r".repeat(MAX_UPSTREAM_REQUEST_ID + 1);
+        let longer = "r".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(upstream_request_id(&with_header(&longer)), None);
         assert_eq!(upstream_request_id(&with_header("")), None);
         let absent = Response::new(axum::body::Body::empty());
