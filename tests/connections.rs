@@ -106,12 +106,7 @@ async fn a_slow_head_on_a_kept_alive_connection_is_closed_too() {
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
-    assert!(
-        exchange(&mut tcp, &get("/healthz"))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    let mut tcp = kept_alive(&gateway).await;
     tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
     let elapsed = closed_after(&mut tcp, true, Duration::from_secs(3)).await;
     let elapsed = elapsed.expect("the slow second head was not cut");
@@ -125,12 +120,7 @@ async fn idle_http1_connections_close_after_the_idle_timeout_not_the_header_one(
         "",
     )
     .await;
-    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
-    assert!(
-        exchange(&mut tcp, &get("/healthz"))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    let mut tcp = kept_alive(&gateway).await;
     let elapsed = closed_after(&mut tcp, false, Duration::from_secs(3)).await;
     let elapsed = elapsed.expect("the idle connection stayed open");
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
@@ -311,4 +301,15 @@ async fn shutdown_closes_every_listener_and_idle_connections_do_not_hold_it() {
             .await
             .is_some()
     );
+}
+
+/// A connection that has served one request and is kept alive.
+async fn kept_alive(gateway: &TestGateway) -> TcpStream {
+    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    assert!(
+        exchange(&mut tcp, &get("/healthz"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    tcp
 }
