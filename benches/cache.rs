@@ -22,6 +22,7 @@
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL,
 //! BENCH_SEMANTIC_ENTRIES, BENCH_SEMANTIC_QUERIES, BENCH_PGVECTOR_URL,
 //! BENCH_PGVECTOR_ENTRIES.
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -465,7 +466,11 @@ async fn pgvector(work: &Workload) {
         near.len()
     );
 
-    let index = PgIndex::start(&url, sluice::metrics::Metrics::new().expect("metrics"));
+    let index = PgIndex::start(
+        &url,
+        sluice::metrics::Metrics::new().expect("metrics"),
+        &sluice::tasks::Tasks::new(),
+    );
     // The first lookup connects and creates the table.
     assert!(
         index

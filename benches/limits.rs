@@ -11,6 +11,7 @@
 //! Knobs (env): BENCH_CHECKS (checks per task per batch), BENCH_BATCHES,
 //! BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS, BENCH_WARMUP_SECONDS,
 //! BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL.
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -23,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice::auth::Identity;
-use sluice::limits::{Check, Limiter};
+use sluice::limits::{Check, LimitState, Limiter};
 use sluice::metrics::Metrics;
 use sluice::request::ApiRequest;
-use sluice::routing::ModelRouter;
+use sluice::routing::{DeploymentStates, ModelRouter};
+use sluice::tasks::Tasks;
 use sluice::upstream::{Deployment, Endpoint};
 
 use common::{Gateway, Params, env_or, exchange, gateway_toml};
@@ -153,7 +155,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
     let config = sluice::config::load_from_str(&check_config(), "bench", &HashMap::new())
         .expect("check config");
     let deployment = Arc::new(Deployment::from_config(&config.deployments[0]).expect("deployment"));
-    let router = ModelRouter::new(&config, vec![deployment]);
+    let router = ModelRouter::new(&config, vec![deployment], &DeploymentStates::default());
     let api = ApiRequest {
         endpoint: Endpoint::ChatCompletions,
         body: Bytes::from_static(CHECK_BODY.as_bytes()),
@@ -169,9 +171,17 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         stored: None,
     };
     let limiter = Arc::new(
-        Limiter::from_config(&config, None, Metrics::new().expect("metrics"))
-            .expect("limiter")
-            .expect("config sets limits"),
+        Limiter::from_config(
+            &config,
+            None,
+            (
+                &LimitState::new(),
+                Metrics::new().expect("metrics"),
+                Tasks::new(),
+            ),
+        )
+        .expect("limiter")
+        .expect("config sets limits"),
     );
     let one = |name: &str| vec![name.to_owned()];
     let mut scenarios = [

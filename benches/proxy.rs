@@ -7,6 +7,7 @@
 //! and through Sluice, in rotating rounds so machine noise hits all alike,
 //! and medians of the rounds are reported. Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]

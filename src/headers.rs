@@ -12,6 +12,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// with a provider need it); the response's `x-request-id` stays Sluice's.
 pub const X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
+/// A free-form feature tag for the ledger (`x-sluice-tag`).
+pub const X_SLUICE_TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
+
 /// The longest id or tag accepted from outside.
 pub const MAX_TOKEN_LEN: usize = 128;
 

@@ -41,11 +41,11 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(sluice::check::summary(&config).as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Run => run(config),
+        Command::Run => run(config, cli.config),
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, path: PathBuf) -> ExitCode {
     sluice::telemetry::init(&config.log);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -56,8 +56,8 @@ fn run(config: Config) -> ExitCode {
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
     let result = runtime.block_on(async {
-        let gateway = Gateway::build(&config)?;
         let listeners = Gateway::bind(&config).await?;
+        let gateway = Gateway::from_file(config, path)?;
         gateway.serve(listeners, shutdown_signal()).await
     });
     match result {

@@ -93,6 +93,10 @@ pub struct MetricsSet {
     pub in_flight: IntGauge,
     /// Client connections open, all listeners together (`[server] max_connections`).
     pub connections: IntGauge,
+    /// Config reloads by result (`ok`, `invalid`).
+    pub config_reloads: IntCounterVec,
+    /// 1 for the hash of the config in force (its previous hashes are removed).
+    pub config_info: IntGaugeVec,
     /// Requests whose final attempt went to another deployment than the first, by model.
     pub failovers: IntCounterVec,
     /// Time spent waiting for a concurrency slot, by class.
@@ -215,6 +219,20 @@ impl MetricsSet {
         )?;
         let in_flight = IntGauge::new("sluice_in_flight_requests", "Requests being handled")?;
         let connections = IntGauge::new("sluice_connections", "Client connections open")?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "sluice_config_reloads_total",
+                "Config reloads by result (ok, invalid)",
+            ),
+            &["result"],
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "sluice_config_info",
+                "1 for the SHA-256 of the config in force",
+            ),
+            &["hash"],
+        )?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "sluice_failovers_total",
@@ -343,6 +361,8 @@ impl MetricsSet {
             Box::new(overhead.clone()),
             Box::new(in_flight.clone()),
             Box::new(connections.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_info.clone()),
             Box::new(failovers.clone()),
             Box::new(queue_wait.clone()),
             Box::new(queue_depth.clone()),
@@ -407,6 +427,8 @@ impl MetricsSet {
             overhead,
             in_flight,
             connections,
+            config_reloads,
+            config_info,
             failovers,
             queue_wait,
             queue_depth,

@@ -9,6 +9,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio_postgres::{Client, NoTls};
 
+use crate::tasks::Tasks;
+
 pub struct SharedPostgres {
     url: String,
     /// Run once per new connection, e.g. `CREATE TABLE IF NOT EXISTS`.
@@ -16,15 +18,19 @@ pub struct SharedPostgres {
     client: RwLock<Option<Arc<Client>>>,
     /// Only one caller connects at a time; the others wait for it.
     connecting: tokio::sync::Mutex<()>,
+    /// Owns the connection drivers; a driver ends with its connection or
+    /// at shutdown.
+    tasks: Tasks,
 }
 
 impl SharedPostgres {
-    pub fn new(url: &str, schema: impl Into<String>) -> Self {
+    pub fn new(url: &str, schema: impl Into<String>, tasks: &Tasks) -> Self {
         Self {
             url: url.to_owned(),
             schema: schema.into(),
             client: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            tasks: tasks.clone(),
         }
     }
 
@@ -43,9 +49,13 @@ impl SharedPostgres {
             return Ok(client);
         }
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(error = %describe(&error), "PostgreSQL connection closed");
+        let tasks = self.tasks.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                result = connection => if let Err(error) = result {
+                    tracing::warn!(error = %describe(&error), "PostgreSQL connection closed");
+                },
+                () = tasks.stopping() => {}
             }
         });
         client.batch_execute(&self.schema).await?;

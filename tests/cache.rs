@@ -1,7 +1,7 @@
 //! The exact response cache: hits, scopes, TTL, Cache-Control, eligibility,
 //! streaming record and replay across shapes, coalescing, Redis sharing, and
 //! the semantic cache in memory and in pgvector.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,6 +1,6 @@
 //! `sluice check`, `${VAR}` expansion and `SLUICE__` overrides, through the
 //! real binary where the user would use it.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! loses no record of an answered request, a shutdown while the store is
 //! down leaves the held records in the journal for the next start, and a
 //! journal replayed over records the store already has adds no rows.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -518,9 +518,13 @@ async fn replayed_records_are_not_written_twice(store: &str) {
         flush_interval: Duration::from_secs(60),
         ..UsageConfig::default()
     };
-    let ledger = Ledger::start(&config, Metrics::new().unwrap())
-        .unwrap()
-        .unwrap();
+    let ledger = Ledger::start(
+        &config,
+        Metrics::new().unwrap(),
+        &sluice::tasks::Tasks::new(),
+    )
+    .unwrap()
+    .unwrap();
     // The writer's first tick (at once, or once PostgreSQL is connected)
     // passes before the records come; the next is a minute away.
     ledger.store().prepare().await.unwrap();
@@ -541,9 +545,13 @@ async fn replayed_records_are_not_written_twice(store: &str) {
         std::fs::write(path, bytes).unwrap();
     }
 
-    let again = Ledger::start(&config, Metrics::new().unwrap())
-        .unwrap()
-        .unwrap();
+    let again = Ledger::start(
+        &config,
+        Metrics::new().unwrap(),
+        &sluice::tasks::Tasks::new(),
+    )
+    .unwrap()
+    .unwrap();
     again.record(record(50));
     again.flush(Duration::from_secs(10)).await;
     let totals = again.store().totals("key", 0, i64::MAX).await.unwrap();

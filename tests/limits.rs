@@ -1,7 +1,7 @@
 //! Rate limits with the in-memory engine: exact admission counts, OpenAI's
 //! 429 body and headers, TPM estimates and their correction, shared org
 //! limits, and deployment quotas steering traffic.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

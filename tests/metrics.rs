@@ -1,5 +1,5 @@
 //! `/metrics`: valid Prometheus text, and counters that move as expected.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

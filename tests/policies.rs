@@ -1,6 +1,6 @@
 //! Routing policies: priority routes, the auto router, canary splits, token
 //! budgets and the degradation ladder.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,6 +1,6 @@
 //! Forwarding to OpenAI and Azure: paths, queries, auth swap, model mapping,
 //! and what passes back to the client.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,5 +1,5 @@
 //! Priority groups and weights, observed over real sockets.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

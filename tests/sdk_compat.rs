@@ -1,6 +1,6 @@
 //! Compatibility with an OpenAI client nobody here wrote (async-openai),
 //! against the gateway's shipped mock provider.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

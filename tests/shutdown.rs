@@ -1,6 +1,6 @@
 //! Graceful shutdown: stop accepting, let in-flight streams finish, and cut
 //! them when the grace period ends.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,6 +1,6 @@
 //! SSE passthrough: chunk-by-chunk relay, cancellation, keep-alives, and
 //! errors before and during a stream.
-
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -110,6 +110,36 @@ impl Middleware for Authenticate {
     }
 }
 
+/// Layer 5: how a call gets its identity. HTTP calls authenticate; calls
+/// of the internal adapter (a key's semantic-cache embedding) come with the
+/// identity they act for already attached, and one without is a bug,
+/// answered 500 rather than run unattributed.
+#[derive(Clone)]
+pub enum Entry {
+    Http(Authenticate),
+    Internal,
+}
+
+impl Middleware for Entry {
+    type Carry = Option<Arc<Identity>>;
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>> {
+        match self {
+            Self::Http(authenticate) => authenticate.before(request).map(Some),
+            Self::Internal => match request.extensions().get::<Arc<Identity>>() {
+                Some(_) => Ok(None),
+                None => Err(Box::new(GatewayError::Internal.into_response())),
+            },
+        }
+    }
+
+    fn after(identity: Self::Carry, response: &mut Response) {
+        if let Some(identity) = identity {
+            Authenticate::after(identity, response);
+        }
+    }
+}
+
 /// The key from `Authorization: Bearer <key>` (any case of `Bearer`, or
 /// none) or from `api-key`, trimmed; `Absent` when neither is sent or it is
 /// empty.

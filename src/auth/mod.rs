@@ -10,12 +10,16 @@ use std::sync::Arc;
 use crate::config::{AuthConfig, KeyConfig, KeyDigest, sha256};
 use crate::error::{GatewayError, mask_key};
 
-pub use layer::{AuthGuard, AuthRefused, Authenticate, Presented, presented_key};
+pub use layer::{AuthGuard, AuthRefused, Authenticate, Entry, Presented, presented_key};
 pub use throttle::FailedAuth;
 
 /// Who is calling; attached to the request (and its response) by the auth layer.
 #[derive(Debug)]
 pub struct Identity {
+    /// Stable across renames: limiter state, cache scope, spend and the
+    /// ledger follow it.
+    pub id: Arc<str>,
+    /// What people call the key: errors, logs and metrics show it.
     pub name: Arc<str>,
     pub org: Option<Arc<str>>,
     /// `None` allows every model.
@@ -32,12 +36,29 @@ impl Identity {
     /// priority settings or token budget.
     pub fn unrestricted(name: &str) -> Self {
         Self {
+            id: Arc::from(name),
             name: Arc::from(name),
             org: None,
             models: None,
             cache: true,
             priority: None,
             max_priority: None,
+            budget: Default::default(),
+        }
+    }
+
+    /// This key as the caller of work Sluice does for it (a semantic-cache
+    /// embedding): same attribution, org, class and spend, but any model
+    /// (the operator chose it) and no per-request token budget.
+    pub fn acting_internally(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            org: self.org.clone(),
+            models: None,
+            cache: self.cache,
+            priority: self.priority,
+            max_priority: self.max_priority,
             budget: Default::default(),
         }
     }
@@ -62,6 +83,7 @@ impl KeyStore {
             .iter()
             .filter_map(|key| {
                 let identity = Identity {
+                    id: Arc::from(key.id()),
                     name: Arc::from(key.name.as_str()),
                     org: key.org.as_deref().map(Arc::from),
                     models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
@@ -107,6 +129,7 @@ mod tests {
         let keys = vec![KeyConfig {
             key: Some("sk-team-a-secret".into()),
             key_sha256: None,
+            id: None,
             name: "team-a".into(),
             org: Some("eng".into()),
             models: Some(vec!["gpt-4o".into()]),

@@ -106,6 +106,7 @@ impl Flight {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::cache::entry::Recorded;

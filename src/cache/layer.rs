@@ -94,7 +94,7 @@ pub async fn cache(
         Some(semantic) if lookup => {
             let scope = cache.scope(identity, &api.route.name);
             match semantic_parts(want.endpoint, &api.body, &scope) {
-                Some((partition, text)) => semantic.embed(partition, &text).await,
+                Some((partition, text)) => semantic.embed(identity, partition, &text).await,
                 None => None,
             }
         }
@@ -268,7 +268,8 @@ impl FlightGuard {
         self.flight.finish(End::Complete(entry.clone()));
         let (cache, key, flight) = (self.cache.clone(), self.key, self.flight.clone());
         let probe = self.probe.take();
-        tokio::spawn(async move {
+        let tasks = self.cache.tasks.clone();
+        tasks.spawn(async move {
             let expires =
                 std::time::Instant::now() + std::time::Duration::from_millis(entry.ttl_ms);
             match cache.store.put(key, entry).await {

@@ -8,6 +8,7 @@ pub(crate) mod layer;
 mod semantic;
 pub mod semantic_index;
 pub mod semantic_pg;
+mod state;
 mod store;
 
 use std::collections::HashMap;
@@ -21,19 +22,30 @@ pub use self::key::CacheKey;
 use self::store::Store;
 use crate::auth::Identity;
 use crate::config::{CacheConfig, CacheScope, CacheStore, Config, SemanticStore, parse_duration};
+use crate::internal::InternalCalls;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
-use crate::routing::ModelRouter;
-use crate::upstream::UpstreamClient;
+use crate::tasks::Tasks;
 
 pub use layer::cache;
+pub use state::CacheState;
+
+/// What a snapshot's cache is built from besides its config.
+pub struct CacheParts<'a> {
+    pub state: &'a CacheState,
+    pub redis: Option<&'a SharedRedis>,
+    pub internal: Arc<dyn InternalCalls>,
+    pub metrics: Metrics,
+    pub pricing: Arc<Pricing>,
+    pub tasks: Tasks,
+}
 
 pub struct ResponseCache {
     config: CacheConfig,
     store: Store,
-    /// Calls in flight, by key, for coalescing.
-    flights: DashMap<CacheKey, Arc<Flight>>,
+    /// Calls in flight, by key, for coalescing (shared by snapshots).
+    flights: Arc<DashMap<CacheKey, Arc<Flight>>>,
     /// `[models.X] cache` overrides.
     model_overrides: HashMap<String, bool>,
     semantic: Option<semantic::Semantic>,
@@ -43,6 +55,8 @@ pub struct ResponseCache {
     /// Store failures are counted each, logged at most every 10 s: during
     /// an outage every request fails the same way.
     store_error_log: crate::telemetry::LogEvery,
+    /// Owns the writes of answers to the store.
+    tasks: Tasks,
 }
 
 impl ResponseCache {
@@ -56,69 +70,58 @@ impl ResponseCache {
 }
 
 impl ResponseCache {
-    /// `None` unless `[cache] enabled = true`.
-    pub fn from_config(
-        config: &Config,
-        redis: Option<&SharedRedis>,
-        router: &ModelRouter,
-        client: UpstreamClient,
-        metrics: Metrics,
-        pricing: Arc<Pricing>,
-    ) -> Result<Option<Self>, String> {
+    /// `None` unless `[cache] enabled = true`. Entries, flights and the
+    /// semantic index come from `parts.state`, so they outlive the snapshot.
+    pub fn from_config(config: &Config, parts: CacheParts<'_>) -> Result<Option<Self>, String> {
         let cache = &config.cache;
         if !cache.enabled {
             return Ok(None);
         }
-        let store = match (cache.store, redis) {
-            (CacheStore::Memory, _) => Store::memory(cache.max_bytes),
+        let prefix = config
+            .redis
+            .as_ref()
+            .map_or("sluice", |r| r.key_prefix.as_str());
+        let store = match (cache.store, parts.redis) {
+            (CacheStore::Memory, _) => parts
+                .state
+                .store(format!("memory {}", cache.max_bytes), || {
+                    Store::memory(cache.max_bytes)
+                }),
             (CacheStore::Redis, Some(redis)) => {
-                let prefix = config
-                    .redis
-                    .as_ref()
-                    .map_or("sluice", |r| r.key_prefix.as_str());
-                Store::redis(redis.clone(), prefix)
+                parts.state.store(format!("redis {prefix}"), || {
+                    Store::redis(redis.clone(), prefix)
+                })
             }
             (CacheStore::Redis, None) => {
                 return Err("cache.store: \"redis\" needs a [redis] url".into());
             }
         };
-        let semantic = if cache.semantic.enabled {
-            let route = router
-                .route(&cache.semantic.embedding_model)
-                .ok_or_else(|| {
-                    format!(
-                        "cache.semantic.embedding_model: `{}` is not served",
-                        cache.semantic.embedding_model
-                    )
-                })?;
+        let semantic = cache.semantic.enabled.then(|| {
             if cache.semantic.store == SemanticStore::Postgres && cache.store == CacheStore::Memory
             {
                 tracing::warn!(
                     "cache.semantic.store = \"postgres\" with cache.store = \"memory\": other replicas' semantic matches point at answers this one does not hold (they are misses); use cache.store = \"redis\" to share both"
                 );
             }
-            Some(semantic::Semantic::new(
-                cache.semantic.clone(),
-                route.clone(),
-                client,
-                metrics.clone(),
-            ))
-        } else {
-            None
-        };
+            let index = parts.state.index(semantic::Index::fingerprint(&cache.semantic), || {
+                semantic::Index::new(&cache.semantic, parts.metrics.clone(), &parts.tasks)
+            });
+            semantic::Semantic::new(cache.semantic.clone(), parts.internal.clone(), index)
+        });
         Ok(Some(Self {
-            pricing,
+            pricing: parts.pricing,
             semantic,
             config: cache.clone(),
             store,
-            flights: DashMap::new(),
+            flights: parts.state.flights.clone(),
             model_overrides: config
                 .models
                 .iter()
                 .filter_map(|(name, settings)| Some((name.clone(), settings.cache?)))
                 .collect(),
-            metrics,
+            metrics: parts.metrics,
             store_error_log: crate::telemetry::LogEvery::store_failures(),
+            tasks: parts.tasks,
         }))
     }
 
@@ -132,11 +135,11 @@ impl ResponseCache {
 
     fn tenant(&self, identity: &Identity) -> String {
         match self.config.scope {
-            CacheScope::Key => format!("key:{}", identity.name),
+            CacheScope::Key => format!("key:{}", identity.id),
             CacheScope::Org => match &identity.org {
                 Some(org) => format!("org:{org}"),
                 // A key without an org shares with nobody.
-                None => format!("key:{}", identity.name),
+                None => format!("key:{}", identity.id),
             },
             CacheScope::Global => "global".to_owned(),
         }

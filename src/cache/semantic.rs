@@ -8,16 +8,19 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use bytes::Bytes;
+use axum::body::Body;
+use axum::extract::Request;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use super::key::CacheKey;
 use super::semantic_index::SemanticIndex;
 use super::semantic_pg::PgIndex;
+use crate::auth::Identity;
 use crate::config::{SemanticConfig, SemanticStore};
+use crate::internal::{InternalCalls, SEMANTIC_CACHE_TAG};
 use crate::metrics::Metrics;
-use crate::routing::ModelRoute;
-use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
+use crate::tasks::Tasks;
 
 /// The largest embedding reply read (a 3072-dimension vector as JSON is
 /// about 70 KB); a larger one is treated as a failed lookup.
@@ -25,12 +28,13 @@ const EMBEDDING_REPLY_LIMIT: usize = 1 << 20;
 
 pub struct Semantic {
     config: SemanticConfig,
-    route: Arc<ModelRoute>,
-    client: UpstreamClient,
-    index: Index,
+    /// Embeddings go through the pipeline, as the key the lookup serves.
+    internal: Arc<dyn InternalCalls>,
+    /// Shared with the other snapshots that have the same semantic store.
+    index: Arc<Index>,
 }
 
-enum Index {
+pub enum Index {
     /// Created on the first vector, when the embedding size is known.
     /// Lookups share the read lock; inserts (one per stored miss) take it
     /// briefly.
@@ -45,58 +49,58 @@ pub struct Probe {
     pub vector: Vec<f32>,
 }
 
+impl Index {
+    /// What decides whether two snapshots can share an index.
+    pub fn fingerprint(config: &SemanticConfig) -> String {
+        format!(
+            "{:?}\n{:?}\n{}",
+            config.store, config.postgres_url, config.max_entries
+        )
+    }
+
+    pub fn new(config: &SemanticConfig, metrics: Metrics, tasks: &Tasks) -> Self {
+        match (config.store, config.postgres_url.as_deref()) {
+            (SemanticStore::Postgres, Some(url)) => {
+                Index::Postgres(PgIndex::start(url, metrics, tasks))
+            }
+            _ => Index::Memory(RwLock::new(None)),
+        }
+    }
+}
+
 impl Semantic {
     pub fn new(
         config: SemanticConfig,
-        route: Arc<ModelRoute>,
-        client: UpstreamClient,
-        metrics: Metrics,
+        internal: Arc<dyn InternalCalls>,
+        index: Arc<Index>,
     ) -> Self {
-        let index = match (config.store, config.postgres_url.as_deref()) {
-            (SemanticStore::Postgres, Some(url)) => Index::Postgres(PgIndex::start(url, metrics)),
-            _ => Index::Memory(RwLock::new(None)),
-        };
         Self {
             config,
-            route,
-            client,
+            internal,
             index,
         }
     }
 
-    /// Embeds the text; `None` on any failure or past the timeout.
-    pub async fn embed(&self, partition: u64, text: &str) -> Option<Probe> {
-        let backend = self
-            .route
-            .candidates(None, tokio::time::Instant::now())
-            .usable
-            .into_iter()
-            .next()?;
-        let body = json!({"model": &*self.route.name, "input": text});
-        let request = UpstreamRequest {
-            endpoint: Endpoint::Embeddings,
-            client_model: self.route.name.clone(),
-            body_model: self.route.name.clone(),
-            body: Bytes::from(body.to_string()),
-            request_id: None,
-            openai_beta: None,
-            content_type: None,
-            stored: None,
-        };
+    /// Embeds the text as a call of `identity`'s (its budgets, limits and
+    /// ledger); `None` on any failure or past the timeout.
+    pub async fn embed(&self, identity: &Identity, partition: u64, text: &str) -> Option<Probe> {
+        let body = json!({"model": &self.config.embedding_model, "input": text});
+        let mut request = Request::post("/v1/embeddings")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(crate::headers::X_SLUICE_TAG, SEMANTIC_CACHE_TAG)
+            .body(Body::from(body.to_string()))
+            .ok()?;
+        request
+            .extensions_mut()
+            .insert(Arc::new(identity.acting_internally()));
         let call = async {
-            let response = self.client.send(&backend.deployment, request).await.ok()?;
-            if !response.status.is_success() {
+            let response = self.internal.call(request).await;
+            if !response.status().is_success() {
                 return None;
             }
-            let mut body = response.body;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-                bytes.extend_from_slice(&chunk.ok()?);
-                // One embedding of one message: anything larger is not that.
-                if bytes.len() > EMBEDDING_REPLY_LIMIT {
-                    return None;
-                }
-            }
+            // One embedding of one message: anything larger is not that.
+            let limited = http_body_util::Limited::new(response.into_body(), EMBEDDING_REPLY_LIMIT);
+            let bytes = limited.collect().await.ok()?.to_bytes();
             let reply: Value = serde_json::from_slice(&bytes).ok()?;
             let vector: Vec<f32> = reply["data"][0]["embedding"]
                 .as_array()?
@@ -119,7 +123,7 @@ impl Semantic {
     /// that is slow or down makes this a miss.
     pub async fn nearest(&self, probe: &Probe) -> Option<CacheKey> {
         let threshold = self.config.threshold;
-        match &self.index {
+        match &*self.index {
             Index::Memory(index) => {
                 let index = index.read().ok()?;
                 let (key, _) = index.as_ref()?.nearest(
@@ -140,7 +144,7 @@ impl Semantic {
     }
 
     pub fn insert(&self, probe: Probe, key: CacheKey, expires: Instant) {
-        match &self.index {
+        match &*self.index {
             Index::Memory(index) => {
                 if let Ok(mut index) = index.write() {
                     let index = index.get_or_insert_with(|| {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::key::CacheKey;
 use crate::metrics::Metrics;
 use crate::postgres::{SharedPostgres, describe};
+use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 
 /// `hnsw.ef_search` is raised from pgvector's 40 because the partition
@@ -59,8 +60,8 @@ pub struct PgIndex {
 
 impl PgIndex {
     /// Connects lazily: a database that is down makes lookups misses.
-    pub fn start(url: &str, metrics: Metrics) -> Self {
-        let postgres = Arc::new(SharedPostgres::new(url, SCHEMA));
+    pub fn start(url: &str, metrics: Metrics, tasks: &Tasks) -> Self {
+        let postgres = Arc::new(SharedPostgres::new(url, SCHEMA, tasks));
         let (writes, rows) = mpsc::channel(QUEUE);
         let errors = ErrorLog {
             metrics,
@@ -71,7 +72,15 @@ impl PgIndex {
             indexed: HashSet::new(),
             errors: errors.clone(),
         };
-        tokio::spawn(writer.run(rows));
+        let stop = tasks.clone();
+        // Index rows still queued at shutdown are dropped: the index is a
+        // cache of a cache, rebuilt by later misses.
+        tasks.spawn(async move {
+            tokio::select! {
+                () = writer.run(rows) => {}
+                () = stop.stopping() => {}
+            }
+        });
         Self {
             postgres,
             writes,

@@ -11,6 +11,8 @@ use super::entry::Entry;
 use super::key::CacheKey;
 use crate::redis::{RedisError, SharedRedis};
 
+/// Clones share the entries.
+#[derive(Clone)]
 pub enum Store {
     Memory(Cache<CacheKey, Arc<Entry>>),
     Redis { redis: SharedRedis, prefix: String },

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use config::{Environment, File, FileFormat};
 
-use super::{Config, expand, validate};
+use super::{Config, View, expand, validate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,7 +57,7 @@ pub fn load_from_str(
         .filter(|(name, _)| name.starts_with("SLUICE__"))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    let config: Config = config::Config::builder()
+    let built = config::Config::builder()
         .add_source(File::from_str(&expanded, FileFormat::Toml))
         .add_source(
             Environment::with_prefix("SLUICE")
@@ -67,11 +67,21 @@ pub fn load_from_str(
                 .source(Some(overrides)),
         )
         .build()
-        .and_then(|built| built.try_deserialize())
-        .map_err(|e| ConfigError::Shape(format!("{origin}: {}", dotted_paths(&e.to_string()))))?;
-
+        .map_err(|e| shape_error(origin, &e))?;
+    let tree: serde_json::Value = built
+        .clone()
+        .try_deserialize()
+        .map_err(|e| shape_error(origin, &e))?;
+    let mut config: Config = built
+        .try_deserialize()
+        .map_err(|e| shape_error(origin, &e))?;
+    config.view = std::sync::Arc::new(View::of(tree));
     validate::validate(&config).map_err(ConfigError::Invalid)?;
     Ok(config)
+}
+
+fn shape_error(origin: &str, error: &config::ConfigError) -> ConfigError {
+    ConfigError::Shape(format!("{origin}: {}", dotted_paths(&error.to_string())))
 }
 
 /// The config crate writes `deployments[1]weight`; the rest of Sluice (and

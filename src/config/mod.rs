@@ -5,14 +5,18 @@ mod duration;
 pub(crate) mod expand;
 mod load;
 mod validate;
+mod view;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use duration::{MAX_DURATION, format_go_duration, from_secs, parse_duration};
 pub use load::{ConfigError, load_from_path, load_from_str};
+pub use validate::validate;
+pub use view::View;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +79,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub responses: ResponsesConfig,
+    /// The loaded settings as the file and environment gave them, with
+    /// secrets redacted, and their hash: what `GET /admin/config` shows.
+    #[serde(skip)]
+    pub view: Arc<View>,
 }
 
 /// Stored responses (`previous_response_id`, `GET /v1/responses/{id}`...)
@@ -709,6 +717,9 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the API (`["*"]`: any); empty, the
     /// default, sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Reload when the config file's content changes (checked every second);
+    /// SIGHUP and `POST /admin/reload` work either way.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -726,6 +737,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 0,
             cors_origins: Vec::new(),
+            watch_config: true,
         }
     }
 }
@@ -867,6 +879,10 @@ pub struct KeyConfig {
     /// Hex SHA-256 of the key, so plain keys need not sit in config files.
     #[serde(default)]
     pub key_sha256: Option<String>,
+    /// A stable id: limiter state, cache scope, spend and the ledger follow
+    /// it, so renaming a key orphans nothing. Defaults to the name.
+    #[serde(default)]
+    pub id: Option<String>,
     pub name: String,
     #[serde(default)]
     pub org: Option<String>,
@@ -900,6 +916,10 @@ fn default_true() -> bool {
 }
 
 impl KeyConfig {
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.name)
+    }
+
     /// SHA-256 of the key, whichever way the file gave it; `None` when misconfigured.
     pub fn digest(&self) -> Option<KeyDigest> {
         match (&self.key, &self.key_sha256) {

@@ -112,7 +112,7 @@ impl Dispatcher {
         let caller = parts
             .extensions
             .get::<Arc<crate::auth::Identity>>()
-            .map_or_else(|| Arc::from("anonymous"), |identity| identity.name.clone());
+            .map_or_else(|| Arc::from("anonymous"), |identity| identity.id.clone());
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
         let call = Call {

@@ -22,7 +22,6 @@ use crate::tokens::{self, Encodings};
 use crate::upstream::Endpoint;
 use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 
-const TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
 const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
 
 /// Starts a usage record for each proxied call and hooks it to the call's
@@ -69,7 +68,7 @@ impl Middleware for RecordUsage {
             cache: "-",
             // Bounded like ids: a 60 KB tag must not reach the ledger.
             tag: headers
-                .get(&TAG)
+                .get(&crate::headers::X_SLUICE_TAG)
                 .and_then(crate::headers::tag)
                 .map(str::to_owned),
             prompt_tokens: 0,

@@ -27,6 +27,7 @@ use self::journal::Journal;
 use self::writer::Writer;
 use crate::config::UsageConfig;
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 
 pub use intake::JOURNAL_THREAD;
@@ -53,13 +54,17 @@ struct Stop {
 
 impl Ledger {
     /// `None` with `store = "none"`.
-    pub fn start(config: &UsageConfig, metrics: Metrics) -> Result<Option<Arc<Self>>, String> {
+    pub fn start(
+        config: &UsageConfig,
+        metrics: Metrics,
+        tasks: &Tasks,
+    ) -> Result<Option<Arc<Self>>, String> {
         if config.store == "none" {
             return Ok(None);
         }
         let store =
-            Arc::new(Store::open(&config.store, &config.data_dir).map_err(|e| e.to_string())?);
-        Self::with_store(store, config, metrics).map(Some)
+            Store::open(&config.store, &config.data_dir, tasks).map_err(|e| e.to_string())?;
+        Self::with_store(Arc::new(store), config, (metrics, tasks)).map(Some)
     }
 
     /// Opens the journal in `data_dir`, replaying what an earlier run left
@@ -67,7 +72,7 @@ impl Ledger {
     pub fn with_store(
         store: Arc<Store>,
         config: &UsageConfig,
-        metrics: Metrics,
+        (metrics, tasks): (Metrics, &Tasks),
     ) -> Result<Arc<Self>, String> {
         let dir = Path::new(&config.data_dir);
         let (journal, replay) = Journal::open(dir, config.flush_interval)
@@ -104,7 +109,7 @@ impl Ledger {
         };
         let (tell, stop_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
-        let task = tokio::spawn(writer.run(config.flush_interval, stop_rx, done_tx));
+        let task = tasks.spawn(writer.run(config.flush_interval, stop_rx, done_tx));
         Ok(Arc::new(Self {
             sender,
             intake,
@@ -219,7 +224,7 @@ mod tests {
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &roomy,
-            metrics.clone(),
+            (metrics.clone(), &Tasks::new()),
         )
         .unwrap();
         for n in 0..60 {
@@ -255,7 +260,7 @@ mod tests {
         let small = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &small_config,
-            metrics.clone(),
+            (metrics.clone(), &Tasks::new()),
         )
         .unwrap();
         for n in 100..150 {
@@ -288,7 +293,7 @@ mod tests {
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &config,
-            metrics.clone(),
+            (metrics.clone(), &Tasks::new()),
         )
         .unwrap();
         let now = crate::metering::unix_ms();

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::record::{COLUMNS, Texts, Total, UsageRecord, VALUES_PER_ROW, group_column};
 use crate::metering::{Period, from_unix_ms};
 use crate::postgres::{SharedPostgres, describe};
+use crate::tasks::Tasks;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
     record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, key TEXT NOT NULL, org TEXT,
@@ -150,7 +151,7 @@ impl Store {
     /// Opens the store at start-up. SQLite opens (and migrates) now;
     /// PostgreSQL connects and migrates on first use, so a database that is
     /// down at start-up only delays writes (records wait in the buffer).
-    pub fn open(store: &str, data_dir: &str) -> Result<Self, StoreError> {
+    pub fn open(store: &str, data_dir: &str, tasks: &Tasks) -> Result<Self, StoreError> {
         if store == "sqlite" {
             let dir = PathBuf::from(data_dir);
             std::fs::create_dir_all(&dir).map_err(err)?;
@@ -173,6 +174,7 @@ impl Store {
         Ok(Self::Postgres(SharedPostgres::new(
             store,
             format!("{SCHEMA}; {INDEX}; {added}{UNIQUE_ID};"),
+            tasks,
         )))
     }
 
@@ -403,7 +405,7 @@ mod tests {
         .unwrap();
         drop(old);
 
-        let store = Store::open("sqlite", &dir.display().to_string()).unwrap();
+        let store = Store::open("sqlite", &dir.display().to_string(), &Tasks::new()).unwrap();
         let batch: Vec<UsageRecord> = (0..3)
             .map(|n| UsageRecord {
                 id: format!("id-{n}"),

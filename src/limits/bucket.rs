@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::gcra::Shape;
+use super::state::LimitState;
 use crate::config::{Config, RateLimit};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Key,
     Org,
@@ -27,7 +28,7 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Requests,
     Tokens,
@@ -58,8 +59,9 @@ pub struct Bucket {
     pub kind: Kind,
     pub shape: Shape,
     pub redis_key: String,
-    /// TAT as f64 bits (in-memory engine only).
-    pub(super) tat: AtomicU64,
+    /// TAT as f64 bits (in-memory engine only). Shared with the same
+    /// bucket of earlier and later config snapshots (see `LimitState`).
+    pub(super) tat: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Bucket {
@@ -75,8 +77,16 @@ pub struct Pair {
     pub tokens: Option<Arc<Bucket>>,
 }
 
+/// Where a table's buckets come from: their shape and Redis key prefix from
+/// the config, their state from the registry.
+struct Maker<'a> {
+    state: &'a LimitState,
+    prefix: &'a str,
+}
+
 impl Pair {
-    fn new(scope: Scope, name: &str, limit: RateLimit, burst: f64, prefix: &str) -> Self {
+    fn new(maker: &Maker<'_>, scope: Scope, name: &str, limit: RateLimit, burst: f64) -> Self {
+        let prefix = maker.prefix;
         let make = |kind: Kind, limit: Option<u64>| {
             limit.map(|limit| {
                 let suffix = match kind {
@@ -91,7 +101,7 @@ impl Pair {
                     // One hash tag keeps every key in one cluster slot, so a
                     // multi-key script works on Redis Cluster too.
                     redis_key: format!("{{{prefix}}}:{}:{name}:{suffix}", scope.as_str()),
-                    tat: AtomicU64::new(0f64.to_bits()),
+                    tat: maker.state.cell(scope, name, kind),
                 })
             })
         };
@@ -121,12 +131,15 @@ pub struct BucketTable {
 }
 
 impl BucketTable {
-    pub fn from_config(config: &Config) -> Self {
+    /// Buckets keep their state across snapshots: a key, org, model or
+    /// deployment still configured finds its bucket's level in `state`.
+    pub fn from_config(config: &Config, state: &LimitState) -> Self {
         let burst = config.limits.burst;
         let prefix = config
             .redis
             .as_ref()
             .map_or("sluice", |redis| redis.key_prefix.as_str());
+        let maker = Maker { state, prefix };
         let mut table = Self::default();
         for key in &config.keys {
             let tier = key.tier.as_ref().and_then(|t| config.tiers.get(t));
@@ -134,19 +147,24 @@ impl BucketTable {
                 rpm: key.rpm.or(tier.and_then(|t| t.rpm)),
                 tpm: key.tpm.or(tier.and_then(|t| t.tpm)),
             };
-            insert(&mut table.keys, Scope::Key, &key.name, limit, burst, prefix);
+            insert(
+                &maker,
+                &mut table.keys,
+                (Scope::Key, key.id()),
+                limit,
+                burst,
+            );
         }
         for (name, limit) in &config.orgs {
-            insert(&mut table.orgs, Scope::Org, name, *limit, burst, prefix);
+            insert(&maker, &mut table.orgs, (Scope::Org, name), *limit, burst);
         }
         for (name, settings) in &config.models {
             insert(
+                &maker,
                 &mut table.models,
-                Scope::Model,
-                name,
+                (Scope::Model, name),
                 settings.limit(),
                 burst,
-                prefix,
             );
         }
         for deployment in &config.deployments {
@@ -156,14 +174,14 @@ impl BucketTable {
             };
             // Provider quotas are hard ceilings: no burst above them.
             insert(
+                &maker,
                 &mut table.deployments,
-                Scope::Deployment,
-                &deployment.name,
+                (Scope::Deployment, &deployment.name),
                 limit,
                 0.0,
-                prefix,
             );
         }
+        state.retain(&table);
         table
     }
 
@@ -176,14 +194,13 @@ impl BucketTable {
 }
 
 fn insert(
+    maker: &Maker<'_>,
     map: &mut HashMap<String, Pair>,
-    scope: Scope,
-    name: &str,
+    (scope, name): (Scope, &str),
     limit: RateLimit,
     burst: f64,
-    prefix: &str,
 ) {
-    let pair = Pair::new(scope, name, limit, burst, prefix);
+    let pair = Pair::new(maker, scope, name, limit, burst);
     if !pair.is_empty() {
         map.insert(name.to_owned(), pair);
     }

@@ -17,10 +17,9 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
-    pub fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-        }
+    /// `epoch` is shared by every snapshot's engine (see `LimitState`).
+    pub fn new(epoch: Instant) -> Self {
+        Self { epoch }
     }
 
     /// Seconds since start-up, offset so a fresh bucket (TAT 0) is full.
@@ -179,13 +178,13 @@ mod tests {
             kind: Kind::Requests,
             shape: Shape::new(limit, 0.0),
             redis_key: String::new(),
-            tat: AtomicU64::new(0f64.to_bits()),
+            tat: Arc::new(AtomicU64::new(0f64.to_bits())),
         })
     }
 
     #[test]
     fn contended_bucket_admits_exactly_its_capacity() {
-        let engine = Arc::new(MemoryEngine::new());
+        let engine = Arc::new(MemoryEngine::new(Instant::now()));
         let shared = bucket(1000);
         let admitted = AtomicU64::new(0);
         std::thread::scope(|scope| {
@@ -208,7 +207,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_refusal_charges_no_other_layer() {
-        let engine = MemoryEngine::new();
+        let engine = MemoryEngine::new(Instant::now());
         let (key, org) = (bucket(10), bucket(1));
         let both = [
             Charge {
@@ -237,7 +236,7 @@ mod tests {
 
     #[test]
     fn first_candidate_with_room_is_chosen() {
-        let engine = MemoryEngine::new();
+        let engine = MemoryEngine::new(Instant::now());
         let (full, roomy) = (bucket(1), bucket(5));
         let take_full = [Charge {
             bucket: &full,

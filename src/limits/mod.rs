@@ -9,6 +9,7 @@ mod layer;
 mod memory;
 mod redis_store;
 mod reply;
+mod state;
 
 use std::sync::Arc;
 
@@ -25,11 +26,13 @@ use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::request::ApiRequest;
 use crate::routing::Backend;
+use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 use crate::tokens::{Encoding, Encodings, Estimator};
 use crate::usage::{Finished, Outcome, UsageObserver};
 
 pub use layer::rate_limit;
+pub use state::LimitState;
 
 enum Engine {
     Memory(MemoryEngine),
@@ -44,6 +47,8 @@ pub struct Limiter {
     encodings: Encodings,
     metrics: Metrics,
     store_log: LogEvery,
+    /// Owns the Redis corrections of TPM charges.
+    tasks: Tasks,
 }
 
 /// What the layer does with a request.
@@ -89,15 +94,15 @@ impl Limiter {
     pub fn from_config(
         config: &Config,
         redis: Option<&SharedRedis>,
-        metrics: Metrics,
+        (state, metrics, tasks): (&LimitState, Metrics, Tasks),
     ) -> Result<Option<Self>, String> {
-        let table = BucketTable::from_config(config);
+        let table = BucketTable::from_config(config, state);
         if table.is_empty() {
             return Ok(None);
         }
         let engine = match redis {
             Some(redis) => Engine::Redis(RedisEngine::new(redis.clone())),
-            None => Engine::Memory(MemoryEngine::new()),
+            None => Engine::Memory(MemoryEngine::new(state.epoch)),
         };
         let encodings = Encodings::from_config(&config.models);
         let counts_tokens = table
@@ -124,12 +129,13 @@ impl Limiter {
             encodings,
             metrics,
             store_log: LogEvery::store_failures(),
+            tasks,
         }))
     }
 
     pub async fn check(self: &Arc<Self>, identity: &Identity, api: &ApiRequest) -> Check {
         let model = &*api.route.name;
-        let key = self.table.keys.get(&*identity.name);
+        let key = self.table.keys.get(&*identity.id);
         let org = identity
             .org
             .as_deref()
@@ -394,7 +400,8 @@ impl UsageObserver for Settlement {
             Engine::Memory(engine) => engine.adjust(&changes(&self.buckets, delta)),
             // A round trip: never on the request path.
             Engine::Redis(_) => {
-                tokio::spawn(async move { self.limiter.adjust_shared(&self.buckets, delta).await });
+                let tasks = self.limiter.tasks.clone();
+                tasks.spawn(async move { self.limiter.adjust_shared(&self.buckets, delta).await });
             }
         }
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 use serde_json::json;
 
 use super::period::{Period, rfc3339};
@@ -16,6 +16,7 @@ use crate::config::{AlertsConfig, Budget, Config, OnRedisError};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
+use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 
 /// Dollars with cents, or with enough digits to show sub-cent amounts.
@@ -41,13 +42,13 @@ impl Clock for SystemClock {
 }
 
 enum Store {
-    /// One counter pair per configured key and org, made at start-up, so a
-    /// request only locks its own subject's counter: no shared map writes,
-    /// no counter names formatted.
+    /// One counter pair per configured key and org, taken from `SpendState`
+    /// when the snapshot is built, so a request only locks its own subject's
+    /// counter: no shared map writes, no counter names formatted.
     Memory {
-        keys: HashMap<String, Spend>,
-        orgs: HashMap<String, Spend>,
-        fired: DashSet<String>,
+        keys: HashMap<String, Arc<Spend>>,
+        orgs: HashMap<String, Arc<Spend>>,
+        state: Arc<SpendState>,
     },
     Redis {
         redis: SharedRedis,
@@ -67,6 +68,34 @@ pub struct Budgets {
     metrics: Metrics,
     /// Store failures are counted each time, logged at most this often.
     store_log: LogEvery,
+    /// Owns alert webhooks and shared-store charges.
+    pub(super) tasks: Tasks,
+}
+
+/// In-memory spend that outlives a config snapshot, by key id and org name:
+/// a reload that keeps a budget keeps what was spent against it.
+#[derive(Default)]
+pub struct SpendState {
+    keys: DashMap<String, Arc<Spend>>,
+    orgs: DashMap<String, Arc<Spend>>,
+    /// Alerts already sent, by subject, threshold and period.
+    fired: DashSet<String>,
+}
+
+impl SpendState {
+    fn counters(
+        subjects: &DashMap<String, Arc<Spend>>,
+        names: impl Iterator<Item = String>,
+    ) -> HashMap<String, Arc<Spend>> {
+        let counters: HashMap<String, Arc<Spend>> = names
+            .map(|name| {
+                let spend = subjects.entry(name.clone()).or_default().clone();
+                (name, spend)
+            })
+            .collect();
+        subjects.retain(|name, _| counters.contains_key(name));
+        counters
+    }
 }
 
 /// What a subject spent in its current day and month: (period index, USD).
@@ -98,14 +127,14 @@ impl Budgets {
     pub fn from_config(
         config: &Config,
         redis: Option<&SharedRedis>,
-        clock: Arc<dyn Clock>,
-        metrics: Metrics,
+        (state, clock): (&Arc<SpendState>, Arc<dyn Clock>),
+        (metrics, tasks): (Metrics, Tasks),
     ) -> Option<Self> {
         let keys: HashMap<String, Budget> = config
             .keys
             .iter()
             .filter(|k| k.spend.budget_daily_usd.is_some() || k.spend.budget_monthly_usd.is_some())
-            .map(|k| (k.name.clone(), k.spend))
+            .map(|k| (k.id().to_owned(), k.spend))
             .collect();
         if keys.is_empty() && config.org_budgets.is_empty() {
             return None;
@@ -126,11 +155,9 @@ impl Budgets {
                 ),
             },
             None => Store::Memory {
-                keys: keys.keys().map(|k| (k.clone(), Spend::default())).collect(),
-                orgs: (config.org_budgets.keys())
-                    .map(|o| (o.clone(), Spend::default()))
-                    .collect(),
-                fired: DashSet::new(),
+                keys: SpendState::counters(&state.keys, keys.keys().cloned()),
+                orgs: SpendState::counters(&state.orgs, config.org_budgets.keys().cloned()),
+                state: state.clone(),
             },
         };
         Some(Self {
@@ -142,6 +169,7 @@ impl Budgets {
             clock,
             metrics,
             store_log: LogEvery::store_failures(),
+            tasks,
         })
     }
 
@@ -395,7 +423,7 @@ impl Budgets {
     async fn first_time(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
         let marker = format!("{}:alert:{threshold}", Self::counter(limit, now));
         match &self.store {
-            Store::Memory { fired, .. } => fired.insert(marker),
+            Store::Memory { state, .. } => state.fired.insert(marker),
             Store::Redis { redis, prefix, .. } => {
                 let name = format!("{prefix}{marker}");
                 let result: Result<Option<String>, _> = redis
@@ -441,7 +469,7 @@ impl Budgets {
         });
         let (client, timeout) = (self.webhook.clone(), self.alerts.webhook_timeout);
         let body = event.to_string();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             for attempt in 0..3u32 {
                 let sent = client
                     .post(&url)
@@ -497,7 +525,13 @@ mod tests {
         .unwrap();
         let metrics = Metrics::new().unwrap();
         (
-            Budgets::from_config(&config, None, clock, metrics.clone()).unwrap(),
+            Budgets::from_config(
+                &config,
+                None,
+                (&Arc::default(), clock),
+                (metrics.clone(), Tasks::new()),
+            )
+            .unwrap(),
             metrics,
         )
     }

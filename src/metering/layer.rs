@@ -58,7 +58,7 @@ where
         };
         let charge = Charge {
             budgets: self.budgets.clone(),
-            key: identity.name.clone(),
+            key: identity.id.clone(),
             org: identity.org.clone(),
         };
         match self.budgets.check_local(&charge.key, charge.org.as_deref()) {
@@ -119,7 +119,8 @@ impl UsageObserver for Charge {
         };
         let cost = finished.cost_usd;
         if self.budgets.is_shared() {
-            tokio::spawn(async move {
+            let tasks = self.budgets.tasks.clone();
+            tasks.spawn(async move {
                 self.budgets
                     .charge(&self.key, self.org.as_deref(), cost)
                     .await;

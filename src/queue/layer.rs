@@ -23,7 +23,7 @@ pub async fn admit(
     let slot = match take_slot(
         &scheduler,
         api.priority,
-        identity.name.clone(),
+        identity.id.clone(),
         &metrics,
         || "this gateway".into(),
     )

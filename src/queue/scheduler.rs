@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -114,11 +115,12 @@ impl Queues {
 }
 
 pub struct Scheduler {
-    capacity: usize,
+    /// Changes on reload (`reshape`); permits held keep counting.
+    capacity: AtomicUsize,
     in_use: AtomicUsize,
     waiting: AtomicUsize,
     queues: Mutex<Queues>,
-    config: Arc<QueueConfig>,
+    config: ArcSwap<QueueConfig>,
     next_id: AtomicU64,
     /// Mean slot hold time in microseconds (f64 bits), for retry hints.
     mean_hold_us: AtomicU64,
@@ -143,14 +145,28 @@ impl Drop for Permit {
 impl Scheduler {
     pub fn new(capacity: usize, config: Arc<QueueConfig>) -> Arc<Self> {
         Arc::new(Self {
-            capacity: capacity.max(1),
+            capacity: AtomicUsize::new(capacity.max(1)),
             in_use: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             queues: Mutex::new(Queues::default()),
-            config,
+            config: ArcSwap::new(config),
             next_id: AtomicU64::new(0),
             mean_hold_us: AtomicU64::new(0f64.to_bits()),
         })
+    }
+
+    /// A reload's new capacity and queue settings. Waiters keep their place;
+    /// room made by a larger capacity goes to them at once.
+    pub fn reshape(self: &Arc<Self>, capacity: usize, config: Arc<QueueConfig>) {
+        self.config.store(config);
+        self.capacity.store(capacity.max(1), Ordering::SeqCst);
+        while self.waiting.load(Ordering::SeqCst) > 0 && self.try_take() {
+            self.hand_over();
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
     }
 
     pub fn in_use(&self) -> usize {
@@ -171,7 +187,7 @@ impl Scheduler {
     }
 
     pub fn has_room(&self) -> bool {
-        self.in_use() < self.capacity
+        self.in_use() < self.capacity()
     }
 
     fn permit(self: &Arc<Self>) -> Permit {
@@ -182,9 +198,10 @@ impl Scheduler {
     }
 
     fn try_take(&self) -> bool {
+        let capacity = self.capacity();
         self.in_use
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (used < self.capacity).then_some(used + 1)
+                (used < capacity).then_some(used + 1)
             })
             .is_ok()
     }
@@ -213,7 +230,7 @@ impl Scheduler {
             if depth == 0 && self.try_take() {
                 return Ok(self.permit());
             }
-            if depth >= self.config.max_depth {
+            if depth >= self.config.load().max_depth {
                 return Err(Rejected::Full {
                     retry_after: self.estimate(depth),
                 });
@@ -238,7 +255,8 @@ impl Scheduler {
             id,
             armed: true,
         };
-        let waited = tokio::time::timeout(self.config.max_wait(class), granted).await;
+        let max_wait = self.config.load().max_wait(class);
+        let waited = tokio::time::timeout(max_wait, granted).await;
         match waited {
             Ok(Ok(permit)) => {
                 leave.armed = false;
@@ -273,7 +291,8 @@ impl Scheduler {
     /// Gives a slot already counted in `in_use` to the next waiter still
     /// there, or returns it. Called with the queue locked.
     fn grant_next(self: &Arc<Self>, queues: &mut Queues) {
-        while let Some(waiter) = queues.next(self.config.starvation_every) {
+        let starvation_every = self.config.load().starvation_every;
+        while let Some(waiter) = queues.next(starvation_every) {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             if let Err(mut unsent) = waiter.grant.send(self.permit()) {
                 // Its client left. Disarm, so the drop does not release
@@ -305,7 +324,7 @@ impl Scheduler {
     /// drains `capacity` at a time, one mean hold time each.
     fn estimate(&self, depth: usize) -> Duration {
         let hold = f64::from_bits(self.mean_hold_us.load(Ordering::Relaxed)) / 1e6;
-        let rounds = (depth + 1).div_ceil(self.capacity) as f64;
+        let rounds = (depth + 1).div_ceil(self.capacity()) as f64;
         Duration::from_secs_f64((hold * rounds).max(0.001))
     }
 }
@@ -334,6 +353,7 @@ impl Drop for LeaveOnDrop<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

@@ -12,6 +12,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
+use crate::tasks::Tasks;
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("Redis unavailable: {0}")]
 pub struct RedisError(pub String);
@@ -29,11 +31,12 @@ pub struct SharedRedis {
 }
 
 impl SharedRedis {
-    pub fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn connect(url: &str, timeout: Duration, tasks: &Tasks) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
         let connection = Arc::new(OnceCell::new());
         let cell = connection.clone();
-        tokio::spawn(async move {
+        let stop = tasks.clone();
+        let connecting = async move {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
                 .set_response_timeout(Some(timeout))
@@ -51,6 +54,12 @@ impl SharedRedis {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
+            }
+        };
+        tasks.spawn(async move {
+            tokio::select! {
+                () = connecting => {}
+                () = stop.stopping() => {}
             }
         });
         Ok(Self {

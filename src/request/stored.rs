@@ -129,7 +129,7 @@ async fn pin_of(
         return Ok(None);
     }
     let pin = reader.pins.find(id).await?;
-    Ok(pin.filter(|pin| pin.owner == identity.name))
+    Ok(pin.filter(|pin| pin.owner == identity.id))
 }
 
 /// The client's query without `api-version` (the gateway's Azure paths take

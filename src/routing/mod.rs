@@ -8,6 +8,7 @@ mod health;
 pub(crate) mod hints;
 mod pins;
 pub mod probe;
+mod states;
 mod strategy;
 
 use std::collections::HashMap;
@@ -24,11 +25,13 @@ pub use budget::RetryBudget;
 pub use health::{Health, Unusable};
 pub use hints::retry_after;
 pub use pins::{ResponsePin, ResponsePins, valid_id};
+pub use states::DeploymentStates;
 
 /// A deployment and what routing knows about its state.
 pub struct Backend {
     pub deployment: Arc<Deployment>,
-    pub health: Health,
+    /// Shared with the same deployment in other config snapshots.
+    pub health: Arc<Health>,
     /// `max_concurrency` slots and their queue, when the deployment has a limit.
     pub slots: Option<Arc<Scheduler>>,
 }
@@ -116,22 +119,19 @@ pub struct ModelRouter {
 }
 
 impl ModelRouter {
-    /// `deployments` pairs each built deployment with its config index.
-    pub fn new(config: &Config, deployments: Vec<Arc<Deployment>>) -> Self {
-        let queue = Arc::new(config.queue.clone());
+    /// `deployments` are the built `config.deployments`, in order; their
+    /// state comes from (and stays in) `states`.
+    pub fn new(
+        config: &Config,
+        deployments: Vec<Arc<Deployment>>,
+        states: &DeploymentStates,
+    ) -> Self {
         let backends: Vec<Arc<Backend>> = deployments
             .into_iter()
             .zip(&config.deployments)
-            .map(|(deployment, settings)| {
-                Arc::new(Backend {
-                    health: Health::new(deployment.name.clone(), config.circuit_breaker),
-                    slots: settings
-                        .max_concurrency
-                        .map(|limit| Scheduler::new(limit, queue.clone())),
-                    deployment,
-                })
-            })
+            .map(|(deployment, settings)| states.backend(deployment, settings, config))
             .collect();
+        states.retain(config);
         let mut by_model: HashMap<&str, Vec<&Arc<Backend>>> = HashMap::new();
         for (backend, deployment) in backends.iter().zip(&config.deployments) {
             for model in &deployment.models {
@@ -234,7 +234,7 @@ mod tests {
             .iter()
             .map(|d| Arc::new(Deployment::from_config(d).unwrap()))
             .collect();
-        ModelRouter::new(&config, deployments)
+        ModelRouter::new(&config, deployments, &DeploymentStates::default())
     }
 
     const THREE: &str = r#"

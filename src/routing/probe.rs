@@ -8,20 +8,27 @@ use tokio::time::Instant;
 
 use super::{BreakerState, ModelRouter};
 use crate::config::ProbeConfig;
+use crate::tasks::Tasks;
 use crate::upstream::UpstreamClient;
 
-pub fn spawn(router: Arc<ModelRouter>, client: UpstreamClient, config: ProbeConfig) {
+/// Probes `router`'s deployments until `tasks` stop (the snapshot that owns
+/// the router was replaced, or the gateway shuts down).
+pub fn spawn(router: Arc<ModelRouter>, client: UpstreamClient, config: ProbeConfig, tasks: &Tasks) {
     if !config.enabled {
         return;
     }
-    // Holds the router weakly: the probe ends with the gateway that owns it
-    // (or with a build that failed after this point).
+    // Holds the router weakly: the probe also ends with a build that failed
+    // after this point.
     let router = Arc::downgrade(&router);
-    tokio::spawn(async move {
+    let stop = tasks.clone();
+    tasks.spawn(async move {
         let mut ticks = tokio::time::interval(config.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.stopping() => return,
+            }
             let Some(router) = router.upgrade() else {
                 return;
             };

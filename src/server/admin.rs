@@ -32,6 +32,12 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
+    check_token(&token, request, next).await
+}
+
+/// Runs `next` when the request carries the admin token; else 401 (or 429
+/// past the failed-attempt throttle).
+pub async fn check_token(token: &AdminToken, request: Request, next: Next) -> Response {
     if let Err(refused) = token.guard.admit(&request) {
         return refuse_after_drain(request, *refused).await;
     }

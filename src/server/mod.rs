@@ -9,6 +9,7 @@ mod encoding;
 mod fallback;
 mod fd_limit;
 mod health;
+mod live;
 mod record;
 mod request_id;
 mod stack;
@@ -17,31 +18,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shutdown::Cut;
+use std::path::PathBuf;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthGuard, FailedAuth, KeyStore};
-use crate::cache::ResponseCache;
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::ledger::{Estimates, Ledger, RecordUsage};
-use crate::limits::Limiter;
-use crate::metering::{Budgets, Pricing, SystemClock};
-use crate::metrics::Metrics;
-use crate::policy::Policies;
-use crate::queue::Scheduler;
-use crate::redis::SharedRedis;
-use crate::request::RequestReader;
-use crate::routing::{ModelRouter, ResponsePins};
-use crate::tokens::Encodings;
-use crate::upstream::{Deployment, UpstreamClient};
+use crate::tasks::Tasks;
 use conn::{Connections, Phase, Timeouts};
 pub use fd_limit::raise_fd_limit;
+use live::{Listener, Live};
 
 /// Time for final error events to reach clients once the grace period is over.
 const CUT_FLUSH: Duration = Duration::from_secs(1);
+
+/// Time for background work (charges, cache writes, webhooks) left after
+/// the last request to finish.
+const TASKS_DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,137 +68,70 @@ impl From<TcpListener> for Listeners {
 
 /// A built gateway, ready to serve on its listeners.
 pub struct Gateway {
-    apps: stack::Apps,
+    live: Arc<Live>,
+    apps: Apps,
     timeouts: Timeouts,
     max_connections: usize,
-    metrics: Metrics,
     shutdown_grace: Duration,
-    /// Fired when the grace period is over, to end streams still running.
-    cut: Cut,
-    /// Flushed after the last request, so no usage record is lost.
-    ledger: Option<Arc<Ledger>>,
+}
+
+/// The app of each listener: the process-long outer layers around the
+/// snapshot in force.
+struct Apps {
+    api: axum::Router,
+    admin: Option<axum::Router>,
+    metrics: Option<axum::Router>,
 }
 
 impl Gateway {
+    /// A gateway on `config`, with no file to reload from.
     pub fn build(config: &Config) -> Result<Self, StartError> {
-        let mut deployments = Vec::with_capacity(config.deployments.len());
-        for (index, deployment) in config.deployments.iter().enumerate() {
-            let built = Deployment::from_config(deployment)
-                .map_err(|e| StartError::Build(format!("deployments[{index}]: {e}")))?;
-            deployments.push(Arc::new(built));
-        }
-        let client = UpstreamClient::new().map_err(StartError::Build)?;
-        let cut = Cut::default();
-        let router = Arc::new(ModelRouter::new(config, deployments));
-        let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
-        let pricing = Arc::new(Pricing::new(&config.pricing));
-        let redis = config
-            .redis
-            .as_ref()
-            .map(|redis| SharedRedis::connect(&redis.url, redis.timeout))
-            .transpose()
-            .map_err(StartError::Build)?;
-        let limiter = Limiter::from_config(config, redis.as_ref(), metrics.clone())
-            .map_err(StartError::Build)?
-            .map(Arc::new);
-        let cache = ResponseCache::from_config(
-            config,
-            redis.as_ref(),
-            &router,
-            client.clone(),
-            metrics.clone(),
-            pricing.clone(),
-        )
-        .map_err(StartError::Build)?
-        .map(Arc::new);
-        let admission = (config.server.max_concurrency > 0).then(|| {
-            Scheduler::new(
-                config.server.max_concurrency,
-                Arc::new(config.queue.clone()),
-            )
-        });
-        let pins = Arc::new(ResponsePins::new(
-            &config.responses,
-            redis
-                .as_ref()
-                .zip(config.redis.as_ref().map(|r| r.key_prefix.as_str())),
-        ));
-        let reader = RequestReader::new(
-            router.clone(),
-            Policies::from_config(config, metrics.clone()),
-            admission.clone(),
-            metrics.clone(),
-            (
-                config.server.max_body_bytes,
-                config.server.body_read_timeout,
-                config.metrics.per_key,
-            ),
-            pins.clone(),
-        );
-        let budgets = Budgets::from_config(
-            config,
-            redis.as_ref(),
-            Arc::new(SystemClock),
-            metrics.clone(),
-        )
-        .map(Arc::new);
-        let ledger = Ledger::start(&config.usage, metrics.clone())
-            .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
-        let guard = AuthGuard {
-            throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
-            metrics: metrics.clone(),
-        };
-        // Last, after every step that can fail.
-        crate::routing::probe::spawn(router.clone(), client.clone(), config.health_probe.clone());
-        let services = stack::Services {
-            ledger: ledger.clone().map(|ledger| RecordUsage {
-                ledger,
-                estimates: Arc::new(Estimates {
-                    pricing: pricing.clone(),
-                    encodings: Encodings::from_config(&config.models),
-                }),
-            }),
-            budgets,
-            admission,
-            cache,
-            admin: config
-                .admin
-                .token
-                .as_deref()
-                .map(|token| admin::AdminToken {
-                    digest: crate::config::sha256(token),
-                    guard: guard.clone(),
-                }),
-            dispatcher: Arc::new(Dispatcher::new(
-                router.clone(),
-                client,
-                config,
-                cut.clone(),
-                (metrics.clone(), pricing.clone()),
-                pins,
-            )),
-            keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
-            cors: cors::layer(&config.server.cors_origins),
-            guard,
-            reader: Arc::new(reader),
-            limiter,
-            metrics: metrics.clone(),
-        };
+        Self::start(config.clone(), None)
+    }
+
+    /// A gateway on the config read from `path`; SIGHUP, `POST /admin/reload`
+    /// and (with `[server] watch_config`) edits of the file reload it.
+    pub fn from_file(config: Config, path: PathBuf) -> Result<Self, StartError> {
+        Self::start(config, Some(path))
+    }
+
+    fn start(config: Config, path: Option<PathBuf>) -> Result<Self, StartError> {
         let apart = stack::Apart {
             admin: config.admin.listen.is_some(),
             metrics: config.metrics.listen.is_some(),
         };
+        let timeouts = Timeouts {
+            header_read: config.server.header_read_timeout,
+            idle: config.server.idle_timeout,
+        };
+        let max_connections = fd_limit::max_connections(config.server.max_connections);
+        let shutdown_grace = config.server.shutdown_grace;
+        let cors = cors::layer(&config.server.cors_origins);
+        let live = Live::start(config, path, Tasks::new(), apart)?;
+        let metrics = live.registries.metrics.clone();
+        let outer = |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics);
+        let in_force = |listener| axum::Router::new().fallback_service(live.app(listener));
+        let core_admin = live::admin_routes(&live);
+        let (api_admin, apart_admin) = if apart.admin {
+            (axum::Router::new(), core_admin)
+        } else {
+            (core_admin, axum::Router::new())
+        };
+        let apps = Apps {
+            api: outer(api_admin.merge(in_force(Listener::Api)), cors),
+            admin: apart
+                .admin
+                .then(|| outer(apart_admin.merge(in_force(Listener::Admin)), None)),
+            metrics: apart
+                .metrics
+                .then(|| outer(in_force(Listener::Metrics), None)),
+        };
         Ok(Self {
-            apps: stack::app(services, apart),
-            timeouts: Timeouts {
-                header_read: config.server.header_read_timeout,
-                idle: config.server.idle_timeout,
-            },
-            max_connections: fd_limit::max_connections(config.server.max_connections),
-            metrics,
-            shutdown_grace: config.server.shutdown_grace,
-            cut,
-            ledger,
+            live,
+            apps,
+            timeouts,
+            max_connections,
+            shutdown_grace,
         })
     }
 
@@ -225,9 +152,14 @@ impl Gateway {
         listeners: impl Into<Listeners>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        self.live.watch();
         let result = self.serve_connections(listeners.into(), shutdown).await;
-        if let Some(ledger) = &self.ledger {
+        let registries = &self.live.registries;
+        if let Some(ledger) = &registries.ledger {
             ledger.flush(Duration::from_secs(10)).await;
+        }
+        if !registries.tasks.drain(TASKS_DRAIN).await {
+            tracing::warn!("background tasks still running at exit");
         }
         result
     }
@@ -264,7 +196,7 @@ impl Gateway {
         let connections = Connections::new(
             self.timeouts,
             self.max_connections,
-            self.metrics.connections.clone(),
+            self.live.registries.metrics.connections.clone(),
             phase_rx,
             tracker.clone(),
         );
@@ -300,7 +232,7 @@ impl Gateway {
         // Open streams end with a "shutting down" SSE error event at their
         // next chunk or timer tick; the flush window lets those reach clients.
         tracing::warn!("shutdown grace period over; ending in-flight streams");
-        self.cut.fire();
+        self.live.registries.cut.fire();
         if tokio::time::timeout(CUT_FLUSH, tracker.wait())
             .await
             .is_err()

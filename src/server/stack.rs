@@ -34,7 +34,7 @@ use super::admin::{self, AdminToken};
 use super::{
     access_log, cors::CorsLayer, encoding, fallback, health, record, request_id::RequestIds,
 };
-use crate::auth::{AuthGuard, Authenticate, KeyStore};
+use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
 use crate::cache::{self, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::ledger::RecordUsage;
@@ -47,7 +47,7 @@ use crate::sync_layer::SyncLayer;
 use crate::upstream::Endpoint;
 use tower_http::decompression::RequestDecompressionLayer;
 
-/// Everything the layers and the dispatcher share, built once at start-up.
+/// Everything one config snapshot's layers and dispatcher share.
 pub struct Services {
     pub dispatcher: Arc<Dispatcher>,
     pub keys: Arc<KeyStore>,
@@ -63,27 +63,34 @@ pub struct Services {
     /// Spend budgets, when any is set.
     pub budgets: Option<Arc<Budgets>>,
     pub metrics: Metrics,
-    /// `[server] cors_origins`, when any is set.
-    pub cors: Option<CorsLayer>,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
 }
 
-pub fn app(services: Services, apart: Apart) -> Apps {
-    let api = api_routes()
+/// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
+/// is layer 5: authentication for HTTP calls, or the internal adapter's
+/// check that the caller's identity is already attached.
+fn api(services: &Services, entry: Entry) -> Router {
+    api_routes()
         .route_layer(
             ServiceBuilder::new()
-                .layer(SyncLayer(Authenticate {
-                    keys: services.keys,
-                    guard: services.guard,
-                })) // 5
-                .layer(from_fn_with_state(services.reader, request::read_request)) // 6
+                .layer(SyncLayer(entry)) // 5
+                .layer(from_fn_with_state(
+                    services.reader.clone(),
+                    request::read_request,
+                )) // 6
                 .option_layer(services.ledger.clone().map(SyncLayer)) // 6b
-                .option_layer(services.cache.map(|c| from_fn_with_state(c, cache::cache))) // 7
+                .option_layer(
+                    services
+                        .cache
+                        .clone()
+                        .map(|c| from_fn_with_state(c, cache::cache)),
+                ) // 7
                 .option_layer(services.budgets.clone().map(EnforceBudgets)) // 7b
                 .option_layer(
                     services
                         .limiter
+                        .clone()
                         .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 8
                 )
                 .option_layer(
@@ -93,7 +100,18 @@ pub fn app(services: Services, apart: Apart) -> Apps {
                         .map(|s| from_fn_with_state((s, services.metrics.clone()), queue::admit)),
                 ), // 9
         )
-        .with_state(services.dispatcher.clone());
+        .with_state(services.dispatcher.clone())
+}
+
+/// One config snapshot's routes: everything behind layer 4d. The outer
+/// layers and the connection handling stay for the process's life.
+pub fn inner(services: Services, apart: Apart) -> Apps {
+    let authenticate = Entry::Http(Authenticate {
+        keys: services.keys.clone(),
+        guard: services.guard.clone(),
+    });
+    let api_router = api(&services, authenticate);
+    let internal = with_fallbacks(api(&services, Entry::Internal));
 
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),
@@ -125,8 +143,8 @@ pub fn app(services: Services, apart: Apart) -> Apps {
         (Some(scrape), None)
     };
 
-    let api = Router::new()
-        .merge(api)
+    let api_router = Router::new()
+        .merge(api_router)
         .merge(admin.unwrap_or_default())
         .merge(scrape.unwrap_or_default())
         .route("/healthz", get(health::healthz))
@@ -134,47 +152,55 @@ pub fn app(services: Services, apart: Apart) -> Apps {
             "/readyz",
             get(health::readyz).with_state(services.dispatcher),
         );
-    let outer = |router, cors| outer_layers(router, cors, &services.metrics);
     Apps {
-        api: outer(api, services.cors),
-        admin: admin_apart.map(|router| outer(router, None)),
-        metrics: scrape_apart.map(|router| outer(router, None)),
+        api: with_fallbacks(api_router),
+        admin: with_fallbacks(admin_apart.unwrap_or_default()),
+        metrics: with_fallbacks(scrape_apart.unwrap_or_default()),
+        internal,
     }
 }
 
 /// Which routes get a listener of their own (`[admin] listen`, `[metrics] listen`).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Apart {
     pub admin: bool,
     pub metrics: bool,
 }
 
-/// One app per listener.
+/// One snapshot's app per listener, and the internal adapter's.
+#[derive(Clone)]
 pub struct Apps {
     pub api: Router,
-    pub admin: Option<Router>,
-    pub metrics: Option<Router>,
+    pub admin: Router,
+    pub metrics: Router,
+    /// Layers 6 to 9 and the dispatcher for calls Sluice makes on a key's
+    /// behalf (semantic-cache embeddings): no HTTP authentication.
+    pub internal: Router,
 }
 
-/// Layers 1 to 4d and the OpenAI-shaped fallbacks, on every listener's app
-/// (CORS on the API's only: browsers call nothing else).
-fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> Router {
+/// The OpenAI-shaped answers to unknown paths and methods.
+fn with_fallbacks(router: Router) -> Router {
     router
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
-                .layer(SyncLayer(RequestIds)) // 2
-                .option_layer(cors) // 3
-                .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
-                .layer(encoding::compression()) // 3b
-                .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
-                .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
-                .layer(SyncLayer(encoding::CheckEncoding)) // 4c
-                .map_response(IntoResponse::into_response)
-                .layer(RequestDecompressionLayer::new()), // 4d
-        )
+}
+
+/// Layers 1 to 4d, on every listener's app for the process's life (CORS on
+/// the API's only: browsers call nothing else).
+pub fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
+            .layer(SyncLayer(RequestIds)) // 2
+            .option_layer(cors) // 3
+            .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+            .layer(encoding::compression()) // 3b
+            .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
+            .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
+            .layer(SyncLayer(encoding::CheckEncoding)) // 4c
+            .map_response(IntoResponse::into_response)
+            .layer(RequestDecompressionLayer::new()), // 4d
+    )
 }
 
 /// The proxied API under OpenAI's paths and Azure OpenAI's: `/v1/...`,

@@ -1,0 +1,82 @@
+//! Deployment state that outlives a config snapshot: health (throttling,
+//! headroom, breaker, latency) and `max_concurrency` slots, by deployment
+//! name. A reload that leaves a deployment's endpoint alone keeps its state
+//! even when its weight, priority, models or limits change; one that points
+//! the name elsewhere (provider, URL, API version) or changes the breaker
+//! settings starts it fresh.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{Backend, Health};
+use crate::config::{Config, DeploymentConfig};
+use crate::queue::Scheduler;
+use crate::upstream::Deployment;
+
+struct Entry {
+    /// What the state is about: the endpoint and the breaker settings.
+    fingerprint: String,
+    health: Arc<Health>,
+    slots: Option<Arc<Scheduler>>,
+}
+
+#[derive(Default)]
+pub struct DeploymentStates {
+    entries: DashMap<Arc<str>, Entry>,
+}
+
+impl DeploymentStates {
+    /// `deployment` as routing sees it, with its state carried over when the
+    /// same deployment was configured before.
+    pub fn backend(
+        &self,
+        deployment: Arc<Deployment>,
+        settings: &DeploymentConfig,
+        config: &Config,
+    ) -> Arc<Backend> {
+        let fingerprint = format!(
+            "{:?}\n{}\n{:?}\n{:?}",
+            settings.provider, settings.base_url, settings.api_version, config.circuit_breaker
+        );
+        let queue = Arc::new(config.queue.clone());
+        let mut entry = self
+            .entries
+            .entry(deployment.name.clone())
+            .or_insert_with(|| Entry {
+                fingerprint: fingerprint.clone(),
+                health: Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker)),
+                slots: None,
+            });
+        if entry.fingerprint != fingerprint {
+            *entry = Entry {
+                fingerprint,
+                health: Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker)),
+                slots: None,
+            };
+        }
+        entry.slots = match (settings.max_concurrency, entry.slots.take()) {
+            (Some(limit), Some(slots)) => {
+                slots.reshape(limit, queue);
+                Some(slots)
+            }
+            (Some(limit), None) => Some(Scheduler::new(limit, queue)),
+            (None, _) => None,
+        };
+        Arc::new(Backend {
+            health: entry.health.clone(),
+            slots: entry.slots.clone(),
+            deployment,
+        })
+    }
+
+    /// Forgets deployments no longer configured.
+    pub fn retain(&self, config: &Config) {
+        self.entries.retain(|name, _| {
+            config
+                .deployments
+                .iter()
+                .any(|deployment| *deployment.name == **name)
+        });
+    }
+}

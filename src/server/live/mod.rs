@@ -1,0 +1,162 @@
+//! The live core: the config snapshot in force behind an `ArcSwap`, the
+//! registries every snapshot shares, and the ways a new snapshot comes in
+//! (SIGHUP, `POST /admin/reload`, the config file changing, runtime keys
+//! changing).
+//!
+//! A call loads the snapshot once, at the edge of layer 5, and runs on the
+//! stages built from it until its last byte: a swap never changes a call
+//! in flight, and nothing waits for a swap. The internal adapter (`Pipeline`)
+//! does the same for calls Sluice makes on a key's behalf.
+
+mod admin;
+mod registries;
+mod reload;
+mod snapshot;
+mod watch;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use tower::Service;
+use tower::util::{Oneshot, ServiceExt};
+
+use super::StartError;
+use super::stack::Apart;
+use crate::config::{Config, KeyConfig};
+use crate::error::GatewayError;
+use crate::internal::InternalCalls;
+use crate::tasks::Tasks;
+
+pub use admin::routes as admin_routes;
+pub use registries::Registries;
+pub use reload::ReloadError;
+use snapshot::Snapshot;
+
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+    pub registries: Registries,
+    apart: Apart,
+    /// The file reloads read; `None` for a config given in memory (tests).
+    path: Option<PathBuf>,
+    /// The runtime keys merged into every snapshot.
+    runtime_keys: ArcSwap<Vec<KeyConfig>>,
+    /// Reloads run one at a time, so two cannot interleave their swaps.
+    reloading: tokio::sync::Mutex<()>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Live {
+    pub fn start(
+        config: Config,
+        path: Option<PathBuf>,
+        tasks: Tasks,
+        apart: Apart,
+    ) -> Result<Arc<Self>, StartError> {
+        let registries = Registries::start(&config, tasks)?;
+        let pipeline = Arc::new(Pipeline::default());
+        let file = Arc::new(config);
+        let snapshot = Snapshot::build(file.clone(), file, &registries, pipeline.clone(), apart)
+            .map_err(StartError::Build)?;
+        let live = Arc::new(Self {
+            current: ArcSwap::from_pointee(snapshot),
+            registries,
+            apart,
+            path,
+            runtime_keys: ArcSwap::default(),
+            reloading: tokio::sync::Mutex::new(()),
+            pipeline: pipeline.clone(),
+        });
+        let _ = pipeline.live.set(Arc::downgrade(&live));
+        live.publish(None);
+        Ok(live)
+    }
+
+    /// The snapshot in force now.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The app serving one listener, on the snapshot in force at each call.
+    pub fn app(self: &Arc<Self>, listener: Listener) -> InForce {
+        InForce {
+            live: self.clone(),
+            listener,
+        }
+    }
+
+    /// Starts the reload triggers: SIGHUP and, with `[server] watch_config`,
+    /// the config file changing.
+    pub fn watch(self: &Arc<Self>) {
+        watch::start(self);
+    }
+}
+
+/// Which listener an app serves.
+#[derive(Clone, Copy)]
+pub enum Listener {
+    Api,
+    Admin,
+    Metrics,
+}
+
+/// One listener's app: each call runs on the snapshot in force when it
+/// arrives. The router clone it takes holds that snapshot's stages, so the
+/// call and its streamed body finish on them whatever is swapped meanwhile.
+#[derive(Clone)]
+pub struct InForce {
+    live: Arc<Live>,
+    listener: Listener,
+}
+
+impl Service<Request> for InForce {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Oneshot<Router, Request>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let snapshot = self.live.current.load();
+        let apps = &snapshot.apps;
+        let router = match self.listener {
+            Listener::Api => &apps.api,
+            Listener::Admin => &apps.admin,
+            Listener::Metrics => &apps.metrics,
+        };
+        router.clone().oneshot(request)
+    }
+}
+
+/// The internal adapter: runs a call Sluice makes for a key through layers
+/// 6 to 9 and the dispatcher of the snapshot in force. Holds the core
+/// weakly: the snapshots that hold it are the core's.
+#[derive(Default)]
+pub struct Pipeline {
+    live: OnceLock<Weak<Live>>,
+}
+
+impl InternalCalls for Pipeline {
+    fn call(&self, request: Request) -> BoxFuture<'static, Response> {
+        let Some(live) = self.live.get().and_then(Weak::upgrade) else {
+            return Box::pin(std::future::ready(
+                GatewayError::ShuttingDown.into_response(),
+            ));
+        };
+        let router = live.snapshot().apps.internal.clone();
+        Box::pin(async move {
+            match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        })
+    }
+}

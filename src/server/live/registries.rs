@@ -1,0 +1,138 @@
+//! What lives for the whole process, whatever config is in force: the task
+//! set, metrics, the upstream client, store connections, and the registries
+//! of live state keyed by stable names (limiter levels, deployment health and
+//! slots, spend, cache entries and flights). Config snapshots are built on
+//! top of these and replaced; these stay.
+//!
+//! The sections they are made from (`[redis]`, `[usage]`, `[responses]`,
+//! `[auth] failed_auth_per_minute`) and the listeners and connection settings
+//! take effect at a restart only: a reload that changes them says so.
+
+use std::sync::Arc;
+
+use super::super::StartError;
+use crate::auth::{AuthGuard, FailedAuth};
+use crate::cache::CacheState;
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::limits::LimitState;
+use crate::metering::SpendState;
+use crate::metrics::Metrics;
+use crate::queue::Scheduler;
+use crate::redis::SharedRedis;
+use crate::routing::{DeploymentStates, ResponsePins};
+use crate::shutdown::Cut;
+use crate::tasks::Tasks;
+use crate::upstream::UpstreamClient;
+
+pub struct Registries {
+    pub tasks: Tasks,
+    pub metrics: Metrics,
+    pub client: UpstreamClient,
+    pub redis: Option<SharedRedis>,
+    pub ledger: Option<Arc<Ledger>>,
+    pub pins: Arc<ResponsePins>,
+    pub guard: AuthGuard,
+    pub limits: LimitState,
+    pub deployments: DeploymentStates,
+    pub spend: Arc<SpendState>,
+    pub cache: CacheState,
+    /// `[server] max_concurrency` slots; reshaped by each snapshot, used
+    /// only while it is above 0.
+    pub admission: Arc<Scheduler>,
+    /// Fired when the shutdown grace period is over, to end open streams.
+    pub cut: Cut,
+}
+
+impl Registries {
+    pub fn start(config: &Config, tasks: Tasks) -> Result<Self, StartError> {
+        let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
+        let client = UpstreamClient::new().map_err(StartError::Build)?;
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|redis| SharedRedis::connect(&redis.url, redis.timeout, &tasks))
+            .transpose()
+            .map_err(StartError::Build)?;
+        let ledger = Ledger::start(&config.usage, metrics.clone(), &tasks)
+            .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
+        let pins = Arc::new(ResponsePins::new(
+            &config.responses,
+            redis
+                .as_ref()
+                .zip(config.redis.as_ref().map(|r| r.key_prefix.as_str())),
+        ));
+        let guard = AuthGuard {
+            throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
+            metrics: metrics.clone(),
+        };
+        Ok(Self {
+            admission: Scheduler::new(
+                config.server.max_concurrency,
+                Arc::new(config.queue.clone()),
+            ),
+            tasks,
+            metrics,
+            client,
+            redis,
+            ledger,
+            pins,
+            guard,
+            limits: LimitState::new(),
+            deployments: DeploymentStates::default(),
+            spend: Arc::default(),
+            cache: CacheState::default(),
+            cut: Cut::default(),
+        })
+    }
+}
+
+/// The settings a reload cannot change, named as in the config file, when
+/// `next` differs from `running` in them.
+pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
+    let view = |config: &Config, section: &str| config.view.redacted.get(section).cloned();
+    let mut changed = Vec::new();
+    for section in ["redis", "usage", "responses", "log"] {
+        if view(running, section) != view(next, section) {
+            changed.push(section);
+        }
+    }
+    let server = (&running.server, &next.server);
+    for (name, differs) in [
+        ("server.listen", server.0.listen != server.1.listen),
+        (
+            "server.header_read_timeout",
+            server.0.header_read_timeout != server.1.header_read_timeout,
+        ),
+        (
+            "server.idle_timeout",
+            server.0.idle_timeout != server.1.idle_timeout,
+        ),
+        (
+            "server.max_connections",
+            server.0.max_connections != server.1.max_connections,
+        ),
+        (
+            "server.cors_origins",
+            server.0.cors_origins != server.1.cors_origins,
+        ),
+        (
+            "server.shutdown_grace",
+            server.0.shutdown_grace != server.1.shutdown_grace,
+        ),
+        ("admin.listen", running.admin.listen != next.admin.listen),
+        (
+            "metrics.listen",
+            running.metrics.listen != next.metrics.listen,
+        ),
+        (
+            "auth.failed_auth_per_minute",
+            running.auth.failed_auth_per_minute != next.auth.failed_auth_per_minute,
+        ),
+    ] {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}

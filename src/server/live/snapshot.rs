@@ -1,0 +1,166 @@
+//! One config snapshot: everything derived from a config (the router, keys,
+//! policies, limit shapes, retry and breaker settings, the stages built from
+//! them) as one immutable value. A call loads the snapshot in force once and
+//! keeps it for its whole life, streams included; a reload builds the next
+//! one beside it and swaps. Live state is not here but in the registries,
+//! which every snapshot shares.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::registries::Registries;
+use crate::auth::KeyStore;
+use crate::cache::{CacheParts, ResponseCache};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::internal::InternalCalls;
+use crate::ledger::{Estimates, RecordUsage};
+use crate::limits::Limiter;
+use crate::metering::{Budgets, Pricing, SystemClock};
+use crate::policy::Policies;
+use crate::request::RequestReader;
+use crate::routing::ModelRouter;
+use crate::tasks::Tasks;
+use crate::tokens::Encodings;
+use crate::upstream::Deployment;
+
+use super::super::admin::AdminToken;
+use super::super::stack::{self, Apart, Apps};
+
+pub struct Snapshot {
+    /// The config in force: the file's, with the runtime keys merged in.
+    pub config: Arc<Config>,
+    /// The file's config alone, for the next merge of runtime keys.
+    pub file: Arc<Config>,
+    pub loaded_at: SystemTime,
+    pub apps: Apps,
+    /// `[admin] token`; the admin routes exist only while one is set.
+    pub admin: Option<AdminToken>,
+    /// The loops of this snapshot (health probes), stopped when it is replaced.
+    pub loops: Tasks,
+}
+
+impl Snapshot {
+    /// Everything that can fail is done before a registry is touched, so a
+    /// config that fails here leaves the running one and its state intact.
+    pub fn build(
+        file: Arc<Config>,
+        config: Arc<Config>,
+        registries: &Registries,
+        internal: Arc<dyn InternalCalls>,
+        apart: Apart,
+    ) -> Result<Self, String> {
+        let deployments = build_deployments(&config)?;
+        let tasks = registries.tasks.clone();
+        let metrics = registries.metrics.clone();
+        let pricing = Arc::new(Pricing::new(&config.pricing));
+        let redis = registries.redis.as_ref();
+        let cache = ResponseCache::from_config(
+            &config,
+            CacheParts {
+                state: &registries.cache,
+                redis,
+                internal,
+                metrics: metrics.clone(),
+                pricing: pricing.clone(),
+                tasks: tasks.clone(),
+            },
+        )?
+        .map(Arc::new);
+        let limiter = Limiter::from_config(
+            &config,
+            redis,
+            (&registries.limits, metrics.clone(), tasks.clone()),
+        )?
+        .map(Arc::new);
+        let router = Arc::new(ModelRouter::new(
+            &config,
+            deployments,
+            &registries.deployments,
+        ));
+        let admission = (config.server.max_concurrency > 0).then(|| {
+            registries.admission.reshape(
+                config.server.max_concurrency,
+                Arc::new(config.queue.clone()),
+            );
+            registries.admission.clone()
+        });
+        let reader = RequestReader::new(
+            router.clone(),
+            Policies::from_config(&config, metrics.clone()),
+            admission.clone(),
+            metrics.clone(),
+            (
+                config.server.max_body_bytes,
+                config.server.body_read_timeout,
+                config.metrics.per_key,
+            ),
+            registries.pins.clone(),
+        );
+        let budgets = Budgets::from_config(
+            &config,
+            redis,
+            (&registries.spend, Arc::new(SystemClock)),
+            (metrics.clone(), tasks.clone()),
+        )
+        .map(Arc::new);
+        let admin = config.admin.token.as_deref().map(|token| AdminToken {
+            digest: crate::config::sha256(token),
+            guard: registries.guard.clone(),
+        });
+        let loops = tasks.child();
+        crate::routing::probe::spawn(
+            router.clone(),
+            registries.client.clone(),
+            config.health_probe.clone(),
+            &loops,
+        );
+        let services = stack::Services {
+            ledger: registries.ledger.clone().map(|ledger| RecordUsage {
+                ledger,
+                estimates: Arc::new(Estimates {
+                    pricing: pricing.clone(),
+                    encodings: Encodings::from_config(&config.models),
+                }),
+            }),
+            budgets,
+            admission,
+            cache,
+            admin: admin.clone(),
+            dispatcher: Arc::new(Dispatcher::new(
+                router,
+                registries.client.clone(),
+                &config,
+                registries.cut.clone(),
+                (metrics.clone(), pricing),
+                registries.pins.clone(),
+            )),
+            keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            guard: registries.guard.clone(),
+            reader: Arc::new(reader),
+            limiter,
+            metrics,
+        };
+        Ok(Self {
+            apps: stack::inner(services, apart),
+            config,
+            file,
+            loaded_at: SystemTime::now(),
+            admin,
+            loops,
+        })
+    }
+}
+
+fn build_deployments(config: &Config) -> Result<Vec<Arc<Deployment>>, String> {
+    config
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(index, deployment)| {
+            Deployment::from_config(deployment)
+                .map(Arc::new)
+                .map_err(|e| format!("deployments[{index}]: {e}"))
+        })
+        .collect()
+}
