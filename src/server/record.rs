@@ -5,6 +5,8 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+
+use crate::sync_layer::Middleware;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -38,17 +40,38 @@ fn route_label(path: &str) -> &'static str {
         })
 }
 
+/// Hands the matched route's template to `record`, which runs outside the
+/// snapshot's router (routes are matched inside it) and reads it from the
+/// response.
+#[derive(Clone)]
+pub struct KeepRoute;
+
+impl Middleware for KeepRoute {
+    type Carry = Option<MatchedPath>;
+
+    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>> {
+        Ok(request.extensions().get::<MatchedPath>().cloned())
+    }
+
+    fn after(matched: Self::Carry, response: &mut Response) {
+        if let Some(matched) = matched {
+            response.extensions_mut().insert(matched);
+        }
+    }
+}
+
 pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    // A matched route's template (`/openai/deployments/{deployment}/...`,
-    // `/v1/responses/{id}`) is as bounded as the list.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched
-        .as_ref()
-        .map_or_else(|| route_label(request.uri().path()), MatchedPath::as_str);
+    let path_label = route_label(request.uri().path());
     let started = Instant::now();
     let in_flight = InFlight::enter(&metrics.in_flight);
     let response = next.run(request).await;
     drop(in_flight);
+    // A matched route's template (`/openai/deployments/{deployment}/...`,
+    // `/v1/responses/{id}`) is as bounded as the list.
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(path_label, MatchedPath::as_str);
     let elapsed = started.elapsed();
     let served = response.extensions().get::<ServedBy>();
     let status = match response.status().as_u16() {

@@ -179,7 +179,13 @@ pub struct Apps {
 }
 
 /// The OpenAI-shaped answers to unknown paths and methods.
+/// The matched route's template is kept for the metrics layer, too.
 fn with_fallbacks(router: Router) -> Router {
+    let router = if router.has_routes() {
+        router.route_layer(SyncLayer(record::KeepRoute))
+    } else {
+        router
+    };
     router
         .fallback(fallback::unknown_route)
         .method_not_allowed_fallback(fallback::method_not_allowed)
