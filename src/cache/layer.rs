@@ -46,7 +46,7 @@ pub async fn cache(
         };
         decide(
             api.endpoint,
-            &api.body,
+            api.view.json(),
             &cache.scope(identity, &api.route.name),
             &eligibility,
             request.headers(),
@@ -99,7 +99,7 @@ pub async fn cache(
     let probe = match &cache.semantic {
         Some(semantic) if lookup => {
             let scope = cache.scope(identity, &api.route.name);
-            match semantic_parts(want.endpoint, &api.body, &scope) {
+            match semantic_parts(want.endpoint, api.view.json(), &scope) {
                 Some((partition, text)) => semantic.embed(partition, &text).await,
                 None => None,
             }
