@@ -26,7 +26,7 @@ use bytes::Bytes;
 use sluice::auth::Identity;
 use sluice::limits::{Check, LimitState, Limiter};
 use sluice::metrics::Metrics;
-use sluice::request::ApiRequest;
+use sluice::request::{ApiRequest, BodyView};
 use sluice::routing::{DeploymentStates, ModelRouter};
 use sluice::tasks::Tasks;
 use sluice::upstream::{Deployment, Endpoint};
@@ -92,7 +92,13 @@ async fn check_loop(
 ) -> usize {
     let mut unexpected = 0;
     for _ in 0..checks {
-        let check = limiter.check(&identity, &api).await;
+        // A fresh view per check, as each call brings: its parse and its
+        // token count are part of what is measured.
+        let call = ApiRequest {
+            view: BodyView::read(api.endpoint, &api.body).await,
+            ..api.clone()
+        };
+        let check = limiter.check(&identity, &call).await;
         let ok = match &check {
             Check::Unlimited => unlimited,
             Check::Admitted(_) => !unlimited,
@@ -159,6 +165,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
     let api = ApiRequest {
         endpoint: Endpoint::ChatCompletions,
         body: Bytes::from_static(CHECK_BODY.as_bytes()),
+        view: BodyView::opaque(Endpoint::ChatCompletions, 0),
         requested: Arc::from("gpt-4o"),
         route: router.route("gpt-4o").expect("route").clone(),
         stream: false,

@@ -89,8 +89,10 @@ pub struct Estimator {
 }
 
 impl Estimator {
-    /// Prompt plus expected output tokens for one request body.
-    pub fn estimate(&self, endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
+    /// The output tokens a request may produce: its max output times its
+    /// `n` choices, else `default_max_tokens`. With the prompt's tokens
+    /// (`BodyView::prompt_tokens`) this is a request's TPM estimate.
+    pub fn output(&self, endpoint: Endpoint, request: Option<&Map<String, Value>>) -> u64 {
         match endpoint {
             // Reading or deleting a stored response makes nothing new.
             Endpoint::StoredResponse => return 0,
@@ -98,34 +100,22 @@ impl Estimator {
             _ if endpoint.takes_multipart() => return self.default_max_tokens,
             _ => {}
         }
-        let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
-            return size_estimate(body) + self.default_max_tokens;
+        let Some(request) = request else {
+            return self.default_max_tokens;
         };
         let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-        let output = max_output(endpoint, &request).unwrap_or(self.default_max_tokens);
+        let output = max_output(endpoint, request).unwrap_or(self.default_max_tokens);
         // Saturating: `n` and `max_tokens` are the client's, and a product
         // that wrapped would slip a huge request under the TPM limit.
-        prompt_tokens(endpoint, &request, encoding).saturating_add(output.saturating_mul(choices))
-    }
-}
-
-/// The prompt tokens of a request body: counted when it parses, else
-/// estimated from its size (a body the gateway forwards is never free).
-pub fn prompt_tokens_of(endpoint: Endpoint, body: &[u8], encoding: Encoding) -> u64 {
-    if endpoint.takes_multipart() || endpoint == Endpoint::StoredResponse {
-        return 0;
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(request)) => prompt_tokens(endpoint, &request, encoding),
-        _ => size_estimate(body),
+        output.saturating_mul(choices)
     }
 }
 
 /// About four bytes a token, rounded up: the usual rule for English text,
 /// and on the high side for JSON, which is the safer side for limits and
 /// cost alike.
-pub fn size_estimate(body: &[u8]) -> u64 {
-    (body.len() as u64).div_ceil(4)
+pub fn size_estimate(size: usize) -> u64 {
+    (size as u64).div_ceil(4)
 }
 
 /// The prompt's tokens: messages (with OpenAI's overheads) and tools for chat,
@@ -271,11 +261,14 @@ impl Counter {
 mod tests {
     use super::*;
 
+    /// A request's TPM estimate, as the rate limiter makes it.
     fn estimate(endpoint: Endpoint, body: &str, encoding: Encoding) -> u64 {
-        Estimator {
+        let view = crate::request::BodyView::parsed_now(endpoint, body.as_bytes());
+        let output = Estimator {
             default_max_tokens: 100,
         }
-        .estimate(endpoint, body.as_bytes(), encoding)
+        .output(endpoint, view.json());
+        view.prompt_tokens_now(encoding).saturating_add(output)
     }
 
     #[test]
@@ -372,18 +365,11 @@ mod tests {
     fn a_body_too_deep_to_parse_is_estimated_from_its_size() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let body = format!(r#"{{"model":"m","messages":[],"tools":{deep}}}"#);
-        let estimate = size_estimate(body.as_bytes());
+        let estimate = size_estimate(body.len());
         assert!(estimate >= 100);
         assert_eq!(
-            prompt_tokens_of(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
-            estimate
-        );
-        let estimator = Estimator {
-            default_max_tokens: 16,
-        };
-        assert_eq!(
-            estimator.estimate(Endpoint::ChatCompletions, body.as_bytes(), Encoding::O200k),
-            estimate + 16
+            self::estimate(Endpoint::ChatCompletions, &body, Encoding::O200k),
+            estimate + 100
         );
     }
 }

@@ -477,6 +477,55 @@ async fn unrelated_and_reframed_questions_miss(gateway: &TestGateway) {
     );
 }
 
+/// With the semantic cache on, the leader looks up the store and embeds the
+/// question before calling the upstream: identical requests arriving during
+/// those awaits must join its flight, not race it to the upstream.
+#[tokio::test]
+async fn identical_calls_in_flight_reach_the_upstream_once_with_the_semantic_cache_on() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));
+    let gateway =
+        TestGateway::start(&semantic_config(&upstream, "mock = { latency = \"20ms\" }")).await;
+    let request = question(None, "What is the capital of France?");
+    let calls = (0..10).map(|_| async {
+        let response = gateway.post("/v1/chat/completions", None, &request).await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    });
+    let bodies = futures_util::future::join_all(calls).await;
+    assert_eq!(upstream.calls(), 1, "only chat calls reach this upstream");
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b == &bodies[0] && b.contains("from oa"))
+    );
+}
+
+/// The same for streams: joiners follow the leader's one upstream stream.
+#[tokio::test]
+async fn identical_streams_in_flight_share_one_upstream_stream_with_the_semantic_cache_on() {
+    let upstream = FakeUpstream::start("oa").await;
+    let events = vec![chunk("a"), chunk("b"), done()];
+    upstream.set_default(Behavior::Stream {
+        events: events.clone(),
+        interval: Duration::from_millis(100),
+        gate: None,
+    });
+    let gateway =
+        TestGateway::start(&semantic_config(&upstream, "mock = { latency = \"20ms\" }")).await;
+    let mut request = question(None, "What is the capital of France?");
+    request["stream"] = true.into();
+    let calls = (0..10).map(|_| async {
+        let response = gateway.post("/v1/chat/completions", None, &request).await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    });
+    let texts = futures_util::future::join_all(calls).await;
+    assert_eq!(upstream.calls(), 1, "only chat calls reach this upstream");
+    let expected = events.concat();
+    assert!(texts.iter().all(|t| t == &expected), "{texts:?}");
+}
+
 #[tokio::test]
 async fn a_paraphrase_is_a_semantic_hit_and_unrelated_or_differently_framed_ones_are_not() {
     let upstream = FakeUpstream::start("oa").await;

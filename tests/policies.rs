@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::fake_upstream::{chunk, done};
 use common::gateway::error_of;
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::{Value, json};
@@ -323,4 +324,54 @@ async fn standard_requests_degrade_to_the_cheaper_sibling_when_the_queue_is_long
         "only standard degrades"
     );
     assert_eq!(fleet.mini.calls(), 1);
+}
+
+/// A prompt over 32 KiB is counted on the blocking pool, with the same count
+/// as inline; a body a policy rewrote carries the usage request of a stream
+/// whose client did not ask for usage, which the client still does not see.
+#[tokio::test]
+async fn token_budgets_count_a_large_prompt_and_keep_the_usage_request() {
+    let fleet = fleet().await;
+    let gateway = TestGateway::start(&format!(
+        "{}[[keys]]\nname = \"tight\"\nkey = \"sk-tight-0000000\"\nmax_input_tokens = 10007\n[[keys]]\nname = \"roomy\"\nkey = \"sk-roomy-0000000\"\nmax_input_tokens = 10008\nmax_output_tokens = 100\n",
+        deployments(&fleet, "")
+    ))
+    .await;
+    let send = |key: &'static str, body: Value| {
+        gateway
+            .client
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let long = ask("gpt-4.1", &"word ".repeat(10_000));
+    assert!(long.to_string().len() > 32 * 1024);
+    let response = send("sk-tight-0000000", long.clone()).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let message = error_of(response).await["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // 3 per message + 1 for the role + 10001 + 3.
+    assert!(message.contains("10008 input tokens"), "{message}");
+
+    let mut streamed = long;
+    streamed["stream"] = true.into();
+    let usage = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[],\"usage\":{\"prompt_tokens\":10008,\"completion_tokens\":1,\"total_tokens\":10009}}\n\n";
+    fleet.big.push(Behavior::Stream {
+        events: vec![chunk("hi"), usage.to_owned(), done()],
+        interval: Duration::ZERO,
+        gate: None,
+    });
+    let response = send("sk-roomy-0000000", streamed).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let sent = fleet.big.last().body;
+    assert_eq!(
+        sent["max_completion_tokens"], 100,
+        "rewritten by the budget"
+    );
+    assert_eq!(sent["stream_options"]["include_usage"], true, "usage asked");
+    assert!(!text.contains("\"usage\":{"), "and hidden again: {text}");
 }

@@ -73,6 +73,23 @@ impl Flight {
         }
     }
 
+    /// Waits until the leader has sent its first chunk (`true`) or ended
+    /// without one (`false`: answered from the cache, or failed).
+    pub async fn first_chunk(&self) -> bool {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.state.lock() {
+                Ok(state) if !state.chunks.is_empty() => return true,
+                Ok(state) if state.end.is_some() => return false,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            notified.await;
+        }
+    }
+
     /// Chunks from `from` on, waiting for new ones; `None` once none will come.
     async fn next_chunks(&self, from: usize) -> Option<(Vec<Bytes>, bool)> {
         loop {

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use http::HeaderMap;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::upstream::Endpoint;
 
@@ -45,9 +45,10 @@ pub struct Eligibility {
     pub model_override: Option<bool>,
 }
 
+/// `request` is the body's view (`None` when it is not a readable JSON object).
 pub fn decide(
     endpoint: Endpoint,
-    body: &[u8],
+    request: Option<&Map<String, Value>>,
     scope: &str,
     eligibility: &Eligibility,
     headers: &HeaderMap,
@@ -71,7 +72,7 @@ pub fn decide(
     if !cacheable || directive("no-store") || eligibility.model_override == Some(false) {
         return Decision::Bypass;
     }
-    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+    let Some(request) = request else {
         return Decision::Bypass;
     };
     // Output meant to repeat: temperature 0 or a seed. Embeddings always are.
@@ -81,12 +82,14 @@ pub fn decide(
     if !(repeatable || eligibility.cache_all || eligibility.model_override == Some(true)) {
         return Decision::Bypass;
     }
-    for field in IGNORED {
-        request.remove(*field);
-    }
-    let mut canonical = Vec::with_capacity(body.len());
+    let mut canonical = Vec::with_capacity(1024);
     let _ = write!(canonical, "{scope}\0{}\0", endpoint.path());
-    write_canonical(&Value::Object(request), &mut canonical);
+    write_object(
+        request
+            .iter()
+            .filter(|(k, _)| !IGNORED.contains(&k.as_str())),
+        &mut canonical,
+    );
     Decision::Use {
         key: CacheKey(xxhash_rust::xxh3::xxh3_128(&canonical)),
         lookup: !directive("no-cache"),
@@ -96,13 +99,16 @@ pub fn decide(
 /// For the semantic cache: the final user message's text, and a hash of
 /// everything else (scope, endpoint, model, system prompt, earlier turns,
 /// parameters), so only requests that differ in that one message are compared.
-pub fn semantic_parts(endpoint: Endpoint, body: &[u8], scope: &str) -> Option<(u64, String)> {
+pub fn semantic_parts(
+    endpoint: Endpoint,
+    request: Option<&Map<String, Value>>,
+    scope: &str,
+) -> Option<(u64, String)> {
     if endpoint != Endpoint::ChatCompletions {
         return None;
     }
-    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
+    // A copy: the final user message is blanked out of the partition's hash.
+    let mut request = request?.clone();
     for field in IGNORED {
         request.remove(*field);
     }
@@ -118,30 +124,33 @@ pub fn semantic_parts(endpoint: Endpoint, body: &[u8], scope: &str) -> Option<(u
         _ => return None,
     };
     last["content"] = Value::Null;
-    let mut canonical = Vec::with_capacity(body.len());
+    let mut canonical = Vec::with_capacity(1024);
     let _ = write!(canonical, "{scope}\0{}\0", endpoint.path());
     write_canonical(&Value::Object(request), &mut canonical);
     Some((xxhash_rust::xxh3::xxh3_64(&canonical), text))
+}
+
+/// An object's members with keys sorted, values canonical.
+fn write_object<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = members.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 /// JSON with object keys sorted at every level, whatever map type serde_json
 /// was built with.
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (index, (key, value)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                let _ = serde_json::to_writer(&mut *out, key);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map.iter(), out),
         Value::Array(items) => {
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {
@@ -169,7 +178,7 @@ mod tests {
         };
         decide(
             Endpoint::ChatCompletions,
-            body.as_bytes(),
+            Some(&serde_json::from_str(body).unwrap()),
             scope,
             &eligibility,
             &HeaderMap::new(),
@@ -215,7 +224,7 @@ mod tests {
         ));
         let embeddings = decide(
             Endpoint::Embeddings,
-            br#"{"model":"e","input":"x"}"#,
+            Some(&serde_json::from_str(r#"{"model":"e","input":"x"}"#).unwrap()),
             "k",
             &Eligibility {
                 cache_all: false,
@@ -228,7 +237,8 @@ mod tests {
 
     #[test]
     fn cache_control_directives() {
-        let body = br#"{"model":"m","temperature":0,"messages":[]}"#;
+        let body = serde_json::from_str(r#"{"model":"m","temperature":0,"messages":[]}"#).unwrap();
+        let body = Some(&body);
         let eligibility = Eligibility {
             cache_all: false,
             model_override: None,

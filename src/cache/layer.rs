@@ -46,7 +46,7 @@ pub async fn cache(
         };
         decide(
             api.endpoint,
-            &api.body,
+            api.view.json(),
             &cache.scope(identity, &api.route.name),
             &eligibility,
             request.headers(),
@@ -70,30 +70,36 @@ pub async fn cache(
     let model = api.route.name.clone();
     let ttl = cache.ttl(request.headers());
 
-    if lookup {
-        match cache.store.get(key).await {
-            Ok(Some(entry)) => {
-                if let Some(response) = answer(&entry, want, &model) {
-                    cache.record_hit("hit", &api.route.name, &entry);
-                    return response;
-                }
-            }
-            Ok(None) => {}
-            Err(error) => cache.store_failed("lookup, treated as a miss", &error),
-        }
-        let in_flight = cache.flights.get(&key).map(|flight| flight.clone());
-        if let Some(flight) = in_flight {
+    // The flight is claimed before the first await: identical requests that
+    // arrive while this one looks up the store or the semantic index join it
+    // instead of racing it to the upstream.
+    let mut guard = match claim(&cache, key, want.stream, lookup) {
+        Claimed::Joined(flight) => {
             if let Some(response) = join(&cache, flight, want, &model).await {
                 return response;
             }
             // The leader failed: this request makes its own call, uncached.
             return labelled(next.run(request).await, "miss");
         }
+        Claimed::Leads(guard) => guard,
+    };
+    if lookup {
+        match cache.store.get(key).await {
+            Ok(Some(entry)) => {
+                if let Some(response) = answer(&entry, want, &model) {
+                    cache.record_hit("hit", &api.route.name, &entry);
+                    guard.served(entry);
+                    return response;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => cache.store_failed("lookup, treated as a miss", &error),
+        }
     }
     let probe = match &cache.semantic {
         Some(semantic) if lookup => {
             let scope = cache.scope(identity, &api.route.name);
-            match semantic_parts(want.endpoint, &api.body, &scope) {
+            match semantic_parts(want.endpoint, api.view.json(), &scope) {
                 Some((partition, text)) => semantic.embed(identity, partition, &text).await,
                 None => None,
             }
@@ -106,6 +112,7 @@ pub async fn cache(
         && let Some(response) = answer(&entry, want, &model)
     {
         cache.record_hit("semantic_hit", &api.route.name, &entry);
+        guard.served(entry);
         return labelled(response, "semantic-hit");
     }
 
@@ -114,15 +121,7 @@ pub async fn cache(
         .cache_requests
         .with_label_values(&["miss"])
         .inc();
-    let flight = Arc::new(Flight::new(want.stream));
-    cache.flights.insert(key, flight.clone());
-    let guard = FlightGuard {
-        cache: cache.clone(),
-        key,
-        flight,
-        probe,
-        finished: false,
-    };
+    guard.probe = probe;
     let response = next.run(request).await;
     if !response.status().is_success() {
         drop(guard);
@@ -161,6 +160,37 @@ pub async fn cache(
     labelled(response, "miss")
 }
 
+/// Whether a request leads its key's flight or joins the one in flight.
+enum Claimed {
+    Leads(FlightGuard),
+    Joined(Arc<Flight>),
+}
+
+/// Claims the key's flight synchronously (one DashMap entry lock): of
+/// identical requests, exactly one leads. A request that skips the lookup
+/// (`Cache-Control: no-cache`) never joins: it leads a fresh flight, which
+/// later identical requests join.
+fn claim(cache: &Arc<ResponseCache>, key: CacheKey, streaming: bool, lookup: bool) -> Claimed {
+    let flight = match cache.flights.entry(key) {
+        dashmap::Entry::Occupied(current) if lookup => {
+            return Claimed::Joined(current.get().clone());
+        }
+        dashmap::Entry::Occupied(mut current) => {
+            let flight = Arc::new(Flight::new(streaming));
+            current.insert(flight.clone());
+            flight
+        }
+        dashmap::Entry::Vacant(vacant) => vacant.insert(Arc::new(Flight::new(streaming))).clone(),
+    };
+    Claimed::Leads(FlightGuard {
+        cache: cache.clone(),
+        key,
+        flight,
+        probe: None,
+        finished: false,
+    })
+}
+
 /// Follows or waits for an identical call in flight. `None` if it failed.
 async fn join(
     cache: &ResponseCache,
@@ -168,7 +198,10 @@ async fn join(
     want: Want,
     model: &Arc<str>,
 ) -> Option<Response> {
-    if want.stream && flight.streaming {
+    // A streaming joiner follows the leader's stream once it has begun;
+    // a leader answered from the cache (or failed) before its first chunk
+    // is handled like a non-streaming one.
+    if want.stream && flight.streaming && flight.first_chunk().await {
         cache
             .metrics
             .cache_requests
@@ -259,6 +292,17 @@ struct FlightGuard {
 }
 
 impl FlightGuard {
+    /// The leader was answered from the cache: joiners get the same entry,
+    /// and the flight ends now (the entry is already stored).
+    fn served(mut self, entry: Arc<Entry>) {
+        self.finished = true;
+        self.flight.finish(End::Complete(entry));
+        let flight = &self.flight;
+        self.cache
+            .flights
+            .remove_if(&self.key, |_, current| Arc::ptr_eq(current, flight));
+    }
+
     /// Shares the answer with joiners now and stores it off the request
     /// path. The finished flight stays findable until the entry is stored,
     /// so an identical request in between still gets the answer.

@@ -9,17 +9,15 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::HeaderName;
 use axum::response::Response;
-use bytes::Bytes;
 
 use super::record::cache_status;
 use super::{Ledger, UsageRecord};
 use crate::dispatch::ServedBy;
 use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::metering::Pricing;
-use crate::request::call_of;
+use crate::request::{BodyView, call_of};
 use crate::sync_layer::Middleware;
-use crate::tokens::{self, Encodings};
-use crate::upstream::Endpoint;
+use crate::tokens::Encodings;
 use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
@@ -86,8 +84,7 @@ impl Middleware for RecordUsage {
                 finished: None,
             }),
             started: Instant::now(),
-            endpoint: api.endpoint,
-            body: api.body.clone(),
+            view: api.view.clone(),
             ledger: self.ledger.clone(),
             estimates: self.estimates.clone(),
         });
@@ -126,8 +123,8 @@ struct Ending {
 pub struct Pending {
     state: Mutex<Parts>,
     started: Instant,
-    endpoint: Endpoint,
-    body: Bytes,
+    /// The call's parsed body, for an estimate of its prompt.
+    view: Arc<BodyView>,
     ledger: Arc<Ledger>,
     estimates: Arc<Estimates>,
 }
@@ -197,9 +194,9 @@ impl Pending {
         if ending.outcome == Outcome::Unknown && !served_from_cache && record.status < 400 {
             record.estimated = true;
             let (ledger, estimates) = (self.ledger.clone(), self.estimates.clone());
-            let (endpoint, body) = (self.endpoint, self.body.clone());
+            let view = self.view.clone();
             let estimate = move || {
-                estimates.estimate(&mut record, endpoint, &body);
+                estimates.estimate(&mut record, &view);
                 ledger.record(record);
             };
             match tokio::runtime::Handle::try_current() {
@@ -214,8 +211,9 @@ impl Pending {
 
 impl Estimates {
     /// Prompt tokens and their cost; no completion tokens are known.
-    fn estimate(&self, record: &mut UsageRecord, endpoint: Endpoint, body: &[u8]) {
-        let prompt = tokens::prompt_tokens_of(endpoint, body, self.encodings.of(&record.model));
+    /// Runs on the blocking pool: the count may not have been made yet.
+    fn estimate(&self, record: &mut UsageRecord, view: &BodyView) {
+        let prompt = view.prompt_tokens_now(self.encodings.of(&record.model));
         record.prompt_tokens = prompt as i64;
         let usage = crate::usage::Usage {
             prompt_tokens: prompt,

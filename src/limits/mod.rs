@@ -187,22 +187,12 @@ impl Limiter {
         }
     }
 
+    /// Prompt plus expected output tokens. The prompt is counted through
+    /// the call's view: once per call, off the async threads when large.
     async fn estimate(&self, api: &ApiRequest) -> u64 {
-        let model = &*api.route.name;
-        let encoding = self.encodings.of(model);
-        let default_max_tokens = self.estimator.default_max_tokens;
-        // Large prompts take milliseconds to tokenize: off the async threads.
-        if api.body.len() > 32 * 1024 {
-            let body = api.body.clone();
-            let endpoint = api.endpoint;
-            let estimator = Estimator { default_max_tokens };
-            return tokio::task::spawn_blocking(move || {
-                estimator.estimate(endpoint, &body, encoding)
-            })
-            .await
-            .unwrap_or(0);
-        }
-        self.estimator.estimate(api.endpoint, &api.body, encoding)
+        let encoding = self.encodings.of(&api.route.name);
+        let prompt = api.view.prompt_tokens(encoding).await;
+        prompt.saturating_add(self.estimator.output(api.endpoint, api.view.json()))
     }
 
     fn subject<'a>(

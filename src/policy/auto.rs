@@ -5,8 +5,6 @@
 use serde_json::{Map, Value};
 
 use crate::config::{AutoConfig, AutoTier};
-use crate::tokens::{self, Encoding};
-use crate::upstream::Endpoint;
 
 pub struct AutoRouter {
     config: AutoConfig,
@@ -28,11 +26,22 @@ impl AutoRouter {
         &self.config.name
     }
 
+    /// The tier models whose rules count prompt tokens.
+    pub fn counted_models(&self) -> impl Iterator<Item = &str> {
+        self.config
+            .tiers
+            .iter()
+            .filter(|tier| tier.max_prompt_tokens.is_some())
+            .map(|tier| tier.model.as_str())
+    }
+
+    /// The first tier the request fits. `prompt_tokens` gives the prompt's
+    /// tokens for a tier's model (counted beforehand, off the async threads
+    /// when large).
     pub fn classify(
         &self,
-        endpoint: Endpoint,
         request: &Map<String, Value>,
-        encoding: impl Fn(&str) -> Encoding,
+        prompt_tokens: impl Fn(&str) -> u64,
     ) -> &str {
         let text = prompt_text(request).to_lowercase();
         let has_tools = request
@@ -41,10 +50,7 @@ impl AutoRouter {
         let has_images = text_has_images(request);
         let last = self.config.tiers.len().saturating_sub(1);
         for (index, tier) in self.config.tiers.iter().enumerate() {
-            if index == last
-                || self.fits(
-                    index, tier, endpoint, request, &text, has_tools, has_images, &encoding,
-                )
+            if index == last || self.fits(index, tier, &text, has_tools, has_images, &prompt_tokens)
             {
                 return &tier.model;
             }
@@ -52,17 +58,14 @@ impl AutoRouter {
         self.config.tiers.last().map_or("", |t| t.model.as_str())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fits(
         &self,
         index: usize,
         tier: &AutoTier,
-        endpoint: Endpoint,
-        request: &Map<String, Value>,
         text: &str,
         has_tools: bool,
         has_images: bool,
-        encoding: &impl Fn(&str) -> Encoding,
+        prompt_tokens: &impl Fn(&str) -> u64,
     ) -> bool {
         if (has_tools && !tier.tools) || (has_images && !tier.images) {
             return false;
@@ -73,9 +76,8 @@ impl AutoRouter {
         {
             return false;
         }
-        tier.max_prompt_tokens.is_none_or(|limit| {
-            tokens::prompt_tokens(endpoint, request, encoding(&tier.model)) <= limit
-        })
+        tier.max_prompt_tokens
+            .is_none_or(|limit| prompt_tokens(&tier.model) <= limit)
     }
 }
 

@@ -18,6 +18,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -27,6 +29,7 @@ use crate::auth::Identity;
 use crate::config::{Config, Priority, RouteConfig, TokenBudget};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::request::BodyView;
 use crate::tokens::{self, Encoding, Encodings};
 use crate::upstream::Endpoint;
 
@@ -44,8 +47,8 @@ pub struct Policies {
 pub struct Resolved {
     /// The real model that serves it.
     pub model: String,
-    /// The body, when a policy changed it.
-    pub body: Option<Bytes>,
+    /// The body and its view, when a policy changed it.
+    pub body: Option<(Bytes, Arc<BodyView>)>,
     /// `(split, variant)` for canary requests.
     pub variant: Option<(Arc<str>, Arc<str>)>,
     /// The model a degraded request would have gone to.
@@ -98,14 +101,16 @@ impl Policies {
 
     /// Resolves `requested` for this caller and class. `expected_wait`
     /// reports the queue wait ahead of a model, for the degradation ladder.
-    pub fn resolve(
+    /// The body is read from its view; prompt tokens are counted through it
+    /// (off the async threads when large, and once per call).
+    pub async fn resolve(
         &self,
         endpoint: Endpoint,
         requested: &str,
         priority: Priority,
         identity: &Identity,
-        body: &Bytes,
-        expected_wait: &dyn Fn(&str) -> Duration,
+        view: &Arc<BodyView>,
+        expected_wait: &(dyn Fn(&str) -> Duration + Sync),
     ) -> Result<Resolved, GatewayError> {
         let mut resolved = Resolved {
             model: requested.to_owned(),
@@ -120,13 +125,14 @@ impl Policies {
         // A policy applies, so it must read the body: one it cannot read
         // (JSON nested deeper than the parser allows) is refused rather than
         // let past a token budget or a route.
-        let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        let Some(original) = view.json() else {
             return Err(GatewayError::invalid(
                 "The request body could not be read to apply this key's routing and token policies (JSON nested more than 128 levels deep is not supported here).",
                 None,
             ));
         };
-        let mut changed = false;
+        // Copied only when a policy changes it.
+        let mut request = Cow::Borrowed(original);
         let mut budget = identity.budget.clone();
         if let Some(route) = self.routes.get(requested) {
             resolved.model = route
@@ -136,22 +142,46 @@ impl Policies {
                 .clone();
             budget = tighter(&budget, &route.budget);
         } else if let Some(auto) = self.auto.as_ref().filter(|a| a.name() == requested) {
-            let tier = auto.classify(endpoint, &request, |model| self.encoding(model));
+            let counts = self.auto_counts(auto, view).await;
+            let tier = auto.classify(original, |model| {
+                let encoding = self.encoding(model);
+                counts
+                    .iter()
+                    .find(|(counted, _)| *counted == encoding)
+                    .map_or(0, |(_, count)| *count)
+            });
             self.metrics.auto_decisions.with_label_values(&[tier]).inc();
             resolved.model = tier.to_owned();
         } else if let Some(split) = self.splits.get(requested) {
-            let sticky = request
+            let sticky = original
                 .get("user")
                 .and_then(Value::as_str)
                 .unwrap_or(&identity.name);
             let variant = split.pick(sticky);
             resolved.model = variant.model.clone();
-            changed |= variant.apply(&mut request);
+            if variant.changes_request() {
+                variant.apply(request.to_mut());
+            }
             resolved.variant = Some((split.name.clone(), variant.name.clone()));
         }
         self.degrade(&mut resolved, priority, expected_wait);
+        if let Some(limit) = budget.max_output_tokens {
+            clamp_output(endpoint, &mut request, limit);
+        }
+        // The body is written again only when a policy changed it; its view
+        // is the changed request, with nothing to parse.
+        let view = match request {
+            Cow::Borrowed(_) => view.clone(),
+            Cow::Owned(request) => {
+                let bytes =
+                    Bytes::from(serde_json::to_vec(&request).map_err(|_| GatewayError::Internal)?);
+                let changed = BodyView::written(endpoint, bytes.len(), request);
+                resolved.body = Some((bytes, changed.clone()));
+                changed
+            }
+        };
         if let Some(limit) = budget.max_input_tokens {
-            let count = tokens::prompt_tokens(endpoint, &request, self.encoding(&resolved.model));
+            let count = view.prompt_tokens(self.encoding(&resolved.model)).await;
             if count > limit {
                 return Err(GatewayError::ContextLengthExceeded {
                     limit,
@@ -160,13 +190,20 @@ impl Policies {
                 });
             }
         }
-        if let Some(limit) = budget.max_output_tokens {
-            changed |= clamp_output(endpoint, &mut request, limit);
-        }
-        if changed {
-            resolved.body = serde_json::to_vec(&request).ok().map(Bytes::from);
-        }
         Ok(resolved)
+    }
+
+    /// The prompt's tokens in each encoding the `auto` tiers' prompt-size
+    /// rules need (one, usually).
+    async fn auto_counts(&self, auto: &AutoRouter, view: &Arc<BodyView>) -> Vec<(Encoding, u64)> {
+        let mut counts: Vec<(Encoding, u64)> = Vec::with_capacity(2);
+        for model in auto.counted_models() {
+            let encoding = self.encoding(model);
+            if !counts.iter().any(|(counted, _)| *counted == encoding) {
+                counts.push((encoding, view.prompt_tokens(encoding).await));
+            }
+        }
+        counts
     }
 
     /// The degradation ladder: a `standard` request whose model's queue wait
@@ -175,7 +212,7 @@ impl Policies {
         &self,
         resolved: &mut Resolved,
         priority: Priority,
-        expected_wait: &dyn Fn(&str) -> Duration,
+        expected_wait: &(dyn Fn(&str) -> Duration + Sync),
     ) {
         if priority == Priority::Standard
             && let (Some(cheaper), Some(after)) =
@@ -204,8 +241,8 @@ fn tighter(a: &TokenBudget, b: &TokenBudget) -> TokenBudget {
 }
 
 /// Clamps the max-output field the request uses, or sets the endpoint's
-/// newest one when it has none. `true` if the body changed.
-fn clamp_output(endpoint: Endpoint, request: &mut Map<String, Value>, limit: u64) -> bool {
+/// newest one when it has none; the request is copied only if it changes.
+fn clamp_output(endpoint: Endpoint, request: &mut Cow<'_, Map<String, Value>>, limit: u64) {
     let fields = tokens::output_fields(endpoint);
     let present = fields
         .iter()
@@ -217,16 +254,13 @@ fn clamp_output(endpoint: Endpoint, request: &mut Map<String, Value>, limit: u64
                 .and_then(Value::as_u64)
                 .unwrap_or(u64::MAX);
             if current > limit {
-                request.insert((*field).to_owned(), limit.into());
-                return true;
+                request.to_mut().insert((*field).to_owned(), limit.into());
             }
-            false
         }
         (None, Some(newest)) => {
-            request.insert((*newest).to_owned(), limit.into());
-            true
+            request.to_mut().insert((*newest).to_owned(), limit.into());
         }
-        (None, None) => false,
+        (None, None) => {}
     }
 }
 

@@ -55,20 +55,21 @@ impl Variant {
         }
     }
 
-    /// Applies the variant's overrides; `true` if the request changed.
-    pub fn apply(&self, request: &mut Map<String, Value>) -> bool {
-        let mut changed = false;
+    /// Whether the variant overrides anything in the request.
+    pub fn changes_request(&self) -> bool {
+        self.temperature.is_some() || self.system_prompt.is_some()
+    }
+
+    /// Applies the variant's overrides.
+    pub fn apply(&self, request: &mut Map<String, Value>) {
         if let Some(temperature) = self.temperature {
             request.insert("temperature".into(), json!(temperature));
-            changed = true;
         }
         if let Some(prompt) = &self.system_prompt
             && let Some(Value::Array(messages)) = request.get_mut("messages")
         {
             messages.retain(|m| m["role"] != "system" && m["role"] != "developer");
             messages.insert(0, json!({"role": "system", "content": prompt}));
-            changed = true;
         }
-        changed
     }
 }

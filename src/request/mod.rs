@@ -5,8 +5,10 @@
 pub(crate) mod parse;
 mod paths;
 mod stored;
+mod view;
 
 pub use parse::is_json;
+pub use view::BodyView;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ pub struct ApiRequest {
     pub endpoint: Endpoint,
     /// The client's bytes, forwarded as received (or as a policy rewrote them).
     pub body: Bytes,
+    /// `body` parsed once, for every stage that reads its fields.
+    pub view: Arc<BodyView>,
     /// The model the client asked for (perhaps a virtual one).
     pub requested: Arc<str>,
     pub route: Arc<ModelRoute>,
@@ -194,15 +198,20 @@ impl RequestReader {
             });
         }
         let priority = priority_of(&parts.headers, &identity)?;
-        // An Azure path names the model: the body must name it too, for the
-        // cache key, the policies and the upstream.
-        let named = match &boundary {
-            _ if head.model_in_body => None,
-            Some(boundary) => multipart::with_field(&body, boundary, "model", &head.model),
-            None => parse::with_model(&body, &head, &head.model),
+        let hide_usage = head.stream
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && !head.include_usage;
+        let (body, view) = match &boundary {
+            Some(boundary) => {
+                let body = read_upload(&body, boundary, &head);
+                (body.clone(), BodyView::opaque(endpoint, body.len()))
+            }
+            None => {
+                let body = edited(&body, &head, hide_usage);
+                let view = BodyView::read(endpoint, &body).await;
+                (body, view)
+            }
         };
-        let renamed = named.is_some();
-        let body = named.map_or_else(|| body.clone(), Bytes::from);
         // An upload's fields are not JSON the policies could read: it is
         // served as the model it names.
         let resolved = if boundary.is_some() {
@@ -213,14 +222,17 @@ impl RequestReader {
                 degraded_from: None,
             }
         } else {
-            self.policies.resolve(
-                endpoint,
-                &head.model,
-                priority,
-                &identity,
-                &body,
-                &|model| self.expected_wait(model),
-            )?
+            let expected_wait = |model: &str| self.expected_wait(model);
+            self.policies
+                .resolve(
+                    endpoint,
+                    &head.model,
+                    priority,
+                    &identity,
+                    &view,
+                    &expected_wait,
+                )
+                .await?
         };
         let route = match &head.previous_response_id {
             Some(id) => stored::continued(self, id, &resolved.model, &identity).await?,
@@ -230,27 +242,11 @@ impl RequestReader {
                 .ok_or_else(|| GatewayError::ModelNotFound(head.model.as_ref().into()))?
                 .clone(),
         };
-        let resolved_body_is_original = resolved.body.is_none();
-        let mut body = resolved.body.unwrap_or(body);
-        let hide_usage = head.stream
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
-            && !head.include_usage;
-        if hide_usage && resolved_body_is_original && !renamed {
-            if let Some(spliced) = parse::with_usage_requested(&body, &head) {
-                body = Bytes::from(spliced);
-            }
-        } else if hide_usage {
-            // A policy or the Azure path rewrote the body: its head is read
-            // again for the splice.
-            if let Some(spliced) = parse::parse_head(&body, None)
-                .ok()
-                .and_then(|rewritten| parse::with_usage_requested(&body, &rewritten))
-            {
-                body = Bytes::from(spliced);
-            }
-        }
-        let affinity =
-            (route.strategy == Strategy::PrefixAffinity).then(|| parse::affinity_key(&body));
+        // A policy that changed the body wrote it from the view's fields,
+        // the usage request included.
+        let (body, view) = resolved.body.unwrap_or((body, view));
+        let affinity = (route.strategy == Strategy::PrefixAffinity)
+            .then(|| parse::affinity_key(view.json(), &body));
         let api = ApiRequest {
             endpoint,
             stream: head.stream,
@@ -267,6 +263,7 @@ impl RequestReader {
                 .flatten(),
             stored: None,
             body,
+            view,
         };
         parts.extensions.insert(api);
         let outcome = Outcome {
@@ -319,6 +316,33 @@ impl RequestReader {
                 .insert("x-sluice-degraded-from", from);
         }
     }
+}
+
+/// An upload naming the model its Azure path names (a form field spliced in).
+fn read_upload(body: &Bytes, boundary: &str, head: &parse::RequestHead<'_>) -> Bytes {
+    if head.model_in_body {
+        return body.clone();
+    }
+    multipart::with_field(body, boundary, "model", &head.model)
+        .map_or_else(|| body.clone(), Bytes::from)
+}
+
+/// A JSON body with the gateway's edits spliced in, in one pass: the model
+/// an Azure path names, and the usage request of a stream whose client did
+/// not ask for usage (Sluice meters every stream; the relay hides it again).
+fn edited(body: &Bytes, head: &parse::RequestHead<'_>, hide_usage: bool) -> Bytes {
+    let usage = hide_usage
+        .then(|| parse::with_usage_requested(body, head))
+        .flatten();
+    let model = (!head.model_in_body)
+        .then(|| parse::with_model(body, head, &head.model))
+        .flatten();
+    // The usage member goes first where both are added at the brace.
+    let splices: Vec<parse::Splice> = usage.into_iter().chain(model).collect();
+    if splices.is_empty() {
+        return body.clone();
+    }
+    Bytes::from(parse::apply(body, splices))
 }
 
 pub async fn read_request(

@@ -123,12 +123,38 @@ pub fn multipart_head<'a>(
     })
 }
 
-/// The body naming `model` (an Azure path's deployment): its `model` value
-/// replaced, or a first member added. Spliced, like the usage request.
-pub fn with_model(body: &[u8], head: &RequestHead<'_>, model: &str) -> Option<Vec<u8>> {
+/// One replacement in a body's bytes: the gateway's edits are spliced into
+/// the client's bytes rather than the body re-encoded whole.
+pub struct Splice {
+    span: Range<usize>,
+    insert: Vec<u8>,
+}
+
+/// The body with `splices` (which never overlap) applied; at one position
+/// they go in the order given.
+pub fn apply(body: &[u8], mut splices: Vec<Splice>) -> Vec<u8> {
+    splices.sort_by_key(|splice| splice.span.start);
+    let added: usize = splices.iter().map(|splice| splice.insert.len()).sum();
+    let mut spliced = Vec::with_capacity(body.len() + added);
+    let mut at = 0;
+    for splice in &splices {
+        spliced.extend_from_slice(body.get(at..splice.span.start).unwrap_or_default());
+        spliced.extend_from_slice(&splice.insert);
+        at = splice.span.end.max(at);
+    }
+    spliced.extend_from_slice(body.get(at..).unwrap_or_default());
+    spliced
+}
+
+/// The splice that names `model` (an Azure path's deployment) in the body:
+/// its `model` value replaced, or a first member added.
+pub fn with_model(body: &[u8], head: &RequestHead<'_>, model: &str) -> Option<Splice> {
     let name = serde_json::to_string(model).ok()?;
-    let (span, insert) = match &head.model_span {
-        Some(span) => (span.clone(), name.into_bytes()),
+    Some(match &head.model_span {
+        Some(span) => Splice {
+            span: span.clone(),
+            insert: name.into_bytes(),
+        },
         None => {
             let open = body.iter().position(|b| *b == b'{')? + 1;
             let empty = body[open..]
@@ -136,17 +162,12 @@ pub fn with_model(body: &[u8], head: &RequestHead<'_>, model: &str) -> Option<Ve
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'}');
             let separator = if empty { "" } else { "," };
-            (
-                open..open,
-                format!("\"model\":{name}{separator}").into_bytes(),
-            )
+            Splice {
+                span: open..open,
+                insert: format!("\"model\":{name}{separator}").into_bytes(),
+            }
         }
-    };
-    let mut spliced = Vec::with_capacity(body.len() + insert.len());
-    spliced.extend_from_slice(&body[..span.start]);
-    spliced.extend_from_slice(&insert);
-    spliced.extend_from_slice(&body[span.end..]);
-    Some(spliced)
+    })
 }
 
 pub async fn read_body(
@@ -297,14 +318,14 @@ fn span_in(body: &[u8], part: &str) -> Range<usize> {
     start..start + part.len()
 }
 
-/// The body with `stream_options.include_usage = true`, so every stream's
-/// usage is metered. Spliced into the client's bytes rather than re-parsed
-/// whole: a body nested deeper than a JSON parser allows (a tool schema of
-/// 128+ levels) is metered too, and the rest of the body is not re-encoded.
-/// `None` when `stream_options` is there but is neither an object nor null
-/// (the upstream refuses that request).
-pub fn with_usage_requested(body: &[u8], head: &RequestHead<'_>) -> Option<Vec<u8>> {
-    let (span, options) = match &head.stream_options {
+/// The splice that sets `stream_options.include_usage = true`, so every
+/// stream's usage is metered. A splice rather than a re-encoding: a body
+/// nested deeper than a JSON parser allows (a tool schema of 128+ levels) is
+/// metered too. `None` when `stream_options` is there but is neither an
+/// object nor null (the upstream refuses that request). A new member goes
+/// first, ending in a comma: put it before a `model` added at the same place.
+pub fn with_usage_requested(body: &[u8], head: &RequestHead<'_>) -> Option<Splice> {
+    Some(match &head.stream_options {
         Some(span) => {
             let mut options = match serde_json::from_slice(body.get(span.clone())?).ok()? {
                 serde_json::Value::Null => serde_json::Map::new(),
@@ -312,21 +333,21 @@ pub fn with_usage_requested(body: &[u8], head: &RequestHead<'_>) -> Option<Vec<u
                 _ => return None,
             };
             options.insert("include_usage".into(), true.into());
-            (span.clone(), serde_json::to_vec(&options).ok()?)
+            Splice {
+                span: span.clone(),
+                insert: serde_json::to_vec(&options).ok()?,
+            }
         }
         None => {
-            // A new first member, right after the object's opening brace
-            // (the object has members: `model` at least).
+            // Right after the object's opening brace; the object has members
+            // (`model` at least, or the one an Azure path adds).
             let open = body.iter().position(|b| *b == b'{')? + 1;
-            let member = br#""stream_options":{"include_usage":true},"#.to_vec();
-            (open..open, member)
+            Splice {
+                span: open..open,
+                insert: br#""stream_options":{"include_usage":true},"#.to_vec(),
+            }
         }
-    };
-    let mut spliced = Vec::with_capacity(body.len() + options.len());
-    spliced.extend_from_slice(&body[..span.start]);
-    spliced.extend_from_slice(&options);
-    spliced.extend_from_slice(&body[span.end..]);
-    Some(spliced)
+    })
 }
 
 /// serde's message with any quoted input clipped, keeping its position.
@@ -340,45 +361,55 @@ fn json_error(error: &serde_json::Error) -> String {
 }
 
 /// What identifies a prompt's cacheable prefix: `prompt_cache_key`, else
-/// `user`, else the first KiB of the messages / input / prompt as sent.
-#[derive(Deserialize)]
-struct AffinityFields<'a> {
-    #[serde(borrow, default)]
-    prompt_cache_key: Option<ModelName<'a>>,
-    #[serde(borrow, default)]
-    user: Option<ModelName<'a>>,
-    #[serde(borrow, default)]
-    messages: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    input: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    prompt: Option<&'a serde_json::value::RawValue>,
-}
-
+/// `user`, else the first KiB of the messages / input / prompt; the first
+/// KiB of the body when it is not readable JSON.
 const AFFINITY_PREFIX: usize = 1024;
 
-pub fn affinity_key(body: &[u8]) -> u64 {
+pub fn affinity_key(
+    request: Option<&serde_json::Map<String, serde_json::Value>>,
+    body: &[u8],
+) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
-    match serde_json::from_slice::<AffinityFields<'_>>(body) {
-        Ok(fields) => {
-            if let Some(ModelName(key)) = fields.prompt_cache_key {
-                ("key", key.as_ref()).hash(&mut hasher);
-            } else if let Some(ModelName(user)) = fields.user {
-                ("user", user.as_ref()).hash(&mut hasher);
-            } else {
-                let raw = fields
-                    .messages
-                    .or(fields.input)
-                    .or(fields.prompt)
-                    .map_or("", |r| r.get());
-                let end = raw.len().min(AFFINITY_PREFIX);
-                raw.as_bytes()[..end].hash(&mut hasher);
-            }
+    let text = |field: &str| request?.get(field)?.as_str();
+    match request {
+        Some(_) if text("prompt_cache_key").is_some() => {
+            ("key", text("prompt_cache_key")).hash(&mut hasher);
         }
-        Err(_) => body[..body.len().min(AFFINITY_PREFIX)].hash(&mut hasher),
+        Some(_) if text("user").is_some() => ("user", text("user")).hash(&mut hasher),
+        Some(request) => {
+            let mut prefix = Prefix(Vec::with_capacity(AFFINITY_PREFIX));
+            if let Some(prompt) = ["messages", "input", "prompt"]
+                .iter()
+                .find_map(|field| request.get(*field))
+            {
+                // Stops with an error once the prefix is full.
+                let _ = serde_json::to_writer(&mut prefix, prompt);
+            }
+            prefix.0.hash(&mut hasher);
+        }
+        None => body[..body.len().min(AFFINITY_PREFIX)].hash(&mut hasher),
     }
     hasher.finish()
+}
+
+/// The first `AFFINITY_PREFIX` bytes written to it; a write past them fails.
+struct Prefix(Vec<u8>);
+
+impl std::io::Write for Prefix {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = AFFINITY_PREFIX - self.0.len();
+        if room == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let taken = room.min(bytes.len());
+        self.0.extend_from_slice(&bytes[..taken]);
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether a streamed request asked for the usage chunk.
@@ -433,7 +464,10 @@ mod tests {
     /// The spliced body's `stream_options`, parsed back.
     fn spliced_options(body: &str) -> serde_json::Value {
         let head = parse_head(body.as_bytes(), None).unwrap();
-        let spliced = with_usage_requested(body.as_bytes(), &head).unwrap();
+        let spliced = apply(
+            body.as_bytes(),
+            vec![with_usage_requested(body.as_bytes(), &head).unwrap()],
+        );
         let value: serde_json::Value = serde_json::from_slice(&spliced).unwrap();
         assert_eq!(value["model"], "m", "the rest is kept");
         value["stream_options"].clone()
@@ -467,8 +501,11 @@ mod tests {
         let body = format!(r#"{{"model":"m","stream":true,"tools":{deep}}}"#);
         assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
         let head = parse_head(body.as_bytes(), None).unwrap();
-        let spliced =
-            String::from_utf8(with_usage_requested(body.as_bytes(), &head).unwrap()).unwrap();
+        let spliced = String::from_utf8(apply(
+            body.as_bytes(),
+            vec![with_usage_requested(body.as_bytes(), &head).unwrap()],
+        ))
+        .unwrap();
         assert!(spliced.starts_with(r#"{"stream_options":{"include_usage":true},"model":"m""#));
         assert!(spliced.ends_with(&format!("{deep}}}")));
     }
@@ -573,32 +610,24 @@ mod tests {
         }
     }
 
+    fn affinity(body: &str) -> u64 {
+        let request = serde_json::from_str(body).unwrap();
+        affinity_key(Some(&request), body.as_bytes())
+    }
+
     #[test]
     fn affinity_prefers_cache_key_then_user_then_prefix() {
         let long = "x".repeat(2000);
         let a = format!(r#"{{"messages":[{{"role":"user","content":"{long}a"}}]}}"#);
         let b =
             format!(r#"{{"messages":[{{"role":"user","content":"{long}b"}}],"temperature":1}}"#);
-        assert_eq!(
-            affinity_key(a.as_bytes()),
-            affinity_key(b.as_bytes()),
-            "same first KiB"
-        );
+        assert_eq!(affinity(&a), affinity(&b), "same first KiB");
         let keyed =
             |key: &str| format!(r#"{{"prompt_cache_key":"{key}","user":"u","messages":[]}}"#);
-        assert_eq!(
-            affinity_key(keyed("k1").as_bytes()),
-            affinity_key(keyed("k1").as_bytes())
-        );
-        assert_ne!(
-            affinity_key(keyed("k1").as_bytes()),
-            affinity_key(keyed("k2").as_bytes())
-        );
+        assert_eq!(affinity(&keyed("k1")), affinity(&keyed("k1")));
+        assert_ne!(affinity(&keyed("k1")), affinity(&keyed("k2")));
         let user = |u: &str, text: &str| format!(r#"{{"user":"{u}","input":"{text}"}}"#);
-        assert_eq!(
-            affinity_key(user("u1", "a").as_bytes()),
-            affinity_key(user("u1", "b").as_bytes())
-        );
+        assert_eq!(affinity(&user("u1", "a")), affinity(&user("u1", "b")));
     }
 
     #[test]
@@ -607,7 +636,10 @@ mod tests {
             let head = parse_head(body.as_bytes(), Some(model)).unwrap();
             assert_eq!(head.model, model);
             assert!(!head.model_in_body);
-            let bytes = with_model(body.as_bytes(), &head, model).unwrap();
+            let bytes = apply(
+                body.as_bytes(),
+                vec![with_model(body.as_bytes(), &head, model).unwrap()],
+            );
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
         };
         let named = spliced(r#"{"model" : "other", "input": "x"}"#, "dep-1");
@@ -618,6 +650,33 @@ mod tests {
             serde_json::json!({"model": "dep\"2", "input": ["a"]})
         );
         assert_eq!(spliced("{ }", "d"), serde_json::json!({"model": "d"}));
+        // With the usage request added at the same place, in one pass.
+        let body = br#"{ }"#;
+        let head = parse_head(body, Some("d")).unwrap();
+        let both = apply(
+            body,
+            vec![
+                with_usage_requested(body, &head).unwrap(),
+                with_model(body, &head, "d").unwrap(),
+            ],
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&both).unwrap(),
+            serde_json::json!({"model": "d", "stream_options": {"include_usage": true}})
+        );
+        let body = br#"{"stream_options":null,"model":"x","input":1}"#;
+        let head = parse_head(body, Some("dep")).unwrap();
+        let both = apply(
+            body,
+            vec![
+                with_usage_requested(body, &head).unwrap(),
+                with_model(body, &head, "dep").unwrap(),
+            ],
+        );
+        assert_eq!(
+            std::str::from_utf8(&both).unwrap(),
+            r#"{"stream_options":{"include_usage":true},"model":"dep","input":1}"#
+        );
         let previous = parse_head(br#"{"model":"m","previous_response_id":"resp_1"}"#, None);
         assert_eq!(
             previous.unwrap().previous_response_id.as_deref(),

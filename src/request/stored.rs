@@ -59,6 +59,7 @@ pub(super) async fn read(
     let api = ApiRequest {
         endpoint: Endpoint::StoredResponse,
         body: Bytes::new(),
+        view: super::BodyView::opaque(Endpoint::StoredResponse, 0),
         requested: pin.model.clone(),
         route,
         stream: false,
