@@ -99,7 +99,11 @@ async fn a_deployment_without_room_is_skipped_and_counted() {
     ))
     .await;
     assert_eq!(send(&gateway, "gpt-4o").await.status(), 200);
-    assert_eq!(spare.calls(), 1, "the first failover used the spare's quota");
+    assert_eq!(
+        spare.calls(),
+        1,
+        "the first failover used the spare's quota"
+    );
 
     // The next call's failover finds no room on the spare: the retries stay
     // on the failing deployment, and the client gets its failure.
@@ -133,7 +137,11 @@ async fn a_fallback_models_deployment_is_charged() {
     assert_eq!(response.headers()["x-sluice-fallback-from"], "gpt-4o");
 
     let direct = send(&gateway, "gpt-4o-mini").await;
-    assert_eq!(direct.status(), 429, "the fallback used mini's only request");
+    assert_eq!(
+        direct.status(),
+        429,
+        "the fallback used mini's only request"
+    );
     let message = error_of(direct).await["message"]
         .as_str()
         .unwrap()
