@@ -1,6 +1,7 @@
 //! Rate limits: RPM and TPM per key (or its tier), per org, per model, and
 //! per deployment (the provider's quota; a deployment without room is skipped
-//! in favour of one with room). GCRA buckets, in memory or in Redis.
+//! in favour of one with room, at admission and by the dispatcher's later
+//! attempts, see `quotas`). GCRA buckets, in memory or in Redis.
 
 mod bucket;
 mod engine;
