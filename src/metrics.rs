@@ -38,6 +38,9 @@ pub struct MetricsSet {
     pub limiter_store_errors: IntCounter,
     /// Requests admitted without a limit check because the store failed (fail_open).
     pub limiter_fail_open: IntCounter,
+    /// Retries, failovers and fallbacks not sent to a deployment because its
+    /// quota had no room, by deployment.
+    pub quota_skips: IntCounterVec,
     /// Tokens reported by upstreams, by model, deployment and type
     /// (prompt, completion, cached: the prompt tokens the provider's prompt
     /// cache served, which `prefix_affinity` routing aims to raise).
@@ -127,6 +130,13 @@ impl MetricsSet {
         let limiter_store_errors = IntCounter::new(
             "sluice_limiter_store_errors_total",
             "Rate-limit store (Redis) calls that failed or timed out",
+        )?;
+        let quota_skips = IntCounterVec::new(
+            Opts::new(
+                "sluice_quota_skips_total",
+                "Attempts not sent to a deployment because its quota had no room",
+            ),
+            &["deployment"],
         )?;
         let limiter_fail_open = IntCounter::new(
             "sluice_limiter_fail_open_total",
@@ -383,6 +393,7 @@ impl MetricsSet {
             Box::new(rate_limited.clone()),
             Box::new(limiter_store_errors.clone()),
             Box::new(limiter_fail_open.clone()),
+            Box::new(quota_skips.clone()),
         ];
         let mut names = Vec::with_capacity(collectors.len());
         for collector in collectors {
@@ -395,6 +406,7 @@ impl MetricsSet {
             rate_limited,
             limiter_store_errors,
             limiter_fail_open,
+            quota_skips,
             tokens,
             retries,
             fallbacks,

@@ -10,6 +10,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
+use tracing::Instrument;
 
 use super::ResponseCache;
 use super::entry::{Entry, Recorded, Replay, replay};
@@ -313,7 +314,7 @@ impl FlightGuard {
         let (cache, key, flight) = (self.cache.clone(), self.key, self.flight.clone());
         let probe = self.probe.take();
         let tasks = self.cache.tasks.clone();
-        tasks.spawn(async move {
+        let store = async move {
             let expires =
                 std::time::Instant::now() + std::time::Duration::from_millis(entry.ttl_ms);
             match cache.store.put(key, entry).await {
@@ -328,7 +329,9 @@ impl FlightGuard {
                 .flights
                 .remove_if(&key, |_, current| Arc::ptr_eq(current, &flight));
             cache.record_size();
-        });
+        };
+        // A store failure's warning belongs to the call that stored.
+        tasks.spawn(store.in_current_span());
     }
 }
 

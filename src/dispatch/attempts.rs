@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::respond;
 use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
+use crate::limits::{AttemptEnd, DeploymentQuotas, QuotaSkip};
 use crate::metrics::Metrics;
 use crate::queue::{held_while_streaming, take_slot};
 use crate::routing::{Backend, Health, ModelRoute, ModelRouter, Permit};
@@ -40,6 +41,8 @@ pub struct Call {
     pub priority: Priority,
     pub caller: Arc<str>,
     pub metrics: Metrics,
+    /// Charges each attempt's deployment quota (see `crate::limits::quotas`).
+    pub quotas: DeploymentQuotas,
 }
 
 /// A 2xx answer.
@@ -78,6 +81,16 @@ pub enum FailureKind {
     Gateway(GatewayError),
 }
 
+/// For the log: the status, or the gateway's own message.
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Upstream { status, .. } => write!(f, "upstream answered {status}"),
+            Self::Gateway(error) => error.fmt(f),
+        }
+    }
+}
+
 enum Outcome {
     Success(Success),
     /// Worth another attempt; `hint` is the upstream's own wait, if any.
@@ -97,6 +110,9 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
     call.route.budget.deposit();
     let mut next = first;
     let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(call.retry.max_attempts as usize);
+    // Deployments whose quota had no room for this call: not tried again.
+    let mut skipped: Vec<Arc<Backend>> = Vec::new();
+    let mut quota_free_at: Option<Instant> = None;
     let mut attempts = 0u32;
     // Attempts on the current model: each model down the fallback chain gets
     // its own `max_attempts`.
@@ -121,12 +137,14 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
             Some(backend) => backend,
             None => {
                 let candidates = call.route.candidates(call.affinity, now);
-                let untried = candidates
+                let open: Vec<&Arc<Backend>> = candidates
                     .usable
                     .iter()
-                    .find(|b| !tried.iter().any(|t| Arc::ptr_eq(t, b)));
-                match untried.or(candidates.usable.first()) {
-                    Some(backend) => backend.clone(),
+                    .filter(|b| !holds(&skipped, b))
+                    .collect();
+                let untried = open.iter().find(|b| !holds(&tried, b));
+                match untried.or(open.first()) {
+                    Some(backend) => Arc::clone(backend),
                     None => {
                         // A retry may wait for the only backends to come back
                         // (their hint), within bounds; a first try does not.
@@ -147,7 +165,11 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                             model_attempts = 0;
                             continue;
                         }
-                        let error = match (last.take(), candidates.earliest) {
+                        let earliest = match (candidates.earliest, quota_free_at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        let error = match (last.take(), earliest) {
                             (Some((failure, _)), _) => failure,
                             (None, earliest) => FailureKind::Gateway(GatewayError::NoDeployment {
                                 model: call.route.name.to_string(),
@@ -184,6 +206,18 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 tokio::time::sleep(delay).await;
             }
         }
+        let charged = match call.quotas.charge(&backend.deployment.name).await {
+            Ok(charged) => charged,
+            Err(skip) => {
+                skip_for_quota(&backend, &skip);
+                if let Some(wait) = skip.wait() {
+                    let at = now + wait;
+                    quota_free_at = Some(quota_free_at.map_or(at, |t| t.min(at)));
+                }
+                skipped.push(backend);
+                continue;
+            }
+        };
         // A deployment at its concurrency limit: wait for a slot in its queue.
         let slot = match &backend.slots {
             Some(slots) => {
@@ -199,6 +233,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 {
                     Ok(slot) => Some(slot),
                     Err(error) => {
+                        call.quotas.end(charged, AttemptEnd::NotSent);
                         return Err(fail(FailureKind::Gateway(error), attempts, maybe_produced));
                     }
                 }
@@ -207,6 +242,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         };
         let Some(permit) = backend.health.start(Instant::now()) else {
             // The breaker closed the door between ordering and now.
+            call.quotas.end(charged, AttemptEnd::NotSent);
             tried.push(backend);
             continue;
         };
@@ -221,6 +257,9 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
             .upstream_duration
             .with_label_values(&[&*backend.deployment.name])
             .observe(spent.as_secs_f64());
+        let end = attempt_end(&outcome);
+        call.quotas.end(charged, end);
+        maybe_produced |= end == AttemptEnd::MaybeProduced;
         match outcome {
             Outcome::Success(mut success) => {
                 success.attempts = attempts;
@@ -238,13 +277,16 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                 }
                 return Ok(success);
             }
-            Outcome::Final { failure, produced } => {
-                return Err(fail(failure, attempts, maybe_produced || produced));
+            Outcome::Final { failure, .. } => {
+                return Err(fail(failure, attempts, maybe_produced));
             }
             Outcome::Retryable { failure, hint } => {
-                maybe_produced |= matches!(
-                    failure,
-                    FailureKind::Gateway(GatewayError::UpstreamTimeout { .. })
+                tracing::warn!(
+                    deployment = %backend.deployment.name,
+                    model = %call.route.name,
+                    attempt = attempts,
+                    error = %failure,
+                    "upstream attempt failed; retrying if the retry policy allows"
                 );
                 last = Some((failure, hint));
             }
@@ -263,6 +305,35 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         |(failure, _)| failure,
     );
     Err(fail(error, attempts, maybe_produced))
+}
+
+/// Whether `backend` is one of `list`.
+fn holds(list: &[Arc<Backend>], backend: &Arc<Backend>) -> bool {
+    list.iter().any(|b| Arc::ptr_eq(b, backend))
+}
+
+/// A deployment whose quota has no room is passed over like an unusable
+/// one; the limiter counts it in `sluice_quota_skips_total`.
+fn skip_for_quota(backend: &Backend, skip: &QuotaSkip) {
+    tracing::info!(
+        deployment = %backend.deployment.name,
+        reason = %skip,
+        "deployment skipped: no quota room for this attempt"
+    );
+}
+
+/// What an attempt did, for its deployment's token charge and for whether
+/// the call may have produced output.
+fn attempt_end(outcome: &Outcome) -> AttemptEnd {
+    match outcome {
+        Outcome::Success(_) => AttemptEnd::Served,
+        Outcome::Final { produced: true, .. }
+        | Outcome::Retryable {
+            failure: FailureKind::Gateway(GatewayError::UpstreamTimeout { .. }),
+            ..
+        } => AttemptEnd::MaybeProduced,
+        Outcome::Final { .. } | Outcome::Retryable { .. } => AttemptEnd::NothingProduced,
+    }
 }
 
 /// Moves the call to the next model of its fallback chain that exists;

@@ -23,6 +23,7 @@ use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use self::hide_usage::UsageHider;
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
+use crate::limits::DeploymentQuotas;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::request::ApiRequest;
@@ -109,6 +110,10 @@ impl Dispatcher {
             .remove::<ChosenBackend>()
             .map(|chosen| chosen.0);
         let hooks = parts.extensions.remove::<UsageHooks>().unwrap_or_default();
+        let quotas = parts
+            .extensions
+            .remove::<DeploymentQuotas>()
+            .unwrap_or_default();
         let caller = parts
             .extensions
             .get::<Arc<crate::auth::Identity>>()
@@ -138,6 +143,7 @@ impl Dispatcher {
             priority: api.priority,
             caller: caller.clone(),
             metrics: self.metrics.clone(),
+            quotas,
         };
         let endpoint = api.endpoint;
         let received = api.received;
@@ -403,6 +409,10 @@ impl Observer {
     /// records its tokens and cost once they are known.
     fn observe(&self, success: &Success, requested: &Arc<str>, hooks: &UsageHooks) {
         self.count(success, requested);
+        // The call's span (see `server::call_span`): a fallback changes the model.
+        let span = tracing::Span::current();
+        span.record("model", &*success.model);
+        span.record("deployment", &*success.backend.deployment.name);
         hooks.served_by(Served {
             model: success.model.clone(),
             deployment: success.backend.deployment.name.clone(),

@@ -28,6 +28,7 @@ pub async fn rate_limit(
     if let Some(backend) = admission.backend {
         extensions.insert(ChosenBackend(backend));
     }
+    extensions.insert(admission.quotas);
     if let Some(settlement) = admission.settlement {
         extensions
             .get_or_insert_default::<UsageHooks>()

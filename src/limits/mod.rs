@@ -1,12 +1,14 @@
 //! Rate limits: RPM and TPM per key (or its tier), per org, per model, and
 //! per deployment (the provider's quota; a deployment without room is skipped
-//! in favour of one with room). GCRA buckets, in memory or in Redis.
+//! in favour of one with room, at admission and by the dispatcher's later
+//! attempts, see `quotas`). GCRA buckets, in memory or in Redis.
 
 mod bucket;
 mod engine;
 mod gcra;
 mod layer;
 mod memory;
+mod quotas;
 mod redis_store;
 mod reply;
 mod state;
@@ -29,9 +31,10 @@ use crate::routing::Backend;
 use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 use crate::tokens::{Encoding, Encodings, Estimator};
-use crate::usage::{Finished, Outcome, UsageObserver};
 
+use self::quotas::CallState;
 pub use layer::rate_limit;
+pub use quotas::{AttemptEnd, Charged, DeploymentQuotas, QuotaSkip, Settlement};
 pub use state::LimitState;
 
 enum Engine {
@@ -63,7 +66,9 @@ pub enum Check {
 pub struct Admission {
     /// The backend with room, when deployments have quotas.
     pub backend: Option<Arc<Backend>>,
-    /// Corrects the TPM charge once the real usage is known.
+    /// For the dispatcher: charges the deployments of later attempts.
+    pub quotas: DeploymentQuotas,
+    /// Corrects the TPM charges once the real usage is known.
     pub settlement: Option<Settlement>,
     pub key_headers: KeyHeaders,
 }
@@ -145,7 +150,14 @@ impl Limiter {
             .route
             .backends()
             .any(|b| self.table.deployments.contains_key(&*b.deployment.name));
-        if key.is_none() && org.is_none() && model_pair.is_none() && !limits_deployments {
+        // A fallback model's deployments may have quotas the dispatcher charges.
+        let may_fall_back = !api.route.fallbacks.is_empty() && !self.table.deployments.is_empty();
+        if key.is_none()
+            && org.is_none()
+            && model_pair.is_none()
+            && !limits_deployments
+            && !may_fall_back
+        {
             return Check::Unlimited;
         }
         let counts_tokens = [key, org, model_pair]
@@ -157,7 +169,8 @@ impl Limiter {
                     .deployments
                     .get(&*b.deployment.name)
                     .is_some_and(|p| p.tokens.is_some())
-            });
+            })
+            || (may_fall_back && self.table.deployments.values().any(|p| p.tokens.is_some()));
         let tokens = if counts_tokens {
             self.estimate(api).await
         } else {
@@ -165,6 +178,11 @@ impl Limiter {
         };
         let subject = self.subject(key, org, model_pair, limits_deployments, api, tokens);
         let decision = match &self.engine {
+            // Only fallbacks may be charged: nothing to check up front.
+            _ if subject.required.is_empty() && subject.candidates.is_empty() => Decision {
+                result: Ok(None),
+                standings: Vec::new(),
+            },
             Engine::Memory(engine) => engine.admit(&subject.required, &candidate_charges(&subject)),
             Engine::Redis(engine) => {
                 match engine
@@ -261,21 +279,31 @@ impl Limiter {
         key_headers: KeyHeaders,
     ) -> Admission {
         let chosen = chosen.and_then(|index| subject.candidates.get(index));
-        let token_buckets: Vec<Arc<Bucket>> = subject
+        let call_wide: Vec<Arc<Bucket>> = subject
             .required
             .iter()
-            .chain(chosen.map_or(&[][..], |(_, charges)| &charges[..]))
             .filter(|charge| charge.bucket.kind == Kind::Tokens)
             .map(|charge| charge.bucket.clone())
             .collect();
+        let limits_deployments = !self.table.deployments.is_empty();
+        let state = (limits_deployments || !call_wide.is_empty()).then(|| {
+            let prepaid = chosen
+                .and_then(|(backend, _)| self.table.deployments.get(&*backend.deployment.name));
+            CallState::new(self.clone(), tokens, prepaid.cloned())
+        });
+        let quotas = match &state {
+            Some(state) if limits_deployments => DeploymentQuotas::of(state.clone()),
+            _ => DeploymentQuotas::default(),
+        };
+        let settlement = state.map(|state| Settlement {
+            state,
+            tokens: call_wide,
+        });
         Admission {
             backend: chosen.map(|(backend, _)| backend.clone()),
+            quotas,
             key_headers,
-            settlement: (!token_buckets.is_empty()).then(|| Settlement {
-                limiter: self.clone(),
-                buckets: token_buckets,
-                charged: tokens,
-            }),
+            settlement,
         }
     }
 
@@ -314,11 +342,7 @@ impl Limiter {
     }
 
     fn store_failed(&self, error: &StoreError) -> Check {
-        self.metrics.limiter_store_errors.inc();
-        if self.store_log.due() {
-            tracing::error!(%error, policy = self.on_error.as_str(), "rate-limit store failed; applying redis.on_error");
-        }
-        match self.on_error {
+        match self.store_policy(error) {
             OnRedisError::FailOpen => {
                 self.metrics.limiter_fail_open.inc();
                 Check::Unlimited
@@ -327,13 +351,22 @@ impl Limiter {
         }
     }
 
-    async fn adjust_shared(&self, buckets: &[Arc<Bucket>], delta: i64) {
+    /// Counts and (at most every 10 s) logs a store failure; returns the policy.
+    fn store_policy(&self, error: &StoreError) -> OnRedisError {
+        self.metrics.limiter_store_errors.inc();
+        if self.store_log.due() {
+            tracing::error!(%error, policy = self.on_error.as_str(), "rate-limit store failed; applying redis.on_error");
+        }
+        self.on_error
+    }
+
+    async fn adjust_shared(&self, changes: &[(&Bucket, i64)]) {
         if let Engine::Redis(engine) = &self.engine
-            && let Err(error) = engine.adjust(&changes(buckets, delta)).await
+            && let Err(error) = engine.adjust(changes).await
         {
             self.metrics.limiter_store_errors.inc();
             if self.store_log.due() {
-                tracing::warn!(%error, delta, "could not correct a TPM charge");
+                tracing::warn!(%error, "could not correct a TPM charge");
             }
         }
     }
@@ -352,47 +385,10 @@ fn key_headers(subject: &Subject<'_>, decision: &Decision) -> KeyHeaders {
     }
 }
 
-fn changes(buckets: &[Arc<Bucket>], delta: i64) -> Vec<(&Bucket, i64)> {
-    buckets
-        .iter()
-        .map(|bucket| (bucket.as_ref(), delta))
-        .collect()
-}
-
 fn candidate_charges<'a>(subject: &Subject<'a>) -> Vec<Vec<Charge<'a>>> {
     subject
         .candidates
         .iter()
         .map(|(_, charges)| charges.clone())
         .collect()
-}
-
-/// Corrects the up-front TPM charge to what the upstream reported.
-pub struct Settlement {
-    limiter: Arc<Limiter>,
-    buckets: Vec<Arc<Bucket>>,
-    charged: u64,
-}
-
-impl UsageObserver for Settlement {
-    fn finish(self: Box<Self>, finished: &Finished<'_>) {
-        let delta = match finished.outcome {
-            Outcome::Reported(usage) => usage.total() as i64 - self.charged as i64,
-            Outcome::NoOutput => -(self.charged as i64),
-            // Output may have been produced: keep the estimate.
-            Outcome::Unknown => 0,
-        };
-        if delta == 0 {
-            return;
-        }
-        match &self.limiter.engine {
-            // A few atomics: done in place.
-            Engine::Memory(engine) => engine.adjust(&changes(&self.buckets, delta)),
-            // A round trip: never on the request path.
-            Engine::Redis(_) => {
-                let tasks = self.limiter.tasks.clone();
-                tasks.spawn(async move { self.limiter.adjust_shared(&self.buckets, delta).await });
-            }
-        }
-    }
 }

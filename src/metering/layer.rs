@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Either};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::Budgets;
 use crate::request::call_of;
@@ -120,11 +121,13 @@ impl UsageObserver for Charge {
         let cost = finished.cost_usd;
         if self.budgets.is_shared() {
             let tasks = self.budgets.tasks.clone();
-            tasks.spawn(async move {
+            let charge = async move {
                 self.budgets
                     .charge(&self.key, self.org.as_deref(), cost)
                     .await;
-            });
+            };
+            // Its failure's line belongs to the call that spent.
+            tasks.spawn(charge.in_current_span());
             return;
         }
         // In-memory counters never wait: charged in place, without a task.

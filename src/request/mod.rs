@@ -358,6 +358,11 @@ pub async fn read_request(
     let started = std::time::Instant::now();
     match reader.read(call, request).await {
         Ok((request, outcome)) => {
+            if let Some((api, identity)) = call_of(request.extensions()) {
+                let span = tracing::Span::current();
+                span.record("key", &*identity.name);
+                span.record("model", &*api.route.name);
+            }
             let mut response = next.run(request).await;
             reader.finish(&mut response, outcome, started);
             response

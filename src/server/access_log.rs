@@ -11,6 +11,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderValue, Method};
+use tracing::Instrument;
+
+use super::call_span;
 
 use crate::auth::{AuthRefused, Identity};
 use crate::dispatch::{ServedBy, StreamEnded, StreamOutcome};
@@ -18,14 +21,16 @@ use crate::error::{ErrorLogged, clip};
 use crate::headers::X_REQUEST_ID;
 use crate::metrics::Metrics;
 
-/// `latency_us` is to the response head, or for a stream to its end.
+/// `latency_us` is to the response head, or for a stream to its end. The
+/// call's span (see `call_span`) is made here and covers the line too.
 pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let span = call_span::span_of(&request);
     let method = request.method().clone();
     // The path is the client's: quoted with a bound, like every echo.
     let path = clip(request.uri().path()).into_owned();
     let request_id = request.headers().get(X_REQUEST_ID).cloned();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
     let extensions = response.extensions();
     let line = Line {
         request_id,
@@ -41,15 +46,15 @@ pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: 
         refused: extensions.get::<AuthRefused>().is_some(),
         started,
     };
-    match extensions.get::<StreamEnded>() {
+    span.in_scope(|| match extensions.get::<StreamEnded>() {
         // Written by the relay's drop, when the stream has ended.
         Some(ended) => ended.then(move |outcome| {
             metrics.streams.with_label_values(&[outcome.as_str()]).inc();
             line.write(Some(outcome));
         }),
         None => line.write(None),
-    }
-    response
+    });
+    call_span::body_in(span, response)
 }
 
 /// What one access line says, owned so a stream's can wait for its end.

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod call_span;
 mod conn;
 mod cors;
 mod encoding;
