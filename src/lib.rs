@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod drain;
 pub mod error;
 pub mod headers;
+pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod metering;

@@ -105,6 +105,7 @@ mod tests {
 
     fn store(required: bool) -> KeyStore {
         let keys = vec![KeyConfig {
+            id: None,
             key: Some("sk-team-a-secret".into()),
             key_sha256: None,
             name: "team-a".into(),
