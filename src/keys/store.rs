@@ -124,6 +124,14 @@ impl RuntimeKeys {
         }
     }
 
+    /// A name the loaded set thought free was taken in the store: this
+    /// replica is behind, so it catches up now rather than at the next poll.
+    async fn refresh_after_conflict<T>(&self, result: &Result<T, KeyStoreError>) {
+        if matches!(result, Err(KeyStoreError::DuplicateName(_))) {
+            self.refresh_after_write().await;
+        }
+    }
+
     fn name_taken(&self, name: &str, except_id: &str) -> bool {
         self.current()
             .iter()
@@ -145,7 +153,9 @@ impl RuntimeKeys {
         }
         let (key, secret) = RuntimeKey::issue(new)?;
         check(&key)?;
-        self.backend.insert(&key).await?;
+        let inserted = self.backend.insert(&key).await;
+        self.refresh_after_conflict(&inserted).await;
+        inserted?;
         self.refresh_after_write().await;
         Ok((key, secret))
     }
@@ -171,7 +181,9 @@ impl RuntimeKeys {
             key.revision = stored.revision + 1;
             key.updated_at = unix_now();
             check(&key)?;
-            if self.backend.replace(&key, stored.revision).await? {
+            let replaced = self.backend.replace(&key, stored.revision).await;
+            self.refresh_after_conflict(&replaced).await;
+            if replaced? {
                 self.refresh_after_write().await;
                 return Ok(key);
             }
