@@ -2,20 +2,23 @@
 //! PostgreSQL databases, with two `RuntimeKeys` on one store standing in
 //! for two replicas.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::postgres::{PLAIN, TestDatabase};
 use sluice::config::{KeysStoreSpec, sha256};
-use sluice::keys::{Change, KeyPatch, KeySettings, KeyStoreError, KeysOptions, NewKey, RuntimeKeys};
+use sluice::keys::{
+    Change, KeyPatch, KeySettings, KeyStoreError, KeysOptions, NewKey, RuntimeKeys,
+};
 use tokio_util::sync::CancellationToken;
 
 fn sqlite_spec() -> KeysStoreSpec {
     let dir = std::env::temp_dir().join(format!("sluice-keys-{}", fastrand::u64(..)));
-    KeysStoreSpec::Sqlite(PathBuf::from(dir).join("keys.sqlite"))
+    KeysStoreSpec::Sqlite(dir.join("keys.sqlite"))
 }
 
 fn options(poll_interval: Duration, notifications: bool) -> KeysOptions {
@@ -68,7 +71,10 @@ async fn until_seen(
 async fn lifecycle(keys: &RuntimeKeys) {
     let mut changes = keys.changes();
     let (key, secret) = keys.create(new_key("team-a"), accept).await.unwrap();
-    assert!(changes.has_changed().unwrap(), "a local write bumps changes()");
+    assert!(
+        changes.has_changed().unwrap(),
+        "a local write bumps changes()"
+    );
     changes.mark_unchanged();
     assert!(secret.starts_with("sk-sluice-") && secret.len() == 42);
     assert_eq!(key.key_sha256, hex::encode(sha256(&secret)));
@@ -76,7 +82,9 @@ async fn lifecycle(keys: &RuntimeKeys) {
     assert_eq!(keys.current()[0], key);
 
     let refused = keys
-        .create(new_key("team-b"), |_| Err(KeyStoreError::Rejected("no".into())))
+        .create(new_key("team-b"), |_| {
+            Err(KeyStoreError::Rejected("no".into()))
+        })
         .await;
     assert!(matches!(refused, Err(KeyStoreError::Rejected(_))));
     assert_eq!(keys.current().len(), 1, "a refused key is not stored");
@@ -91,7 +99,10 @@ async fn lifecycle(keys: &RuntimeKeys) {
     assert_eq!(updated.settings.rpm, None);
     assert_eq!(updated.settings.tpm, Some(1000));
     assert_eq!(updated.settings.org.as_deref(), Some("eng"));
-    assert_eq!(updated.settings.models, key.settings.models, "absent: unchanged");
+    assert_eq!(
+        updated.settings.models, key.settings.models,
+        "absent: unchanged"
+    );
     assert_eq!(updated.key_sha256, key.key_sha256);
     assert_eq!(keys.current()[0], updated);
     assert!(changes.has_changed().unwrap());
@@ -101,7 +112,10 @@ async fn lifecycle(keys: &RuntimeKeys) {
 
     keys.revoke(&key.id).await.unwrap();
     assert!(keys.current().is_empty());
-    assert!(matches!(keys.revoke(&key.id).await, Err(KeyStoreError::NotFound(_))));
+    assert!(matches!(
+        keys.revoke(&key.id).await,
+        Err(KeyStoreError::NotFound(_))
+    ));
     assert!(matches!(
         keys.update(&key.id, &patch, accept).await,
         Err(KeyStoreError::NotFound(_))
@@ -184,7 +198,11 @@ async fn without_notify_a_postgres_write_arrives_by_polling() {
         .await
         .unwrap();
     let poll = Duration::from_millis(300);
-    let reader = Arc::new(RuntimeKeys::open(&spec, options(poll, false)).await.unwrap());
+    let reader = Arc::new(
+        RuntimeKeys::open(&spec, options(poll, false))
+            .await
+            .unwrap(),
+    );
     let mut changes = reader.changes();
     let stop = watch(&reader);
 
@@ -269,7 +287,10 @@ async fn a_stale_update_starts_over_from_the_stored_key() {
         ..KeyPatch::default()
     };
     let merged = b.update(&key.id, &set_rpm, accept).await.unwrap();
-    assert_eq!((merged.settings.rpm, merged.settings.tpm), (Some(9), Some(5)));
+    assert_eq!(
+        (merged.settings.rpm, merged.settings.tpm),
+        (Some(9), Some(5))
+    );
     assert_eq!(merged.revision, 3);
 }
 
