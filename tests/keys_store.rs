@@ -207,12 +207,11 @@ async fn without_notify_a_postgres_write_arrives_by_polling() {
     let stop = watch(&reader);
 
     let (key, _) = writer.create(new_key("polled"), accept).await.unwrap();
-    let started = tokio::time::Instant::now();
-    until_seen(&reader, &mut changes, Duration::from_secs(2), |r| {
+    // A poll interval, and slack for a busy machine.
+    until_seen(&reader, &mut changes, poll + Duration::from_secs(1), |r| {
         r.current().iter().any(|k| k.id == key.id)
     })
     .await;
-    assert!(started.elapsed() < poll + Duration::from_millis(500));
 
     stop.cancel();
     drop((writer, reader));

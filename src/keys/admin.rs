@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
 use super::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
@@ -148,11 +148,16 @@ async fn read_patch(body: Body) -> Result<KeyPatch, Response> {
     let collect = Limited::new(body, MAX_BODY_BYTES).collect();
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, collect).await {
         Err(_) => return Err(GatewayError::BodyTimeout(BODY_TIMEOUT).into_response()),
-        Ok(Err(_)) => {
+        Ok(Err(error)) if error.is::<LengthLimitError>() => {
             return Err(GatewayError::PayloadTooLarge {
                 limit: MAX_BODY_BYTES,
             }
             .into_response());
+        }
+        Ok(Err(_)) => {
+            return Err(
+                GatewayError::invalid("The request body could not be read.", None).into_response(),
+            );
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };

@@ -13,6 +13,7 @@ use super::record::unix_now;
 use super::sqlite::SqliteKeys;
 use super::{KeyPatch, KeyStoreError, NewKey, RuntimeKey};
 use crate::config::{AdminConfig, KeysStoreSpec};
+use crate::error::clip;
 
 /// Most live runtime keys a store holds (and a replica loads).
 pub const MAX_KEYS: usize = 100_000;
@@ -43,6 +44,11 @@ struct Snapshot {
     /// `None` until a load succeeded.
     version: Option<i64>,
     keys: Arc<[RuntimeKey]>,
+}
+
+/// Ids come from request paths: errors quote at most a clipped one.
+fn not_found(id: &str) -> KeyStoreError {
+    KeyStoreError::NotFound(clip(id).into_owned())
 }
 
 pub struct RuntimeKeys {
@@ -171,7 +177,7 @@ impl RuntimeKeys {
     ) -> Result<RuntimeKey, KeyStoreError> {
         for _ in 0..WRITE_ATTEMPTS {
             let Some(stored) = self.backend.fetch(id).await? else {
-                return Err(KeyStoreError::NotFound(id.to_owned()));
+                return Err(not_found(id));
             };
             let mut key = stored.clone();
             patch.apply(&mut key.name, &mut key.settings);
@@ -188,14 +194,14 @@ impl RuntimeKeys {
                 return Ok(key);
             }
         }
-        Err(KeyStoreError::Conflict(id.to_owned()))
+        Err(KeyStoreError::Conflict(clip(id).into_owned()))
     }
 
     /// Revokes a key for good: it never resolves again and its name is
     /// free for a new key (the row stays, marked, for audit).
     pub async fn revoke(&self, id: &str) -> Result<(), KeyStoreError> {
         if !self.backend.revoke(id, unix_now()).await? {
-            return Err(KeyStoreError::NotFound(id.to_owned()));
+            return Err(not_found(id));
         }
         self.refresh_after_write().await;
         Ok(())
