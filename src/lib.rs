@@ -16,6 +16,7 @@ pub mod drain;
 pub mod error;
 pub mod headers;
 pub mod internal;
+pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod metering;

@@ -50,8 +50,9 @@ impl Tasks {
         self.stop.cancelled()
     }
 
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
+    /// The stop signal itself, for loops written against a token.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// Tasks tracked with these but stopped on their own (or with these):

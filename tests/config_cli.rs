@@ -224,6 +224,26 @@ fn check_rejects_bad_configs_with_paths() {
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[server]\nmax_response_bytes = 0\n",
             "server.max_response_bytes: must be greater than 0",
         ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nid = \"has space\"\nkey = \"sk-aaaaaaaaa\"\n",
+            "keys[0].id: must be 1 to 64 characters",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-aaaaaaaaa\"\n[[keys]]\nname = \"j\"\nid = \"k\"\nkey = \"sk-bbbbbbbbb\"\n",
+            "keys[1].id: `k` is the id of another key",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[admin]\nkeys_store = \"keys.txt\"\n",
+            "admin.keys_store: `keys.txt` is not",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[admin]\nkeys_store = \"postgres://u:s3cret-pw@h:port/x\"\n",
+            "admin.keys_store: not a valid postgres:// URL",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[admin]\nkeys_poll_interval = \"1ms\"\n",
+            "admin.keys_poll_interval: must be between 100ms and 1h",
+        ),
         ("[[deployments]\n", "invalid TOML"),
     ];
     for (text, expected) in cases {

@@ -127,9 +127,9 @@ mod tests {
 
     fn store(required: bool) -> KeyStore {
         let keys = vec![KeyConfig {
+            id: None,
             key: Some("sk-team-a-secret".into()),
             key_sha256: None,
-            id: None,
             name: "team-a".into(),
             org: Some("eng".into()),
             models: Some(vec!["gpt-4o".into()]),

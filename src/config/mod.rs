@@ -3,6 +3,7 @@
 
 mod duration;
 pub(crate) mod expand;
+mod keys_store;
 mod load;
 mod validate;
 mod view;
@@ -11,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use duration::{MAX_DURATION, format_go_duration, from_secs, parse_duration};
+pub use keys_store::KeysStoreSpec;
 pub use load::{ConfigError, load_from_path, load_from_str};
 pub use validate::validate;
 pub use view::View;
@@ -150,7 +152,7 @@ impl Default for UsageConfig {
 }
 
 /// USD spend limits over UTC calendar periods.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     #[serde(default)]
@@ -190,7 +192,7 @@ pub struct Price {
     pub output_per_1m: f64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBudget {
     /// Prompts with more tokens get 400 `context_length_exceeded`.
@@ -270,7 +272,7 @@ pub struct SplitVariant {
 }
 
 /// Request priority classes, highest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Critical,
@@ -538,13 +540,33 @@ impl Default for ProbeConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer token for `/admin/*`; the admin API is off without one.
     pub token: Option<String>,
     /// Serve `/admin/*` only on this address (and not on `[server] listen`).
     pub listen: Option<String>,
+    /// Where keys made through `/admin/keys` live: `"sqlite"` (`keys.sqlite`
+    /// in `[usage] data_dir`, opened only with a `token`), `"sqlite:PATH"` or
+    /// a path ending in `.sqlite`/`.db`, a `postgres://` URL (shared by a
+    /// fleet), or `"none"`.
+    pub keys_store: String,
+    /// How often the keys store is checked for other replicas' changes
+    /// (PostgreSQL also pushes them at once with NOTIFY).
+    #[serde(with = "duration::serde_duration")]
+    pub keys_poll_interval: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            listen: None,
+            keys_store: "sqlite".to_owned(),
+            keys_poll_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 impl Strategy {
@@ -879,8 +901,9 @@ pub struct KeyConfig {
     /// Hex SHA-256 of the key, so plain keys need not sit in config files.
     #[serde(default)]
     pub key_sha256: Option<String>,
-    /// A stable id: limiter state, cache scope, spend and the ledger follow
-    /// it, so renaming a key orphans nothing. Defaults to the name.
+    /// A stable id (`/admin/keys/{id}`): limiter state, cache scope, spend
+    /// and stored responses follow it, so renaming a key orphans nothing.
+    /// Defaults to the name.
     #[serde(default)]
     pub id: Option<String>,
     pub name: String,
@@ -916,6 +939,7 @@ fn default_true() -> bool {
 }
 
 impl KeyConfig {
+    /// The stable id: `id` when set, else the name.
     pub fn id(&self) -> &str {
         self.id.as_deref().unwrap_or(&self.name)
     }

@@ -74,6 +74,13 @@ fn check_connections(config: &Config, problems: &mut Vec<String>) {
         problems
             .push("admin.listen: set admin.token too; the admin API is off without one".to_owned());
     }
+    if let Err(problem) = super::KeysStoreSpec::parse(&config.admin.keys_store, "") {
+        problems.push(format!("admin.keys_store: {problem}"));
+    }
+    let poll = config.admin.keys_poll_interval;
+    if poll < std::time::Duration::from_millis(100) || poll > std::time::Duration::from_secs(3600) {
+        problems.push("admin.keys_poll_interval: must be between 100ms and 1h".to_owned());
+    }
 }
 
 fn check_deployments(config: &Config, problems: &mut Vec<String>) {
@@ -129,8 +136,10 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
 fn check_keys(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     let mut names = HashSet::new();
     let mut hashes = HashSet::new();
+    let mut ids = HashSet::new();
     for (index, key) in config.keys.iter().enumerate() {
         let at = format!("keys[{index}]");
+        check_key_id(&at, key, &mut ids, problems);
         if key.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
         } else if !names.insert(key.name.as_str()) {
@@ -166,6 +175,31 @@ fn check_keys(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String
                 ));
             }
         }
+    }
+}
+
+/// An explicit id is 1-64 of `[A-Za-z0-9_.-]` (it appears in URLs); one
+/// defaulted from the name is not held to that, so existing names stay
+/// valid. Either way no two keys share an id.
+fn check_key_id<'a>(
+    at: &str,
+    key: &'a super::KeyConfig,
+    ids: &mut HashSet<&'a str>,
+    problems: &mut Vec<String>,
+) {
+    if let Some(id) = &key.id {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if !(1..=64).contains(&id.len()) || !id.chars().all(valid_char) {
+            problems.push(format!(
+                "{at}.id: must be 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `-`"
+            ));
+        }
+    }
+    if !ids.insert(key.id()) {
+        problems.push(format!(
+            "{at}.id: `{}` is the id of another key (an id defaults to the name)",
+            crate::error::clip(key.id())
+        ));
     }
 }
 

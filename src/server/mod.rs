@@ -70,7 +70,8 @@ impl From<TcpListener> for Listeners {
 /// A built gateway, ready to serve on its listeners.
 pub struct Gateway {
     live: Arc<Live>,
-    apps: Apps,
+    apart: stack::Apart,
+    cors: Option<cors::CorsLayer>,
     timeouts: Timeouts,
     max_connections: usize,
     shutdown_grace: Duration,
@@ -101,38 +102,51 @@ impl Gateway {
             admin: config.admin.listen.is_some(),
             metrics: config.metrics.listen.is_some(),
         };
-        let timeouts = Timeouts {
-            header_read: config.server.header_read_timeout,
-            idle: config.server.idle_timeout,
-        };
-        let max_connections = fd_limit::max_connections(config.server.max_connections);
-        let shutdown_grace = config.server.shutdown_grace;
-        let cors = cors::layer(&config.server.cors_origins);
-        let live = Live::start(config, path, Tasks::new(), apart)?;
+        Ok(Self {
+            timeouts: Timeouts {
+                header_read: config.server.header_read_timeout,
+                idle: config.server.idle_timeout,
+            },
+            max_connections: fd_limit::max_connections(config.server.max_connections),
+            shutdown_grace: config.server.shutdown_grace,
+            cors: cors::layer(&config.server.cors_origins),
+            live: Live::start(config, path, Tasks::new(), apart)?,
+            apart,
+        })
+    }
+
+    /// Opens the runtime keys store and puts its keys in force; then each
+    /// listener's app.
+    async fn apps(&self) -> Result<Apps, StartError> {
+        let live = &self.live;
+        let file = live.file_config();
+        let keys = live::keys::open(&file, live)
+            .await
+            .map_err(StartError::Build)?;
+        if let Some(keys) = &keys {
+            live::keys::follow(live, keys)
+                .await
+                .map_err(StartError::Build)?;
+        }
         let metrics = live.registries.metrics.clone();
         let outer = |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics);
         let in_force = |listener| axum::Router::new().fallback_service(live.app(listener));
-        let core_admin = live::admin_routes(&live);
-        let (api_admin, apart_admin) = if apart.admin {
+        let core_admin = live::admin_routes(live, keys);
+        let (api_admin, apart_admin) = if self.apart.admin {
             (axum::Router::new(), core_admin)
         } else {
             (core_admin, axum::Router::new())
         };
-        let apps = Apps {
-            api: outer(api_admin.merge(in_force(Listener::Api)), cors),
-            admin: apart
+        Ok(Apps {
+            api: outer(api_admin.merge(in_force(Listener::Api)), self.cors.clone()),
+            admin: self
+                .apart
                 .admin
                 .then(|| outer(apart_admin.merge(in_force(Listener::Admin)), None)),
-            metrics: apart
+            metrics: self
+                .apart
                 .metrics
                 .then(|| outer(in_force(Listener::Metrics), None)),
-        };
-        Ok(Self {
-            live,
-            apps,
-            timeouts,
-            max_connections,
-            shutdown_grace,
         })
     }
 
@@ -153,8 +167,14 @@ impl Gateway {
         listeners: impl Into<Listeners>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        self.live.watch();
-        let result = self.serve_connections(listeners.into(), shutdown).await;
+        let result = match self.apps().await {
+            Ok(apps) => {
+                self.live.watch();
+                self.serve_connections(apps, listeners.into(), shutdown)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         let registries = &self.live.registries;
         if let Some(ledger) = &registries.ledger {
             ledger.flush(Duration::from_secs(10)).await;
@@ -167,14 +187,17 @@ impl Gateway {
 
     /// Each listener with its app; a listener without an app (or the reverse)
     /// is a caller's mistake.
-    fn pair(&self, listeners: Listeners) -> Result<Vec<(TcpListener, axum::Router)>, StartError> {
-        let mut pairs = vec![(listeners.api, self.apps.api.clone())];
+    fn pair(
+        apps: Apps,
+        listeners: Listeners,
+    ) -> Result<Vec<(TcpListener, axum::Router)>, StartError> {
+        let mut pairs = vec![(listeners.api, apps.api)];
         for (name, app, listener) in [
-            ("admin", &self.apps.admin, listeners.admin),
-            ("metrics", &self.apps.metrics, listeners.metrics),
+            ("admin", apps.admin, listeners.admin),
+            ("metrics", apps.metrics, listeners.metrics),
         ] {
             match (app, listener) {
-                (Some(app), Some(listener)) => pairs.push((listener, app.clone())),
+                (Some(app), Some(listener)) => pairs.push((listener, app)),
                 (None, None) => {}
                 _ => {
                     return Err(StartError::Build(format!(
@@ -188,10 +211,11 @@ impl Gateway {
 
     async fn serve_connections(
         &self,
+        apps: Apps,
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let pairs = self.pair(listeners)?;
+        let pairs = Self::pair(apps, listeners)?;
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let tracker = TaskTracker::new();
         let connections = Connections::new(

@@ -1,5 +1,5 @@
-//! The admin routes about the live core itself: `POST /admin/reload` and
-//! `GET /admin/config`. They live outside the snapshots (a reload must not
+//! The admin routes about the live core itself: `POST /admin/reload`,
+//! `GET /admin/config` and the runtime keys (`/admin/keys`). They live outside the snapshots (a reload must not
 //! replace the route that runs it) and check the admin token of the snapshot
 //! in force; with no token configured they do not exist (404).
 
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{Live, ReloadError};
 use crate::error::{GatewayError, error_body, json_response};
+use crate::keys::RuntimeKeys;
 use crate::server::admin::check_token;
 use crate::server::fallback::unknown_route;
 
@@ -22,12 +23,15 @@ use crate::server::fallback::unknown_route;
 /// all in the log; the answer keeps the first few kilobytes.
 const MAX_ERROR_TEXT: usize = 4096;
 
-pub fn routes(live: &Arc<Live>) -> Router {
-    Router::new()
+/// With a keys store, `/admin/keys` too (see `keys`).
+pub fn routes(live: &Arc<Live>, keys: Option<Arc<RuntimeKeys>>) -> Router {
+    let core = Router::new()
         .route("/admin/reload", post(reload))
         .route("/admin/config", get(config))
+        .with_state(live.clone());
+    let keys = keys.map_or_else(Router::new, |keys| super::keys::routes(live, keys));
+    core.merge(keys)
         .route_layer(from_fn_with_state(live.clone(), require_token))
-        .with_state(live.clone())
 }
 
 async fn require_token(State(live): State<Arc<Live>>, request: Request, next: Next) -> Response {

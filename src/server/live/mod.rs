@@ -9,6 +9,7 @@
 //! does the same for calls Sluice makes on a key's behalf.
 
 mod admin;
+pub mod keys;
 mod registries;
 mod reload;
 mod snapshot;
@@ -81,6 +82,11 @@ impl Live {
     /// The snapshot in force now.
     fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The config file's settings in force (without the runtime keys).
+    pub fn file_config(&self) -> Arc<Config> {
+        self.snapshot().file.clone()
     }
 
     /// The app serving one listener, on the snapshot in force at each call.

@@ -122,6 +122,10 @@ pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str
         ),
         ("admin.listen", running.admin.listen != next.admin.listen),
         (
+            "admin.keys_store",
+            running.admin.keys_store != next.admin.keys_store,
+        ),
+        (
             "metrics.listen",
             running.metrics.listen != next.metrics.listen,
         ),

@@ -1,0 +1,238 @@
+//! `/admin/keys`: create, list, read, change and revoke runtime keys.
+//! Mounted by the server behind the admin token; see `KeysAdmin::router`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use super::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
+use crate::config::KeyConfig;
+use crate::error::{GatewayError, error_body, json_response, set_retry_after};
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Deadline for the whole request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks a whole would-be key set (configured keys merged in by whoever
+/// supplies it); the message of a refusal is returned to the caller as 400.
+pub type Validator = Arc<dyn Fn(&[KeyConfig]) -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct KeysAdmin {
+    pub keys: Arc<RuntimeKeys>,
+    pub validate: Validator,
+}
+
+impl KeysAdmin {
+    /// The five routes, with their state; the caller adds the token check.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/admin/keys", get(list).post(create))
+            .route("/admin/keys/{id}", get(read).patch(update).delete(revoke))
+            .with_state(self)
+    }
+
+    /// Runs the validator on the live runtime set with `candidate` in
+    /// place of (or beside) the key of its id.
+    fn check(&self, candidate: &RuntimeKey) -> Result<(), KeyStoreError> {
+        let set: Vec<KeyConfig> = self
+            .keys
+            .current()
+            .iter()
+            .filter(|key| key.id != candidate.id)
+            .chain(std::iter::once(candidate))
+            .map(RuntimeKey::to_config)
+            .collect();
+        (self.validate)(&set).map_err(KeyStoreError::Rejected)
+    }
+}
+
+/// A key as the API shows it: never the secret or its digest.
+#[derive(Serialize)]
+struct KeyView<'a> {
+    object: &'static str,
+    id: &'a str,
+    name: &'a str,
+    /// `sk-sluice-...` and the secret's last four characters.
+    key_hint: String,
+    #[serde(flatten)]
+    settings: &'a KeySettings,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn view(key: &RuntimeKey) -> KeyView<'_> {
+    KeyView {
+        object: "key",
+        id: &key.id,
+        name: &key.name,
+        key_hint: format!("{}...{}", super::secret::SECRET_PREFIX, key.hint),
+        settings: &key.settings,
+        created_at: key.created_at,
+        updated_at: key.updated_at,
+    }
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_response(status, Bytes::from(body)),
+        Err(_) => GatewayError::Internal.into_response(),
+    }
+}
+
+fn error(status: StatusCode, message: &str, param: Option<&str>, code: &str) -> Response {
+    json_response(
+        status,
+        error_body(message, "invalid_request_error", param, Some(code)),
+    )
+}
+
+fn store_error(failure: KeyStoreError) -> Response {
+    let message = failure.to_string();
+    match failure {
+        KeyStoreError::NotFound(_) => error(StatusCode::NOT_FOUND, &message, None, "not_found"),
+        KeyStoreError::DuplicateName(_) => error(
+            StatusCode::CONFLICT,
+            &message,
+            Some("name"),
+            "duplicate_name",
+        ),
+        KeyStoreError::Conflict(_) => error(StatusCode::CONFLICT, &message, None, "conflict"),
+        KeyStoreError::Invalid { param, .. } => error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            param.as_deref(),
+            "invalid_value",
+        ),
+        KeyStoreError::Rejected(_) => error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            None,
+            "invalid_key_config",
+        ),
+        KeyStoreError::Full(_) => error(StatusCode::BAD_REQUEST, &message, None, "too_many_keys"),
+        KeyStoreError::Unavailable(_) | KeyStoreError::Open(_) => {
+            // Logged, not returned: it may name hosts.
+            tracing::warn!(error = %message, "admin keys call failed: the keys store is unreachable");
+            let mut response = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_body(
+                    "The keys store is unreachable right now; please try again shortly.",
+                    "server_error",
+                    None,
+                    Some("keys_store_unavailable"),
+                ),
+            );
+            set_retry_after(response.headers_mut(), Duration::from_secs(5));
+            response
+        }
+        KeyStoreError::Random(_) => {
+            tracing::error!(error = %message, "admin keys call failed");
+            GatewayError::Internal.into_response()
+        }
+    }
+}
+
+/// The body as a patch: at most `MAX_BODY_BYTES`, within `BODY_TIMEOUT`.
+async fn read_patch(body: Body) -> Result<KeyPatch, Response> {
+    let collect = Limited::new(body, MAX_BODY_BYTES).collect();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Err(_) => return Err(GatewayError::BodyTimeout(BODY_TIMEOUT).into_response()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => {
+            return Err(GatewayError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+            .into_response());
+        }
+        Ok(Err(_)) => {
+            return Err(
+                GatewayError::invalid("The request body could not be read.", None).into_response(),
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    KeyPatch::from_json(&bytes).map_err(|e| store_error(e.into()))
+}
+
+/// `POST /admin/keys`: 201 with the key and, this once, its secret (`key`).
+async fn create(State(admin): State<KeysAdmin>, body: Body) -> Response {
+    let new = match read_patch(body).await.map(KeyPatch::into_new_key) {
+        Ok(Ok(new)) => new,
+        Ok(Err(invalid)) => return store_error(invalid.into()),
+        Err(response) => return response,
+    };
+    match admin.keys.create(new, |key| admin.check(key)).await {
+        Ok((key, secret)) => {
+            #[derive(Serialize)]
+            struct Created<'a> {
+                #[serde(flatten)]
+                view: KeyView<'a>,
+                key: &'a str,
+            }
+            let created = Created {
+                view: view(&key),
+                key: &secret,
+            };
+            json(StatusCode::CREATED, &created)
+        }
+        Err(failure) => store_error(failure),
+    }
+}
+
+/// `GET /admin/keys`: this replica's live runtime keys.
+async fn list(State(admin): State<KeysAdmin>) -> Response {
+    let keys = admin.keys.current();
+    let data: Vec<KeyView<'_>> = keys.iter().map(view).collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": data}),
+    )
+}
+
+/// `GET /admin/keys/{id}`.
+async fn read(State(admin): State<KeysAdmin>, Path(id): Path<String>) -> Response {
+    let keys = admin.keys.current();
+    match keys.iter().find(|key| key.id == id) {
+        Some(key) => json(StatusCode::OK, &view(key)),
+        None => store_error(KeyStoreError::NotFound(
+            crate::error::clip(&id).into_owned(),
+        )),
+    }
+}
+
+/// `PATCH /admin/keys/{id}`: merge semantics (absent unchanged, null cleared).
+async fn update(State(admin): State<KeysAdmin>, Path(id): Path<String>, body: Body) -> Response {
+    let patch = match read_patch(body).await {
+        Ok(patch) => patch,
+        Err(response) => return response,
+    };
+    let check = |key: &RuntimeKey| {
+        super::patch::check(&key.name, &key.settings)?;
+        admin.check(key)
+    };
+    match admin.keys.update(&id, &patch, check).await {
+        Ok(key) => json(StatusCode::OK, &view(&key)),
+        Err(failure) => store_error(failure),
+    }
+}
+
+/// `DELETE /admin/keys/{id}`: revokes the key everywhere.
+async fn revoke(State(admin): State<KeysAdmin>, Path(id): Path<String>) -> Response {
+    match admin.keys.revoke(&id).await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({"object": "key.deleted", "id": id, "deleted": true}),
+        ),
+        Err(failure) => store_error(failure),
+    }
+}

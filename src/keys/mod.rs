@@ -1,0 +1,26 @@
+//! Runtime virtual keys: keys made, changed and revoked through
+//! `/admin/keys` while the gateway runs, persisted in SQLite or PostgreSQL
+//! and shared by every replica that opens the same store.
+//!
+//! The store only keeps and distributes the key set (`RuntimeKeys::current`
+//! and `changes`); merging it with the configured keys into what `auth`
+//! resolves is the gateway's job. Secrets are shown once, at creation, and
+//! only their SHA-256 is stored.
+
+pub mod admin;
+mod backend;
+mod error;
+mod listener;
+mod patch;
+mod postgres;
+mod record;
+mod secret;
+mod sqlite;
+mod store;
+mod watch;
+
+pub use admin::{KeysAdmin, Validator};
+pub use error::KeyStoreError;
+pub use patch::{Change, FieldError, KeyPatch};
+pub use record::{KeySettings, NewKey, RuntimeKey};
+pub use store::{KeysOptions, MAX_KEYS, RuntimeKeys};
