@@ -58,6 +58,7 @@ impl Middleware for RecordUsage {
             request_id: header(&X_REQUEST_ID).unwrap_or_default(),
             upstream_request_id: None,
             key: identity.name.clone(),
+            key_id: identity.id.clone(),
             org: identity.org.clone(),
             model_requested: api.requested.clone(),
             model: api.route.name.clone(),

@@ -16,6 +16,9 @@ struct Line<S> {
     request_id: S,
     upstream_request_id: Option<S>,
     key: S,
+    /// Absent in lines written before key ids were recorded.
+    #[serde(default)]
+    key_id: Option<S>,
     org: Option<S>,
     model_requested: S,
     model: S,
@@ -40,6 +43,7 @@ pub fn encode(record: &UsageRecord, out: &mut Vec<u8>) {
         request_id: &*record.request_id,
         upstream_request_id: record.upstream_request_id.as_deref(),
         key: &*record.key,
+        key_id: Some(&*record.key_id),
         org: record.org.as_deref(),
         model_requested: &*record.model_requested,
         model: &*record.model,
@@ -82,6 +86,7 @@ pub fn decode(line: &[u8]) -> Option<UsageRecord> {
         at_ms: line.at_ms,
         request_id: line.request_id,
         upstream_request_id: line.upstream_request_id,
+        key_id: shared(line.key_id.unwrap_or_else(|| line.key.clone())),
         key: shared(line.key),
         org: line.org.map(shared),
         model_requested: shared(line.model_requested),
@@ -114,6 +119,7 @@ mod tests {
             request_id: "req \"quoted\"\n".into(),
             upstream_request_id: Some("up-1".into()),
             key: "k".into(),
+            key_id: "key_1".into(),
             org: Some("eng".into()),
             model_requested: "virtual".into(),
             model: "gpt-4o".into(),

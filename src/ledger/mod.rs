@@ -186,6 +186,7 @@ mod tests {
             request_id: format!("req-{n}"),
             upstream_request_id: None,
             key: "k".into(),
+            key_id: "k".into(),
             org: None,
             model_requested: "m".into(),
             model: "m".into(),

@@ -18,7 +18,10 @@ pub struct UsageRecord {
     pub request_id: String,
     /// The upstream's own request id (`x-upstream-request-id`), if it sent one.
     pub upstream_request_id: Option<String>,
+    /// The key's name when the call was made.
     pub key: Arc<str>,
+    /// The key's stable id: a renamed key's history stays together under it.
+    pub key_id: Arc<str>,
     pub org: Option<Arc<str>>,
     /// The model the client asked for (maybe virtual).
     pub model_requested: Arc<str>,
@@ -49,6 +52,7 @@ pub struct Texts<'a> {
     pub request_id: &'a str,
     pub upstream_request_id: Option<&'a str>,
     pub key: &'a str,
+    pub key_id: &'a str,
     pub org: Option<&'a str>,
     pub model_requested: &'a str,
     pub model: &'a str,
@@ -65,6 +69,7 @@ impl UsageRecord {
             request_id: &self.request_id,
             upstream_request_id: self.upstream_request_id.as_deref(),
             key: &self.key,
+            key_id: &self.key_id,
             org: self.org.as_deref(),
             model_requested: &self.model_requested,
             model: &self.model,
@@ -76,10 +81,10 @@ impl UsageRecord {
     }
 }
 
-pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, key, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
+pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, key, key_id, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
 
 /// Values per row: `COLUMNS` and the day.
-pub const VALUES_PER_ROW: usize = 20;
+pub const VALUES_PER_ROW: usize = 21;
 
 /// The `x-sluice-cache` values, as static strings.
 pub fn cache_status(header: &[u8]) -> &'static str {
@@ -96,6 +101,8 @@ pub fn cache_status(header: &[u8]) -> &'static str {
 pub fn group_column(group_by: &str) -> Option<&'static str> {
     match group_by {
         "key" => Some("key"),
+        // Rows written before key ids were recorded count under the name.
+        "key_id" => Some("COALESCE(key_id, key)"),
         "org" => Some("COALESCE(org, '-')"),
         "model" => Some("model"),
         "deployment" => Some("deployment"),

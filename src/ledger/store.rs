@@ -10,7 +10,7 @@ use crate::postgres::{SharedPostgres, describe};
 use crate::tasks::Tasks;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
-    record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, key TEXT NOT NULL, org TEXT,
+    record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, key TEXT NOT NULL, key_id TEXT, org TEXT,
     model_requested TEXT NOT NULL, model TEXT NOT NULL, deployment TEXT NOT NULL,
     priority TEXT NOT NULL, cache TEXT NOT NULL, tag TEXT,
     prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
@@ -20,7 +20,7 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage 
 /// Columns added after the first release: a table made before them gets
 /// them (NULL in old rows). SQLite has no `ADD COLUMN IF NOT EXISTS`, so its
 /// migration checks the table's columns first.
-const ADDED_COLUMNS: [&str; 2] = ["record_id", "upstream_request_id"];
+const ADDED_COLUMNS: [&str; 3] = ["record_id", "upstream_request_id", "key_id"];
 /// What makes a write idempotent: a batch written twice (its commit
 /// acknowledgement lost, or replayed from the journal) adds no rows. Old
 /// rows' NULLs do not collide.
@@ -66,6 +66,7 @@ macro_rules! row_values {
             &$t.request_id,
             &$t.upstream_request_id,
             &$t.key,
+            &$t.key_id,
             &$t.org,
             &$t.model_requested,
             &$t.model,
@@ -90,7 +91,7 @@ macro_rules! row_values {
 const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rows per SQLite `INSERT`: one statement per many rows costs far less
-/// CPU than one per row (20 parameters each; SQLite allows 32,766).
+/// CPU than one per row (21 parameters each; SQLite allows 32,766).
 const ROWS_PER_INSERT: usize = 64;
 
 /// Splits a batch into statements of 64, 32, ... 1 rows, so a handful of
@@ -109,7 +110,8 @@ fn insert_chunks(mut rows: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord
 }
 
 fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(), StoreError> {
-    let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(",");
+    let row = format!("({})", vec!["?"; VALUES_PER_ROW].join(","));
+    let placeholders = vec![row.as_str(); rows.len()].join(",");
     let mut insert = tx
         .prepare_cached(&format!(
             "INSERT OR IGNORE INTO sluice_usage ({COLUMNS}, day) VALUES {placeholders}"
@@ -396,7 +398,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let old_schema = SCHEMA
             .replace("record_id TEXT, ", "")
-            .replace("upstream_request_id TEXT,", "");
+            .replace("upstream_request_id TEXT,", "")
+            .replace(" key_id TEXT,", "");
         let old = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
         old.execute_batch(&old_schema).unwrap();
         old.execute_batch(
