@@ -668,3 +668,36 @@ async fn an_unreachable_pgvector_index_just_makes_misses() {
         "index failures are counted: {metrics}"
     );
 }
+
+/// A semantic lookup's embedding runs through the pipeline as a call of the
+/// key it serves: it is metered (tokens by the embedding deployment), and it
+/// spends the key's tokens but not its requests, so a key with `rpm = 2`
+/// still gets two chat answers, and the third is refused.
+#[tokio::test]
+async fn semantic_embeddings_are_metered_calls_of_the_key_that_spare_its_request_count() {
+    let upstream = FakeUpstream::start("oa").await;
+    let config = semantic_config(&upstream, "mock = { latency = \"1ms\" }")
+        + r#"
+        [[keys]]
+        name = "team"
+        key = "sk-team-00000000"
+        rpm = 2
+        "#;
+    let gateway = TestGateway::start(&config).await;
+    let key = Some("sk-team-00000000");
+    for text in ["What is the capital of France?", "How do I bake bread?"] {
+        let answer = gateway
+            .post("/v1/chat/completions", key, &question(None, text))
+            .await;
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    let third = question(None, "Which river crosses Paris?");
+    let refused = gateway.post("/v1/chat/completions", key, &third).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(upstream.calls(), 2, "the third never reached the upstream");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_tokens_total{deployment="embedder",model="text-embedding-3-small",type="prompt"}"#),
+        "{metrics}"
+    );
+}

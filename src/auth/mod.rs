@@ -29,6 +29,9 @@ pub struct Identity {
     pub priority: Option<crate::config::Priority>,
     pub max_priority: Option<crate::config::Priority>,
     pub budget: crate::config::TokenBudget,
+    /// A call Sluice makes on this key's behalf (internal adapter): it
+    /// spends the key's tokens and money but not its request count.
+    pub internal: bool,
 }
 
 impl Identity {
@@ -44,6 +47,7 @@ impl Identity {
             priority: None,
             max_priority: None,
             budget: Default::default(),
+            internal: false,
         }
     }
 
@@ -60,6 +64,7 @@ impl Identity {
             priority: self.priority,
             max_priority: self.max_priority,
             budget: Default::default(),
+            internal: true,
         }
     }
 
@@ -91,6 +96,7 @@ impl KeyStore {
                     priority: key.priority,
                     max_priority: key.max_priority,
                     budget: key.budget.clone(),
+                    internal: false,
                 };
                 Some((key.digest()?, Arc::new(identity)))
             })

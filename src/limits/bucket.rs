@@ -115,6 +115,14 @@ impl Pair {
         self.requests.is_none() && self.tokens.is_none()
     }
 
+    /// The token bucket alone.
+    pub fn tokens_only(&self) -> Self {
+        Self {
+            requests: None,
+            tokens: self.tokens.clone(),
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Bucket>> {
         self.requests.iter().chain(self.tokens.iter())
     }

@@ -145,6 +145,16 @@ impl Limiter {
             .org
             .as_deref()
             .and_then(|org| self.table.orgs.get(org));
+        // A call Sluice makes for a key (a semantic-cache embedding) spends
+        // its tokens but not its requests: the client made one request.
+        let (internal_key, internal_org);
+        let (key, org) = if identity.internal {
+            internal_key = key.map(Pair::tokens_only);
+            internal_org = org.map(Pair::tokens_only);
+            (internal_key.as_ref(), internal_org.as_ref())
+        } else {
+            (key, org)
+        };
         let model_pair = self.table.models.get(model);
         let limits_deployments = api
             .route
