@@ -46,6 +46,15 @@ impl Live {
         result
     }
 
+    /// Reloads the file if it no longer says what is in force; silent (no
+    /// log, no count) when it does.
+    pub(super) async fn catch_up(&self) {
+        let result = self.read_and_swap().await;
+        if !matches!(result, Ok(Reloaded { changed: false, .. })) {
+            self.count("file", &result);
+        }
+    }
+
     /// Applies a new set of runtime keys to the file's config in force.
     pub async fn reload_keys(&self, keys: Vec<KeyConfig>) -> Result<Reloaded, ReloadError> {
         let _serial = self.reloading.lock().await;
