@@ -581,3 +581,121 @@ async fn the_binary_reloads_on_sighup() {
     assert_eq!(call("sk-alpha-000000").await, 200, "still serving");
     drop(child);
 }
+
+/// The semantic cache's embedding calls run through the pipeline of the
+/// snapshot in force, as calls of the key they serve: in its ledger rows
+/// (tagged) and in the token and cost metrics.
+#[tokio::test]
+async fn semantic_cache_embeddings_are_metered_as_calls_of_the_calling_key() {
+    let dir = std::env::temp_dir().join(format!("sluice-live-{}", fastrand::u64(..)));
+    let toml = format!(
+        r#"
+        [usage]
+        store = "sqlite"
+        data_dir = "{}"
+        flush_interval = "50ms"
+        [admin]
+        token = "{ADMIN}"
+        keys_store = "none"
+        [cache]
+        enabled = true
+        [cache.semantic]
+        enabled = true
+        threshold = 0.9
+        embedding_model = "text-embedding-3-small"
+        timeout = "5s"
+        [[keys]]
+        name = "caller"
+        key = "sk-caller-000000"
+        [[deployments]]
+        name = "chat"
+        provider = "mock"
+        models = ["gpt-4o"]
+        mock = {{ latency = "1ms" }}
+        [[deployments]]
+        name = "embedder"
+        provider = "mock"
+        models = ["text-embedding-3-small"]
+        mock = {{ latency = "1ms" }}
+        "#,
+        dir.display()
+    );
+    let path = config_file(&toml);
+    let gateway = TestGateway::start_file(&path).await;
+    let question = json!({"model": "gpt-4o", "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    let response = gateway
+        .post("/v1/chat/completions", Some("sk-caller-000000"), &question)
+        .await;
+    assert_eq!(response.status(), 200);
+
+    let tag = "sluice-internal:semantic-cache";
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let totals = gateway
+                .get_json("/admin/usage?group_by=tag", Some(ADMIN))
+                .await;
+            totals["data"]
+                .as_array()
+                .is_some_and(|groups| groups.iter().any(|g| g["group"] == tag))
+        })
+        .await,
+        "no ledger record tagged {tag}"
+    );
+    let db = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+    let rows: Vec<(String, String, String, i64, f64, i64)> = db
+        .prepare(
+            "SELECT key, model, deployment, prompt_tokens, cost_usd, status FROM sluice_usage WHERE tag = ?1",
+        )
+        .unwrap()
+        .query_map([tag], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (key, model, deployment, prompt_tokens, cost, status) in &rows {
+        assert_eq!(key, "caller");
+        assert_eq!(model, "text-embedding-3-small");
+        assert_eq!(deployment, "embedder");
+        assert_eq!(*status, 200);
+        assert!(*prompt_tokens > 0 && *cost > 0.0, "{rows:?}");
+    }
+    let metrics = gateway.metrics().await;
+    let tokens = "sluice_tokens_total{deployment=\"embedder\",model=\"text-embedding-3-small\",type=\"prompt\"}";
+    assert!(metric(&metrics, tokens) > 0.0, "{metrics}");
+    let cost = "sluice_cost_usd_total{model=\"text-embedding-3-small\"}";
+    assert!(metric(&metrics, cost) > 0.0, "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The admin token rotates with a reload; settings a reload cannot change
+/// are named in its answer and keep their running values.
+#[tokio::test]
+async fn a_reload_rotates_the_admin_token_and_names_restart_only_settings() {
+    let path = config_file(&plain(""));
+    let gateway = TestGateway::start_file(&path).await;
+    let rotated = plain("")
+        .replace(ADMIN, "rotated-admin-token-0001")
+        .replace("failed_auth_per_minute = 0", "failed_auth_per_minute = 7");
+    rewrite(&path, &rotated);
+    let answer = reload_ok(&gateway).await;
+    assert_eq!(answer["changed"], true);
+    assert_eq!(
+        answer["restart_required"],
+        json!(["auth.failed_auth_per_minute"])
+    );
+    let with = |token: &'static str| {
+        gateway
+            .client
+            .get(gateway.url("/admin/config"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(with(ADMIN).await.unwrap().status(), 401);
+    assert_eq!(
+        with("rotated-admin-token-0001").await.unwrap().status(),
+        200
+    );
+}

@@ -292,3 +292,29 @@ async fn runtime_keys_outlive_file_reloads_and_a_clashing_file_key_is_refused() 
     assert_eq!(status(&gateway, "sk-second-file-0").await, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Concurrent admin writes: whatever order their applications run in, the
+/// set in force at the end is the store's (no revoked key comes back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_and_revocations_leave_no_revoked_key_in_force() {
+    let dir = temp_dir();
+    let gateway = std::sync::Arc::new(TestGateway::start(&config("sqlite", &dir, "1h")).await);
+    let tasks: Vec<_> = (0..24)
+        .map(|n| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let (id, secret) = create(&gateway, json!({"name": format!("churn-{n}")})).await;
+                if n % 2 == 0 {
+                    revoke(&gateway, &id).await;
+                }
+                (n, secret)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (n, secret) = task.await.unwrap();
+        let expected = if n % 2 == 0 { 401 } else { 200 };
+        assert_eq!(status(&gateway, &secret).await, expected, "churn-{n}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
