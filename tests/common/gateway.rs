@@ -41,13 +41,27 @@ impl TestGateway {
     /// Every listener is ephemeral, whatever the config's addresses.
     pub async fn start_config(config: Config) -> Self {
         let gateway = Gateway::build(&config).unwrap();
+        Self::serve(gateway, &config).await
+    }
+
+    /// A gateway on the config file at `path`, reloadable from it (SIGHUP
+    /// aside: the test runner shares the process). The file must name its
+    /// own `[usage]` and `[admin] keys_store`: reloads read the process
+    /// environment, which tests leave alone.
+    pub async fn start_file(path: &std::path::Path) -> Self {
+        let config = sluice::config::load_from_path(path).unwrap();
+        let gateway = Gateway::from_file(config.clone(), path.to_owned()).unwrap();
+        Self::serve(gateway, &config).await
+    }
+
+    async fn serve(gateway: Gateway, config: &Config) -> Self {
         let listeners = Listeners {
             api: ephemeral().await,
-            admin: match config.admin.listen {
+            admin: match &config.admin.listen {
                 Some(_) => Some(ephemeral().await),
                 None => None,
             },
-            metrics: match config.metrics.listen {
+            metrics: match &config.metrics.listen {
                 Some(_) => Some(ephemeral().await),
                 None => None,
             },

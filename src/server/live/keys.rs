@@ -29,7 +29,7 @@ pub async fn open(config: &Config, live: &Live) -> Result<Option<Arc<RuntimeKeys
 
 /// Puts the store's set in force now, then follows its changes.
 pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) -> Result<(), String> {
-    live.reload_keys(configs(&keys.current()))
+    live.reload_keys(|| configs(&keys.current()))
         .await
         .map_err(|e| format!("runtime keys: {e}"))?;
     let tasks = &live.registries.tasks;
@@ -45,7 +45,7 @@ pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) -> Result<(), Str
             let Some(live) = weak.upgrade() else { return };
             // A set the file's config rejects (a name now taken by a file
             // key) is logged by the reload; the running set stays.
-            let _ = live.reload_keys(configs(&keys.current())).await;
+            let _ = live.reload_keys(|| configs(&keys.current())).await;
         }
     });
     Ok(())
@@ -75,7 +75,7 @@ async fn apply_now(
     let writes = request.method() != http::Method::GET;
     let response = next.run(request).await;
     if writes && response.status().is_success() {
-        let _ = live.reload_keys(configs(&keys.current())).await;
+        let _ = live.reload_keys(|| configs(&keys.current())).await;
     }
     response
 }

@@ -46,10 +46,24 @@ impl Live {
         result
     }
 
-    /// Applies a new set of runtime keys to the file's config in force.
-    pub async fn reload_keys(&self, keys: Vec<KeyConfig>) -> Result<Reloaded, ReloadError> {
+    /// Reloads the file if it no longer says what is in force; silent (no
+    /// log, no count) when it does.
+    pub(super) async fn catch_up(&self) {
+        let result = self.read_and_swap().await;
+        if !matches!(result, Ok(Reloaded { changed: false, .. })) {
+            self.count("file", &result);
+        }
+    }
+
+    /// Applies the runtime keys' set to the file's config in force. The set
+    /// is read once the reload's turn has come, so two applications never
+    /// land out of order (an older set, a revoked key in it, last).
+    pub async fn reload_keys(
+        &self,
+        keys: impl FnOnce() -> Vec<KeyConfig>,
+    ) -> Result<Reloaded, ReloadError> {
         let _serial = self.reloading.lock().await;
-        let previous = self.runtime_keys.swap(Arc::new(keys));
+        let previous = self.runtime_keys.swap(Arc::new(keys()));
         let file = self.snapshot().file.clone();
         let result = self.swap_to(file, true);
         if result.is_err() {

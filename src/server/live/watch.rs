@@ -56,6 +56,12 @@ async fn on_sighup(_live: Weak<Live>) {}
 
 async fn on_change(live: Weak<Live>, path: PathBuf) {
     let mut last = digest(&path).await;
+    // The running config was read at start-up, before this first look: an
+    // edit made in between would otherwise never be reloaded.
+    match live.upgrade() {
+        Some(live) => live.catch_up().await,
+        None => return,
+    }
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
