@@ -7,6 +7,10 @@ use serde_json::Value;
 /// Settings whose values are secrets wherever they appear.
 const SECRET_FIELDS: [&str; 4] = ["api_key", "key", "token", "key_sha256"];
 
+/// URL settings whose path is a credential too (a chat webhook's path is
+/// its secret): only the scheme and host are shown.
+const SECRET_PATH_FIELDS: [&str; 1] = ["webhook_url"];
+
 const REDACTED: &str = "[redacted]";
 
 #[derive(Debug, Default)]
@@ -30,8 +34,15 @@ fn redact(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (name, field) in fields.iter_mut() {
-                if SECRET_FIELDS.contains(&name.as_str()) && !field.is_null() {
+                if field.is_null() {
+                    continue;
+                }
+                if SECRET_FIELDS.contains(&name.as_str()) {
                     *field = Value::from(REDACTED);
+                } else if let (true, Value::String(url)) =
+                    (SECRET_PATH_FIELDS.contains(&name.as_str()), &*field)
+                {
+                    *field = Value::from(origin_only(url));
                 } else {
                     redact(field);
                 }
@@ -42,9 +53,49 @@ fn redact(value: &mut Value) {
             if let Some(clean) = without_password(text) {
                 *text = clean;
             }
+            if let Some(clean) = without_query_values(text) {
+                *text = clean;
+            }
         }
         _ => {}
     }
+}
+
+/// `scheme://host/[redacted]` for a URL with a path or query; the text
+/// itself otherwise.
+fn origin_only(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return REDACTED.to_owned();
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = rest[..host_end]
+        .rsplit_once('@')
+        .map_or(&rest[..host_end], |(_, host)| host);
+    if host_end == rest.len() {
+        return format!("{scheme}://{host}");
+    }
+    format!("{scheme}://{host}/{REDACTED}")
+}
+
+/// A URL's query with every value redacted (`?sslpassword=...&sslmode=...`
+/// keeps the names); `None` without a query.
+fn without_query_values(text: &str) -> Option<String> {
+    if !text.contains("://") {
+        return None;
+    }
+    let (base, query) = text.split_once('?')?;
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}={REDACTED}"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    let fragment = fragment.map_or(String::new(), |f| format!("#{f}"));
+    Some(format!("{base}?{}{fragment}", redacted.join("&")))
 }
 
 /// `scheme://user:secret@host/...` with the password redacted; `None` for
@@ -70,7 +121,8 @@ mod tests {
             "deployments": [{"name": "a", "api_key": "sk-upstream", "base_url": "https://api.example.com/v1"}],
             "keys": [{"name": "team", "key": "sk-team-secret"}],
             "redis": {"url": "redis://default:hunter2@cache:6379/0"},
-            "usage": {"store": "postgres://sluice:pw@db/sluice?sslmode=disable"},
+            "usage": {"store": "postgres://sluice:pw@db/sluice?sslmode=disable&password=pw2"},
+            "alerts": {"webhook_url": "https://hooks.example.com/services/T0/B0/s3cr3t"},
         });
         let view = View::of(tree.clone());
         let text = view.redacted.to_string();

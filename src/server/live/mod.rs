@@ -76,6 +76,7 @@ impl Live {
         });
         let _ = pipeline.live.set(Arc::downgrade(&live));
         live.publish(None);
+        watch::hangups(&live);
         Ok(live)
     }
 
@@ -97,10 +98,15 @@ impl Live {
         }
     }
 
-    /// Starts the reload triggers: SIGHUP and, with `[server] watch_config`,
-    /// the config file changing.
+    /// Starts following the config file (see `watch`); SIGHUP is taken
+    /// over at start-up.
     pub fn watch(self: &Arc<Self>) {
-        watch::start(self);
+        watch::file(self);
+    }
+
+    /// Whether the config in force asks for file changes to be applied.
+    fn watches_file(&self) -> bool {
+        self.snapshot().file.server.watch_config
     }
 }
 

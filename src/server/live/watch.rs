@@ -1,5 +1,6 @@
 //! Reload triggers that run for the process's life: SIGHUP, and the config
-//! file's content changing (`[server] watch_config`). The file is compared by
+//! file's content changing (`[server] watch_config`, which a reload can turn
+//! on or off). The file is compared by
 //! content hash, not modification time, so an editor's save, an atomic
 //! rename and a Kubernetes ConfigMap's symlink swap are all seen, and a file
 //! touched without a change is not a reload. A save caught half-written fails
@@ -17,49 +18,55 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// The largest config file the watcher reads.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
-pub fn start(live: &Arc<Live>) {
-    let tasks = &live.registries.tasks;
-    let weak = Arc::downgrade(live);
-    let stop = tasks.clone();
-    tasks.spawn(async move {
-        tokio::select! {
-            () = on_sighup(weak) => {}
-            () = stop.stopping() => {}
-        }
-    });
-    if let (Some(path), true) = (&live.path, live.snapshot().file.server.watch_config) {
-        let (weak, path, stop) = (Arc::downgrade(live), path.clone(), tasks.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                () = on_change(weak, path) => {}
-                () = stop.stopping() => {}
+/// Takes over SIGHUP at once (its default action ends the process), so a
+/// hang-up during a slow start-up is a reload, not an exit.
+pub fn hangups(live: &Arc<Live>) {
+    if live.path.is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
+            return;
+        };
+        let (weak, stop) = (Arc::downgrade(live), live.registries.tasks.clone());
+        live.registries.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    hangup = hangups.recv() => if hangup.is_none() { return },
+                    () = stop.stopping() => return,
+                }
+                let Some(live) = weak.upgrade() else { return };
+                let _ = live.reload_file("sighup").await;
             }
         });
     }
 }
 
-#[cfg(unix)]
-async fn on_sighup(live: Weak<Live>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
+/// Follows the config file's content; `[server] watch_config` of the
+/// snapshot in force decides, at each look, whether a change is applied.
+pub fn file(live: &Arc<Live>) {
+    let Some(path) = live.path.clone() else {
         return;
     };
-    while hangups.recv().await.is_some() {
-        let Some(live) = live.upgrade() else { return };
-        let _ = live.reload_file("sighup").await;
-    }
+    let (weak, stop) = (Arc::downgrade(live), live.registries.tasks.clone());
+    live.registries.tasks.spawn(async move {
+        tokio::select! {
+            () = on_change(weak, path) => {}
+            () = stop.stopping() => {}
+        }
+    });
 }
-
-#[cfg(not(unix))]
-async fn on_sighup(_live: Weak<Live>) {}
 
 async fn on_change(live: Weak<Live>, path: PathBuf) {
     let mut last = digest(&path).await;
     // The running config was read at start-up, before this first look: an
     // edit made in between would otherwise never be reloaded.
     match live.upgrade() {
-        Some(live) => live.catch_up().await,
+        Some(live) if live.watches_file() => live.catch_up().await,
+        Some(_) => {}
         None => return,
     }
     let mut ticks = tokio::time::interval(WATCH_EVERY);
@@ -71,8 +78,14 @@ async fn on_change(live: Weak<Live>, path: PathBuf) {
             // A file briefly missing (replaced by rename) is not a change.
             continue;
         }
-        last = now;
         let Some(live) = live.upgrade() else { return };
+        if !live.watches_file() {
+            // Seen, not applied: turning the watcher on later does not
+            // replay edits made while it was off.
+            last = now;
+            continue;
+        }
+        last = now;
         let _ = live.reload_file("file").await;
     }
 }
