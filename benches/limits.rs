@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice::auth::Identity;
+use sluice::call::{ApiRequest, BodyView};
 use sluice::limits::{Check, LimitState, Limiter};
 use sluice::metrics::Metrics;
-use sluice::request::{ApiRequest, BodyView};
 use sluice::routing::{DeploymentStates, ModelRouter};
 use sluice::tasks::Tasks;
 use sluice::upstream::{Deployment, Endpoint};

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::config::{CacheStore, Config, RateLimit, SemanticStore, format_go_duration};
+use crate::config::{CacheStore, Config, RateLimit, SemanticStore};
+use crate::go_duration::format_go_duration;
 
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();

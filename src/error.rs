@@ -18,7 +18,7 @@ pub enum GatewayError {
     MissingApiKey,
     #[error("Incorrect API key provided: {masked}.")]
     InvalidApiKey { masked: String },
-    #[error("Too many failed authentication attempts from your address. Please try again in {}.", crate::config::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
+    #[error("Too many failed authentication attempts from your address. Please try again in {}.", crate::go_duration::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
     AuthThrottled { retry_after: std::time::Duration },
     #[error("The model `{model}` is not enabled for the key `{key}`.")]
     ModelNotAllowed { model: Echo, key: String },
@@ -67,7 +67,7 @@ pub enum GatewayError {
     BudgetsUnavailable,
     #[error("Invalid Content-Type header ({got}); expected {expected}.")]
     UnsupportedMediaType { got: Echo, expected: &'static str },
-    #[error("The request body was not received within {}.", crate::config::format_go_duration(*.0))]
+    #[error("The request body was not received within {}.", crate::go_duration::format_go_duration(*.0))]
     BodyTimeout(std::time::Duration),
     #[error("Request body exceeds the limit of {limit} bytes.")]
     PayloadTooLarge { limit: usize },
@@ -86,12 +86,12 @@ pub enum GatewayError {
         deployment: String,
         timeout_ms: u128,
     },
-    #[error("No deployment of model `{model}` can serve right now (all are throttled, out of quota or failing).{}", retry_after.map(|wait| format!(" Please try again in {}.", crate::config::format_go_duration(wait.max(std::time::Duration::from_millis(1))))).unwrap_or_default())]
+    #[error("No deployment of model `{model}` can serve right now (all are throttled, out of quota or failing).{}", retry_after.map(|wait| format!(" Please try again in {}.", crate::go_duration::format_go_duration(wait.max(std::time::Duration::from_millis(1))))).unwrap_or_default())]
     NoDeployment {
         model: String,
         retry_after: Option<std::time::Duration>,
     },
-    #[error("The gateway is at capacity for {what} and could not admit the request in time. Please try again in {}.", crate::config::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
+    #[error("The gateway is at capacity for {what} and could not admit the request in time. Please try again in {}.", crate::go_duration::format_go_duration((*retry_after).max(std::time::Duration::from_millis(1))))]
     Overloaded {
         what: String,
         retry_after: std::time::Duration,

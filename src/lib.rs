@@ -2,6 +2,7 @@
 //!
 //! Module map (dependencies point down this list; `config`, `error` are used by all):
 //! - `server`: HTTP serving and the layer stack (`server::stack` lists it).
+//! - `call`, `stage`: what the stages of a call share, and how one is written.
 //! - `auth`: virtual keys -> `Identity`.
 //! - `dispatch`: the innermost service: reads the request, routes, relays.
 //! - `routing`: model -> priority groups of deployments, weighted choice.
@@ -9,11 +10,13 @@
 
 pub mod auth;
 pub mod cache;
+pub mod call;
 pub mod check;
 pub mod config;
 pub mod dispatch;
 pub mod drain;
 pub mod error;
+pub mod go_duration;
 pub mod headers;
 pub mod internal;
 pub mod keys;
@@ -30,6 +33,7 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
+pub mod stage;
 pub mod sync_layer;
 pub mod tasks;
 pub mod telemetry;

@@ -1,7 +1,8 @@
-//! Middleware whose work before the inner service is synchronous (checks,
-//! extensions, hooks). Unlike axum's `from_fn`, which clones the whole inner
-//! stack and boxes two values per request, it calls the inner service in
-//! place and returns an unboxed future.
+//! The outer layers' middleware (request ids, encoding checks, the matched
+//! route), whose work before the inner service is synchronous. Unlike axum's
+//! `from_fn`, which clones the whole inner stack and boxes two values per
+//! request, it calls the inner service in place and returns an unboxed
+//! future. The stages of a call are written as `crate::stage::Stage`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,10 +71,10 @@ where
 }
 
 /// What to run on the response, with what `before` carried.
-pub type After<C> = Option<(C, fn(C, &mut Response))>;
+type After<C> = Option<(C, fn(C, &mut Response))>;
 
 /// A refusal's answer, given once the request body is drained.
-pub type Refusal = Pin<Box<dyn Future<Output = Response> + Send>>;
+type Refusal = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 pin_project! {
     /// The inner service's future and what runs on its response, or an
@@ -90,11 +91,11 @@ pin_project! {
 }
 
 impl<F, C> SyncFuture<F, C> {
-    pub fn calling(inner: F, after: After<C>) -> Self {
+    fn calling(inner: F, after: After<C>) -> Self {
         Self::Calling { inner, after }
     }
 
-    pub fn refused(answer: Refusal) -> Self {
+    fn refused(answer: Refusal) -> Self {
         Self::Refused {
             answer: Some(answer),
         }

@@ -263,7 +263,7 @@ mod tests {
 
     /// A request's TPM estimate, as the rate limiter makes it.
     fn estimate(endpoint: Endpoint, body: &str, encoding: Encoding) -> u64 {
-        let view = crate::request::BodyView::parsed_now(endpoint, body.as_bytes());
+        let view = crate::call::BodyView::parsed_now(endpoint, body.as_bytes());
         let output = Estimator {
             default_max_tokens: 100,
         }

@@ -1,4 +1,4 @@
-//! The auth middleware: `Authorization: Bearer <key>` (OpenAI SDKs) or
+//! The auth stage: `Authorization: Bearer <key>` (OpenAI SDKs) or
 //! `api-key: <key>` (Azure-style clients), behind the per-address throttle
 //! of failed attempts.
 
@@ -10,9 +10,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{FailedAuth, Identity, KeyStore};
+use crate::call::Call;
+use crate::drain::refuse_after_drain;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::sync_layer::Middleware;
+use crate::stage::{Next, Stage};
 
 /// What a request presents as its credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,59 +86,53 @@ fn client_address(request: &Request) -> Option<std::net::IpAddr> {
         .map(|info| info.0.ip())
 }
 
-/// Resolves the presented key to an `Identity` on the request (for the
-/// layers behind) and on the response (for the access log and metrics).
+/// Resolves the presented key to an `Identity`.
 #[derive(Clone)]
 pub struct Authenticate {
     pub keys: Arc<KeyStore>,
     pub guard: AuthGuard,
 }
 
-impl Middleware for Authenticate {
-    type Carry = Arc<Identity>;
-
-    fn before(&self, request: &mut Request) -> Result<Arc<Identity>, Box<Response>> {
+impl Authenticate {
+    /// The caller, or the refusal (401, or 429 when throttled).
+    fn identity(&self, request: &Request) -> Result<Arc<Identity>, Box<Response>> {
         self.guard.admit(request)?;
-        let identity = match self.keys.resolve(presented_key(request.headers())) {
-            Ok(identity) => identity,
-            Err(error) => return Err(Box::new(self.guard.refuse(request, error))),
-        };
-        request.extensions_mut().insert(identity.clone());
-        Ok(identity)
-    }
-
-    fn after(identity: Arc<Identity>, response: &mut Response) {
-        response.extensions_mut().insert(identity);
+        self.keys
+            .resolve(presented_key(request.headers()))
+            .map_err(|error| Box::new(self.guard.refuse(request, error)))
     }
 }
 
-/// Layer 5: how a call gets its identity. HTTP calls authenticate; calls
-/// of the internal adapter (a key's semantic-cache embedding) come with the
-/// identity they act for already attached, and one without is a bug,
-/// answered 500 rather than run unattributed.
+/// Layer 5: how a call gets its identity, and its [`Call`]. HTTP calls
+/// authenticate, and their identity goes on the response too (access log,
+/// metrics); calls of the internal adapter (a key's semantic-cache
+/// embedding) come with the identity they act for already attached, and one
+/// without is a bug, answered 500 rather than run unattributed.
 #[derive(Clone)]
 pub enum Entry {
     Http(Authenticate),
     Internal,
 }
 
-impl Middleware for Entry {
-    type Carry = Option<Arc<Identity>>;
-
-    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>> {
-        match self {
-            Self::Http(authenticate) => authenticate.before(request).map(Some),
-            Self::Internal => match request.extensions().get::<Arc<Identity>>() {
-                Some(_) => Ok(None),
-                None => Err(Box::new(GatewayError::Internal.into_response())),
-            },
+impl Stage for Entry {
+    async fn call(&self, mut request: Request, next: impl Next) -> Response {
+        let found = match self {
+            Self::Http(authenticate) => authenticate.identity(&request),
+            Self::Internal => request
+                .extensions_mut()
+                .remove::<Arc<Identity>>()
+                .ok_or_else(|| Box::new(GatewayError::Internal.into_response())),
+        };
+        let identity = match found {
+            Ok(identity) => identity,
+            Err(refusal) => return refuse_after_drain(request, *refusal).await,
+        };
+        request.extensions_mut().insert(Call::new(identity.clone()));
+        let mut response = next.run(request).await;
+        if let Self::Http(_) = self {
+            response.extensions_mut().insert(identity);
         }
-    }
-
-    fn after(identity: Self::Carry, response: &mut Response) {
-        if let Some(identity) = identity {
-            Authenticate::after(identity, response);
-        }
+        response
     }
 }
 

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -17,10 +16,10 @@ use super::entry::{Entry, Recorded, Replay, replay};
 use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
-use crate::dispatch::ServedBy;
+use crate::call::{CACHE_STATUS, Call, ServedBy};
 use crate::error::{error_body, sse_error_event};
-use crate::request::call_of;
 use crate::sse::{self, Event, Piece, Splitter, json};
+use crate::stage::{Next, Stage};
 use crate::upstream::Endpoint;
 use crate::usage::{self, StreamUsageScanner};
 
@@ -32,14 +31,21 @@ struct Want {
     include_usage: bool,
 }
 
-pub async fn cache(
-    State(cache): State<Arc<ResponseCache>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some((api, identity)) = call_of(request.extensions()) else {
+/// Layer 7: answers from the cache, or joins an identical call in flight,
+/// or records what the stages behind answer.
+pub struct Cache(pub Arc<ResponseCache>);
+
+impl Stage for Cache {
+    fn call(&self, request: Request, next: impl Next) -> impl Future<Output = Response> + Send {
+        cache(&self.0, request, next)
+    }
+}
+
+async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) -> Response {
+    let Some((call, api)) = Call::proxied(request.extensions()) else {
         return next.run(request).await;
     };
+    let identity = &call.identity;
     let decision = if identity.cache {
         let eligibility = Eligibility {
             cache_all: cache.config.cache_all,
@@ -74,9 +80,9 @@ pub async fn cache(
     // The flight is claimed before the first await: identical requests that
     // arrive while this one looks up the store or the semantic index join it
     // instead of racing it to the upstream.
-    let mut guard = match claim(&cache, key, want.stream, lookup) {
+    let mut guard = match claim(cache, key, want.stream, lookup) {
         Claimed::Joined(flight) => {
-            if let Some(response) = join(&cache, flight, want, &model).await {
+            if let Some(response) = join(cache, flight, want, &model).await {
                 return response;
             }
             // The leader failed: this request makes its own call, uncached.
@@ -277,7 +283,7 @@ fn sse_response(body: Body, model: &Arc<str>) -> Response {
 fn labelled(mut response: Response, result: &'static str) -> Response {
     response
         .headers_mut()
-        .insert("x-sluice-cache", HeaderValue::from_static(result));
+        .insert(CACHE_STATUS, HeaderValue::from_static(result));
     response
 }
 

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::tasks::Tasks;
 
-pub use layer::cache;
+pub use layer::Cache;
 pub use state::CacheState;
 
 /// What a snapshot's cache is built from besides its config.

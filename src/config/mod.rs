@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use duration::{MAX_DURATION, format_go_duration, from_secs, parse_duration};
+pub use duration::{MAX_DURATION, from_secs, parse_duration};
 pub use keys_store::KeysStoreSpec;
 pub use load::{ConfigError, load_from_path, load_from_str};
 pub use validate::validate;

@@ -21,19 +21,17 @@ use tokio::time::Instant;
 
 use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use self::hide_usage::UsageHider;
+use crate::call::{Call as Admitted, ServedBy, UpstreamTime};
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
-use crate::limits::DeploymentQuotas;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
-use crate::request::ApiRequest;
-use crate::routing::{ChosenBackend, ModelRouter, ResponsePin, ResponsePins};
+use crate::routing::{ModelRouter, ResponsePin, ResponsePins};
 use crate::shutdown::Cut;
 use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
 use crate::usage::{self, Finished, Outcome, Served, UsageHooks, UsageObserver};
 
 pub use models::{get_model, list_models};
-pub use relay::{StreamEnded, StreamOutcome};
 
 pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
@@ -52,18 +50,6 @@ pub struct Dispatcher {
     pricing: Arc<Pricing>,
     /// Which deployment created each stored response, recorded here.
     pins: Arc<ResponsePins>,
-}
-
-/// Time the upstream took for a request, so the metrics layer can report the
-/// gateway's own share.
-#[derive(Clone, Copy)]
-pub struct UpstreamTime(pub Duration);
-
-/// Which model and deployment served a request, for the access log.
-#[derive(Clone)]
-pub struct ServedBy {
-    pub model: Arc<str>,
-    pub deployment: Arc<str>,
 }
 
 impl Dispatcher {
@@ -101,23 +87,18 @@ impl Dispatcher {
 
     async fn dispatch(self: Arc<Self>, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, _) = request.into_parts();
-        let api = parts
+        let Admitted {
+            identity,
+            request: api,
+            hooks,
+            backend: first,
+            quotas,
+        } = parts
             .extensions
-            .remove::<ApiRequest>()
+            .remove::<Admitted>()
             .ok_or(GatewayError::Internal)?;
-        let first = parts
-            .extensions
-            .remove::<ChosenBackend>()
-            .map(|chosen| chosen.0);
-        let hooks = parts.extensions.remove::<UsageHooks>().unwrap_or_default();
-        let quotas = parts
-            .extensions
-            .remove::<DeploymentQuotas>()
-            .unwrap_or_default();
-        let caller = parts
-            .extensions
-            .get::<Arc<crate::auth::Identity>>()
-            .map_or_else(|| Arc::from("anonymous"), |identity| identity.id.clone());
+        let api = api.ok_or(GatewayError::Internal)?;
+        let caller = identity.id.clone();
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
         let call = Call {

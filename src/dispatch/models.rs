@@ -1,5 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{model}`: what this gateway serves,
 //! filtered by the caller's allow-list, in OpenAI's list shape.
+//! The caller is the identity on the call (layer 5 sets it).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::Dispatcher;
-use crate::auth::Identity;
+use crate::call::Call;
 use crate::error::{GatewayError, json_response};
 
 /// The `created` every listed model reports: a fixed, plausible time (May
@@ -46,7 +47,7 @@ struct ModelList<'a> {
 
 pub async fn list_models(
     State(dispatcher): State<Arc<Dispatcher>>,
-    Extension(identity): Extension<Arc<Identity>>,
+    Extension(Call { identity, .. }): Extension<Call>,
 ) -> Response {
     let data = dispatcher
         .router()
@@ -64,7 +65,7 @@ pub async fn list_models(
 
 pub async fn get_model(
     State(dispatcher): State<Arc<Dispatcher>>,
-    Extension(identity): Extension<Arc<Identity>>,
+    Extension(Call { identity, .. }): Extension<Call>,
     Path(model): Path<String>,
 ) -> Response {
     let listed = dispatcher

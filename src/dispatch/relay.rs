@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
+use crate::call::{StreamEnded, StreamOutcome};
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
 use crate::sse;
@@ -40,75 +41,6 @@ enum Phase {
     AwaitingHeaders(PendingResponse),
     Streaming(BodyStream),
     Done,
-}
-
-/// How a relayed stream ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamOutcome {
-    /// The upstream ended it.
-    Completed,
-    /// The client went away first (the relay was dropped unfinished).
-    ClientClosed,
-    /// The upstream failed: an error status before the first byte, or a broken body.
-    UpstreamError,
-    /// The upstream fell silent past its idle timeout.
-    Timeout,
-    /// The gateway's shutdown grace ran out.
-    ShuttingDown,
-}
-
-impl StreamOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::ClientClosed => "client_closed",
-            Self::UpstreamError => "upstream_error",
-            Self::Timeout => "timeout",
-            Self::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
-/// Told when the relay is dropped, whichever way its stream ended: the relay
-/// records its own ending where it already decides it (no per-chunk cost),
-/// and a relay dropped unfinished means the client left. Carried on the
-/// response so the access log can write a stream's line at its end, from
-/// the relay's drop, with no task of its own.
-#[derive(Clone, Default)]
-pub struct StreamEnded(Arc<std::sync::Mutex<EndSlot>>);
-
-/// What to do at the end, or how it ended if that came first.
-#[derive(Default)]
-enum EndSlot {
-    #[default]
-    Open,
-    Waiting(Box<dyn FnOnce(StreamOutcome) + Send>),
-    Ended(StreamOutcome),
-}
-
-impl StreamEnded {
-    /// Runs `then` with the outcome when the stream ends (at once if it has).
-    pub fn then(&self, then: impl FnOnce(StreamOutcome) + Send + 'static) {
-        let Ok(mut slot) = self.0.lock() else { return };
-        match std::mem::take(&mut *slot) {
-            EndSlot::Ended(outcome) => {
-                drop(slot);
-                then(outcome);
-            }
-            _ => *slot = EndSlot::Waiting(Box::new(then)),
-        }
-    }
-
-    fn tell(&self, outcome: StreamOutcome) {
-        let Ok(mut slot) = self.0.lock() else { return };
-        match std::mem::replace(&mut *slot, EndSlot::Ended(outcome)) {
-            EndSlot::Waiting(then) => {
-                drop(slot);
-                then(outcome);
-            }
-            EndSlot::Open | EndSlot::Ended(_) => {}
-        }
-    }
 }
 
 /// The relay's side of `StreamEnded`: tells its outcome on drop.

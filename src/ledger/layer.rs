@@ -12,15 +12,12 @@ use axum::response::Response;
 
 use super::record::cache_status;
 use super::{Ledger, UsageRecord};
-use crate::dispatch::ServedBy;
+use crate::call::{BodyView, CACHE_STATUS, Call, ServedBy};
 use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::metering::Pricing;
-use crate::request::{BodyView, call_of};
-use crate::sync_layer::Middleware;
+use crate::stage::{Next, Stage};
 use crate::tokens::Encodings;
-use crate::usage::{Finished, Outcome, Served, UsageHooks, UsageObserver};
-
-const CACHE_STATUS: HeaderName = HeaderName::from_static("x-sluice-cache");
+use crate::usage::{Finished, Outcome, Served, UsageObserver};
 
 /// Starts a usage record for each proxied call and hooks it to the call's
 /// end.
@@ -37,14 +34,23 @@ pub struct Estimates {
     pub encodings: Encodings,
 }
 
-impl Middleware for RecordUsage {
-    /// `None` on routes that are not proxied.
-    type Carry = Option<Arc<Pending>>;
-
-    fn before(&self, request: &mut Request) -> Result<Self::Carry, Box<Response>> {
-        let Some((api, identity)) = call_of(request.extensions()) else {
-            return Ok(None);
+impl Stage for RecordUsage {
+    async fn call(&self, mut request: Request, next: impl Next) -> Response {
+        let Some(pending) = self.start(&mut request) else {
+            return next.run(request).await;
         };
+        let response = next.run(request).await;
+        pending.head(&response);
+        response
+    }
+}
+
+impl RecordUsage {
+    /// The call's pending record, hooked to its end; `None` on routes that
+    /// are not proxied.
+    fn start(&self, request: &mut Request) -> Option<Arc<Pending>> {
+        let (call, api) = Call::proxied(request.extensions())?;
+        let identity = &call.identity;
         let headers = request.headers();
         let header = |name: &HeaderName| {
             headers
@@ -89,20 +95,11 @@ impl Middleware for RecordUsage {
             ledger: self.ledger.clone(),
             estimates: self.estimates.clone(),
         });
-        request
-            .extensions_mut()
-            .get_or_insert_default::<UsageHooks>()
-            .add(Box::new(Hook {
-                pending: pending.clone(),
-                finished: false,
-            }));
-        Ok(Some(pending))
-    }
-
-    fn after(pending: Self::Carry, response: &mut Response) {
-        if let Some(pending) = pending {
-            pending.head(response);
-        }
+        call.hooks.add(Box::new(Hook {
+            pending: pending.clone(),
+            finished: false,
+        }));
+        Some(pending)
     }
 }
 

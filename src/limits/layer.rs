@@ -1,40 +1,38 @@
-//! The rate-limit layer: sits after auth and the request layer.
+//! The rate-limit stage: after auth, the request stage, the cache and
+//! budgets.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 
 use super::{Check, Limiter};
-use crate::request::call_of;
-use crate::routing::ChosenBackend;
-use crate::usage::UsageHooks;
+use crate::call::Call;
+use crate::stage::{Next, Stage};
 
-pub async fn rate_limit(
-    State(limiter): State<Arc<Limiter>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some((api, identity)) = call_of(request.extensions()) else {
-        return next.run(request).await;
-    };
-    let admission = match limiter.check(identity, api).await {
-        Check::Unlimited => return next.run(request).await,
-        Check::Refused(response) => return response,
-        Check::Admitted(admission) => admission,
-    };
-    let extensions = request.extensions_mut();
-    if let Some(backend) = admission.backend {
-        extensions.insert(ChosenBackend(backend));
+/// Layer 8: RPM/TPM per key, org and model; picks a deployment with quota
+/// for the dispatcher's first attempt.
+pub struct RateLimit(pub Arc<Limiter>);
+
+impl Stage for RateLimit {
+    async fn call(&self, mut request: Request, next: impl Next) -> Response {
+        let Some((call, api)) = Call::proxied(request.extensions()) else {
+            return next.run(request).await;
+        };
+        let admission = match self.0.check(&call.identity, api).await {
+            Check::Unlimited => return next.run(request).await,
+            Check::Refused(response) => return response,
+            Check::Admitted(admission) => admission,
+        };
+        if let Some(call) = Call::proxied_mut(request.extensions_mut()) {
+            call.backend = admission.backend;
+            call.quotas = admission.quotas;
+            if let Some(settlement) = admission.settlement {
+                call.hooks.add(Box::new(settlement));
+            }
+        }
+        let mut response = next.run(request).await;
+        admission.key_headers.apply(response.headers_mut());
+        response
     }
-    extensions.insert(admission.quotas);
-    if let Some(settlement) = admission.settlement {
-        extensions
-            .get_or_insert_default::<UsageHooks>()
-            .add(Box::new(settlement));
-    }
-    let mut response = next.run(request).await;
-    admission.key_headers.apply(response.headers_mut());
-    response
 }

@@ -23,17 +23,17 @@ use self::gcra::Standing;
 use self::memory::MemoryEngine;
 use self::redis_store::RedisEngine;
 use crate::auth::Identity;
+use crate::call::ApiRequest;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
-use crate::request::ApiRequest;
 use crate::routing::Backend;
 use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 use crate::tokens::{Encoding, Encodings, Estimator};
 
 use self::quotas::CallState;
-pub use layer::rate_limit;
+pub use layer::RateLimit;
 pub use quotas::{AttemptEnd, Charged, DeploymentQuotas, QuotaSkip, Settlement};
 pub use state::LimitState;
 

@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use super::bucket::Bucket;
 use super::engine::Refused;
 use super::gcra::Standing;
-use crate::config::format_go_duration;
 use crate::error::{ErrorLogged, error_body, json_response, set_retry_after};
+use crate::go_duration::format_go_duration;
 
 pub struct Refusal<'a> {
     pub bucket: &'a Bucket,

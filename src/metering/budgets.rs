@@ -220,11 +220,6 @@ impl Budgets {
         )
     }
 
-    /// Whether counters live in Redis (charges then need a round trip).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.store, Store::Redis { .. })
-    }
-
     /// Refuses a request whose key or org has spent a budget.
     pub async fn check(&self, key: &str, org: Option<&str>) -> Result<(), GatewayError> {
         if let Some(answer) = self.check_local(key, org) {
@@ -357,90 +352,129 @@ impl Budgets {
     }
 
     /// Adds a call's cost to every budget of its key and org, and raises the
-    /// alerts it crosses. Runs off the request path.
-    pub async fn charge(&self, key: &str, org: Option<&str>, cost: f64) {
+    /// alerts it crosses, in place when budgets are in memory (`true`);
+    /// shared budgets are left to `charge` (`false`).
+    pub fn charge_local(&self, key: &str, org: Option<&str>, cost: f64) -> bool {
+        let Store::Memory { state, .. } = &self.store else {
+            return false;
+        };
         if cost <= 0.0 {
+            return true;
+        }
+        let now = self.clock.now();
+        for limit in self.limits(key, org) {
+            let Some(total) = self.memory_add(&limit, cost, now) else {
+                continue;
+            };
+            for threshold in self.crossed(&limit, total - cost, total) {
+                if state.fired.insert(Self::marker(&limit, threshold, now)) {
+                    self.alert(&limit, threshold, total, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// `charge_local` for any store: shared budgets wait for Redis, so this
+    /// runs off the request path.
+    pub async fn charge(&self, key: &str, org: Option<&str>, cost: f64) {
+        if self.charge_local(key, org, cost) || cost <= 0.0 {
             return;
         }
         let now = self.clock.now();
         for limit in self.limits(key, org) {
-            let Some(total) = self.add(&limit, cost, now).await else {
+            let Some(total) = self.shared_add(&limit, cost, now).await else {
                 continue;
             };
-            let before = total - cost;
-            for threshold in &self.alerts.thresholds {
-                let line = limit.usd * threshold;
-                if before < line && total >= line && self.first_time(&limit, *threshold, now).await
-                {
-                    self.alert(&limit, *threshold, total, now);
+            for threshold in self.crossed(&limit, total - cost, total) {
+                if self.first_time_shared(&limit, threshold, now).await {
+                    self.alert(&limit, threshold, total, now);
                 }
             }
         }
     }
 
-    async fn add(&self, limit: &Limit<'_>, cost: f64, now: SystemTime) -> Option<f64> {
-        match &self.store {
-            Store::Memory { .. } => {
-                let current = limit.period.index(now);
-                let mut counter = self.memory_counter(limit)?.lock().ok()?;
-                if counter.0 != current {
-                    *counter = (current, 0.0);
-                }
-                counter.1 += cost;
-                Some(counter.1)
-            }
-            Store::Redis { redis, prefix, .. } => {
-                let name = format!("{prefix}{}", Self::counter(limit, now));
-                let ttl = limit
-                    .period
-                    .end(now)
-                    .duration_since(now)
-                    .unwrap_or_default()
-                    + Duration::from_secs(86_400);
-                let result: Result<f64, _> = redis
-                    .run(|mut m| async move {
-                        let total: f64 = redis::AsyncCommands::incr(&mut m, &name, cost).await?;
-                        let _: bool =
-                            redis::AsyncCommands::expire(&mut m, &name, ttl.as_secs() as i64)
-                                .await?;
-                        Ok(total)
-                    })
-                    .await;
-                result
-                    .inspect_err(|error| {
-                        self.metrics.budget_store_errors.inc();
-                        if self.store_log.due() {
-                            tracing::error!(%error, "cannot charge a budget counter; this spend is not counted");
-                        }
-                    })
-                    .ok()
-            }
+    /// The alert thresholds a charge from `before` to `total` crosses.
+    fn crossed<'a>(
+        &'a self,
+        limit: &'a Limit<'_>,
+        before: f64,
+        total: f64,
+    ) -> impl Iterator<Item = f64> + 'a {
+        self.alerts
+            .thresholds
+            .iter()
+            .copied()
+            .filter(move |threshold| {
+                let line = limit.usd * threshold;
+                before < line && total >= line
+            })
+    }
+
+    fn memory_add(&self, limit: &Limit<'_>, cost: f64, now: SystemTime) -> Option<f64> {
+        let current = limit.period.index(now);
+        let mut counter = self.memory_counter(limit)?.lock().ok()?;
+        if counter.0 != current {
+            *counter = (current, 0.0);
         }
+        counter.1 += cost;
+        Some(counter.1)
+    }
+
+    async fn shared_add(&self, limit: &Limit<'_>, cost: f64, now: SystemTime) -> Option<f64> {
+        let Store::Redis { redis, prefix, .. } = &self.store else {
+            return None;
+        };
+        let name = format!("{prefix}{}", Self::counter(limit, now));
+        let ttl = limit
+            .period
+            .end(now)
+            .duration_since(now)
+            .unwrap_or_default()
+            + Duration::from_secs(86_400);
+        let result: Result<f64, _> = redis
+            .run(|mut m| async move {
+                let total: f64 = redis::AsyncCommands::incr(&mut m, &name, cost).await?;
+                let _: bool =
+                    redis::AsyncCommands::expire(&mut m, &name, ttl.as_secs() as i64).await?;
+                Ok(total)
+            })
+            .await;
+        result
+            .inspect_err(|error| {
+                self.metrics.budget_store_errors.inc();
+                if self.store_log.due() {
+                    tracing::error!(%error, "cannot charge a budget counter; this spend is not counted");
+                }
+            })
+            .ok()
+    }
+
+    /// An alert's marker: its subject, threshold and period.
+    fn marker(limit: &Limit<'_>, threshold: f64, now: SystemTime) -> String {
+        format!("{}:alert:{threshold}", Self::counter(limit, now))
     }
 
     /// Whether this threshold fires for the first time in this period
-    /// (across replicas, with Redis).
-    async fn first_time(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
-        let marker = format!("{}:alert:{threshold}", Self::counter(limit, now));
-        match &self.store {
-            Store::Memory { state, .. } => state.fired.insert(marker),
-            Store::Redis { redis, prefix, .. } => {
-                let name = format!("{prefix}{marker}");
-                let result: Result<Option<String>, _> = redis
-                    .run(|mut m| async move {
-                        redis::cmd("SET")
-                            .arg(&name)
-                            .arg(1)
-                            .arg("NX")
-                            .arg("EX")
-                            .arg(40 * 86_400)
-                            .query_async(&mut m)
-                            .await
-                    })
-                    .await;
-                matches!(result, Ok(Some(_)))
-            }
-        }
+    /// across replicas.
+    async fn first_time_shared(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
+        let Store::Redis { redis, prefix, .. } = &self.store else {
+            return false;
+        };
+        let name = format!("{prefix}{}", Self::marker(limit, threshold, now));
+        let result: Result<Option<String>, _> = redis
+            .run(|mut m| async move {
+                redis::cmd("SET")
+                    .arg(&name)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(40 * 86_400)
+                    .query_async(&mut m)
+                    .await
+            })
+            .await;
+        matches!(result, Ok(Some(_)))
     }
 
     fn alert(&self, limit: &Limit<'_>, threshold: f64, spent: f64, now: SystemTime) {

@@ -26,10 +26,10 @@ use serde_json::{Map, Value};
 use self::auto::AutoRouter;
 use self::split::Split;
 use crate::auth::Identity;
+use crate::call::BodyView;
 use crate::config::{Config, Priority, RouteConfig, TokenBudget};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::request::BodyView;
 use crate::tokens::{self, Encoding, Encodings};
 use crate::upstream::Endpoint;
 

@@ -7,5 +7,5 @@ mod layer;
 mod scheduler;
 
 pub use admission::{held_while_streaming, take_slot};
-pub use layer::admit;
+pub use layer::Admit;
 pub use scheduler::{Permit, Rejected, Scheduler};

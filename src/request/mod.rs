@@ -1,71 +1,32 @@
-//! The request layer: reads and checks a proxied call once (content type,
-//! size, JSON, model, the key's allow-list) and hands the layers behind it
-//! an `ApiRequest`. Non-proxy routes (`/v1/models`) pass through untouched.
+//! The request stage: reads and checks a proxied call once (content type,
+//! size, JSON, model, the key's allow-list) and hands the stages behind it
+//! an `ApiRequest` in the call's `Call`. Non-proxy routes (`/v1/models`)
+//! pass through untouched.
 
 pub(crate) mod parse;
 mod paths;
 mod stored;
-mod view;
 
 pub use parse::is_json;
-pub use view::BodyView;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::time::Duration;
+
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::auth::Identity;
-use std::time::Duration;
-
-use crate::config::{Priority, Strategy};
+use crate::call::{ApiRequest, BodyView, Call, Priority};
+use crate::config::Strategy;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::queue::Scheduler;
-use crate::routing::ResponsePins;
-use crate::routing::{ModelRoute, ModelRouter};
-use crate::upstream::{Endpoint, StoredCall, multipart};
-
-/// A proxied call as the layers behind the request layer see it.
-#[derive(Clone)]
-pub struct ApiRequest {
-    pub endpoint: Endpoint,
-    /// The client's bytes, forwarded as received (or as a policy rewrote them).
-    pub body: Bytes,
-    /// `body` parsed once, for every stage that reads its fields.
-    pub view: Arc<BodyView>,
-    /// The model the client asked for (perhaps a virtual one).
-    pub requested: Arc<str>,
-    pub route: Arc<ModelRoute>,
-    pub stream: bool,
-    /// Hash of the prompt's identity, for `prefix_affinity` routing.
-    pub affinity: Option<u64>,
-    /// The request's class in the admission queues.
-    pub priority: Priority,
-    /// When the gateway started reading it (time to first token counts from here).
-    pub received: tokio::time::Instant,
-    /// The client did not ask for streamed usage but the upstream will send
-    /// it (Sluice asked): the relay hides it again.
-    pub hide_usage: bool,
-    /// The client asked for streamed usage (`stream_options.include_usage`).
-    pub include_usage: bool,
-    /// The client's content type when the body is an upload, not JSON.
-    pub content_type: Option<http::HeaderValue>,
-    /// Set for calls on a stored response (routed by its id).
-    pub stored: Option<StoredCall>,
-}
-
-/// The call and its caller, for the layers behind the request layer; `None`
-/// on routes that are not proxied.
-pub fn call_of(extensions: &http::Extensions) -> Option<(&ApiRequest, &Arc<Identity>)> {
-    Some((
-        extensions.get::<ApiRequest>()?,
-        extensions.get::<Arc<Identity>>()?,
-    ))
-}
+use crate::routing::{ModelRouter, ResponsePins};
+use crate::stage::{Next, Stage};
+use crate::upstream::{Endpoint, multipart};
 
 /// `x-sluice-priority`, capped by the key's `max_priority`; else the key's
 /// `priority`; else `standard`.
@@ -184,11 +145,7 @@ impl RequestReader {
             Some(boundary) => parse::multipart_head(&body, boundary, path_model)?,
             None => parse::parse_head(&body, path_model)?,
         };
-        let identity = parts
-            .extensions
-            .get::<Arc<Identity>>()
-            .ok_or(GatewayError::Internal)?
-            .clone();
+        let identity = identity_of(&parts.extensions)?;
         // The allow-list is about what the client asked for (a virtual name
         // stands for whatever the operator routed it to).
         if !identity.may_use(&head.model) {
@@ -265,7 +222,7 @@ impl RequestReader {
             body,
             view,
         };
-        parts.extensions.insert(api);
+        set_request(&mut parts.extensions, api)?;
         let outcome = Outcome {
             variant: resolved.variant,
             degraded_from: resolved.degraded_from,
@@ -345,28 +302,41 @@ fn edited(body: &Bytes, head: &parse::RequestHead<'_>, hide_usage: bool) -> Byte
     Bytes::from(parse::apply(body, splices))
 }
 
-pub async fn read_request(
-    State(reader): State<Arc<RequestReader>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // A cheap clone (shared bytes), so the path outlives the request's move.
-    let uri = request.uri().clone();
-    let Some(call) = paths::classify(uri.path()) else {
-        return next.run(request).await;
-    };
-    let started = std::time::Instant::now();
-    match reader.read(call, request).await {
-        Ok((request, outcome)) => {
-            if let Some((api, identity)) = call_of(request.extensions()) {
-                let span = tracing::Span::current();
-                span.record("key", &*identity.name);
-                span.record("model", &*api.route.name);
+/// The caller, as layer 5 put it on the call.
+fn identity_of(extensions: &http::Extensions) -> Result<Arc<Identity>, GatewayError> {
+    extensions
+        .get::<Call>()
+        .map(|call| call.identity.clone())
+        .ok_or(GatewayError::Internal)
+}
+
+/// Hands the read request to the stages behind.
+fn set_request(extensions: &mut http::Extensions, api: ApiRequest) -> Result<(), GatewayError> {
+    let call = extensions.get_mut::<Call>().ok_or(GatewayError::Internal)?;
+    call.request = Some(api);
+    Ok(())
+}
+
+impl Stage for RequestReader {
+    async fn call(&self, request: Request, next: impl Next) -> Response {
+        // A cheap clone (shared bytes), so the path outlives the request's move.
+        let uri = request.uri().clone();
+        let Some(call) = paths::classify(uri.path()) else {
+            return next.run(request).await;
+        };
+        let started = std::time::Instant::now();
+        match self.read(call, request).await {
+            Ok((request, outcome)) => {
+                if let Some((call, api)) = Call::proxied(request.extensions()) {
+                    let span = tracing::Span::current();
+                    span.record("key", &*call.identity.name);
+                    span.record("model", &*api.route.name);
+                }
+                let mut response = next.run(request).await;
+                self.finish(&mut response, outcome, started);
+                response
             }
-            let mut response = next.run(request).await;
-            reader.finish(&mut response, outcome, started);
-            response
+            Err(error) => error.into_response(),
         }
-        Err(error) => error.into_response(),
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use bytes::Bytes;
 
-use super::{ApiRequest, Outcome, RequestReader, parse, priority_of};
+use super::{Outcome, RequestReader, identity_of, parse, priority_of, set_request};
 use crate::auth::Identity;
+use crate::call::{ApiRequest, BodyView};
 use crate::error::GatewayError;
 use crate::routing::{ModelRoute, ResponsePin, valid_id};
 use crate::upstream::{Endpoint, StoredCall};
@@ -30,11 +31,7 @@ pub(super) async fn read(
     let (mut parts, body) = request.into_parts();
     // `cancel` takes no body; one sent anyway is read (bounded) and dropped.
     parse::read_body(&parts.headers, body, reader.max_body_bytes).await?;
-    let identity = parts
-        .extensions
-        .get::<Arc<Identity>>()
-        .ok_or(GatewayError::Internal)?
-        .clone();
+    let identity = identity_of(&parts.extensions)?;
     let not_found = || GatewayError::ResponseNotFound {
         id: id.into(),
         previous: false,
@@ -59,7 +56,7 @@ pub(super) async fn read(
     let api = ApiRequest {
         endpoint: Endpoint::StoredResponse,
         body: Bytes::new(),
-        view: super::BodyView::opaque(Endpoint::StoredResponse, 0),
+        view: BodyView::opaque(Endpoint::StoredResponse, 0),
         requested: pin.model.clone(),
         route,
         stream: false,
@@ -71,7 +68,7 @@ pub(super) async fn read(
         content_type: None,
         stored: Some(stored),
     };
-    parts.extensions.insert(api);
+    set_request(&mut parts.extensions, api)?;
     let outcome = Outcome {
         variant: None,
         degraded_from: None,

@@ -36,11 +36,6 @@ pub struct Backend {
     pub slots: Option<Arc<Scheduler>>,
 }
 
-/// Set by a layer that already chose the backend (the limiter, when
-/// deployments have quotas); the dispatcher starts there.
-#[derive(Clone)]
-pub struct ChosenBackend(pub Arc<Backend>);
-
 /// Backends sharing one priority number.
 struct PriorityGroup {
     priority: i32,

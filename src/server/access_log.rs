@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::call_span;
 
 use crate::auth::{AuthRefused, Identity};
-use crate::dispatch::{ServedBy, StreamEnded, StreamOutcome};
+use crate::call::{ServedBy, StreamEnded, StreamOutcome};
 use crate::error::{ErrorLogged, clip};
 use crate::headers::X_REQUEST_ID;
 use crate::metrics::Metrics;

@@ -10,7 +10,7 @@ use crate::sync_layer::Middleware;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::dispatch::{ServedBy, UpstreamTime};
+use crate::call::{ServedBy, UpstreamTime};
 use crate::metrics::Metrics;
 
 /// Known routes keep their path as the label; anything else is `other`, so

@@ -10,15 +10,18 @@
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 4c| `CheckEncoding`      | all   | unknown `Content-Encoding` -> 415; known ones spelled for 4d |
 //! | 4d| `RequestDecompression`| all  | gzip/deflate/br/zstd bodies decoded as they are read      |
-//! | 5 | `Authenticate`       | /v1   | virtual key -> `Identity`; 401 before anything else runs  |
+//! | 5 | `Entry`              | /v1   | virtual key -> `Identity` -> a `Call`; 401 before anything else runs |
 //! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
-//! | 6 | `read_request`       | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
+//! | 6 | `RequestReader`      | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
-//! | 7 | `cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
+//! | 7 | `Cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
 //! | 7b| `EnforceBudgets`     | /v1   | spend budgets per key and org: 429 when spent; bills usage |
-//! | 8 | `rate_limit`         | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
-//! | 9 | `admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
+//! | 8 | `RateLimit`          | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
+//! | 9 | `Admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
+//!
+//! Layers 5 to 9 are stages (`crate::stage`), run as one chain; what each
+//! reads from and adds to the call is in `crate::call`.
 
 use std::sync::Arc;
 
@@ -35,14 +38,15 @@ use super::{
     access_log, cors::CorsLayer, encoding, fallback, health, record, request_id::RequestIds,
 };
 use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
-use crate::cache::{self, ResponseCache};
+use crate::cache::{Cache, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::ledger::RecordUsage;
-use crate::limits::{self, Limiter};
+use crate::limits::{Limiter, RateLimit};
 use crate::metering::{Budgets, EnforceBudgets};
 use crate::metrics::Metrics;
-use crate::queue::{self, Scheduler};
-use crate::request::{self, RequestReader};
+use crate::queue::{Admit, Scheduler};
+use crate::request::RequestReader;
+use crate::stage::{StageLayer, chain};
 use crate::sync_layer::SyncLayer;
 use crate::upstream::Endpoint;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -71,35 +75,20 @@ pub struct Services {
 /// is layer 5: authentication for HTTP calls, or the internal adapter's
 /// check that the caller's identity is already attached.
 fn api(services: &Services, entry: Entry) -> Router {
+    let stages = chain![
+        entry,                                        // 5
+        services.reader.clone(),                      // 6
+        services.ledger.clone(),                      // 6b
+        services.cache.clone().map(Cache),            // 7
+        services.budgets.clone().map(EnforceBudgets), // 7b
+        services.limiter.clone().map(RateLimit),      // 8
+        services.admission.clone().map(|scheduler| Admit {
+            scheduler,
+            metrics: services.metrics.clone(),
+        }), // 9
+    ];
     api_routes()
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(SyncLayer(entry)) // 5
-                .layer(from_fn_with_state(
-                    services.reader.clone(),
-                    request::read_request,
-                )) // 6
-                .option_layer(services.ledger.clone().map(SyncLayer)) // 6b
-                .option_layer(
-                    services
-                        .cache
-                        .clone()
-                        .map(|c| from_fn_with_state(c, cache::cache)),
-                ) // 7
-                .option_layer(services.budgets.clone().map(EnforceBudgets)) // 7b
-                .option_layer(
-                    services
-                        .limiter
-                        .clone()
-                        .map(|limiter| from_fn_with_state(limiter, limits::rate_limit)), // 8
-                )
-                .option_layer(
-                    services
-                        .admission
-                        .clone()
-                        .map(|s| from_fn_with_state((s, services.metrics.clone()), queue::admit)),
-                ), // 9
-        )
+        .route_layer(StageLayer(Arc::new(stages)))
         .with_state(services.dispatcher.clone())
 }
 

@@ -1,0 +1,81 @@
+//! The vocabulary the stages of a proxied call share, and their contract.
+//!
+//! A call crosses the stages of `server::stack` (layers 5 to 9, then the
+//! dispatcher) as one request extension, [`Call`]: each stage reads what the
+//! stages before it put there and adds its own part. What flows back out
+//! rides on the response: extensions the outer layers read ([`ServedBy`],
+//! [`UpstreamTime`], [`StreamEnded`], the caller's `Arc<Identity>`) and
+//! headers. Every stage is written one way (`crate::stage::Stage`).
+//!
+//! | # | stage | reads | adds |
+//! |---|-------|-------|------|
+//! | 5 | `auth::Entry` | `Authorization` / `api-key` (HTTP), or an `Arc<Identity>` the internal adapter attached | the [`Call`] with its `identity`; on the response the `Arc<Identity>` (access log), `AuthRefused` on a refusal (401/429) |
+//! | 6 | `request::RequestReader` | `identity`, the body, `x-sluice-priority` | `request` ([`ApiRequest`]: endpoint, body, parsed view, route, priority, ...); response headers `x-sluice-variant`, `x-sluice-degraded-from` |
+//! | 6b| `ledger::RecordUsage` | `identity`, `request`; `x-request-id`, `x-sluice-tag` | a usage hook; reads the response's status, [`ServedBy`], [`CACHE_STATUS`], `x-upstream-request-id` |
+//! | 7 | `cache::ResponseCache` | `identity` (cache flag, scope), `request`; `Cache-Control` | a hit answers here with [`ServedBy`] (deployment `cache`), `age`, `x-sluice-coalesced`; [`CACHE_STATUS`] on every answer |
+//! | 7b| `metering::Budgets` | `identity` (key, org) | a usage hook that bills the call's cost; 429 when spent |
+//! | 8 | `limits::Limiter` | `identity`, `request` (model, view, priority) | `backend` (a deployment with quota), `quotas`, a settlement hook; `x-ratelimit-*` headers of the key; 429 when over |
+//! | 9 | `queue::Admit` | `identity`, `request.priority` | a `[server] max_concurrency` slot, held until the response body ends |
+//! | - | `dispatch::Dispatcher` | the whole [`Call`] (it takes it) | finishes `hooks` once; [`ServedBy`], [`UpstreamTime`], [`StreamEnded`], `x-sluice-deployment`, `x-sluice-attempts`, `x-sluice-model`, `x-sluice-fallback-from` |
+//!
+//! Routes that are not proxied (`/v1/models`) carry a [`Call`] whose
+//! `request` is `None`: stages 6b to 9 let them through untouched.
+
+mod answer;
+mod request;
+mod view;
+
+use std::sync::Arc;
+
+pub use self::answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
+pub use self::request::ApiRequest;
+pub use self::view::BodyView;
+pub use crate::config::Priority;
+
+use crate::auth::Identity;
+use crate::limits::DeploymentQuotas;
+use crate::routing::Backend;
+use crate::usage::UsageHooks;
+
+/// One proxied call as the stages see it (see the module doc for who sets
+/// which part).
+#[derive(Clone)]
+pub struct Call {
+    /// Who calls (layer 5).
+    pub identity: Arc<Identity>,
+    /// The request read and checked once (layer 6); `None` on routes that
+    /// are not proxied.
+    pub request: Option<ApiRequest>,
+    /// Observers of the call's token usage, finished once by the dispatcher.
+    pub hooks: UsageHooks,
+    /// The deployment the rate limiter admitted the call on (layer 8): the
+    /// dispatcher's first attempt.
+    pub backend: Option<Arc<Backend>>,
+    /// The rate limiter's charges on deployments, for each attempt.
+    pub quotas: DeploymentQuotas,
+}
+
+impl Call {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self {
+            identity,
+            request: None,
+            hooks: UsageHooks::default(),
+            backend: None,
+            quotas: DeploymentQuotas::default(),
+        }
+    }
+
+    /// A proxied call and its request; `None` on other routes.
+    pub fn proxied(extensions: &http::Extensions) -> Option<(&Self, &ApiRequest)> {
+        let call = extensions.get::<Self>()?;
+        Some((call, call.request.as_ref()?))
+    }
+
+    /// The same, to add to.
+    pub fn proxied_mut(extensions: &mut http::Extensions) -> Option<&mut Self> {
+        extensions
+            .get_mut::<Self>()
+            .filter(|call| call.request.is_some())
+    }
+}

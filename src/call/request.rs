@@ -1,0 +1,38 @@
+//! The request as the request stage read it, for the stages behind it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{BodyView, Priority};
+use crate::routing::ModelRoute;
+use crate::upstream::{Endpoint, StoredCall};
+
+/// A proxied call as the layers behind the request layer see it.
+#[derive(Clone)]
+pub struct ApiRequest {
+    pub endpoint: Endpoint,
+    /// The client's bytes, forwarded as received (or as a policy rewrote them).
+    pub body: Bytes,
+    /// `body` parsed once, for every stage that reads its fields.
+    pub view: Arc<BodyView>,
+    /// The model the client asked for (perhaps a virtual one).
+    pub requested: Arc<str>,
+    pub route: Arc<ModelRoute>,
+    pub stream: bool,
+    /// Hash of the prompt's identity, for `prefix_affinity` routing.
+    pub affinity: Option<u64>,
+    /// The request's class in the admission queues.
+    pub priority: Priority,
+    /// When the gateway started reading it (time to first token counts from here).
+    pub received: tokio::time::Instant,
+    /// The client did not ask for streamed usage but the upstream will send
+    /// it (Sluice asked): the relay hides it again.
+    pub hide_usage: bool,
+    /// The client asked for streamed usage (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The client's content type when the body is an upload, not JSON.
+    pub content_type: Option<http::HeaderValue>,
+    /// Set for calls on a stored response (routed by its id).
+    pub stored: Option<StoredCall>,
+}
