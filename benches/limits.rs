@@ -187,7 +187,6 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
                 Tasks::new(),
             ),
         )
-        .expect("limiter")
         .expect("config sets limits"),
     );
     let one = |name: &str| vec![name.to_owned()];

@@ -2,7 +2,7 @@
 //! Sluice does on a key's behalf (today the semantic cache's embeddings;
 //! next, batch lines). Such calls skip HTTP authentication but nothing else:
 //! budgets, limits, admission, breakers, retries, cost and the ledger apply,
-//! attributed to the key they serve and tagged `INTERNAL_TAG`.
+//! attributed to the key they serve and tagged (`SEMANTIC_CACHE_TAG`).
 //!
 //! A stage builds an `http::Request` for an API path, attaches the caller's
 //! `Arc<Identity>` as an extension and calls `InternalCalls::call`; the

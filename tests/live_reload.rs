@@ -406,8 +406,7 @@ async fn admin_config_redacts_secrets_and_its_hash_follows_changes() {
     assert_eq!(config["deployments"][0]["api_key"], "[redacted]");
     assert_eq!(config["keys"][0]["key"], "[redacted]");
     assert_eq!(
-        config["alerts"]["webhook_url"],
-        "https://127.0.0.1:9/[redacted]",
+        config["alerts"]["webhook_url"], "https://127.0.0.1:9/[redacted]",
         "a webhook's path can be its secret: only the origin is shown"
     );
     assert_eq!(first["hash"].as_str().unwrap().len(), 64);

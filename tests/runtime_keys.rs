@@ -261,10 +261,11 @@ async fn reload(gateway: &TestGateway) -> (u16, Value) {
     admin(gateway, reqwest::Method::POST, "/admin/reload", None).await
 }
 
-/// A file reload keeps the runtime keys merged in (and their buckets); a
-/// file key taking a runtime key's name is refused as a whole.
+/// A file reload keeps the runtime keys merged in (and their buckets). A
+/// file key taking a runtime key's name wins: the file is applied and that
+/// runtime key alone is left out (not the set, and not the reload).
 #[tokio::test]
-async fn runtime_keys_outlive_file_reloads_and_a_clashing_file_key_is_refused() {
+async fn runtime_keys_outlive_file_reloads_and_a_clashing_file_key_wins() {
     let dir = temp_dir();
     let path = dir.join("sluice.toml");
     let file = config("sqlite", &dir, "2s");
@@ -282,13 +283,26 @@ async fn runtime_keys_outlive_file_reloads_and_a_clashing_file_key_is_refused() 
     assert_eq!(status(&gateway, &secret).await, 200, "still in force");
     assert_eq!(status(&gateway, &secret).await, 429, "its bucket was kept");
 
+    let (_, other) = create(&gateway, json!({"name": "other-runtime"})).await;
     let clash = format!("{added}\n[[keys]]\nname = \"runtime\"\nkey = \"sk-clashing-key0\"\n");
     std::fs::write(&path, &clash).unwrap();
     let (code, answer) = reload(&gateway).await;
-    assert_eq!(code, 422, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("runtime"), "{message}");
-    assert_eq!(status(&gateway, "sk-clashing-key0").await, 401);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        status(&gateway, "sk-clashing-key0").await,
+        200,
+        "the file's key"
+    );
+    assert_eq!(
+        status(&gateway, &secret).await,
+        401,
+        "the clashing runtime key is out"
+    );
+    assert_eq!(
+        status(&gateway, &other).await,
+        200,
+        "the rest of the set stays"
+    );
     assert_eq!(status(&gateway, "sk-second-file-0").await, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -104,7 +104,7 @@ impl KeyStore {
         Self {
             by_digest,
             required: auth.required,
-            anonymous: Arc::new(Identity::unrestricted("anonymous")),
+            anonymous: Arc::new(Identity::unrestricted(crate::config::ANONYMOUS_ID)),
         }
     }
 

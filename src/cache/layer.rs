@@ -107,7 +107,10 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         Some(semantic) if lookup => {
             let scope = cache.scope(identity, &api.route.name);
             match semantic_parts(want.endpoint, api.view.json(), &scope) {
-                Some((partition, text)) => semantic.embed(identity, partition, &text).await,
+                Some((partition, text)) => {
+                    let request_id = request.headers().get(crate::headers::X_REQUEST_ID);
+                    semantic.embed(identity, request_id, partition, &text).await
+                }
                 None => None,
             }
         }

@@ -93,7 +93,9 @@ impl ResponseCache {
                 })
             }
             (CacheStore::Redis, None) => {
-                return Err("cache.store: \"redis\" needs a [redis] url".into());
+                return Err(
+                    "cache.store: \"redis\" needs the [redis] the gateway started with (adding [redis] takes a restart)".into(),
+                );
             }
         };
         let semantic = cache.semantic.enabled.then(|| {

@@ -82,14 +82,26 @@ impl Semantic {
     }
 
     /// Embeds the text as a call of `identity`'s (its budgets, limits and
-    /// ledger); `None` on any failure or past the timeout.
-    pub async fn embed(&self, identity: &Identity, partition: u64, text: &str) -> Option<Probe> {
+    /// ledger), under the client call's request id so the two can be tied
+    /// together; `None` on any failure or past the timeout.
+    pub async fn embed(
+        &self,
+        identity: &Identity,
+        request_id: Option<&http::HeaderValue>,
+        partition: u64,
+        text: &str,
+    ) -> Option<Probe> {
         let body = json!({"model": &self.config.embedding_model, "input": text});
         let mut request = Request::post("/v1/embeddings")
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(crate::headers::X_SLUICE_TAG, SEMANTIC_CACHE_TAG)
             .body(Body::from(body.to_string()))
             .ok()?;
+        if let Some(id) = request_id {
+            request
+                .headers_mut()
+                .insert(crate::headers::X_REQUEST_ID, id.clone());
+        }
         request
             .extensions_mut()
             .insert(Arc::new(identity.acting_internally()));

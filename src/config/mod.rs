@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use duration::{MAX_DURATION, from_secs, parse_duration};
 pub use keys_store::KeysStoreSpec;
 pub use load::{ConfigError, load_from_path, load_from_str};
-pub use validate::validate;
+pub use validate::{ANONYMOUS_ID, KeyCheck, validate};
 pub use view::View;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -134,16 +134,66 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
 }
 
 fn check_keys(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
-    let mut names = HashSet::new();
-    let mut hashes = HashSet::new();
-    let mut ids = HashSet::new();
+    let mut check = KeyCheck::empty(config, served.iter().map(|model| (*model).to_owned()));
     for (index, key) in config.keys.iter().enumerate() {
-        let at = format!("keys[{index}]");
-        check_key_id(&at, key, &mut ids, problems);
+        problems.extend(check.admit(&format!("keys[{index}]"), key));
+    }
+}
+
+/// The id of callers without a key (`[auth] required = false`): no key may
+/// take it, or anonymous callers would share that key's limits, spend,
+/// cache entries and stored responses.
+pub const ANONYMOUS_ID: &str = "anonymous";
+
+/// Checks keys one at a time against a config and the keys admitted before
+/// them: what the file's `[[keys]]` get at load, and what each runtime key
+/// gets before it is merged in (one that does not fit is left out alone,
+/// instead of failing the whole set).
+pub struct KeyCheck<'a> {
+    config: &'a Config,
+    served: HashSet<String>,
+    names: HashSet<String>,
+    ids: HashSet<String>,
+    digests: HashSet<super::KeyDigest>,
+}
+
+impl<'a> KeyCheck<'a> {
+    fn empty(config: &'a Config, served: impl Iterator<Item = String>) -> Self {
+        Self {
+            config,
+            served: served.collect(),
+            names: HashSet::new(),
+            ids: HashSet::new(),
+            digests: HashSet::new(),
+        }
+    }
+
+    /// Seeded with `config`'s own (already valid) keys.
+    pub fn after_file(config: &'a Config) -> Self {
+        let served = config
+            .deployments
+            .iter()
+            .flat_map(|d| d.models.iter().cloned());
+        let mut check = Self::empty(config, served);
+        for key in &config.keys {
+            check.names.insert(key.name.clone());
+            check.ids.insert(key.id().to_owned());
+            check.digests.extend(key.digest());
+        }
+        check
+    }
+
+    /// The problems of `key` (located by `at`); none means it is admitted.
+    pub fn admit(&mut self, at: &str, key: &super::KeyConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.check_id(at, key, &mut problems);
         if key.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
-        } else if !names.insert(key.name.as_str()) {
-            problems.push(format!("{at}.name: `{}` is used by another key", key.name));
+        } else if !self.names.insert(key.name.clone()) {
+            problems.push(format!(
+                "{at}.name: `{}` is used by another key",
+                crate::error::clip(&key.name)
+            ));
         }
         match (&key.key, &key.key_sha256) {
             (Some(_), Some(_)) => {
@@ -159,47 +209,51 @@ fn check_keys(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String
             _ => {}
         }
         if let Some(digest) = key.digest()
-            && !hashes.insert(digest)
+            && !self.digests.insert(digest)
         {
             problems.push(format!("{at}: the same key is configured twice"));
         }
         if let Some(tier) = &key.tier
-            && !config.tiers.contains_key(tier)
+            && !self.config.tiers.contains_key(tier)
         {
-            problems.push(format!("{at}.tier: no [tiers.{tier}] section"));
+            problems.push(format!(
+                "{at}.tier: no [tiers.{}] section",
+                crate::error::clip(tier)
+            ));
         }
         for model in key.models.iter().flatten() {
-            if !served.contains(model.as_str()) {
+            if !self.served.contains(model) {
                 problems.push(format!(
-                    "{at}.models: `{model}` is not served by any deployment"
+                    "{at}.models: `{}` is not served by any deployment",
+                    crate::error::clip(model)
                 ));
             }
         }
+        problems
     }
-}
 
-/// An explicit id is 1-64 of `[A-Za-z0-9_.-]` (it appears in URLs); one
-/// defaulted from the name is not held to that, so existing names stay
-/// valid. Either way no two keys share an id.
-fn check_key_id<'a>(
-    at: &str,
-    key: &'a super::KeyConfig,
-    ids: &mut HashSet<&'a str>,
-    problems: &mut Vec<String>,
-) {
-    if let Some(id) = &key.id {
-        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        if !(1..=64).contains(&id.len()) || !id.chars().all(valid_char) {
+    /// An explicit id is 1-64 of `[A-Za-z0-9_.-]` (it appears in URLs); one
+    /// defaulted from the name is not held to that, so existing names stay
+    /// valid. Either way no two keys share an id, and none is `anonymous`.
+    fn check_id(&mut self, at: &str, key: &super::KeyConfig, problems: &mut Vec<String>) {
+        if let Some(id) = &key.id {
+            let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+            if !(1..=64).contains(&id.len()) || !id.chars().all(valid_char) {
+                problems.push(format!(
+                    "{at}.id: must be 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `-`"
+                ));
+            }
+        }
+        if key.id() == ANONYMOUS_ID {
             problems.push(format!(
-                "{at}.id: must be 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.`, `-`"
+                "{at}.id: `{ANONYMOUS_ID}` is reserved for callers without a key (an id defaults to the name; set another `id`)"
+            ));
+        } else if !self.ids.insert(key.id().to_owned()) {
+            problems.push(format!(
+                "{at}.id: `{}` is the id of another key (an id defaults to the name)",
+                crate::error::clip(key.id())
             ));
         }
-    }
-    if !ids.insert(key.id()) {
-        problems.push(format!(
-            "{at}.id: `{}` is the id of another key (an id defaults to the name)",
-            crate::error::clip(key.id())
-        ));
     }
 }
 
@@ -392,7 +446,10 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
     if let Some(url) = &config.alerts.webhook_url
         && !is_http_url(url)
     {
-        problems.push(format!("alerts.webhook_url: `{url}` is not an http(s) URL"));
+        problems.push(format!(
+            "alerts.webhook_url: `{}` is not an http(s) URL",
+            super::view::shown(url)
+        ));
     }
     let usage = &config.usage;
     if !(usage.store == "sqlite"
@@ -402,7 +459,7 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
     {
         problems.push(format!(
             "usage.store: `{}` is not \"sqlite\", \"none\" or a postgres:// URL",
-            usage.store
+            super::view::shown(&usage.store)
         ));
     }
     if usage.batch_size == 0 || usage.buffer < usage.batch_size {
@@ -419,6 +476,10 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
 
 /// Retries and circuit breakers.
 fn check_resilience(config: &Config, problems: &mut Vec<String>) {
+    let probe = &config.health_probe;
+    if probe.enabled && (probe.interval.is_zero() || probe.timeout.is_zero()) {
+        problems.push("health_probe.interval, timeout: must be greater than 0".into());
+    }
     let retry = &config.retry;
     if retry.max_attempts == 0 {
         problems.push("retry.max_attempts: must be at least 1".into());
@@ -478,7 +539,7 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(
                 "redis.url: `{}` is not a redis:// or rediss:// URL",
-                redis.url
+                super::view::shown(&redis.url)
             ));
         }
         if redis.timeout.is_zero() {

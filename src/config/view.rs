@@ -2,6 +2,8 @@
 //! every setting the file and the environment gave, secrets redacted, and a
 //! hash that changes whenever any setting (secrets included) does.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 /// Settings whose values are secrets wherever they appear.
@@ -19,14 +21,27 @@ pub struct View {
     pub redacted: Value,
     /// Hex SHA-256 of the unredacted settings.
     pub hash: String,
+    /// The same, per top-level section: what a reload compares to tell
+    /// which restart-only sections changed (a rotated password included).
+    pub sections: BTreeMap<String, String>,
 }
 
 impl View {
     pub fn of(tree: Value) -> Self {
         let hash = hex::encode(super::sha256(&tree.to_string()));
+        let sections = tree.as_object().map_or_else(BTreeMap::new, |fields| {
+            fields
+                .iter()
+                .map(|(name, value)| (name.clone(), hex::encode(super::sha256(&value.to_string()))))
+                .collect()
+        });
         let mut redacted = tree;
         redact(&mut redacted);
-        Self { redacted, hash }
+        Self {
+            redacted,
+            hash,
+            sections,
+        }
     }
 }
 
@@ -42,7 +57,8 @@ fn redact(value: &mut Value) {
                 } else if let (true, Value::String(url)) =
                     (SECRET_PATH_FIELDS.contains(&name.as_str()), &*field)
                 {
-                    *field = Value::from(origin_only(url));
+                    let url = without_password(url).unwrap_or_else(|| url.clone());
+                    *field = Value::from(origin_only(&url));
                 } else {
                     redact(field);
                 }
@@ -59,6 +75,14 @@ fn redact(value: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// A setting's text as an error message may quote it: a URL's password and
+/// query values redacted, and clipped.
+pub fn shown(text: &str) -> String {
+    let text = without_password(text).unwrap_or_else(|| text.to_owned());
+    let text = without_query_values(&text).unwrap_or(text);
+    crate::error::clip(&text).to_string()
 }
 
 /// `scheme://host/[redacted]` for a URL with a path or query; the text
@@ -99,14 +123,18 @@ fn without_query_values(text: &str) -> Option<String> {
 }
 
 /// `scheme://user:secret@host/...` with the password redacted; `None` for
-/// anything else. Store and webhook URLs carry credentials this way.
+/// anything else. Store and webhook URLs carry credentials this way. The
+/// user part ends at the first `@`, as PostgreSQL's URL parsers read it, so
+/// a password with a raw `/`, `?` or `#` in it is redacted whole.
 fn without_password(text: &str) -> Option<String> {
     let (scheme, rest) = text.split_once("://")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let (userinfo, host) = authority.rsplit_once('@')?;
+    let (userinfo, host_and_path) = rest.split_once('@')?;
     let (user, _) = userinfo.split_once(':')?;
-    Some(format!("{scheme}://{user}:{REDACTED}@{host}{tail}"))
+    if user.contains(['/', '?', '#']) {
+        // The `@` is in the path or query, not after a user.
+        return None;
+    }
+    Some(format!("{scheme}://{user}:{REDACTED}@{host_and_path}"))
 }
 
 #[cfg(test)]
@@ -122,7 +150,8 @@ mod tests {
             "keys": [{"name": "team", "key": "sk-team-secret"}],
             "redis": {"url": "redis://default:hunter2@cache:6379/0"},
             "usage": {"store": "postgres://sluice:pw@db/sluice?sslmode=disable&password=pw2"},
-            "alerts": {"webhook_url": "https://hooks.example.com/services/T0/B0/s3cr3t"},
+            "alerts": {"webhook_url": "https://hook:pa/ss@hooks.example.com/services/T0/B0/s3cr3t"},
+            "cache": {"semantic": {"postgres_url": "postgres://u:pa/ss?x#y@db/x"}},
         });
         let view = View::of(tree.clone());
         let text = view.redacted.to_string();

@@ -128,8 +128,9 @@ impl Pair {
     }
 }
 
-/// Every configured limit, by subject name. Immutable after start-up, so
-/// lookups take no lock.
+/// Every configured limit of one config snapshot, by subject (key id, org,
+/// model, deployment name). Immutable once built, so lookups take no lock;
+/// the buckets' levels live in `LimitState` and outlive it.
 #[derive(Default)]
 pub struct BucketTable {
     pub keys: HashMap<String, Pair>,

@@ -100,10 +100,10 @@ impl Limiter {
         config: &Config,
         redis: Option<&SharedRedis>,
         (state, metrics, tasks): (&LimitState, Metrics, Tasks),
-    ) -> Result<Option<Self>, String> {
+    ) -> Option<Self> {
         let table = BucketTable::from_config(config, state);
         if table.is_empty() {
-            return Ok(None);
+            return None;
         }
         let engine = match redis {
             Some(redis) => Engine::Redis(RedisEngine::new(redis.clone())),
@@ -121,7 +121,7 @@ impl Limiter {
             Encoding::O200k.warm();
             Encoding::Cl100k.warm();
         }
-        Ok(Some(Self {
+        Some(Self {
             table,
             engine,
             on_error: config
@@ -135,7 +135,7 @@ impl Limiter {
             metrics,
             store_log: LogEvery::store_failures(),
             tasks,
-        }))
+        })
     }
 
     pub async fn check(self: &Arc<Self>, identity: &Identity, api: &ApiRequest) -> Check {

@@ -156,7 +156,7 @@ impl Policies {
             let sticky = original
                 .get("user")
                 .and_then(Value::as_str)
-                .unwrap_or(&identity.name);
+                .unwrap_or(&identity.id);
             let variant = split.pick(sticky);
             resolved.model = variant.model.clone();
             if variant.changes_request() {

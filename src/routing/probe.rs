@@ -2,7 +2,7 @@
 //! cheap authenticated GET, so they can recover without trial calls on user
 //! traffic. Off unless `[health_probe] enabled = true`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::time::Instant;
 
@@ -22,24 +22,29 @@ pub fn spawn(router: Arc<ModelRouter>, client: UpstreamClient, config: ProbeConf
     let router = Arc::downgrade(&router);
     let stop = tasks.clone();
     tasks.spawn(async move {
-        let mut ticks = tokio::time::interval(config.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = stop.stopping() => return,
-            }
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            for backend in router.backends() {
-                if backend.health.breaker_state() != BreakerState::Open {
-                    continue;
-                }
-                let healthy = client.probe(&backend.deployment, config.timeout).await;
-                tracing::info!(deployment = %backend.deployment.name, healthy, "health probe");
-                backend.health.breaker.record_probe(healthy, Instant::now());
-            }
+        // Stopped mid-round too: a round probes one deployment after another.
+        tokio::select! {
+            () = probe_forever(router, client, config) => {}
+            () = stop.stopping() => {}
         }
     });
+}
+
+async fn probe_forever(router: Weak<ModelRouter>, client: UpstreamClient, config: ProbeConfig) {
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        for backend in router.backends() {
+            if backend.health.breaker_state() != BreakerState::Open {
+                continue;
+            }
+            let healthy = client.probe(&backend.deployment, config.timeout).await;
+            tracing::info!(deployment = %backend.deployment.name, healthy, "health probe");
+            backend.health.breaker.record_probe(healthy, Instant::now());
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! name. A reload that leaves a deployment's endpoint alone keeps its state
 //! even when its weight, priority, models or limits change; one that points
 //! the name elsewhere (provider, URL, API version) or changes the breaker
-//! settings starts it fresh.
+//! settings starts its health fresh. Its slots are always kept (resized), so
+//! calls in flight keep counting against `max_concurrency`.
 
 use std::sync::Arc;
 
@@ -49,11 +50,9 @@ impl DeploymentStates {
                 slots: None,
             });
         if entry.fingerprint != fingerprint {
-            *entry = Entry {
-                fingerprint,
-                health: Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker)),
-                slots: None,
-            };
+            // The slots stay: permits held by calls in flight keep counting.
+            entry.fingerprint = fingerprint;
+            entry.health = Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker));
         }
         entry.slots = match (settings.max_concurrency, entry.slots.take()) {
             (Some(limit), Some(slots)) => {

@@ -124,9 +124,7 @@ impl Gateway {
             .await
             .map_err(StartError::Build)?;
         if let Some(keys) = &keys {
-            live::keys::follow(live, keys)
-                .await
-                .map_err(StartError::Build)?;
+            live::keys::follow(live, keys).await;
         }
         let metrics = live.registries.metrics.clone();
         let outer = |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics);

@@ -53,6 +53,15 @@ async fn reload(State(live): State<Arc<Live>>) -> Response {
             None,
         )
         .into_response(),
+        Err(ReloadError::Read) => {
+            let body = error_body(
+                "The config file could not be read in time; the running config stays in force. Try again.",
+                "server_error",
+                None,
+                Some("config_unreadable"),
+            );
+            json_response(StatusCode::SERVICE_UNAVAILABLE, body)
+        }
         Err(error) => {
             let mut message =
                 format!("The config was not reloaded; the running one stays in force. {error}");

@@ -13,7 +13,7 @@ use axum::response::Response;
 
 use super::Live;
 use crate::config::{Config, KeyConfig, KeysStoreSpec};
-use crate::keys::{KeysAdmin, KeysOptions, RuntimeKey, RuntimeKeys};
+use crate::keys::{KeysAdmin, KeysOptions, RuntimeKeys};
 
 /// Opens the store `[admin] keys_store` names, if any.
 pub async fn open(config: &Config, live: &Live) -> Result<Option<Arc<RuntimeKeys>>, String> {
@@ -28,27 +28,33 @@ pub async fn open(config: &Config, live: &Live) -> Result<Option<Arc<RuntimeKeys
 }
 
 /// Puts the store's set in force now, then follows its changes.
-pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) -> Result<(), String> {
-    live.reload_keys(|| configs(&keys.current()))
-        .await
-        .map_err(|e| format!("runtime keys: {e}"))?;
+/// A key that does not fit the file is left out (logged), never the set,
+/// so start-up does not fail on runtime keys.
+pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) {
+    // Subscribed first: a change while the set is being applied is seen.
+    let mut changes = keys.changes();
+    let _ = live.reload_keys(|| keys.current()).await;
     let tasks = &live.registries.tasks;
-    tasks.spawn(keys.clone().watch(tasks.stop_token()));
+    let (watching, stop) = (keys.clone(), tasks.clone());
+    tasks.spawn(async move {
+        // Cancelled mid-call too: a store that hangs at shutdown does not
+        // hold the drain.
+        tokio::select! {
+            () = watching.watch(stop.stop_token()) => {}
+            () = stop.stopping() => {}
+        }
+    });
     let (weak, keys, stop) = (Arc::downgrade(live), keys.clone(), tasks.clone());
     tasks.spawn(async move {
-        let mut changes = keys.changes();
         loop {
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return },
                 () = stop.stopping() => return,
             }
             let Some(live) = weak.upgrade() else { return };
-            // A set the file's config rejects (a name now taken by a file
-            // key) is logged by the reload; the running set stays.
-            let _ = live.reload_keys(|| configs(&keys.current())).await;
+            let _ = live.reload_keys(|| keys.current()).await;
         }
     });
-    Ok(())
 }
 
 /// `/admin/keys` and `/admin/keys/{id}`: the store's handlers, validated
@@ -75,11 +81,7 @@ async fn apply_now(
     let writes = request.method() != http::Method::GET;
     let response = next.run(request).await;
     if writes && response.status().is_success() {
-        let _ = live.reload_keys(|| configs(&keys.current())).await;
+        let _ = live.reload_keys(|| keys.current()).await;
     }
     response
-}
-
-fn configs(keys: &[RuntimeKey]) -> Vec<KeyConfig> {
-    keys.iter().map(RuntimeKey::to_config).collect()
 }

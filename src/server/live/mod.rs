@@ -33,6 +33,7 @@ use super::stack::Apart;
 use crate::config::{Config, KeyConfig};
 use crate::error::GatewayError;
 use crate::internal::InternalCalls;
+use crate::keys::RuntimeKey;
 use crate::tasks::Tasks;
 
 pub use admin::routes as admin_routes;
@@ -48,8 +49,9 @@ pub struct Live {
     path: Option<PathBuf>,
     /// The runtime keys merged into every snapshot.
     runtime_keys: ArcSwap<Vec<KeyConfig>>,
-    /// Reloads run one at a time, so two cannot interleave their swaps.
-    reloading: tokio::sync::Mutex<()>,
+    /// Reloads run one at a time, so two cannot interleave their swaps;
+    /// it holds the runtime key set last applied.
+    reloading: tokio::sync::Mutex<Option<Arc<[RuntimeKey]>>>,
     pipeline: Arc<Pipeline>,
 }
 
@@ -71,7 +73,7 @@ impl Live {
             apart,
             path,
             runtime_keys: ArcSwap::default(),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(None),
             pipeline: pipeline.clone(),
         });
         let _ = pipeline.live.set(Arc::downgrade(&live));

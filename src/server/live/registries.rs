@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::super::StartError;
 use crate::auth::{AuthGuard, FailedAuth};
 use crate::cache::CacheState;
-use crate::config::Config;
+use crate::config::{Config, RedisConfig};
 use crate::ledger::Ledger;
 use crate::limits::LimitState;
 use crate::metering::SpendState;
@@ -30,6 +30,8 @@ pub struct Registries {
     pub metrics: Metrics,
     pub client: UpstreamClient,
     pub redis: Option<SharedRedis>,
+    /// `[redis]` as started: every snapshot uses it (see `restart_only_changes`).
+    pub redis_config: Option<RedisConfig>,
     pub ledger: Option<Arc<Ledger>>,
     pub pins: Arc<ResponsePins>,
     pub guard: AuthGuard,
@@ -75,6 +77,7 @@ impl Registries {
             metrics,
             client,
             redis,
+            redis_config: config.redis.clone(),
             ledger,
             pins,
             guard,
@@ -90,10 +93,11 @@ impl Registries {
 /// The settings a reload cannot change, named as in the config file, when
 /// `next` differs from `running` in them.
 pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
-    let view = |config: &Config, section: &str| config.view.redacted.get(section).cloned();
+    // By hash of the unredacted settings: a rotated password counts.
+    let hash = |config: &Config, section: &str| config.view.sections.get(section).cloned();
     let mut changed = Vec::new();
     for section in ["redis", "usage", "responses", "log"] {
-        if view(running, section) != view(next, section) {
+        if hash(running, section) != hash(next, section) {
             changed.push(section);
         }
     }

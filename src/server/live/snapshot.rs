@@ -71,7 +71,7 @@ impl Snapshot {
             &config,
             redis,
             (&registries.limits, metrics.clone(), tasks.clone()),
-        )?
+        )
         .map(Arc::new);
         let router = Arc::new(ModelRouter::new(
             &config,
