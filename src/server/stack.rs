@@ -20,8 +20,11 @@
 //! | 9 | `Admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
 //! | - | `Dispatcher`         | /v1   | deployment -> upstream, relays the answer, reports usage  |
 //!
-//! Layers 5 to 9 are stages (`crate::stage`), run as one chain; what each
-//! reads from and adds to the call is in `crate::call`.
+//! Layers 1 to 4d wrap each listener for the process's life; layers 5 to 9
+//! and the dispatcher are built per config snapshot (`server::live`), and a
+//! call runs on the snapshot in force when it arrives. Layers 5 to 9 are
+//! stages (`crate::stage`), run as one chain; what each reads from and adds
+//! to the call is in `crate::call`. The internal adapter enters at layer 5.
 
 use std::sync::Arc;
 
