@@ -129,25 +129,20 @@ async fn lifecycle(keys: &RuntimeKeys) {
     ));
 }
 
+/// A store on `spec`, opened (and loaded) with `options`.
+async fn open(spec: &KeysStoreSpec, options: KeysOptions) -> RuntimeKeys {
+    RuntimeKeys::open(spec, options, &sluice::tasks::Tasks::new())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sqlite_keys_are_created_changed_and_revoked_and_survive_a_reopen() {
     let spec = sqlite_spec();
-    let keys = RuntimeKeys::open(
-        &spec,
-        options(Duration::from_secs(2), true),
-        &sluice::tasks::Tasks::new(),
-    )
-    .await
-    .unwrap();
+    let keys = open(&spec, options(Duration::from_secs(2), true)).await;
     lifecycle(&keys).await;
     drop(keys);
-    let reopened = RuntimeKeys::open(
-        &spec,
-        options(Duration::from_secs(2), true),
-        &sluice::tasks::Tasks::new(),
-    )
-    .await
-    .unwrap();
+    let reopened = open(&spec, options(Duration::from_secs(2), true)).await;
     let names: Vec<String> = reopened.current().iter().map(|k| k.name.clone()).collect();
     assert_eq!(names, ["team-a"]);
 }
@@ -156,13 +151,7 @@ async fn sqlite_keys_are_created_changed_and_revoked_and_survive_a_reopen() {
 async fn postgres_keys_are_created_changed_and_revoked() {
     let database = TestDatabase::create(PLAIN).await;
     let spec = KeysStoreSpec::Postgres(database.url());
-    let keys = RuntimeKeys::open(
-        &spec,
-        options(Duration::from_secs(2), true),
-        &sluice::tasks::Tasks::new(),
-    )
-    .await
-    .unwrap();
+    let keys = open(&spec, options(Duration::from_secs(2), true)).await;
     lifecycle(&keys).await;
     drop(keys);
     database.drop_database().await;
@@ -174,14 +163,8 @@ async fn a_postgres_write_reaches_another_replica_within_a_second_by_notify() {
     let spec = KeysStoreSpec::Postgres(database.url());
     // Polling is too slow to matter: only NOTIFY can be this quick.
     let slow = options(Duration::from_secs(600), true);
-    let writer = RuntimeKeys::open(&spec, slow.clone(), &sluice::tasks::Tasks::new())
-        .await
-        .unwrap();
-    let reader = Arc::new(
-        RuntimeKeys::open(&spec, slow, &sluice::tasks::Tasks::new())
-            .await
-            .unwrap(),
-    );
+    let writer = open(&spec, slow.clone()).await;
+    let reader = Arc::new(open(&spec, slow).await);
     let mut changes = reader.changes();
     let stop = watch(&reader);
 
@@ -212,19 +195,9 @@ async fn a_postgres_write_reaches_another_replica_within_a_second_by_notify() {
 async fn without_notify_a_postgres_write_arrives_by_polling() {
     let database = TestDatabase::create(PLAIN).await;
     let spec = KeysStoreSpec::Postgres(database.url());
-    let writer = RuntimeKeys::open(
-        &spec,
-        options(Duration::from_secs(600), true),
-        &sluice::tasks::Tasks::new(),
-    )
-    .await
-    .unwrap();
+    let writer = open(&spec, options(Duration::from_secs(600), true)).await;
     let poll = Duration::from_millis(300);
-    let reader = Arc::new(
-        RuntimeKeys::open(&spec, options(poll, false), &sluice::tasks::Tasks::new())
-            .await
-            .unwrap(),
-    );
+    let reader = Arc::new(open(&spec, options(poll, false)).await);
     let mut changes = reader.changes();
     let stop = watch(&reader);
 
@@ -244,16 +217,8 @@ async fn without_notify_a_postgres_write_arrives_by_polling() {
 async fn two_processes_on_one_sqlite_file_see_each_others_writes_by_polling() {
     let spec = sqlite_spec();
     let poll = Duration::from_millis(200);
-    let a = Arc::new(
-        RuntimeKeys::open(&spec, options(poll, true), &sluice::tasks::Tasks::new())
-            .await
-            .unwrap(),
-    );
-    let b = Arc::new(
-        RuntimeKeys::open(&spec, options(poll, true), &sluice::tasks::Tasks::new())
-            .await
-            .unwrap(),
-    );
+    let a = Arc::new(open(&spec, options(poll, true)).await);
+    let b = Arc::new(open(&spec, options(poll, true)).await);
     let (mut a_changes, mut b_changes) = (a.changes(), b.changes());
     let (stop_a, stop_b) = (watch(&a), watch(&b));
 
@@ -285,12 +250,8 @@ async fn two_processes_on_one_sqlite_file_see_each_others_writes_by_polling() {
 async fn a_name_taken_on_another_replica_is_refused_by_the_store() {
     let spec = sqlite_spec();
     let quiet = options(Duration::from_secs(600), true);
-    let a = RuntimeKeys::open(&spec, quiet.clone(), &sluice::tasks::Tasks::new())
-        .await
-        .unwrap();
-    let b = RuntimeKeys::open(&spec, quiet, &sluice::tasks::Tasks::new())
-        .await
-        .unwrap();
+    let a = open(&spec, quiet.clone()).await;
+    let b = open(&spec, quiet).await;
     a.create(new_key("shared"), accept).await.unwrap();
     // `b` has not reloaded, so only the store's unique index can tell.
     assert!(b.current().is_empty());
@@ -305,12 +266,8 @@ async fn a_name_taken_on_another_replica_is_refused_by_the_store() {
 async fn a_stale_update_starts_over_from_the_stored_key() {
     let spec = sqlite_spec();
     let quiet = options(Duration::from_secs(600), true);
-    let a = RuntimeKeys::open(&spec, quiet.clone(), &sluice::tasks::Tasks::new())
-        .await
-        .unwrap();
-    let b = RuntimeKeys::open(&spec, quiet, &sluice::tasks::Tasks::new())
-        .await
-        .unwrap();
+    let a = open(&spec, quiet.clone()).await;
+    let b = open(&spec, quiet).await;
     let (key, _) = a.create(new_key("k"), accept).await.unwrap();
     let set_tpm = KeyPatch {
         tpm: Change::Set(5),
@@ -335,15 +292,7 @@ async fn a_stale_update_starts_over_from_the_stored_key() {
 async fn postgres_down_is_not_fatal_and_the_watcher_keeps_trying() {
     // Nothing listens on port 1.
     let spec = KeysStoreSpec::Postgres("postgres://postgres@127.0.0.1:1/none".into());
-    let keys = Arc::new(
-        RuntimeKeys::open(
-            &spec,
-            options(Duration::from_millis(100), true),
-            &sluice::tasks::Tasks::new(),
-        )
-        .await
-        .unwrap(),
-    );
+    let keys = Arc::new(open(&spec, options(Duration::from_millis(100), true)).await);
     assert!(keys.current().is_empty());
     assert!(matches!(
         keys.create(new_key("x"), accept).await,
