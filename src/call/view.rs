@@ -28,23 +28,29 @@ pub struct BodyView {
     endpoint: Endpoint,
     /// The body's size, for the size estimate of a body that does not parse.
     size: usize,
+    /// A small JSON body not parsed yet: parsed on the first read, so a
+    /// call no stage reads (plain proxying) is never parsed at all.
+    source: Option<Bytes>,
     /// The body as a JSON object; `None` for uploads, stored-response calls
     /// and bodies the parser refuses (nested deeper than it allows).
-    json: Option<Map<String, Value>>,
+    json: OnceLock<Option<Map<String, Value>>>,
     /// The prompt's tokens, by encoding (see `slot`), counted on first use.
     counts: [OnceLock<u64>; 2],
 }
 
 impl BodyView {
-    /// Parses a JSON body, on the blocking pool when it is large.
+    /// A JSON body's view: a large one is parsed now, on the blocking pool;
+    /// a small one when a stage first reads it.
     pub async fn read(endpoint: Endpoint, body: &Bytes) -> Arc<Self> {
         let size = body.len();
-        let json = if size <= OFF_THREAD_BYTES {
-            parse(body)
-        } else {
-            let body = body.clone();
-            off_thread(move || parse(&body)).await.flatten()
-        };
+        if size <= OFF_THREAD_BYTES {
+            let mut view = Self::with(endpoint, size, None);
+            view.json = OnceLock::new();
+            view.source = Some(body.clone());
+            return Arc::new(view);
+        }
+        let body = body.clone();
+        let json = off_thread(move || parse(&body)).await.flatten();
         Arc::new(Self::with(endpoint, size, json))
     }
 
@@ -69,13 +75,16 @@ impl BodyView {
         Self {
             endpoint,
             size,
-            json,
+            source: None,
+            json: OnceLock::from(json),
             counts: [OnceLock::new(), OnceLock::new()],
         }
     }
 
     pub fn json(&self) -> Option<&Map<String, Value>> {
-        self.json.as_ref()
+        self.json
+            .get_or_init(|| self.source.as_deref().and_then(parse))
+            .as_ref()
     }
 
     /// The prompt's tokens in `encoding`, counted once per call: on the
@@ -101,7 +110,7 @@ impl BodyView {
             if self.endpoint.takes_multipart() || self.endpoint == Endpoint::StoredResponse {
                 return 0;
             }
-            match &self.json {
+            match self.json() {
                 Some(request) => tokens::prompt_tokens(self.endpoint, request, encoding),
                 // A body the gateway forwards is never free.
                 None => tokens::size_estimate(self.size),
