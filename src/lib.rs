@@ -57,7 +57,7 @@ pub mod fuzzing {
     pub use crate::config::expand::expand_tree;
     pub use crate::dispatch::hide_usage::UsageHider;
     pub use crate::request::parse::{
-        affinity_key, check_content_type, parse_head, with_usage_requested,
+        affinity_key, apply, check_content_type, parse_head, with_usage_requested,
     };
     pub use crate::routing::hints::remaining;
 }

@@ -1,23 +1,30 @@
 //! A client's request body: the head parse (model, stream, include_usage),
-//! the prompt-affinity key, the TPM estimate, the content-type check and the
-//! `stream_options.include_usage` splice. Property: every body the head
+//! the prompt-affinity key, the token counts of the TPM estimate, the
+//! content-type check and the `stream_options.include_usage` splice. Property: every body the head
 //! parse accepts can have usage requested, and still reads the same after.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use sluice::fuzzing::{affinity_key, check_content_type, parse_head, with_usage_requested};
-use sluice::tokens::{Encoding, Estimator};
+use sluice::fuzzing::{affinity_key, apply, check_content_type, parse_head, with_usage_requested};
+use sluice::tokens::{Encoding, Estimator, prompt_tokens};
 use sluice::upstream::Endpoint;
 
 fuzz_target!(|data: &[u8]| {
-    affinity_key(data);
+    let request = match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(serde_json::Value::Object(request)) => Some(request),
+        _ => None,
+    };
+    affinity_key(request.as_ref(), data);
     content_type(data);
     let estimator = Estimator {
         default_max_tokens: 4096,
     };
     for endpoint in Endpoint::ALL {
-        estimator.estimate(endpoint, data, Encoding::O200k);
+        estimator.output(endpoint, request.as_ref());
+        if let Some(request) = &request {
+            prompt_tokens(endpoint, request, Encoding::O200k);
+        }
     }
     let Ok(head) = parse_head(data, None) else {
         return;
@@ -30,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         );
         return;
     };
+    let spliced = apply(data, vec![spliced]);
     let again = parse_head(&spliced, None).expect("the spliced body parses");
     assert_eq!(again.model, head.model);
     assert_eq!(again.stream, head.stream);

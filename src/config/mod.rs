@@ -18,7 +18,7 @@ pub use duration::{MAX_DURATION, from_secs, parse_duration};
 pub use keys_store::KeysStoreSpec;
 pub use load::{ConfigError, load_from_path, load_from_str};
 pub use validate::{ANONYMOUS_ID, KeyCheck, validate};
-pub use view::View;
+pub use view::{View, redacted_text};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

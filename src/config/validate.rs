@@ -448,7 +448,7 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
     {
         problems.push(format!(
             "alerts.webhook_url: `{}` is not an http(s) URL",
-            super::view::shown(url)
+            super::view::redacted_text(url)
         ));
     }
     let usage = &config.usage;
@@ -459,7 +459,7 @@ fn check_metering(config: &Config, problems: &mut Vec<String>) {
     {
         problems.push(format!(
             "usage.store: `{}` is not \"sqlite\", \"none\" or a postgres:// URL",
-            super::view::shown(&usage.store)
+            super::view::redacted_text(&usage.store)
         ));
     }
     if usage.batch_size == 0 || usage.buffer < usage.batch_size {
@@ -539,7 +539,7 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
         if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
             problems.push(format!(
                 "redis.url: `{}` is not a redis:// or rediss:// URL",
-                super::view::shown(&redis.url)
+                super::view::redacted_text(&redis.url)
             ));
         }
         if redis.timeout.is_zero() {

@@ -79,7 +79,7 @@ fn redact(value: &mut Value) {
 
 /// A setting's text as an error message may quote it: a URL's password and
 /// query values redacted, and clipped.
-pub fn shown(text: &str) -> String {
+pub fn redacted_text(text: &str) -> String {
     let text = without_password(text).unwrap_or_else(|| text.to_owned());
     let text = without_query_values(&text).unwrap_or(text);
     crate::error::clip(&text).to_string()
