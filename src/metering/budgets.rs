@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use serde_json::json;
 
 use super::period::{Period, rfc3339};
@@ -78,11 +78,26 @@ pub struct Budgets {
 pub struct SpendState {
     keys: DashMap<String, Arc<Spend>>,
     orgs: DashMap<String, Arc<Spend>>,
-    /// Alerts already sent, by subject, threshold and period.
-    fired: DashSet<String>,
+    /// The period in which each alert (subject, period kind, threshold) was
+    /// last sent: one entry per alert, not one per period, so it stays as
+    /// small as the config.
+    fired: DashMap<String, i64>,
 }
 
 impl SpendState {
+    /// Whether this alert has not been sent in this period yet (and now is).
+    fn first_in_period(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
+        let alert = format!(
+            "{}:{}:{}:{threshold}",
+            limit.scope,
+            limit.name,
+            limit.period.as_str()
+        );
+        let period = limit.period.index(now);
+        let previous = self.fired.insert(alert, period);
+        previous != Some(period)
+    }
+
     fn counters(
         subjects: &DashMap<String, Arc<Spend>>,
         names: impl Iterator<Item = String>,
@@ -367,7 +382,7 @@ impl Budgets {
                 continue;
             };
             for threshold in self.crossed(&limit, total - cost, total) {
-                if state.fired.insert(Self::marker(&limit, threshold, now)) {
+                if state.first_in_period(&limit, threshold, now) {
                     self.alert(&limit, threshold, total, now);
                 }
             }
