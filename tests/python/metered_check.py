@@ -23,6 +23,7 @@ import http.client
 import json
 import re
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -71,12 +72,21 @@ def stream(path, body, close_after_done=False):
 
 
 def same_as_upstream(run):
+    """A client that closes right after [DONE] may read the metrics before
+    the gateway has seen the close and settled the stream: the numbers are
+    read again, for up to 5 s, until they match."""
+
     def body():
         before_metered, before_reported = metered(), reported()
         detail = run()
-        got, sent = metered(), reported()
-        delta = {k: got[k] - before_metered[k] for k in got}
-        expected = {k: sent[k] - before_reported[k] for k in sent}
+        deadline = time.monotonic() + 5
+        while True:
+            got, sent = metered(), reported()
+            delta = {k: got[k] - before_metered[k] for k in got}
+            expected = {k: sent[k] - before_reported[k] for k in sent}
+            if (delta == expected and expected["prompt"] > 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         return delta == expected and expected["prompt"] > 0, {"metered": delta, "reported": expected, **detail}
 
     return body
