@@ -1,6 +1,6 @@
 //! The internal adapter's contract: a way into the call pipeline for work
-//! Sluice does on a key's behalf (today the semantic cache's embeddings;
-//! next, batch lines). Such calls skip HTTP authentication but nothing else:
+//! Sluice does on a key's behalf (the semantic cache's embeddings, batch
+//! lines, asynchronous requests). Such calls skip HTTP authentication but nothing else:
 //! budgets, limits, admission, breakers, retries, cost and the ledger apply,
 //! attributed to the key they serve and tagged (`SEMANTIC_CACHE_TAG`).
 //!
@@ -11,10 +11,22 @@
 use axum::extract::Request;
 use axum::response::Response;
 use futures_util::future::BoxFuture;
+use std::sync::Arc;
+
+use crate::auth::Identity;
 
 /// The `x-sluice-tag` of internal calls, in the ledger and the access log.
 pub const SEMANTIC_CACHE_TAG: &str = "sluice-internal:semantic-cache";
+/// The tag of batch lines (the batch id follows it).
+pub const BATCH_TAG: &str = "sluice-internal:batch";
+/// The tag of asynchronous requests.
+pub const ASYNC_TAG: &str = "sluice-internal:async";
 
 pub trait InternalCalls: Send + Sync + 'static {
     fn call(&self, request: Request) -> BoxFuture<'static, Response>;
+
+    /// The key with stable id `key_id` in the config in force: work queued
+    /// for a key runs with its current settings, and not at all once it is
+    /// revoked.
+    fn identity(&self, key_id: &str) -> Option<Arc<Identity>>;
 }

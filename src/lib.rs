@@ -19,6 +19,7 @@ pub mod error;
 pub mod go_duration;
 pub mod headers;
 pub mod internal;
+pub mod jobs;
 pub mod keys;
 pub mod ledger;
 pub mod limits;

@@ -78,13 +78,16 @@ impl Identity {
 /// Immutable key table, built once at start-up and shared by handle.
 pub struct KeyStore {
     by_digest: HashMap<KeyDigest, Arc<Identity>>,
+    /// The same identities by stable id: work Sluice runs later for a key
+    /// (batches, asynchronous jobs) finds its key again by it.
+    by_id: HashMap<Arc<str>, Arc<Identity>>,
     required: bool,
     anonymous: Arc<Identity>,
 }
 
 impl KeyStore {
     pub fn new(auth: &AuthConfig, keys: &[KeyConfig]) -> Self {
-        let by_digest = keys
+        let by_digest: HashMap<KeyDigest, Arc<Identity>> = keys
             .iter()
             .filter_map(|key| {
                 let identity = Identity {
@@ -101,11 +104,25 @@ impl KeyStore {
                 Some((key.digest()?, Arc::new(identity)))
             })
             .collect();
+        let by_id = by_digest
+            .values()
+            .map(|identity| (identity.id.clone(), identity.clone()))
+            .collect();
         Self {
             by_digest,
+            by_id,
             required: auth.required,
             anonymous: Arc::new(Identity::unrestricted(crate::config::ANONYMOUS_ID)),
         }
+    }
+
+    /// The key with stable id `id` (the anonymous caller's too, while auth
+    /// is optional); `None` once it is revoked or gone from the config.
+    pub fn by_id(&self, id: &str) -> Option<Arc<Identity>> {
+        if *self.anonymous.id == *id {
+            return (!self.required).then(|| self.anonymous.clone());
+        }
+        self.by_id.get(id).cloned()
     }
 
     /// Resolves the presented key. A wrong or malformed key is rejected even

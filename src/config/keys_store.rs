@@ -32,14 +32,18 @@ impl KeysStoreSpec {
     /// Parses `none`, `sqlite` (in `data_dir`), `sqlite:PATH`, a path ending
     /// in `.sqlite` or `.db`, or a `postgres://`/`postgresql://` URL.
     pub fn parse(text: &str, data_dir: &str) -> Result<Option<Self>, String> {
+        Self::parse_named(text, data_dir, "keys.sqlite")
+    }
+
+    /// As `parse`, with `file` as the name of the bare `sqlite` form's file.
+    /// `[batch] store` is read this way too (its file is `jobs.sqlite`).
+    pub fn parse_named(text: &str, data_dir: &str, file: &str) -> Result<Option<Self>, String> {
         let text = text.trim();
         if text == "none" {
             return Ok(None);
         }
         if text == "sqlite" {
-            return Ok(Some(Self::Sqlite(
-                PathBuf::from(data_dir).join("keys.sqlite"),
-            )));
+            return Ok(Some(Self::Sqlite(PathBuf::from(data_dir).join(file))));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return match text.parse::<tokio_postgres::Config>() {

@@ -3,6 +3,7 @@
 
 mod duration;
 pub(crate) mod expand;
+mod jobs;
 mod keys_store;
 mod load;
 mod validate;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{MAX_DURATION, from_secs, parse_duration};
+pub use jobs::{AsyncConfig, BatchConfig};
 pub use keys_store::KeysStoreSpec;
 pub use load::{ConfigError, load_from_path, load_from_str};
 pub use validate::{ANONYMOUS_ID, KeyCheck, validate};
@@ -81,6 +83,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub responses: ResponsesConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub async_requests: AsyncConfig,
     /// The loaded settings as the file and environment gave them, with
     /// secrets redacted, and their hash: what `GET /admin/config` shows.
     #[serde(skip)]

@@ -81,6 +81,38 @@ fn check_connections(config: &Config, problems: &mut Vec<String>) {
     if poll < std::time::Duration::from_millis(100) || poll > std::time::Duration::from_secs(3600) {
         problems.push("admin.keys_poll_interval: must be between 100ms and 1h".to_owned());
     }
+    check_jobs(config, problems);
+}
+
+fn check_jobs(config: &Config, problems: &mut Vec<String>) {
+    let batch = &config.batch;
+    if let Err(problem) = super::KeysStoreSpec::parse_named(&batch.store, "", "jobs.sqlite") {
+        problems.push(format!("batch.store: {problem}"));
+    }
+    if !(0.0..=1.0).contains(&batch.discount) {
+        problems.push("batch.discount: must be between 0 and 1".to_owned());
+    }
+    if batch.max_concurrency == 0 || batch.max_lines == 0 || batch.max_file_bytes == 0 {
+        problems.push(
+            "batch: max_concurrency, max_lines and max_file_bytes must be above 0".to_owned(),
+        );
+    }
+    let second = std::time::Duration::from_secs(1);
+    if batch.lease < 3 * second || batch.poll_interval.is_zero() {
+        problems.push("batch: lease must be at least 3s and poll_interval above 0".to_owned());
+    }
+    if config.async_requests.max_concurrency == 0 {
+        problems.push("async_requests.max_concurrency: must be above 0".to_owned());
+    }
+    for host in &config.async_requests.callback_hosts {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains(['/', ':', '@', '*', ' ']) {
+            problems.push(format!(
+                "async_requests.callback_hosts: `{}` is not a host name or *.domain",
+                crate::error::clip(host)
+            ));
+        }
+    }
 }
 
 fn check_deployments(config: &Config, problems: &mut Vec<String>) {

@@ -43,6 +43,7 @@ use super::{
 use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
 use crate::cache::{Cache, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
+use crate::jobs::Jobs;
 use crate::ledger::RecordUsage;
 use crate::limits::{Limiter, RateLimit};
 use crate::metering::{Budgets, EnforceBudgets};
@@ -72,6 +73,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// The admin API exists only when a token is configured.
     pub admin: Option<AdminToken>,
+    /// Files, batches and asynchronous jobs, when `[batch] store` is set.
+    pub jobs: Option<Arc<Jobs>>,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
@@ -95,6 +98,34 @@ fn api(services: &Services, entry: Entry) -> Router {
         .with_state(services.dispatcher.clone())
 }
 
+/// The Files and Batch API under each OpenAI root: layer 5 only (who
+/// calls); the lines a batch runs go through the whole chain later, by the
+/// internal adapter.
+fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
+    use crate::jobs::files::api as files;
+    let upload_limit = usize::try_from(jobs.batch.max_file_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024 * 1024);
+    let mut router = Router::new();
+    for root in ["/v1", "/openai/v1", "/openai"] {
+        router = router
+            .route(
+                &format!("{root}/files"),
+                get(files::list)
+                    .post(files::upload)
+                    .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+            )
+            .route(
+                &format!("{root}/files/{{id}}"),
+                get(files::retrieve).delete(files::delete),
+            )
+            .route(&format!("{root}/files/{{id}}/content"), get(files::content));
+    }
+    router
+        .route_layer(StageLayer(Arc::new(chain![entry])))
+        .with_state(jobs)
+}
+
 /// One config snapshot's routes: everything behind layer 4d. The outer
 /// layers and the connection handling stay for the process's life.
 pub fn inner(services: Services, apart: Apart) -> Apps {
@@ -102,7 +133,12 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         keys: services.keys.clone(),
         guard: services.guard.clone(),
     });
-    let api_router = api(&services, authenticate);
+    let api_router = api(&services, authenticate.clone());
+    let jobs_router = services
+        .jobs
+        .clone()
+        .map(|jobs| jobs_routes(jobs, authenticate))
+        .unwrap_or_default();
     let internal = with_fallbacks(api(&services, Entry::Internal));
 
     let scrape = health::Scrape {
@@ -137,6 +173,7 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
 
     let api_router = Router::new()
         .merge(api_router)
+        .merge(jobs_router)
         .merge(admin.unwrap_or_default())
         .merge(scrape.unwrap_or_default())
         .route("/healthz", get(health::healthz))

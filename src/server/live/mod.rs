@@ -62,8 +62,8 @@ impl Live {
         tasks: Tasks,
         apart: Apart,
     ) -> Result<Arc<Self>, StartError> {
-        let registries = Registries::start(&config, tasks)?;
         let pipeline = Arc::new(Pipeline::default());
+        let registries = Registries::start(&config, tasks, pipeline.clone())?;
         let file = Arc::new(config);
         let snapshot = Snapshot::build(file.clone(), file, &registries, pipeline.clone(), apart)
             .map_err(StartError::Build)?;
@@ -101,9 +101,12 @@ impl Live {
     }
 
     /// Starts following the config file (see `watch`); SIGHUP is taken
-    /// over at start-up.
+    /// over at start-up. Starts the runners of batches and asynchronous jobs.
     pub fn watch(self: &Arc<Self>) {
         watch::file(self);
+        if let Some(jobs) = &self.registries.jobs {
+            jobs.run();
+        }
     }
 
     /// Whether the config in force asks for file changes to be applied.
@@ -172,5 +175,10 @@ impl InternalCalls for Pipeline {
                 Err(never) => match never {},
             }
         })
+    }
+
+    fn identity(&self, key_id: &str) -> Option<Arc<crate::auth::Identity>> {
+        let live = self.live.get().and_then(Weak::upgrade)?;
+        live.snapshot().keys.by_id(key_id)
     }
 }

@@ -5,6 +5,7 @@
 //! top of these and replaced; these stay.
 //!
 //! The sections they are made from (`[redis]`, `[usage]`, `[responses]`,
+//! `[batch]`, `[async_requests]`,
 //! `[auth] failed_auth_per_minute`) and the listeners and connection settings
 //! take effect at a restart only: a reload that changes them says so.
 
@@ -14,6 +15,8 @@ use super::super::StartError;
 use crate::auth::{AuthGuard, FailedAuth};
 use crate::cache::CacheState;
 use crate::config::{Config, RedisConfig};
+use crate::internal::InternalCalls;
+use crate::jobs::Jobs;
 use crate::ledger::Ledger;
 use crate::limits::LimitState;
 use crate::metering::SpendState;
@@ -44,10 +47,16 @@ pub struct Registries {
     pub admission: Arc<Scheduler>,
     /// Fired when the shutdown grace period is over, to end open streams.
     pub cut: Cut,
+    /// Files, batches and asynchronous jobs (`[batch] store`).
+    pub jobs: Option<Arc<Jobs>>,
 }
 
 impl Registries {
-    pub fn start(config: &Config, tasks: Tasks) -> Result<Self, StartError> {
+    pub fn start(
+        config: &Config,
+        tasks: Tasks,
+        internal: Arc<dyn InternalCalls>,
+    ) -> Result<Self, StartError> {
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
         let client = UpstreamClient::new().map_err(StartError::Build)?;
         let redis = config
@@ -68,7 +77,10 @@ impl Registries {
             throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
             metrics: metrics.clone(),
         };
+        let jobs = Jobs::open(config, internal, &tasks, &metrics)
+            .map_err(|e| StartError::Build(format!("batch.store: {e}")))?;
         Ok(Self {
+            jobs,
             admission: Scheduler::new(
                 config.server.max_concurrency,
                 Arc::new(config.queue.clone()),
@@ -96,7 +108,14 @@ pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str
     // By hash of the unredacted settings: a rotated password counts.
     let hash = |config: &Config, section: &str| config.view.sections.get(section).cloned();
     let mut changed = Vec::new();
-    for section in ["redis", "usage", "responses", "log"] {
+    for section in [
+        "redis",
+        "usage",
+        "responses",
+        "log",
+        "batch",
+        "async_requests",
+    ] {
         if hash(running, section) != hash(next, section) {
             changed.push(section);
         }

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub admin: Option<AdminToken>,
     /// The loops of this snapshot (health probes), stopped when it is replaced.
     pub loops: Tasks,
+    /// The keys in force, for work Sluice runs later on a key's behalf.
+    pub keys: Arc<KeyStore>,
 }
 
 impl Snapshot {
@@ -109,6 +111,7 @@ impl Snapshot {
             guard: registries.guard.clone(),
         });
         let loops = tasks.child();
+        let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
         crate::routing::probe::spawn(
             router.clone(),
             registries.client.clone(),
@@ -135,7 +138,8 @@ impl Snapshot {
                 (metrics.clone(), pricing),
                 registries.pins.clone(),
             )),
-            keys: Arc::new(KeyStore::new(&config.auth, &config.keys)),
+            keys: keys.clone(),
+            jobs: registries.jobs.clone(),
             guard: registries.guard.clone(),
             reader: Arc::new(reader),
             limiter,
@@ -148,6 +152,7 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             admin,
             loops,
+            keys,
         })
     }
 }

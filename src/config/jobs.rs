@@ -1,0 +1,92 @@
+//! `[batch]` and `[async_requests]`: work Sluice keeps and runs later (the
+//! Files and Batch API, and `Prefer: respond-async` calls).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Where files, batches and asynchronous jobs are recorded: `"sqlite"`
+    /// (`jobs.sqlite` in `[usage] data_dir`), `"sqlite:PATH"` or a path
+    /// ending in `.sqlite`/`.db`, a `postgres://` URL (a fleet shares it),
+    /// or `"none"` (no Files, Batch or asynchronous API).
+    pub store: String,
+    /// Where file bytes are kept; `files` in `[usage] data_dir` when empty.
+    /// A fleet on PostgreSQL points every replica at one shared directory.
+    pub files_dir: String,
+    /// Largest upload; bigger ones get 413 while they stream in.
+    pub max_file_bytes: u64,
+    /// Most lines a batch input file may hold.
+    pub max_lines: usize,
+    /// Most batch lines this replica has in flight at once (all batches).
+    /// The runner adapts below it: it backs off on 429s and on queueing.
+    pub max_concurrency: usize,
+    /// Fraction taken off the price of batch lines (0.5 = half price).
+    pub discount: f64,
+    /// Files and batches are visible to every key of the creator's org,
+    /// not only to the key that made them.
+    pub share_with_org: bool,
+    /// How long a replica's claim on a batch lasts without a heartbeat; a
+    /// batch whose runner stopped is taken over after this.
+    #[serde(with = "duration::serde_duration")]
+    pub lease: Duration,
+    /// How often a replica looks for batches and jobs to run.
+    #[serde(with = "duration::serde_duration")]
+    pub poll_interval: Duration,
+    /// How long a batch waits after its key's budget is spent before it
+    /// tries again (the batch pauses instead of failing its lines).
+    #[serde(with = "duration::serde_duration")]
+    pub budget_pause: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            store: "sqlite".to_owned(),
+            files_dir: String::new(),
+            max_file_bytes: 200 * 1024 * 1024,
+            max_lines: 50_000,
+            max_concurrency: 64,
+            discount: 0.0,
+            share_with_org: false,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            budget_pause: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsyncConfig {
+    /// Whether `Prefer: respond-async` / `x-sluice-async: true` are honoured
+    /// (they need a `[batch] store`).
+    pub enabled: bool,
+    /// Hosts an `x-sluice-callback` URL may name (exact host names, or
+    /// `*.example.com`); empty refuses every callback.
+    pub callback_hosts: Vec<String>,
+    /// How long a job's result is kept after it was accepted.
+    #[serde(with = "duration::serde_duration")]
+    pub expire_after: Duration,
+    /// Most asynchronous jobs this replica runs at once.
+    pub max_concurrency: usize,
+    /// Longest wait for a callback receiver to answer.
+    #[serde(with = "duration::serde_duration")]
+    pub callback_timeout: Duration,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            callback_hosts: Vec::new(),
+            expire_after: Duration::from_secs(24 * 3600),
+            max_concurrency: 16,
+            callback_timeout: Duration::from_secs(10),
+        }
+    }
+}

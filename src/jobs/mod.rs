@@ -1,0 +1,179 @@
+//! Work Sluice keeps and runs later, for any upstream: the Files API, the
+//! Batch API (run here, line by line, through the internal adapter at the
+//! `batch` class) and asynchronous requests (`Prefer: respond-async`).
+//!
+//! Everything is recorded in one job store (`[batch] store`: SQLite by
+//! default, PostgreSQL for a fleet) and file bytes in `[batch] files_dir`,
+//! so a restarted replica, or another one, picks up where a runner stopped.
+//!
+//! - `db`: the SQL both stores share; `schema`: the tables.
+//! - `files`: file records and bytes, and `/v1/files`.
+//! - `batch`: batch records, input validation, the runner, `/v1/batches`.
+//! - `asynchronous`: `Prefer: respond-async` jobs and `/v1/async/{id}`.
+//!
+//! Jobs sit beside the HTTP adapter: they enter the call pipeline through
+//! `crate::internal` with the identity of the key they serve.
+
+pub mod asynchronous;
+pub mod batch;
+pub mod db;
+mod error;
+pub mod files;
+mod schema;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::Identity;
+use crate::config::{AsyncConfig, BatchConfig, Config, KeysStoreSpec};
+use crate::internal::InternalCalls;
+use crate::metrics::Metrics;
+use crate::tasks::Tasks;
+
+pub use error::JobsError;
+
+use db::Db;
+use files::Files;
+
+/// Who owns a file, batch or job: the key that made it (by stable id) and
+/// its org, which sees it too with `[batch] share_with_org`.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub key_id: Arc<str>,
+    pub org: Option<Arc<str>>,
+}
+
+impl Owner {
+    pub fn of(identity: &Identity) -> Self {
+        Self {
+            key_id: identity.id.clone(),
+            org: identity.org.clone(),
+        }
+    }
+
+    /// Whether this caller may see an object owned by `key_id` of `org`.
+    pub fn sees(&self, key_id: &str, org: Option<&str>, share_with_org: bool) -> bool {
+        *self.key_id == *key_id || (share_with_org && org.is_some() && self.org.as_deref() == org)
+    }
+}
+
+/// A 200 answer with a JSON body.
+pub fn ok_json(value: &serde_json::Value) -> axum::response::Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    crate::error::json_response(axum::http::StatusCode::OK, body.into())
+}
+
+/// Seconds since the epoch, the API's timestamps.
+pub fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the epoch, for leases.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// `prefix` and 24 random lowercase letters and digits: ids clients hold,
+/// not guessable (ownership is checked anyway).
+pub fn new_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut random = [0u8; 24];
+    if getrandom::fill(&mut random).is_err() {
+        random.iter_mut().for_each(|byte| *byte = fastrand::u8(..));
+    }
+    let mut id = String::with_capacity(prefix.len() + random.len());
+    id.push_str(prefix);
+    id.extend(
+        random
+            .iter()
+            .map(|byte| char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()])),
+    );
+    id
+}
+
+/// The job store, file storage and runners of this replica.
+pub struct Jobs {
+    pub db: Db,
+    pub files: Files,
+    pub batch: BatchConfig,
+    pub async_requests: AsyncConfig,
+    /// The way into the call pipeline, with the snapshot in force.
+    pub internal: Arc<dyn InternalCalls>,
+    pub tasks: Tasks,
+    pub metrics: Metrics,
+    /// This replica's name on the leases it takes.
+    pub replica: String,
+}
+
+impl Jobs {
+    /// Opens the job store named by `[batch] store`, or `None` when it is
+    /// `"none"`. Runners start with `run`.
+    pub fn open(
+        config: &Config,
+        internal: Arc<dyn InternalCalls>,
+        tasks: &Tasks,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<Self>>, String> {
+        let data_dir = &config.usage.data_dir;
+        let Some(spec) = KeysStoreSpec::parse_named(&config.batch.store, data_dir, "jobs.sqlite")?
+        else {
+            return Ok(None);
+        };
+        let db = Db::open(&spec, schema::SCHEMA, tasks).map_err(|error| error.to_string())?;
+        let files_dir = match config.batch.files_dir.as_str() {
+            "" => PathBuf::from(data_dir).join("files"),
+            dir => PathBuf::from(dir),
+        };
+        Ok(Some(Arc::new(Self {
+            files: Files::new(db.clone(), files_dir, config.batch.share_with_org),
+            db,
+            batch: config.batch.clone(),
+            async_requests: config.async_requests.clone(),
+            internal,
+            tasks: tasks.clone(),
+            metrics: metrics.clone(),
+            replica: new_id("replica-"),
+        })))
+    }
+
+    /// Starts this replica's batch runner, asynchronous-job runner and the
+    /// sweeper of expired files, until shutdown.
+    pub fn run(self: &Arc<Self>) {
+        let jobs = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(error) = jobs.files.prepare().await {
+                tracing::warn!(%error, "files directory not usable");
+            }
+        });
+        batch::runner::start(self);
+        asynchronous::start(self);
+        self.sweep_expired_files();
+    }
+
+    fn sweep_expired_files(self: &Arc<Self>) {
+        let jobs = self.clone();
+        self.tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = jobs.tasks.stopping() => return,
+                }
+                match jobs.files.sweep_expired(1000).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "expired files deleted"),
+                    Err(error) => tracing::warn!(%error, "expired files not swept"),
+                }
+            }
+        });
+    }
+
+    /// The identity of the key `key_id` in the config in force, acting as
+    /// the caller of work Sluice runs for it; `None` once it is gone.
+    pub fn identity_of(&self, key_id: &str) -> Option<Arc<Identity>> {
+        self.internal.identity(key_id)
+    }
+}

@@ -1,0 +1,40 @@
+//! The job store's tables, in the SQL SQLite and PostgreSQL share. Times
+//! are unix seconds (the API's unit) except leases, in milliseconds.
+//!
+//! - `sluice_files`: one row per file; its bytes are `files_dir/<id>`.
+//! - `sluice_batches`: one row per batch: what the client asked, where it
+//!   stands, and which replica runs it until when (`runner`, `lease_until`).
+//! - `sluice_batch_results`: one row per finished input line, keyed by
+//!   (batch, line number): a line is recorded once whoever runs it, so a
+//!   batch resumed after a crash or taken over skips what is recorded and
+//!   its output holds each `custom_id` exactly once.
+//! - `sluice_async_jobs`: one row per `Prefer: respond-async` call.
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sluice_files (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, org TEXT, purpose TEXT NOT NULL,
+    filename TEXT NOT NULL, bytes BIGINT NOT NULL, created_at BIGINT NOT NULL,
+    expires_at BIGINT);
+CREATE INDEX IF NOT EXISTS sluice_files_listing ON sluice_files (created_at, id);
+CREATE TABLE IF NOT EXISTS sluice_batches (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, org TEXT, status TEXT NOT NULL,
+    endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, completion_window TEXT NOT NULL,
+    metadata TEXT, output_expires_after BIGINT, model TEXT, total BIGINT NOT NULL,
+    errors TEXT, output_file_id TEXT, error_file_id TEXT,
+    created_at BIGINT NOT NULL, in_progress_at BIGINT, expires_at BIGINT NOT NULL,
+    finalizing_at BIGINT, completed_at BIGINT, failed_at BIGINT, expired_at BIGINT,
+    cancelling_at BIGINT, cancelled_at BIGINT,
+    runner TEXT, lease_until BIGINT NOT NULL, paused_until BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS sluice_batches_listing ON sluice_batches (created_at, id);
+CREATE TABLE IF NOT EXISTS sluice_batch_results (
+    batch_id TEXT NOT NULL, line BIGINT NOT NULL, failed BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL, output TEXT NOT NULL,
+    PRIMARY KEY (batch_id, line));
+CREATE TABLE IF NOT EXISTS sluice_async_jobs (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
+    method TEXT NOT NULL, path TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
+    callback TEXT, response_status BIGINT, response_headers TEXT, response_body TEXT,
+    created_at BIGINT NOT NULL, completed_at BIGINT, expires_at BIGINT NOT NULL,
+    runner TEXT, lease_until BIGINT NOT NULL, attempts BIGINT NOT NULL);
+";
