@@ -29,4 +29,8 @@ pub trait InternalCalls: Send + Sync + 'static {
     /// for a key runs with its current settings, and not at all once it is
     /// revoked.
     fn identity(&self, key_id: &str) -> Option<Arc<Identity>>;
+
+    /// Whether the config in force serves `model` (a deployment's model or
+    /// a virtual one): batch validation refuses lines naming another.
+    fn serves(&self, model: &str) -> bool;
 }

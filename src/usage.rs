@@ -76,12 +76,26 @@ pub struct UsageHooks(Arc<Mutex<Hooks>>);
 struct Hooks {
     observers: Vec<Box<dyn UsageObserver>>,
     served: Option<Served>,
+    /// Fraction taken off the price (`[batch] discount` on batch lines).
+    discount: f64,
 }
+
+/// A price cut the internal adapter applies to a call (batch lines): an
+/// extension only Sluice attaches, never read from a client's headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Discount(pub f64);
 
 impl UsageHooks {
     pub fn add(&self, observer: Box<dyn UsageObserver>) {
         if let Ok(mut hooks) = self.0.lock() {
             hooks.observers.push(observer);
+        }
+    }
+
+    /// Prices this call `fraction` lower (0 to 1).
+    pub fn discount(&self, Discount(fraction): Discount) {
+        if let Ok(mut hooks) = self.0.lock() {
+            hooks.discount = fraction.clamp(0.0, 1.0);
         }
     }
 
@@ -93,12 +107,16 @@ impl UsageHooks {
 
     /// Prices the outcome once and tells every observer.
     pub fn finish(&self, outcome: Outcome) {
-        let Hooks { observers, served } = match self.0.lock() {
+        let Hooks {
+            observers,
+            served,
+            discount,
+        } = match self.0.lock() {
             Ok(mut hooks) => std::mem::take(&mut *hooks),
             Err(_) => return,
         };
         let cost_usd = match (outcome, served.as_ref().and_then(|s| s.price.as_ref())) {
-            (Outcome::Reported(usage), Some(price)) => usage.cost_at(price),
+            (Outcome::Reported(usage), Some(price)) => usage.cost_at(price) * (1.0 - discount),
             _ => 0.0,
         };
         let finished = Finished {

@@ -127,7 +127,11 @@ impl Stage for Entry {
             Ok(identity) => identity,
             Err(refusal) => return refuse_after_drain(request, *refusal).await,
         };
-        request.extensions_mut().insert(Call::new(identity.clone()));
+        let call = Call::new(identity.clone());
+        if let Some(discount) = request.extensions_mut().remove::<crate::usage::Discount>() {
+            call.hooks.discount(discount);
+        }
+        request.extensions_mut().insert(call);
         let mut response = next.run(request).await;
         if let Self::Http(_) = self {
             response.extensions_mut().insert(identity);

@@ -68,6 +68,17 @@ impl Identity {
         }
     }
 
+    /// This key as the caller of work it queued (batch lines): everything
+    /// as the key set it, allow-list and token budget included, but its
+    /// request count was spent when the work was accepted.
+    pub fn running_queued_work(&self) -> Self {
+        Self {
+            models: self.models.clone(),
+            budget: self.budget.clone(),
+            ..self.acting_internally()
+        }
+    }
+
     pub fn may_use(&self, model: &str) -> bool {
         self.models
             .as_ref()

@@ -106,6 +106,10 @@ pub struct Jobs {
     pub metrics: Metrics,
     /// This replica's name on the leases it takes.
     pub replica: String,
+    /// Wakes the batch runner when a batch is created or cancelled here.
+    pub batch_wake: tokio::sync::Notify,
+    /// Batch lines in flight on this replica, all batches together.
+    pub line_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Jobs {
@@ -136,6 +140,8 @@ impl Jobs {
             tasks: tasks.clone(),
             metrics: metrics.clone(),
             replica: new_id("replica-"),
+            batch_wake: tokio::sync::Notify::new(),
+            line_permits: Arc::new(tokio::sync::Semaphore::new(config.batch.max_concurrency)),
         })))
     }
 

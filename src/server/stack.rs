@@ -102,6 +102,7 @@ fn api(services: &Services, entry: Entry) -> Router {
 /// calls); the lines a batch runs go through the whole chain later, by the
 /// internal adapter.
 fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
+    use crate::jobs::batch::api as batches;
     use crate::jobs::files::api as files;
     let upload_limit = usize::try_from(jobs.batch.max_file_bytes)
         .unwrap_or(usize::MAX)
@@ -119,7 +120,16 @@ fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
                 &format!("{root}/files/{{id}}"),
                 get(files::retrieve).delete(files::delete),
             )
-            .route(&format!("{root}/files/{{id}}/content"), get(files::content));
+            .route(&format!("{root}/files/{{id}}/content"), get(files::content))
+            .route(
+                &format!("{root}/batches"),
+                get(batches::list).post(batches::create),
+            )
+            .route(&format!("{root}/batches/{{id}}"), get(batches::retrieve))
+            .route(
+                &format!("{root}/batches/{{id}}/cancel"),
+                post(batches::cancel),
+            );
     }
     router
         .route_layer(StageLayer(Arc::new(chain![entry])))

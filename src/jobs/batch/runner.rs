@@ -1,7 +1,272 @@
-//! The batch runner (being written).
+//! The batch runner of one replica: claims open batches with a lease,
+//! keeps the lease alive while it works, and drives each batch through
+//! `validating → in_progress → finalizing → completed` (or `failed`,
+//! `expired`, `cancelling → cancelled`).
+//!
+//! A lease is a compare-and-set on `(runner, lease_until)`: a batch whose
+//! runner stopped heart-beating (a crash, `kill -9`, a lost network) is
+//! claimed by the next replica that polls after the lease ran out, and
+//! resumes from its recorded lines.
 
 use std::sync::Arc;
 
-use super::super::Jobs;
+use tokio::sync::OwnedSemaphorePermit;
 
-pub fn start(_jobs: &Arc<Jobs>) {}
+use super::super::{Jobs, JobsError, unix_now, unix_now_ms};
+use super::finalize;
+use super::record::{self, Batch, Status};
+use super::run;
+use super::validate;
+
+/// Batches one replica runs at once; their lines share `max_concurrency`.
+const MAX_ACTIVE_BATCHES: usize = 4;
+
+/// Wakes this replica's runner (a batch was created or cancelled here).
+pub fn wake(jobs: &Jobs) {
+    jobs.batch_wake.notify_one();
+}
+
+pub fn start(jobs: &Arc<Jobs>) {
+    let jobs = jobs.clone();
+    let active = Arc::new(tokio::sync::Semaphore::new(MAX_ACTIVE_BATCHES));
+    jobs.tasks.clone().spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(jobs.batch.poll_interval) => {}
+                () = jobs.batch_wake.notified() => {}
+                () = jobs.tasks.stopping() => return,
+            }
+            while let Ok(slot) = active.clone().try_acquire_owned() {
+                match claim_next(&jobs).await {
+                    Ok(Some(batch)) => spawn_run(&jobs, batch, slot),
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "batch runner cannot reach the job store");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn spawn_run(jobs: &Arc<Jobs>, batch: Batch, slot: OwnedSemaphorePermit) {
+    let jobs = jobs.clone();
+    jobs.tasks.clone().spawn(async move {
+        let id = batch.id.clone();
+        let lease = Lease {
+            jobs: jobs.clone(),
+            batch_id: id.clone(),
+        };
+        if let Err(error) = drive(&jobs, batch, &lease).await {
+            tracing::warn!(batch = %id, %error, "batch run interrupted; it resumes later");
+        }
+        lease.release().await;
+        drop(slot);
+    });
+}
+
+/// One open batch whose lease ran out (or was never taken), claimed.
+async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
+    let now = unix_now_ms();
+    let candidates = jobs
+        .db
+        .query(
+            "SELECT id FROM sluice_batches WHERE status IN \
+             ('validating', 'in_progress', 'finalizing', 'cancelling') \
+             AND lease_until < $1 AND paused_until <= $2 ORDER BY created_at LIMIT 8",
+            vec![now.into(), unix_now().into()],
+        )
+        .await?;
+    for row in candidates {
+        let Some(id) = row.into_iter().next().and_then(|value| value.into_text()) else {
+            continue;
+        };
+        let claimed = jobs
+            .db
+            .execute(
+                "UPDATE sluice_batches SET runner = $1, lease_until = $2 \
+                 WHERE id = $3 AND lease_until < $4",
+                vec![
+                    jobs.replica.as_str().into(),
+                    (now + jobs.batch.lease.as_millis() as i64).into(),
+                    id.as_str().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        if claimed == 1
+            && let Some(batch) = record::load(&jobs.db, &id).await?
+        {
+            tracing::info!(batch = %id, status = batch.status.as_str(), "batch claimed");
+            return Ok(Some(batch));
+        }
+    }
+    Ok(None)
+}
+
+/// This replica's claim on one batch.
+pub struct Lease {
+    pub jobs: Arc<Jobs>,
+    pub batch_id: String,
+}
+
+impl Lease {
+    /// Extends the claim; `false` when another replica holds it now.
+    pub async fn renew(&self) -> Result<bool, JobsError> {
+        let until = unix_now_ms() + self.jobs.batch.lease.as_millis() as i64;
+        let renewed = self
+            .jobs
+            .db
+            .execute(
+                "UPDATE sluice_batches SET lease_until = $1 WHERE id = $2 AND runner = $3",
+                vec![
+                    until.into(),
+                    self.batch_id.as_str().into(),
+                    self.jobs.replica.as_str().into(),
+                ],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the batch up at once, so the next poll (here or elsewhere) can
+    /// take it without waiting for the lease to run out.
+    async fn release(&self) {
+        let released = self
+            .jobs
+            .db
+            .execute(
+                "UPDATE sluice_batches SET lease_until = 0 WHERE id = $1 AND runner = $2",
+                vec![
+                    self.batch_id.as_str().into(),
+                    self.jobs.replica.as_str().into(),
+                ],
+            )
+            .await;
+        if let Err(error) = released {
+            tracing::warn!(batch = %self.batch_id, %error, "batch lease not released; it runs out");
+        }
+    }
+
+    /// Moves the batch from `from` to the state `set` describes, only while
+    /// this replica holds it; `false` when the status or the lease moved.
+    pub async fn transition(
+        &self,
+        from: Status,
+        set: &str,
+        mut values: Vec<super::super::db::Value>,
+    ) -> Result<bool, JobsError> {
+        let first = values.len() + 1;
+        values.extend([
+            self.batch_id.as_str().into(),
+            from.as_str().into(),
+            self.jobs.replica.as_str().into(),
+        ]);
+        let changed = self
+            .jobs
+            .db
+            .execute(
+                &format!(
+                    "UPDATE sluice_batches SET {set} WHERE id = ${first} AND status = ${} AND runner = ${}",
+                    first + 1,
+                    first + 2
+                ),
+                values,
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+}
+
+/// Runs a claimed batch until it is closed, paused, or the lease is lost.
+async fn drive(jobs: &Arc<Jobs>, mut batch: Batch, lease: &Lease) -> Result<(), JobsError> {
+    loop {
+        let step = match batch.status {
+            Status::Validating => validate_batch(jobs, &batch, lease).await?,
+            Status::InProgress | Status::Cancelling => run::execute(jobs, &batch, lease).await?,
+            Status::Finalizing => {
+                finalize::close(jobs, &batch, lease, Status::Completed).await?;
+                Step::Again
+            }
+            _ => return Ok(()),
+        };
+        if let Step::Stop = step {
+            return Ok(());
+        }
+        match record::load(&jobs.db, &batch.id).await? {
+            Some(next) if next.status.is_open() => batch = next,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// What the runner does after a step.
+pub enum Step {
+    /// Reload the batch and go on with its new status.
+    Again,
+    /// Leave it (paused, lease lost, shutting down).
+    Stop,
+}
+
+async fn validate_batch(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
+    let Some(identity) = jobs.identity_of(&batch.owner) else {
+        fail(
+            lease,
+            batch,
+            "key_revoked",
+            "The key that made this batch no longer exists.",
+        )
+        .await?;
+        return Ok(Step::Again);
+    };
+    let path = jobs.files.path(&batch.input_file_id);
+    let checked = validate::validate(
+        &path,
+        &batch.endpoint,
+        &identity,
+        jobs.internal.as_ref(),
+        jobs.batch.max_lines,
+    )
+    .await;
+    let found = match checked {
+        Ok(found) => found,
+        Err(_) => {
+            fail(lease, batch, "file_not_found", "The input file is gone.").await?;
+            return Ok(Step::Again);
+        }
+    };
+    if !found.errors.is_empty() {
+        let errors = serde_json::to_string(&found.errors).unwrap_or_default();
+        lease
+            .transition(
+                Status::Validating,
+                "status = 'failed', failed_at = $1, errors = $2",
+                vec![unix_now().into(), errors.into()],
+            )
+            .await?;
+        return Ok(Step::Again);
+    }
+    lease
+        .transition(
+            Status::Validating,
+            "status = 'in_progress', in_progress_at = $1, total = $2, model = $3",
+            vec![unix_now().into(), found.total.into(), found.model.into()],
+        )
+        .await?;
+    Ok(Step::Again)
+}
+
+/// Fails a batch that cannot be validated at all.
+async fn fail(lease: &Lease, batch: &Batch, code: &str, message: &str) -> Result<(), JobsError> {
+    let errors =
+        serde_json::json!([{"code": code, "message": message, "param": null, "line": null}]);
+    lease
+        .transition(
+            batch.status,
+            "status = 'failed', failed_at = $1, errors = $2",
+            vec![unix_now().into(), errors.to_string().into()],
+        )
+        .await?;
+    Ok(())
+}

@@ -181,4 +181,11 @@ impl InternalCalls for Pipeline {
         let live = self.live.get().and_then(Weak::upgrade)?;
         live.snapshot().keys.by_id(key_id)
     }
+
+    fn serves(&self, model: &str) -> bool {
+        self.live
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|live| live.snapshot().models.contains(model))
+    }
 }

@@ -5,6 +5,7 @@
 //! one beside it and swaps. Live state is not here but in the registries,
 //! which every snapshot shares.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub loops: Tasks,
     /// The keys in force, for work Sluice runs later on a key's behalf.
     pub keys: Arc<KeyStore>,
+    /// Every model name a call may ask for: deployments' and virtual ones.
+    pub models: HashSet<Arc<str>>,
 }
 
 impl Snapshot {
@@ -80,6 +83,7 @@ impl Snapshot {
             deployments,
             &registries.deployments,
         ));
+        let models = served_models(&config, &router);
         let admission = (config.server.max_concurrency > 0).then(|| {
             registries.admission.reshape(
                 config.server.max_concurrency,
@@ -153,8 +157,24 @@ impl Snapshot {
             admin,
             loops,
             keys,
+            models,
         })
     }
+}
+
+fn served_models(config: &Config, router: &ModelRouter) -> HashSet<Arc<str>> {
+    let virtual_names = config
+        .routes
+        .iter()
+        .map(|route| route.name.as_str())
+        .chain(config.auto.iter().map(|auto| auto.name.as_str()))
+        .chain(config.splits.iter().map(|split| split.name.as_str()));
+    router
+        .model_names()
+        .iter()
+        .cloned()
+        .chain(virtual_names.map(Arc::from))
+        .collect()
 }
 
 fn build_deployments(config: &Config) -> Result<Vec<Arc<Deployment>>, String> {

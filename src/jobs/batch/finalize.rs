@@ -1,0 +1,154 @@
+//! Closing a batch: the recorded lines are written out as the output file
+//! (successes) and the error file (failures), in input order, then the batch
+//! moves to its final status naming them. Every step can run again after a
+//! crash: file ids follow from the batch id and a rewrite replaces the bytes.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+
+use super::super::db::Value;
+use super::super::files::FileRecord;
+use super::super::{Jobs, JobsError, unix_now};
+use super::line::error_text;
+use super::record::{Batch, Status};
+use super::run::record;
+use super::runner::Lease;
+use super::validate::{InputLine, Lines, Read, is_blank};
+use crate::usage::Usage;
+
+/// Rows read from the store per query while writing the files.
+const PAGE: i64 = 1000;
+
+/// Records every line not recorded yet as an error `code` (expired, or the
+/// key is gone), reading the custom ids from the input file.
+pub async fn record_rest(
+    jobs: &Arc<Jobs>,
+    batch: &Batch,
+    recorded: &[bool],
+    code: &str,
+    message: &str,
+) -> Result<(), JobsError> {
+    let mut lines = Lines::open(&jobs.files.path(&batch.input_file_id))
+        .await
+        .map_err(JobsError::Storage)?;
+    let mut index = 0i64;
+    loop {
+        let custom_id = match lines.next().await.map_err(JobsError::Storage)? {
+            Read::End => return Ok(()),
+            Read::TooLong => continue,
+            Read::Line(line) if is_blank(line) => continue,
+            Read::Line(line) => serde_json::from_slice::<InputLine<'_>>(line)
+                .map(|line| line.custom_id.into_owned())
+                .unwrap_or_default(),
+        };
+        let this = index;
+        index += 1;
+        if recorded.get(this as usize).copied().unwrap_or(false) {
+            continue;
+        }
+        let output = error_text(&custom_id, code, message);
+        record(jobs, batch, this, true, &output, Usage::default()).await?;
+    }
+}
+
+/// Writes the output and error files and moves the batch to `target`.
+pub async fn close(
+    jobs: &Arc<Jobs>,
+    batch: &Batch,
+    lease: &Lease,
+    target: Status,
+) -> Result<(), JobsError> {
+    let output = write_file(jobs, batch, false).await?;
+    let errors = write_file(jobs, batch, true).await?;
+    let now = unix_now();
+    let (from, stamp) = match target {
+        Status::Cancelled => (Status::Cancelling, "cancelled_at"),
+        Status::Expired => (Status::InProgress, "expired_at"),
+        _ => (Status::Finalizing, "completed_at"),
+    };
+    let moved = lease
+        .transition(
+            from,
+            &format!("status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4"),
+            vec![
+                target.as_str().into(),
+                now.into(),
+                output.into(),
+                errors.into(),
+            ],
+        )
+        .await?;
+    if moved {
+        tracing::info!(batch = %batch.id, status = target.as_str(), "batch closed");
+    }
+    Ok(())
+}
+
+/// Writes the successes (or the failures) to a file; `None` when there are
+/// none.
+async fn write_file(jobs: &Jobs, batch: &Batch, failed: bool) -> Result<Option<String>, JobsError> {
+    let suffix = batch.id.strip_prefix("batch_").unwrap_or(&batch.id);
+    let id = format!("file-{}{suffix}", if failed { "err" } else { "out" });
+    let scratch = jobs.files.scratch(&id);
+    let file = tokio::fs::File::create(&scratch)
+        .await
+        .map_err(JobsError::Storage)?;
+    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, file);
+    let mut written = 0i64;
+    let mut after = -1i64;
+    loop {
+        let rows = jobs
+            .db
+            .query(
+                "SELECT line, output FROM sluice_batch_results \
+                 WHERE batch_id = $1 AND failed = $2 AND line > $3 ORDER BY line LIMIT $4",
+                vec![
+                    batch.id.as_str().into(),
+                    i64::from(failed).into(),
+                    after.into(),
+                    PAGE.into(),
+                ],
+            )
+            .await?;
+        let count = rows.len();
+        for row in rows {
+            let mut values = row.into_iter();
+            after = values.next().and_then(|value| value.int()).unwrap_or(after);
+            let text = values.next().and_then(Value::into_text).unwrap_or_default();
+            out.write_all(text.as_bytes())
+                .await
+                .map_err(JobsError::Storage)?;
+            out.write_all(b"\n").await.map_err(JobsError::Storage)?;
+            written += text.len() as i64 + 1;
+        }
+        if (count as i64) < PAGE {
+            break;
+        }
+    }
+    out.flush().await.map_err(JobsError::Storage)?;
+    out.get_ref().sync_all().await.map_err(JobsError::Storage)?;
+    drop(out);
+    if written == 0 {
+        let _ = tokio::fs::remove_file(&scratch).await;
+        return Ok(None);
+    }
+    let record = FileRecord {
+        id: id.clone(),
+        owner: batch.owner.clone(),
+        org: batch.org.clone(),
+        purpose: "batch_output".to_owned(),
+        filename: format!(
+            "{}_{}.jsonl",
+            batch.id,
+            if failed { "error" } else { "output" }
+        ),
+        bytes: written,
+        created_at: unix_now(),
+        expires_at: batch
+            .output_expires_after
+            .map(|seconds| batch.created_at + seconds),
+    };
+    jobs.files.put(&record, &scratch).await?;
+    Ok(Some(id))
+}

@@ -1,0 +1,417 @@
+//! Runs an `in_progress` batch's lines: reads the input file in windows,
+//! sends lines that share a prompt prefix one after another (so a provider's
+//! prompt cache, and `prefix_affinity` routing, see them together), keeps
+//! as many in flight as an adaptive limit allows, and records each result
+//! once. Stops at cancel, expiry, a spent budget, a lost lease or shutdown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::super::{Jobs, JobsError, unix_now};
+use super::finalize;
+use super::line::{self, LineContext, Outcome};
+use super::record::{Batch, Status};
+use super::runner::{Lease, Step};
+use super::validate::{Lines, Read, is_blank};
+use crate::usage::Usage;
+
+/// Lines read ahead and reordered by prompt prefix.
+const WINDOW: usize = 256;
+/// The adaptive limit's start: it grows from here while lines succeed.
+const START_LIMIT: usize = 8;
+/// The limit is cut at most this often (a burst of 429s is one signal).
+const CUT_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a run ends before every line is recorded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum End {
+    Cancel,
+    Expire,
+    Pause,
+    /// The lease moved to another replica, or the gateway is stopping.
+    Leave,
+}
+
+/// A line waiting to be sent.
+struct Pending {
+    index: i64,
+    raw: Vec<u8>,
+}
+
+/// The input file, read in windows, skipping recorded lines.
+struct Source {
+    lines: Lines,
+    /// The 0-based request number of the next non-blank line.
+    next_index: i64,
+    recorded: Vec<bool>,
+    /// Sorted by prefix, popped from the back.
+    window: Vec<Pending>,
+    exhausted: bool,
+}
+
+impl Source {
+    async fn next(&mut self) -> std::io::Result<Option<Pending>> {
+        if self.window.is_empty() && !self.exhausted {
+            self.refill().await?;
+        }
+        Ok(self.window.pop())
+    }
+
+    async fn refill(&mut self) -> std::io::Result<()> {
+        let mut keyed = Vec::with_capacity(WINDOW);
+        while keyed.len() < WINDOW {
+            let raw = match self.lines.next().await? {
+                Read::End => {
+                    self.exhausted = true;
+                    break;
+                }
+                // Validation refused such files; one here is not a request.
+                Read::TooLong => continue,
+                Read::Line(line) if is_blank(line) => continue,
+                Read::Line(line) => line.to_vec(),
+            };
+            let index = self.next_index;
+            self.next_index += 1;
+            if self.recorded.get(index as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            keyed.push((prefix_key(&raw), Pending { index, raw }));
+        }
+        // Stable: lines with one prefix keep their file order.
+        keyed.sort_by_key(|(key, _)| *key);
+        self.window = keyed
+            .into_iter()
+            .rev()
+            .map(|(_, pending)| pending)
+            .collect();
+        Ok(())
+    }
+
+    fn done(&self) -> bool {
+        self.exhausted && self.window.is_empty()
+    }
+}
+
+/// A hash of what a provider's prompt cache keys on: the first message (the
+/// system prompt), else `instructions`, else the start of `input`.
+fn prefix_key(raw: &[u8]) -> u64 {
+    #[derive(Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        body: Head<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        messages: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default)]
+        instructions: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        input: Option<&'a RawValue>,
+    }
+    let Ok(line) = serde_json::from_slice::<Line<'_>>(raw) else {
+        return 0;
+    };
+    let head = line.body;
+    let text = head
+        .messages
+        .as_ref()
+        .and_then(|messages| messages.first())
+        .or(head.instructions.as_ref())
+        .map(|raw| raw.get())
+        .or_else(|| {
+            head.input
+                .map(|input| &input.get()[..input.get().len().min(512)])
+        })
+        .unwrap_or("");
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// Lines in flight and how many may be.
+struct Flight {
+    running: FuturesUnordered<BoxFuture<'static, (Pending, Outcome)>>,
+    limit: usize,
+    max: usize,
+    successes: usize,
+    last_cut: Option<Instant>,
+}
+
+impl Flight {
+    fn succeeded(&mut self) {
+        self.successes += 1;
+        if self.successes >= self.limit {
+            self.successes = 0;
+            self.limit = (self.limit + 1).min(self.max);
+        }
+    }
+
+    fn told_to_wait(&mut self, now: Instant) {
+        if self.last_cut.is_some_and(|at| now - at < CUT_EVERY) {
+            return;
+        }
+        self.last_cut = Some(now);
+        self.limit = (self.limit / 2).max(1);
+        self.successes = 0;
+    }
+}
+
+pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
+    let recorded = recorded_lines(jobs, batch).await?;
+    let Some(identity) = jobs.identity_of(&batch.owner) else {
+        finalize::record_rest(
+            jobs,
+            batch,
+            &recorded,
+            "key_revoked",
+            "The key that made this batch no longer exists.",
+        )
+        .await?;
+        return close(jobs, batch, lease, None).await;
+    };
+    let lines = Lines::open(&jobs.files.path(&batch.input_file_id))
+        .await
+        .map_err(JobsError::Storage)?;
+    let context = Arc::new(LineContext {
+        batch_id: batch.id.clone(),
+        endpoint: batch.endpoint.clone(),
+        identity: Arc::new(identity.running_queued_work()),
+        discount: jobs.batch.discount,
+        internal: jobs.internal.clone(),
+    });
+    let mut source = Source {
+        lines,
+        next_index: 0,
+        recorded,
+        window: Vec::new(),
+        exhausted: false,
+    };
+    let end = if batch.status == Status::Cancelling {
+        Some(End::Cancel)
+    } else {
+        send_lines(jobs, batch, lease, &context, &mut source).await?
+    };
+    match end {
+        Some(End::Leave) => Ok(Step::Stop),
+        Some(End::Pause) => {
+            tracing::info!(batch = %batch.id, "batch paused: the key's budget is spent");
+            lease
+                .transition(
+                    Status::InProgress,
+                    "paused_until = $1",
+                    vec![(unix_now() + jobs.batch.budget_pause.as_secs() as i64).into()],
+                )
+                .await?;
+            Ok(Step::Stop)
+        }
+        Some(End::Expire) => {
+            let recorded = recorded_lines(jobs, batch).await?;
+            finalize::record_rest(
+                jobs,
+                batch,
+                &recorded,
+                "batch_expired",
+                "This request could not be executed before the completion window expired.",
+            )
+            .await?;
+            close(jobs, batch, lease, Some(End::Expire)).await
+        }
+        end => close(jobs, batch, lease, end).await,
+    }
+}
+
+/// Closes a batch whose lines are all recorded (or cancelled).
+async fn close(
+    jobs: &Arc<Jobs>,
+    batch: &Batch,
+    lease: &Lease,
+    end: Option<End>,
+) -> Result<Step, JobsError> {
+    let target = match end {
+        Some(End::Cancel) => Status::Cancelled,
+        Some(End::Expire) => Status::Expired,
+        _ => {
+            let moved = lease
+                .transition(
+                    Status::InProgress,
+                    "status = 'finalizing', finalizing_at = $1",
+                    vec![unix_now().into()],
+                )
+                .await?;
+            if !moved {
+                return Ok(Step::Again);
+            }
+            let mut finalizing = batch.clone();
+            finalizing.status = Status::Finalizing;
+            finalize::close(jobs, &finalizing, lease, Status::Completed).await?;
+            return Ok(Step::Again);
+        }
+    };
+    finalize::close(jobs, batch, lease, target).await?;
+    Ok(Step::Again)
+}
+
+/// Sends lines until every one is recorded or the run must end.
+async fn send_lines(
+    jobs: &Arc<Jobs>,
+    batch: &Batch,
+    lease: &Lease,
+    context: &Arc<LineContext>,
+    source: &mut Source,
+) -> Result<Option<End>, JobsError> {
+    let mut flight = Flight {
+        running: FuturesUnordered::new(),
+        limit: START_LIMIT.min(jobs.batch.max_concurrency),
+        max: jobs.batch.max_concurrency,
+        successes: 0,
+        last_cut: None,
+    };
+    let mut retries: VecDeque<(Instant, Pending)> = VecDeque::new();
+    let mut heartbeat = tokio::time::interval(jobs.batch.lease / 3);
+    let mut end = None;
+    loop {
+        let blocked = end.is_none()
+            && fill(jobs, context, source, &mut retries, &mut flight)
+                .await
+                .map_err(JobsError::Storage)?;
+        if flight.running.is_empty() && (end.is_some() || (source.done() && retries.is_empty())) {
+            return Ok(end);
+        }
+        let next_retry = retries.front().map(|(at, _)| *at);
+        tokio::select! {
+            Some((pending, outcome)) = flight.running.next(), if !flight.running.is_empty() => {
+                match outcome {
+                    Outcome::Done { failed, output, usage } => {
+                        record(jobs, batch, pending.index, failed, &output, usage).await?;
+                        flight.succeeded();
+                    }
+                    Outcome::Retry { after } => {
+                        let now = Instant::now();
+                        flight.told_to_wait(now);
+                        retries.push_back((now + after, pending));
+                        retries.make_contiguous().sort_by_key(|(at, _)| *at);
+                    }
+                    Outcome::Pause => end = end.or(Some(End::Pause)),
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Some(stop) = check_in(lease, batch).await? {
+                    if stop == End::Leave {
+                        return Ok(Some(End::Leave));
+                    }
+                    end = end.or(Some(stop));
+                }
+            }
+            () = sleep_until(next_retry), if next_retry.is_some() && end.is_none() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)), if blocked => {}
+            () = jobs.tasks.stopping() => return Ok(Some(End::Leave)),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Starts lines while the limit and this replica's permits allow; `true`
+/// when a line waits only for a permit another batch holds.
+async fn fill(
+    jobs: &Arc<Jobs>,
+    context: &Arc<LineContext>,
+    source: &mut Source,
+    retries: &mut VecDeque<(Instant, Pending)>,
+    flight: &mut Flight,
+) -> std::io::Result<bool> {
+    while flight.running.len() < flight.limit {
+        let Ok(permit) = jobs.line_permits.clone().try_acquire_owned() else {
+            return Ok(true);
+        };
+        let now = Instant::now();
+        let pending = match retries.front() {
+            Some((at, _)) if *at <= now => retries.pop_front().map(|(_, pending)| pending),
+            _ => source.next().await?,
+        };
+        let Some(pending) = pending else {
+            return Ok(false);
+        };
+        let context = context.clone();
+        flight.running.push(Box::pin(async move {
+            let outcome = line::run(&context, &pending.raw).await;
+            drop(permit);
+            (pending, outcome)
+        }));
+    }
+    Ok(false)
+}
+
+/// Renews the lease and reads whether the batch was cancelled or expired.
+async fn check_in(lease: &Lease, batch: &Batch) -> Result<Option<End>, JobsError> {
+    if !lease.renew().await? {
+        tracing::warn!(batch = %batch.id, "batch lease taken by another replica; leaving it");
+        return Ok(Some(End::Leave));
+    }
+    if unix_now() >= batch.expires_at {
+        return Ok(Some(End::Expire));
+    }
+    let status = super::record::load(&lease.jobs.db, &batch.id)
+        .await?
+        .map(|batch| batch.status);
+    Ok((status == Some(Status::Cancelling)).then_some(End::Cancel))
+}
+
+/// Which lines are recorded already, by request number.
+async fn recorded_lines(jobs: &Jobs, batch: &Batch) -> Result<Vec<bool>, JobsError> {
+    let mut recorded = vec![false; batch.total.max(0) as usize];
+    let rows = jobs
+        .db
+        .query(
+            "SELECT line FROM sluice_batch_results WHERE batch_id = $1",
+            vec![batch.id.as_str().into()],
+        )
+        .await?;
+    for row in rows {
+        if let Some(line) = row.first().and_then(|value| value.int())
+            && let Some(slot) = recorded.get_mut(line as usize)
+        {
+            *slot = true;
+        }
+    }
+    Ok(recorded)
+}
+
+/// Records one line's result; a second record of the same line is ignored.
+pub async fn record(
+    jobs: &Jobs,
+    batch: &Batch,
+    index: i64,
+    failed: bool,
+    output: &str,
+    usage: Usage,
+) -> Result<(), JobsError> {
+    jobs.db
+        .execute(
+            "INSERT INTO sluice_batch_results \
+             (batch_id, line, failed, input_tokens, output_tokens, cached_tokens, output) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            vec![
+                batch.id.as_str().into(),
+                index.into(),
+                i64::from(failed).into(),
+                (usage.prompt_tokens as i64).into(),
+                (usage.completion_tokens as i64).into(),
+                (usage.cached_tokens as i64).into(),
+                output.into(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
