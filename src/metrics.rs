@@ -115,6 +115,11 @@ pub struct MetricsSet {
     /// Split (canary) requests by split, variant and outcome (ok, client_error, server_error).
     pub split_requests: IntCounterVec,
     pub split_latency: HistogramVec,
+    /// Batch lines by result: completed, failed (recorded), retried (429 or
+    /// overload: sent again later), expired.
+    pub batch_lines: IntCounterVec,
+    /// Batch lines in flight on this replica.
+    pub batch_lines_in_flight: IntGauge,
 }
 
 impl MetricsSet {
@@ -228,6 +233,17 @@ impl MetricsSet {
             &["route"],
         )?;
         let in_flight = IntGauge::new("sluice_in_flight_requests", "Requests being handled")?;
+        let batch_lines = IntCounterVec::new(
+            Opts::new(
+                "sluice_batch_lines_total",
+                "Batch lines by result (completed, failed, retried, expired)",
+            ),
+            &["result"],
+        )?;
+        let batch_lines_in_flight = IntGauge::new(
+            "sluice_batch_lines_in_flight",
+            "Batch lines being sent by this replica",
+        )?;
         let connections = IntGauge::new("sluice_connections", "Client connections open")?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
@@ -370,6 +386,8 @@ impl MetricsSet {
             Box::new(upstream_duration.clone()),
             Box::new(overhead.clone()),
             Box::new(in_flight.clone()),
+            Box::new(batch_lines.clone()),
+            Box::new(batch_lines_in_flight.clone()),
             Box::new(connections.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
@@ -447,6 +465,8 @@ impl MetricsSet {
             circuit_state,
             remaining_requests,
             remaining_tokens,
+            batch_lines,
+            batch_lines_in_flight,
         })
     }
 

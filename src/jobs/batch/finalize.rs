@@ -49,6 +49,12 @@ pub async fn record_rest(
         }
         let output = error_text(&custom_id, code, message);
         record(jobs, batch, this, true, &output, Usage::default()).await?;
+        let result = if code == "batch_expired" {
+            "expired"
+        } else {
+            "failed"
+        };
+        jobs.metrics.batch_lines.with_label_values(&[result]).inc();
     }
 }
 

@@ -149,7 +149,13 @@ fn error_code(body: &[u8]) -> Option<String> {
 
 /// `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}`;
 /// the body goes in as it came when it is JSON (no re-serialising).
-fn output_line(id: &str, custom_id: &str, status: u16, request_id: &str, body: &[u8]) -> String {
+pub fn output_line(
+    id: &str,
+    custom_id: &str,
+    status: u16,
+    request_id: &str,
+    body: &[u8],
+) -> String {
     let body_json = match serde_json::from_slice::<&RawValue>(body) {
         Ok(raw) => raw.get().to_owned(),
         Err(_) => serde_json::to_string(&String::from_utf8_lossy(body)).unwrap_or_default(),

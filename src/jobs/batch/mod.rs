@@ -7,8 +7,8 @@
 
 pub mod api;
 mod finalize;
-mod line;
+pub(crate) mod line;
 pub mod record;
-mod run;
+pub(crate) mod run;
 pub mod runner;
-mod validate;
+pub(crate) mod validate;

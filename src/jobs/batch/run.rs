@@ -102,7 +102,7 @@ impl Source {
 
 /// A hash of what a provider's prompt cache keys on: the first message (the
 /// system prompt), else `instructions`, else the start of `input`.
-fn prefix_key(raw: &[u8]) -> u64 {
+pub fn prefix_key(raw: &[u8]) -> u64 {
     #[derive(Deserialize)]
     struct Line<'a> {
         #[serde(borrow)]
@@ -176,9 +176,22 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         .await?;
         return close(jobs, batch, lease, None).await;
     };
-    let lines = Lines::open(&jobs.files.path(&batch.input_file_id))
-        .await
-        .map_err(JobsError::Storage)?;
+    let lines = match Lines::open(&jobs.files.path(&batch.input_file_id)).await {
+        Ok(lines) => lines,
+        // Deleted while the batch ran: nothing left to read, so it fails
+        // rather than being retried at every poll.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            super::runner::fail(
+                lease,
+                batch,
+                "file_not_found",
+                "The input file was deleted.",
+            )
+            .await?;
+            return Ok(Step::Again);
+        }
+        Err(error) => return Err(JobsError::Storage(error)),
+    };
     let context = Arc::new(LineContext {
         batch_id: batch.id.clone(),
         endpoint: batch.endpoint.clone(),
@@ -290,9 +303,12 @@ async fn send_lines(
                 match outcome {
                     Outcome::Done { failed, output, usage } => {
                         record(jobs, batch, pending.index, failed, &output, usage).await?;
+                        let result = if failed { "failed" } else { "completed" };
+                        jobs.metrics.batch_lines.with_label_values(&[result]).inc();
                         flight.succeeded();
                     }
                     Outcome::Retry { after } => {
+                        jobs.metrics.batch_lines.with_label_values(&["retried"]).inc();
                         let now = Instant::now();
                         flight.told_to_wait(now);
                         retries.push_back((now + after, pending));
@@ -344,13 +360,31 @@ async fn fill(
             return Ok(false);
         };
         let context = context.clone();
+        let in_flight = InFlight::start(&jobs.metrics);
         flight.running.push(Box::pin(async move {
             let outcome = line::run(&context, &pending.raw).await;
-            drop(permit);
+            drop((permit, in_flight));
             (pending, outcome)
         }));
     }
     Ok(false)
+}
+
+/// One line counted in `sluice_batch_lines_in_flight` until dropped
+/// (answered, or abandoned at shutdown).
+struct InFlight(crate::metrics::Metrics);
+
+impl InFlight {
+    fn start(metrics: &crate::metrics::Metrics) -> Self {
+        metrics.batch_lines_in_flight.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.batch_lines_in_flight.dec();
+    }
 }
 
 /// Renews the lease and reads whether the batch was cancelled or expired.

@@ -257,8 +257,13 @@ async fn validate_batch(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Resul
     Ok(Step::Again)
 }
 
-/// Fails a batch that cannot be validated at all.
-async fn fail(lease: &Lease, batch: &Batch, code: &str, message: &str) -> Result<(), JobsError> {
+/// Fails a batch that cannot run at all (its key or input file is gone).
+pub async fn fail(
+    lease: &Lease,
+    batch: &Batch,
+    code: &str,
+    message: &str,
+) -> Result<(), JobsError> {
     let errors =
         serde_json::json!([{"code": code, "message": message, "param": null, "line": null}]);
     lease

@@ -52,9 +52,10 @@ pub struct Validated {
     pub errors: Vec<Json>,
 }
 
-/// Reads lines of at most `MAX_LINE_BYTES`, each without its line ending.
-pub struct Lines {
-    reader: tokio::io::BufReader<tokio::fs::File>,
+/// Reads lines of at most `MAX_LINE_BYTES`, each without its line ending
+/// (`\n` or `\r\n`): a file from disk, or any buffered reader.
+pub struct Lines<R = tokio::io::BufReader<tokio::fs::File>> {
+    reader: R,
     buffer: Vec<u8>,
     /// 1-based number of the last line read.
     pub number: usize,
@@ -70,11 +71,20 @@ pub enum Read<'a> {
 impl Lines {
     pub async fn open(path: &Path) -> std::io::Result<Self> {
         let file = tokio::fs::File::open(path).await?;
-        Ok(Self {
-            reader: tokio::io::BufReader::with_capacity(64 * 1024, file),
+        Ok(Self::new(tokio::io::BufReader::with_capacity(
+            64 * 1024,
+            file,
+        )))
+    }
+}
+
+impl<R: tokio::io::AsyncBufRead + Unpin> Lines<R> {
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
             buffer: Vec::new(),
             number: 0,
-        })
+        }
     }
 
     pub async fn next(&mut self) -> std::io::Result<Read<'_>> {
@@ -147,14 +157,8 @@ pub async fn validate(
             Read::Line(line) if is_blank(line) => continue,
             Read::Line(line) => {
                 found.total += 1;
-                check_line(
-                    line,
-                    endpoint,
-                    identity,
-                    internal,
-                    &mut seen,
-                    &mut found.model,
-                )
+                let usable = |model: &str| internal.serves(model) && identity.may_use(model);
+                check_line(line, endpoint, &usable, &mut seen, &mut found.model)
             }
         };
         if let Some((code, message, param)) = problem {
@@ -192,13 +196,15 @@ pub async fn validate(
     Ok(found)
 }
 
-type Problem = Option<(&'static str, String, Option<&'static str>)>;
+/// A line's error: its code, message and the field at fault.
+pub type Problem = Option<(&'static str, String, Option<&'static str>)>;
 
-fn check_line(
+/// Checks one non-blank line; `usable` says whether the gateway serves a
+/// model and the key may use it.
+pub fn check_line(
     line: &[u8],
     endpoint: &str,
-    identity: &Identity,
-    internal: &dyn InternalCalls,
+    usable: &dyn Fn(&str) -> bool,
     seen: &mut HashSet<String>,
     first_model: &mut Option<String>,
 ) -> Problem {
@@ -263,7 +269,7 @@ fn check_line(
             Some("body.model"),
         ));
     };
-    if !internal.serves(&model) || !identity.may_use(&model) {
+    if !usable(&model) {
         return Some((
             "model_not_found",
             format!(
