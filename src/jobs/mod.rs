@@ -106,6 +106,9 @@ pub struct Jobs {
     pub metrics: Metrics,
     /// This replica's name on the leases it takes.
     pub replica: String,
+    /// Wakes this replica's async runner when it accepts a job, so the job
+    /// does not wait for the next poll.
+    pub async_wake: tokio::sync::Notify,
 }
 
 impl Jobs {
@@ -136,6 +139,7 @@ impl Jobs {
             tasks: tasks.clone(),
             metrics: metrics.clone(),
             replica: new_id("replica-"),
+            async_wake: tokio::sync::Notify::new(),
         })))
     }
 
