@@ -446,3 +446,32 @@ fn query(dir: &Path, sql: &str) -> Vec<Vec<String>> {
         .map(Result::unwrap)
         .collect()
 }
+
+#[tokio::test]
+async fn a_fleet_on_postgresql_shares_its_jobs() {
+    let database = common::postgres::TestDatabase::create(common::postgres::PLAIN).await;
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let toml = config(&dir, &upstream, "").replace(
+        &format!("sqlite:{}/jobs.sqlite", dir.display()),
+        &database.url(),
+    );
+    let (one, two) = (
+        TestGateway::start(&toml).await,
+        TestGateway::start(&toml).await,
+    );
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(accepted(post_async(&one, &[], &chat("gpt-4o")).await).await);
+    }
+    // Either replica answers any job, and each job ran once.
+    for id in &ids {
+        let done = answer(&two, id, KEY).await;
+        assert_eq!(done.status(), 200);
+        assert_eq!(done.headers()["x-sluice-async-id"], id.as_str());
+    }
+    assert_eq!(upstream.calls(), ids.len());
+    drop((one, two));
+    database.drop_database().await;
+    std::fs::remove_dir_all(dir).ok();
+}
