@@ -403,6 +403,54 @@ async fn a_job_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn a_job_whose_replica_died_is_run_once_its_lease_runs_out() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let toml = config(&dir, &upstream, "");
+    upstream.push(Behavior::DelayHead(Duration::from_secs(120)));
+    let mut first = TestGateway::start(&toml).await;
+    accepted(post_async(&first, &[], &chat("gpt-4o")).await).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while upstream.calls() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), first.task.take().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    // As a replica that died mid-call leaves it: in progress, leased 2 s more.
+    let lease_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 2000;
+    let connection = rusqlite::Connection::open(dir.join("jobs.sqlite")).unwrap();
+    connection
+        .execute(
+            "UPDATE sluice_async_jobs SET status = 'in_progress', runner = 'replica-dead', \
+             lease_until = ?1",
+            [lease_until],
+        )
+        .unwrap();
+    let id = query(&dir, "SELECT id FROM sluice_async_jobs")[0][0].clone();
+
+    let started = tokio::time::Instant::now();
+    let second = TestGateway::start(&toml).await;
+    let done = answer(&second, &id, KEY).await;
+    assert_eq!(done.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(upstream.calls(), 2);
+    let metrics = second.metrics().await;
+    assert!(
+        metrics.contains("sluice_async_jobs_total{result=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn the_stored_job_holds_no_credentials() {
     let dir = store_dir();
     let upstream = FakeUpstream::start("up").await;

@@ -129,6 +129,11 @@ impl AsyncIntake {
             .await
             .map_err(IntoResponse::into_response)?;
         self.jobs.async_wake.notify_one();
+        self.jobs
+            .metrics
+            .async_jobs
+            .with_label_values(&["accepted"])
+            .inc();
         Ok(job)
     }
 }

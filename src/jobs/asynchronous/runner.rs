@@ -150,6 +150,12 @@ impl Runner {
             if !record::complete(db, id, &self.jobs.replica, &answer).await? {
                 return Ok(());
             }
+            let result = if (200..300).contains(&answer.status) {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            self.count(result);
             job.status = Status::Completed;
             job.completed_at = Some(unix_now());
             job.answer = Some(answer);
@@ -160,6 +166,7 @@ impl Runner {
             let payload = callback::payload(&job, answer);
             let state = callback::deliver(self.callbacks.as_ref(), url, &payload).await;
             record::callback_done(db, id, &self.jobs.replica, state).await?;
+            self.count(&format!("callback_{state}"));
         }
         Ok(())
     }
@@ -196,6 +203,14 @@ impl Runner {
                     "timeout",
                 )
             })
+    }
+
+    fn count(&self, result: &str) {
+        self.jobs
+            .metrics
+            .async_jobs
+            .with_label_values(&[result])
+            .inc();
     }
 
     async fn sweep(&self) {
