@@ -34,6 +34,10 @@ pub struct MetricsSet {
     names: Arc<Vec<String>>,
     /// Requests refused by a rate limit, by scope (key, org, model, deployment) and kind.
     pub rate_limited: IntCounterVec,
+    /// Asynchronous jobs by what happened: `accepted`, `succeeded` (a 2xx
+    /// answer stored), `failed` (any other), `callback_delivered`,
+    /// `callback_failed`.
+    pub async_jobs: IntCounterVec,
     /// Rate-limit store (Redis) failures.
     pub limiter_store_errors: IntCounter,
     /// Requests admitted without a limit check because the store failed (fail_open).
@@ -365,7 +369,15 @@ impl MetricsSet {
             ),
             &["key", "status"],
         )?;
+        let async_jobs = IntCounterVec::new(
+            Opts::new(
+                "sluice_async_jobs_total",
+                "Asynchronous requests accepted, answered (succeeded or failed) and their callbacks",
+            ),
+            &["result"],
+        )?;
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(async_jobs.clone()),
             Box::new(key_requests.clone()),
             Box::new(ledger_written.clone()),
             Box::new(ledger_dropped.clone()),
@@ -421,6 +433,7 @@ impl MetricsSet {
         Ok(Self {
             registry,
             names: Arc::new(names),
+            async_jobs,
             rate_limited,
             limiter_store_errors,
             limiter_fail_open,

@@ -10,6 +10,7 @@
 //! | # | stage | reads | adds |
 //! |---|-------|-------|------|
 //! | 5 | `auth::Entry` | `Authorization` / `api-key` (HTTP), or an `Arc<Identity>` the internal adapter attached | the [`Call`] with its `identity`; on the response the `Arc<Identity>` (access log), `AuthRefused` on a refusal (401/429) |
+//! | 5b| `jobs::asynchronous::AsyncIntake` | `Prefer` / `x-sluice-async`, `identity`, the body, `x-sluice-callback` | a job asked to run later answers `202` here; nothing else is touched |
 //! | 6 | `request::RequestReader` | `identity`, the body, `x-sluice-priority` | `request` ([`ApiRequest`]: endpoint, body, parsed view, route, priority, ...); response headers `x-sluice-variant`, `x-sluice-degraded-from` |
 //! | 6b| `ledger::RecordUsage` | `identity`, `request`; `x-request-id`, `x-sluice-tag` | a usage hook; reads the response's status, [`ServedBy`], [`CACHE_STATUS`], `x-upstream-request-id` |
 //! | 7 | `cache::ResponseCache` | `identity` (cache flag, scope), `request`; `Cache-Control` | a hit answers here with [`ServedBy`] (deployment `cache`), `age`, `x-sluice-coalesced`; [`CACHE_STATUS`] on every answer |

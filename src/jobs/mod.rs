@@ -110,6 +110,9 @@ pub struct Jobs {
     pub batch_wake: tokio::sync::Notify,
     /// Batch lines in flight on this replica, all batches together.
     pub line_permits: Arc<tokio::sync::Semaphore>,
+    /// Wakes this replica's async runner when it accepts a job, so the job
+    /// does not wait for the next poll.
+    pub async_wake: tokio::sync::Notify,
 }
 
 impl Jobs {
@@ -142,6 +145,7 @@ impl Jobs {
             replica: new_id("replica-"),
             batch_wake: tokio::sync::Notify::new(),
             line_permits: Arc::new(tokio::sync::Semaphore::new(config.batch.max_concurrency)),
+            async_wake: tokio::sync::Notify::new(),
         })))
     }
 

@@ -8,7 +8,10 @@
 //!   (batch, line number): a line is recorded once whoever runs it, so a
 //!   batch resumed after a crash or taken over skips what is recorded and
 //!   its output holds each `custom_id` exactly once.
-//! - `sluice_async_jobs`: one row per `Prefer: respond-async` call.
+//! - `sluice_async_jobs`: one row per `Prefer: respond-async` call: the
+//!   request as it will be replayed (never its credentials), where it
+//!   stands, its runner's lease, the stored answer (`response_base64` = 1
+//!   when the body was not UTF-8) and whether its callback was delivered.
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sluice_files (
@@ -33,8 +36,12 @@ CREATE TABLE IF NOT EXISTS sluice_batch_results (
     PRIMARY KEY (batch_id, line));
 CREATE TABLE IF NOT EXISTS sluice_async_jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, status TEXT NOT NULL,
-    method TEXT NOT NULL, path TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
-    callback TEXT, response_status BIGINT, response_headers TEXT, response_body TEXT,
+    path TEXT NOT NULL, headers TEXT NOT NULL, body TEXT NOT NULL,
+    callback TEXT, callback_state TEXT,
+    response_status BIGINT, response_type TEXT, response_body TEXT,
+    response_base64 BIGINT NOT NULL,
     created_at BIGINT NOT NULL, completed_at BIGINT, expires_at BIGINT NOT NULL,
     runner TEXT, lease_until BIGINT NOT NULL, attempts BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS sluice_async_jobs_open ON sluice_async_jobs (lease_until, created_at);
+CREATE INDEX IF NOT EXISTS sluice_async_jobs_expiry ON sluice_async_jobs (expires_at);
 ";

@@ -4,7 +4,7 @@
 //! pass through untouched.
 
 pub(crate) mod parse;
-mod paths;
+pub(crate) mod paths;
 mod stored;
 
 pub use parse::is_json;

@@ -12,6 +12,7 @@
 //! | 4d| `RequestDecompression`| all  | gzip/deflate/br/zstd bodies decoded as they are read      |
 //! | 5 | `Entry`              | /v1   | virtual key -> `Identity` -> a `Call`; 401 before anything else runs |
 //! |   |                      |       | (/v1 here stands for every API root: `/openai/...` too)   |
+//! | 5b| `AsyncIntake`        | /v1   | `Prefer: respond-async` POSTs: recorded as a job, 202 at once |
 //! | 6 | `RequestReader`      | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
 //! | 7 | `Cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
@@ -44,6 +45,7 @@ use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
 use crate::cache::{Cache, ResponseCache};
 use crate::dispatch::{self, Dispatcher};
 use crate::jobs::Jobs;
+use crate::jobs::asynchronous::AsyncIntake;
 use crate::ledger::RecordUsage;
 use crate::limits::{Limiter, RateLimit};
 use crate::metering::{Budgets, EnforceBudgets};
@@ -75,14 +77,18 @@ pub struct Services {
     pub admin: Option<AdminToken>,
     /// Files, batches and asynchronous jobs, when `[batch] store` is set.
     pub jobs: Option<Arc<Jobs>>,
+    /// Layer 5b, when jobs are stored and `[async_requests] enabled`.
+    pub async_intake: Option<Arc<AsyncIntake>>,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
 /// is layer 5: authentication for HTTP calls, or the internal adapter's
-/// check that the caller's identity is already attached.
-fn api(services: &Services, entry: Entry) -> Router {
+/// check that the caller's identity is already attached. `intake` (5b) is
+/// the HTTP chain's only: a replayed job must not be taken for a new one.
+fn api(services: &Services, entry: Entry, intake: Option<Arc<AsyncIntake>>) -> Router {
     let stages = chain![
         entry,                                        // 5
+        intake,                                       // 5b
         services.reader.clone(),                      // 6
         services.ledger.clone(),                      // 6b
         services.cache.clone().map(Cache),            // 7
@@ -98,7 +104,8 @@ fn api(services: &Services, entry: Entry) -> Router {
         .with_state(services.dispatcher.clone())
 }
 
-/// The Files and Batch API under each OpenAI root: layer 5 only (who
+/// The Files and Batch API under each OpenAI root, and the polling of
+/// asynchronous jobs: layer 5 only (who
 /// calls); the lines a batch runs go through the whole chain later, by the
 /// internal adapter.
 fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
@@ -131,6 +138,12 @@ fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
                 post(batches::cancel),
             );
     }
+    for root in ["/v1", "/openai/v1"] {
+        router = router.route(
+            &format!("{root}/async/{{id}}"),
+            get(crate::jobs::asynchronous::api::retrieve),
+        );
+    }
     router
         .route_layer(StageLayer(Arc::new(chain![entry])))
         .with_state(jobs)
@@ -143,13 +156,17 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         keys: services.keys.clone(),
         guard: services.guard.clone(),
     });
-    let api_router = api(&services, authenticate.clone());
+    let api_router = api(
+        &services,
+        authenticate.clone(),
+        services.async_intake.clone(),
+    );
     let jobs_router = services
         .jobs
         .clone()
         .map(|jobs| jobs_routes(jobs, authenticate))
         .unwrap_or_default();
-    let internal = with_fallbacks(api(&services, Entry::Internal));
+    let internal = with_fallbacks(api(&services, Entry::Internal, None));
 
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+import httpx
 import openai
 from openai import OpenAI
 from pydantic import BaseModel
@@ -151,6 +152,23 @@ try:
     check("bad key raises", False)
 except openai.AuthenticationError as error:
     check("bad key raises AuthenticationError", error.code == "invalid_api_key", error)
+
+# Asynchronous requests: the 202 is not a completion, so read it raw, then
+# poll until the stored answer is one.
+accepted = client.chat.completions.with_raw_response.create(
+    model="gpt-4o-mini", messages=messages, extra_headers={"Prefer": "respond-async"}
+)
+job = json.loads(accepted.http_response.text)
+check("respond-async answers 202", accepted.http_response.status_code == 202, job)
+check("202 Location names the job", accepted.headers.get("location") == f"/v1/async/{job['id']}", dict(accepted.headers))
+deadline = time.monotonic() + 10
+while True:
+    polled = client.get(f"/async/{job['id']}", cast_to=httpx.Response)
+    if polled.status_code != 202 or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+stored = openai.types.chat.ChatCompletion.model_validate(polled.json())
+check("the stored async answer is a completion", polled.status_code == 200 and stored.choices[0].message.content, polled.text)
 
 try:
     client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_body={"stream": "yes"})

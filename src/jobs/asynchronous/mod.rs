@@ -1,7 +1,22 @@
-//! Asynchronous requests (being written).
+//! Asynchronous requests: a proxied POST sent with `Prefer: respond-async`
+//! (or `x-sluice-async: true`) is answered `202` at once with a job id and
+//! a `Location`; the job is replayed later through the internal adapter as
+//! the key that asked, its answer kept until `[async_requests]
+//! expire_after` and, with `x-sluice-callback`, POSTed to an allowed host.
+//!
+//! - `ask`: reading the request's preference and callback URL.
+//! - `intake`: layer 5b, which records the job and answers `202`.
+//! - `record`: the stored job and the statements that move it along.
+//! - `runner`: claims, runs and answers jobs; sweeps expired ones.
+//! - `callback`: delivers a finished job to its callback URL.
+//! - `api`: `GET /v1/async/{id}`.
 
-use std::sync::Arc;
+pub mod api;
+mod ask;
+mod callback;
+pub mod intake;
+mod record;
+mod runner;
 
-use super::Jobs;
-
-pub fn start(_jobs: &Arc<Jobs>) {}
+pub use intake::AsyncIntake;
+pub use runner::start;

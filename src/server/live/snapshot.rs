@@ -15,6 +15,7 @@ use crate::cache::{CacheParts, ResponseCache};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::internal::InternalCalls;
+use crate::jobs::asynchronous::AsyncIntake;
 use crate::ledger::{Estimates, RecordUsage};
 use crate::limits::Limiter;
 use crate::metering::{Budgets, Pricing, SystemClock};
@@ -143,6 +144,17 @@ impl Snapshot {
                 registries.pins.clone(),
             )),
             keys: keys.clone(),
+            async_intake: registries
+                .jobs
+                .clone()
+                .filter(|jobs| jobs.async_requests.enabled)
+                .map(|jobs| {
+                    Arc::new(AsyncIntake {
+                        jobs,
+                        max_body_bytes: config.server.max_body_bytes,
+                        body_read_timeout: config.server.body_read_timeout,
+                    })
+                }),
             jobs: registries.jobs.clone(),
             guard: registries.guard.clone(),
             reader: Arc::new(reader),
