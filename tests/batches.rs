@@ -846,6 +846,20 @@ async fn a_spent_budget_pauses_the_batch_instead_of_failing_lines() {
     let still = batch(&gateway, OWNER, &id).await;
     assert_eq!(still["status"], "in_progress");
     assert_eq!(count(&still, "completed"), completed);
+
+    // A paused batch can still be cancelled, without waiting out the pause.
+    let cancel = gateway
+        .post(&format!("/v1/batches/{id}/cancel"), Some(OWNER), &json!({}))
+        .await;
+    assert_eq!(cancel.status(), 200);
+    let cancelled = wait_status(&gateway, &id, "cancelled").await;
+    assert_eq!(count(&cancelled, "completed"), completed);
+    assert_eq!(
+        content(&gateway, OWNER, &cancelled["output_file_id"])
+            .await
+            .len() as i64,
+        completed
+    );
 }
 
 #[tokio::test]
