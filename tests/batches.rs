@@ -26,11 +26,28 @@ const KEYS: &str = "[[keys]]\nname = \"owner\"\nkey = \"sk-batch-owner-0001\"\no
 [[keys]]\nname = \"sibling\"\nkey = \"sk-batch-sibling-0002\"\norg = \"acme\"\n\
 [[keys]]\nname = \"stranger\"\nkey = \"sk-batch-stranger-0003\"\norg = \"other\"\n";
 
-/// A fresh directory for one test's job store and files.
-fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory for one test's job store and files, removed at the
+/// end of the test.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("sluice-batches-{tag}-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// `[batch]` on SQLite in `dir`, polling fast, with the shortest lease;
@@ -498,6 +515,35 @@ async fn another_key_sees_nothing_unless_its_org_shares() {
         assert_eq!(listed["data"][0]["id"], own.as_str());
         assert_eq!(listed["object"], "list");
         assert_eq!(listed["has_more"], false);
+        if !share {
+            // Pages: `after` the last id of the page before; every batch
+            // once (ids break ties within one second of `created_at`).
+            let mut mine = BTreeSet::from([id.clone()]);
+            for _ in 0..2 {
+                mine.insert(start_batch(&gateway, OWNER, &input(1)).await);
+            }
+            let first = gateway.get_json("/v1/batches?limit=2", Some(OWNER)).await;
+            assert_eq!(first["has_more"], true, "{first}");
+            let rest = gateway
+                .get_json(
+                    &format!(
+                        "/v1/batches?limit=2&after={}",
+                        first["last_id"].as_str().unwrap()
+                    ),
+                    Some(OWNER),
+                )
+                .await;
+            assert_eq!(rest["has_more"], false, "{rest}");
+            let paged: Vec<String> = first["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(rest["data"].as_array().unwrap())
+                .map(|batch| batch["id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(paged.len(), 3, "{first} {rest}");
+            assert_eq!(paged.into_iter().collect::<BTreeSet<_>>(), mine);
+        }
 
         let cancel = gateway
             .post(
