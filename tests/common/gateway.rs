@@ -90,6 +90,19 @@ impl TestGateway {
         }
     }
 
+    /// A handle on a gateway running elsewhere (another runtime), for its
+    /// API only: dropping it stops nothing.
+    pub fn attach(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            admin_addr: None,
+            metrics_addr: None,
+            client: reqwest::Client::new(),
+            shutdown: None,
+            task: None,
+        }
+    }
+
     /// A URL on another of the gateway's listeners.
     pub fn url_at(addr: Option<SocketAddr>, path: &str) -> String {
         format!("http://{}{path}", addr.unwrap())

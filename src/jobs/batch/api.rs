@@ -210,11 +210,14 @@ pub async fn cancel(
 ) -> Response {
     let cancelled = async {
         let batch = visible(&jobs, &id, &owner).await?;
+        // The pause is lifted: a batch paused on a spent budget sends no
+        // more lines once cancelling, and would otherwise stay `cancelling`
+        // until the pause ran out (`[batch] budget_pause`).
         let changed = jobs
             .db
             .execute(
-                "UPDATE sluice_batches SET status = 'cancelling', cancelling_at = $1 \
-                 WHERE id = $2 AND status IN ('validating', 'in_progress')",
+                "UPDATE sluice_batches SET status = 'cancelling', cancelling_at = $1, \
+                 paused_until = 0 WHERE id = $2 AND status IN ('validating', 'in_progress')",
                 vec![unix_now().into(), batch.id.as_str().into()],
             )
             .await?;

@@ -393,13 +393,16 @@ async fn check_in(lease: &Lease, batch: &Batch) -> Result<Option<End>, JobsError
         tracing::warn!(batch = %batch.id, "batch lease taken by another replica; leaving it");
         return Ok(Some(End::Leave));
     }
-    if unix_now() >= batch.expires_at {
+    // The stored row, not the copy claimed at the start of the run: the
+    // store is the one truth (an operator may move `expires_at`), and a run
+    // can last long after its claim.
+    let Some(stored) = super::record::load(&lease.jobs.db, &batch.id).await? else {
+        return Ok(Some(End::Leave));
+    };
+    if unix_now() >= stored.expires_at {
         return Ok(Some(End::Expire));
     }
-    let status = super::record::load(&lease.jobs.db, &batch.id)
-        .await?
-        .map(|batch| batch.status);
-    Ok((status == Some(Status::Cancelling)).then_some(End::Cancel))
+    Ok((stored.status == Status::Cancelling).then_some(End::Cancel))
 }
 
 /// Which lines are recorded already, by request number.

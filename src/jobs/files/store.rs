@@ -1,9 +1,10 @@
 //! Files: a row in the job store and the bytes in `files_dir/<id>`. Bytes
 //! are written to a temporary name and renamed into place before the row is
 //! inserted, so a listed file always has all of its bytes; a crash leaves at
-//! most an orphan temporary file, swept at the next start.
+//! most an orphan temporary file, swept at a later start once it is stale.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
@@ -97,6 +98,15 @@ impl Upload {
     }
 }
 
+/// A temporary file untouched this long belongs to no live writer.
+const STALE_PARTIAL: Duration = Duration::from_secs(3600);
+
+/// Whether a temporary file was last written `STALE_PARTIAL` ago or more.
+async fn is_stale(entry: &tokio::fs::DirEntry) -> bool {
+    let modified = entry.metadata().await.and_then(|meta| meta.modified());
+    modified.is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= STALE_PARTIAL))
+}
+
 pub struct Files {
     db: Db,
     dir: PathBuf,
@@ -122,12 +132,14 @@ impl Files {
         self.dir.join(id)
     }
 
-    /// Creates the directory and removes temporary files a crash left.
+    /// Creates the directory and removes temporary files a crash left:
+    /// only stale ones, as uploads (here, started before this ran, or on
+    /// another replica sharing the directory) write theirs right now.
     pub async fn prepare(&self) -> std::io::Result<()> {
         tokio::fs::create_dir_all(&self.dir).await?;
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(entry) = entries.next_entry().await? {
-            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+            if entry.file_name().to_string_lossy().starts_with(PARTIAL) && is_stale(&entry).await {
                 let _ = tokio::fs::remove_file(entry.path()).await;
             }
         }
