@@ -208,6 +208,10 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
     };
     let end = if batch.status == Status::Cancelling {
         Some(End::Cancel)
+    } else if unix_now() >= batch.expires_at {
+        // Claimed after its window (paused, or no replica was up): no line
+        // starts.
+        Some(End::Expire)
     } else {
         send_lines(jobs, batch, lease, &context, &mut source).await?
     };

@@ -74,7 +74,8 @@ async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
         .query(
             "SELECT id FROM sluice_batches WHERE status IN \
              ('validating', 'in_progress', 'finalizing', 'cancelling') \
-             AND lease_until < $1 AND paused_until <= $2 ORDER BY created_at LIMIT 8",
+             AND lease_until < $1 AND (paused_until <= $2 OR expires_at <= $2) \
+             ORDER BY created_at LIMIT 8",
             vec![now.into(), unix_now().into()],
         )
         .await?;
