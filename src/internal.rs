@@ -33,4 +33,8 @@ pub trait InternalCalls: Send + Sync + 'static {
     /// Whether the config in force serves `model` (a deployment's model or
     /// a virtual one): batch validation refuses lines naming another.
     fn serves(&self, model: &str) -> bool;
+
+    /// Whether calls of a class above `batch` wait for a concurrency slot:
+    /// batch lines then hold back instead of adding to the queue.
+    fn busier_work_waiting(&self) -> bool;
 }

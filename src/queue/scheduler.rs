@@ -186,6 +186,20 @@ impl Scheduler {
         self.estimate(depth)
     }
 
+    /// Whether a call of a class above `class` waits for a slot: work of
+    /// `class` that can hold back (batch lines) should. Lock-free while
+    /// nothing waits.
+    pub fn waiting_above(&self, class: Priority) -> bool {
+        if self.depth() == 0 {
+            return false;
+        }
+        self.queues.lock().is_ok_and(|queues| {
+            queues.classes[..class.index()]
+                .iter()
+                .any(|queue| !queue.turns.is_empty())
+        })
+    }
+
     pub fn has_room(&self) -> bool {
         self.in_use() < self.capacity()
     }

@@ -343,7 +343,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Starts lines while the limit and this replica's permits allow; `true`
-/// when a line waits only for a permit another batch holds.
+/// when lines wait for a permit another batch holds, or for realtime calls
+/// queued for a slot to go first.
 async fn fill(
     jobs: &Arc<Jobs>,
     context: &Arc<LineContext>,
@@ -352,10 +353,16 @@ async fn fill(
     flight: &mut Flight,
 ) -> std::io::Result<bool> {
     while flight.running.len() < flight.limit {
+        let now = Instant::now();
+        if jobs.internal.busier_work_waiting() {
+            // Realtime calls queue for a slot: send no more, and come back
+            // with a smaller limit.
+            flight.told_to_wait(now);
+            return Ok(true);
+        }
         let Ok(permit) = jobs.line_permits.clone().try_acquire_owned() else {
             return Ok(true);
         };
-        let now = Instant::now();
         let pending = match retries.front() {
             Some((at, _)) if *at <= now => retries.pop_front().map(|(_, pending)| pending),
             _ => source.next().await?,

@@ -182,6 +182,14 @@ impl InternalCalls for Pipeline {
         live.snapshot().keys.by_id(key_id)
     }
 
+    fn busier_work_waiting(&self) -> bool {
+        self.live.get().and_then(Weak::upgrade).is_some_and(|live| {
+            live.registries
+                .admission
+                .waiting_above(crate::config::Priority::Batch)
+        })
+    }
+
     fn serves(&self, model: &str) -> bool {
         self.live
             .get()
