@@ -11,6 +11,9 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::tasks::Tasks;
 
+/// The advisory lock held while a store's tables are created.
+const SCHEMA_LOCK: i64 = 0x5_1_0ce;
+
 pub struct SharedPostgres {
     url: String,
     /// Run once per new connection, e.g. `CREATE TABLE IF NOT EXISTS`.
@@ -58,7 +61,15 @@ impl SharedPostgres {
                 () = tasks.stopping() => {}
             }
         });
-        client.batch_execute(&self.schema).await?;
+        // One replica at a time: two running `CREATE TABLE IF NOT EXISTS`
+        // at once can both pass the check and one fails on the catalog's
+        // unique index (replicas of a fleet start together).
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {}; COMMIT;",
+                self.schema
+            ))
+            .await?;
         let client = Arc::new(client);
         if let Ok(mut slot) = self.client.write() {
             *slot = Some(client.clone());
