@@ -4,6 +4,7 @@
 //!   the Responses API has no deployment segment and names it in `model` instead.
 //! - Azure v1 (`api_version = "v1"`): `{base_url}/openai/v1/{path}`, `model` = deployment.
 //! - Calls on a stored response: the Responses URL plus `/{id}[/input_items|/cancel]`.
+//! - The Files and Batch APIs (batches forwarded upstream): `api_url`.
 
 use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};
@@ -64,6 +65,21 @@ impl Target {
             url.push_str(query);
         }
         url
+    }
+
+    /// Where a call on the provider's Files or Batch API goes: `path` is
+    /// below the API root (`files`, `files/{id}/content`, `batches/{id}`),
+    /// the same for OpenAI and Azure, which adds its `openai/` prefix and
+    /// (classic) its `api-version`. `None` for the mock, which has neither.
+    pub fn api_url(&self, path: &str) -> Option<String> {
+        match self {
+            Self::OpenAi { base } => Some(format!("{base}/{path}")),
+            Self::AzureV1 { base } => Some(format!("{base}/openai/v1/{path}")),
+            Self::AzureClassic { base, api_version } => {
+                Some(format!("{base}/openai/{path}?api-version={api_version}"))
+            }
+            Self::Mock => None,
+        }
     }
 
     /// A cheap authenticated GET that proves the deployment answers.
