@@ -337,6 +337,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_store_made_before_a_column_gets_it_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-db-{}", fastrand::u64(..)));
+        let spec = KeysStoreSpec::Sqlite(dir.join("jobs.sqlite"));
+        let schema = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY);";
+        Db::open(&spec, schema, &[], &Tasks::new()).unwrap();
+        for _ in 0..2 {
+            let Db::Sqlite(connection) =
+                Db::open(&spec, schema, &[("t", "added BIGINT")], &Tasks::new()).unwrap()
+            else {
+                panic!("a SQLite spec opens SQLite");
+            };
+            let connection = connection.lock().unwrap();
+            connection
+                .execute("INSERT OR REPLACE INTO t (id, added) VALUES ('a', 1)", [])
+                .unwrap();
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[tokio::test]
     async fn sqlite_runs_the_shared_sql() {
         let dir = std::env::temp_dir().join(format!("sluice-db-{}", fastrand::u64(..)));

@@ -103,3 +103,35 @@ impl Target {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_batches_urls_per_provider() {
+        let openai = Target::OpenAi {
+            base: "https://api.openai.com/v1".into(),
+        };
+        let classic = Target::AzureClassic {
+            base: "https://r.openai.azure.com".into(),
+            api_version: "2024-10-21".into(),
+        };
+        let v1 = Target::AzureV1 {
+            base: "https://r.openai.azure.com".into(),
+        };
+        assert_eq!(
+            openai.api_url("files/f1/content").as_deref(),
+            Some("https://api.openai.com/v1/files/f1/content")
+        );
+        assert_eq!(
+            classic.api_url("batches/b1/cancel").as_deref(),
+            Some("https://r.openai.azure.com/openai/batches/b1/cancel?api-version=2024-10-21")
+        );
+        assert_eq!(
+            v1.api_url("files").as_deref(),
+            Some("https://r.openai.azure.com/openai/v1/files")
+        );
+        assert_eq!(Target::Mock.api_url("files"), None);
+    }
+}
