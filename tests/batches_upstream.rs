@@ -555,6 +555,16 @@ async fn a_cancel_is_passed_on_and_the_batch_ends_cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let running: Value = get_as(&gateway, OWNER, &format!("/v1/batches/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(running["status"], "in_progress");
+    assert_eq!(
+        running["request_counts"],
+        json!({"total": 2, "completed": 0, "failed": 0})
+    );
     let response = gateway
         .post(&format!("/v1/batches/{id}/cancel"), Some(OWNER), &json!({}))
         .await;

@@ -69,7 +69,9 @@ fn spawn_run(jobs: &Arc<Jobs>, batch: Batch, slot: OwnedSemaphorePermit) {
     });
 }
 
-/// One open batch whose lease ran out (or was never taken), claimed.
+/// One open batch whose lease ran out (or was never taken), claimed. A
+/// paused batch waits for its pause to end, or for its window to close
+/// unless it was forwarded to a provider (whose window applies).
 async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
     let now = unix_now_ms();
     let candidates = jobs
@@ -77,7 +79,8 @@ async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
         .query(
             "SELECT id FROM sluice_batches WHERE status IN \
              ('validating', 'in_progress', 'finalizing', 'cancelling') \
-             AND lease_until < $1 AND (paused_until <= $2 OR expires_at <= $2) \
+             AND lease_until < $1 \
+             AND (paused_until <= $2 OR (expires_at <= $2 AND upstream_deployment IS NULL)) \
              ORDER BY created_at LIMIT 8",
             vec![now.into(), unix_now().into()],
         )

@@ -1,9 +1,10 @@
 //! A batch forwarded to a provider's Batch API (its model's deployment has
 //! `batch = "upstream"`): the input goes up once, the provider's batch is
-//! polled every `[batch] upstream_poll_interval` while this replica holds
-//! the lease, its counts and usage are mirrored, a local cancel is passed
-//! on, and once the provider is done its output and error files are copied
-//! down and the batch closes with the provider's status.
+//! read every `[batch] upstream_poll_interval` (each read one claim of the
+//! batch, by whichever replica's runner takes it; in between the batch is
+//! paused and holds no runner), its counts and usage are mirrored, a local
+//! cancel is passed on, and once the provider is done its output and error
+//! files are copied down and the batch closes with the provider's status.
 //!
 //! The provider's batch id is recorded by compare-and-set under the lease
 //! before anything else can forward the batch again, so a replica taking
@@ -17,7 +18,7 @@ use serde_json::{Value as Json, json};
 
 use super::super::{Jobs, JobsError, unix_now};
 use super::finalize;
-use super::record::{self, Batch, Counts, Status};
+use super::record::{Batch, Counts, Status};
 use super::runner::{self, Lease, Step};
 use super::upstream_files::{self, Closing};
 use crate::upstream::Deployment;
@@ -39,46 +40,41 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         .await?;
         return Ok(Step::Again);
     };
-    let mut upstream_id = batch.upstream_batch_id.clone();
-    let mut cancel_sent = false;
-    loop {
-        let Some(stored) = record::load(&jobs.db, &batch.id).await? else {
-            return Ok(Step::Stop);
+    let Some(upstream_id) = &batch.upstream_batch_id else {
+        if batch.status == Status::Cancelling {
+            finalize::close(jobs, batch, lease, Status::Cancelled).await?;
+            return Ok(Step::Again);
+        }
+        return match forward(jobs, batch, lease, &deployment).await? {
+            Forward::Created | Forward::Later => poll_later(jobs, batch, lease).await,
+            Forward::Closed => Ok(Step::Again),
+            Forward::Left => Ok(Step::Stop),
         };
-        match &upstream_id {
-            None if stored.status == Status::Cancelling => {
-                finalize::close(jobs, &stored, lease, Status::Cancelled).await?;
-                return Ok(Step::Again);
-            }
-            None => match forward(jobs, &stored, lease, &deployment).await? {
-                Forward::Created(id) => upstream_id = Some(id),
-                Forward::Later => {}
-                Forward::Closed => return Ok(Step::Again),
-                Forward::Left => return Ok(Step::Stop),
-            },
-            Some(id) => {
-                if stored.status == Status::Cancelling && !cancel_sent {
-                    cancel_sent = send_cancel(jobs, &deployment, id).await;
-                }
-                if let Some(step) = poll(jobs, &stored, lease, &deployment, id).await? {
-                    return Ok(step);
-                }
-            }
-        }
-        let waited = upstream_files::under_lease(
-            lease,
-            tokio::time::sleep(jobs.batch.upstream_poll_interval),
-        )
-        .await?;
-        if waited.is_none() {
-            return Ok(Step::Stop);
-        }
+    };
+    match poll(jobs, batch, lease, &deployment, upstream_id).await? {
+        Some(step) => Ok(step),
+        None => poll_later(jobs, batch, lease).await,
     }
+}
+
+/// Leaves the batch until its next poll is due, when any replica's runner
+/// claims it again: a forwarded batch holds no runner slot while the
+/// provider works on it.
+async fn poll_later(jobs: &Jobs, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
+    let until = unix_now() + jobs.batch.upstream_poll_interval.as_secs() as i64;
+    let paused = lease
+        .transition(batch.status, "paused_until = $1", vec![until.into()])
+        .await?;
+    // Not paused: cancelled meanwhile (handled at once), or the lease moved.
+    if paused || !lease.renew().await? {
+        return Ok(Step::Stop);
+    }
+    Ok(Step::Again)
 }
 
 /// What one attempt to forward a batch came to.
 enum Forward {
-    Created(String),
+    Created,
     /// Not now (the provider or the network failed); tried at the next poll.
     Later,
     /// The batch was closed here (the provider refused it, the key is gone).
@@ -153,7 +149,7 @@ async fn forward(
         return Ok(Forward::Left);
     }
     tracing::info!(batch = %batch.id, deployment = %deployment.name, upstream = %id, "batch forwarded");
-    Ok(Forward::Created(id))
+    Ok(Forward::Created)
 }
 
 /// A provider's refusal fails the batch with its message; anything else
@@ -221,6 +217,13 @@ async fn poll(
     let counts = mirrored_counts(&object);
     mirror(jobs, batch, &counts).await?;
     let Some(target) = terminal(&object) else {
+        let running = matches!(
+            object["status"].as_str(),
+            Some("validating" | "in_progress")
+        );
+        if batch.status == Status::Cancelling && running {
+            send_cancel(jobs, deployment, upstream_id).await;
+        }
         return Ok(None);
     };
     let closing = (target, counts);
