@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
 use crate::auth::Identity;
+use crate::upstream::Deployment;
 
 /// The `x-sluice-tag` of internal calls, in the ledger and the access log.
 pub const SEMANTIC_CACHE_TAG: &str = "sluice-internal:semantic-cache";
@@ -37,4 +38,13 @@ pub trait InternalCalls: Send + Sync + 'static {
     /// Whether calls of a class above `batch` wait for a concurrency slot:
     /// batch lines then hold back instead of adding to the queue.
     fn busier_work_waiting(&self) -> bool;
+
+    /// The deployment a batch for `model` is forwarded to: the first one,
+    /// in the model's priority order, with `batch = "upstream"`; `None`
+    /// runs the batch here, line by line.
+    fn batch_deployment(&self, model: &str) -> Option<Arc<Deployment>>;
+
+    /// The deployment named `name` in the config in force: a forwarded
+    /// batch is polled where it was sent, whatever routing says now.
+    fn deployment(&self, name: &str) -> Option<Arc<Deployment>>;
 }

@@ -41,6 +41,10 @@ pub struct BatchConfig {
     /// tries again (the batch pauses instead of failing its lines).
     #[serde(with = "duration::serde_duration")]
     pub budget_pause: Duration,
+    /// How often a batch forwarded to a provider's Batch API
+    /// (`batch = "upstream"` on its deployment) is polled there.
+    #[serde(with = "duration::serde_duration")]
+    pub upstream_poll_interval: Duration,
 }
 
 impl Default for BatchConfig {
@@ -56,6 +60,7 @@ impl Default for BatchConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             budget_pause: Duration::from_secs(60),
+            upstream_poll_interval: Duration::from_secs(30),
         }
     }
 }

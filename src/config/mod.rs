@@ -867,6 +867,21 @@ pub struct DeploymentConfig {
     pub rpm: Option<u64>,
     #[serde(default)]
     pub tpm: Option<u64>,
+    /// How batches for this deployment's models run: line by line through
+    /// the gateway, or forwarded to the provider's own Batch API.
+    #[serde(default)]
+    pub batch: BatchMode,
+}
+
+/// Where a batch runs. `Upstream` hands the whole file to the provider's
+/// Batch API (its batch price) and mirrors the result; `Local` sends each
+/// line through the gateway's pipeline (limits, budgets, fallbacks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMode {
+    #[default]
+    Local,
+    Upstream,
 }
 
 fn default_weight() -> u32 {

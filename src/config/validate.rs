@@ -101,6 +101,9 @@ fn check_jobs(config: &Config, problems: &mut Vec<String>) {
     if batch.lease < 3 * second || batch.poll_interval.is_zero() {
         problems.push("batch: lease must be at least 3s and poll_interval above 0".to_owned());
     }
+    if batch.upstream_poll_interval.is_zero() {
+        problems.push("batch.upstream_poll_interval: must be above 0".to_owned());
+    }
     if config.async_requests.max_concurrency == 0 {
         problems.push("async_requests.max_concurrency: must be above 0".to_owned());
     }
@@ -144,6 +147,11 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
         if deployment.provider == Provider::Azure && deployment.api_version.is_none() {
             problems.push(format!(
                 "{at}.api_version: required for Azure (e.g. \"2024-10-21\" or \"v1\")"
+            ));
+        }
+        if deployment.batch == super::BatchMode::Upstream && deployment.provider == Provider::Mock {
+            problems.push(format!(
+                "{at}.batch: \"upstream\" needs an openai or azure provider"
             ));
         }
         if deployment.models.is_empty() {

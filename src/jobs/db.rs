@@ -94,17 +94,33 @@ pub enum Db {
 }
 
 impl Db {
-    /// Opens the store and creates its tables (`schema`, in both dialects),
-    /// at start-up. SQLite opens now; PostgreSQL connects on first use, so a
+    /// Opens the store and creates its tables (`schema`, in both dialects)
+    /// and the columns `added` to tables made by an older schema, at
+    /// start-up. SQLite opens now; PostgreSQL connects on first use, so a
     /// database that is down at start-up only delays the API and the runners.
-    pub fn open(spec: &KeysStoreSpec, schema: &str, tasks: &Tasks) -> Result<Self, DbError> {
+    pub fn open(
+        spec: &KeysStoreSpec,
+        schema: &str,
+        added: &[(&str, &str)],
+        tasks: &Tasks,
+    ) -> Result<Self, DbError> {
         match spec {
-            KeysStoreSpec::Sqlite(path) => Ok(Self::Sqlite(Arc::new(Mutex::new(open_sqlite(
-                path, schema,
-            )?)))),
-            KeysStoreSpec::Postgres(url) => Ok(Self::Postgres(Arc::new(SharedPostgres::new(
-                url, schema, tasks,
-            )))),
+            KeysStoreSpec::Sqlite(path) => {
+                let connection = open_sqlite(path, schema)?;
+                add_sqlite_columns(&connection, added)?;
+                Ok(Self::Sqlite(Arc::new(Mutex::new(connection))))
+            }
+            KeysStoreSpec::Postgres(url) => {
+                let mut schema = schema.to_owned();
+                for (table, column) in added {
+                    schema.push_str(&format!(
+                        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column};\n"
+                    ));
+                }
+                Ok(Self::Postgres(Arc::new(SharedPostgres::new(
+                    url, schema, tasks,
+                ))))
+            }
         }
     }
 
@@ -217,6 +233,20 @@ fn open_sqlite(path: &Path, schema: &str) -> Result<Connection, DbError> {
     Ok(connection)
 }
 
+/// SQLite has no `ADD COLUMN IF NOT EXISTS`: a column already there is
+/// the one error expected.
+fn add_sqlite_columns(connection: &Connection, added: &[(&str, &str)]) -> Result<(), DbError> {
+    for (table, column) in added {
+        match connection.execute(&format!("ALTER TABLE {table} ADD COLUMN {column}"), []) {
+            Err(error) if !error.to_string().contains("duplicate column") => {
+                return Err(unavailable(error));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `$1` → `?1`: SQLite numbers `?NNN` parameters as PostgreSQL numbers `$N`.
 fn sqlite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -307,6 +337,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_store_made_before_a_column_gets_it_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-db-{}", fastrand::u64(..)));
+        let spec = KeysStoreSpec::Sqlite(dir.join("jobs.sqlite"));
+        let schema = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY);";
+        Db::open(&spec, schema, &[], &Tasks::new()).unwrap();
+        for _ in 0..2 {
+            let Db::Sqlite(connection) =
+                Db::open(&spec, schema, &[("t", "added BIGINT")], &Tasks::new()).unwrap()
+            else {
+                panic!("a SQLite spec opens SQLite");
+            };
+            let connection = connection.lock().unwrap();
+            connection
+                .execute("INSERT OR REPLACE INTO t (id, added) VALUES ('a', 1)", [])
+                .unwrap();
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[tokio::test]
     async fn sqlite_runs_the_shared_sql() {
         let dir = std::env::temp_dir().join(format!("sluice-db-{}", fastrand::u64(..)));
@@ -314,6 +364,7 @@ mod tests {
         let db = Db::open(
             &spec,
             "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, n BIGINT, note TEXT);",
+            &[("t", "extra TEXT")],
             &Tasks::new(),
         )
         .unwrap();

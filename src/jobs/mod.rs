@@ -2,6 +2,9 @@
 //! Batch API (run here, line by line, through the internal adapter at the
 //! `batch` class) and asynchronous requests (`Prefer: respond-async`).
 //!
+//! A deployment with `batch = "upstream"` takes its models' batches to the
+//! provider's own Batch API instead (`batch::upstream`).
+//!
 //! Everything is recorded in one job store (`[batch] store`: SQLite by
 //! default, PostgreSQL for a fleet) and file bytes in `[batch] files_dir`,
 //! so a restarted replica, or another one, picks up where a runner stopped.
@@ -30,6 +33,7 @@ use crate::config::{AsyncConfig, BatchConfig, Config, KeysStoreSpec};
 use crate::internal::InternalCalls;
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;
+use crate::upstream::UpstreamClient;
 
 pub use error::JobsError;
 
@@ -104,6 +108,8 @@ pub struct Jobs {
     pub internal: Arc<dyn InternalCalls>,
     pub tasks: Tasks,
     pub metrics: Metrics,
+    /// Talks to providers' Files and Batch APIs for forwarded batches.
+    pub upstream: UpstreamClient,
     /// This replica's name on the leases it takes.
     pub replica: String,
     /// Wakes the batch runner when a batch is created or cancelled here.
@@ -121,15 +127,15 @@ impl Jobs {
     pub fn open(
         config: &Config,
         internal: Arc<dyn InternalCalls>,
-        tasks: &Tasks,
-        metrics: &Metrics,
+        (tasks, metrics, upstream): (&Tasks, &Metrics, &UpstreamClient),
     ) -> Result<Option<Arc<Self>>, String> {
         let data_dir = &config.usage.data_dir;
         let Some(spec) = KeysStoreSpec::parse_named(&config.batch.store, data_dir, "jobs.sqlite")?
         else {
             return Ok(None);
         };
-        let db = Db::open(&spec, schema::SCHEMA, tasks).map_err(|error| error.to_string())?;
+        let db = Db::open(&spec, schema::SCHEMA, schema::ADDED_COLUMNS, tasks)
+            .map_err(|error| error.to_string())?;
         let files_dir = match config.batch.files_dir.as_str() {
             "" => PathBuf::from(data_dir).join("files"),
             dir => PathBuf::from(dir),
@@ -142,6 +148,7 @@ impl Jobs {
             internal,
             tasks: tasks.clone(),
             metrics: metrics.clone(),
+            upstream: upstream.clone(),
             replica: new_id("replica-"),
             batch_wake: tokio::sync::Notify::new(),
             line_permits: Arc::new(tokio::sync::Semaphore::new(config.batch.max_concurrency)),

@@ -4,6 +4,9 @@
 //! - `sluice_files`: one row per file; its bytes are `files_dir/<id>`.
 //! - `sluice_batches`: one row per batch: what the client asked, where it
 //!   stands, and which replica runs it until when (`runner`, `lease_until`).
+//!   A batch forwarded to a provider's Batch API names the deployment and
+//!   the provider's batch id (`upstream_*`), and mirrors its counts and
+//!   usage there.
 //! - `sluice_batch_results`: one row per finished input line, keyed by
 //!   (batch, line number): a line is recorded once whoever runs it, so a
 //!   batch resumed after a crash or taken over skips what is recorded and
@@ -27,7 +30,10 @@ CREATE TABLE IF NOT EXISTS sluice_batches (
     created_at BIGINT NOT NULL, in_progress_at BIGINT, expires_at BIGINT NOT NULL,
     finalizing_at BIGINT, completed_at BIGINT, failed_at BIGINT, expired_at BIGINT,
     cancelling_at BIGINT, cancelled_at BIGINT,
-    runner TEXT, lease_until BIGINT NOT NULL, paused_until BIGINT NOT NULL);
+    runner TEXT, lease_until BIGINT NOT NULL, paused_until BIGINT NOT NULL,
+    upstream_deployment TEXT, upstream_batch_id TEXT,
+    upstream_completed BIGINT, upstream_failed BIGINT, upstream_input_tokens BIGINT,
+    upstream_output_tokens BIGINT, upstream_cached_tokens BIGINT);
 CREATE INDEX IF NOT EXISTS sluice_batches_listing ON sluice_batches (created_at, id);
 CREATE TABLE IF NOT EXISTS sluice_batch_results (
     batch_id TEXT NOT NULL, line BIGINT NOT NULL, failed BIGINT NOT NULL,
@@ -45,3 +51,16 @@ CREATE TABLE IF NOT EXISTS sluice_async_jobs (
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_open ON sluice_async_jobs (lease_until, created_at);
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_expiry ON sluice_async_jobs (expires_at);
 ";
+
+/// Columns added after a table was first released, as `(table, column and
+/// type)`: a store made before them gets them at start-up (`SCHEMA`'s
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+pub const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("sluice_batches", "upstream_deployment TEXT"),
+    ("sluice_batches", "upstream_batch_id TEXT"),
+    ("sluice_batches", "upstream_completed BIGINT"),
+    ("sluice_batches", "upstream_failed BIGINT"),
+    ("sluice_batches", "upstream_input_tokens BIGINT"),
+    ("sluice_batches", "upstream_output_tokens BIGINT"),
+    ("sluice_batches", "upstream_cached_tokens BIGINT"),
+];

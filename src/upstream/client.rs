@@ -10,7 +10,7 @@ use super::{Deployment, Endpoint, UpstreamError, UpstreamRequest, UpstreamRespon
 
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
 }
 
 impl UpstreamClient {
@@ -111,7 +111,7 @@ fn classify(error: reqwest::Error) -> UpstreamError {
 
 /// reqwest's top-level message repeats the URL; the innermost cause is what
 /// an operator needs, and it never contains credentials.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(next) = current.source() {
         current = next;

@@ -11,7 +11,7 @@ use super::mock::MockResponses;
 use super::mock::MockUpstream;
 use super::target::Target;
 use super::{Endpoint, StoredCall};
-use crate::config::{DeploymentConfig, Provider};
+use crate::config::{BatchMode, DeploymentConfig, Provider};
 
 pub struct Deployment {
     pub name: Arc<str>,
@@ -22,6 +22,8 @@ pub struct Deployment {
     pub weight: u32,
     /// Deadline for the first byte and for each gap between body chunks.
     pub timeout: Duration,
+    /// Whether batches for its models are forwarded to its Batch API.
+    pub batch: BatchMode,
     pub(super) target: Target,
     pub(super) auth: Option<(http::HeaderName, HeaderValue)>,
     pub(super) mock: Option<MockUpstream>,
@@ -61,6 +63,7 @@ impl Deployment {
             priority: config.priority,
             weight: config.weight,
             timeout: config.timeout,
+            batch: config.batch,
             target,
             auth,
             mock: (config.provider == Provider::Mock).then(|| MockUpstream::new(&config.mock)),
@@ -90,6 +93,20 @@ impl Deployment {
             None => reqwest::Url::parse(&self.target.url(endpoint, upstream_model))
                 .map_err(|e| e.to_string()),
         }
+    }
+
+    /// The URL of a Files or Batch API call (`files`, `batches/{id}`...).
+    pub fn api_url(&self, path: &str) -> Result<reqwest::Url, String> {
+        let url = self
+            .target
+            .api_url(path)
+            .ok_or("the mock provider has no Files or Batch API")?;
+        reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))
+    }
+
+    /// The header carrying the deployment's `api_key`, if it has one.
+    pub fn auth_header(&self) -> Option<&(http::HeaderName, HeaderValue)> {
+        self.auth.as_ref()
     }
 
     /// The model name (or Azure deployment name) the upstream knows this model by.

@@ -1,7 +1,9 @@
 //! Talking to providers: where a request goes (`target`), how it is sent
-//! (`client`), and the in-process `mock` provider. Knows nothing of keys,
+//! (`client`), the provider's Files and Batch APIs (`batch_api`), and the
+//! in-process `mock` provider. Knows nothing of keys,
 //! limits or routing policy.
 
+pub mod batch_api;
 mod client;
 mod deployment;
 mod mock;

@@ -4,6 +4,7 @@
 //!   the Responses API has no deployment segment and names it in `model` instead.
 //! - Azure v1 (`api_version = "v1"`): `{base_url}/openai/v1/{path}`, `model` = deployment.
 //! - Calls on a stored response: the Responses URL plus `/{id}[/input_items|/cancel]`.
+//! - The Files and Batch APIs (batches forwarded upstream): `api_url`.
 
 use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};
@@ -66,6 +67,21 @@ impl Target {
         url
     }
 
+    /// Where a call on the provider's Files or Batch API goes: `path` is
+    /// below the API root (`files`, `files/{id}/content`, `batches/{id}`),
+    /// the same for OpenAI and Azure, which adds its `openai/` prefix and
+    /// (classic) its `api-version`. `None` for the mock, which has neither.
+    pub fn api_url(&self, path: &str) -> Option<String> {
+        match self {
+            Self::OpenAi { base } => Some(format!("{base}/{path}")),
+            Self::AzureV1 { base } => Some(format!("{base}/openai/v1/{path}")),
+            Self::AzureClassic { base, api_version } => {
+                Some(format!("{base}/openai/{path}?api-version={api_version}"))
+            }
+            Self::Mock => None,
+        }
+    }
+
     /// A cheap authenticated GET that proves the deployment answers.
     pub fn probe_url(&self) -> Option<String> {
         match self {
@@ -85,5 +101,37 @@ impl Target {
             Self::AzureClassic { .. } => endpoint == Endpoint::Responses,
             Self::Mock => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_batches_urls_per_provider() {
+        let openai = Target::OpenAi {
+            base: "https://api.openai.com/v1".into(),
+        };
+        let classic = Target::AzureClassic {
+            base: "https://r.openai.azure.com".into(),
+            api_version: "2024-10-21".into(),
+        };
+        let v1 = Target::AzureV1 {
+            base: "https://r.openai.azure.com".into(),
+        };
+        assert_eq!(
+            openai.api_url("files/f1/content").as_deref(),
+            Some("https://api.openai.com/v1/files/f1/content")
+        );
+        assert_eq!(
+            classic.api_url("batches/b1/cancel").as_deref(),
+            Some("https://r.openai.azure.com/openai/batches/b1/cancel?api-version=2024-10-21")
+        );
+        assert_eq!(
+            v1.api_url("files").as_deref(),
+            Some("https://r.openai.azure.com/openai/v1/files")
+        );
+        assert_eq!(Target::Mock.api_url("files"), None);
     }
 }

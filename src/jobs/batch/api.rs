@@ -134,6 +134,9 @@ async fn create_batch(
         expired_at: None,
         cancelling_at: None,
         cancelled_at: None,
+        upstream_deployment: None,
+        upstream_batch_id: None,
+        upstream_counts: None,
     };
     let placeholders: Vec<String> = (1..=batch.to_values().len())
         .map(|n| format!("${n}"))

@@ -62,7 +62,8 @@ impl Status {
 pub const COLUMNS: &str = "id, owner, org, status, endpoint, input_file_id, completion_window, \
      metadata, output_expires_after, model, total, errors, output_file_id, error_file_id, \
      created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at, \
-     cancelling_at, cancelled_at";
+     cancelling_at, cancelled_at, upstream_deployment, upstream_batch_id, upstream_completed, \
+     upstream_failed, upstream_input_tokens, upstream_output_tokens, upstream_cached_tokens";
 
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -91,6 +92,12 @@ pub struct Batch {
     pub expired_at: Option<i64>,
     pub cancelling_at: Option<i64>,
     pub cancelled_at: Option<i64>,
+    /// The deployment a forwarded batch went to (`batch = "upstream"`).
+    pub upstream_deployment: Option<String>,
+    /// The provider's id for it, once created there.
+    pub upstream_batch_id: Option<String>,
+    /// The provider's counts and usage, shown in place of the local ones.
+    pub upstream_counts: Option<Counts>,
 }
 
 impl Batch {
@@ -121,6 +128,15 @@ impl Batch {
             expired_at: next().int(),
             cancelling_at: next().int(),
             cancelled_at: next().int(),
+            upstream_deployment: next().into_text(),
+            upstream_batch_id: next().into_text(),
+            upstream_counts: next().int().map(|completed| Counts {
+                completed,
+                failed: next().int().unwrap_or(0),
+                input_tokens: next().int().unwrap_or(0),
+                output_tokens: next().int().unwrap_or(0),
+                cached_tokens: next().int().unwrap_or(0),
+            }),
         })
     }
 
@@ -150,11 +166,26 @@ impl Batch {
             self.expired_at.into(),
             self.cancelling_at.into(),
             self.cancelled_at.into(),
+            self.upstream_deployment.clone().into(),
+            self.upstream_batch_id.clone().into(),
+            self.upstream_counts.map(|counts| counts.completed).into(),
+            self.upstream_counts.map(|counts| counts.failed).into(),
+            self.upstream_counts
+                .map(|counts| counts.input_tokens)
+                .into(),
+            self.upstream_counts
+                .map(|counts| counts.output_tokens)
+                .into(),
+            self.upstream_counts
+                .map(|counts| counts.cached_tokens)
+                .into(),
         ]
     }
 
-    /// The OpenAI `batch` object.
+    /// The OpenAI `batch` object; a forwarded batch shows the provider's
+    /// counts rather than `counts` (it records no lines here).
     pub fn to_json(&self, counts: &Counts) -> Json {
+        let counts = self.upstream_counts.as_ref().unwrap_or(counts);
         let parse = |text: &Option<String>| {
             text.as_deref()
                 .and_then(|text| serde_json::from_str::<Json>(text).ok())

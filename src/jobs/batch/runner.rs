@@ -1,7 +1,9 @@
 //! The batch runner of one replica: claims open batches with a lease,
 //! keeps the lease alive while it works, and drives each batch through
 //! `validating → in_progress → finalizing → completed` (or `failed`,
-//! `expired`, `cancelling → cancelled`).
+//! `expired`, `cancelling → cancelled`). A batch whose model a deployment
+//! with `batch = "upstream"` serves is forwarded there (`upstream`) instead
+//! of run line by line (`run`).
 //!
 //! A lease is a compare-and-set on `(runner, lease_until)`: a batch whose
 //! runner stopped heart-beating (a crash, `kill -9`, a lost network) is
@@ -16,6 +18,7 @@ use super::super::{Jobs, JobsError, unix_now, unix_now_ms};
 use super::finalize;
 use super::record::{self, Batch, Status};
 use super::run;
+use super::upstream;
 use super::validate;
 
 /// Batches one replica runs at once; their lines share `max_concurrency`.
@@ -66,7 +69,9 @@ fn spawn_run(jobs: &Arc<Jobs>, batch: Batch, slot: OwnedSemaphorePermit) {
     });
 }
 
-/// One open batch whose lease ran out (or was never taken), claimed.
+/// One open batch whose lease ran out (or was never taken), claimed. A
+/// paused batch waits for its pause to end, or for its window to close
+/// unless it was forwarded to a provider (whose window applies).
 async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
     let now = unix_now_ms();
     let candidates = jobs
@@ -74,7 +79,8 @@ async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
         .query(
             "SELECT id FROM sluice_batches WHERE status IN \
              ('validating', 'in_progress', 'finalizing', 'cancelling') \
-             AND lease_until < $1 AND (paused_until <= $2 OR expires_at <= $2) \
+             AND lease_until < $1 \
+             AND (paused_until <= $2 OR (expires_at <= $2 AND upstream_deployment IS NULL)) \
              ORDER BY created_at LIMIT 8",
             vec![now.into(), unix_now().into()],
         )
@@ -185,6 +191,9 @@ async fn drive(jobs: &Arc<Jobs>, mut batch: Batch, lease: &Lease) -> Result<(), 
     loop {
         let step = match batch.status {
             Status::Validating => validate_batch(jobs, &batch, lease).await?,
+            Status::InProgress | Status::Cancelling if batch.upstream_deployment.is_some() => {
+                upstream::execute(jobs, &batch, lease).await?
+            }
             Status::InProgress | Status::Cancelling => run::execute(jobs, &batch, lease).await?,
             Status::Finalizing => {
                 finalize::close(jobs, &batch, lease, Status::Completed).await?;
@@ -248,11 +257,25 @@ async fn validate_batch(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Resul
             .await?;
         return Ok(Step::Again);
     }
+    // Chosen once, here: a batch with lines run locally is never forwarded
+    // later (that would run them twice), and a forwarded one stays with
+    // the deployment it went to.
+    let forward_to = found
+        .model
+        .as_deref()
+        .and_then(|model| jobs.internal.batch_deployment(model))
+        .map(|deployment| deployment.name.to_string());
     lease
         .transition(
             Status::Validating,
-            "status = 'in_progress', in_progress_at = $1, total = $2, model = $3",
-            vec![unix_now().into(), found.total.into(), found.model.into()],
+            "status = 'in_progress', in_progress_at = $1, total = $2, model = $3, \
+             upstream_deployment = $4",
+            vec![
+                unix_now().into(),
+                found.total.into(),
+                found.model.into(),
+                forward_to.into(),
+            ],
         )
         .await?;
     Ok(Step::Again)

@@ -30,11 +30,12 @@ use tower::util::{Oneshot, ServiceExt};
 
 use super::StartError;
 use super::stack::Apart;
-use crate::config::{Config, KeyConfig};
+use crate::config::{BatchMode, Config, KeyConfig};
 use crate::error::GatewayError;
 use crate::internal::InternalCalls;
 use crate::keys::RuntimeKey;
 use crate::tasks::Tasks;
+use crate::upstream::Deployment;
 
 pub use admin::routes as admin_routes;
 pub use registries::Registries;
@@ -195,5 +196,26 @@ impl InternalCalls for Pipeline {
             .get()
             .and_then(Weak::upgrade)
             .is_some_and(|live| live.snapshot().models.contains(model))
+    }
+
+    fn batch_deployment(&self, model: &str) -> Option<Arc<Deployment>> {
+        let live = self.live.get().and_then(Weak::upgrade)?;
+        let snapshot = live.snapshot();
+        let route = snapshot.router.route(model)?;
+        route
+            .backends()
+            .find(|backend| backend.deployment.batch == BatchMode::Upstream)
+            .map(|backend| backend.deployment.clone())
+    }
+
+    fn deployment(&self, name: &str) -> Option<Arc<Deployment>> {
+        let live = self.live.get().and_then(Weak::upgrade)?;
+        let snapshot = live.snapshot();
+        snapshot
+            .router
+            .backends()
+            .iter()
+            .find(|backend| &*backend.deployment.name == name)
+            .map(|backend| backend.deployment.clone())
     }
 }

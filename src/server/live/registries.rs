@@ -77,7 +77,7 @@ impl Registries {
             throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
             metrics: metrics.clone(),
         };
-        let jobs = Jobs::open(config, internal, &tasks, &metrics)
+        let jobs = Jobs::open(config, internal, (&tasks, &metrics, &client))
             .map_err(|e| StartError::Build(format!("batch.store: {e}")))?;
         Ok(Self {
             jobs,

@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub keys: Arc<KeyStore>,
     /// Every model name a call may ask for: deployments' and virtual ones.
     pub models: HashSet<Arc<str>>,
+    /// The router its dispatcher uses: batches find the deployment they are
+    /// forwarded to (`batch = "upstream"`) here.
+    pub router: Arc<ModelRouter>,
 }
 
 impl Snapshot {
@@ -136,7 +139,7 @@ impl Snapshot {
             cache,
             admin: admin.clone(),
             dispatcher: Arc::new(Dispatcher::new(
-                router,
+                router.clone(),
                 registries.client.clone(),
                 &config,
                 registries.cut.clone(),
@@ -170,6 +173,7 @@ impl Snapshot {
             loops,
             keys,
             models,
+            router,
         })
     }
 }
