@@ -123,11 +123,13 @@ impl Files {
     }
 
     /// Creates the directory and removes temporary files a crash left.
+    /// Only old ones: on a `files_dir` a fleet shares, a younger one may be
+    /// another replica's upload or output file being written right now.
     pub async fn prepare(&self) -> std::io::Result<()> {
         tokio::fs::create_dir_all(&self.dir).await?;
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         while let Some(entry) = entries.next_entry().await? {
-            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+            if entry.file_name().to_string_lossy().starts_with(PARTIAL) && is_orphan(&entry).await {
                 let _ = tokio::fs::remove_file(entry.path()).await;
             }
         }
@@ -322,6 +324,18 @@ impl Files {
         }
         Ok(removed)
     }
+}
+
+/// A temporary file untouched this long is a crash's leftover: an upload
+/// that stalls 30 s is abandoned, and output files are written without pause.
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+async fn is_orphan(entry: &tokio::fs::DirEntry) -> bool {
+    let modified = entry.metadata().await.and_then(|meta| meta.modified());
+    modified
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .is_some_and(|age| age >= ORPHAN_AGE)
 }
 
 /// `GET /v1/files` paging.
