@@ -300,6 +300,47 @@ async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
     assert!(upstream.calls() >= LINES, "{} calls", upstream.calls());
 }
 
+/// The input file deleted while its batch runs: the batch still resumes
+/// after a `kill -9` (the bytes stay until it closes), then they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_input_was_deleted_still_resumes() {
+    let dir = TempDir::new();
+    let upstream = slow_upstream().await;
+    let client = reqwest::Client::new();
+
+    let mut first = Sluice::start(&dir.0, &upstream, "", "first").await;
+    let file_id = upload(&client, &first.url, &input()).await;
+    let batch_id = create_batch(&client, &first.url, &file_id).await;
+    wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
+    let deleted = client
+        .delete(format!("{}/v1/files/{file_id}", first.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let gone = client
+        .get(format!("{}/v1/files/{file_id}", first.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    first.kill_9();
+
+    let second = Sluice::start(&dir.0, &upstream, "", "second").await;
+    let done = wait_for(&client, &second, &batch_id, |batch| {
+        batch["status"] != "in_progress" && batch["status"] != "finalizing"
+    })
+    .await;
+    assert_exactly_once(&client, &second.url, &done).await;
+    let bytes = dir.0.join("files").join(&file_id);
+    assert!(
+        !bytes.exists(),
+        "the deleted input's bytes outlived its batch"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_takes_over_the_batch_of_one_killed_on_postgres() {
     let database = TestDatabase::create(postgres::PLAIN).await;
