@@ -9,7 +9,7 @@ use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
 use super::super::db::{Db, Row, Value};
-use super::super::{JobsError, Owner, new_id, unix_now};
+use super::super::{JobsError, Owner, new_sorted_id, unix_now};
 
 /// Prefix of files being written; never listed, swept at start-up.
 const PARTIAL: &str = ".partial-";
@@ -139,7 +139,7 @@ impl Files {
     /// Starts writing a new file of at most `limit` bytes under `prefix`
     /// (`file`); `finish` makes it visible.
     pub async fn begin(&self, limit: u64) -> Result<Upload, JobsError> {
-        let id = new_id("file-");
+        let id = new_sorted_id("file-");
         let partial = self.dir.join(format!("{PARTIAL}{id}"));
         tokio::fs::create_dir_all(&self.dir)
             .await
