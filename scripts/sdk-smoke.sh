@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the official OpenAI Python SDK against the real sluice binary on a
-# mock upstream, then validates the mock's answers against OpenAI's OpenAPI
+# mock upstream (chat, streaming, the Azure client, files and batches), then
+# validates the mock's answers against OpenAI's OpenAPI
 # description (tests/python/spec_check.py). Installs the SDK, jsonschema and
 # PyYAML from PyPI into target/py-venv on first use.
 set -euo pipefail
@@ -22,6 +23,8 @@ cat > "$config" <<TOML
 listen = "127.0.0.1:$port"
 [usage]
 data_dir = "$data_dir"
+[batch]
+poll_interval = "100ms"
 [[deployments]]
 name = "mock"
 provider = "mock"
@@ -48,6 +51,9 @@ done
 "$venv/bin/python" tests/python/sdk_smoke.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001
 # The Azure client: /openai/deployments/..., /openai/responses, /openai/v1/...
 "$venv/bin/python" tests/python/azure_smoke.py "http://127.0.0.1:$port" sk-smoke-key-0001
+# Files and batches, run by sluice itself on the mock; the second key must
+# not see the first key's.
+"$venv/bin/python" tests/python/batch_smoke.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001 sk-smoke-limited-01
 "$venv/bin/python" tests/python/spec_check.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001 "$spec"
 
 # Graceful shutdown on SIGTERM exits cleanly.

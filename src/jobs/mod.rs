@@ -98,6 +98,26 @@ pub fn new_id(prefix: &str) -> String {
     id
 }
 
+/// `prefix`, the time in milliseconds (9 base-36 digits) and 15 random
+/// characters: ids made later sort after earlier ones, so lists ordered by
+/// `(created_at, id)` are newest first even within one second (`created_at`
+/// counts seconds).
+pub fn new_sorted_id(prefix: &str) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut stamp = [b'0'; 9];
+    let mut millis = unix_now_ms().max(0) as u64;
+    for digit in stamp.iter_mut().rev() {
+        *digit = DIGITS[(millis % 36) as usize];
+        millis /= 36;
+    }
+    let random = new_id("");
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    id.extend(stamp.iter().map(|digit| char::from(*digit)));
+    id.push_str(&random[..15]);
+    id
+}
+
 /// The job store, file storage and runners of this replica.
 pub struct Jobs {
     pub db: Db,
@@ -192,5 +212,20 @@ impl Jobs {
     /// the caller of work Sluice runs for it; `None` once it is gone.
     pub fn identity_of(&self, key_id: &str) -> Option<Arc<Identity>> {
         self.internal.identity(key_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_ids_sort_by_creation_and_stay_unguessable() {
+        let first = new_sorted_id("batch_");
+        std::thread::sleep(Duration::from_millis(2));
+        let second = new_sorted_id("batch_");
+        assert!(first < second, "{first} !< {second}");
+        assert_eq!(second.len(), "batch_".len() + 24);
+        assert_ne!(new_sorted_id("f")[10..], new_sorted_id("f")[10..]);
     }
 }

@@ -143,6 +143,55 @@ async function main() {
     return [types[0] === "response.created" && types.at(-1) === "response.completed" && text, types];
   });
 
+  await check("files and batches", async () => {
+    const lines = [0, 1, 2].map((n) =>
+      JSON.stringify({
+        custom_id: `node-${n}`,
+        method: "POST",
+        url: "/v1/chat/completions",
+        body: { model: "gpt-4o-mini", messages: [{ role: "user", content: `Say ${n}` }] },
+      }),
+    );
+    const file = await client.files.create({
+      file: await OpenAI.toFile(Buffer.from(lines.join("\n") + "\n"), "node.jsonl"),
+      purpose: "batch",
+    });
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+      metadata: { client: "node" },
+    });
+    // Bounded poll: the gateway runs the batch itself.
+    let batch = created;
+    const deadline = Date.now() + 60_000;
+    while (!["completed", "failed", "expired", "cancelled"].includes(batch.status)) {
+      if (Date.now() > deadline) return [false, batch];
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      batch = await client.batches.retrieve(created.id);
+    }
+    const text = await (await client.files.content(batch.output_file_id)).text();
+    const outputs = text.trim().split("\n").map((line) => JSON.parse(line));
+    const ids = outputs.map((line) => line.custom_id).sort();
+    const listed = [];
+    for await (const item of client.batches.list({ limit: 1 })) {
+      listed.push(item.id);
+      if (listed.length > 100) break;
+    }
+    const deleted = await client.files.delete(file.id);
+    return [
+      batch.status === "completed" &&
+        batch.metadata.client === "node" &&
+        batch.request_counts.completed === 3 &&
+        JSON.stringify(ids) === JSON.stringify(["node-0", "node-1", "node-2"]) &&
+        outputs.every((line) => line.response.status_code === 200 && line.response.body.choices.length > 0) &&
+        listed.includes(created.id) &&
+        new Set(listed).size === listed.length &&
+        deleted.deleted === true,
+      { batch, ids, listed },
+    ];
+  });
+
   await check("unknown model raises NotFoundError", async () => {
     try {
       await client.chat.completions.create({ model: "gpt-9", messages });

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 use super::super::files::api::{Caller, expiry_seconds, query_error};
-use super::super::{Jobs, JobsError, Owner, new_id, ok_json, unix_now};
+use super::super::{Jobs, JobsError, Owner, new_sorted_id, ok_json, unix_now};
 use super::record::{self, Batch, COLUMNS, Status};
 
 /// The endpoints a batch may run.
@@ -111,7 +111,7 @@ async fn create_batch(
     }
     let now = unix_now();
     let batch = Batch {
-        id: new_id("batch_"),
+        id: new_sorted_id("batch_"),
         owner: owner.key_id.to_string(),
         org: owner.org.as_deref().map(str::to_owned),
         status: Status::Validating,

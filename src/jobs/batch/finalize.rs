@@ -96,7 +96,9 @@ pub async fn close(
 async fn write_file(jobs: &Jobs, batch: &Batch, failed: bool) -> Result<Option<String>, JobsError> {
     let suffix = batch.id.strip_prefix("batch_").unwrap_or(&batch.id);
     let id = format!("file-{}{suffix}", if failed { "err" } else { "out" });
-    let scratch = jobs.files.scratch(&id);
+    // Named for this replica too: a replica that took the batch over while
+    // this one still finalizes writes its own copy, not into this one's.
+    let scratch = jobs.files.scratch(&format!("{id}-{}", jobs.replica));
     let file = tokio::fs::File::create(&scratch)
         .await
         .map_err(JobsError::Storage)?;

@@ -206,7 +206,12 @@ async fn drive(jobs: &Arc<Jobs>, mut batch: Batch, lease: &Lease) -> Result<(), 
         }
         match record::load(&jobs.db, &batch.id).await? {
             Some(next) if next.status.is_open() => batch = next,
-            _ => return Ok(()),
+            _ => {
+                if let Err(error) = jobs.files.release_input(&batch.input_file_id).await {
+                    tracing::warn!(batch = %batch.id, %error, "deleted input file not removed");
+                }
+                return Ok(());
+            }
         }
     }
 }

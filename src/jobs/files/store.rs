@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
 use super::super::db::{Db, Row, Value};
-use super::super::{JobsError, Owner, new_id, unix_now};
+use super::super::{JobsError, Owner, new_sorted_id, unix_now};
 
 /// Prefix of files being written; never listed, swept at start-up.
 const PARTIAL: &str = ".partial-";
@@ -149,7 +149,7 @@ impl Files {
     /// Starts writing a new file of at most `limit` bytes under `prefix`
     /// (`file`); `finish` makes it visible.
     pub async fn begin(&self, limit: u64) -> Result<Upload, JobsError> {
-        let id = new_id("file-");
+        let id = new_sorted_id("file-");
         let partial = self.dir.join(format!("{PARTIAL}{id}"));
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -304,10 +304,46 @@ impl Files {
         Ok(true)
     }
 
+    /// Deletes the row, then the bytes, unless an open batch reads them: a
+    /// runner that resumes it (after a restart, on another replica) could
+    /// not open its input and the batch would stay open for ever. Its
+    /// runner removes them once it closes (`release_input`).
     async fn remove(&self, id: &str) -> Result<(), JobsError> {
         self.db
             .execute("DELETE FROM sluice_files WHERE id = $1", vec![id.into()])
             .await?;
+        if self.read_by_open_batch(id).await? {
+            return Ok(());
+        }
+        self.remove_bytes(id).await
+    }
+
+    async fn read_by_open_batch(&self, id: &str) -> Result<bool, JobsError> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT id FROM sluice_batches WHERE input_file_id = $1 AND status IN \
+                 ('validating', 'in_progress', 'finalizing', 'cancelling') LIMIT 1",
+                vec![id.into()],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Removes the bytes of a closed batch's input file if the file was
+    /// deleted (or expired) while the batch ran.
+    pub async fn release_input(&self, id: &str) -> Result<(), JobsError> {
+        let row = self
+            .db
+            .query_one("SELECT id FROM sluice_files WHERE id = $1", vec![id.into()])
+            .await?;
+        if row.is_none() && !self.read_by_open_batch(id).await? {
+            self.remove_bytes(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_bytes(&self, id: &str) -> Result<(), JobsError> {
         match tokio::fs::remove_file(self.path(id)).await {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 Err(JobsError::Storage(error))

@@ -1,0 +1,370 @@
+//! Batch API benchmark: `cargo bench --bench batch`.
+//!
+//! The real `sluice` binary (the release build `cargo bench` makes, or
+//! `SLUICE_BIN`) runs as its own process, so its memory can be read from
+//! `/proc/<pid>/status`, in front of a fake upstream with a quota: every
+//! answer takes 20 ms and at most 16 requests may be in flight, more get a
+//! 429 with `retry-after-ms: 20`. The quota is thus 16 / 20 ms = 800
+//! requests/s. Sluice runs a 5,000-line then a 50,000-line chat batch from
+//! upload to `completed` (SQLite job store, usage ledger on). Printed per
+//! batch: time to complete, lines/s, the ratio of lines/s to the quota,
+//! the upstream's 429s, and the gateway's RSS sampled every 200 ms (peak,
+//! and one sample a second).
+//!
+//! Knobs (env): BENCH_BATCH_LINES (default 50000), BENCH_BATCH_SMALL_LINES
+//! (5000), BENCH_QUOTA_SLOTS (16), BENCH_QUOTA_LATENCY_MS (20).
+#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::header::CONTENT_TYPE;
+use serde_json::Value;
+
+use common::{COMPLETION, KEY, env_or};
+
+/// RSS sampling period.
+const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// Longest one batch may take before the bench gives up.
+const BATCH_DEADLINE: Duration = Duration::from_secs(150);
+
+/// The fake upstream's quota and its counters.
+struct Quota {
+    slots: usize,
+    latency: Duration,
+    in_flight: AtomicUsize,
+    answered: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl Quota {
+    fn per_second(&self) -> f64 {
+        self.slots as f64 / self.latency.as_secs_f64()
+    }
+}
+
+/// Answers after `latency` while fewer than `slots` are in flight, else a
+/// 429 at once, as a provider's concurrency quota does.
+async fn quota_completion(State(quota): State<Arc<Quota>>) -> Response {
+    let before = quota.in_flight.fetch_add(1, Ordering::SeqCst);
+    if before >= quota.slots {
+        quota.in_flight.fetch_sub(1, Ordering::SeqCst);
+        quota.throttled.fetch_add(1, Ordering::Relaxed);
+        return (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            [("content-type", "application/json"), ("retry-after-ms", "20")],
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+        )
+            .into_response();
+    }
+    tokio::time::sleep(quota.latency).await;
+    quota.in_flight.fetch_sub(1, Ordering::SeqCst);
+    quota.answered.fetch_add(1, Ordering::Relaxed);
+    ([(CONTENT_TYPE, "application/json")], COMPLETION).into_response()
+}
+
+async fn start_quota_upstream(quota: Arc<Quota>) -> std::net::SocketAddr {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(quota_completion))
+        .with_state(quota);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The gateway process, killed on drop.
+struct Sluice {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn start_sluice(upstream: std::net::SocketAddr) -> Sluice {
+    let dir = std::env::temp_dir().join(format!("sluice-batch-bench-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+[usage]
+data_dir = "{}"
+[batch]
+poll_interval = "100ms"
+[[deployments]]
+name = "quota"
+provider = "openai"
+base_url = "http://{upstream}/v1"
+api_key = "upstream-key"
+models = ["gpt-4o"]
+[[keys]]
+name = "bench"
+key = "{KEY}"
+"#,
+        dir.display()
+    );
+    let config_path = dir.join("sluice.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+    let child = Command::new(&binary)
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("SLUICE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sluice = Sluice {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let health = client.get(format!("{}/healthz", sluice.url)).send().await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            return sluice;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("sluice ({binary}) did not start");
+}
+
+/// The gateway's resident set, in MiB, from `/proc/<pid>/status`.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `lines` chat requests; a few system prompts, so prefix grouping has
+/// something to group.
+fn input(lines: usize) -> Vec<u8> {
+    let mut text = String::with_capacity(lines * 200);
+    for n in 0..lines {
+        let line = serde_json::json!({
+            "custom_id": format!("req-{n}"),
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o", "max_tokens": 16, "messages": [
+                {"role": "system", "content": format!("You are assistant number {}.", n % 8)},
+                {"role": "user", "content": format!("Summarise item {n} in one line.")},
+            ]},
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text.into_bytes()
+}
+
+async fn upload(client: &reqwest::Client, url: &str, bytes: Vec<u8>) -> String {
+    const BOUNDARY: &str = "sluice-batch-bench-boundary";
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.jsonl\"\r\n\
+         Content-Type: application/jsonl\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let response = client
+        .post(format!("{url}/v1/files"))
+        .bearer_auth(KEY)
+        .header(
+            CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "upload refused");
+    let file: Value = response.json().await.unwrap();
+    file["id"].as_str().unwrap().to_owned()
+}
+
+async fn call(request: reqwest::RequestBuilder) -> Value {
+    let response = request.bearer_auth(KEY).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
+}
+
+/// What one batch run measured.
+struct Run {
+    elapsed: Duration,
+    running: Duration,
+    samples: Vec<f64>,
+    output_lines: usize,
+    throttled: u64,
+}
+
+/// Uploads `lines` requests, runs them as a batch until `completed` while
+/// sampling the gateway's RSS, and checks the output has every line.
+async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
+    let client = reqwest::Client::new();
+    let file_id = upload(&client, &sluice.url, input(lines)).await;
+    let pid = sluice.child.id();
+    let sampling = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                if let Some(rss) = rss_mib(pid) {
+                    sampling.lock().unwrap().push(rss);
+                }
+            }
+        })
+    };
+    let throttled_before = quota.throttled.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let batch = call(
+        client
+            .post(format!("{}/v1/batches", sluice.url))
+            .json(&serde_json::json!({
+                "input_file_id": file_id,
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            })),
+    )
+    .await;
+    let id = batch["id"].as_str().unwrap().to_owned();
+    let done = loop {
+        let batch = call(client.get(format!("{}/v1/batches/{id}", sluice.url))).await;
+        match batch["status"].as_str().unwrap() {
+            "completed" => break batch,
+            "validating" | "in_progress" | "finalizing" => {}
+            other => panic!("batch ended {other}: {batch}"),
+        }
+        assert!(
+            started.elapsed() < BATCH_DEADLINE,
+            "batch too slow: {batch}"
+        );
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    };
+    let elapsed = started.elapsed();
+    sampler.abort();
+    let samples = sampling.lock().unwrap().clone();
+    let seconds = |name: &str| done[name].as_i64().unwrap_or(0);
+    let running =
+        Duration::from_secs((seconds("finalizing_at") - seconds("in_progress_at")).max(0) as u64);
+    assert_eq!(done["request_counts"]["completed"], lines, "{done}");
+    let output = client
+        .get(format!(
+            "{}/v1/files/{}/content",
+            sluice.url,
+            done["output_file_id"].as_str().unwrap()
+        ))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let output_lines = output
+        .split(|byte| *byte == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(output_lines, lines, "output lines");
+    Run {
+        elapsed,
+        running,
+        samples,
+        output_lines,
+        throttled: quota.throttled.load(Ordering::Relaxed) - throttled_before,
+    }
+}
+
+fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64) {
+    let rate = lines as f64 / run.elapsed.as_secs_f64();
+    let peak = run.samples.iter().copied().fold(0.0, f64::max);
+    let per_second: Vec<String> = run
+        .samples
+        .iter()
+        .step_by((Duration::from_secs(1).as_millis() / SAMPLE_EVERY.as_millis()) as usize)
+        .map(|rss| format!("{rss:.0}"))
+        .collect();
+    println!("{label}: {lines} lines");
+    println!(
+        "  time to complete {:.1} s (in_progress → finalizing ≈ {} s), {} output lines",
+        run.elapsed.as_secs_f64(),
+        run.running.as_secs(),
+        run.output_lines
+    );
+    println!(
+        "  {rate:.0} lines/s = {:.0}% of the upstream quota ({:.0} req/s); upstream 429s: {}",
+        100.0 * rate / quota.per_second(),
+        quota.per_second(),
+        run.throttled
+    );
+    println!(
+        "  gateway RSS: idle {baseline:.0} MiB, peak {peak:.0} MiB ({} samples every {} ms)",
+        run.samples.len(),
+        SAMPLE_EVERY.as_millis()
+    );
+    println!("  RSS each second (MiB): {}", per_second.join(" "));
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let big = env_or("BENCH_BATCH_LINES", 50_000usize).max(1);
+    let small = env_or("BENCH_BATCH_SMALL_LINES", 5_000usize).max(1);
+    let quota = Arc::new(Quota {
+        slots: env_or("BENCH_QUOTA_SLOTS", 16usize).max(1),
+        latency: Duration::from_millis(env_or("BENCH_QUOTA_LATENCY_MS", 20u64).max(1)),
+        in_flight: AtomicUsize::new(0),
+        answered: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
+    });
+    let upstream = start_quota_upstream(quota.clone()).await;
+    let sluice = start_sluice(upstream).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_mib(sluice.child.id()).unwrap_or(0.0);
+    println!(
+        "batch bench: sluice as its own process, upstream quota {} in flight × {} ms = {:.0} req/s, [batch] max_concurrency 64 (default)",
+        quota.slots,
+        quota.latency.as_millis(),
+        quota.per_second()
+    );
+    let run = run_batch(&sluice, &quota, small).await;
+    report("small batch", small, &run, &quota, baseline);
+    let run = run_batch(&sluice, &quota, big).await;
+    report("large batch", big, &run, &quota, baseline);
+    println!(
+        "upstream answered {} requests, 429 to {}",
+        quota.answered.load(Ordering::Relaxed),
+        quota.throttled.load(Ordering::Relaxed)
+    );
+}
