@@ -48,7 +48,7 @@ pub async fn record_rest(
             continue;
         }
         let output = error_text(&custom_id, code, message);
-        record(jobs, batch, this, true, &output, Usage::default()).await?;
+        record(jobs, &batch.id, this, true, &output, Usage::default()).await?;
         let result = if code == "batch_expired" {
             "expired"
         } else {

@@ -30,6 +30,9 @@ pub enum Outcome {
         failed: bool,
         output: String,
         usage: Usage,
+        /// The gateway needed more than one attempt (the upstream pushed
+        /// back): the batch should send less.
+        pressed: bool,
     },
     /// Not now (429, overload, no deployment): run it again after `after`.
     Retry { after: Duration },
@@ -78,10 +81,16 @@ pub async fn run(context: &LineContext, raw: &[u8]) -> Outcome {
         .unwrap_or(&request_id)
         .to_owned();
     let output = output_line(&request_id, &line.custom_id, status, &response_id, &body);
+    let pressed = headers
+        .get("x-sluice-attempts")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .is_some_and(|attempts| attempts > 1);
     Outcome::Done {
         failed: !(200..300).contains(&status),
         output,
         usage,
+        pressed,
     }
 }
 
@@ -178,6 +187,7 @@ pub fn error_line(custom_id: &str, code: &str, message: &str) -> Outcome {
         failed: true,
         output: error_text(custom_id, code, message),
         usage: Usage::default(),
+        pressed: false,
     }
 }
 

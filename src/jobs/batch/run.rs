@@ -27,8 +27,6 @@ use crate::usage::Usage;
 const WINDOW: usize = 256;
 /// The adaptive limit's start: it grows from here while lines succeed.
 const START_LIMIT: usize = 8;
-/// The limit is cut at most this often (a burst of 429s is one signal).
-const CUT_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a run ends before every line is recorded.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -135,17 +133,42 @@ pub fn prefix_key(raw: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
-/// Lines in flight and how many may be.
+/// What became of a line once its answer is in (and recorded).
+enum Settled {
+    Recorded { failed: bool, pressed: bool },
+    Retry { after: Duration },
+    Pause,
+}
+
+/// Lines in flight and how many may be: an AIMD limit. It grows by one per
+/// window of `limit` smooth answers (about one round trip) and shrinks by a
+/// quarter when the upstream pushes back (a 429, an overload, a retried
+/// call), at most once per window, so one overshoot's burst of 429s counts
+/// once. A quarter, not a half: the limit then stays within 75–100% of what
+/// the upstream takes instead of dropping to half of it at every probe.
 struct Flight {
-    running: FuturesUnordered<BoxFuture<'static, (Pending, Outcome)>>,
+    running: FuturesUnordered<BoxFuture<'static, (Pending, Result<Settled, JobsError>)>>,
     limit: usize,
     max: usize,
     successes: usize,
-    last_cut: Option<Instant>,
+    /// Answers since the last cut.
+    since_cut: usize,
 }
 
 impl Flight {
+    fn new(max: usize) -> Self {
+        let limit = START_LIMIT.min(max);
+        Self {
+            running: FuturesUnordered::new(),
+            limit,
+            max,
+            successes: 0,
+            since_cut: limit,
+        }
+    }
+
     fn succeeded(&mut self) {
+        self.since_cut += 1;
         self.successes += 1;
         if self.successes >= self.limit {
             self.successes = 0;
@@ -153,13 +176,14 @@ impl Flight {
         }
     }
 
-    fn told_to_wait(&mut self, now: Instant) {
-        if self.last_cut.is_some_and(|at| now - at < CUT_EVERY) {
+    fn told_to_wait(&mut self) {
+        self.since_cut += 1;
+        if self.since_cut < self.limit {
             return;
         }
-        self.last_cut = Some(now);
-        self.limit = (self.limit / 2).max(1);
+        self.since_cut = 0;
         self.successes = 0;
+        self.limit = (self.limit * 3 / 4).max(1);
     }
 }
 
@@ -283,13 +307,7 @@ async fn send_lines(
     context: &Arc<LineContext>,
     source: &mut Source,
 ) -> Result<Option<End>, JobsError> {
-    let mut flight = Flight {
-        running: FuturesUnordered::new(),
-        limit: START_LIMIT.min(jobs.batch.max_concurrency),
-        max: jobs.batch.max_concurrency,
-        successes: 0,
-        last_cut: None,
-    };
+    let mut flight = Flight::new(jobs.batch.max_concurrency);
     let mut retries: VecDeque<(Instant, Pending)> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(jobs.batch.lease / 3);
     let mut end = None;
@@ -303,22 +321,24 @@ async fn send_lines(
         }
         let next_retry = retries.front().map(|(at, _)| *at);
         tokio::select! {
-            Some((pending, outcome)) = flight.running.next(), if !flight.running.is_empty() => {
-                match outcome {
-                    Outcome::Done { failed, output, usage } => {
-                        record(jobs, batch, pending.index, failed, &output, usage).await?;
+            Some((pending, settled)) = flight.running.next(), if !flight.running.is_empty() => {
+                match settled? {
+                    Settled::Recorded { failed, pressed } => {
                         let result = if failed { "failed" } else { "completed" };
                         jobs.metrics.batch_lines.with_label_values(&[result]).inc();
-                        flight.succeeded();
+                        if pressed {
+                            flight.told_to_wait();
+                        } else {
+                            flight.succeeded();
+                        }
                     }
-                    Outcome::Retry { after } => {
+                    Settled::Retry { after } => {
                         jobs.metrics.batch_lines.with_label_values(&["retried"]).inc();
-                        let now = Instant::now();
-                        flight.told_to_wait(now);
-                        retries.push_back((now + after, pending));
+                        flight.told_to_wait();
+                        retries.push_back((Instant::now() + after, pending));
                         retries.make_contiguous().sort_by_key(|(at, _)| *at);
                     }
-                    Outcome::Pause => end = end.or(Some(End::Pause)),
+                    Settled::Pause => end = end.or(Some(End::Pause)),
                 }
             }
             _ = heartbeat.tick() => {
@@ -357,7 +377,7 @@ async fn fill(
         if jobs.internal.busier_work_waiting() {
             // Realtime calls queue for a slot: send no more, and come back
             // with a smaller limit.
-            flight.told_to_wait(now);
+            flight.told_to_wait();
             return Ok(true);
         }
         let Ok(permit) = jobs.line_permits.clone().try_acquire_owned() else {
@@ -371,14 +391,39 @@ async fn fill(
             return Ok(false);
         };
         let context = context.clone();
+        let jobs = jobs.clone();
         let in_flight = InFlight::start(&jobs.metrics);
         flight.running.push(Box::pin(async move {
             let outcome = line::run(&context, &pending.raw).await;
             drop((permit, in_flight));
-            (pending, outcome)
+            // Recorded here, beside the other lines in flight, rather than
+            // one at a time by the loop that starts them.
+            let settled = settle(&jobs, &context.batch_id, pending.index, outcome).await;
+            (pending, settled)
         }));
     }
     Ok(false)
+}
+
+async fn settle(
+    jobs: &Jobs,
+    batch_id: &str,
+    index: i64,
+    outcome: Outcome,
+) -> Result<Settled, JobsError> {
+    Ok(match outcome {
+        Outcome::Done {
+            failed,
+            output,
+            usage,
+            pressed,
+        } => {
+            record(jobs, batch_id, index, failed, &output, usage).await?;
+            Settled::Recorded { failed, pressed }
+        }
+        Outcome::Retry { after } => Settled::Retry { after },
+        Outcome::Pause => Settled::Pause,
+    })
 }
 
 /// One line counted in `sluice_batch_lines_in_flight` until dropped
@@ -439,7 +484,7 @@ async fn recorded_lines(jobs: &Jobs, batch: &Batch) -> Result<Vec<bool>, JobsErr
 /// Records one line's result; a second record of the same line is ignored.
 pub async fn record(
     jobs: &Jobs,
-    batch: &Batch,
+    batch_id: &str,
     index: i64,
     failed: bool,
     output: &str,
@@ -451,7 +496,7 @@ pub async fn record(
              (batch_id, line, failed, input_tokens, output_tokens, cached_tokens, output) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             vec![
-                batch.id.as_str().into(),
+                batch_id.into(),
                 index.into(),
                 i64::from(failed).into(),
                 (usage.prompt_tokens as i64).into(),
