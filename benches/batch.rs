@@ -9,7 +9,10 @@
 //! upload to `completed` (SQLite job store, usage ledger on). Printed per
 //! batch: time to complete, lines/s, the ratio of lines/s to the quota,
 //! the upstream's 429s, and the gateway's RSS sampled every 200 ms (peak,
-//! and one sample a second).
+//! and one sample a second). A realtime chat call is made every 100 ms
+//! while each batch runs: its median latency against the idle median (30
+//! calls before the first batch) shows what the batch costs interactive
+//! traffic sharing the quota.
 //!
 //! Knobs (env): BENCH_BATCH_LINES (default 50000), BENCH_BATCH_SMALL_LINES
 //! (5000), BENCH_QUOTA_SLOTS (16), BENCH_QUOTA_LATENCY_MS (20).
@@ -41,6 +44,8 @@ use common::{COMPLETION, KEY, env_or};
 
 /// RSS sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// How often a realtime call is made while a batch runs.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Longest one batch may take before the bench gives up.
 const BATCH_DEADLINE: Duration = Duration::from_secs(150);
 
@@ -226,6 +231,46 @@ struct Run {
     samples: Vec<f64>,
     output_lines: usize,
     throttled: u64,
+    /// Latencies of realtime calls made while the batch ran; `None` for
+    /// one that got an error (the upstream's 429 after the gateway's retries).
+    realtime: Vec<Option<Duration>>,
+}
+
+/// Sends a realtime chat call every `PROBE_EVERY` until aborted, timing each.
+type Probes = Arc<std::sync::Mutex<Vec<Option<Duration>>>>;
+
+fn probe_realtime(url: String) -> (tokio::task::JoinHandle<()>, Probes) {
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = latencies.clone();
+    let task = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        loop {
+            let latency = realtime_call(&client, &url).await;
+            sink.lock().unwrap().push(latency);
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    });
+    (task, latencies)
+}
+
+async fn realtime_call(client: &reqwest::Client, url: &str) -> Option<Duration> {
+    let started = Instant::now();
+    let response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("x-sluice-priority", "realtime")
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let ok = response.status().is_success();
+    response.bytes().await.unwrap();
+    ok.then(|| started.elapsed())
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// Uploads `lines` requests, runs them as a batch until `completed` while
@@ -248,6 +293,7 @@ async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
         })
     };
     let throttled_before = quota.throttled.load(Ordering::Relaxed);
+    let (prober, realtime) = probe_realtime(sluice.url.clone());
     let started = Instant::now();
     let batch = call(
         client
@@ -275,6 +321,8 @@ async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
     };
     let elapsed = started.elapsed();
     sampler.abort();
+    prober.abort();
+    let realtime = realtime.lock().unwrap().clone();
     let samples = sampling.lock().unwrap().clone();
     let seconds = |name: &str| done[name].as_i64().unwrap_or(0);
     let running =
@@ -304,10 +352,11 @@ async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
         samples,
         output_lines,
         throttled: quota.throttled.load(Ordering::Relaxed) - throttled_before,
+        realtime,
     }
 }
 
-fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64) {
+fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64, idle: Duration) {
     let rate = lines as f64 / run.elapsed.as_secs_f64();
     let peak = run.samples.iter().copied().fold(0.0, f64::max);
     let per_second: Vec<String> = run
@@ -335,6 +384,16 @@ fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64) {
         SAMPLE_EVERY.as_millis()
     );
     println!("  RSS each second (MiB): {}", per_second.join(" "));
+    let mut realtime: Vec<Duration> = run.realtime.iter().flatten().copied().collect();
+    let during = median(&mut realtime);
+    println!(
+        "  realtime calls during the batch: {} calls, {} errors, median {:.1} ms = {:.2}x the idle median ({:.1} ms)",
+        run.realtime.len(),
+        run.realtime.len() - realtime.len(),
+        during.as_secs_f64() * 1e3,
+        during.as_secs_f64() / idle.as_secs_f64().max(1e-9),
+        idle.as_secs_f64() * 1e3
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -358,10 +417,16 @@ async fn main() {
         quota.latency.as_millis(),
         quota.per_second()
     );
+    let client = reqwest::Client::new();
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.extend(realtime_call(&client, &sluice.url).await);
+    }
+    let idle = median(&mut idle);
     let run = run_batch(&sluice, &quota, small).await;
-    report("small batch", small, &run, &quota, baseline);
+    report("small batch", small, &run, &quota, baseline, idle);
     let run = run_batch(&sluice, &quota, big).await;
-    report("large batch", big, &run, &quota, baseline);
+    report("large batch", big, &run, &quota, baseline, idle);
     println!(
         "upstream answered {} requests, 429 to {}",
         quota.answered.load(Ordering::Relaxed),

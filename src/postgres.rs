@@ -12,7 +12,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::tasks::Tasks;
 
 /// The advisory lock held while a store's tables are created.
-const SCHEMA_LOCK: i64 = 0x5_1_0ce;
+const SCHEMA_LOCK: i64 = 0x0005_10ce;
 
 pub struct SharedPostgres {
     url: String,
