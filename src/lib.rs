@@ -59,7 +59,7 @@ pub mod fuzzing {
     pub use crate::dispatch::hide_usage::UsageHider;
     pub use crate::jobs::batch::line::output_line;
     pub use crate::jobs::batch::run::prefix_key;
-    pub use crate::jobs::batch::validate::{Lines, MAX_LINE_BYTES, Read, check_line};
+    pub use crate::jobs::batch::validate::{Lines, MAX_LINE_BYTES, Models, Read, check_line};
     pub use crate::request::parse::{
         affinity_key, apply, check_content_type, parse_head, with_usage_requested,
     };

@@ -523,3 +523,32 @@ async fn a_fleet_on_postgresql_shares_its_jobs() {
     database.drop_database().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn a_key_with_its_backlog_full_gets_429_and_other_keys_do_not() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_secs(120)));
+    let toml = config(&dir, &upstream, "max_queued_per_key = 2");
+    let gateway = TestGateway::start(&toml).await;
+    for _ in 0..2 {
+        accepted(post_async(&gateway, &[], &chat("gpt-4o")).await).await;
+    }
+    let refused = post_async(&gateway, &[], &chat("gpt-4o")).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let error = error_of(refused).await;
+    assert_eq!(error["code"], "too_many_async_requests");
+    // Another key's backlog is its own.
+    let other = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(OTHER)
+        .header("prefer", "respond-async")
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    accepted(other).await;
+    std::fs::remove_dir_all(dir).ok();
+}

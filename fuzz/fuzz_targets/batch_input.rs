@@ -12,7 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
-use sluice::fuzzing::{Lines, Read, check_line, output_line, prefix_key};
+use sluice::fuzzing::{Lines, Models, Read, check_line, output_line, prefix_key};
 
 /// Runs a future over an in-memory reader, which never waits.
 fn ready<T>(future: impl Future<Output = T>) -> T {
@@ -28,7 +28,7 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
 fuzz_target!(|data: &[u8]| {
     let mut lines = Lines::new(data);
     let mut seen = HashSet::new();
-    let mut model = None;
+    let mut model = Models::default();
     let mut rebuilt: Vec<u8> = Vec::new();
     let usable = |name: &str| name.starts_with("gpt");
     loop {

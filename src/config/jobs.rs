@@ -79,6 +79,9 @@ pub struct AsyncConfig {
     pub expire_after: Duration,
     /// Most asynchronous jobs this replica runs at once.
     pub max_concurrency: usize,
+    /// Most jobs one key may have waiting or running; more get 429, so one
+    /// key cannot fill the store or hold up every other key's jobs.
+    pub max_queued_per_key: usize,
     /// Longest wait for a callback receiver to answer.
     #[serde(with = "duration::serde_duration")]
     pub callback_timeout: Duration,
@@ -91,6 +94,7 @@ impl Default for AsyncConfig {
             callback_hosts: Vec::new(),
             expire_after: Duration::from_secs(24 * 3600),
             max_concurrency: 16,
+            max_queued_per_key: 1000,
             callback_timeout: Duration::from_secs(10),
         }
     }

@@ -104,8 +104,10 @@ fn check_jobs(config: &Config, problems: &mut Vec<String>) {
     if batch.upstream_poll_interval.is_zero() {
         problems.push("batch.upstream_poll_interval: must be above 0".to_owned());
     }
-    if config.async_requests.max_concurrency == 0 {
-        problems.push("async_requests.max_concurrency: must be above 0".to_owned());
+    if config.async_requests.max_concurrency == 0 || config.async_requests.max_queued_per_key == 0 {
+        problems.push(
+            "async_requests: max_concurrency and max_queued_per_key must be above 0".to_owned(),
+        );
     }
     for host in &config.async_requests.callback_hosts {
         let bare = host.strip_prefix("*.").unwrap_or(host);

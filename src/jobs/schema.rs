@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS sluice_async_jobs (
     runner TEXT, lease_until BIGINT NOT NULL, attempts BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_open ON sluice_async_jobs (lease_until, created_at);
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_expiry ON sluice_async_jobs (expires_at);
+CREATE INDEX IF NOT EXISTS sluice_async_jobs_owner ON sluice_async_jobs (owner, status);
 ";
 
 /// Columns added after a table was first released, as `(table, column and

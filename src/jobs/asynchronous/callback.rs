@@ -56,7 +56,11 @@ pub async fn deliver(client: Option<&reqwest::Client>, url: &str, payload: &Json
             Ok(response) => {
                 tracing::info!(status = %response.status(), attempt, "callback refused")
             }
-            Err(error) => tracing::info!(%error, attempt, "callback not delivered"),
+            // Without the URL: a callback URL may carry the receiver's token.
+            Err(error) => {
+                let error = error.without_url();
+                tracing::info!(%error, attempt, "callback not delivered");
+            }
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(wait).await;

@@ -54,6 +54,25 @@ impl Stage for AsyncIntake {
 }
 
 impl AsyncIntake {
+    /// 429 when the key already has `max_queued_per_key` jobs open.
+    async fn check_backlog(&self, key_id: &str) -> Result<(), Response> {
+        let open = record::open_jobs(&self.jobs.db, key_id)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let limit = self.jobs.async_requests.max_queued_per_key;
+        if open < limit as i64 {
+            return Ok(());
+        }
+        let message = format!(
+            "This key has {limit} asynchronous requests waiting or running; wait for some to finish."
+        );
+        let body =
+            crate::error::error_body(&message, "requests", None, Some("too_many_async_requests"));
+        let mut response = crate::error::json_response(StatusCode::TOO_MANY_REQUESTS, body);
+        crate::error::set_retry_after(response.headers_mut(), Duration::from_secs(1));
+        Err(response)
+    }
+
     /// What can be refused before the body is read: its type, and the
     /// callback URL (returned when allowed).
     fn check(&self, headers: &HeaderMap) -> Result<Option<String>, JobsError> {
@@ -105,6 +124,7 @@ impl AsyncIntake {
         }
         let body = String::from_utf8(body.to_vec())
             .map_err(|_| refuse("The request body is not UTF-8.", None))?;
+        self.check_backlog(&identity.id).await?;
         let now = unix_now();
         let keep =
             i64::try_from(self.jobs.async_requests.expire_after.as_secs()).unwrap_or(i64::MAX);

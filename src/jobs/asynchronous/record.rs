@@ -194,6 +194,19 @@ pub async fn load(db: &Db, id: &str) -> Result<Option<Job>, JobsError> {
     Ok(row.and_then(Job::from_row))
 }
 
+/// How many jobs of `owner` wait or run.
+pub async fn open_jobs(db: &Db, owner: &str) -> Result<i64, JobsError> {
+    let row = db
+        .query_one(
+            "SELECT COUNT(*) FROM sluice_async_jobs WHERE owner = $1 AND status <> 'completed'",
+            vec![owner.into()],
+        )
+        .await?;
+    Ok(row
+        .and_then(|row| row.first().and_then(|value| value.int()))
+        .unwrap_or(0))
+}
+
 /// Up to `limit` jobs with work left (to run, or a callback to deliver)
 /// that no live lease holds, oldest first.
 pub async fn claimable(db: &Db, now_ms: i64, limit: usize) -> Result<Vec<String>, JobsError> {
@@ -248,6 +261,10 @@ pub async fn heartbeat(
     Ok(changed == 1)
 }
 
+/// The lease of a job with nothing left to do: past every `now`, so the
+/// runners' claim query (an index range on `lease_until`) never reads it.
+const FINISHED: i64 = i64::MAX;
+
 /// Records the answer, if `runner` still holds the job and nobody
 /// answered it: exactly one answer is ever stored.
 pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Result<bool, JobsError> {
@@ -255,7 +272,9 @@ pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Resul
     let changed = db
         .execute(
             "UPDATE sluice_async_jobs SET status = 'completed', response_status = $1, \
-             response_type = $2, response_body = $3, response_base64 = $4, completed_at = $5 \
+             response_type = $2, response_body = $3, response_base64 = $4, completed_at = $5, \
+             lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN lease_until \
+             ELSE $8 END \
              WHERE id = $6 AND runner = $7 AND status = 'in_progress'",
             vec![
                 i64::from(answer.status).into(),
@@ -265,6 +284,7 @@ pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Resul
                 super::super::unix_now().into(),
                 id.into(),
                 runner.into(),
+                FINISHED.into(),
             ],
         )
         .await?;
@@ -275,9 +295,9 @@ pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Resul
 /// job go.
 pub async fn callback_done(db: &Db, id: &str, runner: &str, state: &str) -> Result<(), JobsError> {
     db.execute(
-        "UPDATE sluice_async_jobs SET callback_state = $1, runner = NULL, lease_until = 0 \
+        "UPDATE sluice_async_jobs SET callback_state = $1, runner = NULL, lease_until = $4 \
          WHERE id = $2 AND runner = $3",
-        vec![state.into(), id.into(), runner.into()],
+        vec![state.into(), id.into(), runner.into(), FINISHED.into()],
     )
     .await?;
     Ok(())
@@ -287,10 +307,12 @@ pub async fn callback_done(db: &Db, id: &str, runner: &str, state: &str) -> Resu
 /// takes it at once instead of after the lease.
 pub async fn release(db: &Db, id: &str, runner: &str) -> Result<(), JobsError> {
     db.execute(
-        "UPDATE sluice_async_jobs SET runner = NULL, lease_until = 0, \
+        "UPDATE sluice_async_jobs SET runner = NULL, \
+         lease_until = CASE WHEN status = 'completed' AND COALESCE(callback_state, '') <> 'pending' \
+         THEN $3 ELSE 0 END, \
          status = CASE WHEN status = 'in_progress' THEN 'queued' ELSE status END \
          WHERE id = $1 AND runner = $2",
-        vec![id.into(), runner.into()],
+        vec![id.into(), runner.into(), FINISHED.into()],
     )
     .await?;
     Ok(())

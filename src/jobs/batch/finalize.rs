@@ -17,14 +17,18 @@ use super::runner::Lease;
 use super::validate::{InputLine, Lines, Read, is_blank};
 use crate::usage::Usage;
 
-/// Rows read from the store per query while writing the files.
-const PAGE: i64 = 1000;
+/// Rows read from the store per query while writing the files: answers
+/// are up to 32 MiB each, so a page is kept short.
+const PAGE: i64 = 200;
+/// Lines recorded by `record_rest` between two renewals of the lease: a
+/// long step keeps its claim, so no other replica starts the same work.
+const RENEW_EVERY: i64 = 500;
 
 /// Records every line not recorded yet as an error `code` (expired, or the
 /// key is gone), reading the custom ids from the input file.
 pub async fn record_rest(
     jobs: &Arc<Jobs>,
-    batch: &Batch,
+    (batch, lease): (&Batch, &Lease),
     recorded: &[bool],
     code: &str,
     message: &str,
@@ -47,6 +51,11 @@ pub async fn record_rest(
         if recorded.get(this as usize).copied().unwrap_or(false) {
             continue;
         }
+        if this % RENEW_EVERY == 0 && !lease.renew().await? {
+            return Err(JobsError::Conflict(
+                "the batch's lease moved to another replica".into(),
+            ));
+        }
         let output = error_text(&custom_id, code, message);
         record(jobs, &batch.id, this, true, &output, Usage::default()).await?;
         let result = if code == "batch_expired" {
@@ -65,8 +74,8 @@ pub async fn close(
     lease: &Lease,
     target: Status,
 ) -> Result<(), JobsError> {
-    let output = write_file(jobs, batch, false).await?;
-    let errors = write_file(jobs, batch, true).await?;
+    let output = write_file(jobs, (batch, lease), false).await?;
+    let errors = write_file(jobs, (batch, lease), true).await?;
     let now = unix_now();
     let (from, stamp) = match target {
         Status::Cancelled => (Status::Cancelling, "cancelled_at"),
@@ -93,7 +102,11 @@ pub async fn close(
 
 /// Writes the successes (or the failures) to a file; `None` when there are
 /// none.
-async fn write_file(jobs: &Jobs, batch: &Batch, failed: bool) -> Result<Option<String>, JobsError> {
+async fn write_file(
+    jobs: &Jobs,
+    (batch, lease): (&Batch, &Lease),
+    failed: bool,
+) -> Result<Option<String>, JobsError> {
     let suffix = batch.id.strip_prefix("batch_").unwrap_or(&batch.id);
     let id = format!("file-{}{suffix}", if failed { "err" } else { "out" });
     // Named for this replica too: a replica that took the batch over while
@@ -120,6 +133,12 @@ async fn write_file(jobs: &Jobs, batch: &Batch, failed: bool) -> Result<Option<S
             )
             .await?;
         let count = rows.len();
+        if !lease.renew().await? {
+            let _ = tokio::fs::remove_file(&scratch).await;
+            return Err(JobsError::Conflict(
+                "the batch's lease moved to another replica".into(),
+            ));
+        }
         for row in rows {
             let mut values = row.into_iter();
             after = values.next().and_then(|value| value.int()).unwrap_or(after);
@@ -155,7 +174,7 @@ async fn write_file(jobs: &Jobs, batch: &Batch, failed: bool) -> Result<Option<S
         created_at: unix_now(),
         expires_at: batch
             .output_expires_after
-            .map(|seconds| batch.created_at + seconds),
+            .map(|seconds| unix_now() + seconds),
     };
     jobs.files.put(&record, &scratch).await?;
     Ok(Some(id))

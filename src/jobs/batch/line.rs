@@ -64,10 +64,10 @@ pub async fn run(context: &LineContext, raw: &[u8]) -> Outcome {
     let (status, headers, body) = match answer {
         Ok(Ok(answer)) => answer,
         Ok(Err(message)) => return error_line(&line.custom_id, "response_unreadable", &message),
+        // Sending it again would cost as much and likely end the same way.
         Err(_) => {
-            return Outcome::Retry {
-                after: Duration::from_secs(1),
-            };
+            let message = format!("No answer within {} minutes.", LINE_DEADLINE.as_secs() / 60);
+            return error_line(&line.custom_id, "timeout", &message);
         }
     };
     if let Some(outcome) = not_now(status, &headers, &body) {

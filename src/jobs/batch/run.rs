@@ -188,11 +188,15 @@ impl Flight {
 }
 
 pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
+    if batch.status == Status::Cancelling {
+        // Nothing starts on a cancelled batch, whoever its key is now.
+        return close(jobs, batch, lease, Some(End::Cancel)).await;
+    }
     let recorded = recorded_lines(jobs, batch).await?;
     let Some(identity) = jobs.identity_of(&batch.owner) else {
         finalize::record_rest(
             jobs,
-            batch,
+            (batch, lease),
             &recorded,
             "key_revoked",
             "The key that made this batch no longer exists.",
@@ -230,9 +234,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         window: Vec::new(),
         exhausted: false,
     };
-    let end = if batch.status == Status::Cancelling {
-        Some(End::Cancel)
-    } else if unix_now() >= batch.expires_at {
+    let end = if unix_now() >= batch.expires_at {
         // Claimed after its window (paused, or no replica was up): no line
         // starts.
         Some(End::Expire)
@@ -256,7 +258,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
             let recorded = recorded_lines(jobs, batch).await?;
             finalize::record_rest(
                 jobs,
-                batch,
+                (batch, lease),
                 &recorded,
                 "batch_expired",
                 "This request could not be executed before the completion window expired.",
@@ -385,6 +387,9 @@ async fn fill(
         };
         let pending = match retries.front() {
             Some((at, _)) if *at <= now => retries.pop_front().map(|(_, pending)| pending),
+            // As many lines wait to be retried as may be in flight: no new
+            // ones are read until they went, so held lines stay bounded.
+            Some(_) if retries.len() >= flight.max => return Ok(false),
             _ => source.next().await?,
         };
         let Some(pending) = pending else {

@@ -205,6 +205,15 @@ async fn drive(jobs: &Arc<Jobs>, mut batch: Batch, lease: &Lease) -> Result<(), 
             return Ok(());
         }
         match record::load(&jobs.db, &batch.id).await? {
+            // A step that did not move the batch (its change was refused:
+            // the lease moved, or the status was not the one it expected)
+            // leaves it to the next poll instead of spinning on it.
+            Some(next)
+                if next.status == batch.status
+                    && next.upstream_batch_id == batch.upstream_batch_id =>
+            {
+                return Ok(());
+            }
             Some(next) if next.status.is_open() => batch = next,
             _ => {
                 if let Err(error) = jobs.files.release_input(&batch.input_file_id).await {

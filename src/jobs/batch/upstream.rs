@@ -45,6 +45,13 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
             finalize::close(jobs, batch, lease, Status::Cancelled).await?;
             return Ok(Step::Again);
         }
+        if unix_now() >= batch.expires_at {
+            // The provider never took it (each try uploads the input
+            // again): stop trying once the window is over.
+            let message = "The provider did not accept the batch within its completion window.";
+            runner::fail(lease, batch, "upstream_unreachable", message).await?;
+            return Ok(Step::Again);
+        }
         return match forward(jobs, batch, lease, &deployment).await? {
             Forward::Created | Forward::Later => poll_later(jobs, batch, lease).await,
             Forward::Closed => Ok(Step::Again),
@@ -229,6 +236,12 @@ async fn poll(
     let closing = (target, counts);
     match upstream_files::close(jobs, batch, lease, deployment, &object, closing).await? {
         Closing::Closed => Ok(Some(Step::Again)),
+        Closing::Later(ApiError::Refused(message)) => {
+            // Too large, or refused outright: another try would fetch it again.
+            let message = format!("The provider's result files could not be copied: {message}");
+            runner::fail(lease, batch, "upstream_results_unavailable", &message).await?;
+            Ok(Some(Step::Again))
+        }
         Closing::Later(error) => {
             tracing::warn!(batch = %batch.id, %error, "forwarded batch results not copied; retrying");
             Ok(None)

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::Value as Json;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value as Json};
 use tokio::io::AsyncWriteExt;
 
 use super::super::files::FileRecord;
@@ -62,7 +62,10 @@ pub async fn upload_input(
     let model = batch.model.as_deref().unwrap_or_default();
     let rewrite =
         deployment.provider == Provider::Azure || deployment.upstream_model(model) != model;
-    let scratch = jobs.files.scratch(&format!("{}-upstream-input", batch.id));
+    // Named for this replica: one that took the batch over writes its own.
+    let scratch = jobs
+        .files
+        .scratch(&format!("{}-upstream-input-{}", batch.id, jobs.replica));
     let path = if rewrite {
         rewrite_input(&input, &scratch, deployment)
             .await
@@ -103,23 +106,53 @@ async fn rewrite_input(
             Read::Line(line) if is_blank(line) => continue,
             Read::Line(line) => line,
         };
-        let Ok(mut object) = serde_json::from_slice::<Map<String, Json>>(line) else {
-            continue;
-        };
-        if let Some(Json::Object(body)) = object.get_mut("body")
-            && let Some(Json::String(model)) = body.get_mut("model")
-        {
-            *model = deployment.upstream_model(model).to_owned();
-        }
-        if azure && let Some(Json::String(url)) = object.get_mut("url") {
-            *url = azure_path(url).to_owned();
-        }
-        let bytes = serde_json::to_vec(&object).map_err(std::io::Error::other)?;
+        let bytes = rewrite_line(line, deployment, azure)?;
         out.write_all(&bytes).await?;
         out.write_all(b"\n").await?;
     }
     out.flush().await?;
     out.get_ref().sync_all().await
+}
+
+/// One line with its model renamed (and its url made Azure's). Every value
+/// but those two is kept as raw JSON, so a number past f64's range or a
+/// large integer goes up exactly as the client wrote it.
+fn rewrite_line(line: &[u8], deployment: &Deployment, azure: bool) -> std::io::Result<Vec<u8>> {
+    type Raw = Box<serde_json::value::RawValue>;
+    let fields: std::collections::BTreeMap<String, Raw> =
+        serde_json::from_slice(line).map_err(std::io::Error::other)?;
+    let mut out: std::collections::BTreeMap<String, Raw> = std::collections::BTreeMap::new();
+    for (name, value) in fields {
+        let value = match name.as_str() {
+            "body" => rename_model(&value, deployment)?,
+            "url" if azure => {
+                let url: String =
+                    serde_json::from_str(value.get()).map_err(std::io::Error::other)?;
+                serde_json::value::to_raw_value(azure_path(&url)).map_err(std::io::Error::other)?
+            }
+            _ => value,
+        };
+        out.insert(name, value);
+    }
+    serde_json::to_vec(&out).map_err(std::io::Error::other)
+}
+
+fn rename_model(
+    body: &serde_json::value::RawValue,
+    deployment: &Deployment,
+) -> std::io::Result<Box<serde_json::value::RawValue>> {
+    let mut fields: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(body.get()).map_err(std::io::Error::other)?;
+    if let Some(model) = fields.get("model")
+        && let Ok(name) = serde_json::from_str::<String>(model.get())
+    {
+        let renamed = deployment.upstream_model(&name).to_owned();
+        fields.insert(
+            "model".to_owned(),
+            serde_json::value::to_raw_value(&renamed).map_err(std::io::Error::other)?,
+        );
+    }
+    serde_json::value::to_raw_value(&fields).map_err(std::io::Error::other)
 }
 
 /// How closing a forwarded batch went.
@@ -258,7 +291,7 @@ async fn copy_down(
         created_at: unix_now(),
         expires_at: batch
             .output_expires_after
-            .map(|seconds| batch.created_at + seconds),
+            .map(|seconds| unix_now() + seconds),
     };
     jobs.files.put(&record, &scratch).await?;
     Ok(Some(Ok(Some((id, usage)))))

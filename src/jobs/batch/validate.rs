@@ -42,11 +42,34 @@ struct BodyHead {
     stream: Option<bool>,
 }
 
+/// The models a batch's lines name: OpenAI batches use one, and only a
+/// one-model batch can be forwarded to a provider's Batch API.
+#[derive(Default)]
+pub struct Models {
+    pub first: Option<String>,
+    pub mixed: bool,
+}
+
+impl Models {
+    fn saw(&mut self, model: String) {
+        match &self.first {
+            None => self.first = Some(model),
+            Some(first) => self.mixed |= *first != model,
+        }
+    }
+
+    /// The batch's model: `None` when its lines name several.
+    pub fn one(self) -> Option<String> {
+        if self.mixed { None } else { self.first }
+    }
+}
+
 /// What validation found.
 pub struct Validated {
     /// Lines to run.
     pub total: i64,
-    /// The model of the first line (the batch object's `model`).
+    /// The model every line names (the batch object's `model`); `None`
+    /// when they name several.
     pub model: Option<String>,
     /// `{code, message, param, line}` objects; empty when the file is good.
     pub errors: Vec<Json>,
@@ -146,6 +169,7 @@ pub async fn validate(
         errors: Vec::new(),
     };
     let mut failures = 0usize;
+    let mut models = Models::default();
     loop {
         let problem = match lines.next().await? {
             Read::End => break,
@@ -158,7 +182,7 @@ pub async fn validate(
             Read::Line(line) => {
                 found.total += 1;
                 let usable = |model: &str| internal.serves(model) && identity.may_use(model);
-                check_line(line, endpoint, &usable, &mut seen, &mut found.model)
+                check_line(line, endpoint, &usable, &mut seen, &mut models)
             }
         };
         if let Some((code, message, param)) = problem {
@@ -193,6 +217,7 @@ pub async fn validate(
             "param": null, "line": null,
         }));
     }
+    found.model = models.one();
     Ok(found)
 }
 
@@ -206,7 +231,7 @@ pub fn check_line(
     endpoint: &str,
     usable: &dyn Fn(&str) -> bool,
     seen: &mut HashSet<String>,
-    first_model: &mut Option<String>,
+    models: &mut Models,
 ) -> Problem {
     let parsed: InputLine<'_> = match serde_json::from_slice(line) {
         Ok(parsed) => parsed,
@@ -279,6 +304,6 @@ pub fn check_line(
             Some("body.model"),
         ));
     }
-    first_model.get_or_insert(model);
+    models.saw(model);
     None
 }
