@@ -148,6 +148,12 @@ enum Settled {
 /// the upstream takes instead of dropping to half of it at every probe.
 struct Flight {
     running: FuturesUnordered<BoxFuture<'static, (Pending, Result<Settled, JobsError>)>>,
+    /// Lines waiting for their answer: the limit counts these, not the ones
+    /// being recorded, so a slow store does not leave upstream quota idle.
+    answering: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told when a line's answer is in, so the next line starts while the
+    /// answered one is still being recorded.
+    freed: Arc<tokio::sync::Notify>,
     limit: usize,
     max: usize,
     successes: usize,
@@ -156,10 +162,16 @@ struct Flight {
 }
 
 impl Flight {
+    fn answering(&self) -> usize {
+        self.answering.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn new(max: usize) -> Self {
         let limit = START_LIMIT.min(max);
         Self {
             running: FuturesUnordered::new(),
+            answering: Arc::default(),
+            freed: Arc::default(),
             limit,
             max,
             successes: 0,
@@ -352,6 +364,7 @@ async fn send_lines(
                 }
             }
             () = sleep_until(next_retry), if next_retry.is_some() && end.is_none() => {}
+            () = flight.freed.notified(), if end.is_none() => {}
             () = tokio::time::sleep(Duration::from_millis(50)), if blocked => {}
             () = jobs.tasks.stopping() => return Ok(Some(End::Leave)),
         }
@@ -374,7 +387,8 @@ async fn fill(
     retries: &mut VecDeque<(Instant, Pending)>,
     flight: &mut Flight,
 ) -> std::io::Result<bool> {
-    while flight.running.len() < flight.limit {
+    // Lines being recorded are bounded too, by the limit's ceiling.
+    while flight.answering() < flight.limit && flight.running.len() < 2 * flight.max {
         let now = Instant::now();
         if jobs.internal.busier_work_waiting() {
             // Realtime calls queue for a slot: send no more, and come back
@@ -397,7 +411,7 @@ async fn fill(
         };
         let context = context.clone();
         let jobs = jobs.clone();
-        let in_flight = InFlight::start(&jobs.metrics);
+        let in_flight = InFlight::start(&jobs.metrics, flight);
         flight.running.push(Box::pin(async move {
             let outcome = line::run(&context, &pending.raw).await;
             drop((permit, in_flight));
@@ -431,20 +445,35 @@ async fn settle(
     })
 }
 
-/// One line counted in `sluice_batch_lines_in_flight` until dropped
-/// (answered, or abandoned at shutdown).
-struct InFlight(crate::metrics::Metrics);
+/// One line counted in `sluice_batch_lines_in_flight` and in its batch's
+/// lines waiting for an answer until dropped (answered, or abandoned at
+/// shutdown).
+struct InFlight {
+    metrics: crate::metrics::Metrics,
+    answering: Arc<std::sync::atomic::AtomicUsize>,
+    freed: Arc<tokio::sync::Notify>,
+}
 
 impl InFlight {
-    fn start(metrics: &crate::metrics::Metrics) -> Self {
+    fn start(metrics: &crate::metrics::Metrics, flight: &Flight) -> Self {
         metrics.batch_lines_in_flight.inc();
-        Self(metrics.clone())
+        flight
+            .answering
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            metrics: metrics.clone(),
+            answering: flight.answering.clone(),
+            freed: flight.freed.clone(),
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.batch_lines_in_flight.dec();
+        self.metrics.batch_lines_in_flight.dec();
+        self.answering
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
