@@ -231,6 +231,8 @@ struct Run {
     samples: Vec<f64>,
     output_lines: usize,
     throttled: u64,
+    /// The upstream's calls in flight, sampled with the RSS.
+    busy: Vec<usize>,
     /// Latencies of realtime calls made while the batch ran; `None` for
     /// one that got an error (the upstream's 429 after the gateway's retries).
     realtime: Vec<Option<Duration>>,
@@ -275,13 +277,16 @@ fn median(values: &mut [Duration]) -> Duration {
 
 /// Uploads `lines` requests, runs them as a batch until `completed` while
 /// sampling the gateway's RSS, and checks the output has every line.
-async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
+async fn run_batch(sluice: &Sluice, quota: &Arc<Quota>, lines: usize) -> Run {
     let client = reqwest::Client::new();
     let file_id = upload(&client, &sluice.url, input(lines)).await;
     let pid = sluice.child.id();
     let sampling = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let busy = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
         let sampling = sampling.clone();
+        let busy = busy.clone();
+        let quota = quota.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             loop {
@@ -289,6 +294,9 @@ async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
                 if let Some(rss) = rss_mib(pid) {
                     sampling.lock().unwrap().push(rss);
                 }
+                busy.lock()
+                    .unwrap()
+                    .push(quota.in_flight.load(Ordering::Relaxed));
             }
         })
     };
@@ -353,6 +361,7 @@ async fn run_batch(sluice: &Sluice, quota: &Quota, lines: usize) -> Run {
         output_lines,
         throttled: quota.throttled.load(Ordering::Relaxed) - throttled_before,
         realtime,
+        busy: busy.lock().unwrap().clone(),
     }
 }
 
@@ -384,6 +393,11 @@ fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64, id
         SAMPLE_EVERY.as_millis()
     );
     println!("  RSS each second (MiB): {}", per_second.join(" "));
+    let busy = run.busy.iter().sum::<usize>() as f64 / run.busy.len().max(1) as f64;
+    println!(
+        "  upstream calls in flight: mean {busy:.1} of {} slots",
+        quota.slots
+    );
     let mut realtime: Vec<Duration> = run.realtime.iter().flatten().copied().collect();
     let during = median(&mut realtime);
     println!(

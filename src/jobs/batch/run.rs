@@ -42,6 +42,8 @@ enum End {
 struct Pending {
     index: i64,
     raw: Vec<u8>,
+    /// When it was last started, in start order (see `Flight::cut_before`).
+    started: u64,
 }
 
 /// The input file, read in windows, skipping recorded lines.
@@ -81,7 +83,14 @@ impl Source {
             if self.recorded.get(index as usize).copied().unwrap_or(false) {
                 continue;
             }
-            keyed.push((prefix_key(&raw), Pending { index, raw }));
+            keyed.push((
+                prefix_key(&raw),
+                Pending {
+                    index,
+                    raw,
+                    started: 0,
+                },
+            ));
         }
         // Stable: lines with one prefix keep their file order.
         keyed.sort_by_key(|(key, _)| *key);
@@ -143,9 +152,10 @@ enum Settled {
 /// Lines in flight and how many may be: an AIMD limit. It grows by one per
 /// window of `limit` smooth answers (about one round trip) and shrinks by a
 /// quarter when the upstream pushes back (a 429, an overload, a retried
-/// call), at most once per window, so one overshoot's burst of 429s counts
-/// once. A quarter, not a half: the limit then stays within 75–100% of what
-/// the upstream takes instead of dropping to half of it at every probe.
+/// call). Push-back from a line started before the last cut is ignored: it
+/// tells of the old limit, and one overshoot's 429s (some arriving a retry
+/// later) then count once. A quarter, not a half: the limit stays within
+/// 75–100% of what the upstream takes instead of halving at every probe.
 struct Flight {
     running: FuturesUnordered<BoxFuture<'static, (Pending, Result<Settled, JobsError>)>>,
     /// Lines waiting for their answer: the limit counts these, not the ones
@@ -157,8 +167,10 @@ struct Flight {
     limit: usize,
     max: usize,
     successes: usize,
-    /// Answers since the last cut.
-    since_cut: usize,
+    /// Lines started so far: each line's `started` is its number.
+    starts: u64,
+    /// Lines started before this number ran under a limit since cut.
+    cut_before: u64,
 }
 
 impl Flight {
@@ -175,12 +187,18 @@ impl Flight {
             limit,
             max,
             successes: 0,
-            since_cut: limit,
+            starts: 0,
+            cut_before: 0,
         }
     }
 
+    /// Numbers a line as it starts.
+    fn start(&mut self, pending: &mut Pending) {
+        pending.started = self.starts;
+        self.starts += 1;
+    }
+
     fn succeeded(&mut self) {
-        self.since_cut += 1;
         self.successes += 1;
         if self.successes >= self.limit {
             self.successes = 0;
@@ -188,12 +206,12 @@ impl Flight {
         }
     }
 
-    fn told_to_wait(&mut self) {
-        self.since_cut += 1;
-        if self.since_cut < self.limit {
+    /// Push-back seen by a line started as number `started`.
+    fn told_to_wait(&mut self, started: u64) {
+        if started < self.cut_before {
             return;
         }
-        self.since_cut = 0;
+        self.cut_before = self.starts;
         self.successes = 0;
         self.limit = (self.limit * 3 / 4).max(1);
     }
@@ -341,14 +359,14 @@ async fn send_lines(
                         let result = if failed { "failed" } else { "completed" };
                         jobs.metrics.batch_lines.with_label_values(&[result]).inc();
                         if pressed {
-                            flight.told_to_wait();
+                            flight.told_to_wait(pending.started);
                         } else {
                             flight.succeeded();
                         }
                     }
                     Settled::Retry { after } => {
                         jobs.metrics.batch_lines.with_label_values(&["retried"]).inc();
-                        flight.told_to_wait();
+                        flight.told_to_wait(pending.started);
                         retries.push_back((Instant::now() + after, pending));
                         retries.make_contiguous().sort_by_key(|(at, _)| *at);
                     }
@@ -393,7 +411,8 @@ async fn fill(
         if jobs.internal.busier_work_waiting() {
             // Realtime calls queue for a slot: send no more, and come back
             // with a smaller limit.
-            flight.told_to_wait();
+            // As pushed back by the last line started: once per episode.
+            flight.told_to_wait(flight.starts.saturating_sub(1));
             return Ok(true);
         }
         let Ok(permit) = jobs.line_permits.clone().try_acquire_owned() else {
@@ -406,9 +425,10 @@ async fn fill(
             Some(_) if retries.len() >= flight.max => return Ok(false),
             _ => source.next().await?,
         };
-        let Some(pending) = pending else {
+        let Some(mut pending) = pending else {
             return Ok(false);
         };
+        flight.start(&mut pending);
         let context = context.clone();
         let jobs = jobs.clone();
         let in_flight = InFlight::start(&jobs.metrics, flight);
@@ -541,4 +561,43 @@ pub async fn record(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(flight: &mut Flight) -> u64 {
+        let mut pending = Pending {
+            index: 0,
+            raw: Vec::new(),
+            started: 0,
+        };
+        flight.start(&mut pending);
+        pending.started
+    }
+
+    #[test]
+    fn one_overshoot_cuts_the_limit_once_and_smooth_windows_grow_it() {
+        let mut flight = Flight::new(64);
+        assert_eq!(flight.limit, START_LIMIT);
+        for _ in 0..START_LIMIT {
+            flight.succeeded();
+        }
+        assert_eq!(flight.limit, START_LIMIT + 1);
+        let early: Vec<u64> = (0..9).map(|_| started(&mut flight)).collect();
+        // Every line of the overshoot is told to wait: one cut.
+        for line in &early {
+            flight.told_to_wait(*line);
+        }
+        assert_eq!(flight.limit, 6);
+        // A line started under the cut limit that is pushed back cuts again.
+        let late = started(&mut flight);
+        flight.told_to_wait(late);
+        assert_eq!(flight.limit, 4);
+        let mut one = Flight::new(1);
+        let line = started(&mut one);
+        one.told_to_wait(line);
+        assert_eq!(one.limit, 1, "never below one");
+    }
 }
