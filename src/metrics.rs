@@ -124,6 +124,8 @@ pub struct MetricsSet {
     pub batch_lines: IntCounterVec,
     /// Batch lines in flight on this replica.
     pub batch_lines_in_flight: IntGauge,
+    /// The adaptive limits of the batches this replica runs, summed.
+    pub batch_line_limit: IntGauge,
 }
 
 impl MetricsSet {
@@ -247,6 +249,10 @@ impl MetricsSet {
         let batch_lines_in_flight = IntGauge::new(
             "sluice_batch_lines_in_flight",
             "Batch lines being sent by this replica",
+        )?;
+        let batch_line_limit = IntGauge::new(
+            "sluice_batch_line_limit",
+            "Adaptive limits on batch lines in flight, summed over the batches this replica runs",
         )?;
         let connections = IntGauge::new("sluice_connections", "Client connections open")?;
         let config_reloads = IntCounterVec::new(
@@ -400,6 +406,7 @@ impl MetricsSet {
             Box::new(in_flight.clone()),
             Box::new(batch_lines.clone()),
             Box::new(batch_lines_in_flight.clone()),
+            Box::new(batch_line_limit.clone()),
             Box::new(connections.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
@@ -480,6 +487,7 @@ impl MetricsSet {
             remaining_tokens,
             batch_lines,
             batch_lines_in_flight,
+            batch_line_limit,
         })
     }
 

@@ -171,6 +171,14 @@ struct Flight {
     starts: u64,
     /// Lines started before this number ran under a limit since cut.
     cut_before: u64,
+    /// `sluice_batch_line_limit`, which holds this batch's share.
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.gauge.sub(self.limit as i64);
+    }
 }
 
 impl Flight {
@@ -178,9 +186,11 @@ impl Flight {
         self.answering.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn new(max: usize) -> Self {
+    fn new(max: usize, gauge: prometheus::IntGauge) -> Self {
         let limit = START_LIMIT.min(max);
+        gauge.add(limit as i64);
         Self {
+            gauge,
             running: FuturesUnordered::new(),
             answering: Arc::default(),
             freed: Arc::default(),
@@ -202,7 +212,7 @@ impl Flight {
         self.successes += 1;
         if self.successes >= self.limit {
             self.successes = 0;
-            self.limit = (self.limit + 1).min(self.max);
+            self.set_limit((self.limit + 1).min(self.max));
         }
     }
 
@@ -213,7 +223,12 @@ impl Flight {
         }
         self.cut_before = self.starts;
         self.successes = 0;
-        self.limit = (self.limit * 3 / 4).max(1);
+        self.set_limit((self.limit * 3 / 4).max(1));
+    }
+
+    fn set_limit(&mut self, limit: usize) {
+        self.gauge.add(limit as i64 - self.limit as i64);
+        self.limit = limit;
     }
 }
 
@@ -339,7 +354,10 @@ async fn send_lines(
     context: &Arc<LineContext>,
     source: &mut Source,
 ) -> Result<Option<End>, JobsError> {
-    let mut flight = Flight::new(jobs.batch.max_concurrency);
+    let mut flight = Flight::new(
+        jobs.batch.max_concurrency,
+        jobs.metrics.batch_line_limit.clone(),
+    );
     let mut retries: VecDeque<(Instant, Pending)> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(jobs.batch.lease / 3);
     let mut end = None;
@@ -579,7 +597,8 @@ mod tests {
 
     #[test]
     fn one_overshoot_cuts_the_limit_once_and_smooth_windows_grow_it() {
-        let mut flight = Flight::new(64);
+        let gauge = prometheus::IntGauge::new("limit", "limit").unwrap();
+        let mut flight = Flight::new(64, gauge.clone());
         assert_eq!(flight.limit, START_LIMIT);
         for _ in 0..START_LIMIT {
             flight.succeeded();
@@ -595,7 +614,10 @@ mod tests {
         let late = started(&mut flight);
         flight.told_to_wait(late);
         assert_eq!(flight.limit, 4);
-        let mut one = Flight::new(1);
+        assert_eq!(gauge.get(), 4);
+        drop(flight);
+        assert_eq!(gauge.get(), 0);
+        let mut one = Flight::new(1, gauge);
         let line = started(&mut one);
         one.told_to_wait(line);
         assert_eq!(one.limit, 1, "never below one");
