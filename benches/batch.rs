@@ -164,6 +164,18 @@ key = "{KEY}"
     panic!("sluice ({binary}) did not start");
 }
 
+/// One unlabelled gauge's value from the gateway's `/metrics`.
+async fn gauge(client: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The gateway's resident set, in MiB, from `/proc/<pid>/status`.
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -233,6 +245,8 @@ struct Run {
     throttled: u64,
     /// The upstream's calls in flight, sampled with the RSS.
     busy: Vec<usize>,
+    /// The runner's adaptive limit (`sluice_batch_line_limit`), sampled too.
+    limits: Vec<f64>,
     /// Latencies of realtime calls made while the batch ran; `None` for
     /// one that got an error (the upstream's 429 after the gateway's retries).
     realtime: Vec<Option<Duration>>,
@@ -283,20 +297,26 @@ async fn run_batch(sluice: &Sluice, quota: &Arc<Quota>, lines: usize) -> Run {
     let pid = sluice.child.id();
     let sampling = Arc::new(std::sync::Mutex::new(Vec::new()));
     let busy = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let limits = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
         let sampling = sampling.clone();
         let busy = busy.clone();
+        let limits = limits.clone();
         let quota = quota.clone();
+        let metrics = format!("{}/metrics", sluice.url);
         tokio::spawn(async move {
+            let client = reqwest::Client::new();
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             loop {
                 every.tick().await;
                 if let Some(rss) = rss_mib(pid) {
                     sampling.lock().unwrap().push(rss);
                 }
-                busy.lock()
-                    .unwrap()
-                    .push(quota.in_flight.load(Ordering::Relaxed));
+                let upstream = quota.in_flight.load(Ordering::Relaxed);
+                busy.lock().unwrap().push(upstream);
+                if let Some(limit) = gauge(&client, &metrics, "sluice_batch_line_limit").await {
+                    limits.lock().unwrap().push(limit);
+                }
             }
         })
     };
@@ -362,6 +382,7 @@ async fn run_batch(sluice: &Sluice, quota: &Arc<Quota>, lines: usize) -> Run {
         throttled: quota.throttled.load(Ordering::Relaxed) - throttled_before,
         realtime,
         busy: busy.lock().unwrap().clone(),
+        limits: limits.lock().unwrap().clone(),
     }
 }
 
@@ -394,8 +415,9 @@ fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64, id
     );
     println!("  RSS each second (MiB): {}", per_second.join(" "));
     let busy = run.busy.iter().sum::<usize>() as f64 / run.busy.len().max(1) as f64;
+    let limit = run.limits.iter().sum::<f64>() / run.limits.len().max(1) as f64;
     println!(
-        "  upstream calls in flight: mean {busy:.1} of {} slots",
+        "  upstream calls in flight: mean {busy:.1} of {} slots; the runner's limit: mean {limit:.1}",
         quota.slots
     );
     let mut realtime: Vec<Duration> = run.realtime.iter().flatten().copied().collect();
