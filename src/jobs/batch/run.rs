@@ -173,6 +173,8 @@ struct Flight {
     cut_before: u64,
     /// `sluice_batch_line_limit`, which holds this batch's share.
     gauge: prometheus::IntGauge,
+    /// No line starts before this: the wait the last push-back asked for.
+    quiet_until: Option<Instant>,
 }
 
 impl Drop for Flight {
@@ -199,6 +201,7 @@ impl Flight {
             successes: 0,
             starts: 0,
             cut_before: 0,
+            quiet_until: None,
         }
     }
 
@@ -216,14 +219,28 @@ impl Flight {
         }
     }
 
-    /// Push-back seen by a line started as number `started`.
-    fn told_to_wait(&mut self, started: u64) {
-        if started < self.cut_before {
+    /// Push-back seen by a line started as number `started`, with the wait
+    /// the upstream (or the gateway) asked for.
+    fn told_to_wait(&mut self, started: u64, wait: Duration) {
+        let now = Instant::now();
+        if started < self.cut_before || self.quiet_until.is_some_and(|until| now < until) {
             return;
         }
+        // Lines started while the deployment is throttled would only be
+        // refused at once (and look like more push-back): none start until
+        // the wait is over.
+        self.quiet_until = (!wait.is_zero()).then(|| now + wait);
         self.cut_before = self.starts;
         self.successes = 0;
         self.set_limit((self.limit * 3 / 4).max(1));
+    }
+
+    /// How long a blocked loop sleeps: to the end of a quiet period, or `at_most`.
+    fn pause(&self, at_most: Duration) -> Duration {
+        self.quiet_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+            .map_or(at_most, |left| left.min(at_most))
     }
 
     fn set_limit(&mut self, limit: usize) {
@@ -370,6 +387,7 @@ async fn send_lines(
             return Ok(end);
         }
         let next_retry = retries.front().map(|(at, _)| *at);
+        let pause = flight.pause(Duration::from_millis(50));
         tokio::select! {
             Some((pending, settled)) = flight.running.next(), if !flight.running.is_empty() => {
                 match settled? {
@@ -377,14 +395,14 @@ async fn send_lines(
                         let result = if failed { "failed" } else { "completed" };
                         jobs.metrics.batch_lines.with_label_values(&[result]).inc();
                         if pressed {
-                            flight.told_to_wait(pending.started);
+                            flight.told_to_wait(pending.started, Duration::ZERO);
                         } else {
                             flight.succeeded();
                         }
                     }
                     Settled::Retry { after } => {
                         jobs.metrics.batch_lines.with_label_values(&["retried"]).inc();
-                        flight.told_to_wait(pending.started);
+                        flight.told_to_wait(pending.started, after);
                         retries.push_back((Instant::now() + after, pending));
                         retries.make_contiguous().sort_by_key(|(at, _)| *at);
                     }
@@ -401,7 +419,7 @@ async fn send_lines(
             }
             () = sleep_until(next_retry), if next_retry.is_some() && end.is_none() => {}
             () = flight.freed.notified(), if end.is_none() => {}
-            () = tokio::time::sleep(Duration::from_millis(50)), if blocked => {}
+            () = tokio::time::sleep(pause), if blocked => {}
             () = jobs.tasks.stopping() => return Ok(Some(End::Leave)),
         }
     }
@@ -430,7 +448,10 @@ async fn fill(
             // Realtime calls queue for a slot: send no more, and come back
             // with a smaller limit.
             // As pushed back by the last line started: once per episode.
-            flight.told_to_wait(flight.starts.saturating_sub(1));
+            flight.told_to_wait(flight.starts.saturating_sub(1), Duration::ZERO);
+            return Ok(true);
+        }
+        if flight.quiet_until.is_some_and(|until| now < until) {
             return Ok(true);
         }
         let Ok(permit) = jobs.line_permits.clone().try_acquire_owned() else {
@@ -607,19 +628,19 @@ mod tests {
         let early: Vec<u64> = (0..9).map(|_| started(&mut flight)).collect();
         // Every line of the overshoot is told to wait: one cut.
         for line in &early {
-            flight.told_to_wait(*line);
+            flight.told_to_wait(*line, Duration::ZERO);
         }
         assert_eq!(flight.limit, 6);
         // A line started under the cut limit that is pushed back cuts again.
         let late = started(&mut flight);
-        flight.told_to_wait(late);
+        flight.told_to_wait(late, Duration::ZERO);
         assert_eq!(flight.limit, 4);
         assert_eq!(gauge.get(), 4);
         drop(flight);
         assert_eq!(gauge.get(), 0);
         let mut one = Flight::new(1, gauge);
         let line = started(&mut one);
-        one.told_to_wait(line);
+        one.told_to_wait(line, Duration::ZERO);
         assert_eq!(one.limit, 1, "never below one");
     }
 }
