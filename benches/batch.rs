@@ -109,7 +109,9 @@ impl Drop for Sluice {
     }
 }
 
-async fn start_sluice(upstream: std::net::SocketAddr) -> Sluice {
+/// `deployment_extra` goes into the deployment's section (e.g. its
+/// `max_concurrency`).
+async fn start_sluice(upstream: std::net::SocketAddr, deployment_extra: &str) -> Sluice {
     let dir = std::env::temp_dir().join(format!("sluice-batch-bench-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let port = {
@@ -128,6 +130,7 @@ name = "quota"
 provider = "openai"
 base_url = "http://{upstream}/v1"
 api_key = "upstream-key"
+{deployment_extra}
 models = ["gpt-4o"]
 [[keys]]
 name = "bench"
@@ -444,7 +447,7 @@ async fn main() {
         throttled: AtomicU64::new(0),
     });
     let upstream = start_quota_upstream(quota.clone()).await;
-    let sluice = start_sluice(upstream).await;
+    let sluice = start_sluice(upstream, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = rss_mib(sluice.child.id()).unwrap_or(0.0);
     println!(
@@ -467,5 +470,22 @@ async fn main() {
         "upstream answered {} requests, 429 to {}",
         quota.answered.load(Ordering::Relaxed),
         quota.throttled.load(Ordering::Relaxed)
+    );
+    drop(sluice);
+    // The same quota declared on the deployment: the gateway queues calls
+    // past it (realtime first) instead of learning it from 429s.
+    let declared = format!("max_concurrency = {}", quota.slots);
+    let sluice = start_sluice(upstream, &declared).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_mib(sluice.child.id()).unwrap_or(0.0);
+    println!("with the quota declared ({declared} on the deployment):");
+    let run = run_batch(&sluice, &quota, small).await;
+    report(
+        "small batch, declared quota",
+        small,
+        &run,
+        &quota,
+        baseline,
+        idle,
     );
 }
