@@ -151,7 +151,22 @@ pub fn summary(config: &Config) -> String {
         other => without_password(other),
     };
     let _ = writeln!(out, "usage ledger: {usage}");
+    let _ = writeln!(out, "files, batches and async jobs: {}", jobs(config));
     out
+}
+
+/// Where `[batch] store` keeps jobs and files, or that the APIs are off.
+fn jobs(config: &Config) -> String {
+    let batch = &config.batch;
+    let files = match batch.files_dir.as_str() {
+        "" => format!("{}/files", config.usage.data_dir),
+        dir => dir.to_owned(),
+    };
+    match batch.store.as_str() {
+        "none" => "off".to_owned(),
+        "sqlite" => format!("sqlite in {}, file bytes in {files}", config.usage.data_dir),
+        other => format!("{}, file bytes in {files}", without_password(other)),
+    }
 }
 
 fn cache(config: &Config) -> String {

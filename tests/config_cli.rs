@@ -128,6 +128,9 @@ fn check_summarises_the_stores_without_their_passwords() {
         postgres_url = "postgres://sluice:index-secret@db:5432/cache"
         [usage]
         store = "postgres://sluice:ledger-secret@db:5432/usage"
+        [batch]
+        store = "postgres://sluice:jobs-secret@db:5432/jobs"
+        files_dir = "/shared/files"
         [[deployments]]
         name = "m"
         provider = "mock"
@@ -143,6 +146,12 @@ fn check_summarises_the_stores_without_their_passwords() {
     );
     assert!(
         out.contains("usage ledger: postgres://sluice:***@db:5432/usage"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "files, batches and async jobs: postgres://sluice:***@db:5432/jobs, file bytes in /shared/files"
+        ),
         "{out}"
     );
     assert!(!out.contains("secret"), "{out}");
