@@ -1,7 +1,7 @@
 //! Typed configuration. Loading lives in `load`, checks in `validate`; the rest
 //! of the gateway only ever sees a validated `Config`.
 
-mod duration;
+pub(crate) mod duration;
 pub(crate) mod expand;
 mod jobs;
 mod keys_store;
@@ -87,6 +87,12 @@ pub struct Config {
     pub batch: BatchConfig,
     #[serde(default)]
     pub async_requests: AsyncConfig,
+    /// When each model climbs the degradation ladder (`crate::degrade`).
+    #[serde(default)]
+    pub degradation: crate::degrade::DegradationConfig,
+    /// Level 3's templated answers, first match wins.
+    #[serde(default)]
+    pub static_responses: Vec<crate::degrade::StaticResponse>,
     /// The loaded settings as the file and environment gave them, with
     /// secrets redacted, and their hash: what `GET /admin/config` shows.
     #[serde(skip)]

@@ -13,6 +13,7 @@ use super::registries::Registries;
 use crate::auth::KeyStore;
 use crate::cache::{CacheParts, ResponseCache};
 use crate::config::Config;
+use crate::degrade::Ladder;
 use crate::dispatch::Dispatcher;
 use crate::internal::InternalCalls;
 use crate::jobs::asynchronous::AsyncIntake;
@@ -126,7 +127,16 @@ impl Snapshot {
             config.health_probe.clone(),
             &loops,
         );
+        let ladder = Arc::new(Ladder::new(
+            &config.degradation,
+            config.static_responses.clone(),
+            registries.degradation.clone(),
+            router.clone(),
+            metrics.clone(),
+        ));
+        ladder.watch(&loops);
         let services = stack::Services {
+            ladder,
             ledger: registries.ledger.clone().map(|ledger| RecordUsage {
                 ledger,
                 estimates: Arc::new(Estimates {
