@@ -238,3 +238,35 @@ async fn the_operator_forces_maintenance_and_clears_it() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_a_forced_level() {
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = std::env::temp_dir().join(format!("sluice-ladder-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sluice.toml");
+    let toml = format!(
+        "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n{}",
+        config(&upstream, "60s")
+    );
+    std::fs::write(&path, &toml).unwrap();
+    let gateway = TestGateway::start_file(&path).await;
+    assert_eq!(force(&gateway, "gpt-4o", json!(4)).await.status(), 200);
+
+    // A new snapshot: another static answer.
+    std::fs::write(
+        &path,
+        format!("{toml}[[static_responses]]\ncontent = \"Back soon.\"\n"),
+    )
+    .unwrap();
+    let reloaded = gateway
+        .client
+        .post(gateway.url("/admin/reload"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    assert_eq!(level(&gateway).await["forced_level"], 4);
+    assert_eq!(chat(&gateway, &ask("hello")).await.status(), 503);
+}
