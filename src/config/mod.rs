@@ -955,6 +955,11 @@ pub struct KeyConfig {
     /// The highest class this key may ask for.
     #[serde(default)]
     pub max_priority: Option<Priority>,
+    /// At degradation level 4 (maintenance), this key's calls are accepted
+    /// as asynchronous jobs (202) that run once the model is back, instead
+    /// of a 503.
+    #[serde(default)]
+    pub queue_in_maintenance: bool,
     #[serde(flatten)]
     pub budget: TokenBudget,
     #[serde(flatten)]

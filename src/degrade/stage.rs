@@ -13,11 +13,19 @@ use super::state::Outlook;
 use super::{DEGRADED, Degraded, Ladder, Level, statics};
 use crate::call::Call;
 use crate::error::{error_body, json_response, set_retry_after};
+use crate::jobs::asynchronous::AsyncIntake;
 use crate::stage::{Next, Stage};
 
-/// Layer 6c: level 4 answers 503 `maintenance` here; levels 2 and 3 mark
-/// the call [`Degraded`] and label a cache answer `x-sluice-degraded: cached`.
-pub struct CheckLevel(pub Arc<Ladder>);
+/// Layer 6c: level 4 answers 503 `maintenance` here (or, for a key with
+/// `queue_in_maintenance`, accepts the call as an asynchronous job); levels
+/// 2 and 3 mark the call [`Degraded`] and label a cache answer
+/// `x-sluice-degraded: cached`.
+pub struct CheckLevel {
+    pub ladder: Arc<Ladder>,
+    /// Layer 5b's intake, on the HTTP chain only: a replayed job is never
+    /// queued again.
+    pub intake: Option<Arc<AsyncIntake>>,
+}
 
 impl Stage for CheckLevel {
     async fn call(&self, mut request: Request, next: impl Next) -> Response {
@@ -27,12 +35,25 @@ impl Stage for CheckLevel {
         let Some(api) = call.request.as_ref() else {
             return next.run(request).await;
         };
-        let reading = self.0.read(&api.route, Instant::now());
+        let reading = self.ladder.read(&api.route, Instant::now());
         let level = reading.assessment.level;
         // An automatic level lets a trial call through: it is how recovery shows.
         let trial = reading.outlook == Outlook::Trial && reading.assessment.forced.is_none();
         match level {
-            Level::Maintenance => maintenance(&api.route.name, reading.retry_after),
+            Level::Maintenance => match &self.intake {
+                // Only JSON, unstreamed calls can be kept for later.
+                Some(intake)
+                    if call.identity.queue_in_maintenance
+                        && !api.stream
+                        && api.content_type.is_none() =>
+                {
+                    let (identity, body) = (call.identity.clone(), api.body.clone());
+                    intake
+                        .accept_read(&identity, request.uri(), request.headers(), &body)
+                        .await
+                }
+                _ => maintenance(&api.route.name, reading.retry_after),
+            },
             Level::CachedOnly | Level::Static if !trial => {
                 call.degraded = Some(Degraded {
                     level,

@@ -15,7 +15,7 @@
 //! | 5b| `AsyncIntake`        | /v1   | `Prefer: respond-async` POSTs: recorded as a job, 202 at once |
 //! | 6 | `RequestReader`      | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
-//! | 6c| `CheckLevel`         | /v1   | the model's degradation level: 503 at 4; marks the call at 2-3 |
+//! | 6c| `CheckLevel`         | /v1   | the model's degradation level: 503 at 4 (or 202 job for `queue_in_maintenance` keys); marks the call at 2-3 |
 //! | 7 | `Cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
 //! | 7a| `Fallback`           | /v1   | a degraded call the cache missed: static answer or 503    |
 //! | 7b| `EnforceBudgets`     | /v1   | spend budgets per key and org: 429 when spent; bills usage |
@@ -92,15 +92,18 @@ pub struct Services {
 /// the HTTP chain's only: a replayed job must not be taken for a new one.
 fn api(services: &Services, entry: Entry, intake: Option<Arc<AsyncIntake>>) -> Router {
     let stages = chain![
-        entry,                                        // 5
-        intake,                                       // 5b
-        services.reader.clone(),                      // 6
-        services.ledger.clone(),                      // 6b
-        CheckLevel(services.ladder.clone()),          // 6c
-        services.cache.clone().map(Cache),            // 7
-        Fallback(services.ladder.clone()),            // 7a
+        entry,                   // 5
+        intake.clone(),          // 5b
+        services.reader.clone(), // 6
+        services.ledger.clone(), // 6b
+        CheckLevel {
+            ladder: services.ladder.clone(),
+            intake,
+        }, // 6c
+        services.cache.clone().map(Cache), // 7
+        Fallback(services.ladder.clone()), // 7a
         services.budgets.clone().map(EnforceBudgets), // 7b
-        services.limiter.clone().map(RateLimit),      // 8
+        services.limiter.clone().map(RateLimit), // 8
         services.admission.clone().map(|scheduler| Admit {
             scheduler,
             metrics: services.metrics.clone(),

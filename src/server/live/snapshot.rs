@@ -48,6 +48,8 @@ pub struct Snapshot {
     /// The router its dispatcher uses: batches find the deployment they are
     /// forwarded to (`batch = "upstream"`) here.
     pub router: Arc<ModelRouter>,
+    /// The degradation ladder: async jobs wait while their model is in maintenance.
+    pub ladder: Arc<Ladder>,
 }
 
 impl Snapshot {
@@ -136,7 +138,7 @@ impl Snapshot {
         ));
         ladder.watch(&loops);
         let services = stack::Services {
-            ladder,
+            ladder: ladder.clone(),
             ledger: registries.ledger.clone().map(|ledger| RecordUsage {
                 ledger,
                 estimates: Arc::new(Estimates {
@@ -184,6 +186,7 @@ impl Snapshot {
             keys,
             models,
             router,
+            ladder,
         })
     }
 }
