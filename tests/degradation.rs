@@ -270,3 +270,72 @@ async fn a_reload_keeps_a_forced_level() {
     assert_eq!(level(&gateway).await["forced_level"], 4);
     assert_eq!(chat(&gateway, &ask("hello")).await.status(), 503);
 }
+
+/// `degraded_max_output_tokens` clamps (or sets) a call's max output tokens
+/// while the model is degraded, and not at level 0.
+#[tokio::test]
+async fn degraded_calls_get_fewer_output_tokens() {
+    let upstream = FakeUpstream::start("oa").await;
+    let toml = format!(
+        "{}\n[models.gpt-4o]\ndegraded_max_output_tokens = 50\n",
+        config(&upstream, "60s")
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let with_max = |text: &str, field: &str, max: u64| {
+        let mut body = ask(text);
+        body[field] = json!(max);
+        body
+    };
+
+    assert_eq!(
+        chat(&gateway, &with_max("a", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        upstream.last().body["max_tokens"],
+        1000,
+        "level 0: as asked"
+    );
+
+    assert_eq!(force(&gateway, "gpt-4o", json!(1)).await.status(), 200);
+    assert_eq!(
+        chat(&gateway, &with_max("b", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(upstream.last().body["max_tokens"], 50);
+    let body = with_max("c", "max_completion_tokens", 20);
+    assert_eq!(chat(&gateway, &body).await.status(), 200);
+    assert_eq!(
+        upstream.last().body["max_completion_tokens"],
+        20,
+        "under the cap: kept"
+    );
+    assert_eq!(chat(&gateway, &ask("d")).await.status(), 200);
+    assert_eq!(
+        upstream.last().body["max_completion_tokens"],
+        50,
+        "absent: set"
+    );
+    let responses = gateway
+        .post(
+            "/v1/responses",
+            None,
+            &json!({"model": "gpt-4o", "input": "e", "max_output_tokens": 4000}),
+        )
+        .await;
+    assert_eq!(responses.status(), 200);
+    assert_eq!(upstream.last().body["max_output_tokens"], 50);
+
+    assert_eq!(force(&gateway, "gpt-4o", Value::Null).await.status(), 200);
+    assert_eq!(
+        chat(&gateway, &with_max("f", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(upstream.last().body["max_tokens"], 1000, "back at level 0");
+}

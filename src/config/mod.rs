@@ -642,6 +642,11 @@ pub struct ModelSettings {
     /// `[queue] degrade_after`.
     #[serde(default)]
     pub cheaper: Option<String>,
+    /// While the model is degraded (level 1 and up), requests' max output
+    /// tokens are clamped to this (set when absent): shorter answers from
+    /// what capacity is left.
+    #[serde(default)]
+    pub degraded_max_output_tokens: Option<u64>,
 }
 
 impl ModelSettings {

@@ -3,6 +3,7 @@
 //! call and by a loop, so a level changes (and is logged and exported) even
 //! while no call comes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 
 use super::config::{DegradationConfig, StaticResponse};
 use super::state::{Assessment, LadderState, Outlook, Thresholds};
+use crate::config::ModelSettings;
 use crate::metrics::Metrics;
 use crate::routing::{Backend, BreakerState, ModelRoute, ModelRouter};
 use crate::tasks::Tasks;
@@ -21,6 +23,8 @@ pub struct Ladder {
     default_wait: Duration,
     pub(super) statics: Vec<StaticResponse>,
     pub(super) router: Arc<ModelRouter>,
+    /// `[models.X] degraded_max_output_tokens`, by model.
+    output_caps: HashMap<String, u64>,
     metrics: Metrics,
 }
 
@@ -35,6 +39,7 @@ impl Ladder {
     pub fn new(
         config: &DegradationConfig,
         statics: Vec<StaticResponse>,
+        models: &HashMap<String, ModelSettings>,
         state: Arc<LadderState>,
         router: Arc<ModelRouter>,
         metrics: Metrics,
@@ -49,8 +54,17 @@ impl Ladder {
             default_wait: config.retry_after,
             statics,
             router,
+            output_caps: models
+                .iter()
+                .filter_map(|(name, model)| Some((name.clone(), model.degraded_max_output_tokens?)))
+                .collect(),
             metrics,
         }
+    }
+
+    /// The max output tokens of `model`'s calls while it is degraded.
+    pub(super) fn output_cap(&self, model: &str) -> Option<u64> {
+        self.output_caps.get(model).copied()
     }
 
     /// Assesses `route`'s level now; logs and exports a change.

@@ -4,10 +4,10 @@
 //! | level | name | behaviour |
 //! |---|---|---|
 //! | 0 | full | normal service |
-//! | 1 | reduced | the model's own deployments are out: fallbacks and `cheaper` serve (routing does this) |
+//! | 1 | reduced | the model's own deployments are out: fallbacks and `cheaper` serve (routing does this); `degraded_max_output_tokens` clamps output |
 //! | 2 | cached only | the cache answers; a miss gets 503 `service_degraded` with `retry-after` |
 //! | 3 | static | as 2, but a miss gets a matching `[[static_responses]]` answer (`x-sluice-degraded: static`) |
-//! | 4 | maintenance | 503 `maintenance` with `retry-after` before anything else runs |
+//! | 4 | maintenance | 503 `maintenance` with `retry-after` before anything else runs, or, for a `queue_in_maintenance` key, an async job (202) the runner holds until the level drops |
 //!
 //! The level is automatic (how long nothing was usable, `[degradation]`)
 //! unless the operator forced one (`POST /admin/models/{model}/level`).

@@ -1,17 +1,19 @@
 //! The ladder's two stages: 6c reads the level and marks the call, 7a
 //! answers a marked call the cache did not.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::state::Outlook;
 use super::{DEGRADED, Degraded, Ladder, Level, statics};
-use crate::call::Call;
+use crate::call::{ApiRequest, BodyView, Call};
 use crate::error::{error_body, json_response, set_retry_after};
 use crate::jobs::asynchronous::AsyncIntake;
 use crate::stage::{Next, Stage};
@@ -32,7 +34,7 @@ impl Stage for CheckLevel {
         let Some(call) = Call::proxied_mut(request.extensions_mut()) else {
             return next.run(request).await;
         };
-        let Some(api) = call.request.as_ref() else {
+        let Some(api) = call.request.as_mut() else {
             return next.run(request).await;
         };
         let reading = self.ladder.read(&api.route, Instant::now());
@@ -67,8 +69,32 @@ impl Stage for CheckLevel {
                 }
                 response
             }
-            _ => next.run(request).await,
+            Level::Full => next.run(request).await,
+            // Reduced, or a trial call at 2-3: it reaches the upstream.
+            _ => {
+                if let Some(limit) = self.ladder.output_cap(&api.route.name) {
+                    clamp_output(api, limit);
+                }
+                next.run(request).await
+            }
         }
+    }
+}
+
+/// `degraded_max_output_tokens`: the call's max output tokens clamped (or
+/// set), its body written again only when that changes it.
+fn clamp_output(api: &mut ApiRequest, limit: u64) {
+    let view = api.view.clone();
+    let Some(json) = view.json() else {
+        return;
+    };
+    let mut changed = Cow::Borrowed(json);
+    crate::policy::clamp_output(api.endpoint, &mut changed, limit);
+    if let Cow::Owned(changed) = changed
+        && let Ok(bytes) = serde_json::to_vec(&changed)
+    {
+        api.view = BodyView::written(api.endpoint, bytes.len(), changed);
+        api.body = Bytes::from(bytes);
     }
 }
 

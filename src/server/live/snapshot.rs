@@ -132,6 +132,7 @@ impl Snapshot {
         let ladder = Arc::new(Ladder::new(
             &config.degradation,
             config.static_responses.clone(),
+            &config.models,
             registries.degradation.clone(),
             router.clone(),
             metrics.clone(),
