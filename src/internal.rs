@@ -47,4 +47,8 @@ pub trait InternalCalls: Send + Sync + 'static {
     /// The deployment named `name` in the config in force: a forwarded
     /// batch is polled where it was sent, whatever routing says now.
     fn deployment(&self, name: &str) -> Option<Arc<Deployment>>;
+
+    /// Whether `model` is at degradation level 4 (maintenance): queued
+    /// asynchronous jobs for it wait until it is back.
+    fn maintenance(&self, model: &str) -> bool;
 }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod call;
 pub mod check;
 pub mod config;
+pub mod degrade;
 pub mod dispatch;
 pub mod drain;
 pub mod error;

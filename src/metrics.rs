@@ -112,6 +112,8 @@ pub struct MetricsSet {
     /// reported headroom per deployment.
     pub queue_depth: IntGaugeVec,
     pub circuit_state: IntGaugeVec,
+    /// Each model's degradation level, 0 (full service) to 4 (maintenance).
+    pub degradation_level: IntGaugeVec,
     pub remaining_requests: IntGaugeVec,
     pub remaining_tokens: IntGaugeVec,
     /// `auto` router decisions, by tier model.
@@ -292,6 +294,13 @@ impl MetricsSet {
             ),
             &["deployment"],
         )?;
+        let degradation_level = IntGaugeVec::new(
+            Opts::new(
+                "sluice_degradation_level",
+                "Degradation level per model: 0 full, 1 reduced, 2 cached only, 3 static, 4 maintenance",
+            ),
+            &["model"],
+        )?;
         let remaining_requests = IntGaugeVec::new(
             Opts::new(
                 "sluice_upstream_remaining_requests",
@@ -414,6 +423,7 @@ impl MetricsSet {
             Box::new(queue_wait.clone()),
             Box::new(queue_depth.clone()),
             Box::new(circuit_state.clone()),
+            Box::new(degradation_level.clone()),
             Box::new(remaining_requests.clone()),
             Box::new(remaining_tokens.clone()),
             Box::new(auto_decisions.clone()),
@@ -483,6 +493,7 @@ impl MetricsSet {
             queue_wait,
             queue_depth,
             circuit_state,
+            degradation_level,
             remaining_requests,
             remaining_tokens,
             batch_lines,

@@ -552,3 +552,68 @@ async fn a_key_with_its_backlog_full_gets_429_and_other_keys_do_not() {
     accepted(other).await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Degradation level 4 accepts a `queue_in_maintenance` key's call as a job
+/// that runs once the model is back; other keys get 503 `maintenance`.
+#[tokio::test]
+async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let toml = format!(
+        "[admin]\ntoken = \"{ADMIN}\"\n\
+         [batch]\nstore = \"sqlite:{dir}/jobs.sqlite\"\nfiles_dir = \"{dir}/files\"\n\
+         poll_interval = \"100ms\"\nlease = \"3s\"\n\
+         [[keys]]\nname = \"app\"\nkey = \"{KEY}\"\nqueue_in_maintenance = true\n\
+         [[keys]]\nname = \"other\"\nkey = \"{OTHER}\"\n{}",
+        deployment("up", &upstream, ""),
+        dir = dir.display(),
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let level = |level: Value| {
+        let gateway = &gateway;
+        async move {
+            let response = gateway
+                .post(
+                    "/admin/models/gpt-4o/level",
+                    Some(ADMIN),
+                    &json!({ "level": level }),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+        }
+    };
+    level(json!(4)).await;
+
+    let refused = gateway
+        .post("/v1/chat/completions", Some(OTHER), &chat("gpt-4o"))
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(error_of(refused).await["code"], "maintenance");
+
+    // No `Prefer` header: the key's setting makes it a job.
+    let queued = gateway
+        .post("/v1/chat/completions", Some(KEY), &chat("gpt-4o"))
+        .await;
+    let id = accepted(queued).await;
+
+    // It waits while the model is in maintenance.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let waiting = gateway
+        .client
+        .get(gateway.url(&format!("/v1/async/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), 202);
+    assert_eq!(upstream.calls(), 0);
+
+    level(Value::Null).await;
+    let done = answer(&gateway, &id, KEY).await;
+    assert_eq!(done.status(), 200);
+    let stored: Value = done.json().await.unwrap();
+    assert_eq!(stored["object"], "chat.completion", "{stored}");
+    assert_eq!(upstream.calls(), 1);
+}

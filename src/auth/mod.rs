@@ -32,6 +32,8 @@ pub struct Identity {
     /// A call Sluice makes on this key's behalf (internal adapter): it
     /// spends the key's tokens and money but not its request count.
     pub internal: bool,
+    /// At degradation level 4, calls become asynchronous jobs (202), not 503s.
+    pub queue_in_maintenance: bool,
 }
 
 impl Identity {
@@ -48,6 +50,7 @@ impl Identity {
             max_priority: None,
             budget: Default::default(),
             internal: false,
+            queue_in_maintenance: false,
         }
     }
 
@@ -65,6 +68,7 @@ impl Identity {
             max_priority: self.max_priority,
             budget: Default::default(),
             internal: true,
+            queue_in_maintenance: self.queue_in_maintenance,
         }
     }
 
@@ -111,6 +115,7 @@ impl KeyStore {
                     max_priority: key.max_priority,
                     budget: key.budget.clone(),
                     internal: false,
+                    queue_in_maintenance: key.queue_in_maintenance,
                 };
                 Some((key.digest()?, Arc::new(identity)))
             })
@@ -173,6 +178,7 @@ mod tests {
             cache: true,
             priority: None,
             max_priority: None,
+            queue_in_maintenance: false,
             budget: Default::default(),
             spend: Default::default(),
         }];

@@ -133,7 +133,9 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         .inc();
     guard.probe = probe;
     let response = next.run(request).await;
-    if !response.status().is_success() {
+    // A degraded answer (layer 7a's static one) is never stored.
+    if !response.status().is_success() || response.headers().contains_key(crate::degrade::DEGRADED)
+    {
         drop(guard);
         return labelled(response, "miss");
     }

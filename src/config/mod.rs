@@ -1,7 +1,7 @@
 //! Typed configuration. Loading lives in `load`, checks in `validate`; the rest
 //! of the gateway only ever sees a validated `Config`.
 
-mod duration;
+pub(crate) mod duration;
 pub(crate) mod expand;
 mod jobs;
 mod keys_store;
@@ -87,6 +87,12 @@ pub struct Config {
     pub batch: BatchConfig,
     #[serde(default)]
     pub async_requests: AsyncConfig,
+    /// When each model climbs the degradation ladder (`crate::degrade`).
+    #[serde(default)]
+    pub degradation: crate::degrade::DegradationConfig,
+    /// Level 3's templated answers, first match wins.
+    #[serde(default)]
+    pub static_responses: Vec<crate::degrade::StaticResponse>,
     /// The loaded settings as the file and environment gave them, with
     /// secrets redacted, and their hash: what `GET /admin/config` shows.
     #[serde(skip)]
@@ -636,6 +642,11 @@ pub struct ModelSettings {
     /// `[queue] degrade_after`.
     #[serde(default)]
     pub cheaper: Option<String>,
+    /// While the model is degraded (level 1 and up), requests' max output
+    /// tokens are clamped to this (set when absent): shorter answers from
+    /// what capacity is left.
+    #[serde(default)]
+    pub degraded_max_output_tokens: Option<u64>,
 }
 
 impl ModelSettings {
@@ -949,6 +960,11 @@ pub struct KeyConfig {
     /// The highest class this key may ask for.
     #[serde(default)]
     pub max_priority: Option<Priority>,
+    /// At degradation level 4 (maintenance), this key's calls are accepted
+    /// as asynchronous jobs (202) that run once the model is back, instead
+    /// of a 503.
+    #[serde(default)]
+    pub queue_in_maintenance: bool,
     #[serde(flatten)]
     pub budget: TokenBudget,
     #[serde(flatten)]

@@ -93,6 +93,7 @@ impl Dispatcher {
             hooks,
             backend: first,
             quotas,
+            ..
         } = parts
             .extensions
             .remove::<Admitted>()

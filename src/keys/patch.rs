@@ -62,6 +62,8 @@ pub struct KeyPatch {
     pub max_priority: Change<Priority>,
     /// Cleared means the default, `true`.
     pub cache: Change<bool>,
+    /// Cleared means the default, `false`.
+    pub queue_in_maintenance: Change<bool>,
     pub max_input_tokens: Change<u64>,
     pub max_output_tokens: Change<u64>,
     pub budget_daily_usd: Change<f64>,
@@ -100,6 +102,7 @@ impl KeyPatch {
                 "priority" => patch.priority = change(field, value)?,
                 "max_priority" => patch.max_priority = change(field, value)?,
                 "cache" => patch.cache = change(field, value)?,
+                "queue_in_maintenance" => patch.queue_in_maintenance = change(field, value)?,
                 "max_input_tokens" => patch.max_input_tokens = change(field, value)?,
                 "max_output_tokens" => patch.max_output_tokens = change(field, value)?,
                 "budget_daily_usd" => patch.budget_daily_usd = change(field, value)?,
@@ -147,6 +150,9 @@ impl KeyPatch {
         let mut cache = Some(settings.cache);
         self.cache.apply(&mut cache);
         settings.cache = cache.unwrap_or(true);
+        let mut queue = Some(settings.queue_in_maintenance);
+        self.queue_in_maintenance.apply(&mut queue);
+        settings.queue_in_maintenance = queue.unwrap_or(false);
         self.max_input_tokens
             .apply(&mut settings.budget.max_input_tokens);
         self.max_output_tokens

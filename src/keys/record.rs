@@ -20,6 +20,8 @@ pub struct KeySettings {
     pub priority: Option<Priority>,
     pub max_priority: Option<Priority>,
     pub cache: bool,
+    /// Calls at degradation level 4 become asynchronous jobs (202).
+    pub queue_in_maintenance: bool,
     #[serde(flatten)]
     pub budget: TokenBudget,
     #[serde(flatten)]
@@ -38,6 +40,7 @@ impl Default for KeySettings {
             priority: None,
             max_priority: None,
             cache: true,
+            queue_in_maintenance: false,
             budget: TokenBudget::default(),
             spend: Budget::default(),
         }
@@ -105,6 +108,7 @@ impl RuntimeKey {
             cache: settings.cache,
             priority: settings.priority,
             max_priority: settings.max_priority,
+            queue_in_maintenance: settings.queue_in_maintenance,
             budget: settings.budget,
             spend: settings.spend,
         }

@@ -242,7 +242,11 @@ fn tighter(a: &TokenBudget, b: &TokenBudget) -> TokenBudget {
 
 /// Clamps the max-output field the request uses, or sets the endpoint's
 /// newest one when it has none; the request is copied only if it changes.
-fn clamp_output(endpoint: Endpoint, request: &mut Cow<'_, Map<String, Value>>, limit: u64) {
+pub(crate) fn clamp_output(
+    endpoint: Endpoint,
+    request: &mut Cow<'_, Map<String, Value>>,
+    limit: u64,
+) {
     let fields = tokens::output_fields(endpoint);
     let present = fields
         .iter()

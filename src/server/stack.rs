@@ -15,7 +15,9 @@
 //! | 5b| `AsyncIntake`        | /v1   | `Prefer: respond-async` POSTs: recorded as a job, 202 at once |
 //! | 6 | `RequestReader`      | /v1   | body, JSON, model and allow-list checked once -> `ApiRequest` |
 //! | 6b| `RecordUsage`        | /v1   | one usage record per request, queued for batched writes   |
+//! | 6c| `CheckLevel`         | /v1   | the model's degradation level: 503 at 4 (or 202 job for `queue_in_maintenance` keys); marks the call at 2-3 |
 //! | 7 | `Cache`              | /v1   | exact response cache and coalescing; a hit skips the rest |
+//! | 7a| `Fallback`           | /v1   | a degraded call the cache missed: static answer or 503    |
 //! | 7b| `EnforceBudgets`     | /v1   | spend budgets per key and org: 429 when spent; bills usage |
 //! | 8 | `RateLimit`          | /v1   | RPM/TPM per key, org, model; picks a deployment with quota |
 //! | 9 | `Admit`              | /v1   | `[server] max_concurrency` slots; fair priority queue      |
@@ -43,6 +45,7 @@ use super::{
 };
 use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
 use crate::cache::{Cache, ResponseCache};
+use crate::degrade::{self, CheckLevel, Fallback, Ladder};
 use crate::dispatch::{self, Dispatcher};
 use crate::jobs::Jobs;
 use crate::jobs::asynchronous::AsyncIntake;
@@ -79,6 +82,8 @@ pub struct Services {
     pub jobs: Option<Arc<Jobs>>,
     /// Layer 5b, when jobs are stored and `[async_requests] enabled`.
     pub async_intake: Option<Arc<AsyncIntake>>,
+    /// The degradation ladder (layers 6c and 7a, `/admin/models`).
+    pub ladder: Arc<Ladder>,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
@@ -87,13 +92,18 @@ pub struct Services {
 /// the HTTP chain's only: a replayed job must not be taken for a new one.
 fn api(services: &Services, entry: Entry, intake: Option<Arc<AsyncIntake>>) -> Router {
     let stages = chain![
-        entry,                                        // 5
-        intake,                                       // 5b
-        services.reader.clone(),                      // 6
-        services.ledger.clone(),                      // 6b
-        services.cache.clone().map(Cache),            // 7
+        entry,                   // 5
+        intake.clone(),          // 5b
+        services.reader.clone(), // 6
+        services.ledger.clone(), // 6b
+        CheckLevel {
+            ladder: services.ladder.clone(),
+            intake,
+        }, // 6c
+        services.cache.clone().map(Cache), // 7
+        Fallback(services.ladder.clone()), // 7a
         services.budgets.clone().map(EnforceBudgets), // 7b
-        services.limiter.clone().map(RateLimit),      // 8
+        services.limiter.clone().map(RateLimit), // 8
         services.admission.clone().map(|scheduler| Admit {
             scheduler,
             metrics: services.metrics.clone(),
@@ -183,8 +193,9 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
             .route("/admin/deployments", get(admin::deployments))
             .route("/admin/usage", get(admin::usage))
             .route("/admin/budgets", get(admin::budgets))
-            .route_layer(from_fn_with_state(token, admin::require_token))
             .with_state(views)
+            .merge(degrade::admin_routes(services.ladder.clone()))
+            .route_layer(from_fn_with_state(token, admin::require_token))
     });
     let scrape = Router::new().route("/metrics", get(health::metrics).with_state(scrape));
     // A route served on its own listener does not exist on the public one.

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::Map;
 
 use super::super::{Jobs, JobsError, new_id, unix_now};
 use super::ask::{self, wants_async};
 use super::record::{self, CALLBACK_PENDING, Job, Status};
+use crate::auth::Identity;
 use crate::call::Call;
 use crate::error::GatewayError;
 use crate::request::parse;
@@ -124,6 +125,46 @@ impl AsyncIntake {
         }
         let body = String::from_utf8(body.to_vec())
             .map_err(|_| refuse("The request body is not UTF-8.", None))?;
+        self.record(&identity, &parts.uri, &parts.headers, body, callback)
+            .await
+    }
+
+    /// A call already read (layer 6) that degradation level 4 would refuse
+    /// but whose key may queue (`queue_in_maintenance`): recorded exactly
+    /// like a `Prefer: respond-async` call and answered 202; the runner
+    /// holds it until the model is out of maintenance.
+    pub async fn accept_read(
+        &self,
+        identity: &Identity,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        let callback = match self.check(headers) {
+            Ok(callback) => callback,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let Ok(body) = std::str::from_utf8(body) else {
+            return refuse("The request body is not UTF-8.", None);
+        };
+        match self
+            .record(identity, uri, headers, body.to_owned(), callback)
+            .await
+        {
+            Ok(job) => accepted(&job),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// Stores the job (within the key's backlog) and wakes the runner.
+    async fn record(
+        &self,
+        identity: &Identity,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: String,
+        callback: Option<String>,
+    ) -> Result<Job, Response> {
         self.check_backlog(&identity.id).await?;
         let now = unix_now();
         let keep =
@@ -132,11 +173,10 @@ impl AsyncIntake {
             id: new_id("async_"),
             owner: identity.id.to_string(),
             status: Status::Queued,
-            path: parts.uri.path_and_query().map_or_else(
-                || parts.uri.path().to_owned(),
-                |path| path.as_str().to_owned(),
-            ),
-            headers: replayed(&parts.headers),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |path| path.as_str().to_owned()),
+            headers: replayed(headers),
             body,
             callback_state: callback.as_ref().map(|_| CALLBACK_PENDING.to_owned()),
             callback,

@@ -318,6 +318,18 @@ pub async fn release(db: &Db, id: &str, runner: &str) -> Result<(), JobsError> {
     Ok(())
 }
 
+/// Gives a claimed, unanswered job back to the queue, not to be claimed
+/// again before `not_before` (unix ms): its model is in maintenance.
+pub async fn defer(db: &Db, id: &str, runner: &str, not_before: i64) -> Result<(), JobsError> {
+    db.execute(
+        "UPDATE sluice_async_jobs SET runner = NULL, lease_until = $3, status = 'queued' \
+         WHERE id = $1 AND runner = $2 AND status = 'in_progress'",
+        vec![id.into(), runner.into(), not_before.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Deletes up to `limit` jobs past their expiry; how many went.
 pub async fn sweep_expired(db: &Db, now: i64, limit: usize) -> Result<u64, JobsError> {
     Ok(db

@@ -35,6 +35,9 @@ const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 /// Longest a job's call and the reading of its answer may take.
 const JOB_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
+/// How long a job whose model is in maintenance waits before it is looked at again.
+const MAINTENANCE_RECHECK: Duration = Duration::from_millis(500);
+
 /// How often expired jobs are deleted, and how many at a time.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_BATCH: usize = 1000;
@@ -110,7 +113,14 @@ impl Runner {
         let jobs = &self.jobs;
         let release = tokio::select! {
             done = self.finish(&id) => match done {
-                Ok(()) => false,
+                Ok(Finished::Done) => false,
+                Ok(Finished::Waiting) => {
+                    let again = unix_now_ms().saturating_add(MAINTENANCE_RECHECK.as_millis() as i64);
+                    if let Err(error) = record::defer(&jobs.db, &id, &jobs.replica, again).await {
+                        tracing::warn!(%error, job = %id, "async job not deferred");
+                    }
+                    false
+                }
                 Err(error) => {
                     tracing::warn!(%error, job = %id, "async job not finished");
                     true
@@ -139,16 +149,20 @@ impl Runner {
         }
     }
 
-    /// Runs the job unless it has its answer, then delivers its callback.
-    async fn finish(&self, id: &str) -> Result<(), JobsError> {
+    /// Runs the job unless it has its answer, then delivers its callback;
+    /// a job whose model is in maintenance is left to wait.
+    async fn finish(&self, id: &str) -> Result<Finished, JobsError> {
         let db = &self.jobs.db;
         let Some(mut job) = record::load(db, id).await? else {
-            return Ok(());
+            return Ok(Finished::Done);
         };
         if job.status != Status::Completed {
+            if model_of(&job).is_some_and(|model| self.jobs.internal.maintenance(&model)) {
+                return Ok(Finished::Waiting);
+            }
             let answer = self.execute(&job).await;
             if !record::complete(db, id, &self.jobs.replica, &answer).await? {
-                return Ok(());
+                return Ok(Finished::Done);
             }
             let result = if (200..300).contains(&answer.status) {
                 "succeeded"
@@ -168,7 +182,7 @@ impl Runner {
             record::callback_done(db, id, &self.jobs.replica, state).await?;
             self.count(&format!("callback_{state}"));
         }
-        Ok(())
+        Ok(Finished::Done)
     }
 
     /// The job's answer from the pipeline, or the error that stands for it.
@@ -220,6 +234,25 @@ impl Runner {
             Err(error) => tracing::warn!(%error, "expired async jobs not swept"),
         }
     }
+}
+
+/// What became of a claimed job.
+enum Finished {
+    /// Answered (or answered elsewhere), its callback attempted.
+    Done,
+    /// Its model is in maintenance: back to the queue for a while.
+    Waiting,
+}
+
+/// The model the stored call asks for (in its body, or an Azure-style path).
+fn model_of(job: &Job) -> Option<String> {
+    let path = job.path.split('?').next().unwrap_or_default();
+    let path_model = match crate::request::paths::classify(path)? {
+        crate::request::paths::ApiCall::Proxy { path_model, .. } => path_model,
+        _ => None,
+    };
+    let head = crate::request::parse::parse_head(job.body.as_bytes(), path_model).ok()?;
+    Some(head.model.into_owned())
 }
 
 /// The stored call, as the key that made it, tagged as asynchronous.

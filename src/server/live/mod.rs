@@ -208,6 +208,17 @@ impl InternalCalls for Pipeline {
             .map(|backend| backend.deployment.clone())
     }
 
+    fn maintenance(&self, model: &str) -> bool {
+        let Some(live) = self.live.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        let snapshot = live.snapshot();
+        snapshot.router.route(model).is_some_and(|route| {
+            let reading = snapshot.ladder.read(route, tokio::time::Instant::now());
+            reading.assessment.level == crate::degrade::Level::Maintenance
+        })
+    }
+
     fn deployment(&self, name: &str) -> Option<Arc<Deployment>> {
         let live = self.live.get().and_then(Weak::upgrade)?;
         let snapshot = live.snapshot();

@@ -1,7 +1,7 @@
 //! What lives for the whole process, whatever config is in force: the task
 //! set, metrics, the upstream client, store connections, and the registries
 //! of live state keyed by stable names (limiter levels, deployment health and
-//! slots, spend, cache entries and flights). Config snapshots are built on
+//! slots, spend, cache entries and flights, degradation levels). Config snapshots are built on
 //! top of these and replaced; these stay.
 //!
 //! The sections they are made from (`[redis]`, `[usage]`, `[responses]`,
@@ -15,6 +15,7 @@ use super::super::StartError;
 use crate::auth::{AuthGuard, FailedAuth};
 use crate::cache::CacheState;
 use crate::config::{Config, RedisConfig};
+use crate::degrade::LadderState;
 use crate::internal::InternalCalls;
 use crate::jobs::Jobs;
 use crate::ledger::Ledger;
@@ -42,6 +43,8 @@ pub struct Registries {
     pub deployments: DeploymentStates,
     pub spend: Arc<SpendState>,
     pub cache: CacheState,
+    /// Each model's degradation state (how long down, operator overrides).
+    pub degradation: Arc<LadderState>,
     /// `[server] max_concurrency` slots; reshaped by each snapshot, used
     /// only while it is above 0.
     pub admission: Arc<Scheduler>,
@@ -97,6 +100,7 @@ impl Registries {
             deployments: DeploymentStates::default(),
             spend: Arc::default(),
             cache: CacheState::default(),
+            degradation: Arc::default(),
             cut: Cut::default(),
         })
     }

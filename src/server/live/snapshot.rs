@@ -13,6 +13,7 @@ use super::registries::Registries;
 use crate::auth::KeyStore;
 use crate::cache::{CacheParts, ResponseCache};
 use crate::config::Config;
+use crate::degrade::Ladder;
 use crate::dispatch::Dispatcher;
 use crate::internal::InternalCalls;
 use crate::jobs::asynchronous::AsyncIntake;
@@ -47,6 +48,8 @@ pub struct Snapshot {
     /// The router its dispatcher uses: batches find the deployment they are
     /// forwarded to (`batch = "upstream"`) here.
     pub router: Arc<ModelRouter>,
+    /// The degradation ladder: async jobs wait while their model is in maintenance.
+    pub ladder: Arc<Ladder>,
 }
 
 impl Snapshot {
@@ -126,7 +129,17 @@ impl Snapshot {
             config.health_probe.clone(),
             &loops,
         );
+        let ladder = Arc::new(Ladder::new(
+            &config.degradation,
+            config.static_responses.clone(),
+            &config.models,
+            registries.degradation.clone(),
+            router.clone(),
+            metrics.clone(),
+        ));
+        ladder.watch(&loops);
         let services = stack::Services {
+            ladder: ladder.clone(),
             ledger: registries.ledger.clone().map(|ledger| RecordUsage {
                 ledger,
                 estimates: Arc::new(Estimates {
@@ -174,6 +187,7 @@ impl Snapshot {
             keys,
             models,
             router,
+            ladder,
         })
     }
 }

@@ -1,0 +1,75 @@
+//! The degradation ladder, per model: what a model still answers while its
+//! deployments (and its fallbacks') are unusable.
+//!
+//! | level | name | behaviour |
+//! |---|---|---|
+//! | 0 | full | normal service |
+//! | 1 | reduced | the model's own deployments are out: fallbacks and `cheaper` serve (routing does this); `degraded_max_output_tokens` clamps output |
+//! | 2 | cached only | the cache answers; a miss gets 503 `service_degraded` with `retry-after` |
+//! | 3 | static | as 2, but a miss gets a matching `[[static_responses]]` answer (`x-sluice-degraded: static`) |
+//! | 4 | maintenance | 503 `maintenance` with `retry-after` before anything else runs, or, for a `queue_in_maintenance` key, an async job (202) the runner holds until the level drops |
+//!
+//! The level is automatic (how long nothing was usable, `[degradation]`)
+//! unless the operator forced one (`POST /admin/models/{model}/level`).
+//! While a circuit would let a trial call through, automatic levels 2 and
+//! 3 let calls reach the upstream, so a recovered deployment is noticed.
+//!
+//! Two stages carry it (see `crate::call`): [`CheckLevel`] (6c) reads the
+//! level and marks the call [`Degraded`]; [`Fallback`] (7a), right behind
+//! the cache, answers a marked call the cache did not: nothing marked
+//! reaches budgets, rate limits or the dispatcher.
+
+mod admin;
+mod config;
+mod ladder;
+mod stage;
+mod state;
+mod statics;
+
+use std::time::Duration;
+
+pub use admin::routes as admin_routes;
+pub use config::{DegradationConfig, StaticResponse};
+pub use ladder::Ladder;
+pub use stage::{CheckLevel, Fallback};
+pub use state::LadderState;
+
+/// The response header of an answer served while degraded: `cached` or `static`.
+pub const DEGRADED: &str = "x-sluice-degraded";
+
+/// A model's place on the ladder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    #[default]
+    Full,
+    Reduced,
+    CachedOnly,
+    Static,
+    Maintenance,
+}
+
+impl Level {
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_number(number: u64) -> Option<Self> {
+        Some(match number {
+            0 => Self::Full,
+            1 => Self::Reduced,
+            2 => Self::CachedOnly,
+            3 => Self::Static,
+            4 => Self::Maintenance,
+            _ => return None,
+        })
+    }
+}
+
+/// Set on a call by [`CheckLevel`] at level 2 or 3: only the cache (or a
+/// static answer) may serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Degraded {
+    pub level: Level,
+    /// When the model is expected back, for `retry-after`.
+    pub retry_after: Duration,
+}

@@ -1,0 +1,341 @@
+//! The degradation ladder end to end: a model whose deployments all fail
+//! climbs to cached-only and static answers after its thresholds, comes
+//! back to full service when a deployment is usable, and the operator can
+//! force and clear a level (maintenance included).
+#![allow(clippy::disallowed_methods)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::gateway::deployment;
+use common::{Behavior, FakeUpstream, TestGateway};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789";
+
+fn config(upstream: &FakeUpstream, recovery: &str) -> String {
+    format!(
+        "[auth]\nrequired = false\n[admin]\ntoken = \"{ADMIN}\"\n[cache]\nenabled = true\n\
+         [circuit_breaker]\nfailure_threshold = 1\nsuccess_threshold = 1\nrecovery_timeout = \"{recovery}\"\n\
+         [retry]\nmax_attempts = 1\n\
+         [degradation]\ncached_after = \"200ms\"\nstatic_after = \"600ms\"\n\
+         [[static_responses]]\nkeywords = [\"refund\"]\ncontent = \"Refunds: see example.com/refunds. {{model}} is back in about {{retry_after}}s.\"\n{}",
+        deployment("oa", upstream, "")
+    )
+}
+
+fn ask(text: &str) -> Value {
+    json!({"model": "gpt-4o", "temperature": 0, "messages": [{"role": "user", "content": text}]})
+}
+
+async fn chat(gateway: &TestGateway, body: &Value) -> reqwest::Response {
+    gateway.post("/v1/chat/completions", None, body).await
+}
+
+async fn level(gateway: &TestGateway) -> Value {
+    let models = gateway.get_json("/admin/models", Some(ADMIN)).await;
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "gpt-4o")
+        .cloned()
+        .unwrap()
+}
+
+/// Polls `/admin/models` until gpt-4o is at `want`, within 5s.
+async fn reach(gateway: &TestGateway, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = level(gateway).await;
+        if seen["level"] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "level {want} not reached: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn force(gateway: &TestGateway, model: &str, level: Value) -> reqwest::Response {
+    gateway
+        .post(
+            &format!("/admin/models/{model}/level"),
+            Some(ADMIN),
+            &json!({ "level": level }),
+        )
+        .await
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn failing_deployments_climb_to_cached_then_static_answers() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "60s")).await;
+    assert_eq!(chat(&gateway, &ask("What is Sluice?")).await.status(), 200);
+    assert_eq!(level(&gateway).await["level"], 0);
+
+    upstream.set_default(Behavior::server_error());
+    assert!(
+        chat(&gateway, &ask("fails"))
+            .await
+            .status()
+            .is_server_error()
+    );
+    reach(&gateway, 2).await;
+    let calls = upstream.calls();
+
+    // Level 2: the cache answers, a miss is refused with a retry-after.
+    let hit = chat(&gateway, &ask("What is Sluice?")).await;
+    assert_eq!(hit.status(), 200);
+    assert_eq!(header(&hit, "x-sluice-degraded"), Some("cached"));
+    let miss = chat(&gateway, &ask("Something new")).await;
+    assert_eq!(miss.status(), 503);
+    assert!(header(&miss, "retry-after").is_some());
+    let error = common::gateway::error_of(miss).await;
+    assert_eq!(error["code"], "service_degraded");
+
+    // Level 3: a matching static answer, whole and streamed; others still 503.
+    reach(&gateway, 3).await;
+    let answer = chat(&gateway, &ask("I want a REFUND please")).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        text.starts_with("Refunds: see example.com/refunds. gpt-4o"),
+        "{text}"
+    );
+
+    let mut streamed = ask("refund?");
+    streamed["stream"] = json!(true);
+    let answer = chat(&gateway, &streamed).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    assert!(
+        header(&answer, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.contains("chat.completion.chunk") && text.contains("Refunds"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // Never cached: the same question again is answered statically again.
+    let again = chat(&gateway, &ask("I want a REFUND please")).await;
+    assert_eq!(header(&again, "x-sluice-degraded"), Some("static"));
+    assert_eq!(header(&again, "x-sluice-cache"), Some("miss"));
+
+    let unmatched = chat(&gateway, &ask("Something else")).await;
+    assert_eq!(unmatched.status(), 503);
+    assert_eq!(
+        upstream.calls(),
+        calls,
+        "nothing degraded reached the upstream"
+    );
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains("sluice_degradation_level{model=\"gpt-4o\"} 3")
+    );
+}
+
+#[tokio::test]
+async fn a_usable_deployment_brings_the_level_back_to_zero() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "400ms")).await;
+    upstream.set_default(Behavior::server_error());
+    assert!(
+        chat(&gateway, &ask("fails"))
+            .await
+            .status()
+            .is_server_error()
+    );
+    reach(&gateway, 2).await;
+    assert_eq!(chat(&gateway, &ask("a miss")).await.status(), 503);
+
+    upstream.set_default(Behavior::Echo);
+    // Once the circuit lets a trial through, the call reaches the upstream,
+    // succeeds, closes the circuit and the level returns to 0.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = chat(&gateway, &ask("are you back?")).await;
+        if response.status() == 200 && header(&response, "x-sluice-degraded").is_none() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = level(&gateway).await;
+    assert_eq!(seen["level"], 0, "{seen}");
+    assert_eq!(seen["health"], "ready");
+}
+
+#[tokio::test]
+async fn the_operator_forces_maintenance_and_clears_it() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "60s")).await;
+
+    let forced = force(&gateway, "gpt-4o", json!(4)).await;
+    assert_eq!(forced.status(), 200);
+    let forced: Value = forced.json().await.unwrap();
+    assert_eq!(
+        (forced["level"].clone(), forced["automatic_level"].clone()),
+        (json!(4), json!(0))
+    );
+
+    let refused = chat(&gateway, &ask("hello")).await;
+    assert_eq!(refused.status(), 503);
+    assert!(header(&refused, "retry-after").is_some());
+    assert_eq!(
+        common::gateway::error_of(refused).await["code"],
+        "maintenance"
+    );
+    assert_eq!(level(&gateway).await["forced_level"], 4);
+    assert!(
+        gateway
+            .metrics()
+            .await
+            .contains("sluice_degradation_level{model=\"gpt-4o\"} 4")
+    );
+
+    // Forced static on a healthy model: no upstream call.
+    assert_eq!(force(&gateway, "gpt-4o", json!(3)).await.status(), 200);
+    let answer = chat(&gateway, &ask("refund")).await;
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    assert_eq!(upstream.calls(), 0);
+
+    assert_eq!(force(&gateway, "gpt-4o", Value::Null).await.status(), 200);
+    let served = chat(&gateway, &ask("hello")).await;
+    assert_eq!(served.status(), 200);
+    assert!(header(&served, "x-sluice-degraded").is_none());
+    let seen = level(&gateway).await;
+    assert_eq!(
+        (seen["level"].clone(), seen["forced_level"].clone()),
+        (json!(0), Value::Null)
+    );
+
+    assert_eq!(force(&gateway, "gpt-4o", json!(9)).await.status(), 400);
+    assert_eq!(force(&gateway, "nope", json!(1)).await.status(), 404);
+    let anonymous = gateway
+        .client
+        .post(gateway.url("/admin/models/gpt-4o/level"))
+        .json(&json!({"level": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_a_forced_level() {
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = std::env::temp_dir().join(format!("sluice-ladder-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sluice.toml");
+    let toml = format!(
+        "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n{}",
+        config(&upstream, "60s")
+    );
+    std::fs::write(&path, &toml).unwrap();
+    let gateway = TestGateway::start_file(&path).await;
+    assert_eq!(force(&gateway, "gpt-4o", json!(4)).await.status(), 200);
+
+    // A new snapshot: another static answer.
+    std::fs::write(
+        &path,
+        format!("{toml}[[static_responses]]\ncontent = \"Back soon.\"\n"),
+    )
+    .unwrap();
+    let reloaded = gateway
+        .client
+        .post(gateway.url("/admin/reload"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    assert_eq!(level(&gateway).await["forced_level"], 4);
+    assert_eq!(chat(&gateway, &ask("hello")).await.status(), 503);
+}
+
+/// `degraded_max_output_tokens` clamps (or sets) a call's max output tokens
+/// while the model is degraded, and not at level 0.
+#[tokio::test]
+async fn degraded_calls_get_fewer_output_tokens() {
+    let upstream = FakeUpstream::start("oa").await;
+    let toml = format!(
+        "{}\n[models.gpt-4o]\ndegraded_max_output_tokens = 50\n",
+        config(&upstream, "60s")
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let with_max = |text: &str, field: &str, max: u64| {
+        let mut body = ask(text);
+        body[field] = json!(max);
+        body
+    };
+
+    assert_eq!(
+        chat(&gateway, &with_max("a", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        upstream.last().body["max_tokens"],
+        1000,
+        "level 0: as asked"
+    );
+
+    assert_eq!(force(&gateway, "gpt-4o", json!(1)).await.status(), 200);
+    assert_eq!(
+        chat(&gateway, &with_max("b", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(upstream.last().body["max_tokens"], 50);
+    let body = with_max("c", "max_completion_tokens", 20);
+    assert_eq!(chat(&gateway, &body).await.status(), 200);
+    assert_eq!(
+        upstream.last().body["max_completion_tokens"],
+        20,
+        "under the cap: kept"
+    );
+    assert_eq!(chat(&gateway, &ask("d")).await.status(), 200);
+    assert_eq!(
+        upstream.last().body["max_completion_tokens"],
+        50,
+        "absent: set"
+    );
+    let responses = gateway
+        .post(
+            "/v1/responses",
+            None,
+            &json!({"model": "gpt-4o", "input": "e", "max_output_tokens": 4000}),
+        )
+        .await;
+    assert_eq!(responses.status(), 200);
+    assert_eq!(upstream.last().body["max_output_tokens"], 50);
+
+    assert_eq!(force(&gateway, "gpt-4o", Value::Null).await.status(), 200);
+    assert_eq!(
+        chat(&gateway, &with_max("f", "max_tokens", 1000))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(upstream.last().body["max_tokens"], 1000, "back at level 0");
+}
