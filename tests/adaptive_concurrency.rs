@@ -232,7 +232,7 @@ async fn adaptive_limit_finds_the_hidden_capacity_and_follows_it() {
     );
 
     let load = Load::start(&gateway);
-    // Warm-up: slow start overshoots once, then AIMD.
+    // Warm-up: slow start overshoots once, then AIMD's sawtooth.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = hidden.calls();
     let limits = sample(&gateway, Duration::from_secs(5)).await;
@@ -245,11 +245,13 @@ async fn adaptive_limit_finds_the_hidden_capacity_and_follows_it() {
         / limits.len() as f64;
     eprintln!(
         "N={N}: limit mean {settled:.1}, range {:?}..{:?}, {:.0}% of samples in [0.7N, 1.2N]; \
-         429 share {:.2}% of {total} upstream calls",
+         429 share {:.2}% of {total} upstream calls (warm-up: {} of {})",
         limits.iter().min(),
         limits.iter().max(),
         within * 100.0,
-        throttled * 100.0
+        throttled * 100.0,
+        before.1,
+        before.0 + before.1
     );
     assert!(
         (0.7 * N as f64..=1.2 * N as f64).contains(&settled),

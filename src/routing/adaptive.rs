@@ -8,7 +8,8 @@
 //! fair priority queue.
 //!
 //! One overshoot is counted once: push-back from calls that started before
-//! the last cut, or that arrives within the cut's hint, does not cut again.
+//! the last cut does not cut again, nor does any within a cut's long hint
+//! (the deployment is throttled then, so it is calls failing fast).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -67,8 +68,9 @@ pub struct AdaptiveLimit {
 }
 
 impl AdaptiveLimit {
-    /// Starts at `min` and grows (doubling per round trip until the first
-    /// push-back), so a new deployment is not hit with `max` calls at once.
+    /// Starts at `min` and grows (by half per round trip until the first
+    /// push-back), so a new deployment is not hit with `max` calls at once;
+    /// not doubling keeps slow start's one overshoot small.
     pub fn new(min: usize, max: usize, slots: Arc<Scheduler>) -> Arc<Self> {
         let control = Control::new(min, max);
         slots.set_capacity(control.limit);
@@ -145,13 +147,14 @@ struct Control {
     limit: usize,
     min: usize,
     max: usize,
-    /// Until the first push-back: +1 per success (doubling per round trip).
+    /// Until the first push-back: +1 per two successes (x1.5 per round trip).
     slow_start: bool,
     /// Seconds: the fastest window seen, drifting up slowly.
     baseline: Option<f64>,
     /// Push-back from calls started before this is the same overshoot.
     last_cut: Option<Instant>,
-    /// The last cut's hint: push-back before then is calls failing fast.
+    /// The end of the last cut's long hint (one the limit does not absorb):
+    /// push-back before then is calls failing fast on a throttled deployment.
     hold_until: Option<Instant>,
     window: Window,
 }
@@ -221,7 +224,11 @@ impl Control {
         window.fastest = Some(window.fastest.map_or(latency, |f| f.min(latency)));
         window.busy |= busy;
         if self.slow_start && busy {
-            return self.grow();
+            return if window.done % 2 == 0 {
+                self.grow()
+            } else {
+                None
+            };
         }
         if self.window.done < self.limit {
             return None;
@@ -260,7 +267,9 @@ impl Control {
     fn cut(&mut self, now: Instant, hint: Option<Duration>) -> Option<Change> {
         self.slow_start = false;
         self.last_cut = Some(now);
-        self.hold_until = hint.map(|hint| now + hint);
+        self.hold_until = hint
+            .filter(|hint| !AdaptiveLimit::absorbs(Some(*hint)))
+            .map(|hint| now + hint);
         self.window = Window::default();
         let target = ((self.limit as f64 * BACKOFF) as usize)
             .min(self.limit.saturating_sub(1))
@@ -303,14 +312,16 @@ mod tests {
     }
 
     #[test]
-    fn slow_start_grows_by_one_per_busy_success_up_to_max() {
+    fn slow_start_grows_by_one_per_two_busy_successes_up_to_max() {
         let t0 = Instant::now();
         let mut control = Control::new(2, 5);
         assert_eq!(control.limit, 2);
         for expected in 3..=5 {
+            assert_eq!(ok(&mut control, t0, 10), None);
             assert_eq!(ok(&mut control, t0, 10), Some(Change::Up));
             assert_eq!(control.limit, expected);
         }
+        assert_eq!(ok(&mut control, t0, 10), None);
         assert_eq!(ok(&mut control, t0, 10), None);
         assert_eq!(control.limit, 5);
     }
@@ -323,6 +334,21 @@ mod tests {
             control.record(Signal::Success(MS * 10), t0, t0, false);
         }
         assert_eq!(control.limit, 1);
+    }
+
+    #[test]
+    fn a_short_hint_is_absorbed_so_fresh_push_back_within_it_cuts() {
+        let t0 = Instant::now();
+        let mut control = settled(20, t0);
+        let cut_at = t0 + MS * 1000;
+        control.record(Signal::Overload(Some(MS * 100)), cut_at, cut_at, true);
+        assert_eq!(control.limit, 15);
+        // Sent after the cut and pushed back: 15 is still too many.
+        let fresh = cut_at + MS * 10;
+        assert_eq!(
+            control.record(Signal::Overload(Some(MS * 100)), fresh, fresh, true),
+            Some(Change::Down)
+        );
     }
 
     #[test]
@@ -373,18 +399,18 @@ mod tests {
     }
 
     #[test]
-    fn push_back_within_the_hint_does_not_cut_again() {
+    fn push_back_within_a_long_hint_does_not_cut_again() {
         let t0 = Instant::now();
         let mut control = settled(20, t0);
         let cut_at = t0 + MS * 1000;
-        control.record(Signal::Overload(Some(MS * 500)), cut_at, cut_at, true);
+        control.record(Signal::Overload(Some(MS * 5000)), cut_at, cut_at, true);
         assert_eq!(control.limit, 15);
         let fast_fail = cut_at + MS * 100;
         assert_eq!(
             control.record(Signal::Overload(None), fast_fail, fast_fail, true),
             None
         );
-        let after = cut_at + MS * 600;
+        let after = cut_at + MS * 5100;
         assert_eq!(
             control.record(Signal::Overload(None), after, after, true),
             Some(Change::Down)
