@@ -89,10 +89,6 @@ impl AdaptiveLimit {
         hint.is_none_or(|hint| hint <= ABSORBED_HINT)
     }
 
-    pub fn slots(&self) -> &Arc<Scheduler> {
-        &self.slots
-    }
-
     /// A reload's bounds: the learnt limit is kept, clamped into them.
     pub fn rebound(&self, min: usize, max: usize) {
         if let Ok(mut control) = self.control.lock() {
@@ -224,7 +220,7 @@ impl Control {
         window.fastest = Some(window.fastest.map_or(latency, |f| f.min(latency)));
         window.busy |= busy;
         if self.slow_start && busy {
-            return if window.done % 2 == 0 {
+            return if window.done.is_multiple_of(2) {
                 self.grow()
             } else {
                 None

@@ -21,7 +21,7 @@ use crate::config::{Config, Strategy};
 use crate::queue::Scheduler;
 use crate::upstream::Deployment;
 
-pub use adaptive::{AdaptiveLimit, Change as LimitChange, Signal as LimitSignal};
+pub use adaptive::{AdaptiveLimit, Signal as LimitSignal};
 pub use breaker::{Permit, State as BreakerState};
 pub use budget::RetryBudget;
 pub use health::{Health, Unusable};
