@@ -2,7 +2,9 @@
 //! budget; a retry goes to another usable backend when there is one (at once),
 //! else to the same one after its hint or a jittered backoff. Every outcome
 //! updates the backend's health: 429s (and 503s with a hint) throttle it,
-//! 5xx, timeouts and connection failures count against its breaker.
+//! 5xx, timeouts and connection failures count against its breaker. On an
+//! adaptive deployment, push-back also cuts its concurrency limit, which
+//! absorbs short hints instead of the throttle (see `routing::adaptive`).
 
 use std::sync::Arc;
 use std::time::Duration;
