@@ -128,6 +128,11 @@ pub struct MetricsSet {
     pub batch_lines_in_flight: IntGauge,
     /// The adaptive limits of the batches this replica runs, summed.
     pub batch_line_limit: IntGauge,
+    /// A deployment's concurrency limit (`concurrency = "adaptive"`), set
+    /// when it moves and when scraped.
+    pub concurrency_limit: IntGaugeVec,
+    /// Moves of an adaptive limit, by deployment and direction (up, down).
+    pub concurrency_changes: IntCounterVec,
 }
 
 impl MetricsSet {
@@ -255,6 +260,20 @@ impl MetricsSet {
         let batch_line_limit = IntGauge::new(
             "sluice_batch_line_limit",
             "Adaptive limits on batch lines in flight, summed over the batches this replica runs",
+        )?;
+        let concurrency_limit = IntGaugeVec::new(
+            Opts::new(
+                "sluice_deployment_concurrency_limit",
+                "Adaptive concurrency limit of a deployment",
+            ),
+            &["deployment"],
+        )?;
+        let concurrency_changes = IntCounterVec::new(
+            Opts::new(
+                "sluice_deployment_concurrency_changes_total",
+                "Moves of a deployment's adaptive concurrency limit (up, down)",
+            ),
+            &["deployment", "direction"],
         )?;
         let connections = IntGauge::new("sluice_connections", "Client connections open")?;
         let config_reloads = IntCounterVec::new(
@@ -416,6 +435,8 @@ impl MetricsSet {
             Box::new(batch_lines.clone()),
             Box::new(batch_lines_in_flight.clone()),
             Box::new(batch_line_limit.clone()),
+            Box::new(concurrency_limit.clone()),
+            Box::new(concurrency_changes.clone()),
             Box::new(connections.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_info.clone()),
@@ -499,6 +520,8 @@ impl MetricsSet {
             batch_lines,
             batch_lines_in_flight,
             batch_line_limit,
+            concurrency_limit,
+            concurrency_changes,
         })
     }
 

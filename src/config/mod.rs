@@ -870,9 +870,17 @@ pub struct DeploymentConfig {
     pub api_version: Option<String>,
     #[serde(default)]
     pub mock: MockConfig,
-    /// Calls in flight to this deployment; others queue.
+    /// Calls in flight to this deployment; others queue. With
+    /// `concurrency = "adaptive"`, the ceiling of the learnt limit.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// `fixed` (`max_concurrency` as set) or `adaptive` (AIMD within
+    /// `[min_concurrency, max_concurrency]`).
+    #[serde(default)]
+    pub concurrency: ConcurrencyMode,
+    /// The adaptive limit's floor.
+    #[serde(default)]
+    pub min_concurrency: Option<usize>,
     /// The quota the provider granted this deployment.
     #[serde(default)]
     pub rpm: Option<u64>,
@@ -882,6 +890,30 @@ pub struct DeploymentConfig {
     /// the gateway, or forwarded to the provider's own Batch API.
     #[serde(default)]
     pub batch: BatchMode,
+}
+
+/// How a deployment's concurrency limit is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcurrencyMode {
+    #[default]
+    Fixed,
+    Adaptive,
+}
+
+/// The adaptive limit's ceiling when `max_concurrency` is not set: high
+/// enough not to bind, low enough that slow start cannot run away.
+pub const ADAPTIVE_DEFAULT_MAX: usize = 256;
+
+impl DeploymentConfig {
+    /// `(min, max)` of the adaptive limit, when the deployment has one.
+    pub fn adaptive_bounds(&self) -> Option<(usize, usize)> {
+        (self.concurrency == ConcurrencyMode::Adaptive).then(|| {
+            let min = self.min_concurrency.unwrap_or(1).max(1);
+            let max = self.max_concurrency.unwrap_or(ADAPTIVE_DEFAULT_MAX);
+            (min, max.max(min))
+        })
+    }
 }
 
 /// Where a batch runs. `Upstream` hands the whole file to the provider's

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use super::{Config, Provider};
+use super::{ADAPTIVE_DEFAULT_MAX, ConcurrencyMode, Config, DeploymentConfig, Provider};
 
 pub fn validate(config: &Config) -> Result<(), String> {
     let mut problems = Vec::new();
@@ -385,6 +385,23 @@ fn check_queue(config: &Config, problems: &mut Vec<String>) {
                 "deployments[{index}].max_concurrency: must be at least 1"
             ));
         }
+        check_adaptive(index, deployment, problems);
+    }
+}
+
+/// `min_concurrency` is the adaptive limit's floor: at least 1, at most
+/// the ceiling, and meaningless for a fixed limit.
+fn check_adaptive(index: usize, deployment: &DeploymentConfig, problems: &mut Vec<String>) {
+    let Some(min) = deployment.min_concurrency else {
+        return;
+    };
+    let at = format!("deployments[{index}].min_concurrency");
+    if deployment.concurrency != ConcurrencyMode::Adaptive {
+        problems.push(format!("{at}: only with concurrency = \"adaptive\""));
+    } else if min == 0 {
+        problems.push(format!("{at}: must be at least 1"));
+    } else if min > deployment.max_concurrency.unwrap_or(ADAPTIVE_DEFAULT_MAX) {
+        problems.push(format!("{at}: must not exceed max_concurrency"));
     }
 }
 

@@ -2,7 +2,9 @@
 //! budget; a retry goes to another usable backend when there is one (at once),
 //! else to the same one after its hint or a jittered backoff. Every outcome
 //! updates the backend's health: 429s (and 503s with a hint) throttle it,
-//! 5xx, timeouts and connection failures count against its breaker.
+//! 5xx, timeouts and connection failures count against its breaker. On an
+//! adaptive deployment, push-back also cuts its concurrency limit, which
+//! absorbs short hints instead of the throttle (see `routing::adaptive`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,9 @@ use crate::error::GatewayError;
 use crate::limits::{AttemptEnd, DeploymentQuotas, QuotaSkip};
 use crate::metrics::Metrics;
 use crate::queue::{held_while_streaming, take_slot};
-use crate::routing::{Backend, Health, ModelRoute, ModelRouter, Permit};
+use crate::routing::{
+    AdaptiveLimit, Backend, Health, LimitSignal, ModelRoute, ModelRouter, Permit,
+};
 use crate::upstream::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
 use futures_util::StreamExt;
 
@@ -257,6 +261,16 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
             .upstream_duration
             .with_label_values(&[&*backend.deployment.name])
             .observe(spent.as_secs_f64());
+        if let Some(limit) = &backend.adaptive {
+            adapt(
+                limit,
+                &outcome,
+                spent,
+                attempt_started,
+                &call.metrics,
+                &backend,
+            );
+        }
         let end = attempt_end(&outcome);
         call.quotas.end(charged, end);
         maybe_produced |= end == AttemptEnd::MaybeProduced;
@@ -305,6 +319,45 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
         |(failure, _)| failure,
     );
     Err(fail(error, attempts, maybe_produced))
+}
+
+/// Feeds an attempt's outcome to its deployment's adaptive limit: a 2xx's
+/// latency, or push-back (a 429, a 503 with a hint, a timeout). Other
+/// failures say nothing about capacity; the breaker judges them.
+fn adapt(
+    limit: &AdaptiveLimit,
+    outcome: &Outcome,
+    spent: Duration,
+    started: Instant,
+    metrics: &Metrics,
+    backend: &Backend,
+) {
+    let signal = match outcome {
+        Outcome::Success(_) => LimitSignal::Success(spent),
+        Outcome::Retryable {
+            failure: FailureKind::Upstream { status, .. },
+            hint,
+        } if status.as_u16() == 429 || (status.as_u16() == 503 && hint.is_some()) => {
+            LimitSignal::Overload(*hint)
+        }
+        Outcome::Retryable {
+            failure: FailureKind::Gateway(GatewayError::UpstreamTimeout { .. }),
+            ..
+        } => LimitSignal::Overload(None),
+        _ => return,
+    };
+    if let Some(change) = limit.record(signal, started, Instant::now()) {
+        let name = &*backend.deployment.name;
+        metrics
+            .concurrency_changes
+            .with_label_values(&[name, change.as_str()])
+            .inc();
+        metrics
+            .concurrency_limit
+            .with_label_values(&[name])
+            .set(limit.limit() as i64);
+        tracing::debug!(deployment = %name, limit = limit.limit(), "adaptive concurrency limit changed");
+    }
 }
 
 /// Whether `backend` is one of `list`.
@@ -438,7 +491,8 @@ async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome
     let hint = crate::routing::retry_after(&response.headers);
     let code = status.as_u16();
     let throttling = code == 429 || (code == 503 && hint.is_some());
-    if throttling {
+    let absorbed = backend.adaptive.is_some() && AdaptiveLimit::absorbs(hint);
+    if throttling && !absorbed {
         health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
     }
     let server_failure = !throttling && (code >= 500 || code == 408);

@@ -159,13 +159,19 @@ impl Scheduler {
     /// room made by a larger capacity goes to them at once.
     pub fn reshape(self: &Arc<Self>, capacity: usize, config: Arc<QueueConfig>) {
         self.config.store(config);
+        self.set_capacity(capacity);
+    }
+
+    /// A new capacity, e.g. an adaptive limit's. Permits held above a smaller
+    /// one are not taken back: no slot is granted until enough are released.
+    pub fn set_capacity(self: &Arc<Self>, capacity: usize) {
         self.capacity.store(capacity.max(1), Ordering::SeqCst);
         while self.waiting.load(Ordering::SeqCst) > 0 && self.try_take() {
             self.hand_over();
         }
     }
 
-    fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }
 

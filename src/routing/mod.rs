@@ -2,6 +2,7 @@
 //! backends (a deployment plus its health) -> the usable ones, ordered by the
 //! model's balancing strategy. Built once at start-up; health is atomics.
 
+mod adaptive;
 mod breaker;
 mod budget;
 mod health;
@@ -20,6 +21,7 @@ use crate::config::{Config, Strategy};
 use crate::queue::Scheduler;
 use crate::upstream::Deployment;
 
+pub use adaptive::{AdaptiveLimit, Signal as LimitSignal};
 pub use breaker::{Permit, State as BreakerState};
 pub use budget::RetryBudget;
 pub use health::{Health, Unusable};
@@ -34,6 +36,8 @@ pub struct Backend {
     pub health: Arc<Health>,
     /// `max_concurrency` slots and their queue, when the deployment has a limit.
     pub slots: Option<Arc<Scheduler>>,
+    /// With `concurrency = "adaptive"`: what sets the slots' capacity.
+    pub adaptive: Option<Arc<AdaptiveLimit>>,
 }
 
 /// Backends sharing one priority number.

@@ -4,13 +4,14 @@
 //! even when its weight, priority, models or limits change; one that points
 //! the name elsewhere (provider, URL, API version) or changes the breaker
 //! settings starts its health fresh. Its slots are always kept (resized), so
-//! calls in flight keep counting against `max_concurrency`.
+//! calls in flight keep counting against `max_concurrency`, and so is an
+//! adaptive limit (rebounded), so a reload does not restart its learning.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{Backend, Health};
+use super::{AdaptiveLimit, Backend, Health};
 use crate::config::{Config, DeploymentConfig};
 use crate::queue::Scheduler;
 use crate::upstream::Deployment;
@@ -20,6 +21,7 @@ struct Entry {
     fingerprint: String,
     health: Arc<Health>,
     slots: Option<Arc<Scheduler>>,
+    adaptive: Option<Arc<AdaptiveLimit>>,
 }
 
 #[derive(Default)]
@@ -48,23 +50,42 @@ impl DeploymentStates {
                 fingerprint: fingerprint.clone(),
                 health: Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker)),
                 slots: None,
+                adaptive: None,
             });
         if entry.fingerprint != fingerprint {
             // The slots stay: permits held by calls in flight keep counting.
             entry.fingerprint = fingerprint;
             entry.health = Arc::new(Health::new(deployment.name.clone(), config.circuit_breaker));
         }
-        entry.slots = match (settings.max_concurrency, entry.slots.take()) {
-            (Some(limit), Some(slots)) => {
-                slots.reshape(limit, queue);
+        let adaptive = settings.adaptive_bounds();
+        // An adaptive limit keeps its learnt capacity; a fixed one is set.
+        let capacity = match (adaptive, &entry.adaptive) {
+            (Some(_), Some(limit)) => Some(limit.limit()),
+            (Some((min, _)), None) => Some(min),
+            (None, _) => settings.max_concurrency,
+        };
+        entry.slots = match (capacity, entry.slots.take()) {
+            (Some(capacity), Some(slots)) => {
+                slots.reshape(capacity, queue);
                 Some(slots)
             }
-            (Some(limit), None) => Some(Scheduler::new(limit, queue)),
+            (Some(capacity), None) => Some(Scheduler::new(capacity, queue)),
             (None, _) => None,
+        };
+        entry.adaptive = match (adaptive, entry.adaptive.take(), &entry.slots) {
+            (Some((min, max)), Some(limit), _) => {
+                limit.rebound(min, max);
+                Some(limit)
+            }
+            (Some((min, max)), None, Some(slots)) => {
+                Some(AdaptiveLimit::new(min, max, slots.clone()))
+            }
+            _ => None,
         };
         Arc::new(Backend {
             health: entry.health.clone(),
             slots: entry.slots.clone(),
+            adaptive: entry.adaptive.clone(),
             deployment,
         })
     }

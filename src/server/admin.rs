@@ -66,6 +66,18 @@ pub async fn check_token(token: &AdminToken, request: Request, next: Next) -> Re
     refuse_after_drain(request, refused).await
 }
 
+/// A deployment's concurrency slots: the limit (learnt, when adaptive),
+/// its bounds, and the calls holding or waiting for a slot.
+#[derive(Serialize)]
+struct ConcurrencyView {
+    mode: &'static str,
+    limit: usize,
+    min: usize,
+    max: usize,
+    in_use: usize,
+    queued: usize,
+}
+
 #[derive(Serialize)]
 struct DeploymentView<'a> {
     name: &'a str,
@@ -82,6 +94,8 @@ struct DeploymentView<'a> {
     remaining_tokens: Option<u64>,
     ewma_latency_ms: f64,
     in_flight: u32,
+    /// `null` when the deployment has no concurrency limit.
+    concurrency: Option<ConcurrencyView>,
 }
 
 /// What the admin views read.
@@ -117,6 +131,20 @@ pub async fn deployments(State(views): State<Views>) -> Response {
                 remaining_tokens,
                 ewma_latency_ms: health.ewma_latency().as_secs_f64() * 1000.0,
                 in_flight: health.in_flight(),
+                concurrency: backend.slots.as_ref().map(|slots| {
+                    let (mode, (min, max)) = match &backend.adaptive {
+                        Some(limit) => ("adaptive", limit.bounds()),
+                        None => ("fixed", (slots.capacity(), slots.capacity())),
+                    };
+                    ConcurrencyView {
+                        mode,
+                        limit: slots.capacity(),
+                        min,
+                        max,
+                        in_use: slots.in_use(),
+                        queued: slots.depth(),
+                    }
+                }),
             }
         })
         .collect();

@@ -87,6 +87,12 @@ pub async fn metrics(State(scrape): State<Scrape>) -> Response {
                 .with_label_values(&[name])
                 .set(slots.depth() as i64);
         }
+        if let Some(limit) = &backend.adaptive {
+            metrics
+                .concurrency_limit
+                .with_label_values(&[name])
+                .set(limit.limit() as i64);
+        }
     }
     (
         StatusCode::OK,
