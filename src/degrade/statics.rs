@@ -1,17 +1,20 @@
 //! Level 3's answers: the first `[[static_responses]]` entry matching the
-//! call, as a chat completion (or its stream), marked and never billed.
+//! call, as a chat completion or a Responses object (or their streams),
+//! marked and never billed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, header};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::DEGRADED;
 use super::config::StaticResponse;
 use crate::call::{ApiRequest, ServedBy};
 use crate::upstream::Endpoint;
+
+mod responses;
 
 /// The matching entry's answer, or `None` (another endpoint, no match).
 pub fn answer(
@@ -19,11 +22,17 @@ pub fn answer(
     api: &ApiRequest,
     retry_after: Duration,
 ) -> Option<Response> {
-    if api.endpoint != Endpoint::ChatCompletions {
-        return None;
+    let body = api.view.json()?;
+    let said = match api.endpoint {
+        Endpoint::ChatCompletions => last_user_text(body.get("messages")),
+        Endpoint::Responses => match body.get("input") {
+            Some(Value::String(text)) => text.clone(),
+            input => last_user_text(input),
+        },
+        _ => return None,
     }
+    .to_lowercase();
     let model = &*api.route.name;
-    let said = last_user_text(api.view.json()?).to_lowercase();
     let chosen = statics.iter().find(|entry| {
         let model_fits = entry.models.is_empty()
             || entry
@@ -44,11 +53,16 @@ pub fn answer(
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let id = format!("chatcmpl-static-{:016x}", fastrand::u64(..));
-    let mut response = if api.stream {
-        streamed(&id, created, model, &text, api.include_usage)
-    } else {
-        whole(&id, created, model, &text)
+    let id = format!("{:016x}", fastrand::u64(..));
+    let mut response = match (api.endpoint, api.stream) {
+        (Endpoint::Responses, false) => {
+            json_response(responses::whole(&id, created, model, &text).to_string())
+        }
+        (Endpoint::Responses, true) => {
+            sse_response(responses::streamed(&id, created, model, &text))
+        }
+        (_, false) => whole(&id, created, model, &text),
+        (_, true) => streamed(&id, created, model, &text, api.include_usage),
     };
     response
         .headers_mut()
@@ -60,18 +74,15 @@ pub fn answer(
     Some(response)
 }
 
-/// The text of the last user message (string content or text parts).
-fn last_user_text(body: &Map<String, Value>) -> String {
-    let Some(message) = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|messages| {
-            messages
-                .iter()
-                .rev()
-                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        })
-    else {
+/// The text of the last user message (string content or text parts) of
+/// chat `messages` or a Responses `input` list.
+fn last_user_text(messages: Option<&Value>) -> String {
+    let Some(message) = messages.and_then(Value::as_array).and_then(|messages| {
+        messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    }) else {
         return String::new();
     };
     match message.get("content") {
@@ -91,12 +102,16 @@ fn usage() -> Value {
 
 fn whole(id: &str, created: u64, model: &str, text: &str) -> Response {
     let body = json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "id": format!("chatcmpl-static-{id}"), "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
             "finish_reason": "stop"}],
         "usage": usage(),
     });
-    let mut response = Response::new(Body::from(body.to_string()));
+    json_response(body.to_string())
+}
+
+fn json_response(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -105,6 +120,7 @@ fn whole(id: &str, created: u64, model: &str, text: &str) -> Response {
 }
 
 fn streamed(id: &str, created: u64, model: &str, text: &str, include_usage: bool) -> Response {
+    let id = format!("chatcmpl-static-{id}");
     let chunk = |choices: Value, usage: Value| {
         let mut chunk = json!({"id": id, "object": "chat.completion.chunk", "created": created,
             "model": model, "choices": choices});
@@ -125,6 +141,10 @@ fn streamed(id: &str, created: u64, model: &str, text: &str, include_usage: bool
         body.push_str(&chunk(json!([]), usage()));
     }
     body.push_str("data: [DONE]\n\n");
+    sse_response(body)
+}
+
+fn sse_response(body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(
