@@ -339,3 +339,103 @@ async fn degraded_calls_get_fewer_output_tokens() {
     );
     assert_eq!(upstream.last().body["max_tokens"], 1000, "back at level 0");
 }
+
+/// `stale_for`: past its TTL an entry answers only calls of a degraded model.
+#[tokio::test]
+async fn stale_entries_answer_only_degraded_calls() {
+    let upstream = FakeUpstream::start("oa").await;
+    let toml = config(&upstream, "60s").replace(
+        "[cache]\nenabled = true\n",
+        "[cache]\nenabled = true\nttl = \"300ms\"\nstale_for = \"1h\"\n",
+    );
+    let gateway = TestGateway::start(&toml).await;
+    for question in ["asked again", "asked while degraded"] {
+        assert_eq!(chat(&gateway, &ask(question)).await.status(), 200);
+    }
+    // Both entries are stored off the request path: wait for them to hit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while header(&chat(&gateway, &ask("asked again")).await, "x-sluice-cache") != Some("hit") {
+        assert!(tokio::time::Instant::now() < deadline, "never cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let calls = upstream.calls();
+
+    // Not degraded: a stale entry is a miss, and the upstream answers anew.
+    let fresh = chat(&gateway, &ask("asked again")).await;
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(header(&fresh, "x-sluice-cache"), Some("miss"));
+    assert_eq!(upstream.calls(), calls + 1);
+
+    // Degraded: the stale entry answers, marked.
+    assert_eq!(force(&gateway, "gpt-4o", json!(2)).await.status(), 200);
+    let stale = chat(&gateway, &ask("asked while degraded")).await;
+    assert_eq!(stale.status(), 200);
+    assert_eq!(header(&stale, "x-sluice-cache"), Some("stale"));
+    assert_eq!(header(&stale, "x-sluice-degraded"), Some("cached"));
+    let never = chat(&gateway, &ask("never asked")).await;
+    assert_eq!(never.status(), 503);
+    assert_eq!(
+        upstream.calls(),
+        calls + 1,
+        "nothing degraded reached the upstream"
+    );
+}
+
+/// Level 3 answers `/v1/responses` as a Responses object, whole and streamed.
+#[tokio::test]
+async fn static_answers_for_the_responses_api() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&config(&upstream, "60s")).await;
+    assert_eq!(force(&gateway, "gpt-4o", json!(3)).await.status(), 200);
+
+    let ask = json!({"model": "gpt-4o", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "A refund, please"}]}]});
+    let answer = gateway.post("/v1/responses", None, &ask).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["usage"]["total_tokens"], 0);
+    let message = &body["output"][0];
+    assert_eq!(
+        (&message["type"], &message["role"]),
+        (&json!("message"), &json!("assistant"))
+    );
+    assert_eq!(message["content"][0]["type"], "output_text");
+    let text = message["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Refunds: see example.com/refunds. gpt-4o"),
+        "{text}"
+    );
+
+    let streamed = json!({"model": "gpt-4o", "input": "refund?", "stream": true});
+    let answer = gateway.post("/v1/responses", None, &streamed).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    assert!(
+        header(&answer, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = answer.text().await.unwrap();
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    assert!(kinds.contains(&"response.output_text.delta"), "{text}");
+    assert!(text.contains("Refunds: see example.com/refunds."), "{text}");
+    assert!(!text.contains("[DONE]"));
+    let mut data = text.lines().filter_map(|line| line.strip_prefix("data: "));
+    let completed: Value = serde_json::from_str(data.next_back().unwrap()).unwrap();
+    assert_eq!(completed["response"]["status"], "completed");
+    assert_eq!(completed["sequence_number"], json!(kinds.len() - 1));
+
+    let unmatched = json!({"model": "gpt-4o", "input": "hello"});
+    let refused = gateway.post("/v1/responses", None, &unmatched).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(upstream.calls(), 0);
+}

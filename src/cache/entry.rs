@@ -28,6 +28,10 @@ pub struct Entry {
     /// Unix milliseconds, for the `age` header.
     pub created_ms: u64,
     pub ttl_ms: u64,
+    /// How long past its TTL the entry is kept, for degraded calls only
+    /// (`[cache] stale_for` when it was stored).
+    #[serde(default)]
+    pub stale_ms: u64,
     pub recorded: Recorded,
     /// Upstream usage, for "tokens saved".
     #[serde(default)]
@@ -38,10 +42,16 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(recorded: Recorded, ttl: Duration, usage: Option<Usage>) -> Self {
+    pub fn new(
+        recorded: Recorded,
+        ttl: Duration,
+        stale_for: Duration,
+        usage: Option<Usage>,
+    ) -> Self {
         Self {
             created_ms: unix_ms() as u64,
             ttl_ms: ttl.as_millis() as u64,
+            stale_ms: stale_for.as_millis() as u64,
             recorded,
             total_tokens: usage.map_or(0, |u| u.total()),
             usage: usage.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens)),
@@ -57,7 +67,22 @@ impl Entry {
     }
 
     pub fn age_secs(&self) -> u64 {
-        (unix_ms() as u64).saturating_sub(self.created_ms) / 1000
+        self.age_ms() / 1000
+    }
+
+    fn age_ms(&self) -> u64 {
+        (unix_ms() as u64).saturating_sub(self.created_ms)
+    }
+
+    /// Within its TTL: any call may be answered with it. Past it (but
+    /// still stored, within `stale_for`) only a degraded call may.
+    pub fn fresh(&self) -> bool {
+        self.age_ms() < self.ttl_ms
+    }
+
+    /// How long the store keeps it: its TTL, then `stale_for`.
+    pub fn kept(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.saturating_add(self.stale_ms))
     }
 }
 
@@ -240,7 +265,7 @@ mod tests {
     const JSON: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
 
     fn entry(recorded: Recorded) -> Entry {
-        Entry::new(recorded, Duration::from_secs(60), None)
+        Entry::new(recorded, Duration::from_secs(60), Duration::ZERO, None)
     }
 
     #[test]

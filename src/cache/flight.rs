@@ -147,6 +147,7 @@ mod tests {
                 body: String::new(),
             },
             std::time::Duration::from_secs(1),
+            std::time::Duration::ZERO,
             None,
         ))));
         let got: Vec<u8> = follower.await.unwrap().concat();

@@ -76,6 +76,9 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     };
     let model = api.route.name.clone();
     let ttl = cache.ttl(request.headers());
+    // Only the cache may answer a degraded call: stale entries and looser
+    // semantic matches are better than a 503 then, never otherwise.
+    let degraded = call.degraded.is_some();
 
     // The flight is claimed before the first await: identical requests that
     // arrive while this one looks up the store or the semantic index join it
@@ -92,14 +95,19 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     };
     if lookup {
         match cache.store.get(key).await {
-            Ok(Some(entry)) => {
+            Ok(Some(entry)) if entry.fresh() || degraded => {
                 if let Some(response) = answer(&entry, want, &model) {
-                    cache.record_hit("hit", &api.route.name, &entry);
+                    let fresh = entry.fresh();
+                    cache.record_hit(if fresh { "hit" } else { "stale_hit" }, &model, &entry);
                     guard.served(entry);
-                    return response;
+                    return if fresh {
+                        response
+                    } else {
+                        labelled(response, "stale")
+                    };
                 }
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(error) => cache.store_failed("lookup, treated as a miss", &error),
         }
     }
@@ -117,8 +125,9 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         _ => None,
     };
     if let (Some(semantic), Some(probe)) = (&cache.semantic, &probe)
-        && let Some(similar) = semantic.nearest(probe).await
+        && let Some(similar) = semantic.nearest(probe, degraded).await
         && let Ok(Some(entry)) = cache.store.get(similar).await
+        && (entry.fresh() || degraded)
         && let Some(response) = answer(&entry, want, &model)
     {
         cache.record_hit("semantic_hit", &api.route.name, &entry);
@@ -147,6 +156,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             limit: cache.config.max_entry_bytes,
             endpoint: want.endpoint,
             ttl,
+            stale_for: cache.config.stale_for,
         };
         Response::from_parts(parts, Body::from_stream(tee.run(body)))
     } else {
@@ -160,6 +170,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
                             body: text.to_owned(),
                         },
                         ttl,
+                        cache.config.stale_for,
                         usage::parse(&bytes),
                     );
                     guard.complete(entry);
@@ -365,6 +376,7 @@ struct Tee {
     limit: usize,
     endpoint: Endpoint,
     ttl: std::time::Duration,
+    stale_for: std::time::Duration,
 }
 
 impl Tee {
@@ -395,7 +407,12 @@ impl Tee {
         if let Some(events) = complete_events(&self.recording, self.endpoint) {
             let mut scanner = StreamUsageScanner::default();
             scanner.scan(&self.recording);
-            let entry = Entry::new(Recorded::Sse { events }, self.ttl, scanner.usage());
+            let entry = Entry::new(
+                Recorded::Sse { events },
+                self.ttl,
+                self.stale_for,
+                scanner.usage(),
+            );
             self.guard.complete(entry);
         }
     }
@@ -511,6 +528,7 @@ mod tests {
                 events: events.to_vec(),
             },
             std::time::Duration::from_secs(60),
+            std::time::Duration::ZERO,
             None,
         );
         match replay(&entry, endpoint, true, include_usage) {
@@ -525,6 +543,7 @@ mod tests {
                 events: events.to_vec(),
             },
             std::time::Duration::from_secs(60),
+            std::time::Duration::ZERO,
             None,
         );
         match replay(&entry, Endpoint::ChatCompletions, false, false) {

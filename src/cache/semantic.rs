@@ -133,8 +133,8 @@ impl Semantic {
 
     /// The nearest live entry at or above the threshold; a shared index
     /// that is slow or down makes this a miss.
-    pub async fn nearest(&self, probe: &Probe) -> Option<CacheKey> {
-        let threshold = self.config.threshold;
+    pub async fn nearest(&self, probe: &Probe, degraded: bool) -> Option<CacheKey> {
+        let threshold = threshold(&self.config, degraded);
         match &*self.index {
             Index::Memory(index) => {
                 let index = index.read().ok()?;
@@ -167,5 +167,35 @@ impl Semantic {
             }
             Index::Postgres(index) => index.insert(probe.partition, probe.vector, key, expires),
         }
+    }
+}
+
+/// The similarity a match needs: `degraded_threshold` (when set) while the
+/// model is degraded, else `threshold`.
+fn threshold(config: &SemanticConfig, degraded: bool) -> f32 {
+    match config.degraded_threshold {
+        Some(looser) if degraded => looser,
+        _ => config.threshold,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_looser_threshold_applies_only_while_degraded() {
+        let looser = SemanticConfig {
+            threshold: 0.95,
+            degraded_threshold: Some(0.85),
+            ..SemanticConfig::default()
+        };
+        assert_eq!(threshold(&looser, false), 0.95);
+        assert_eq!(threshold(&looser, true), 0.85);
+        let unset = SemanticConfig {
+            degraded_threshold: None,
+            ..looser
+        };
+        assert_eq!(threshold(&unset, true), 0.95);
     }
 }

@@ -1,5 +1,6 @@
 //! Where entries live: in memory (moka, bounded by bytes, per-entry expiry)
-//! or in Redis (shared by replicas, same TTL).
+//! or in Redis (shared by replicas, same TTL), each kept `stale_for` past
+//! its TTL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ pub enum Store {
     Redis { redis: SharedRedis, prefix: String },
 }
 
-/// Each entry lives for its own TTL (the default, or the request's override).
+/// Each entry lives for its own TTL (the default, or the request's
+/// override) plus `stale_for`; `Entry::fresh` tells the two apart.
 struct EntryTtl;
 
 impl Expiry<CacheKey, Arc<Entry>> for EntryTtl {
@@ -28,7 +30,7 @@ impl Expiry<CacheKey, Arc<Entry>> for EntryTtl {
         entry: &Arc<Entry>,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_millis(entry.ttl_ms))
+        Some(entry.kept())
     }
 }
 
@@ -77,7 +79,7 @@ impl Store {
                 let Ok(raw) = serde_json::to_vec(entry.as_ref()) else {
                     return Ok(());
                 };
-                let ttl = entry.ttl_ms.max(1);
+                let ttl = entry.ttl_ms.saturating_add(entry.stale_ms).max(1);
                 redis
                     .run(|mut manager| async move {
                         redis::AsyncCommands::pset_ex::<_, _, ()>(&mut manager, name, raw, ttl)

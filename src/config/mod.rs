@@ -393,6 +393,10 @@ pub struct CacheConfig {
     /// Default time to live; a request may set `x-sluice-cache-ttl` (seconds or `30s`).
     #[serde(with = "duration::serde_duration")]
     pub ttl: Duration,
+    /// How long past its TTL an entry is kept to answer calls of a degraded
+    /// model (ladder levels 2-3); other calls never see it. 0 = off.
+    #[serde(with = "duration::serde_duration")]
+    pub stale_for: Duration,
     /// Memory store size bound, in bytes of cached responses.
     pub max_bytes: u64,
     /// Larger responses are not cached.
@@ -409,6 +413,9 @@ pub struct SemanticConfig {
     pub enabled: bool,
     /// Cosine similarity at or above which a cached answer is reused.
     pub threshold: f32,
+    /// While the model is degraded (ladder levels 2-3), matches at or above
+    /// this (looser) similarity answer too: a near answer beats a 503.
+    pub degraded_threshold: Option<f32>,
     /// A model this gateway serves through `/v1/embeddings`.
     pub embedding_model: String,
     /// Bound on the embedding call; past it the request is a plain miss.
@@ -437,6 +444,7 @@ impl Default for SemanticConfig {
         Self {
             enabled: false,
             threshold: 0.95,
+            degraded_threshold: None,
             embedding_model: "text-embedding-3-small".to_owned(),
             timeout: Duration::from_millis(300),
             max_entries: 100_000,
@@ -452,6 +460,7 @@ impl Default for CacheConfig {
             enabled: false,
             scope: CacheScope::Key,
             ttl: Duration::from_secs(3600),
+            stale_for: Duration::ZERO,
             max_bytes: 256 * 1024 * 1024,
             max_entry_bytes: 4 * 1024 * 1024,
             cache_all: false,

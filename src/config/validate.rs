@@ -583,6 +583,15 @@ fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
         if !(0.0..=1.0).contains(&semantic.threshold) {
             problems.push("cache.semantic.threshold: must be a cosine between 0 and 1".into());
         }
+        if semantic
+            .degraded_threshold
+            .is_some_and(|looser| !(0.0..=semantic.threshold).contains(&looser))
+        {
+            problems.push(
+                "cache.semantic.degraded_threshold: must be a cosine between 0 and `threshold`"
+                    .into(),
+            );
+        }
         let postgres_url = semantic.postgres_url.as_deref().unwrap_or_default();
         if semantic.store == super::SemanticStore::Postgres && !postgres_url.starts_with("postgres")
         {

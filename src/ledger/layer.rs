@@ -175,7 +175,7 @@ impl Pending {
             record.model = served.model;
             record.deployment = Some(served.deployment);
         }
-        let served_from_cache = record.cache == "hit" || record.cache == "semantic-hit";
+        let served_from_cache = matches!(record.cache, "hit" | "semantic-hit" | "stale");
         match ending.outcome {
             _ if served_from_cache => {}
             Outcome::Reported(usage) => {

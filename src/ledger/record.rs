@@ -91,6 +91,7 @@ pub fn cache_status(header: &[u8]) -> &'static str {
     match header {
         b"hit" => "hit",
         b"semantic-hit" => "semantic-hit",
+        b"stale" => "stale",
         b"miss" => "miss",
         b"bypass" => "bypass",
         _ => "-",
