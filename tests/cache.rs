@@ -554,6 +554,48 @@ async fn a_paraphrase_is_a_semantic_hit_and_unrelated_or_differently_framed_ones
     );
 }
 
+/// While the model is degraded, `degraded_threshold` lets a looser
+/// paraphrase answer; otherwise it is a miss.
+#[tokio::test]
+async fn a_degraded_model_takes_looser_semantic_matches() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let upstream = FakeUpstream::start("oa").await;
+    let toml = semantic_config_with(
+        &upstream,
+        "mock = { latency = \"1ms\" }",
+        "",
+        "degraded_threshold = 0.8",
+    ) + &format!("\n[admin]\ntoken = \"{ADMIN}\"\n");
+    let gateway = TestGateway::start(&toml).await;
+    let france = "What is the capital of France";
+    assert_eq!(
+        ask(&gateway, &question(None, &format!("{france}?"))).await,
+        "miss"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two more words: cosine 6/sqrt(48) = 0.87, under 0.9, over 0.8.
+    let looser = question(None, &format!("{france}, please, today?"));
+    assert_eq!(ask(&gateway, &looser).await, "miss");
+
+    let forced = gateway
+        .post(
+            "/admin/models/gpt-4o/level",
+            Some(ADMIN),
+            &json!({"level": 2}),
+        )
+        .await;
+    assert_eq!(forced.status(), 200);
+    let looser = question(None, &format!("{france}, tell me?"));
+    let response = gateway.post("/v1/chat/completions", None, &looser).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(status_of(&response), "semantic-hit");
+    assert_eq!(
+        response.headers().get("x-sluice-degraded").unwrap(),
+        "cached"
+    );
+    assert_eq!(upstream.calls(), 2, "only chat calls reach this upstream");
+}
+
 #[tokio::test]
 async fn a_slow_embedding_call_just_makes_a_miss() {
     let upstream = FakeUpstream::start("oa").await;

@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | 0 | full | normal service |
 //! | 1 | reduced | the model's own deployments are out: fallbacks and `cheaper` serve (routing does this); `degraded_max_output_tokens` clamps output |
-//! | 2 | cached only | the cache answers; a miss gets 503 `service_degraded` with `retry-after` |
-//! | 3 | static | as 2, but a miss gets a matching `[[static_responses]]` answer (`x-sluice-degraded: static`) |
+//! | 2 | cached only | the cache answers, also with entries past their TTL (`stale_for`) and looser semantic matches (`degraded_threshold`); a miss gets 503 `service_degraded` with `retry-after` |
+//! | 3 | static | as 2, but a miss gets a matching `[[static_responses]]` answer, chat or Responses (`x-sluice-degraded: static`) |
 //! | 4 | maintenance | 503 `maintenance` with `retry-after` before anything else runs, or, for a `queue_in_maintenance` key, an async job (202) the runner holds until the level drops |
 //!
 //! The level is automatic (how long nothing was usable, `[degradation]`)
