@@ -157,7 +157,7 @@ impl ResponseCache {
             .unwrap_or(self.config.ttl)
     }
 
-    /// Counts a hit (`hit` or `semantic_hit`) and what it saved: the entry's
+    /// Counts a hit (`hit`, `semantic_hit` or `stale_hit`) and what it saved: the entry's
     /// tokens and their price.
     fn record_hit(&self, result: &str, model: &str, entry: &entry::Entry) {
         self.metrics
