@@ -311,7 +311,7 @@ fn report(label: &str, outcome: &mut Outcome, capacity: &Capacity, load: &Load) 
     let calls = outcome.answered.len() + outcome.errors;
     let (answered, throttled) = outcome.upstream;
     let mut line = format!(
-        "{label:<28}{:>8.0}{:>9.1}%{:>11.1}%{:>9.1}{:>9.1}{:>11.0}%",
+        "{label:<28}{:>8.0}{:>9.1}%{:>13.1}%{:>9.1}{:>9.1}{:>12.0}%",
         outcome.rps(load),
         100.0 * outcome.errors as f64 / calls.max(1) as f64,
         100.0 * throttled as f64 / (answered + throttled).max(1) as f64,
@@ -352,7 +352,7 @@ async fn main() {
         load.window.as_secs_f64(),
     );
     println!(
-        "{:<28}{:>8}{:>10}{:>12}{:>9}{:>9}{:>12}",
+        "{:<28}{:>8}{:>10}{:>14}{:>9}{:>9}{:>13}",
         "scenario", "req/s", "errors", "upstream 429", "p50 ms", "p99 ms", "of capacity"
     );
     let direct = format!("http://{upstream}/v1/chat/completions");
