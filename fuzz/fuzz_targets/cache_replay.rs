@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let body = Recorded::Json { body: text.into() };
-    replay_every_way(&Entry::new(body, Duration::from_secs(60), None));
+    // A stale period as well: replay must not depend on it.
+    let stale_for = Duration::from_secs(30);
+    replay_every_way(&Entry::new(body, Duration::from_secs(60), stale_for, None));
     for endpoint in Endpoint::ALL {
         let Some(events) = complete_events(data, endpoint) else {
             continue;
@@ -29,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 events: events.clone(),
             },
             Duration::from_secs(60),
+            stale_for,
             None,
         );
         replay_every_way(&entry);
