@@ -39,9 +39,14 @@ fuzz_target!(|data: &[u8]| {
                 rebuilt.extend_from_slice(line);
                 rebuilt.push(b'\n');
                 let before = seen.len();
-                let problem = check_line(line, "/v1/chat/completions", &usable, &mut seen, &mut model);
+                let problem =
+                    check_line(line, "/v1/chat/completions", &usable, &mut seen, &mut model);
                 if problem.is_none() {
-                    assert_eq!(seen.len(), before + 1, "an accepted line adds its custom_id");
+                    assert_eq!(
+                        seen.len(),
+                        before + 1,
+                        "an accepted line adds its custom_id"
+                    );
                 }
                 let _ = prefix_key(line);
             }
