@@ -158,10 +158,8 @@ pub fn summary(config: &Config) -> String {
 /// Where `[batch] store` keeps jobs and files, or that the APIs are off.
 fn jobs(config: &Config) -> String {
     let batch = &config.batch;
-    let files = match batch.files_dir.as_str() {
-        "" => format!("{}/files", config.usage.data_dir),
-        dir => dir.to_owned(),
-    };
+    let files = batch.files_dir_in(&config.usage.data_dir);
+    let files = files.display();
     match batch.store.as_str() {
         "none" => "off".to_owned(),
         "sqlite" => format!("sqlite in {}, file bytes in {files}", config.usage.data_dir),

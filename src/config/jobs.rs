@@ -47,6 +47,16 @@ pub struct BatchConfig {
     pub upstream_poll_interval: Duration,
 }
 
+impl BatchConfig {
+    /// Where file bytes live: `files_dir`, or `files` in `data_dir`.
+    pub fn files_dir_in(&self, data_dir: &str) -> std::path::PathBuf {
+        match self.files_dir.as_str() {
+            "" => std::path::Path::new(data_dir).join("files"),
+            dir => dir.into(),
+        }
+    }
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {

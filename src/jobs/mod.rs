@@ -24,7 +24,6 @@ mod error;
 pub mod files;
 mod schema;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,10 +155,7 @@ impl Jobs {
         };
         let db = Db::open(&spec, schema::SCHEMA, schema::ADDED_COLUMNS, tasks)
             .map_err(|error| error.to_string())?;
-        let files_dir = match config.batch.files_dir.as_str() {
-            "" => PathBuf::from(data_dir).join("files"),
-            dir => PathBuf::from(dir),
-        };
+        let files_dir = config.batch.files_dir_in(data_dir);
         Ok(Some(Arc::new(Self {
             files: Files::new(db.clone(), files_dir, config.batch.share_with_org),
             db,

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::super::files::api::{Caller, expiry_seconds, query_error};
+use super::super::files::api::{Caller, expiry_seconds, page_limit, query_error};
 use super::super::{Jobs, JobsError, Owner, new_sorted_id, ok_json, unix_now};
 use super::record::{self, Batch, COLUMNS, Status};
 
@@ -254,19 +254,13 @@ pub async fn list(
 ) -> Response {
     let listed = async {
         let Query(query) = query.map_err(|rejection| query_error(&rejection))?;
-        let limit = query.limit.unwrap_or(20);
-        if !(1..=100).contains(&limit) {
-            return Err(JobsError::invalid(
-                "limit must be from 1 to 100.",
-                Some("limit"),
-            ));
-        }
+        let limit = page_limit(query.limit, 20, 100)?;
         let (batches, has_more) = page(&jobs, &owner, query.after, limit).await?;
         let mut data = Vec::with_capacity(batches.len());
         for batch in &batches {
             data.push(shown(&jobs, batch).await?);
         }
-        Ok(json!({
+        Ok::<_, JobsError>(json!({
             "object": "list",
             "data": data,
             "first_id": batches.first().map(|batch| &batch.id),

@@ -284,6 +284,18 @@ pub fn query_error(rejection: &QueryRejection) -> JobsError {
     )
 }
 
+/// A list's `limit`: `default` when absent, else 1 to `max`.
+pub fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, JobsError> {
+    let limit = asked.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(JobsError::invalid(
+            format!("limit must be from 1 to {max}."),
+            Some("limit"),
+        ));
+    }
+    Ok(limit)
+}
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     after: Option<String>,
@@ -300,13 +312,7 @@ pub async fn list(
 ) -> Response {
     let listed = async {
         let Query(query) = query.map_err(|rejection| query_error(&rejection))?;
-        let limit = query.limit.unwrap_or(10_000);
-        if !(1..=10_000).contains(&limit) {
-            return Err(JobsError::invalid(
-                "limit must be from 1 to 10000.",
-                Some("limit"),
-            ));
-        }
+        let limit = page_limit(query.limit, 10_000, 10_000)?;
         let descending = match query.order.as_deref() {
             None | Some("desc") => true,
             Some("asc") => false,
