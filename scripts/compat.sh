@@ -33,8 +33,17 @@ sluice_bin="${CARGO_TARGET_DIR:-target}/debug/sluice"
 
 work=$(mktemp -d)
 pids=()
+# Stops every process, waiting for each to exit: a gateway drains on SIGTERM
+# and writes its stores (SQLite checkpoints, job files) on the way out, so
+# removing its data directory before it is gone races those writes.
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -41,7 +41,13 @@ TOML
 
 "${CARGO_TARGET_DIR:-target}/debug/sluice" --config "$config" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$config" "$log" "$data_dir"; }
+# Waits for the gateway to exit before removing its data directory, which it
+# writes while it drains.
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$config" "$log" "$data_dir"
+}
 trap cleanup EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
