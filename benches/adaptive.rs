@@ -26,10 +26,10 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/common/process.rs"]
+mod process;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ use axum::routing::post;
 use http::header::CONTENT_TYPE;
 
 use common::{BODY, COMPLETION, KEY, env_or};
+use process::{SluiceProcess, TempDir, free_port};
 
 /// How often the learnt limit is read from `/metrics`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -102,33 +103,16 @@ async fn start_upstream(capacity: Arc<Capacity>) -> SocketAddr {
     addr
 }
 
-/// The gateway process, killed on drop.
-struct Sluice {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `deployment_extra` goes into the deployment's section (its concurrency
 /// settings).
-async fn start_sluice(upstream: SocketAddr, deployment_extra: &str) -> Sluice {
-    let dir = std::env::temp_dir().join(format!("sluice-adaptive-bench-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+async fn start_sluice(upstream: SocketAddr, deployment_extra: &str) -> SluiceProcess {
+    let dir = TempDir::new("sluice-adaptive-bench");
+    let port = free_port();
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
+[log]
+level = "warn"
 [[deployments]]
 name = "{DEPLOYMENT}"
 provider = "openai"
@@ -141,33 +125,8 @@ name = "bench"
 key = "{KEY}"
 "#
     );
-    let config_path = dir.join("sluice.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-    let child = Command::new(&binary)
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("SLUICE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let sluice = Sluice {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        dir,
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let health = client.get(format!("{}/healthz", sluice.url)).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return sluice;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("sluice ({binary}) did not start");
+    let process = SluiceProcess::start(&dir.0, "bench", port, &config).await;
+    process.owning(dir)
 }
 
 /// The deployment's learnt limit from the gateway's `/metrics`.

@@ -12,7 +12,9 @@
 //! and one sample a second). A realtime chat call is made every 100 ms
 //! while each batch runs: its median latency against the idle median (30
 //! calls before the first batch) shows what the batch costs interactive
-//! traffic sharing the quota.
+//! traffic sharing the quota. The small batch then runs twice more on a
+//! fresh gateway: with the quota declared (`max_concurrency = 16`), and
+//! hidden but learned by `concurrency = "adaptive"` on the deployment.
 //!
 //! Knobs (env): BENCH_BATCH_LINES (default 50000), BENCH_BATCH_SMALL_LINES
 //! (5000), BENCH_QUOTA_SLOTS (16), BENCH_QUOTA_LATENCY_MS (20).
@@ -26,9 +28,9 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/common/process.rs"]
+mod process;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use common::{COMPLETION, KEY, env_or};
+use process::{SluiceProcess, TempDir, free_port};
 
 /// RSS sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -94,33 +97,16 @@ async fn start_quota_upstream(quota: Arc<Quota>) -> std::net::SocketAddr {
     addr
 }
 
-/// The gateway process, killed on drop.
-struct Sluice {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `deployment_extra` goes into the deployment's section (e.g. its
 /// `max_concurrency`).
-async fn start_sluice(upstream: std::net::SocketAddr, deployment_extra: &str) -> Sluice {
-    let dir = std::env::temp_dir().join(format!("sluice-batch-bench-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+async fn start_sluice(upstream: std::net::SocketAddr, deployment_extra: &str) -> SluiceProcess {
+    let dir = TempDir::new("sluice-batch-bench");
+    let port = free_port();
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
+[log]
+level = "warn"
 [usage]
 data_dir = "{}"
 [batch]
@@ -136,35 +122,10 @@ models = ["gpt-4o"]
 name = "bench"
 key = "{KEY}"
 "#,
-        dir.display()
+        dir.0.display()
     );
-    let config_path = dir.join("sluice.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-    let child = Command::new(&binary)
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("SLUICE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sluice.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let sluice = Sluice {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        dir,
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let health = client.get(format!("{}/healthz", sluice.url)).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            return sluice;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("sluice ({binary}) did not start");
+    let process = SluiceProcess::start(&dir.0, "bench", port, &config).await;
+    process.owning(dir)
 }
 
 /// One unlabelled gauge's value from the gateway's `/metrics`.
@@ -294,7 +255,7 @@ fn median(values: &mut [Duration]) -> Duration {
 
 /// Uploads `lines` requests, runs them as a batch until `completed` while
 /// sampling the gateway's RSS, and checks the output has every line.
-async fn run_batch(sluice: &Sluice, quota: &Arc<Quota>, lines: usize) -> Run {
+async fn run_batch(sluice: &SluiceProcess, quota: &Arc<Quota>, lines: usize) -> Run {
     let client = reqwest::Client::new();
     let file_id = upload(&client, &sluice.url, input(lines)).await;
     let pid = sluice.child.id();
@@ -475,17 +436,29 @@ async fn main() {
     // The same quota declared on the deployment: the gateway queues calls
     // past it (realtime first) instead of learning it from 429s.
     let declared = format!("max_concurrency = {}", quota.slots);
-    let sluice = start_sluice(upstream, &declared).await;
+    let label = format!("with the quota declared ({declared} on the deployment)");
+    run_configured(upstream, &quota, &declared, &label, small, idle).await;
+    // The quota hidden again, but learned by the deployment's adaptive
+    // limit (issue 16) rather than by the batch runner alone.
+    let adaptive = "concurrency = \"adaptive\"\nmax_concurrency = 64";
+    let label = "with the quota hidden and concurrency = \"adaptive\" (max 64) on the deployment";
+    run_configured(upstream, &quota, adaptive, label, small, idle).await;
+}
+
+/// Runs the small batch on a gateway whose deployment has `extra` in its
+/// section, and reports it under `label`.
+async fn run_configured(
+    upstream: std::net::SocketAddr,
+    quota: &Arc<Quota>,
+    extra: &str,
+    label: &str,
+    lines: usize,
+    idle: Duration,
+) {
+    let sluice = start_sluice(upstream, extra).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = rss_mib(sluice.child.id()).unwrap_or(0.0);
-    println!("with the quota declared ({declared} on the deployment):");
-    let run = run_batch(&sluice, &quota, small).await;
-    report(
-        "small batch, declared quota",
-        small,
-        &run,
-        &quota,
-        baseline,
-        idle,
-    );
+    println!("{label}:");
+    let run = run_batch(&sluice, quota, lines).await;
+    report("small batch", lines, &run, quota, baseline, idle);
 }

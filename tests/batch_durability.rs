@@ -9,14 +9,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::FakeUpstream;
 use common::fake_upstream::Behavior;
 use common::gateway::deployment;
 use common::postgres::{self, TestDatabase};
+use common::process::{SluiceProcess, TempDir, free_port};
 use serde_json::Value;
 
 const KEY: &str = "sk-alpha-000000";
@@ -28,95 +28,20 @@ const UPSTREAM_DELAY: Duration = Duration::from_millis(150);
 /// Longest any one wait in these tests may take.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("sluice-batch-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// The real `sluice` binary on a config file; its log goes to a file.
-struct Sluice {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Sluice {
-    /// Starts it with its data in `data_dir`, `batch` added to its `[batch]`
-    /// section, and waits until it answers.
-    async fn start(data_dir: &Path, upstream: &FakeUpstream, batch: &str, name: &str) -> Self {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let port = free_port();
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"2s\"\n\
-             [log]\nformat = \"json\"\n[usage]\ndata_dir = \"{}\"\n\
-             [batch]\nlease = \"3s\"\npoll_interval = \"100ms\"\nmax_concurrency = 8\n{batch}\n\
-             {}[[keys]]\nname = \"alpha\"\nkey = \"{KEY}\"\n",
-            data_dir.display(),
-            deployment("oa", upstream, "")
-        );
-        let config_path = data_dir.join(format!("sluice-{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let log = data_dir.join(format!("sluice-{name}.log"));
-        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("SLUICE_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let sluice = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let health = client.get(format!("{}/healthz", sluice.url)).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return sluice;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("sluice did not start: {}", sluice.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), and reap it.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary with its data in `data_dir` and `batch` added to its
+/// `[batch]` section; `name` names its config and log.
+async fn start(data_dir: &Path, upstream: &FakeUpstream, batch: &str, name: &str) -> SluiceProcess {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"2s\"\n\
+         [log]\nformat = \"json\"\n[usage]\ndata_dir = \"{}\"\n\
+         [batch]\nlease = \"3s\"\npoll_interval = \"100ms\"\nmax_concurrency = 8\n{batch}\n\
+         {}[[keys]]\nname = \"alpha\"\nkey = \"{KEY}\"\n",
+        data_dir.display(),
+        deployment("oa", upstream, "")
+    );
+    SluiceProcess::start(data_dir, name, port, &config).await
 }
 
 /// `LINES` chat requests, custom ids `line-0` …, each with its own prompt.
@@ -193,7 +118,7 @@ async fn retrieve(client: &reqwest::Client, url: &str, batch_id: &str) -> Value 
 /// Polls the batch until `until` holds, within `DEADLINE`.
 async fn wait_for(
     client: &reqwest::Client,
-    sluice: &Sluice,
+    sluice: &SluiceProcess,
     batch_id: &str,
     until: impl Fn(&Value) -> bool,
 ) -> Value {
@@ -273,11 +198,11 @@ async fn slow_upstream() -> FakeUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-batch");
     let upstream = slow_upstream().await;
     let client = reqwest::Client::new();
 
-    let mut first = Sluice::start(&dir.0, &upstream, "", "first").await;
+    let mut first = start(&dir.0, &upstream, "", "first").await;
     let file_id = upload(&client, &first.url, &input()).await;
     let batch_id = create_batch(&client, &first.url, &file_id).await;
     let before = wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
@@ -285,7 +210,7 @@ async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
     assert_eq!(before["status"], "in_progress", "{before}");
     assert!(completed(&before) < LINES as i64, "{before}");
 
-    let second = Sluice::start(&dir.0, &upstream, "", "second").await;
+    let second = start(&dir.0, &upstream, "", "second").await;
     let done = wait_for(&client, &second, &batch_id, |batch| {
         batch["status"] != "in_progress" && batch["status"] != "finalizing"
     })
@@ -304,11 +229,11 @@ async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
 /// after a `kill -9` (the bytes stay until it closes), then they go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_input_was_deleted_still_resumes() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-batch");
     let upstream = slow_upstream().await;
     let client = reqwest::Client::new();
 
-    let mut first = Sluice::start(&dir.0, &upstream, "", "first").await;
+    let mut first = start(&dir.0, &upstream, "", "first").await;
     let file_id = upload(&client, &first.url, &input()).await;
     let batch_id = create_batch(&client, &first.url, &file_id).await;
     wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
@@ -328,7 +253,7 @@ async fn a_batch_whose_input_was_deleted_still_resumes() {
     assert_eq!(gone.status(), 404);
     first.kill_9();
 
-    let second = Sluice::start(&dir.0, &upstream, "", "second").await;
+    let second = start(&dir.0, &upstream, "", "second").await;
     let done = wait_for(&client, &second, &batch_id, |batch| {
         batch["status"] != "in_progress" && batch["status"] != "finalizing"
     })
@@ -344,7 +269,7 @@ async fn a_batch_whose_input_was_deleted_still_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_takes_over_the_batch_of_one_killed_on_postgres() {
     let database = TestDatabase::create(postgres::PLAIN).await;
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-batch");
     let files_dir = dir.0.join("shared-files");
     let batch = format!(
         "store = \"{}\"\nfiles_dir = \"{}\"",
@@ -354,13 +279,13 @@ async fn a_replica_takes_over_the_batch_of_one_killed_on_postgres() {
     let upstream = slow_upstream().await;
     let client = reqwest::Client::new();
 
-    let mut a = Sluice::start(&dir.0.join("a"), &upstream, &batch, "a").await;
+    let mut a = start(&dir.0.join("a"), &upstream, &batch, "a").await;
     let file_id = upload(&client, &a.url, &input()).await;
     let batch_id = create_batch(&client, &a.url, &file_id).await;
     let before = wait_for(&client, &a, &batch_id, |batch| completed(batch) > 0).await;
     // B joins while A holds the lease and heart-beats: it must leave the
     // batch alone until A is gone and the lease has run out.
-    let b = Sluice::start(&dir.0.join("b"), &upstream, &batch, "b").await;
+    let b = start(&dir.0.join("b"), &upstream, &batch, "b").await;
     let while_both = wait_for(&client, &b, &batch_id, |batch| {
         completed(batch) > completed(&before)
     })

@@ -9,13 +9,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::FakeUpstream;
 use common::gateway::{chat, deployment};
 use common::postgres::{self, TestDatabase};
+use common::process::{SluiceProcess, TempDir, free_port};
 use futures_util::StreamExt;
 use sluice::config::UsageConfig;
 use sluice::ledger::{Ledger, UsageRecord};
@@ -24,127 +25,39 @@ use sluice::metrics::Metrics;
 const ADMIN: &str = "admin-token-0123456789";
 const KEY: &str = "sk-alpha-000000";
 
-/// A fresh directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("sluice-durability-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
+/// The real binary with `usage` as its `[usage]` section; `run` names its
+/// config and log.
+async fn start(dir: &Path, upstream: &FakeUpstream, usage: &str, run: u32) -> SluiceProcess {
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"2s\"\n[log]\nformat = \"json\"\n[usage]\n{usage}\n[admin]\ntoken = \"{ADMIN}\"\n{}[[keys]]\nname = \"alpha\"\nkey = \"{KEY}\"\n",
+        deployment("oa", upstream, "")
+    );
+    SluiceProcess::start(dir, &run.to_string(), port, &config).await
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// The real `sluice` binary on a config file; its log goes to `log`.
-struct Sluice {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Sluice {
-    /// Starts it with `usage` as its `[usage]` section and waits until it
-    /// answers.
-    async fn start(dir: &Path, upstream: &FakeUpstream, usage: &str, run: u32) -> Self {
-        let port = free_port();
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"2s\"\n[log]\nformat = \"json\"\n[usage]\n{usage}\n[admin]\ntoken = \"{ADMIN}\"\n{}[[keys]]\nname = \"alpha\"\nkey = \"{KEY}\"\n",
-            deployment("oa", upstream, "")
-        );
-        let config_path = dir.join("sluice.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.join(format!("sluice-{run}.log"));
-        // `SLUICE_BIN` runs another build (the release binary) instead.
-        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .env_remove("SLUICE_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let sluice = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            let health = client.get(format!("{}/healthz", sluice.url)).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return sluice;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("sluice did not start: {}", sluice.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `n` chat calls, 8 at a time; every one must be answered 200. Their
-    /// `x-request-id`s.
-    async fn traffic(&self, client: &reqwest::Client, n: usize) -> BTreeSet<String> {
-        let url = format!("{}/v1/chat/completions", self.url);
-        futures_util::stream::iter(0..n)
-            .map(|_| async {
-                let response = client
-                    .post(&url)
-                    .bearer_auth(KEY)
-                    .json(&chat("gpt-4o"))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-                let id = response.headers()["x-request-id"].to_str().unwrap();
-                let id = id.to_owned();
-                response.bytes().await.unwrap();
-                id
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await
-    }
-
-    /// SIGTERM, then its exit status (within 20 s).
-    async fn terminate(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        for _ in 0..400 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sluice did not stop on SIGTERM: {}", self.log_text());
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `n` chat calls, 8 at a time; every one must be answered 200. Their
+/// `x-request-id`s.
+async fn traffic(sluice: &SluiceProcess, client: &reqwest::Client, n: usize) -> BTreeSet<String> {
+    let url = format!("{}/v1/chat/completions", sluice.url);
+    futures_util::stream::iter(0..n)
+        .map(|_| async {
+            let response = client
+                .post(&url)
+                .bearer_auth(KEY)
+                .json(&chat("gpt-4o"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let id = response.headers()["x-request-id"].to_str().unwrap();
+            let id = id.to_owned();
+            response.bytes().await.unwrap();
+            id
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
 }
 
 /// The request ids in a SQLite ledger, and the number of rows.
@@ -162,7 +75,7 @@ fn sqlite_rows(dir: &Path) -> (BTreeSet<String>, usize) {
 
 #[tokio::test]
 async fn every_answered_request_survives_kill_9_once() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-durability");
     let upstream = FakeUpstream::start("oa").await;
     // Nothing reaches the store before the kill: records live only in the
     // process and its journal.
@@ -171,8 +84,8 @@ async fn every_answered_request_survives_kill_9_once() {
         dir.0.display()
     );
     let client = reqwest::Client::new();
-    let first = Sluice::start(&dir.0, &upstream, &usage, 1).await;
-    let answered = first.traffic(&client, 300).await;
+    let first = start(&dir.0, &upstream, &usage, 1).await;
+    let answered = traffic(&first, &client, 300).await;
     assert_eq!(answered.len(), 300);
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(first); // SIGKILL
@@ -182,7 +95,7 @@ async fn every_answered_request_survives_kill_9_once() {
         "nothing was written before the kill"
     );
 
-    let second = Sluice::start(&dir.0, &upstream, &usage, 2).await;
+    let second = start(&dir.0, &upstream, &usage, 2).await;
     let mut rows = (BTreeSet::new(), 0);
     for _ in 0..200 {
         rows = sqlite_rows(&dir.0);
@@ -196,10 +109,10 @@ async fn every_answered_request_survives_kill_9_once() {
 
     // Killed again right after the replay was written, the journal may
     // still hold those records: a third start adds no rows.
-    let more = second.traffic(&client, 20).await;
+    let more = traffic(&second, &client, 20).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(second);
-    let _third = Sluice::start(&dir.0, &upstream, &usage, 3).await;
+    let _third = start(&dir.0, &upstream, &usage, 3).await;
     for _ in 0..200 {
         if sqlite_rows(&dir.0).1 >= 320 {
             break;
@@ -225,9 +138,9 @@ async fn crash_window() {
     let runs: u64 = std::env::var("RUNS").map_or(10, |r| r.parse().unwrap());
     let (mut answered_total, mut missing) = (0, Vec::new());
     for run in 0..runs {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sluice-durability");
         let usage = format!("store = \"sqlite\"\ndata_dir = \"{}\"", dir.0.display());
-        let mut sluice = Sluice::start(&dir.0, &upstream, &usage, 1).await;
+        let mut sluice = start(&dir.0, &upstream, &usage, 1).await;
         let kill_at = Instant::now() + Duration::from_millis(1000 + run * 97);
         let url = format!("{}/v1/chat/completions", sluice.url);
         let answered = steady_load(url, kill_at).await;
@@ -239,7 +152,7 @@ async fn crash_window() {
             .filter(|(_, at)| *at < killed)
             .collect();
         drop(sluice);
-        let _restarted = Sluice::start(&dir.0, &upstream, &usage, 2).await;
+        let _restarted = start(&dir.0, &upstream, &usage, 2).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (rows, _) = sqlite_rows(&dir.0);
         let last = answered.iter().map(|(_, at)| killed - *at).min();
@@ -308,7 +221,7 @@ impl PrivatePostgres {
     /// initdb and start; as root, the server runs as `postgres` (it
     /// refuses root).
     async fn start() -> Self {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sluice-durability");
         if is_root() {
             let status = Command::new("chown")
                 .args(["postgres:", &dir.0.display().to_string()])
@@ -426,7 +339,7 @@ fn as_postgres(program: &str) -> Command {
     command
 }
 
-async fn metric(client: &reqwest::Client, sluice: &Sluice, name: &str) -> f64 {
+async fn metric(client: &reqwest::Client, sluice: &SluiceProcess, name: &str) -> f64 {
     let text = client
         .get(format!("{}/metrics", sluice.url))
         .send()
@@ -443,7 +356,7 @@ async fn metric(client: &reqwest::Client, sluice: &Sluice, name: &str) -> f64 {
 #[tokio::test]
 async fn a_shutdown_while_postgres_is_down_keeps_the_held_records_for_the_next_start() {
     let database = PrivatePostgres::start().await;
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-durability");
     let upstream = FakeUpstream::start("oa").await;
     let usage = format!(
         "store = \"{}\"\ndata_dir = \"{}\"\nflush_interval = \"100ms\"",
@@ -451,12 +364,12 @@ async fn a_shutdown_while_postgres_is_down_keeps_the_held_records_for_the_next_s
         dir.0.display()
     );
     let client = reqwest::Client::new();
-    let first = Sluice::start(&dir.0, &upstream, &usage, 1).await;
-    first.traffic(&client, 20).await;
+    let first = start(&dir.0, &upstream, &usage, 1).await;
+    traffic(&first, &client, 20).await;
     assert_eq!(database.wait_for_rows(20).await, (20, 20));
 
     database.stop();
-    first.traffic(&client, 30).await;
+    traffic(&first, &client, 30).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The lag is the age of the oldest held record: it grows while nothing
     // is written.
@@ -483,7 +396,7 @@ async fn a_shutdown_while_postgres_is_down_keeps_the_held_records_for_the_next_s
     );
 
     database.restart();
-    let second = Sluice::start(&dir.0, &upstream, &usage, 2).await;
+    let second = start(&dir.0, &upstream, &usage, 2).await;
     assert_eq!(database.wait_for_rows(50).await, (50, 50));
     let (status, log) = second.terminate().await;
     assert!(
@@ -511,7 +424,7 @@ fn record(n: usize) -> UsageRecord {
 /// between the commit and deleting the segment) and replayed: the store
 /// has each once.
 async fn replayed_records_are_not_written_twice(store: &str) {
-    let dir = TempDir::new();
+    let dir = TempDir::new("sluice-durability");
     let config = UsageConfig {
         store: store.to_owned(),
         data_dir: dir.0.display().to_string(),

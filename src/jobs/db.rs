@@ -325,6 +325,19 @@ fn pg_error(error: tokio_postgres::Error) -> DbError {
     DbError::Unavailable(describe(&error))
 }
 
+/// The keyset condition of a list page ordered by `(created_at, id)`: rows
+/// past the one of `table` whose id is parameter `$param`. Without a cursor
+/// the parameter is still used, so both dialects number the rest alike.
+pub fn page_cursor(table: &str, param: usize, after: bool, descending: bool) -> String {
+    if !after {
+        return format!("AND CAST(${param} AS TEXT) = CAST(${param} AS TEXT)");
+    }
+    let compare = if descending { "<" } else { ">" };
+    format!(
+        "AND (created_at, id) {compare} (SELECT created_at, id FROM {table} WHERE id = ${param})"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

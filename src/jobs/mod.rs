@@ -55,16 +55,51 @@ impl Owner {
         }
     }
 
+    /// The SQL condition for rows this caller sees, over the first three
+    /// parameters, which `visibility_params` gives.
+    pub const VISIBLE_ROWS: &'static str = "(owner = $1 OR ($2 = 1 AND org = $3))";
+
+    /// `$1..$3` of `VISIBLE_ROWS`.
+    pub fn visibility_params(&self, share_with_org: bool) -> Vec<db::Value> {
+        vec![
+            self.key_id.as_ref().into(),
+            i64::from(share_with_org && self.org.is_some()).into(),
+            self.org.as_deref().unwrap_or("").into(),
+        ]
+    }
+
     /// Whether this caller may see an object owned by `key_id` of `org`.
     pub fn sees(&self, key_id: &str, org: Option<&str>, share_with_org: bool) -> bool {
         *self.key_id == *key_id || (share_with_org && org.is_some() && self.org.as_deref() == org)
     }
 }
 
-/// A 200 answer with a JSON body.
-pub fn ok_json(value: &serde_json::Value) -> axum::response::Response {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    crate::error::json_response(axum::http::StatusCode::OK, body.into())
+/// A page of a list endpoint, in the API's list shape.
+pub fn list_page(
+    data: Vec<serde_json::Value>,
+    first_id: Option<&str>,
+    last_id: Option<&str>,
+    has_more: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "data": data,
+        "first_id": first_id,
+        "last_id": last_id,
+        "has_more": has_more,
+    })
+}
+
+/// A JSON handler's answer: 200 with the object, or the OpenAI-shaped error.
+pub fn json_answer(result: Result<serde_json::Value, JobsError>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match result {
+        Ok(value) => {
+            let body = serde_json::to_vec(&value).unwrap_or_default();
+            crate::error::json_response(axum::http::StatusCode::OK, body.into())
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// Seconds since the epoch, the API's timestamps.

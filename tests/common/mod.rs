@@ -5,6 +5,7 @@
 pub mod fake_upstream;
 pub mod gateway;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod spelling;
 

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
+use super::super::db::page_cursor;
 use super::super::files::api::{Caller, expiry_seconds, page_limit, query_error};
-use super::super::{Jobs, JobsError, Owner, new_sorted_id, ok_json, unix_now};
+use super::super::{Jobs, JobsError, Owner, json_answer, list_page, new_sorted_id, unix_now};
 use super::record::{self, Batch, COLUMNS, Status};
 
 /// The endpoints a batch may run.
@@ -52,10 +53,8 @@ pub async fn create(
     Caller(owner): Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match create_batch(&jobs, &owner, body).await {
-        Ok(batch) => ok_json(&batch.to_json(&record::Counts::default())),
-        Err(error) => error.into_response(),
-    }
+    let created = create_batch(&jobs, &owner, body).await;
+    json_answer(created.map(|batch| batch.to_json(&record::Counts::default())))
 }
 
 async fn create_batch(
@@ -198,10 +197,7 @@ pub async fn retrieve(
         let batch = visible(&jobs, &id, &owner).await?;
         shown(&jobs, &batch).await
     };
-    match found.await {
-        Ok(batch) => ok_json(&batch),
-        Err(error) => error.into_response(),
-    }
+    json_answer(found.await)
 }
 
 /// `POST /v1/batches/{id}/cancel`: `cancelling` now; the runner lets lines
@@ -234,10 +230,7 @@ pub async fn cancel(
         super::runner::wake(&jobs);
         shown(&jobs, &batch).await
     };
-    match cancelled.await {
-        Ok(batch) => ok_json(&batch),
-        Err(error) => error.into_response(),
-    }
+    json_answer(cancelled.await)
 }
 
 #[derive(Deserialize)]
@@ -260,18 +253,11 @@ pub async fn list(
         for batch in &batches {
             data.push(shown(&jobs, batch).await?);
         }
-        Ok::<_, JobsError>(json!({
-            "object": "list",
-            "data": data,
-            "first_id": batches.first().map(|batch| &batch.id),
-            "last_id": batches.last().map(|batch| &batch.id),
-            "has_more": has_more,
-        }))
+        let first = batches.first().map(|batch| batch.id.as_str());
+        let last = batches.last().map(|batch| batch.id.as_str());
+        Ok::<_, JobsError>(list_page(data, first, last, has_more))
     };
-    match listed.await {
-        Ok(list) => ok_json(&list),
-        Err(error) => error.into_response(),
-    }
+    json_answer(listed.await)
 }
 
 async fn page(
@@ -280,27 +266,18 @@ async fn page(
     after: Option<String>,
     limit: usize,
 ) -> Result<(Vec<Batch>, bool), JobsError> {
-    let cursor = match after {
-        Some(_) => {
-            "AND (created_at, id) < (SELECT created_at, id FROM sluice_batches WHERE id = $4)"
-        }
-        // Every parameter is used, so both dialects number them alike.
-        None => "AND CAST($4 AS TEXT) = CAST($4 AS TEXT)",
-    };
+    let cursor = page_cursor("sluice_batches", 4, after.is_some(), true);
+    let visible = Owner::VISIBLE_ROWS;
+    let mut params = owner.visibility_params(jobs.files.share_with_org());
+    params.extend([after.unwrap_or_default().into(), (limit as i64 + 1).into()]);
     let rows = jobs
         .db
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM sluice_batches WHERE (owner = $1 OR ($2 = 1 AND org = $3)) \
-                 {cursor} ORDER BY created_at DESC, id DESC LIMIT $5"
+                "SELECT {COLUMNS} FROM sluice_batches WHERE {visible} {cursor} \
+                 ORDER BY created_at DESC, id DESC LIMIT $5"
             ),
-            vec![
-                owner.key_id.as_ref().into(),
-                i64::from(jobs.files.share_with_org() && owner.org.is_some()).into(),
-                owner.org.as_deref().unwrap_or("").into(),
-                after.unwrap_or_default().into(),
-                (limit as i64 + 1).into(),
-            ],
+            params,
         )
         .await?;
     let mut batches: Vec<Batch> = rows.into_iter().filter_map(Batch::from_row).collect();

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::super::{Jobs, JobsError, Owner, ok_json, unix_now};
+use super::super::{Jobs, JobsError, Owner, json_answer, list_page, unix_now};
 use super::store::{FilePage, NewFile, Upload};
 use crate::call::Call;
 
@@ -123,10 +123,11 @@ pub fn expiry_seconds(text: &str) -> Result<i64, JobsError> {
 
 /// `POST /v1/files`.
 pub async fn upload(State(jobs): State<Arc<Jobs>>, request: Request) -> Response {
-    match store_upload(&jobs, request).await {
-        Ok(record) => ok_json(&record.to_json()),
-        Err(error) => error.into_response(),
-    }
+    json_answer(
+        store_upload(&jobs, request)
+            .await
+            .map(|record| record.to_json()),
+    )
 }
 
 async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord, JobsError> {
@@ -331,19 +332,16 @@ pub async fn list(
         };
         jobs.files.list(&owner, &page).await
     };
-    match listed.await {
-        Ok((files, has_more)) => {
-            let data: Vec<_> = files.iter().map(super::FileRecord::to_json).collect();
-            ok_json(&json!({
-                "object": "list",
-                "first_id": files.first().map(|file| &file.id),
-                "last_id": files.last().map(|file| &file.id),
-                "has_more": has_more,
-                "data": data,
-            }))
-        }
-        Err(error) => error.into_response(),
-    }
+    json_answer(listed.await.map(|(files, has_more)| {
+        let data = files.iter().map(super::FileRecord::to_json).collect();
+        let first = files.first().map(|file| file.id.as_str());
+        list_page(
+            data,
+            first,
+            files.last().map(|file| file.id.as_str()),
+            has_more,
+        )
+    }))
 }
 
 /// `GET /v1/files/{id}`.
@@ -358,10 +356,7 @@ pub async fn retrieve(
             .await?
             .ok_or_else(|| JobsError::not_found("file", &id))
     };
-    match found.await {
-        Ok(file) => ok_json(&file.to_json()),
-        Err(error) => error.into_response(),
-    }
+    json_answer(found.await.map(|file| file.to_json()))
 }
 
 /// `GET /v1/files/{id}/content`: the bytes, streamed from disk.
@@ -412,8 +407,6 @@ pub async fn delete(
             false => Err(JobsError::not_found("file", &id)),
         }
     };
-    match deleted.await {
-        Ok(()) => ok_json(&json!({"id": id, "object": "file", "deleted": true})),
-        Err(error) => error.into_response(),
-    }
+    let deleted = deleted.await;
+    json_answer(deleted.map(|()| json!({"id": id, "object": "file", "deleted": true})))
 }

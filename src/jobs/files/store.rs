@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
-use super::super::db::{Db, Row, Value};
+use super::super::db::{Db, Row, Value, page_cursor};
 use super::super::{JobsError, Owner, new_sorted_id, unix_now};
 
 /// Prefix of files being written; never listed, swept at start-up.
@@ -256,38 +256,22 @@ impl Files {
         owner: &Owner,
         page: &FilePage,
     ) -> Result<(Vec<FileRecord>, bool), JobsError> {
-        let (compare, order) = if page.descending {
-            ("<", "DESC")
-        } else {
-            (">", "ASC")
-        };
-        let cursor = match &page.after {
-            Some(_) => format!(
-                "AND (created_at, id) {compare} (SELECT created_at, id FROM sluice_files WHERE id = $5)"
-            ),
-            // Every parameter is used, so both dialects number them alike.
-            None => "AND CAST($5 AS TEXT) = CAST($5 AS TEXT)".to_owned(),
-        };
+        let order = if page.descending { "DESC" } else { "ASC" };
+        let cursor = page_cursor("sluice_files", 5, page.after.is_some(), page.descending);
+        let visible = Owner::VISIBLE_ROWS;
         let sql = format!(
             "SELECT {COLUMNS} FROM sluice_files \
-             WHERE (owner = $1 OR ($2 = 1 AND org = $3)) AND (expires_at IS NULL OR expires_at > $4) \
+             WHERE {visible} AND (expires_at IS NULL OR expires_at > $4) \
              AND ($6 = '' OR purpose = $6) {cursor} ORDER BY created_at {order}, id {order} LIMIT $7"
         );
-        let rows = self
-            .db
-            .query(
-                &sql,
-                vec![
-                    owner.key_id.as_ref().into(),
-                    i64::from(self.share_with_org && owner.org.is_some()).into(),
-                    owner.org.as_deref().unwrap_or("").into(),
-                    unix_now().into(),
-                    page.after.clone().unwrap_or_default().into(),
-                    page.purpose.clone().unwrap_or_default().into(),
-                    (page.limit as i64 + 1).into(),
-                ],
-            )
-            .await?;
+        let mut params = owner.visibility_params(self.share_with_org);
+        params.extend([
+            unix_now().into(),
+            page.after.clone().unwrap_or_default().into(),
+            page.purpose.clone().unwrap_or_default().into(),
+            (page.limit as i64 + 1).into(),
+        ]);
+        let rows = self.db.query(&sql, params).await?;
         let mut files: Vec<FileRecord> =
             rows.into_iter().filter_map(FileRecord::from_row).collect();
         let has_more = files.len() > page.limit;

@@ -1,0 +1,119 @@
+//! The real `sluice` binary as a child process, for the tests that kill it
+//! and the benches that read its memory. Benches include this file by path.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a started gateway may take to answer `/healthz`.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a gateway may take to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A fresh directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The gateway process, killed on drop; its log goes to a file.
+pub struct SluiceProcess {
+    pub child: Child,
+    pub url: String,
+    log: PathBuf,
+    /// A directory removed once the process has stopped (see `owning`).
+    dir: Option<TempDir>,
+}
+
+impl SluiceProcess {
+    /// Writes `config` (which must listen on `port`) to `dir/sluice-NAME.toml`,
+    /// starts the binary on it (`SLUICE_BIN` runs another build, such as
+    /// the release one) and waits until it answers.
+    pub async fn start(dir: &Path, name: &str, port: u16, config: &str) -> Self {
+        let config_path = dir.join(format!("sluice-{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join(format!("sluice-{name}.log"));
+        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("SLUICE_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let sluice = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            dir: None,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            let health = client.get(format!("{}/healthz", sluice.url)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return sluice;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("sluice ({binary}) did not start: {}", sluice.log_text());
+    }
+
+    /// Makes `dir` (its config, log and data) go with the process.
+    pub fn owning(mut self, dir: TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and reap it.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then its exit status and log.
+    pub async fn terminate(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.unwrap().success());
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sluice did not stop on SIGTERM: {}", self.log_text());
+    }
+}
+
+impl Drop for SluiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
