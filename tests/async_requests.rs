@@ -324,11 +324,12 @@ async fn disabled_async_requests_are_answered_synchronously() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[tokio::test]
-async fn the_callback_receives_the_job_and_its_answer() {
-    let dir = store_dir();
-    let upstream = FakeUpstream::start("up").await;
-    let (sender, mut received) = tokio::sync::mpsc::channel::<(http::HeaderMap, Value)>(4);
+/// A callback receiver on 127.0.0.1: its URL, and what it is sent.
+async fn callback_receiver() -> (
+    String,
+    tokio::sync::mpsc::Receiver<(http::HeaderMap, Value)>,
+) {
+    let (sender, received) = tokio::sync::mpsc::channel::<(http::HeaderMap, Value)>(4);
     let receiver = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
@@ -343,6 +344,14 @@ async fn the_callback_receives_the_job_and_its_answer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    (hook, received)
+}
+
+#[tokio::test]
+async fn the_callback_receives_the_job_and_its_answer() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let (hook, mut received) = callback_receiver().await;
 
     let gateway = TestGateway::start(&config(&dir, &upstream, "")).await;
     let response = post_async(&gateway, &[("x-sluice-callback", &hook)], &chat("gpt-4o")).await;
@@ -616,4 +625,71 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
     let stored: Value = done.json().await.unwrap();
     assert_eq!(stored["object"], "chat.completion", "{stored}");
     assert_eq!(upstream.calls(), 1);
+}
+
+/// A job whose key is revoked before it runs is never sent upstream: it is
+/// answered 401, and its callback says so.
+#[tokio::test]
+async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let (hook, mut received) = callback_receiver().await;
+    let toml = format!(
+        "[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"sqlite\"\n\
+         [usage]\nstore = \"none\"\ndata_dir = \"{}\"\n{}",
+        dir.display(),
+        config(&dir, &upstream, "")
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let admin = |method: reqwest::Method, path: &str| {
+        gateway
+            .client
+            .request(method, gateway.url(path))
+            .bearer_auth(ADMIN)
+    };
+    // Maintenance holds the job until the key is gone.
+    let level = |level: Value| {
+        admin(reqwest::Method::POST, "/admin/models/gpt-4o/level").json(&json!({ "level": level }))
+    };
+    assert_eq!(level(json!(4)).send().await.unwrap().status(), 200);
+    let created: Value = admin(reqwest::Method::POST, "/admin/keys")
+        .json(&json!({"name": "short-lived"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(created["key"].as_str().unwrap())
+        .header("prefer", "respond-async")
+        .header("x-sluice-callback", &hook)
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    let id = accepted(response).await;
+    let revoke = format!("/admin/keys/{}", created["id"].as_str().unwrap());
+    let revoked = admin(reqwest::Method::DELETE, &revoke)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(level(Value::Null).send().await.unwrap().status(), 200);
+
+    let (_, delivered) = tokio::time::timeout(Duration::from_secs(15), received.recv())
+        .await
+        .expect("the callback arrived")
+        .unwrap();
+    assert_eq!(delivered["id"], id.as_str());
+    assert_eq!(delivered["response"]["status_code"], 401, "{delivered}");
+    assert_eq!(
+        delivered["response"]["body"]["error"]["code"],
+        "invalid_api_key"
+    );
+    assert_eq!(upstream.calls(), 0);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -695,6 +695,115 @@ async fn an_expired_batch_writes_its_unfinished_lines_as_batch_expired() {
     assert_eq!(done.union(&rest).cloned().collect::<BTreeSet<_>>(), ids(60));
 }
 
+/// Polls the store (the revoked key can no longer ask the API) until the
+/// batch is closed; its status.
+async fn closed_status(dir: &Path, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: String = store(dir)
+            .query_row(
+                "SELECT status FROM sluice_batches WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if !matches!(
+            status.as_str(),
+            "validating" | "in_progress" | "finalizing" | "cancelling"
+        ) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "batch {id} still {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Revoking a key closes its batches instead of leaving them to spin on
+/// every replica: a running one records its unfinished lines as
+/// `key_revoked` and completes, a cancelling one is cancelled.
+#[tokio::test]
+async fn a_revoked_keys_batches_close() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));
+    let dir = temp_dir("revoked");
+    let admin_section = format!(
+        "[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"sqlite\"\n\
+         [usage]\nstore = \"none\"\ndata_dir = \"{}\"",
+        dir.display()
+    );
+    let toml = config(&dir, &upstream, "max_concurrency = 2", &admin_section);
+    let gateway = TestGateway::start(&toml).await;
+    let admin = |method: reqwest::Method, path: &str| {
+        gateway
+            .client
+            .request(method, gateway.url(path))
+            .bearer_auth(ADMIN)
+    };
+    let created: Value = admin(reqwest::Method::POST, "/admin/keys")
+        .json(&json!({"name": "short-lived"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["key"].as_str().unwrap();
+    let running = start_batch(&gateway, secret, &input(40)).await;
+    let cancelled = start_batch(&gateway, secret, &input(40)).await;
+    let recorded = |id: &str| -> i64 {
+        store(&dir)
+            .query_row(
+                "SELECT COUNT(*) FROM sluice_batch_results WHERE batch_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while recorded(&running) == 0 {
+        assert!(Instant::now() < deadline, "the batch did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = format!("/v1/batches/{cancelled}/cancel");
+    assert_eq!(
+        gateway
+            .post(&cancel, Some(secret), &json!({}))
+            .await
+            .status(),
+        200
+    );
+    let at_revocation = recorded(&running);
+    let revoke = format!("/admin/keys/{}", created["id"].as_str().unwrap());
+    let revoked = admin(reqwest::Method::DELETE, &revoke)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    assert_eq!(closed_status(&dir, &running).await, "completed");
+    assert_eq!(recorded(&running), 40, "every line is recorded once");
+    let revoked_lines: i64 = store(&dir)
+        .query_row(
+            "SELECT COUNT(*) FROM sluice_batch_results WHERE batch_id = ?1 \
+             AND output LIKE '%key_revoked%'",
+            [&running],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        revoked_lines > 0,
+        "no line recorded as key_revoked ({at_revocation} of 40 recorded at revocation)"
+    );
+    assert_eq!(closed_status(&dir, &cancelled).await, "cancelled");
+    // Nothing more is sent for either batch once they are closed.
+    let calls = upstream.calls();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(upstream.calls(), calls);
+    let refused = get(&gateway, secret, &format!("/v1/batches/{running}")).await;
+    assert_eq!(refused.status(), 401);
+}
+
 /// Waits (bounded) for a shut-down gateway's task to end.
 async fn stopped(mut gateway: TestGateway) {
     gateway.shutdown();

@@ -352,4 +352,43 @@ mod tests {
             assert_eq!(decode_body(text, base64 == 1).unwrap(), body);
         }
     }
+
+    fn job(id: &str, expires_at: i64) -> Job {
+        Job {
+            id: id.to_owned(),
+            owner: "key-1".to_owned(),
+            status: Status::Queued,
+            path: "/v1/chat/completions".to_owned(),
+            headers: "{}".to_owned(),
+            body: "{}".to_owned(),
+            callback: None,
+            callback_state: None,
+            answer: None,
+            created_at: 0,
+            completed_at: None,
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_expired_jobs_only_and_at_most_its_limit() {
+        let dir = std::env::temp_dir().join(format!("sluice-async-sweep-{}", fastrand::u64(..)));
+        let spec = crate::config::KeysStoreSpec::Sqlite(dir.join("jobs.sqlite"));
+        let tasks = crate::tasks::Tasks::new();
+        let db = Db::open(&spec, crate::jobs::schema::SCHEMA, &[], &tasks).unwrap();
+        for (id, expires_at) in [
+            ("old-1", 100),
+            ("old-2", 200),
+            ("old-3", 300),
+            ("live", 1000),
+        ] {
+            insert(&db, &job(id, expires_at)).await.unwrap();
+        }
+        assert_eq!(sweep_expired(&db, 300, 2).await.unwrap(), 2);
+        assert_eq!(sweep_expired(&db, 300, 2).await.unwrap(), 1);
+        assert_eq!(sweep_expired(&db, 300, 2).await.unwrap(), 0);
+        assert!(load(&db, "old-3").await.unwrap().is_none());
+        assert!(load(&db, "live").await.unwrap().is_some());
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

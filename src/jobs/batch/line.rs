@@ -44,9 +44,42 @@ pub enum Outcome {
 pub struct LineContext {
     pub batch_id: String,
     pub endpoint: String,
+    /// The batch's key as the config in force has it, which `identity`
+    /// derives from: a run compares it to notice a changed key.
+    pub key: Arc<Identity>,
     pub identity: Arc<Identity>,
     pub discount: f64,
     pub internal: Arc<dyn InternalCalls>,
+}
+
+impl LineContext {
+    pub fn new(
+        batch_id: &str,
+        endpoint: &str,
+        key: Arc<Identity>,
+        discount: f64,
+        internal: Arc<dyn InternalCalls>,
+    ) -> Self {
+        Self {
+            batch_id: batch_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+            identity: Arc::new(key.running_queued_work()),
+            key,
+            discount,
+            internal,
+        }
+    }
+
+    /// This context for lines started from now on, as `key` is now.
+    pub fn for_key(&self, key: Arc<Identity>) -> Self {
+        Self::new(
+            &self.batch_id,
+            &self.endpoint,
+            key,
+            self.discount,
+            self.internal.clone(),
+        )
+    }
 }
 
 /// Sends one input line (already validated) and classifies the answer.

@@ -34,6 +34,8 @@ enum End {
     Cancel,
     Expire,
     Pause,
+    /// The batch's key was revoked while it ran.
+    Revoked,
     /// The lease moved to another replica, or the gateway is stopping.
     Leave,
 }
@@ -254,18 +256,10 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         // Nothing starts on a cancelled batch, whoever its key is now.
         return close(jobs, batch, lease, Some(End::Cancel)).await;
     }
-    let recorded = recorded_lines(jobs, batch).await?;
     let Some(identity) = jobs.identity_of(&batch.owner) else {
-        finalize::record_rest(
-            jobs,
-            (batch, lease),
-            &recorded,
-            "key_revoked",
-            "The key that made this batch no longer exists.",
-        )
-        .await?;
-        return close(jobs, batch, lease, None).await;
+        return close_revoked(jobs, batch, lease).await;
     };
+    let recorded = recorded_lines(jobs, batch).await?;
     let lines = match Lines::open(&jobs.files.path(&batch.input_file_id)).await {
         Ok(lines) => lines,
         // Deleted while the batch ran: nothing left to read, so it fails
@@ -282,13 +276,13 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         }
         Err(error) => return Err(JobsError::Storage(error)),
     };
-    let context = Arc::new(LineContext {
-        batch_id: batch.id.clone(),
-        endpoint: batch.endpoint.clone(),
-        identity: Arc::new(identity.running_queued_work()),
-        discount: jobs.batch.discount,
-        internal: jobs.internal.clone(),
-    });
+    let context = LineContext::new(
+        &batch.id,
+        &batch.endpoint,
+        identity,
+        jobs.batch.discount,
+        jobs.internal.clone(),
+    );
     let mut source = Source {
         lines,
         next_index: 0,
@@ -301,7 +295,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         // starts.
         Some(End::Expire)
     } else {
-        send_lines(jobs, batch, lease, &context, &mut source).await?
+        send_lines(jobs, batch, lease, context, &mut source).await?
     };
     match end {
         Some(End::Leave) => Ok(Step::Stop),
@@ -316,6 +310,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
                 .await?;
             Ok(Step::Stop)
         }
+        Some(End::Revoked) => close_revoked(jobs, batch, lease).await,
         Some(End::Expire) => {
             let recorded = recorded_lines(jobs, batch).await?;
             finalize::record_rest(
@@ -330,6 +325,20 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         }
         end => close(jobs, batch, lease, end).await,
     }
+}
+
+/// Records every line not yet recorded as `key_revoked`, and closes the batch.
+async fn close_revoked(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
+    let recorded = recorded_lines(jobs, batch).await?;
+    finalize::record_rest(
+        jobs,
+        (batch, lease),
+        &recorded,
+        "key_revoked",
+        "The key that made this batch no longer exists.",
+    )
+    .await?;
+    close(jobs, batch, lease, None).await
 }
 
 /// Closes a batch whose lines are all recorded (or cancelled).
@@ -368,9 +377,10 @@ async fn send_lines(
     jobs: &Arc<Jobs>,
     batch: &Batch,
     lease: &Lease,
-    context: &Arc<LineContext>,
+    context: LineContext,
     source: &mut Source,
 ) -> Result<Option<End>, JobsError> {
+    let mut context = Arc::new(context);
     let mut flight = Flight::new(
         jobs.batch.max_concurrency,
         jobs.metrics.batch_line_limit.clone(),
@@ -379,8 +389,17 @@ async fn send_lines(
     let mut heartbeat = tokio::time::interval(jobs.batch.lease / 3);
     let mut end = None;
     loop {
+        // The key as it is now: revoked, no line starts; changed (limits,
+        // allow-list, budget), the lines started from now on follow it.
+        match jobs.identity_of(&batch.owner) {
+            None => end = end.or(Some(End::Revoked)),
+            Some(key) if !Arc::ptr_eq(&key, &context.key) => {
+                context = Arc::new(context.for_key(key));
+            }
+            Some(_) => {}
+        }
         let blocked = end.is_none()
-            && fill(jobs, context, source, &mut retries, &mut flight)
+            && fill(jobs, &context, source, &mut retries, &mut flight)
                 .await
                 .map_err(JobsError::Storage)?;
         if flight.running.is_empty() && (end.is_some() || (source.done() && retries.is_empty())) {
