@@ -804,6 +804,66 @@ async fn a_revoked_keys_batches_close() {
     assert_eq!(refused.status(), 401);
 }
 
+/// One key cannot fill the disk or the runners: past its stored bytes an
+/// upload gets 400 until a file goes; past its open batches a new one gets
+/// 429. Other keys are not held back.
+#[tokio::test]
+async fn a_key_is_held_to_its_stored_bytes_and_open_batches() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(500)));
+    let dir = temp_dir("quotas");
+    let limits = "max_stored_bytes_per_key = 1000\nmax_open_batches_per_key = 1";
+    let gateway = TestGateway::start(&config(&dir, &upstream, limits, "")).await;
+    let three = input(3);
+    assert!(three.len() > 334 && three.len() < 500, "{}", three.len());
+    let first = upload(&gateway, OWNER, &three).await;
+    upload(&gateway, OWNER, &three).await;
+    let form = || {
+        reqwest::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(three.clone().into_bytes()).file_name("x.jsonl"),
+            )
+    };
+    let refused = gateway
+        .client
+        .post(gateway.url("/v1/files"))
+        .bearer_auth(OWNER)
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let error = common::gateway::error_of(refused).await;
+    assert_eq!(error["code"], "file_storage_limit_exceeded", "{error:?}");
+    let listed: Value = get(&gateway, OWNER, "/v1/files")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "nothing kept");
+    // Another key has its own allowance.
+    upload(&gateway, STRANGER, &three).await;
+
+    let batch = create(&gateway, OWNER, first["id"].as_str().unwrap()).await;
+    let second = gateway
+        .post(
+            "/v1/batches",
+            Some(OWNER),
+            &json!({"input_file_id": first["id"], "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "60");
+    let error = common::gateway::error_of(second).await;
+    assert_eq!(error["code"], "too_many_open_batches", "{error:?}");
+    // Once the open batch is closed, the key may start another.
+    wait_status(&gateway, batch["id"].as_str().unwrap(), "completed").await;
+    create(&gateway, OWNER, first["id"].as_str().unwrap()).await;
+}
+
 /// Waits (bounded) for a shut-down gateway's task to end.
 async fn stopped(mut gateway: TestGateway) {
     gateway.shutdown();

@@ -20,6 +20,13 @@ pub struct BatchConfig {
     pub files_dir: String,
     /// Largest upload; bigger ones get 413 while they stream in.
     pub max_file_bytes: u64,
+    /// Most bytes of files one key may keep (uploads and its batches'
+    /// output); an upload past it gets 400 until files are deleted or
+    /// expire. Batch output is always written.
+    pub max_stored_bytes_per_key: u64,
+    /// Most batches one key may have open (validating, in progress,
+    /// finalizing or cancelling); more get 429.
+    pub max_open_batches_per_key: usize,
     /// Most lines a batch input file may hold.
     pub max_lines: usize,
     /// Most batch lines this replica has in flight at once (all batches).
@@ -63,6 +70,8 @@ impl Default for BatchConfig {
             store: "sqlite".to_owned(),
             files_dir: String::new(),
             max_file_bytes: 200 * 1024 * 1024,
+            max_stored_bytes_per_key: 10 * 1024 * 1024 * 1024,
+            max_open_batches_per_key: 100,
             max_lines: 50_000,
             max_concurrency: 64,
             discount: 0.0,

@@ -92,9 +92,16 @@ fn check_jobs(config: &Config, problems: &mut Vec<String>) {
     if !(0.0..=1.0).contains(&batch.discount) {
         problems.push("batch.discount: must be between 0 and 1".to_owned());
     }
-    if batch.max_concurrency == 0 || batch.max_lines == 0 || batch.max_file_bytes == 0 {
+    if batch.max_concurrency == 0
+        || batch.max_lines == 0
+        || batch.max_file_bytes == 0
+        || batch.max_stored_bytes_per_key == 0
+        || batch.max_open_batches_per_key == 0
+    {
         problems.push(
-            "batch: max_concurrency, max_lines and max_file_bytes must be above 0".to_owned(),
+            "batch: max_concurrency, max_lines, max_file_bytes, max_stored_bytes_per_key and \
+             max_open_batches_per_key must be above 0"
+                .to_owned(),
         );
     }
     let second = std::time::Duration::from_secs(1);

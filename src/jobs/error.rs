@@ -25,6 +25,12 @@ pub enum JobsError {
     },
     #[error("The file is larger than the {limit} bytes this gateway accepts.")]
     TooLarge { limit: u64 },
+    #[error(
+        "This key keeps {used} bytes of files and may keep {limit}; delete files (or wait for them to expire) to upload this one."
+    )]
+    StorageFull { used: u64, limit: u64 },
+    #[error("This key has {0} batches open; wait for some to finish.")]
+    TooManyBatches(usize),
     #[error("The upload stalled: no bytes arrived for {0:?}.")]
     Stalled(std::time::Duration),
     /// A state change that the object's status does not allow.
@@ -58,7 +64,8 @@ impl JobsError {
         match self {
             Self::Store(_) | Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } | Self::StorageFull { .. } => StatusCode::BAD_REQUEST,
+            Self::TooManyBatches(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Stalled(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -71,6 +78,8 @@ impl JobsError {
             Self::NotFound { .. } => None,
             Self::Invalid { .. } => Some("invalid_request"),
             Self::TooLarge { .. } => Some("file_too_large"),
+            Self::StorageFull { .. } => Some("file_storage_limit_exceeded"),
+            Self::TooManyBatches(_) => Some("too_many_open_batches"),
             Self::Stalled(_) => Some("request_timeout"),
             Self::Conflict(_) => Some("invalid_state"),
         }
@@ -87,6 +96,7 @@ impl IntoResponse for JobsError {
         }
         let kind = match self.status() {
             StatusCode::SERVICE_UNAVAILABLE => "server_error",
+            StatusCode::TOO_MANY_REQUESTS => "requests",
             _ => "invalid_request_error",
         };
         let param = match &self {
@@ -97,6 +107,10 @@ impl IntoResponse for JobsError {
         let mut response = json_response(self.status(), body);
         if matches!(self, Self::Store(_) | Self::Storage(_)) {
             set_retry_after(response.headers_mut(), std::time::Duration::from_secs(1));
+        }
+        if matches!(self, Self::TooManyBatches(_)) {
+            // Batches take minutes to hours; a client's back-off starts here.
+            set_retry_after(response.headers_mut(), std::time::Duration::from_secs(60));
         }
         if matches!(self, Self::TooLarge { .. } | Self::Stalled(_)) {
             // The rest of the upload may still be on its way.

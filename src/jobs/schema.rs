@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS sluice_files (
     filename TEXT NOT NULL, bytes BIGINT NOT NULL, created_at BIGINT NOT NULL,
     expires_at BIGINT);
 CREATE INDEX IF NOT EXISTS sluice_files_listing ON sluice_files (created_at, id);
+CREATE INDEX IF NOT EXISTS sluice_files_owner ON sluice_files (owner);
 CREATE TABLE IF NOT EXISTS sluice_batches (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, org TEXT, status TEXT NOT NULL,
     endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, completion_window TEXT NOT NULL,
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS sluice_batches (
     upstream_completed BIGINT, upstream_failed BIGINT, upstream_input_tokens BIGINT,
     upstream_output_tokens BIGINT, upstream_cached_tokens BIGINT);
 CREATE INDEX IF NOT EXISTS sluice_batches_listing ON sluice_batches (created_at, id);
+CREATE INDEX IF NOT EXISTS sluice_batches_owner ON sluice_batches (owner, status);
 CREATE TABLE IF NOT EXISTS sluice_batch_results (
     batch_id TEXT NOT NULL, line BIGINT NOT NULL, failed BIGINT NOT NULL,
     input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,

@@ -97,6 +97,7 @@ async fn create_batch(
             expiry_seconds(&expiry.seconds.to_string())
         })
         .transpose()?;
+    check_open_batches(jobs, owner).await?;
     let file = jobs
         .files
         .get(&asked.input_file_id, owner)
@@ -179,6 +180,24 @@ async fn visible(jobs: &Jobs, id: &str, owner: &Owner) -> Result<Batch, JobsErro
         .await?
         .filter(|batch| batch.visible_to(owner, jobs.files.share_with_org()))
         .ok_or_else(|| JobsError::not_found("batch", id))
+}
+
+/// Refuses a new batch while the key has `max_open_batches_per_key` open.
+async fn check_open_batches(jobs: &Jobs, owner: &Owner) -> Result<(), JobsError> {
+    let limit = jobs.batch.max_open_batches_per_key;
+    let row = jobs
+        .db
+        .query_one(
+            "SELECT COUNT(*) FROM sluice_batches WHERE owner = $1 \
+             AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling')",
+            vec![owner.key_id.as_ref().into()],
+        )
+        .await?;
+    let open = row.and_then(|row| row.first().and_then(|count| count.int()));
+    if open.unwrap_or(0) >= limit as i64 {
+        return Err(JobsError::TooManyBatches(limit));
+    }
+    Ok(())
 }
 
 /// The batch object with its counts and usage summed now.

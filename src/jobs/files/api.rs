@@ -132,6 +132,11 @@ pub async fn upload(State(jobs): State<Arc<Jobs>>, request: Request) -> Response
 
 async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord, JobsError> {
     let owner = owner_of(&request)?;
+    let quota = jobs.batch.max_stored_bytes_per_key;
+    let used = jobs.files.stored_bytes(&owner.key_id).await?;
+    if used >= quota {
+        return Err(JobsError::StorageFull { used, limit: quota });
+    }
     let mut form = Multipart::from_request(request, &())
         .await
         .map_err(|rejection| JobsError::invalid(rejection.body_text(), None))?;
@@ -188,6 +193,12 @@ async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord
             return Err(error);
         }
     };
+    // Checked again with the size known: uploads racing each other may
+    // each pass, by at most one file each.
+    if used.saturating_add(upload.written()) > quota {
+        upload.abandon().await;
+        return Err(JobsError::StorageFull { used, limit: quota });
+    }
     let new = NewFile {
         owner: &owner,
         purpose,

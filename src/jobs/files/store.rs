@@ -251,6 +251,20 @@ impl Files {
     }
 
     /// One page of `owner`'s files: `after` an id, oldest or newest first.
+    /// Bytes of the files the key `owner` keeps now.
+    pub async fn stored_bytes(&self, owner: &str) -> Result<u64, JobsError> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM sluice_files \
+                 WHERE owner = $1 AND (expires_at IS NULL OR expires_at > $2)",
+                vec![owner.into(), unix_now().into()],
+            )
+            .await?;
+        let bytes = row.and_then(|row| row.first().and_then(Value::int));
+        Ok(bytes.map_or(0, |bytes| bytes.max(0) as u64))
+    }
+
     pub async fn list(
         &self,
         owner: &Owner,
