@@ -864,6 +864,57 @@ async fn a_key_is_held_to_its_stored_bytes_and_open_batches() {
     create(&gateway, OWNER, first["id"].as_str().unwrap()).await;
 }
 
+/// Whether a runner ever claimed any of the batches `ids`.
+fn claimed_any(dir: &Path, ids: &[String]) -> bool {
+    ids.iter().any(|id| {
+        store(dir)
+            .query_row(
+                "SELECT runner IS NOT NULL FROM sluice_batches WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+    })
+}
+
+/// Keys take turns for the runner's batch slots (four per replica): a
+/// batch of a key with nothing running is claimed before the older batches
+/// of a key that has several running. (Oldest first, the first key's fifth
+/// and sixth batches would take the next two slots that free.)
+#[tokio::test]
+async fn a_key_with_many_batches_does_not_hold_back_another_keys() {
+    let upstream = FakeUpstream::start("oa").await;
+    // Long enough that every batch is made before the first slot frees.
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(1500)));
+    let dir = temp_dir("turns");
+    let gateway = TestGateway::start(&config(&dir, &upstream, "", "")).await;
+    // The first four take the slots a few hundred ms apart, so they free
+    // them one at a time.
+    let mut owners = Vec::new();
+    for _ in 0..4 {
+        owners.push(start_batch(&gateway, OWNER, &input(1)).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for _ in 0..2 {
+        owners.push(start_batch(&gateway, OWNER, &input(1)).await);
+    }
+    let strangers = start_batch(&gateway, STRANGER, &input(1)).await;
+    assert!(
+        !claimed_any(&dir, &owners[4..]),
+        "a slot freed before every batch was made"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !claimed_any(&dir, std::slice::from_ref(&strangers)) {
+        assert!(Instant::now() < deadline, "the other key's batch never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !claimed_any(&dir, &owners[5..]),
+        "the first key's sixth batch ran before the other key's first"
+    );
+    wait_status(&gateway, &owners[5], "completed").await;
+}
+
 /// Waits (bounded) for a shut-down gateway's task to end.
 async fn stopped(mut gateway: TestGateway) {
     gateway.shutdown();

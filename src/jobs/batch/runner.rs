@@ -72,16 +72,23 @@ fn spawn_run(jobs: &Arc<Jobs>, batch: Batch, slot: OwnedSemaphorePermit) {
 /// One open batch whose lease ran out (or was never taken), claimed. A
 /// paused batch waits for its pause to end, or for its window to close
 /// unless it was forwarded to a provider (whose window applies).
+///
+/// Keys take turns: the batch of the key with the fewest batches running
+/// (on any replica) goes first, the oldest among equals, so one key's
+/// backlog of batches does not hold every other key's behind it.
 async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
     let now = unix_now_ms();
     let candidates = jobs
         .db
         .query(
-            "SELECT id FROM sluice_batches WHERE status IN \
+            "SELECT id FROM sluice_batches AS waiting WHERE status IN \
              ('validating', 'in_progress', 'finalizing', 'cancelling') \
              AND lease_until < $1 \
              AND (paused_until <= $2 OR (expires_at <= $2 AND upstream_deployment IS NULL)) \
-             ORDER BY created_at LIMIT 8",
+             ORDER BY (SELECT COUNT(*) FROM sluice_batches AS running \
+                 WHERE running.owner = waiting.owner AND running.lease_until >= $1 \
+                 AND running.status IN ('validating', 'in_progress', 'finalizing', 'cancelling')), \
+             created_at LIMIT 8",
             vec![now.into(), unix_now().into()],
         )
         .await?;
