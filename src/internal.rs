@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::auth::Identity;
 use crate::upstream::Deployment;
+use crate::usage::Usage;
 
 /// The `x-sluice-tag` of internal calls, in the ledger and the access log.
 pub const SEMANTIC_CACHE_TAG: &str = "sluice-internal:semantic-cache";
@@ -22,6 +23,19 @@ pub const SEMANTIC_CACHE_TAG: &str = "sluice-internal:semantic-cache";
 pub const BATCH_TAG: &str = "sluice-internal:batch";
 /// The tag of asynchronous requests.
 pub const ASYNC_TAG: &str = "sluice-internal:async";
+
+/// Work a provider ran on its own, with no call through the pipeline: a
+/// batch forwarded to its Batch API, metered once when it closes.
+#[derive(Debug, Clone)]
+pub struct ForwardedUsage {
+    /// The local batch id: the ledger record's request id and tag.
+    pub batch_id: String,
+    /// The stable id of the key that made the batch.
+    pub key_id: String,
+    pub model: String,
+    pub deployment: String,
+    pub usage: Usage,
+}
 
 pub trait InternalCalls: Send + Sync + 'static {
     fn call(&self, request: Request) -> BoxFuture<'static, Response>;
@@ -51,4 +65,9 @@ pub trait InternalCalls: Send + Sync + 'static {
     /// Whether `model` is at degradation level 4 (maintenance): queued
     /// asynchronous jobs for it wait until it is back.
     fn maintenance(&self, model: &str) -> bool;
+
+    /// Meters `work`: its usage at the model's price less `[batch]
+    /// upstream_discount`, charged to the key's budgets, counted in the
+    /// token and cost metrics, and one ledger record.
+    fn meter_forwarded(&self, work: ForwardedUsage);
 }

@@ -524,6 +524,61 @@ async fn a_forwarded_batch_mirrors_the_providers_batch_and_its_files() {
     assert!(calls.iter().all(|call| call.query.is_none()));
 }
 
+/// The provider ran the lines, so the pipeline never metered them: the
+/// closed batch is billed once, at the model's price less
+/// `upstream_discount`, to the key's budget, the metrics and the ledger.
+#[tokio::test]
+async fn a_forwarded_batch_is_billed_once_when_it_closes() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let provider = FakeProvider::start().await;
+    let dir = temp_dir("billed");
+    let toml = format!(
+        "[usage]\nstore = \"sqlite\"\ndata_dir = \"{}\"\nflush_interval = \"20ms\"\n\
+         [admin]\ntoken = \"{ADMIN}\"\n\
+         [pricing.\"gpt-4o\"]\ninput_per_1m = 2.5\noutput_per_1m = 10.0\n\
+         [org_budgets.acme]\nbudget_daily_usd = 1.0\n{}",
+        dir.0.display(),
+        config(&dir.0, &openai(&provider))
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let id = start_batch(&gateway, &input(&["r0", "r1", "bad0"])).await;
+    wait_status(&gateway, &id, "completed").await;
+    // 20 prompt and 10 completion tokens at $2.50 and $10 per million,
+    // half off.
+    let billed = (20.0 * 2.5 + 10.0 * 10.0) / 1e6 * 0.5;
+    let close = |value: f64| (value - billed).abs() < 1e-12;
+
+    let metrics = gateway.metrics().await;
+    let cost = metrics
+        .lines()
+        .find(|line| line.starts_with("sluice_cost_usd_total{model=\"gpt-4o\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(cost.is_some_and(close), "{cost:?}");
+    assert!(
+        metrics
+            .contains("sluice_tokens_total{deployment=\"oa\",model=\"gpt-4o\",type=\"prompt\"} 20")
+    );
+    let budgets = gateway.get_json("/admin/budgets", Some(ADMIN)).await;
+    let spent = budgets["data"][0]["spent_usd"].as_f64();
+    assert!(spent.is_some_and(close), "{budgets}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let usage = gateway
+            .get_json("/admin/usage?group_by=tag", Some(ADMIN))
+            .await;
+        if let Some(row) = usage["data"].as_array().and_then(|rows| rows.first()) {
+            break row.clone();
+        }
+        assert!(Instant::now() < deadline, "no ledger record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row["group"], format!("sluice-internal:batch:{id}"));
+    assert_eq!(row["requests"], 1, "one record for the batch: {row}");
+    assert_eq!(row["prompt_tokens"], 20);
+    assert!(row["cost_usd"].as_f64().is_some_and(close), "{row}");
+}
+
 /// The provider's output (or error) file for the one batch.
 fn upstream_file(provider: &FakeProvider, output: bool) -> Vec<u8> {
     let state = provider.state();

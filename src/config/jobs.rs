@@ -34,6 +34,9 @@ pub struct BatchConfig {
     pub max_concurrency: usize,
     /// Fraction taken off the price of batch lines (0.5 = half price).
     pub discount: f64,
+    /// Fraction taken off the price of batches forwarded to a provider's
+    /// Batch API (`batch = "upstream"`): the provider's own batch price cut.
+    pub upstream_discount: f64,
     /// Files and batches are visible to every key of the creator's org,
     /// not only to the key that made them.
     pub share_with_org: bool,
@@ -75,6 +78,7 @@ impl Default for BatchConfig {
             max_lines: 50_000,
             max_concurrency: 64,
             discount: 0.0,
+            upstream_discount: 0.5,
             share_with_org: false,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),

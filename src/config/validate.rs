@@ -92,6 +92,9 @@ fn check_jobs(config: &Config, problems: &mut Vec<String>) {
     if !(0.0..=1.0).contains(&batch.discount) {
         problems.push("batch.discount: must be between 0 and 1".to_owned());
     }
+    if !(0.0..=1.0).contains(&batch.upstream_discount) {
+        problems.push("batch.upstream_discount: must be between 0 and 1".to_owned());
+    }
     if batch.max_concurrency == 0
         || batch.max_lines == 0
         || batch.max_file_bytes == 0

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::period::{Period, rfc3339};
 use crate::config::{AlertsConfig, Budget, Config, OnRedisError};
@@ -388,6 +389,19 @@ impl Budgets {
             }
         }
         true
+    }
+
+    /// Charges `cost` now when budgets are in memory, else in an owned
+    /// task (shared budgets wait for Redis): never waits itself.
+    pub fn bill(self: &Arc<Self>, key: Arc<str>, org: Option<Arc<str>>, cost: f64) {
+        // In-memory counters never wait: charged in place, without a task.
+        if self.charge_local(&key, org.as_deref(), cost) {
+            return;
+        }
+        let budgets = self.clone();
+        let charge = async move { budgets.charge(&key, org.as_deref(), cost).await };
+        // Its failure's line belongs to the call that spent.
+        self.tasks.spawn(charge.in_current_span());
     }
 
     /// `charge_local` for any store: shared budgets wait for Redis, so this

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
 
 use super::Budgets;
 use crate::call::Call;
@@ -52,24 +51,8 @@ struct Charge {
 
 impl UsageObserver for Charge {
     fn finish(self: Box<Self>, finished: &Finished<'_>) {
-        let Outcome::Reported(_) = finished.outcome else {
-            return;
-        };
-        let cost = finished.cost_usd;
-        // In-memory counters never wait: charged in place, without a task.
-        if self
-            .budgets
-            .charge_local(&self.key, self.org.as_deref(), cost)
-        {
-            return;
+        if let Outcome::Reported(_) = finished.outcome {
+            self.budgets.bill(self.key, self.org, finished.cost_usd);
         }
-        let tasks = self.budgets.tasks.clone();
-        let charge = async move {
-            self.budgets
-                .charge(&self.key, self.org.as_deref(), cost)
-                .await;
-        };
-        // Its failure's line belongs to the call that spent.
-        tasks.spawn(charge.in_current_span());
     }
 }

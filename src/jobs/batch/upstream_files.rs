@@ -19,6 +19,7 @@ use super::record::{Batch, Counts, Status};
 use super::runner::Lease;
 use super::validate::{Lines, Read, is_blank};
 use crate::config::Provider;
+use crate::internal::ForwardedUsage;
 use crate::upstream::Deployment;
 use crate::upstream::batch_api::ApiError;
 use crate::usage::Usage;
@@ -237,8 +238,33 @@ pub async fn close(
         .await?;
     if moved {
         tracing::info!(batch = %batch.id, status = target.as_str(), "forwarded batch closed");
+        meter(jobs, batch, deployment, &counts);
     }
     Ok(Closing::Closed)
+}
+
+/// Bills the provider's usage once, by the replica whose close won: the
+/// lines never passed the pipeline that meters local ones.
+fn meter(jobs: &Jobs, batch: &Batch, deployment: &Deployment, counts: &Counts) {
+    let tokens = |count: i64| u64::try_from(count).unwrap_or(0);
+    let usage = Usage {
+        prompt_tokens: tokens(counts.input_tokens),
+        completion_tokens: tokens(counts.output_tokens),
+        cached_tokens: tokens(counts.cached_tokens),
+    };
+    let Some(model) = batch.model.clone() else {
+        return;
+    };
+    if usage.total() == 0 {
+        return;
+    }
+    jobs.internal.meter_forwarded(ForwardedUsage {
+        batch_id: batch.id.clone(),
+        key_id: batch.owner.clone(),
+        model,
+        deployment: deployment.name.to_string(),
+        usage,
+    });
 }
 
 /// What copying one file down gave: the local file's id and the usage

@@ -9,6 +9,7 @@
 //! does the same for calls Sluice makes on a key's behalf.
 
 mod admin;
+mod forwarded;
 pub mod keys;
 mod registries;
 mod reload;
@@ -32,7 +33,7 @@ use super::StartError;
 use super::stack::Apart;
 use crate::config::{BatchMode, Config, KeyConfig};
 use crate::error::GatewayError;
-use crate::internal::InternalCalls;
+use crate::internal::{ForwardedUsage, InternalCalls};
 use crate::keys::RuntimeKey;
 use crate::tasks::Tasks;
 use crate::upstream::Deployment;
@@ -217,6 +218,12 @@ impl InternalCalls for Pipeline {
             let reading = snapshot.ladder.read(route, tokio::time::Instant::now());
             reading.assessment.level == crate::degrade::Level::Maintenance
         })
+    }
+
+    fn meter_forwarded(&self, work: ForwardedUsage) {
+        if let Some(live) = self.live.get().and_then(Weak::upgrade) {
+            forwarded::meter(&live, work);
+        }
     }
 
     fn deployment(&self, name: &str) -> Option<Arc<Deployment>> {

@@ -50,6 +50,10 @@ pub struct Snapshot {
     pub router: Arc<ModelRouter>,
     /// The degradation ladder: async jobs wait while their model is in maintenance.
     pub ladder: Arc<Ladder>,
+    /// Prices and budgets for work the pipeline did not see (forwarded
+    /// batches, `forwarded::meter`).
+    pub pricing: Arc<Pricing>,
+    pub budgets: Option<Arc<Budgets>>,
 }
 
 impl Snapshot {
@@ -140,6 +144,7 @@ impl Snapshot {
         ladder.watch(&loops);
         let services = stack::Services {
             ladder: ladder.clone(),
+            budgets: budgets.clone(),
             ledger: registries.ledger.clone().map(|ledger| RecordUsage {
                 ledger,
                 estimates: Arc::new(Estimates {
@@ -147,7 +152,6 @@ impl Snapshot {
                     encodings: Encodings::from_config(&config.models),
                 }),
             }),
-            budgets,
             admission,
             cache,
             admin: admin.clone(),
@@ -156,7 +160,7 @@ impl Snapshot {
                 registries.client.clone(),
                 &config,
                 registries.cut.clone(),
-                (metrics.clone(), pricing),
+                (metrics.clone(), pricing.clone()),
                 registries.pins.clone(),
             )),
             keys: keys.clone(),
@@ -188,6 +192,8 @@ impl Snapshot {
             models,
             router,
             ladder,
+            pricing,
+            budgets,
         })
     }
 }
