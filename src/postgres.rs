@@ -80,6 +80,20 @@ impl SharedPostgres {
 
 /// The error with its causes: tokio-postgres's own text for a server error
 /// is only "db error", the server's message is its source.
+/// A statement that adds `column` (its name, then its type) to `table`
+/// only when it is missing. `ADD COLUMN IF NOT EXISTS` would take the
+/// table's exclusive lock even when the column is there, and the schema
+/// runs on every new connection, while other replicas write the table.
+pub fn add_column(table: &str, column: &str) -> String {
+    let name = column.split_whitespace().next().unwrap_or(column);
+    format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = '{table}' \
+         AND column_name = '{name}') THEN ALTER TABLE {table} ADD COLUMN {column}; \
+         END IF; END $$;\n"
+    )
+}
+
 pub fn describe(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);

@@ -1245,3 +1245,25 @@ async fn batch_lines_cost_the_discounted_price() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// On PostgreSQL, a store made before a column gets it at its next
+/// connection, and a store that has it opens as it is, any number of times.
+#[tokio::test]
+async fn a_postgres_store_made_before_a_column_gets_it() {
+    use sluice::config::KeysStoreSpec;
+    use sluice::jobs::db::Db;
+    let database = TestDatabase::create(PLAIN).await;
+    let spec = KeysStoreSpec::Postgres(database.url());
+    let tasks = sluice::tasks::Tasks::new();
+    let schema = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY);";
+    let old = Db::open(&spec, schema, &[], &tasks).unwrap();
+    let insert = old.execute("INSERT INTO t (id) VALUES ($1)", vec!["a".into()]);
+    assert_eq!(insert.await.unwrap(), 1);
+    for n in 0..3i64 {
+        let db = Db::open(&spec, schema, &[("t", "added BIGINT")], &tasks).unwrap();
+        let update = db.execute("UPDATE t SET added = $1 WHERE id = 'a'", vec![n.into()]);
+        assert_eq!(update.await.unwrap(), 1);
+    }
+    database.drop_database().await;
+}
+

@@ -113,9 +113,7 @@ impl Db {
             KeysStoreSpec::Postgres(url) => {
                 let mut schema = schema.to_owned();
                 for (table, column) in added {
-                    schema.push_str(&format!(
-                        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column};\n"
-                    ));
+                    schema.push_str(&crate::postgres::add_column(table, column));
                 }
                 Ok(Self::Postgres(Arc::new(SharedPostgres::new(
                     url, schema, tasks,

@@ -171,7 +171,7 @@ impl Store {
         }
         let added: String = ADDED_COLUMNS
             .iter()
-            .map(|c| format!("ALTER TABLE sluice_usage ADD COLUMN IF NOT EXISTS {c} TEXT; "))
+            .map(|c| crate::postgres::add_column("sluice_usage", &format!("{c} TEXT")))
             .collect();
         Ok(Self::Postgres(SharedPostgres::new(
             store,
