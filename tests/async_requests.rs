@@ -171,6 +171,25 @@ async fn upstream_errors_are_stored_with_their_status() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// An answer past the 32 MiB kept for a job is not held: the gateway stops
+/// reading it and stores a 502 saying why.
+#[tokio::test]
+async fn an_answer_too_large_to_keep_is_stored_as_a_502() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let gateway = TestGateway::start(&config(&dir, &upstream, "")).await;
+    upstream.set_default(Behavior::Huge {
+        status: 200,
+        bytes: 40 * 1024 * 1024,
+    });
+    let id = accepted(post_async(&gateway, &[], &chat("gpt-4o")).await).await;
+    let done = answer(&gateway, &id, KEY).await;
+    assert_eq!(done.status(), 502);
+    assert_eq!(error_of(done).await["code"], "response_too_large");
+    assert!(upstream.wait_stream_dropped(Duration::from_secs(5)).await);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn throttled_answers_are_stored_as_the_answer() {
     let dir = store_dir();

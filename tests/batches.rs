@@ -1266,4 +1266,3 @@ async fn a_postgres_store_made_before_a_column_gets_it() {
     }
     database.drop_database().await;
 }
-

@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 
 use super::super::{Jobs, JobsError, unix_now};
 use super::finalize;
-use super::record::{Batch, Counts, Status};
+use super::record::{self, Batch, Counts, Status};
 use super::runner::{self, Lease, Step};
 use super::upstream_files::{self, Closing};
 use crate::upstream::Deployment;
@@ -149,11 +149,31 @@ async fn forward(
             ],
         )
         .await;
-    if !matches!(recorded, Ok(1)) {
-        // Nobody would ever poll it: the provider's batch is called off.
-        send_cancel(jobs, deployment, &id).await;
-        recorded?;
-        return Ok(Forward::Left);
+    let recorded = match recorded {
+        Ok(changed) => Some(changed == 1),
+        // A failed write may still have landed (a timeout can hide a
+        // commit): the stored row says which, so a batch that is watched
+        // is never called off by mistake.
+        Err(error) => {
+            tracing::warn!(batch = %batch.id, %error, "provider batch id not confirmed; reading it back");
+            let stored = record::load(&jobs.db, &batch.id).await.ok().flatten();
+            stored.map(|stored| stored.upstream_batch_id.as_deref() == Some(id.as_str()))
+        }
+    };
+    match recorded {
+        Some(true) => {}
+        Some(false) => {
+            // Nobody would ever poll it: the provider's batch is called off.
+            send_cancel(jobs, deployment, &id).await;
+            return Ok(Forward::Left);
+        }
+        None => {
+            tracing::warn!(
+                batch = %batch.id, upstream = %id,
+                "store unreachable: the provider's batch is left running unrecorded, and may be forwarded again"
+            );
+            return Ok(Forward::Left);
+        }
     }
     tracing::info!(batch = %batch.id, deployment = %deployment.name, upstream = %id, "batch forwarded");
     Ok(Forward::Created)
