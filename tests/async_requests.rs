@@ -661,29 +661,21 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
         config(&dir, &upstream, "")
     );
     let gateway = TestGateway::start(&toml).await;
-    let admin = |method: reqwest::Method, path: &str| {
-        gateway
-            .client
-            .request(method, gateway.url(path))
-            .bearer_auth(ADMIN)
-    };
     // Maintenance holds the job until the key is gone.
     let level = |level: Value| {
-        admin(reqwest::Method::POST, "/admin/models/gpt-4o/level").json(&json!({ "level": level }))
+        let gateway = &gateway;
+        async move {
+            let body = json!({ "level": level });
+            let path = "/admin/models/gpt-4o/level";
+            gateway.post(path, Some(ADMIN), &body).await.status()
+        }
     };
-    assert_eq!(level(json!(4)).send().await.unwrap().status(), 200);
-    let created: Value = admin(reqwest::Method::POST, "/admin/keys")
-        .json(&json!({"name": "short-lived"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(level(json!(4)).await, 200);
+    let (key_id, secret) = gateway.create_key(ADMIN, "short-lived").await;
     let response = gateway
         .client
         .post(gateway.url("/v1/chat/completions"))
-        .bearer_auth(created["key"].as_str().unwrap())
+        .bearer_auth(&secret)
         .header("prefer", "respond-async")
         .header("x-sluice-callback", &hook)
         .json(&chat("gpt-4o"))
@@ -691,13 +683,8 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
         .await
         .unwrap();
     let id = accepted(response).await;
-    let revoke = format!("/admin/keys/{}", created["id"].as_str().unwrap());
-    let revoked = admin(reqwest::Method::DELETE, &revoke)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
-    assert_eq!(level(Value::Null).send().await.unwrap().status(), 200);
+    gateway.revoke_key(ADMIN, &key_id).await;
+    assert_eq!(level(Value::Null).await, 200);
 
     let (_, delivered) = tokio::time::timeout(Duration::from_secs(15), received.recv())
         .await

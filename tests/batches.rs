@@ -734,21 +734,8 @@ async fn a_revoked_keys_batches_close() {
     );
     let toml = config(&dir, &upstream, "max_concurrency = 2", &admin_section);
     let gateway = TestGateway::start(&toml).await;
-    let admin = |method: reqwest::Method, path: &str| {
-        gateway
-            .client
-            .request(method, gateway.url(path))
-            .bearer_auth(ADMIN)
-    };
-    let created: Value = admin(reqwest::Method::POST, "/admin/keys")
-        .json(&json!({"name": "short-lived"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = created["key"].as_str().unwrap();
+    let (key_id, secret) = gateway.create_key(ADMIN, "short-lived").await;
+    let secret = secret.as_str();
     let running = start_batch(&gateway, secret, &input(40)).await;
     let cancelled = start_batch(&gateway, secret, &input(40)).await;
     let recorded = |id: &str| -> i64 {
@@ -774,12 +761,7 @@ async fn a_revoked_keys_batches_close() {
         200
     );
     let at_revocation = recorded(&running);
-    let revoke = format!("/admin/keys/{}", created["id"].as_str().unwrap());
-    let revoked = admin(reqwest::Method::DELETE, &revoke)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
+    gateway.revoke_key(ADMIN, &key_id).await;
 
     assert_eq!(closed_status(&dir, &running).await, "completed");
     assert_eq!(recorded(&running), 40, "every line is recorded once");

@@ -135,6 +135,34 @@ impl TestGateway {
         request.send().await.unwrap().json().await.unwrap()
     }
 
+    /// Makes a runtime key named `name` through `/admin/keys` with the
+    /// admin `token`: its id and its secret (shown this once).
+    pub async fn create_key(&self, token: &str, name: &str) -> (String, String) {
+        let response = self
+            .post(
+                "/admin/keys",
+                Some(token),
+                &serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let created: serde_json::Value = response.json().await.unwrap();
+        let field = |name: &str| created[name].as_str().unwrap().to_owned();
+        (field("id"), field("key"))
+    }
+
+    /// Revokes the runtime key `id` through `/admin/keys/{id}`.
+    pub async fn revoke_key(&self, token: &str, id: &str) {
+        let response = self
+            .client
+            .delete(self.url(&format!("/admin/keys/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
     /// The Prometheus text from `/metrics`.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await.unwrap();
