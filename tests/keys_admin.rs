@@ -134,6 +134,51 @@ async fn a_key_is_created_once_with_its_secret_then_listed_without_it() {
     assert_eq!(config.digest(), Some(sha256(&secret)));
 }
 
+/// The list comes a page at a time, by id, every key once.
+#[tokio::test]
+async fn keys_are_listed_a_page_at_a_time() {
+    let admin = admin().await;
+    let mut made = std::collections::BTreeSet::new();
+    for n in 0..5 {
+        let body = json!({ "name": format!("team-{n}") });
+        let (status, created) = call(&admin, Method::POST, "/admin/keys", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        made.insert(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut path = "/admin/keys?limit=2".to_owned();
+    loop {
+        let (status, page) = call(&admin, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let ids: Vec<String> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(ids.len() <= 2);
+        assert_eq!(page["last_id"].as_str(), ids.last().map(String::as_str));
+        seen.extend(ids);
+        if page["has_more"] == false {
+            break;
+        }
+        path = format!(
+            "/admin/keys?limit=2&after={}",
+            page["last_id"].as_str().unwrap()
+        );
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|pair| pair[0] < pair[1]), "{seen:?}");
+    assert_eq!(
+        seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+        made
+    );
+    for bad in ["limit=0", "limit=1001", "limit=many"] {
+        let (status, _) = call(&admin, Method::GET, &format!("/admin/keys?{bad}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn bad_bodies_get_400_naming_the_field() {
     let admin = admin().await;

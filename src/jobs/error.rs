@@ -29,7 +29,7 @@ pub enum JobsError {
         "This key keeps {used} bytes of files and may keep {limit}; delete files (or wait for them to expire) to upload this one."
     )]
     StorageFull { used: u64, limit: u64 },
-    #[error("This key has {0} batches open; wait for some to finish.")]
+    #[error("This key has reached its limit of {0} open batches; wait for some to finish.")]
     TooManyBatches(usize),
     #[error("The upload stalled: no bytes arrived for {0:?}.")]
     Stalled(std::time::Duration),

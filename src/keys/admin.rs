@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
 use crate::config::KeyConfig;
@@ -189,13 +190,52 @@ async fn create(State(admin): State<KeysAdmin>, body: Body) -> Response {
     }
 }
 
-/// `GET /admin/keys`: this replica's live runtime keys.
-async fn list(State(admin): State<KeysAdmin>) -> Response {
+/// The most keys one page of `GET /admin/keys` lists, and its default.
+const PAGE_MAX: usize = 1000;
+const PAGE_DEFAULT: usize = 100;
+
+#[derive(Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/keys?after=ID&limit=N`: this replica's live runtime keys by
+/// id, a page at a time (a store may hold 100,000).
+async fn list(
+    State(admin): State<KeysAdmin>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        let message = "after must be a key id and limit a number.";
+        return error(StatusCode::BAD_REQUEST, message, None, "invalid_request");
+    };
+    let limit = query.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        let message = format!("limit must be between 1 and {PAGE_MAX}.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            Some("limit"),
+            "invalid_request",
+        );
+    }
     let keys = admin.keys.current();
-    let data: Vec<KeyView<'_>> = keys.iter().map(view).collect();
+    let after = query.after.as_deref().unwrap_or_default();
+    let mut page: Vec<&RuntimeKey> = keys.iter().filter(|key| *key.id > *after).collect();
+    page.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let data: Vec<KeyView<'_>> = page.iter().map(|key| view(key)).collect();
     json(
         StatusCode::OK,
-        &serde_json::json!({"object": "list", "data": data}),
+        &serde_json::json!({
+            "object": "list",
+            "data": data,
+            "first_id": page.first().map(|key| &key.id),
+            "last_id": page.last().map(|key| &key.id),
+            "has_more": has_more,
+        }),
     )
 }
 
