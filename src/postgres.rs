@@ -52,13 +52,9 @@ impl SharedPostgres {
             return Ok(client);
         }
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        let tasks = self.tasks.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                result = connection => if let Err(error) = result {
-                    tracing::warn!(error = %describe(&error), "PostgreSQL connection closed");
-                },
-                () = tasks.stopping() => {}
+        self.tasks.spawn_until_stopped(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(error = %describe(&error), "PostgreSQL connection closed");
             }
         });
         // One replica at a time: two running `CREATE TABLE IF NOT EXISTS`

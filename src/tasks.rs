@@ -36,6 +36,21 @@ impl Tasks {
         self.tracker.spawn(future)
     }
 
+    /// Runs `future` as an owned task that ends at the stop signal, even
+    /// mid-wait: for loops and drivers that have nothing to finish.
+    pub fn spawn_until_stopped<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        self.spawn(async move {
+            tokio::select! {
+                () = future => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// Runs `work` on the blocking pool, tracked like any other task.
     pub fn spawn_blocking<F, R>(&self, work: F) -> JoinHandle<R>
     where

@@ -72,15 +72,9 @@ impl PgIndex {
             indexed: HashSet::new(),
             errors: errors.clone(),
         };
-        let stop = tasks.clone();
         // Index rows still queued at shutdown are dropped: the index is a
         // cache of a cache, rebuilt by later misses.
-        tasks.spawn(async move {
-            tokio::select! {
-                () = writer.run(rows) => {}
-                () = stop.stopping() => {}
-            }
-        });
+        tasks.spawn_until_stopped(writer.run(rows));
         Self {
             postgres,
             writes,

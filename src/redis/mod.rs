@@ -35,7 +35,6 @@ impl SharedRedis {
         let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
         let connection = Arc::new(OnceCell::new());
         let cell = connection.clone();
-        let stop = tasks.clone();
         let connecting = async move {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
@@ -56,12 +55,7 @@ impl SharedRedis {
                 }
             }
         };
-        tasks.spawn(async move {
-            tokio::select! {
-                () = connecting => {}
-                () = stop.stopping() => {}
-            }
-        });
+        tasks.spawn_until_stopped(connecting);
         Ok(Self {
             connection,
             breaker: Arc::default(),

@@ -20,14 +20,8 @@ pub fn spawn(router: Arc<ModelRouter>, client: UpstreamClient, config: ProbeConf
     // Holds the router weakly: the probe also ends with a build that failed
     // after this point.
     let router = Arc::downgrade(&router);
-    let stop = tasks.clone();
-    tasks.spawn(async move {
-        // Stopped mid-round too: a round probes one deployment after another.
-        tokio::select! {
-            () = probe_forever(router, client, config) => {}
-            () = stop.stopping() => {}
-        }
-    });
+    // Stopped mid-round too: a round probes one deployment after another.
+    tasks.spawn_until_stopped(probe_forever(router, client, config));
 }
 
 async fn probe_forever(router: Weak<ModelRouter>, client: UpstreamClient, config: ProbeConfig) {

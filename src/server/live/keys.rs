@@ -35,15 +35,11 @@ pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) {
     let mut changes = keys.changes();
     let _ = live.reload_keys(|| keys.current()).await;
     let tasks = &live.registries.tasks;
-    let (watching, stop) = (keys.clone(), tasks.clone());
-    tasks.spawn(async move {
-        // Cancelled mid-call too: a store that hangs at shutdown does not
-        // hold the drain.
-        tokio::select! {
-            () = watching.watch(stop.stop_token()) => {}
-            () = stop.stopping() => {}
-        }
-    });
+    let watching = keys.clone();
+    // Cancelled mid-call too: a store that hangs at shutdown does not hold
+    // the drain.
+    let stop = tasks.stop_token();
+    tasks.spawn_until_stopped(async move { watching.watch(stop).await });
     let (weak, keys, stop) = (Arc::downgrade(live), keys.clone(), tasks.clone());
     tasks.spawn(async move {
         loop {

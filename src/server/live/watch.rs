@@ -51,13 +51,8 @@ pub fn file(live: &Arc<Live>) {
     let Some(path) = live.path.clone() else {
         return;
     };
-    let (weak, stop) = (Arc::downgrade(live), live.registries.tasks.clone());
-    live.registries.tasks.spawn(async move {
-        tokio::select! {
-            () = on_change(weak, path) => {}
-            () = stop.stopping() => {}
-        }
-    });
+    let weak = Arc::downgrade(live);
+    live.registries.tasks.spawn_until_stopped(on_change(weak, path));
 }
 
 async fn on_change(live: Weak<Live>, path: PathBuf) {
