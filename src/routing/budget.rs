@@ -33,6 +33,11 @@ impl RetryBudget {
         }
     }
 
+    /// Whether this budget was made with these settings.
+    pub fn has_settings(&self, ratio: f64, min_per_sec: f64) -> bool {
+        self.ratio == ratio && self.min_per_sec == min_per_sec
+    }
+
     /// Called once per client request.
     pub fn deposit(&self) {
         self.add(self.ratio);

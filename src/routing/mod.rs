@@ -53,7 +53,9 @@ pub struct ModelRoute {
     pub strategy: Strategy,
     /// Models to serve from when none of this one's backends is usable.
     pub fallbacks: Vec<Arc<str>>,
-    pub budget: RetryBudget,
+    /// Kept across reloads (`DeploymentStates::retry_budget`), and shared
+    /// with the model's pinned routes.
+    pub budget: Arc<RetryBudget>,
 }
 
 /// The usable backends for one call, best first; or when one frees up.
@@ -94,7 +96,7 @@ impl ModelRoute {
 
     /// This model served by `backend` alone, without fallbacks: for calls on
     /// a stored response, which only its own deployment can answer.
-    fn pinned_to(&self, backend: &Arc<Backend>, config: &Config) -> Self {
+    fn pinned_to(&self, backend: &Arc<Backend>) -> Self {
         Self {
             name: self.name.clone(),
             groups: vec![PriorityGroup {
@@ -103,7 +105,7 @@ impl ModelRoute {
             }],
             strategy: self.strategy,
             fallbacks: Vec::new(),
-            budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -160,10 +162,7 @@ impl ModelRouter {
                 fallbacks: settings
                     .map(|s| s.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect())
                     .unwrap_or_default(),
-                budget: RetryBudget::new(
-                    config.retry.budget_ratio,
-                    config.retry.budget_min_per_sec,
-                ),
+                budget: states.retry_budget(model, config),
             };
             routes.insert(model.to_owned(), Arc::new(route));
         }
@@ -172,7 +171,7 @@ impl ModelRouter {
             .map(|(model, route)| {
                 let pins = route
                     .backends()
-                    .map(|backend| Arc::new(route.pinned_to(backend, config)))
+                    .map(|backend| Arc::new(route.pinned_to(backend)))
                     .collect();
                 (model.clone(), pins)
             })

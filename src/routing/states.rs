@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{AdaptiveLimit, Backend, Health};
+use super::{AdaptiveLimit, Backend, Health, RetryBudget};
 use crate::config::{Config, DeploymentConfig};
 use crate::queue::Scheduler;
 use crate::upstream::Deployment;
@@ -27,6 +27,9 @@ struct Entry {
 #[derive(Default)]
 pub struct DeploymentStates {
     entries: DashMap<Arc<str>, Entry>,
+    /// Each model's retry budget, by model name: a reload that keeps the
+    /// model and the budget's settings keeps what it has saved or spent.
+    budgets: DashMap<String, Arc<RetryBudget>>,
 }
 
 impl DeploymentStates {
@@ -98,5 +101,63 @@ impl DeploymentStates {
                 .iter()
                 .any(|deployment| *deployment.name == **name)
         });
+        self.budgets.retain(|model, _| {
+            config
+                .deployments
+                .iter()
+                .any(|deployment| deployment.models.iter().any(|served| served == model))
+        });
+    }
+
+    /// `model`'s retry budget, the one it had when `config`'s settings for
+    /// it are unchanged.
+    pub fn retry_budget(&self, model: &str, config: &Config) -> Arc<RetryBudget> {
+        let (ratio, floor) = (config.retry.budget_ratio, config.retry.budget_min_per_sec);
+        let mut budget = self
+            .budgets
+            .entry(model.to_owned())
+            .or_insert_with(|| Arc::new(RetryBudget::new(ratio, floor)));
+        if !budget.has_settings(ratio, floor) {
+            *budget = Arc::new(RetryBudget::new(ratio, floor));
+        }
+        budget.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_from_str;
+
+    fn config(ratio: f64) -> Config {
+        let toml = format!(
+            "[retry]\nbudget_ratio = {ratio}\n[[deployments]]\nname = \"m\"\nprovider = \"mock\"\nmodels = [\"gpt-4o\"]\n"
+        );
+        load_from_str(&toml, "test", &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_a_models_retry_budget_unless_its_settings_change() {
+        let states = DeploymentStates::default();
+        let first = states.retry_budget("gpt-4o", &config(0.2));
+        assert!(Arc::ptr_eq(
+            &first,
+            &states.retry_budget("gpt-4o", &config(0.2))
+        ));
+        let changed = states.retry_budget("gpt-4o", &config(0.5));
+        assert!(!Arc::ptr_eq(&first, &changed));
+        states.retain(&config(0.5));
+        assert!(Arc::ptr_eq(
+            &changed,
+            &states.retry_budget("gpt-4o", &config(0.5))
+        ));
+        let gone = config(0.5);
+        let mut without = gone.clone();
+        without.deployments[0].models = vec!["other".into()];
+        states.retain(&without);
+        assert!(!Arc::ptr_eq(
+            &changed,
+            &states.retry_budget("gpt-4o", &gone)
+        ));
     }
 }

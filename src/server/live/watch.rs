@@ -52,7 +52,9 @@ pub fn file(live: &Arc<Live>) {
         return;
     };
     let weak = Arc::downgrade(live);
-    live.registries.tasks.spawn_until_stopped(on_change(weak, path));
+    live.registries
+        .tasks
+        .spawn_until_stopped(on_change(weak, path));
 }
 
 async fn on_change(live: Weak<Live>, path: PathBuf) {
