@@ -190,6 +190,30 @@ async fn renaming_a_key_keeps_its_rpm_bucket() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A runtime key's spent budget is refused naming the key as people call
+/// it (its name), while the spend is kept under its stable id.
+#[tokio::test]
+async fn a_runtime_keys_spent_budget_is_named_by_the_key_name() {
+    let dir = temp_dir();
+    let gateway = TestGateway::start(&config("sqlite", &dir, "2s")).await;
+    let body = json!({"name": "thrifty", "budget_daily_usd": 0.0000001});
+    let (id, secret) = create(&gateway, body).await;
+    assert_eq!(status(&gateway, &secret).await, 200);
+    let refused = gateway
+        .post("/v1/chat/completions", Some(&secret), &chat("gpt-4o"))
+        .await;
+    assert_eq!(refused.status(), 429);
+    let error = common::gateway::error_of(refused).await;
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("key `thrifty`"), "{message}");
+    assert!(!message.contains(&id), "{message}");
+    let (_, budgets) = admin(&gateway, reqwest::Method::GET, "/admin/budgets", None).await;
+    let row = &budgets["data"][0];
+    assert_eq!(row["name"], "thrifty", "{budgets}");
+    assert_eq!(row["id"], id.as_str());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Two replicas on one fresh PostgreSQL database.
 async fn replicas(poll: &str) -> (TestDatabase, TestGateway, TestGateway) {
     let database = TestDatabase::create(PLAIN).await;

@@ -60,7 +60,8 @@ enum Store {
 }
 
 pub struct Budgets {
-    keys: HashMap<String, Budget>,
+    /// By key id: the key's budget and its name.
+    keys: HashMap<String, (Budget, String)>,
     orgs: HashMap<String, Budget>,
     store: Store,
     alerts: AlertsConfig,
@@ -133,7 +134,11 @@ impl Spend {
 /// One limit that applies to a request: who, which period, how much.
 struct Limit<'a> {
     scope: &'static str,
+    /// The subject's stable name: a key's id, an org's name. Counters and
+    /// alert markers are stored under it.
     name: &'a str,
+    /// What people call it: a key's name (a runtime key's id is `key_...`).
+    shown: &'a str,
     period: Period,
     usd: f64,
 }
@@ -146,11 +151,11 @@ impl Budgets {
         (state, clock): (&Arc<SpendState>, Arc<dyn Clock>),
         (metrics, tasks): (Metrics, Tasks),
     ) -> Option<Self> {
-        let keys: HashMap<String, Budget> = config
+        let keys: HashMap<String, (Budget, String)> = config
             .keys
             .iter()
             .filter(|k| k.spend.budget_daily_usd.is_some() || k.spend.budget_monthly_usd.is_some())
-            .map(|k| (k.id().to_owned(), k.spend))
+            .map(|k| (k.id().to_owned(), (k.spend, k.name.clone())))
             .collect();
         if keys.is_empty() && config.org_budgets.is_empty() {
             return None;
@@ -194,11 +199,14 @@ impl Budgets {
         key: &'a str,
         org: Option<&'a str>,
     ) -> impl Iterator<Item = Limit<'a>> + 'a {
-        let key = self.keys.get(key).map(|budget| ("key", key, budget));
-        let org = org.and_then(|o| self.orgs.get(o).map(|budget| ("org", o, budget)));
+        let key = self
+            .keys
+            .get(key)
+            .map(|(budget, shown)| ("key", key, shown.as_str(), budget));
+        let org = org.and_then(|o| self.orgs.get(o).map(|budget| ("org", o, o, budget)));
         key.into_iter()
             .chain(org)
-            .flat_map(|(scope, name, budget)| {
+            .flat_map(|(scope, name, shown, budget)| {
                 [
                     (Period::Day, budget.budget_daily_usd),
                     (Period::Month, budget.budget_monthly_usd),
@@ -208,6 +216,7 @@ impl Budgets {
                     Some(Limit {
                         scope,
                         name,
+                        shown,
                         period,
                         usd: usd?,
                     })
@@ -287,7 +296,7 @@ impl Budgets {
                 limit.period.as_str(),
                 usd(limit.usd),
                 limit.scope,
-                limit.name
+                limit.shown
             ),
             spent: usd(spent),
             resets_at: rfc3339(limit.period.end(now)),
@@ -330,19 +339,19 @@ impl Budgets {
     /// Spend against every configured budget, for `/admin/budgets`.
     pub async fn report(&self) -> Vec<serde_json::Value> {
         let now = self.clock.now();
-        let mut subjects: Vec<(&'static str, &str, &Budget)> = self
+        let mut subjects: Vec<(&'static str, &str, &str, &Budget)> = self
             .keys
             .iter()
-            .map(|(name, budget)| ("key", name.as_str(), budget))
+            .map(|(id, (budget, shown))| ("key", id.as_str(), shown.as_str(), budget))
             .chain(
                 self.orgs
                     .iter()
-                    .map(|(name, budget)| ("org", name.as_str(), budget)),
+                    .map(|(name, budget)| ("org", name.as_str(), name.as_str(), budget)),
             )
             .collect();
-        subjects.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        subjects.sort_by(|a, b| (a.0, a.2, a.1).cmp(&(b.0, b.2, b.1)));
         let mut report = Vec::new();
-        for (scope, name, budget) in subjects {
+        for (scope, name, shown, budget) in subjects {
             for (period, usd) in [
                 (Period::Day, budget.budget_daily_usd),
                 (Period::Month, budget.budget_monthly_usd),
@@ -351,12 +360,13 @@ impl Budgets {
                 let limit = Limit {
                     scope,
                     name,
+                    shown,
                     period,
                     usd,
                 };
                 let spent = self.spent(&limit, now).await;
                 report.push(json!({
-                    "scope": scope, "name": name, "period": period.as_str(),
+                    "scope": scope, "name": shown, "id": name, "period": period.as_str(),
                     "period_name": period.name(now), "budget_usd": usd,
                     // null while the shared counter cannot be read
                     "spent_usd": spent, "remaining_usd": spent.map(|spent| (usd - spent).max(0.0)),
