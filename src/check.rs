@@ -152,7 +152,21 @@ pub fn summary(config: &Config) -> String {
     };
     let _ = writeln!(out, "usage ledger: {usage}");
     let _ = writeln!(out, "files, batches and async jobs: {}", jobs(config));
+    let _ = writeln!(out, "runtime keys: {}", runtime_keys(config));
     out
+}
+
+/// Where keys made through `/admin/keys` are kept, or that there are none.
+fn runtime_keys(config: &Config) -> String {
+    match crate::config::KeysStoreSpec::from_config(config) {
+        Ok(None) if config.admin.token.is_none() => "off (no [admin] token)".to_owned(),
+        Ok(None) => "off".to_owned(),
+        Ok(Some(crate::config::KeysStoreSpec::Sqlite(path))) => {
+            format!("sqlite {}", path.display())
+        }
+        Ok(Some(crate::config::KeysStoreSpec::Postgres(url))) => without_password(&url),
+        Err(problem) => problem,
+    }
 }
 
 /// Where `[batch] store` keeps jobs and files, or that the APIs are off.

@@ -131,6 +131,8 @@ fn check_summarises_the_stores_without_their_passwords() {
         [batch]
         store = "postgres://sluice:jobs-secret@db:5432/jobs"
         files_dir = "/shared/files"
+        [admin]
+        keys_store = "postgres://sluice:keys-secret@db:5432/keys"
         [[deployments]]
         name = "m"
         provider = "mock"
@@ -152,6 +154,10 @@ fn check_summarises_the_stores_without_their_passwords() {
         out.contains(
             "files, batches and async jobs: postgres://sluice:***@db:5432/jobs, file bytes in /shared/files"
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains("runtime keys: postgres://sluice:***@db:5432/keys"),
         "{out}"
     );
     assert!(!out.contains("secret"), "{out}");
