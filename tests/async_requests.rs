@@ -108,7 +108,9 @@ async fn a_job_is_answered_later_with_what_a_synchronous_call_returns() {
     assert_eq!(sync.status(), 200);
     let sync: Value = sync.json().await.unwrap();
 
-    let id = accepted(post_async(&gateway, &[], &chat("gpt-4o")).await).await;
+    let asked = post_async(&gateway, &[], &chat("gpt-4o")).await;
+    assert_eq!(asked.headers()["preference-applied"], "respond-async");
+    let id = accepted(asked).await;
     let done = answer(&gateway, &id, KEY).await;
     assert_eq!(done.status(), 200);
     assert_eq!(done.headers()["x-sluice-async-id"], id.as_str());
@@ -624,6 +626,8 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
     let queued = gateway
         .post("/v1/chat/completions", Some(KEY), &chat("gpt-4o"))
         .await;
+    // No preference was asked, so none is said to be applied.
+    assert!(queued.headers().get("preference-applied").is_none());
     let id = accepted(queued).await;
 
     // It waits while the model is in maintenance.

@@ -48,7 +48,7 @@ impl Stage for AsyncIntake {
             }
         };
         match self.accept(request, path_model.as_deref(), callback).await {
-            Ok(job) => accepted(&job),
+            Ok(job) => accepted(&job, Asked::Yes),
             Err(refusal) => refusal,
         }
     }
@@ -151,7 +151,8 @@ impl AsyncIntake {
             .record(identity, uri, headers, body.to_owned(), callback)
             .await
         {
-            Ok(job) => accepted(&job),
+            // The client did not ask (a `Prefer` is taken at layer 5b).
+            Ok(job) => accepted(&job, Asked::No),
             Err(refusal) => refusal,
         }
     }
@@ -214,17 +215,28 @@ fn refuse(message: &str, param: Option<&'static str>) -> Response {
     JobsError::invalid(message, param).into_response()
 }
 
-/// `202 Accepted`, the job, and where to poll for it.
-fn accepted(job: &Job) -> Response {
+/// Whether the client asked for an asynchronous answer (`Prefer:
+/// respond-async` or `x-sluice-async`), or maintenance made it one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Yes,
+    No,
+}
+
+/// `202 Accepted`, the job, and where to poll for it; `Preference-Applied`
+/// only when the client asked (RFC 7240).
+fn accepted(job: &Job, asked: Asked) -> Response {
     let body = serde_json::to_vec(&job.to_json()).unwrap_or_default();
     let mut response = crate::error::json_response(StatusCode::ACCEPTED, body.into());
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&job.url()) {
         headers.insert(header::LOCATION, location);
     }
-    headers.insert(
-        "preference-applied",
-        HeaderValue::from_static("respond-async"),
-    );
+    if asked == Asked::Yes {
+        headers.insert(
+            "preference-applied",
+            HeaderValue::from_static("respond-async"),
+        );
+    }
     response
 }
