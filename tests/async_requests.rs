@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk-async-key-0001";
 const OTHER: &str = "sk-async-key-0002";
+const ADMIN: &str = "admin-token-0123456789";
 
 /// A fresh directory for one test's job store.
 fn store_dir() -> PathBuf {
@@ -583,11 +584,19 @@ async fn a_key_with_its_backlog_full_gets_429_and_other_keys_do_not() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Forces `gpt-4o`'s degradation level (`null` lifts the override).
+async fn set_level(gateway: &TestGateway, level: Value) {
+    let body = json!({ "level": level });
+    let response = gateway
+        .post("/admin/models/gpt-4o/level", Some(ADMIN), &body)
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
 /// Degradation level 4 accepts a `queue_in_maintenance` key's call as a job
 /// that runs once the model is back; other keys get 503 `maintenance`.
 #[tokio::test]
 async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
-    const ADMIN: &str = "admin-token-0123456789";
     let dir = store_dir();
     let upstream = FakeUpstream::start("up").await;
     let toml = format!(
@@ -600,20 +609,7 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
         dir = dir.display(),
     );
     let gateway = TestGateway::start(&toml).await;
-    let level = |level: Value| {
-        let gateway = &gateway;
-        async move {
-            let response = gateway
-                .post(
-                    "/admin/models/gpt-4o/level",
-                    Some(ADMIN),
-                    &json!({ "level": level }),
-                )
-                .await;
-            assert_eq!(response.status(), 200);
-        }
-    };
-    level(json!(4)).await;
+    set_level(&gateway, json!(4)).await;
 
     let refused = gateway
         .post("/v1/chat/completions", Some(OTHER), &chat("gpt-4o"))
@@ -642,7 +638,7 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
     assert_eq!(waiting.status(), 202);
     assert_eq!(upstream.calls(), 0);
 
-    level(Value::Null).await;
+    set_level(&gateway, Value::Null).await;
     let done = answer(&gateway, &id, KEY).await;
     assert_eq!(done.status(), 200);
     let stored: Value = done.json().await.unwrap();
@@ -654,7 +650,6 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
 /// answered 401, and its callback says so.
 #[tokio::test]
 async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
-    const ADMIN: &str = "admin-token-0123456789";
     let dir = store_dir();
     let upstream = FakeUpstream::start("up").await;
     let (hook, mut received) = callback_receiver().await;
@@ -666,15 +661,7 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
     );
     let gateway = TestGateway::start(&toml).await;
     // Maintenance holds the job until the key is gone.
-    let level = |level: Value| {
-        let gateway = &gateway;
-        async move {
-            let body = json!({ "level": level });
-            let path = "/admin/models/gpt-4o/level";
-            gateway.post(path, Some(ADMIN), &body).await.status()
-        }
-    };
-    assert_eq!(level(json!(4)).await, 200);
+    set_level(&gateway, json!(4)).await;
     let (key_id, secret) = gateway.create_key(ADMIN, "short-lived").await;
     let response = gateway
         .client
@@ -688,7 +675,7 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
         .unwrap();
     let id = accepted(response).await;
     gateway.revoke_key(ADMIN, &key_id).await;
-    assert_eq!(level(Value::Null).await, 200);
+    set_level(&gateway, Value::Null).await;
 
     let (_, delivered) = tokio::time::timeout(Duration::from_secs(15), received.recv())
         .await
@@ -701,5 +688,36 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
         "invalid_api_key"
     );
     assert_eq!(upstream.calls(), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A job naming a virtual model whose model is in maintenance waits for it
+/// too (the pipeline's 503 `maintenance` is not kept as its answer), then
+/// runs once the model is back.
+#[tokio::test]
+async fn a_job_for_a_virtual_name_waits_out_maintenance() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let toml = format!(
+        "[admin]\ntoken = \"{ADMIN}\"\n[[routes]]\nname = \"assistant\"\ndefault = \"gpt-4o\"\n{}",
+        config(&dir, &upstream, "")
+    );
+    let gateway = TestGateway::start(&toml).await;
+    set_level(&gateway, json!(4)).await;
+    let id = accepted(post_async(&gateway, &[], &chat("assistant")).await).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let waiting = gateway
+        .client
+        .get(gateway.url(&format!("/v1/async/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), 202, "the job was answered in maintenance");
+    assert_eq!(upstream.calls(), 0);
+    set_level(&gateway, Value::Null).await;
+    let done = answer(&gateway, &id, KEY).await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(upstream.calls(), 1);
     std::fs::remove_dir_all(dir).ok();
 }

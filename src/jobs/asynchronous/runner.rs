@@ -161,6 +161,11 @@ impl Runner {
                 return Ok(Finished::Waiting);
             }
             let answer = self.execute(&job).await;
+            // A model reached by another name (a virtual one) went into
+            // maintenance: the job waits for it like any other.
+            if is_maintenance(&answer) {
+                return Ok(Finished::Waiting);
+            }
             if !record::complete(db, id, &self.jobs.replica, &answer).await? {
                 return Ok(Finished::Done);
             }
@@ -242,6 +247,14 @@ enum Finished {
     Done,
     /// Its model is in maintenance: back to the queue for a while.
     Waiting,
+}
+
+/// Whether the pipeline refused the call because its model is in
+/// maintenance (503 `maintenance`, `crate::degrade`).
+fn is_maintenance(answer: &Answer) -> bool {
+    answer.status == 503
+        && serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .is_ok_and(|body| body["error"]["code"] == "maintenance")
 }
 
 /// The model the stored call asks for (in its body, or an Azure-style path).
