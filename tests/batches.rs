@@ -792,33 +792,31 @@ async fn a_revoked_keys_batches_close() {
 #[tokio::test]
 async fn a_key_is_held_to_its_stored_bytes_and_open_batches() {
     let upstream = FakeUpstream::start("oa").await;
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(500)));
+    // Slow enough that the batch below is still open after a delete and an
+    // upload.
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(1500)));
     let dir = temp_dir("quotas");
     let limits = "max_stored_bytes_per_key = 1000\nmax_open_batches_per_key = 1";
     let gateway = TestGateway::start(&config(&dir, &upstream, limits, "")).await;
     let three = input(3);
     assert!(three.len() > 334 && three.len() < 500, "{}", three.len());
     let first = upload(&gateway, OWNER, &three).await;
-    upload(&gateway, OWNER, &three).await;
-    let form = || {
-        reqwest::multipart::Form::new()
+    let second = upload(&gateway, OWNER, &three).await;
+    let refused = || async {
+        let form = reqwest::multipart::Form::new()
             .text("purpose", "batch")
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(three.clone().into_bytes()).file_name("x.jsonl"),
-            )
+            );
+        let url = gateway.url("/v1/files");
+        let response = gateway.client.post(url).bearer_auth(OWNER).multipart(form);
+        let response = response.send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let error = common::gateway::error_of(response).await;
+        assert_eq!(error["code"], "file_storage_limit_exceeded", "{error:?}");
     };
-    let refused = gateway
-        .client
-        .post(gateway.url("/v1/files"))
-        .bearer_auth(OWNER)
-        .multipart(form())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    let error = common::gateway::error_of(refused).await;
-    assert_eq!(error["code"], "file_storage_limit_exceeded", "{error:?}");
+    refused().await;
     let listed: Value = get(&gateway, OWNER, "/v1/files")
         .await
         .json()
@@ -828,22 +826,79 @@ async fn a_key_is_held_to_its_stored_bytes_and_open_batches() {
     // Another key has its own allowance.
     upload(&gateway, STRANGER, &three).await;
 
-    let batch = create(&gateway, OWNER, first["id"].as_str().unwrap()).await;
-    let second = gateway
+    let first_id = first["id"].as_str().unwrap();
+    let batch = create(&gateway, OWNER, first_id).await;
+    let again = gateway
         .post(
             "/v1/batches",
             Some(OWNER),
-            &json!({"input_file_id": first["id"], "endpoint": "/v1/chat/completions",
+            &json!({"input_file_id": first_id, "endpoint": "/v1/chat/completions",
                     "completion_window": "24h"}),
         )
         .await;
-    assert_eq!(second.status(), 429);
-    assert_eq!(second.headers()["retry-after"], "60");
-    let error = common::gateway::error_of(second).await;
+    assert_eq!(again.status(), 429);
+    assert_eq!(again.headers()["retry-after"], "60");
+    let error = common::gateway::error_of(again).await;
     assert_eq!(error["code"], "too_many_open_batches", "{error:?}");
+    // A deleted input that the open batch still reads still counts.
+    let deleted = gateway
+        .client
+        .delete(gateway.url(&format!("/v1/files/{first_id}")))
+        .bearer_auth(OWNER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    refused().await;
+    assert_eq!(
+        batch_status(&dir, batch["id"].as_str().unwrap()),
+        "in_progress",
+        "the batch closed too soon to test"
+    );
     // Once the open batch is closed, the key may start another.
     wait_status(&gateway, batch["id"].as_str().unwrap(), "completed").await;
-    create(&gateway, OWNER, first["id"].as_str().unwrap()).await;
+    create(&gateway, OWNER, second["id"].as_str().unwrap()).await;
+}
+
+/// Creates racing each other on one replica take exactly the open batches
+/// a key may have (across replicas the limit holds; racers may all be refused).
+#[tokio::test]
+async fn racing_creates_stay_within_the_open_batch_limit() {
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_secs(5)));
+    let dir = temp_dir("race");
+    let limits = "max_open_batches_per_key = 2";
+    let gateway = TestGateway::start(&config(&dir, &upstream, limits, "")).await;
+    let file = upload(&gateway, OWNER, &input(2)).await;
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"});
+    let creates = (0..10).map(|_| gateway.post("/v1/batches", Some(OWNER), &body));
+    let statuses: Vec<u16> = futures_util::future::join_all(creates)
+        .await
+        .iter()
+        .map(|response| response.status().as_u16())
+        .collect();
+    let made = statuses.iter().filter(|status| **status == 200).count();
+    assert!(
+        statuses.iter().all(|status| matches!(status, 200 | 429)),
+        "{statuses:?}"
+    );
+    assert_eq!(made, 2, "{statuses:?}");
+    let open: i64 = store(&dir)
+        .query_row("SELECT COUNT(*) FROM sluice_batches", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(open as usize, made, "a refused batch is not kept");
+}
+
+/// A batch's status in the store (what a revoked key can no longer ask).
+fn batch_status(dir: &Path, id: &str) -> String {
+    store(dir)
+        .query_row(
+            "SELECT status FROM sluice_batches WHERE id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .unwrap()
 }
 
 /// Whether a runner ever claimed any of the batches `ids`.

@@ -99,6 +99,32 @@ pub struct Config {
     pub view: Arc<View>,
 }
 
+impl Config {
+    /// The models a virtual name (a route, the auto router, a split) can
+    /// send a call to; `None` for a name that is not virtual.
+    pub fn virtual_targets(&self, name: &str) -> Option<Vec<&str>> {
+        if let Some(route) = self.routes.iter().find(|route| route.name == name) {
+            let classes = route.by_priority.values().map(String::as_str);
+            return Some(
+                std::iter::once(route.default.as_str())
+                    .chain(classes)
+                    .collect(),
+            );
+        }
+        if let Some(auto) = self.auto.as_ref().filter(|auto| auto.name == name) {
+            return Some(auto.tiers.iter().map(|tier| tier.model.as_str()).collect());
+        }
+        let split = self.splits.iter().find(|split| split.name == name)?;
+        Some(
+            split
+                .variants
+                .iter()
+                .map(|variant| variant.model.as_str())
+                .collect(),
+        )
+    }
+}
+
 /// Stored responses (`previous_response_id`, `GET /v1/responses/{id}`...)
 /// live on the provider account that made them: which deployment made each
 /// id is remembered this long, in memory (bounded) and in Redis when set.

@@ -112,7 +112,10 @@ impl IntoResponse for JobsError {
             // Batches take minutes to hours; a client's back-off starts here.
             set_retry_after(response.headers_mut(), std::time::Duration::from_secs(60));
         }
-        if matches!(self, Self::TooLarge { .. } | Self::Stalled(_)) {
+        if matches!(
+            self,
+            Self::TooLarge { .. } | Self::StorageFull { .. } | Self::Stalled(_)
+        ) {
             // The rest of the upload may still be on its way.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,

@@ -173,7 +173,13 @@ pub struct Jobs {
     /// Wakes this replica's async runner when it accepts a job, so the job
     /// does not wait for the next poll.
     pub async_wake: tokio::sync::Notify,
+    /// A key's batch creates on this replica run one at a time (striped by
+    /// key), so its open-batch limit is counted exactly here.
+    pub create_stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of `Jobs::create_stripes`: keys share one only by hash.
+const CREATE_STRIPES: usize = 16;
 
 impl Jobs {
     /// Opens the job store named by `[batch] store`, or `None` when it is
@@ -204,7 +210,18 @@ impl Jobs {
             batch_wake: tokio::sync::Notify::new(),
             line_permits: Arc::new(tokio::sync::Semaphore::new(config.batch.max_concurrency)),
             async_wake: tokio::sync::Notify::new(),
+            create_stripes: (0..CREATE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })))
+    }
+
+    /// The stripe that serialises `key_id`'s batch creates on this replica.
+    pub fn create_stripe(&self, key_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key_id.hash(&mut hasher);
+        &self.create_stripes[hasher.finish() as usize % self.create_stripes.len()]
     }
 
     /// Starts this replica's batch runner, asynchronous-job runner and the

@@ -37,6 +37,9 @@ const JOB_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
 /// How long a job whose model is in maintenance waits before it is looked at again.
 const MAINTENANCE_RECHECK: Duration = Duration::from_millis(500);
+/// The same for a job whose replay met maintenance: replays are not free
+/// (each is a call through the pipeline, with its ledger record).
+const REPLAYED_MAINTENANCE_RECHECK: Duration = Duration::from_secs(30);
 
 /// How often expired jobs are deleted, and how many at a time.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -114,8 +117,8 @@ impl Runner {
         let release = tokio::select! {
             done = self.finish(&id) => match done {
                 Ok(Finished::Done) => false,
-                Ok(Finished::Waiting) => {
-                    let again = unix_now_ms().saturating_add(MAINTENANCE_RECHECK.as_millis() as i64);
+                Ok(Finished::Waiting(recheck)) => {
+                    let again = unix_now_ms().saturating_add(recheck.as_millis() as i64);
                     if let Err(error) = record::defer(&jobs.db, &id, &jobs.replica, again).await {
                         tracing::warn!(%error, job = %id, "async job not deferred");
                     }
@@ -158,13 +161,15 @@ impl Runner {
         };
         if job.status != Status::Completed {
             if model_of(&job).is_some_and(|model| self.jobs.internal.maintenance(&model)) {
-                return Ok(Finished::Waiting);
+                return Ok(Finished::Waiting(MAINTENANCE_RECHECK));
             }
             let answer = self.execute(&job).await;
-            // A model reached by another name (a virtual one) went into
-            // maintenance: the job waits for it like any other.
+            // The call met maintenance although its name did not say so (a
+            // virtual name with a target still up, or a level set since the
+            // check): it waits like any other, but is not replayed again
+            // soon, since each replay goes through the pipeline.
             if is_maintenance(&answer) {
-                return Ok(Finished::Waiting);
+                return Ok(Finished::Waiting(REPLAYED_MAINTENANCE_RECHECK));
             }
             if !record::complete(db, id, &self.jobs.replica, &answer).await? {
                 return Ok(Finished::Done);
@@ -245,8 +250,8 @@ impl Runner {
 enum Finished {
     /// Answered (or answered elsewhere), its callback attempted.
     Done,
-    /// Its model is in maintenance: back to the queue for a while.
-    Waiting,
+    /// Its model is in maintenance: back to the queue for this long.
+    Waiting(Duration),
 }
 
 /// Whether the pipeline refused the call because its model is in

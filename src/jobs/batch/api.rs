@@ -97,7 +97,6 @@ async fn create_batch(
             expiry_seconds(&expiry.seconds.to_string())
         })
         .transpose()?;
-    check_open_batches(jobs, owner).await?;
     let file = jobs
         .files
         .get(&asked.input_file_id, owner)
@@ -108,6 +107,11 @@ async fn create_batch(
             "The input file's purpose must be \"batch\".",
             Some("input_file_id"),
         ));
+    }
+    let limit = jobs.batch.max_open_batches_per_key;
+    let _one_create_at_a_time = jobs.create_stripe(&owner.key_id).lock().await;
+    if open_batches(jobs, owner).await? >= limit {
+        return Err(JobsError::TooManyBatches(limit));
     }
     let now = unix_now();
     let batch = Batch {
@@ -150,6 +154,22 @@ async fn create_batch(
             batch.to_values(),
         )
         .await?;
+    // Creates on other replicas may race this one past the check above:
+    // counted again with this one in, a batch past the limit is taken back
+    // while no runner has claimed it. Racers across replicas may all be
+    // refused; the limit holds.
+    if open_batches(jobs, owner).await? > limit {
+        let taken_back = jobs
+            .db
+            .execute(
+                "DELETE FROM sluice_batches WHERE id = $1 AND runner IS NULL",
+                vec![batch.id.as_str().into()],
+            )
+            .await?;
+        if taken_back == 1 {
+            return Err(JobsError::TooManyBatches(limit));
+        }
+    }
     super::runner::wake(jobs);
     Ok(batch)
 }
@@ -182,9 +202,8 @@ async fn visible(jobs: &Jobs, id: &str, owner: &Owner) -> Result<Batch, JobsErro
         .ok_or_else(|| JobsError::not_found("batch", id))
 }
 
-/// Refuses a new batch while the key has `max_open_batches_per_key` open.
-async fn check_open_batches(jobs: &Jobs, owner: &Owner) -> Result<(), JobsError> {
-    let limit = jobs.batch.max_open_batches_per_key;
+/// How many batches `owner` has open (`max_open_batches_per_key` bounds it).
+async fn open_batches(jobs: &Jobs, owner: &Owner) -> Result<usize, JobsError> {
     let row = jobs
         .db
         .query_one(
@@ -194,10 +213,7 @@ async fn check_open_batches(jobs: &Jobs, owner: &Owner) -> Result<(), JobsError>
         )
         .await?;
     let open = row.and_then(|row| row.first().and_then(|count| count.int()));
-    if open.unwrap_or(0) >= limit as i64 {
-        return Err(JobsError::TooManyBatches(limit));
-    }
-    Ok(())
+    Ok(usize::try_from(open.unwrap_or(0)).unwrap_or(0))
 }
 
 /// The batch object with its counts and usage summed now.

@@ -142,7 +142,16 @@ async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord
         .map_err(|rejection| JobsError::invalid(rejection.body_text(), None))?;
     let mut fields = Fields::default();
     let mut stored: Option<(Upload, String)> = None;
-    let limit = jobs.batch.max_file_bytes;
+    // The upload stops at the key's room as well as at the file limit: a
+    // file that would overfill the key is not streamed to its end first.
+    let room = quota - used;
+    let limit = jobs.batch.max_file_bytes.min(room);
+    let past_room = |error| match error {
+        JobsError::TooLarge { .. } if room < jobs.batch.max_file_bytes => {
+            JobsError::StorageFull { used, limit: quota }
+        }
+        error => error,
+    };
     loop {
         let field = match next_field(&mut form).await {
             Ok(Some(field)) => field,
@@ -164,7 +173,7 @@ async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord
             if let Err(error) = copy_field(field, &mut upload).await {
                 upload.abandon().await;
                 abandon(stored).await;
-                return Err(error);
+                return Err(past_room(error));
             }
             stored = Some((upload, filename));
             continue;
@@ -193,12 +202,6 @@ async fn store_upload(jobs: &Jobs, request: Request) -> Result<super::FileRecord
             return Err(error);
         }
     };
-    // Checked again with the size known: uploads racing each other may
-    // each pass, by at most one file each.
-    if used.saturating_add(upload.written()) > quota {
-        upload.abandon().await;
-        return Err(JobsError::StorageFull { used, limit: quota });
-    }
     let new = NewFile {
         owner: &owner,
         purpose,

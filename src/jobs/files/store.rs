@@ -251,7 +251,9 @@ impl Files {
     }
 
     /// One page of `owner`'s files: `after` an id, oldest or newest first.
-    /// Bytes of the files the key `owner` keeps now.
+    /// Bytes the key `owner` keeps now: its files, and the inputs it
+    /// deleted that its open batches still read (kept on disk until they
+    /// close, at most `max_open_batches_per_key` of them).
     pub async fn stored_bytes(&self, owner: &str) -> Result<u64, JobsError> {
         let row = self
             .db
@@ -261,8 +263,26 @@ impl Files {
                 vec![owner.into(), unix_now().into()],
             )
             .await?;
-        let bytes = row.and_then(|row| row.first().and_then(Value::int));
-        Ok(bytes.map_or(0, |bytes| bytes.max(0) as u64))
+        let listed = row.and_then(|row| row.first().and_then(Value::int));
+        let mut bytes = listed.map_or(0, |bytes| bytes.max(0) as u64);
+        let held = self
+            .db
+            .query(
+                "SELECT DISTINCT input_file_id FROM sluice_batches WHERE owner = $1 \
+                 AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
+                 AND input_file_id NOT IN (SELECT id FROM sluice_files)",
+                vec![owner.into()],
+            )
+            .await?;
+        for id in held
+            .into_iter()
+            .filter_map(|row| row.into_iter().next()?.into_text())
+        {
+            if let Ok(file) = tokio::fs::metadata(self.path(&id)).await {
+                bytes = bytes.saturating_add(file.len());
+            }
+        }
+        Ok(bytes)
     }
 
     pub async fn list(

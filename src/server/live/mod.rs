@@ -214,10 +214,17 @@ impl InternalCalls for Pipeline {
             return false;
         };
         let snapshot = live.snapshot();
-        snapshot.router.route(model).is_some_and(|route| {
-            let reading = snapshot.ladder.read(route, tokio::time::Instant::now());
-            reading.assessment.level == crate::degrade::Level::Maintenance
-        })
+        let in_maintenance = |model: &str| {
+            snapshot.router.route(model).is_some_and(|route| {
+                let reading = snapshot.ladder.read(route, tokio::time::Instant::now());
+                reading.assessment.level == crate::degrade::Level::Maintenance
+            })
+        };
+        // A virtual name is held while every model it can reach is.
+        match snapshot.config.virtual_targets(model) {
+            Some(targets) => !targets.is_empty() && targets.into_iter().all(in_maintenance),
+            None => in_maintenance(model),
+        }
     }
 
     fn meter_forwarded(&self, work: ForwardedUsage) {
