@@ -30,8 +30,9 @@ pub const ASYNC_TAG: &str = "sluice-internal:async";
 pub struct ForwardedUsage {
     /// The local batch id: the ledger record's request id and tag.
     pub batch_id: String,
-    /// The stable id of the key that made the batch.
+    /// The stable id of the key that made the batch, and its org then.
     pub key_id: String,
+    pub org: Option<String>,
     pub model: String,
     pub deployment: String,
     pub usage: Usage,

@@ -74,8 +74,6 @@ impl SharedPostgres {
     }
 }
 
-/// The error with its causes: tokio-postgres's own text for a server error
-/// is only "db error", the server's message is its source.
 /// A statement that adds `column` (its name, then its type) to `table`
 /// only when it is missing. `ADD COLUMN IF NOT EXISTS` would take the
 /// table's exclusive lock even when the column is there, and the schema
@@ -90,6 +88,8 @@ pub fn add_column(table: &str, column: &str) -> String {
     )
 }
 
+/// The error with its causes: tokio-postgres's own text for a server error
+/// is only "db error", the server's message is its source.
 pub fn describe(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);

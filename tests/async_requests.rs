@@ -705,7 +705,20 @@ async fn a_job_for_a_virtual_name_waits_out_maintenance() {
     let gateway = TestGateway::start(&toml).await;
     set_level(&gateway, json!(4)).await;
     let id = accepted(post_async(&gateway, &[], &chat("assistant")).await).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The runner has taken the job (twice: it was put back once) and left it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let attempts = || -> u32 {
+        query(&dir, "SELECT attempts FROM sluice_async_jobs")[0][0]
+            .parse()
+            .unwrap()
+    };
+    while attempts() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never took the job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let waiting = gateway
         .client
         .get(gateway.url(&format!("/v1/async/{id}")))

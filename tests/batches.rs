@@ -901,6 +901,49 @@ fn batch_status(dir: &Path, id: &str) -> String {
         .unwrap()
 }
 
+/// A reload that drops a key for a moment (an edit undone within a lease)
+/// does not end its running batch: the batch waits, then finishes every
+/// line once the key is back.
+#[tokio::test]
+async fn a_key_dropped_by_a_reload_for_a_moment_keeps_its_batch() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(300)));
+    let dir = temp_dir("dropped");
+    let head = format!(
+        "[server]\nwatch_config = false\n[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"none\"\n\
+         [usage]\nstore = \"none\"\n{}{}",
+        batch_section(&dir, "max_concurrency = 2"),
+        deployment("oa", &upstream, "")
+    );
+    let path = dir.join("sluice.toml");
+    let write = |keys: &str| std::fs::write(&path, format!("{head}{keys}")).unwrap();
+    write(KEYS);
+    let gateway = TestGateway::start_file(&path).await;
+    let reload = || async {
+        let response = gateway
+            .client
+            .post(gateway.url("/admin/reload"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+    let id = start_batch(&gateway, OWNER, &input(20)).await;
+    wait_recorded(&gateway, &id, 1).await;
+    let owner = "[[keys]]\nname = \"owner\"\nkey = \"sk-batch-owner-0001\"\norg = \"acme\"\n";
+    assert!(KEYS.starts_with(owner));
+    write(&KEYS[owner.len()..]);
+    reload().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    write(KEYS);
+    reload().await;
+    let done = wait_status(&gateway, &id, "completed").await;
+    assert_eq!(count(&done, "completed"), 20, "{done:#}");
+    assert_eq!(count(&done, "failed"), 0, "{done:#}");
+}
+
 /// Whether a runner ever claimed any of the batches `ids`.
 fn claimed_any(dir: &Path, ids: &[String]) -> bool {
     ids.iter().any(|id| {
@@ -921,8 +964,9 @@ fn claimed_any(dir: &Path, ids: &[String]) -> bool {
 #[tokio::test]
 async fn a_key_with_many_batches_does_not_hold_back_another_keys() {
     let upstream = FakeUpstream::start("oa").await;
-    // Long enough that every batch is made before the first slot frees.
-    upstream.set_default(Behavior::DelayHead(Duration::from_millis(1500)));
+    // Long enough that every batch is made before the first slot frees,
+    // on a loaded machine too.
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(3000)));
     let dir = temp_dir("turns");
     let gateway = TestGateway::start(&config(&dir, &upstream, "", "")).await;
     // The first four take the slots a few hundred ms apart, so they free

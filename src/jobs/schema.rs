@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS sluice_batches (
     upstream_output_tokens BIGINT, upstream_cached_tokens BIGINT);
 CREATE INDEX IF NOT EXISTS sluice_batches_listing ON sluice_batches (created_at, id);
 CREATE INDEX IF NOT EXISTS sluice_batches_owner ON sluice_batches (owner, status);
+CREATE INDEX IF NOT EXISTS sluice_batches_open ON sluice_batches (status, lease_until);
 CREATE TABLE IF NOT EXISTS sluice_batch_results (
     batch_id TEXT NOT NULL, line BIGINT NOT NULL, failed BIGINT NOT NULL,
     input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,

@@ -388,17 +388,14 @@ async fn send_lines(
     let mut retries: VecDeque<(Instant, Pending)> = VecDeque::new();
     let mut heartbeat = tokio::time::interval(jobs.batch.lease / 3);
     let mut end = None;
+    let mut key = KeyWatch {
+        missing_since: None,
+        grace: jobs.batch.lease,
+    };
     loop {
-        // The key as it is now: revoked, no line starts; changed (limits,
-        // allow-list, budget), the lines started from now on follow it.
-        match jobs.identity_of(&batch.owner) {
-            None => end = end.or(Some(End::Revoked)),
-            Some(key) if !Arc::ptr_eq(&key, &context.key) => {
-                context = Arc::new(context.for_key(key));
-            }
-            Some(_) => {}
-        }
+        let may_start = key.follow(jobs, batch, &mut context, &mut end);
         let blocked = end.is_none()
+            && may_start
             && fill(jobs, &context, source, &mut retries, &mut flight)
                 .await
                 .map_err(JobsError::Storage)?;
@@ -441,6 +438,40 @@ async fn send_lines(
             () = tokio::time::sleep(pause), if blocked => {}
             () = jobs.tasks.stopping() => return Ok(Some(End::Leave)),
         }
+    }
+}
+
+/// Follows the batch's key through a run. A change (limits, allow-list,
+/// budget) applies to the lines started after it. A key gone from the
+/// config in force starts no lines, and once it has been gone for `grace`
+/// (one lease) the run ends as revoked: a reload that drops a key for a
+/// moment (an edit undone, a runtime key left out) does not end its batches.
+struct KeyWatch {
+    missing_since: Option<Instant>,
+    grace: Duration,
+}
+
+impl KeyWatch {
+    /// Whether lines may start now; sets `end` once the key is gone for good.
+    fn follow(
+        &mut self,
+        jobs: &Jobs,
+        batch: &Batch,
+        context: &mut Arc<LineContext>,
+        end: &mut Option<End>,
+    ) -> bool {
+        let Some(key) = jobs.identity_of(&batch.owner) else {
+            let since = *self.missing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.grace {
+                *end = end.or(Some(End::Revoked));
+            }
+            return false;
+        };
+        self.missing_since = None;
+        if !Arc::ptr_eq(&key, &context.key) {
+            *context = Arc::new(context.for_key(key));
+        }
+        true
     }
 }
 

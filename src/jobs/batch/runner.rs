@@ -81,14 +81,15 @@ async fn claim_next(jobs: &Jobs) -> Result<Option<Batch>, JobsError> {
     let candidates = jobs
         .db
         .query(
-            "SELECT id FROM sluice_batches AS waiting WHERE status IN \
-             ('validating', 'in_progress', 'finalizing', 'cancelling') \
-             AND lease_until < $1 \
-             AND (paused_until <= $2 OR (expires_at <= $2 AND upstream_deployment IS NULL)) \
-             ORDER BY (SELECT COUNT(*) FROM sluice_batches AS running \
-                 WHERE running.owner = waiting.owner AND running.lease_until >= $1 \
-                 AND running.status IN ('validating', 'in_progress', 'finalizing', 'cancelling')), \
-             created_at LIMIT 8",
+            "SELECT waiting.id FROM sluice_batches AS waiting LEFT JOIN \
+             (SELECT owner, COUNT(*) AS running FROM sluice_batches WHERE lease_until >= $1 \
+              AND status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
+              GROUP BY owner) AS busy ON busy.owner = waiting.owner \
+             WHERE waiting.status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
+             AND waiting.lease_until < $1 \
+             AND (waiting.paused_until <= $2 \
+                  OR (waiting.expires_at <= $2 AND waiting.upstream_deployment IS NULL)) \
+             ORDER BY COALESCE(busy.running, 0), waiting.created_at LIMIT 8",
             vec![now.into(), unix_now().into()],
         )
         .await?;

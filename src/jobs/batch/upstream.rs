@@ -156,8 +156,7 @@ async fn forward(
         // is never called off by mistake.
         Err(error) => {
             tracing::warn!(batch = %batch.id, %error, "provider batch id not confirmed; reading it back");
-            let stored = record::load(&jobs.db, &batch.id).await.ok().flatten();
-            stored.map(|stored| stored.upstream_batch_id.as_deref() == Some(id.as_str()))
+            read_back(jobs, batch, &id).await
         }
     };
     match recorded {
@@ -177,6 +176,21 @@ async fn forward(
     }
     tracing::info!(batch = %batch.id, deployment = %deployment.name, upstream = %id, "batch forwarded");
     Ok(Forward::Created)
+}
+
+/// Whether the stored row holds `upstream_id`, read up to three times a
+/// second apart; `None` when the store cannot tell.
+async fn read_back(jobs: &Jobs, batch: &Batch, upstream_id: &str) -> Option<bool> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        if let Ok(stored) = record::load(&jobs.db, &batch.id).await {
+            let recorded = stored.and_then(|stored| stored.upstream_batch_id);
+            return Some(recorded.as_deref() == Some(upstream_id));
+        }
+    }
+    None
 }
 
 /// A provider's refusal fails the batch with its message; anything else

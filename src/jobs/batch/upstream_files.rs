@@ -261,6 +261,7 @@ fn meter(jobs: &Jobs, batch: &Batch, deployment: &Deployment, counts: &Counts) {
     jobs.internal.meter_forwarded(ForwardedUsage {
         batch_id: batch.id.clone(),
         key_id: batch.owner.clone(),
+        org: batch.org.clone(),
         model,
         deployment: deployment.name.to_string(),
         usage,

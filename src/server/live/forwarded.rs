@@ -20,13 +20,14 @@ pub fn meter(live: &Live, work: ForwardedUsage) {
     live.registries
         .metrics
         .record_usage(&work.model, &work.deployment, &work.usage, cost);
-    // A revoked key's batch is still recorded, under its stable id.
+    // A revoked key's batch is still billed and recorded: under its stable
+    // id, and to the org the batch was made in.
     let identity = snapshot.keys.by_id(&work.key_id);
     let key_id: Arc<str> = work.key_id.as_str().into();
     let name = identity
         .as_ref()
         .map_or(key_id.clone(), |key| key.name.clone());
-    let org = identity.as_ref().and_then(|key| key.org.clone());
+    let org: Option<Arc<str>> = work.org.as_deref().map(Arc::from);
     if let Some(budgets) = &snapshot.budgets {
         budgets.bill(key_id.clone(), org.clone(), cost);
     }
