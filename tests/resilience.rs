@@ -347,6 +347,50 @@ async fn the_only_deployment_is_retried_after_a_short_hint() {
     );
 }
 
+/// A call that finds the only deployment throttled for a moment (another
+/// call's 429 with a short hint) waits for it rather than being refused,
+/// above the batch class; a batch-class call is refused at once (its runner
+/// retries it after the hint).
+#[tokio::test]
+async fn a_first_try_waits_out_a_short_throttle_above_the_batch_class() {
+    let only = FakeUpstream::start("only").await;
+    only.push(Behavior::Reply {
+        status: 429,
+        headers: vec![("retry-after-ms", "400".into())],
+        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+    });
+    let gateway =
+        TestGateway::start(&format!("{}{}", open(""), deployment("only", &only, ""))).await;
+    let with_class = |class: &'static str| {
+        gateway
+            .client
+            .post(gateway.url("/v1/chat/completions"))
+            .header("x-sluice-priority", class)
+            .json(&chat("gpt-4o"))
+            .send()
+    };
+    let throttling = tokio::spawn(with_class("standard"));
+    // The first call's 429 has throttled the deployment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while only.calls() == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let batch = with_class("batch").await.unwrap();
+    assert_eq!(batch.status(), 503, "a batch-class call is not held");
+    let started = Instant::now();
+    let realtime = with_class("realtime").await.unwrap();
+    assert_eq!(
+        realtime.status(),
+        200,
+        "a realtime call waits out the throttle"
+    );
+    assert_eq!(realtime.headers()["x-sluice-attempts"], "1");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(throttling.await.unwrap().unwrap().status(), 200);
+}
+
 #[tokio::test]
 async fn no_retry_once_a_stream_has_started() {
     let (first, second, gateway) = two_groups("first", "second").await;

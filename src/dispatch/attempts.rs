@@ -110,6 +110,9 @@ enum Outcome {
     },
 }
 
+/// The longest a first try waits for a throttled model's deployments.
+const FIRST_TRY_WAIT: Duration = Duration::from_secs(1);
+
 pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
     call.route.budget.deposit();
     let mut next = first;
@@ -151,10 +154,15 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
                     Some(backend) => Arc::clone(backend),
                     None => {
                         // A retry may wait for the only backends to come back
-                        // (their hint), within bounds; a first try does not.
+                        // (their hint), within bounds. So may a first try
+                        // above the batch class when the wait is short: a
+                        // deployment throttled for a moment (a 429 burst's
+                        // hint) should not reach the caller as a refusal.
                         if let Some(earliest) = candidates.earliest {
                             let wait = earliest.saturating_duration_since(now);
-                            let may_wait = model_attempts > 0
+                            let first_may_wait =
+                                call.priority < Priority::Batch && wait <= FIRST_TRY_WAIT;
+                            let may_wait = (model_attempts > 0 || first_may_wait)
                                 && model_attempts < call.retry.max_attempts
                                 && wait <= call.retry.max_retry_after
                                 && earliest < call.deadline
