@@ -378,14 +378,7 @@ async fn reload_keeps_the_learnt_limit_within_new_bounds() {
     let next = path.with_extension("toml.next");
     std::fs::write(&next, toml(N / 2)).unwrap();
     std::fs::rename(&next, &path).unwrap();
-    let reloaded = gateway
-        .client
-        .post(gateway.url("/admin/reload"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200);
+    gateway.reload(ADMIN).await;
     let view = concurrency(&gateway).await;
     assert_eq!(view["max"].as_u64(), Some((N / 2) as u64), "{view}");
     // Clamped to the new ceiling (10), not restarted at 1: a fresh limit

@@ -920,25 +920,15 @@ async fn a_key_dropped_by_a_reload_for_a_moment_keeps_its_batch() {
     let write = |keys: &str| std::fs::write(&path, format!("{head}{keys}")).unwrap();
     write(KEYS);
     let gateway = TestGateway::start_file(&path).await;
-    let reload = || async {
-        let response = gateway
-            .client
-            .post(gateway.url("/admin/reload"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    };
     let id = start_batch(&gateway, OWNER, &input(20)).await;
     wait_recorded(&gateway, &id, 1).await;
     let owner = "[[keys]]\nname = \"owner\"\nkey = \"sk-batch-owner-0001\"\norg = \"acme\"\n";
     assert!(KEYS.starts_with(owner));
     write(&KEYS[owner.len()..]);
-    reload().await;
+    gateway.reload(ADMIN).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     write(KEYS);
-    reload().await;
+    gateway.reload(ADMIN).await;
     let done = wait_status(&gateway, &id, "completed").await;
     assert_eq!(count(&done, "completed"), 20, "{done:#}");
     assert_eq!(count(&done, "failed"), 0, "{done:#}");

@@ -259,14 +259,7 @@ async fn a_reload_keeps_a_forced_level() {
         format!("{toml}[[static_responses]]\ncontent = \"Back soon.\"\n"),
     )
     .unwrap();
-    let reloaded = gateway
-        .client
-        .post(gateway.url("/admin/reload"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200);
+    gateway.reload(ADMIN).await;
     assert_eq!(level(&gateway).await["forced_level"], 4);
     assert_eq!(chat(&gateway, &ask("hello")).await.status(), 503);
 }

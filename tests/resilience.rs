@@ -37,6 +37,15 @@ async fn two_groups(first: &str, second: &str) -> (FakeUpstream, FakeUpstream, T
     (a, b, gateway)
 }
 
+/// A 429 with one hint header, as OpenAI words it.
+fn rate_limited(header: &'static str, value: &str) -> Behavior {
+    Behavior::Reply {
+        status: 429,
+        headers: vec![(header, value.into())],
+        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
+    }
+}
+
 async fn ask(gateway: &TestGateway) -> reqwest::Response {
     gateway
         .post("/v1/chat/completions", None, &chat("gpt-4o"))
@@ -57,11 +66,7 @@ async fn admin_view(gateway: &TestGateway, name: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_throttled_deployment_rests_for_its_hint_while_the_next_group_serves() {
     let (primary, _backup, gateway) = two_groups("primary", "backup").await;
-    primary.push(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after", "1".into())],
-        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
+    primary.push(rate_limited("retry-after", "1"));
 
     let response = ask(&gateway).await;
     assert_eq!(response.status(), 200, "the client never sees the 429");
@@ -286,11 +291,7 @@ async fn a_model_whose_attempts_all_fail_falls_back_in_the_same_request() {
 #[tokio::test]
 async fn nothing_usable_is_a_503_that_says_when_to_come_back() {
     let only = FakeUpstream::start("only").await;
-    only.push(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after", "2".into())],
-        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
+    only.push(rate_limited("retry-after", "2"));
     let gateway = TestGateway::start(&format!(
         "{}{}",
         open("[retry]\nmax_retry_after = \"1s\""),
@@ -330,11 +331,7 @@ async fn nothing_usable_is_a_503_that_says_when_to_come_back() {
 #[tokio::test]
 async fn the_only_deployment_is_retried_after_a_short_hint() {
     let only = FakeUpstream::start("only").await;
-    only.push(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after-ms", "300".into())],
-        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
+    only.push(rate_limited("retry-after-ms", "300"));
     let gateway =
         TestGateway::start(&format!("{}{}", open(""), deployment("only", &only, ""))).await;
     let started = Instant::now();
@@ -354,11 +351,7 @@ async fn the_only_deployment_is_retried_after_a_short_hint() {
 #[tokio::test]
 async fn a_first_try_waits_out_a_short_throttle_above_the_batch_class() {
     let only = FakeUpstream::start("only").await;
-    only.push(Behavior::Reply {
-        status: 429,
-        headers: vec![("retry-after-ms", "400".into())],
-        body: r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#.into(),
-    });
+    only.push(rate_limited("retry-after-ms", "400"));
     let gateway =
         TestGateway::start(&format!("{}{}", open(""), deployment("only", &only, ""))).await;
     let with_class = |class: &'static str| {

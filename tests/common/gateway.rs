@@ -135,6 +135,19 @@ impl TestGateway {
         request.send().await.unwrap().json().await.unwrap()
     }
 
+    /// `POST /admin/reload` with the admin `token`; it must answer 200.
+    pub async fn reload(&self, token: &str) {
+        let url = self.url("/admin/reload");
+        let response = self
+            .client
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
     /// Makes a runtime key named `name` through `/admin/keys` with the
     /// admin `token`: its id and its secret (shown this once).
     pub async fn create_key(&self, token: &str, name: &str) -> (String, String) {
