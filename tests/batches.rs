@@ -315,6 +315,15 @@ async fn a_batch_runs_every_line_once_and_writes_the_upstreams_answers() {
     }
     let asked: BTreeSet<String> = (0..20).map(|i| format!("question {i}")).collect();
     assert_eq!(questions, asked);
+
+    // A closed batch keeps its counts on its row: it is shown the same
+    // without its line results (a list page sums nothing).
+    store(&dir)
+        .execute("DELETE FROM sluice_batch_results WHERE batch_id = ?1", [id])
+        .unwrap();
+    let again = batch(&gateway, OWNER, id).await;
+    assert_eq!(again["request_counts"], done["request_counts"]);
+    assert_eq!(again["usage"], done["usage"]);
 }
 
 #[tokio::test]

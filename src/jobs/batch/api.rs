@@ -140,7 +140,7 @@ async fn create_batch(
         cancelled_at: None,
         upstream_deployment: None,
         upstream_batch_id: None,
-        upstream_counts: None,
+        recorded_counts: None,
     };
     let placeholders: Vec<String> = (1..=batch.to_values().len())
         .map(|n| format!("${n}"))
@@ -218,6 +218,11 @@ async fn open_batches(jobs: &Jobs, owner: &Owner) -> Result<usize, JobsError> {
 
 /// The batch object with its counts and usage summed now.
 async fn shown(jobs: &Jobs, batch: &Batch) -> Result<Json, JobsError> {
+    if batch.recorded_counts.is_some() {
+        // Closed or forwarded: nothing to sum (a list page of closed
+        // batches reads no line results).
+        return Ok(batch.to_json(&record::Counts::default()));
+    }
     let counts = record::counts(&jobs.db, &batch.id).await?;
     Ok(batch.to_json(&counts))
 }

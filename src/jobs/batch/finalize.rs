@@ -76,6 +76,11 @@ pub async fn close(
 ) -> Result<(), JobsError> {
     let output = write_file(jobs, (batch, lease), false).await?;
     let errors = write_file(jobs, (batch, lease), true).await?;
+    // Kept on the row, so a closed batch is shown without summing its lines.
+    let counts = match batch.recorded_counts {
+        Some(counts) => counts,
+        None => super::record::counts(&jobs.db, &batch.id).await?,
+    };
     let now = unix_now();
     let (from, stamp) = match target {
         Status::Cancelled => (Status::Cancelling, "cancelled_at"),
@@ -85,12 +90,21 @@ pub async fn close(
     let moved = lease
         .transition(
             from,
-            &format!("status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4"),
+            &format!(
+                "status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4, \
+                 upstream_completed = $5, upstream_failed = $6, upstream_input_tokens = $7, \
+                 upstream_output_tokens = $8, upstream_cached_tokens = $9"
+            ),
             vec![
                 target.as_str().into(),
                 now.into(),
                 output.into(),
                 errors.into(),
+                counts.completed.into(),
+                counts.failed.into(),
+                counts.input_tokens.into(),
+                counts.output_tokens.into(),
+                counts.cached_tokens.into(),
             ],
         )
         .await?;

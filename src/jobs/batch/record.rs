@@ -96,8 +96,11 @@ pub struct Batch {
     pub upstream_deployment: Option<String>,
     /// The provider's id for it, once created there.
     pub upstream_batch_id: Option<String>,
-    /// The provider's counts and usage, shown in place of the local ones.
-    pub upstream_counts: Option<Counts>,
+    /// Counts and usage kept on the row, shown instead of summing the line
+    /// results: the provider's for a forwarded batch (mirrored while it
+    /// runs), the final ones once a batch closed here. Stored in the
+    /// `upstream_*` columns, named for their first use.
+    pub recorded_counts: Option<Counts>,
 }
 
 impl Batch {
@@ -130,7 +133,7 @@ impl Batch {
             cancelled_at: next().int(),
             upstream_deployment: next().into_text(),
             upstream_batch_id: next().into_text(),
-            upstream_counts: next().int().map(|completed| Counts {
+            recorded_counts: next().int().map(|completed| Counts {
                 completed,
                 failed: next().int().unwrap_or(0),
                 input_tokens: next().int().unwrap_or(0),
@@ -168,24 +171,24 @@ impl Batch {
             self.cancelled_at.into(),
             self.upstream_deployment.clone().into(),
             self.upstream_batch_id.clone().into(),
-            self.upstream_counts.map(|counts| counts.completed).into(),
-            self.upstream_counts.map(|counts| counts.failed).into(),
-            self.upstream_counts
+            self.recorded_counts.map(|counts| counts.completed).into(),
+            self.recorded_counts.map(|counts| counts.failed).into(),
+            self.recorded_counts
                 .map(|counts| counts.input_tokens)
                 .into(),
-            self.upstream_counts
+            self.recorded_counts
                 .map(|counts| counts.output_tokens)
                 .into(),
-            self.upstream_counts
+            self.recorded_counts
                 .map(|counts| counts.cached_tokens)
                 .into(),
         ]
     }
 
-    /// The OpenAI `batch` object; a forwarded batch shows the provider's
-    /// counts rather than `counts` (it records no lines here).
+    /// The OpenAI `batch` object, with its recorded counts when it has them
+    /// (forwarded or closed), else `counts`.
     pub fn to_json(&self, counts: &Counts) -> Json {
-        let counts = self.upstream_counts.as_ref().unwrap_or(counts);
+        let counts = self.recorded_counts.as_ref().unwrap_or(counts);
         let parse = |text: &Option<String>| {
             text.as_deref()
                 .and_then(|text| serde_json::from_str::<Json>(text).ok())
