@@ -362,7 +362,7 @@ async fn reload_keeps_the_learnt_limit_within_new_bounds() {
     let (_hidden, base_url) = Hidden::start(N).await;
     let toml = |max: usize| {
         format!(
-            "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n[auth]\nrequired = false\n\
+            "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n[auth]\nrequired = false\n\
              [admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"none\"\n[retry]\nmax_attempts = 4\n\
              [[deployments]]\nname = \"hidden\"\nprovider = \"openai\"\nbase_url = \"{base_url}\"\n\
              models = [\"gpt-4o\"]\nconcurrency = \"adaptive\"\nmax_concurrency = {max}\n"

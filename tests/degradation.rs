@@ -246,8 +246,8 @@ async fn a_reload_keeps_a_forced_level() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sluice.toml");
     let toml = format!(
-        "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n{}",
-        config(&upstream, "60s")
+        "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n{}",
+        config(&upstream, "60s").replace("[admin]\n", "[admin]\nkeys_store = \"none\"\n")
     );
     std::fs::write(&path, &toml).unwrap();
     let gateway = TestGateway::start_file(&path).await;

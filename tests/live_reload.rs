@@ -41,7 +41,7 @@ fn rewrite(path: &Path, toml: &str) {
 /// failed-auth throttle (tests present removed keys on purpose).
 fn base(watch: bool) -> String {
     format!(
-        "[server]\nwatch_config = {watch}\n[usage]\nstore = \"none\"\n[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"none\"\n[auth]\nfailed_auth_per_minute = 0\n"
+        "[server]\nwatch_config = {watch}\n[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"none\"\n[auth]\nfailed_auth_per_minute = 0\n"
     )
 }
 

@@ -23,9 +23,10 @@ impl TestGateway {
         Self::start_with_env(toml, &HashMap::new()).await
     }
 
-    /// Without a `[usage]` section the ledger is off, and without an
-    /// `[admin] keys_store` the runtime keys store is, so tests do not write
-    /// `data/usage.db` or `data/keys.sqlite` into the checkout.
+    /// Without a `[usage]` section the ledger is off, without an `[admin]
+    /// keys_store` the runtime keys store is, and without a `[batch]` section
+    /// the job store is, so tests do not write `data/usage.db`,
+    /// `data/keys.sqlite` or `data/jobs.sqlite` into the checkout.
     pub async fn start_with_env(toml: &str, env: &HashMap<String, String>) -> Self {
         let mut env = env.clone();
         if !toml.contains("[usage]") {
@@ -33,6 +34,10 @@ impl TestGateway {
         }
         if !toml.contains("keys_store") {
             env.insert("SLUICE__ADMIN__KEYS_STORE".into(), "none".into());
+        }
+        // Nor `data/jobs.sqlite`, which tests running at once would share.
+        if !toml.contains("[batch]") {
+            env.insert("SLUICE__BATCH__STORE".into(), "none".into());
         }
         let config = load_from_str(toml, "test", &env).unwrap();
         Self::start_config(config).await
