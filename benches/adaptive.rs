@@ -28,20 +28,18 @@
 mod common;
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "common/quota.rs"]
+mod quota;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use http::header::CONTENT_TYPE;
 
-use common::{BODY, COMPLETION, KEY, env_or};
+use common::{BODY, KEY, env_or};
 use process::{SluiceProcess, TempDir, free_port};
+use quota::Quota;
 
 /// How often the learnt limit is read from `/metrics`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -49,59 +47,6 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// The deployment's name, as `/metrics` labels it.
 const DEPLOYMENT: &str = "quota";
-
-/// The fake upstream's hidden capacity and its counters.
-struct Capacity {
-    slots: usize,
-    latency: Duration,
-    in_flight: AtomicUsize,
-    answered: AtomicU64,
-    throttled: AtomicU64,
-}
-
-impl Capacity {
-    fn per_second(&self) -> f64 {
-        self.slots as f64 / self.latency.as_secs_f64()
-    }
-
-    /// (answered, throttled) so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.answered.load(Ordering::Relaxed),
-            self.throttled.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Answers after `latency` while fewer than `slots` are in flight, else a
-/// 429 at once, as a provider's concurrency quota does.
-async fn capacity_completion(State(capacity): State<Arc<Capacity>>) -> Response {
-    let before = capacity.in_flight.fetch_add(1, Ordering::SeqCst);
-    if before >= capacity.slots {
-        capacity.in_flight.fetch_sub(1, Ordering::SeqCst);
-        capacity.throttled.fetch_add(1, Ordering::Relaxed);
-        return (
-            http::StatusCode::TOO_MANY_REQUESTS,
-            [("content-type", "application/json"), ("retry-after-ms", "20")],
-            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
-        )
-            .into_response();
-    }
-    tokio::time::sleep(capacity.latency).await;
-    capacity.in_flight.fetch_sub(1, Ordering::SeqCst);
-    capacity.answered.fetch_add(1, Ordering::Relaxed);
-    ([(CONTENT_TYPE, "application/json")], COMPLETION).into_response()
-}
-
-async fn start_upstream(capacity: Arc<Capacity>) -> SocketAddr {
-    let app = Router::new()
-        .route("/v1/chat/completions", post(capacity_completion))
-        .with_state(capacity);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 /// `deployment_extra` goes into the deployment's section (its concurrency
 /// settings).
@@ -187,12 +132,7 @@ impl Outcome {
 
 /// `load.clients` loops call `url` back to back; calls finishing inside the
 /// window count. With `metrics_base`, the learnt limit is sampled meanwhile.
-async fn run(
-    url: &str,
-    metrics_base: Option<&str>,
-    capacity: &Arc<Capacity>,
-    load: &Load,
-) -> Outcome {
+async fn run(url: &str, metrics_base: Option<&str>, capacity: &Arc<Quota>, load: &Load) -> Outcome {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(load.clients * 2)
         .build()
@@ -265,7 +205,7 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
-fn report(label: &str, outcome: &mut Outcome, capacity: &Capacity, load: &Load) {
+fn report(label: &str, outcome: &mut Outcome, capacity: &Quota, load: &Load) {
     outcome.answered.sort_unstable();
     let calls = outcome.answered.len() + outcome.errors;
     let (answered, throttled) = outcome.upstream;
@@ -288,19 +228,16 @@ fn report(label: &str, outcome: &mut Outcome, capacity: &Capacity, load: &Load) 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let slots = env_or("BENCH_ADAPTIVE_SLOTS", 16usize).max(1);
-    let capacity = Arc::new(Capacity {
+    let capacity = Quota::new(
         slots,
-        latency: Duration::from_millis(env_or("BENCH_ADAPTIVE_LATENCY_MS", 20u64).max(1)),
-        in_flight: AtomicUsize::new(0),
-        answered: AtomicU64::new(0),
-        throttled: AtomicU64::new(0),
-    });
+        Duration::from_millis(env_or("BENCH_ADAPTIVE_LATENCY_MS", 20u64).max(1)),
+    );
     let load = Load {
         clients: env_or("BENCH_ADAPTIVE_CLIENTS", 3 * slots).max(1),
         warmup: Duration::from_secs_f64(env_or("BENCH_ADAPTIVE_WARMUP_SECONDS", 1.0f64).max(0.0)),
         window: Duration::from_secs_f64(env_or("BENCH_ADAPTIVE_SECONDS", 7.0f64).max(0.1)),
     };
-    let upstream = start_upstream(capacity.clone()).await;
+    let upstream = capacity.serve().await;
     println!(
         "adaptive bench: sluice as its own process; upstream capacity {} in flight × {} ms = {:.0} req/s, 429 (retry-after-ms: 20) beyond; {} client loops, {:.1} s warm-up + {:.1} s measured per scenario",
         capacity.slots,

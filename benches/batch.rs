@@ -30,20 +30,19 @@
 mod common;
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "common/quota.rs"]
+mod quota;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use http::header::CONTENT_TYPE;
 use serde_json::Value;
 
-use common::{COMPLETION, KEY, env_or};
+use common::{KEY, env_or};
 use process::{SluiceProcess, TempDir, free_port};
+use quota::Quota;
 
 /// RSS sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -51,51 +50,6 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// Longest one batch may take before the bench gives up.
 const BATCH_DEADLINE: Duration = Duration::from_secs(150);
-
-/// The fake upstream's quota and its counters.
-struct Quota {
-    slots: usize,
-    latency: Duration,
-    in_flight: AtomicUsize,
-    answered: AtomicU64,
-    throttled: AtomicU64,
-}
-
-impl Quota {
-    fn per_second(&self) -> f64 {
-        self.slots as f64 / self.latency.as_secs_f64()
-    }
-}
-
-/// Answers after `latency` while fewer than `slots` are in flight, else a
-/// 429 at once, as a provider's concurrency quota does.
-async fn quota_completion(State(quota): State<Arc<Quota>>) -> Response {
-    let before = quota.in_flight.fetch_add(1, Ordering::SeqCst);
-    if before >= quota.slots {
-        quota.in_flight.fetch_sub(1, Ordering::SeqCst);
-        quota.throttled.fetch_add(1, Ordering::Relaxed);
-        return (
-            http::StatusCode::TOO_MANY_REQUESTS,
-            [("content-type", "application/json"), ("retry-after-ms", "20")],
-            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
-        )
-            .into_response();
-    }
-    tokio::time::sleep(quota.latency).await;
-    quota.in_flight.fetch_sub(1, Ordering::SeqCst);
-    quota.answered.fetch_add(1, Ordering::Relaxed);
-    ([(CONTENT_TYPE, "application/json")], COMPLETION).into_response()
-}
-
-async fn start_quota_upstream(quota: Arc<Quota>) -> std::net::SocketAddr {
-    let app = Router::new()
-        .route("/v1/chat/completions", post(quota_completion))
-        .with_state(quota);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 /// `deployment_extra` goes into the deployment's section (e.g. its
 /// `max_concurrency`).
@@ -400,14 +354,11 @@ fn report(label: &str, lines: usize, run: &Run, quota: &Quota, baseline: f64, id
 async fn main() {
     let big = env_or("BENCH_BATCH_LINES", 50_000usize).max(1);
     let small = env_or("BENCH_BATCH_SMALL_LINES", 5_000usize).max(1);
-    let quota = Arc::new(Quota {
-        slots: env_or("BENCH_QUOTA_SLOTS", 16usize).max(1),
-        latency: Duration::from_millis(env_or("BENCH_QUOTA_LATENCY_MS", 20u64).max(1)),
-        in_flight: AtomicUsize::new(0),
-        answered: AtomicU64::new(0),
-        throttled: AtomicU64::new(0),
-    });
-    let upstream = start_quota_upstream(quota.clone()).await;
+    let quota = Quota::new(
+        env_or("BENCH_QUOTA_SLOTS", 16usize).max(1),
+        Duration::from_millis(env_or("BENCH_QUOTA_LATENCY_MS", 20u64).max(1)),
+    );
+    let upstream = quota.serve().await;
     let sluice = start_sluice(upstream, "").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = rss_mib(sluice.child.id()).unwrap_or(0.0);
