@@ -6,10 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::gateway::{chat, deployment, error_of};
+use common::process::TempDir;
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::{Value, json};
 
@@ -17,11 +18,9 @@ const KEY: &str = "sk-async-key-0001";
 const OTHER: &str = "sk-async-key-0002";
 const ADMIN: &str = "admin-token-0123456789";
 
-/// A fresh directory for one test's job store.
-fn store_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-async-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test's job store, removed at its end.
+fn store_dir() -> TempDir {
+    TempDir::new("sluice-async")
 }
 
 fn config(dir: &Path, upstream: &FakeUpstream, extra: &str) -> String {
@@ -138,7 +137,6 @@ async fn a_job_is_answered_later_with_what_a_synchronous_call_returns() {
     // The same answer again, to another poll.
     let again = answer(&gateway, &id, KEY).await;
     assert_eq!(again.json::<Value>().await.unwrap(), sync);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -157,7 +155,6 @@ async fn x_sluice_async_asks_the_same() {
         .unwrap();
     let id = accepted(response).await;
     assert_eq!(answer(&gateway, &id, KEY).await.status(), 200);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -171,7 +168,6 @@ async fn upstream_errors_are_stored_with_their_status() {
     let done = answer(&gateway, &id, KEY).await;
     assert_eq!(done.status(), 500);
     error_of(done).await;
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// An answer past the 32 MiB kept for a job is not held: the gateway stops
@@ -190,7 +186,6 @@ async fn an_answer_too_large_to_keep_is_stored_as_a_502() {
     assert_eq!(done.status(), 502);
     assert_eq!(error_of(done).await["code"], "response_too_large");
     assert!(upstream.wait_stream_dropped(Duration::from_secs(5)).await);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -209,7 +204,6 @@ async fn throttled_answers_are_stored_as_the_answer() {
     let done = answer(&gateway, &id, KEY).await;
     assert_eq!(done.status(), 429);
     error_of(done).await;
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -244,7 +238,6 @@ async fn only_the_key_that_asked_sees_the_job() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -294,7 +287,6 @@ async fn what_cannot_be_answered_later_is_refused_at_once() {
         .unwrap();
     assert_eq!(not_json.status(), 400);
     assert_eq!(upstream.calls(), 0);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -311,7 +303,6 @@ async fn callbacks_are_refused_when_no_host_is_allowed() {
     )
     .await;
     assert_eq!(response.status(), 400);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -332,7 +323,6 @@ async fn without_the_preference_calls_are_answered_as_before() {
     assert!(response.headers().get("location").is_none());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -343,7 +333,6 @@ async fn disabled_async_requests_are_answered_synchronously() {
     let gateway = TestGateway::start(&toml).await;
     let response = post_async(&gateway, &[], &chat("gpt-4o")).await;
     assert_eq!(response.status(), 200);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A callback receiver on 127.0.0.1: its URL, and what it is sent.
@@ -401,7 +390,6 @@ async fn the_callback_receives_the_job_and_its_answer() {
     }
     let again = tokio::time::timeout(Duration::from_millis(500), received.recv()).await;
     assert!(again.is_err(), "the callback was delivered twice");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -430,7 +418,6 @@ async fn a_job_survives_a_restart() {
     let body: Value = done.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(upstream.calls(), 2);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -478,7 +465,6 @@ async fn a_job_whose_replica_died_is_run_once_its_lease_runs_out() {
         metrics.contains("sluice_async_jobs_total{result=\"succeeded\"} 1"),
         "{metrics}"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -501,7 +487,6 @@ async fn the_stored_job_holds_no_credentials() {
     assert!(!text.contains("authorization"), "{text}");
     assert!(!text.contains("api-key"), "{text}");
     assert!(text.contains("x-sluice-priority"), "{text}");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Every column of every row `sql` selects from the test's job store, as text.
@@ -552,7 +537,6 @@ async fn a_fleet_on_postgresql_shares_its_jobs() {
     assert_eq!(upstream.calls(), ids.len());
     drop((one, two));
     database.drop_database().await;
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
@@ -581,7 +565,6 @@ async fn a_key_with_its_backlog_full_gets_429_and_other_keys_do_not() {
         .await
         .unwrap();
     accepted(other).await;
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Forces `gpt-4o`'s degradation level (`null` lifts the override).
@@ -688,7 +671,6 @@ async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
         "invalid_api_key"
     );
     assert_eq!(upstream.calls(), 0);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A job naming a virtual model whose model is in maintenance waits for it
@@ -732,5 +714,4 @@ async fn a_job_for_a_virtual_name_waits_out_maintenance() {
     let done = answer(&gateway, &id, KEY).await;
     assert_eq!(done.status(), 200);
     assert_eq!(upstream.calls(), 1);
-    std::fs::remove_dir_all(dir).ok();
 }

@@ -9,11 +9,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::gateway::{chat, deployment};
 use common::postgres::{PLAIN, TestDatabase};
+use common::process::TempDir;
 use common::{Behavior, FakeUpstream, TestGateway};
 use serde_json::{Value, json};
 
@@ -28,26 +29,8 @@ const KEYS: &str = "[[keys]]\nname = \"owner\"\nkey = \"sk-batch-owner-0001\"\no
 
 /// A fresh directory for one test's job store and files, removed at the
 /// end of the test.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("sluice-batches-{tag}-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("sluice-batches-{tag}"))
 }
 
 /// `[batch]` on SQLite in `dir`, polling fast, with the shortest lease;

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::TestGateway;
+use common::process::TempDir;
 use serde_json::{Value, json};
 
 const OWNER: &str = "sk-upbatch-owner-0001";
@@ -329,18 +330,8 @@ fn batch_object(id: &str, batch: &FakeBatch) -> Value {
 }
 
 /// A fresh directory for one test's job store and files.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("sluice-upbatch-{tag}-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("sluice-upbatch-{tag}"))
 }
 
 fn config(dir: &FsPath, deployment: &str) -> String {
