@@ -11,7 +11,7 @@ use super::super::db::Value;
 use super::super::files::FileRecord;
 use super::super::{Jobs, JobsError, unix_now};
 use super::line::error_text;
-use super::record::{Batch, Status};
+use super::record::{Batch, Counts, Status};
 use super::run::record;
 use super::runner::Lease;
 use super::validate::{InputLine, Lines, Read, is_blank};
@@ -91,21 +91,18 @@ pub async fn close(
         .transition(
             from,
             &format!(
-                "status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4, \
-                 upstream_completed = $5, upstream_failed = $6, upstream_input_tokens = $7, \
-                 upstream_output_tokens = $8, upstream_cached_tokens = $9"
+                "status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4, {}",
+                Counts::assignments(5)
             ),
-            vec![
+            [
                 target.as_str().into(),
                 now.into(),
                 output.into(),
                 errors.into(),
-                counts.completed.into(),
-                counts.failed.into(),
-                counts.input_tokens.into(),
-                counts.output_tokens.into(),
-                counts.cached_tokens.into(),
-            ],
+            ]
+            .into_iter()
+            .chain(counts.values())
+            .collect(),
         )
         .await?;
     if moved {

@@ -245,6 +245,39 @@ pub struct Counts {
     pub cached_tokens: i64,
 }
 
+/// The row's columns that keep `Batch::recorded_counts`, in `Counts` order.
+const RECORDED_COLUMNS: [&str; 5] = [
+    "upstream_completed",
+    "upstream_failed",
+    "upstream_input_tokens",
+    "upstream_output_tokens",
+    "upstream_cached_tokens",
+];
+
+impl Counts {
+    /// `SET` assignments that keep counts on the row, with parameters
+    /// numbered from `$first`; `values` gives them.
+    pub fn assignments(first: usize) -> String {
+        let assigned: Vec<String> = RECORDED_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(offset, column)| format!("{column} = ${}", first + offset))
+            .collect();
+        assigned.join(", ")
+    }
+
+    /// The parameters of `assignments`, in order.
+    pub fn values(&self) -> [Value; 5] {
+        [
+            self.completed.into(),
+            self.failed.into(),
+            self.input_tokens.into(),
+            self.output_tokens.into(),
+            self.cached_tokens.into(),
+        ]
+    }
+}
+
 /// Sums a batch's recorded lines.
 pub async fn counts(db: &Db, batch_id: &str) -> Result<Counts, JobsError> {
     let rows = db

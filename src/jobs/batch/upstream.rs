@@ -309,20 +309,15 @@ fn terminal(object: &Json) -> Option<Status> {
 }
 
 async fn mirror(jobs: &Jobs, batch: &Batch, counts: &Counts) -> Result<(), JobsError> {
+    let mut values = counts.values().to_vec();
+    values.extend([batch.id.as_str().into(), jobs.replica.as_str().into()]);
     jobs.db
         .execute(
-            "UPDATE sluice_batches SET upstream_completed = $1, upstream_failed = $2, \
-             upstream_input_tokens = $3, upstream_output_tokens = $4, upstream_cached_tokens = $5 \
-             WHERE id = $6 AND runner = $7",
-            vec![
-                counts.completed.into(),
-                counts.failed.into(),
-                counts.input_tokens.into(),
-                counts.output_tokens.into(),
-                counts.cached_tokens.into(),
-                batch.id.as_str().into(),
-                jobs.replica.as_str().into(),
-            ],
+            &format!(
+                "UPDATE sluice_batches SET {} WHERE id = $6 AND runner = $7",
+                Counts::assignments(1)
+            ),
+            values,
         )
         .await?;
     Ok(())

@@ -218,22 +218,19 @@ pub async fn close(
             batch.status,
             &format!(
                 "status = $1, {stamp} = $2, output_file_id = $3, error_file_id = $4, \
-                 errors = COALESCE($5, errors), upstream_completed = $6, upstream_failed = $7, \
-                 upstream_input_tokens = $8, upstream_output_tokens = $9, \
-                 upstream_cached_tokens = $10"
+                 errors = COALESCE($5, errors), {}",
+                Counts::assignments(6)
             ),
-            vec![
+            [
                 target.as_str().into(),
                 unix_now().into(),
                 output.into(),
                 error.into(),
                 errors.into(),
-                counts.completed.into(),
-                counts.failed.into(),
-                counts.input_tokens.into(),
-                counts.output_tokens.into(),
-                counts.cached_tokens.into(),
-            ],
+            ]
+            .into_iter()
+            .chain(counts.values())
+            .collect(),
         )
         .await?;
     if moved {
