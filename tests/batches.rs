@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::batch_api::{create, start_batch, upload};
 use common::gateway::{chat, deployment};
 use common::postgres::{PLAIN, TestDatabase};
 use common::process::TempDir;
@@ -73,62 +74,8 @@ fn ids(count: usize) -> BTreeSet<String> {
     (0..count).map(|i| format!("r{i}")).collect()
 }
 
-async fn upload(gateway: &TestGateway, key: &str, bytes: &str) -> Value {
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes.as_bytes().to_vec()).file_name("input.jsonl"),
-        );
-    let response = gateway
-        .client
-        .post(gateway.url("/v1/files"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "upload refused: {body}");
-    body
-}
-
-async fn create(gateway: &TestGateway, key: &str, file_id: &str) -> Value {
-    let response = gateway
-        .post(
-            "/v1/batches",
-            Some(key),
-            &json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                    "completion_window": "24h", "metadata": {"job": "nightly"}}),
-        )
-        .await;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "batch refused: {body}");
-    assert_eq!(body["status"], "validating");
-    body
-}
-
-/// Uploads `bytes` and starts a batch on them; returns the batch id.
-async fn start_batch(gateway: &TestGateway, key: &str, bytes: &str) -> String {
-    let file = upload(gateway, key, bytes).await;
-    let batch = create(gateway, key, file["id"].as_str().unwrap()).await;
-    batch["id"].as_str().unwrap().to_owned()
-}
-
-async fn get(gateway: &TestGateway, key: &str, path: &str) -> reqwest::Response {
-    gateway
-        .client
-        .get(gateway.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn batch(gateway: &TestGateway, key: &str, id: &str) -> Value {
-    let response = get(gateway, key, &format!("/v1/batches/{id}")).await;
+    let response = gateway.get_as(key, &format!("/v1/batches/{id}")).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }
@@ -183,7 +130,9 @@ async fn content(gateway: &TestGateway, key: &str, file_id: &Value) -> Vec<Value
     let Some(file_id) = file_id.as_str() else {
         return Vec::new();
     };
-    let response = get(gateway, key, &format!("/v1/files/{file_id}/content")).await;
+    let response = gateway
+        .get_as(key, &format!("/v1/files/{file_id}/content"))
+        .await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     text.lines()
@@ -264,7 +213,8 @@ async fn a_batch_runs_every_line_once_and_writes_the_upstreams_answers() {
     }
 
     let output_id = done["output_file_id"].as_str().unwrap();
-    let output_file: Value = get(&gateway, OWNER, &format!("/v1/files/{output_id}"))
+    let output_file: Value = gateway
+        .get_as(OWNER, &format!("/v1/files/{output_id}"))
         .await
         .json()
         .await
@@ -460,7 +410,7 @@ async fn assert_reach(gateway: &TestGateway, key: &str, done: &Value, allowed: b
         ),
     ];
     for path in paths {
-        let response = get(gateway, key, &path).await;
+        let response = gateway.get_as(key, &path).await;
         assert_eq!(response.status(), expected, "{key} on {path}");
         if !allowed {
             let error = common::gateway::error_of(response).await;
@@ -774,7 +724,9 @@ async fn a_revoked_keys_batches_close() {
     let calls = upstream.calls();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(upstream.calls(), calls);
-    let refused = get(&gateway, secret, &format!("/v1/batches/{running}")).await;
+    let refused = gateway
+        .get_as(secret, &format!("/v1/batches/{running}"))
+        .await;
     assert_eq!(refused.status(), 401);
 }
 
@@ -809,7 +761,8 @@ async fn a_key_is_held_to_its_stored_bytes_and_open_batches() {
         assert_eq!(error["code"], "file_storage_limit_exceeded", "{error:?}");
     };
     refused().await;
-    let listed: Value = get(&gateway, OWNER, "/v1/files")
+    let listed: Value = gateway
+        .get_as(OWNER, "/v1/files")
         .await
         .json()
         .await

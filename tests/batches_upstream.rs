@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::TestGateway;
+use common::batch_api::start_batch;
 use common::process::TempDir;
 use serde_json::{Value, json};
 
@@ -365,52 +366,12 @@ fn input(lines: &[&str]) -> String {
         .collect()
 }
 
-async fn start_batch(gateway: &TestGateway, bytes: &str) -> String {
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes.as_bytes().to_vec()).file_name("input.jsonl"),
-        );
-    let file: Value = gateway
-        .client
-        .post(gateway.url("/v1/files"))
-        .bearer_auth(OWNER)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let response = gateway
-        .post(
-            "/v1/batches",
-            Some(OWNER),
-            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
-                    "completion_window": "24h", "metadata": {"job": "nightly"}}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let batch: Value = response.json().await.unwrap();
-    batch["id"].as_str().unwrap().to_owned()
-}
-
-async fn get_as(gateway: &TestGateway, key: &str, path: &str) -> reqwest::Response {
-    gateway
-        .client
-        .get(gateway.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Polls the batch until its status is `status` (within 20 s).
 async fn wait_status(gateway: &TestGateway, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let shown: Value = get_as(gateway, OWNER, &format!("/v1/batches/{id}"))
+        let shown: Value = gateway
+            .get_as(OWNER, &format!("/v1/batches/{id}"))
             .await
             .json()
             .await
@@ -427,12 +388,9 @@ async fn wait_status(gateway: &TestGateway, id: &str, status: &str) -> Value {
 }
 
 async fn file_text(gateway: &TestGateway, key: &str, id: &Value) -> reqwest::Response {
-    get_as(
-        gateway,
-        key,
-        &format!("/v1/files/{}/content", id.as_str().unwrap()),
-    )
-    .await
+    gateway
+        .get_as(key, &format!("/v1/files/{}/content", id.as_str().unwrap()))
+        .await
 }
 
 #[tokio::test]
@@ -440,7 +398,7 @@ async fn a_forwarded_batch_mirrors_the_providers_batch_and_its_files() {
     let provider = FakeProvider::start().await;
     let dir = temp_dir("flow");
     let gateway = TestGateway::start(&config(&dir.0, &openai(&provider))).await;
-    let id = start_batch(&gateway, &input(&["r0", "r1", "bad0"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0", "r1", "bad0"])).await;
 
     let done = wait_status(&gateway, &id, "completed").await;
     assert_eq!(
@@ -475,19 +433,19 @@ async fn a_forwarded_batch_mirrors_the_providers_batch_and_its_files() {
         assert_eq!(response.status(), 200);
         assert_eq!(response.bytes().await.unwrap().as_ref(), remote.as_slice());
     }
-    let meta: Value = get_as(
-        &gateway,
-        OWNER,
-        &format!("/v1/files/{}", done["output_file_id"].as_str().unwrap()),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let meta: Value = gateway
+        .get_as(
+            OWNER,
+            &format!("/v1/files/{}", done["output_file_id"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(meta["purpose"], "batch_output");
 
     // Another tenant sees neither the batch nor its files.
-    let other = get_as(&gateway, STRANGER, &format!("/v1/batches/{id}")).await;
+    let other = gateway.get_as(STRANGER, &format!("/v1/batches/{id}")).await;
     assert_eq!(other.status(), 404);
     assert_eq!(
         file_text(&gateway, STRANGER, &done["output_file_id"])
@@ -532,7 +490,7 @@ async fn a_forwarded_batch_is_billed_once_when_it_closes() {
         config(&dir.0, &openai(&provider))
     );
     let gateway = TestGateway::start(&toml).await;
-    let id = start_batch(&gateway, &input(&["r0", "r1", "bad0"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0", "r1", "bad0"])).await;
     wait_status(&gateway, &id, "completed").await;
     // 20 prompt and 10 completion tokens at $2.50 and $10 per million,
     // half off.
@@ -588,7 +546,7 @@ async fn a_cancel_is_passed_on_and_the_batch_ends_cancelled() {
     provider.state().hold = true;
     let dir = temp_dir("cancel");
     let gateway = TestGateway::start(&config(&dir.0, &openai(&provider))).await;
-    let id = start_batch(&gateway, &input(&["r0", "r1"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0", "r1"])).await;
     provider.created_batch().await;
     // Wait until the id is recorded and the batch is being polled.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -601,7 +559,8 @@ async fn a_cancel_is_passed_on_and_the_batch_ends_cancelled() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let running: Value = get_as(&gateway, OWNER, &format!("/v1/batches/{id}"))
+    let running: Value = gateway
+        .get_as(OWNER, &format!("/v1/batches/{id}"))
         .await
         .json()
         .await
@@ -633,7 +592,7 @@ async fn a_provider_error_while_polling_is_retried() {
     provider.state().fail_polls = 3;
     let dir = temp_dir("retry");
     let gateway = TestGateway::start(&config(&dir.0, &openai(&provider))).await;
-    let id = start_batch(&gateway, &input(&["r0"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0"])).await;
     let done = wait_status(&gateway, &id, "completed").await;
     assert_eq!(done["request_counts"]["completed"], 1);
     let polls = provider
@@ -650,7 +609,7 @@ async fn a_provider_refusing_the_batch_fails_it_with_its_message() {
     provider.state().refuse_create = true;
     let dir = temp_dir("refuse");
     let gateway = TestGateway::start(&config(&dir.0, &openai(&provider))).await;
-    let id = start_batch(&gateway, &input(&["r0"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0"])).await;
     let done = wait_status(&gateway, &id, "failed").await;
     let error = &done["errors"]["data"][0];
     assert_eq!(error["code"], "upstream_refused");
@@ -674,7 +633,7 @@ async fn an_azure_deployment_uses_its_paths_version_and_key() {
         provider.addr
     );
     let gateway = TestGateway::start(&config(&dir.0, &deployment)).await;
-    let id = start_batch(&gateway, &input(&["r0", "r1"])).await;
+    let id = start_batch(&gateway, OWNER, &input(&["r0", "r1"])).await;
     let done = wait_status(&gateway, &id, "completed").await;
     assert_eq!(done["request_counts"]["completed"], 2);
 

@@ -131,6 +131,12 @@ impl TestGateway {
         request.send().await.unwrap()
     }
 
+    /// GETs `path` with a bearer key.
+    pub async fn get_as(&self, key: &str, path: &str) -> reqwest::Response {
+        let request = self.client.get(self.url(path)).bearer_auth(key);
+        request.send().await.unwrap()
+    }
+
     /// GETs `path`, with a bearer key if given, and parses the JSON answer.
     pub async fn get_json(&self, path: &str, key: Option<&str>) -> serde_json::Value {
         let mut request = self.client.get(self.url(path));

@@ -2,6 +2,7 @@
 //! and misbehaves on demand, and an in-process gateway in front of it.
 #![allow(dead_code)]
 
+pub mod batch_api;
 pub mod fake_upstream;
 pub mod gateway;
 pub mod postgres;
