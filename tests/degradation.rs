@@ -61,6 +61,15 @@ async fn reach(gateway: &TestGateway, want: u64) {
     }
 }
 
+/// Makes every upstream call fail, sees one call fail, and waits for the
+/// model to reach level 2 (cached only).
+async fn fail_to_cached_only(upstream: &FakeUpstream, gateway: &TestGateway) {
+    upstream.set_default(Behavior::server_error());
+    let failed = chat(gateway, &ask("fails")).await;
+    assert!(failed.status().is_server_error());
+    reach(gateway, 2).await;
+}
+
 async fn force(gateway: &TestGateway, model: &str, level: Value) -> reqwest::Response {
     gateway
         .post(
@@ -82,14 +91,7 @@ async fn failing_deployments_climb_to_cached_then_static_answers() {
     assert_eq!(chat(&gateway, &ask("What is Sluice?")).await.status(), 200);
     assert_eq!(level(&gateway).await["level"], 0);
 
-    upstream.set_default(Behavior::server_error());
-    assert!(
-        chat(&gateway, &ask("fails"))
-            .await
-            .status()
-            .is_server_error()
-    );
-    reach(&gateway, 2).await;
+    fail_to_cached_only(&upstream, &gateway).await;
     let calls = upstream.calls();
 
     // Level 2: the cache answers, a miss is refused with a retry-after.
@@ -156,14 +158,7 @@ async fn failing_deployments_climb_to_cached_then_static_answers() {
 async fn a_usable_deployment_brings_the_level_back_to_zero() {
     let upstream = FakeUpstream::start("oa").await;
     let gateway = TestGateway::start(&config(&upstream, "400ms")).await;
-    upstream.set_default(Behavior::server_error());
-    assert!(
-        chat(&gateway, &ask("fails"))
-            .await
-            .status()
-            .is_server_error()
-    );
-    reach(&gateway, 2).await;
+    fail_to_cached_only(&upstream, &gateway).await;
     assert_eq!(chat(&gateway, &ask("a miss")).await.status(), 503);
 
     upstream.set_default(Behavior::Echo);
