@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use http::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use common::{KEY, env_or};
@@ -122,32 +121,6 @@ fn input(lines: usize) -> Vec<u8> {
     text.into_bytes()
 }
 
-async fn upload(client: &reqwest::Client, url: &str, bytes: Vec<u8>) -> String {
-    const BOUNDARY: &str = "sluice-batch-bench-boundary";
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
-         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.jsonl\"\r\n\
-         Content-Type: application/jsonl\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let response = client
-        .post(format!("{url}/v1/files"))
-        .bearer_auth(KEY)
-        .header(
-            CONTENT_TYPE,
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "upload refused");
-    let file: Value = response.json().await.unwrap();
-    file["id"].as_str().unwrap().to_owned()
-}
-
 async fn call(request: reqwest::RequestBuilder) -> Value {
     let response = request.bearer_auth(KEY).send().await.unwrap();
     assert!(response.status().is_success(), "{}", response.status());
@@ -211,7 +184,7 @@ fn median(values: &mut [Duration]) -> Duration {
 /// sampling the gateway's RSS, and checks the output has every line.
 async fn run_batch(sluice: &SluiceProcess, quota: &Arc<Quota>, lines: usize) -> Run {
     let client = reqwest::Client::new();
-    let file_id = upload(&client, &sluice.url, input(lines)).await;
+    let file_id = sluice.upload_batch_file(KEY, input(lines)).await;
     let pid = sluice.child.id();
     let sampling = Arc::new(std::sync::Mutex::new(Vec::new()));
     let busy = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -60,33 +60,6 @@ fn input() -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Uploads `bytes` as a batch input file; its id.
-async fn upload(client: &reqwest::Client, url: &str, bytes: &[u8]) -> String {
-    const BOUNDARY: &str = "sluice-batch-durability-boundary";
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
-         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"input.jsonl\"\r\n\
-         Content-Type: application/jsonl\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let response = client
-        .post(format!("{url}/v1/files"))
-        .bearer_auth(KEY)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let file: Value = response.json().await.unwrap();
-    file["id"].as_str().unwrap().to_owned()
-}
-
 async fn create_batch(client: &reqwest::Client, url: &str, file_id: &str) -> String {
     let response = client
         .post(format!("{url}/v1/batches"))
@@ -203,7 +176,7 @@ async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
     let client = reqwest::Client::new();
 
     let mut first = start(&dir.0, &upstream, "", "first").await;
-    let file_id = upload(&client, &first.url, &input()).await;
+    let file_id = first.upload_batch_file(KEY, input()).await;
     let batch_id = create_batch(&client, &first.url, &file_id).await;
     let before = wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
     first.kill_9();
@@ -234,7 +207,7 @@ async fn a_batch_whose_input_was_deleted_still_resumes() {
     let client = reqwest::Client::new();
 
     let mut first = start(&dir.0, &upstream, "", "first").await;
-    let file_id = upload(&client, &first.url, &input()).await;
+    let file_id = first.upload_batch_file(KEY, input()).await;
     let batch_id = create_batch(&client, &first.url, &file_id).await;
     wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
     let deleted = client
@@ -280,7 +253,7 @@ async fn a_replica_takes_over_the_batch_of_one_killed_on_postgres() {
     let client = reqwest::Client::new();
 
     let mut a = start(&dir.0.join("a"), &upstream, &batch, "a").await;
-    let file_id = upload(&client, &a.url, &input()).await;
+    let file_id = a.upload_batch_file(KEY, input()).await;
     let batch_id = create_batch(&client, &a.url, &file_id).await;
     let before = wait_for(&client, &a, &batch_id, |batch| completed(batch) > 0).await;
     // B joins while A holds the lease and heart-beats: it must leave the

@@ -97,6 +97,26 @@ impl SluiceProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Uploads `bytes` as a `purpose=batch` file for `key`; its id.
+    pub async fn upload_batch_file(&self, key: &str, bytes: Vec<u8>) -> String {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "batch")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("input.jsonl"),
+            );
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/files", self.url))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "upload refused");
+        let file: serde_json::Value = response.json().await.unwrap();
+        file["id"].as_str().unwrap().to_owned()
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix), and reap it.
     pub fn kill_9(&mut self) {
         self.child.kill().unwrap();
