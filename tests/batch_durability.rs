@@ -169,16 +169,28 @@ async fn slow_upstream() -> FakeUpstream {
     upstream
 }
 
+/// A first replica running a batch on `input()` with at least one line
+/// recorded: the replica, the input file's id, the batch's id and the batch
+/// as last seen.
+async fn a_batch_under_way(
+    dir: &Path,
+    upstream: &FakeUpstream,
+    client: &reqwest::Client,
+) -> (SluiceProcess, String, String, Value) {
+    let first = start(dir, upstream, "", "first").await;
+    let file_id = first.upload_batch_file(KEY, input()).await;
+    let batch_id = create_batch(client, &first.url, &file_id).await;
+    let seen = wait_for(client, &first, &batch_id, |batch| completed(batch) > 0).await;
+    (first, file_id, batch_id, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_killed_mid_run_resumes_with_every_line_once() {
     let dir = TempDir::new("sluice-batch");
     let upstream = slow_upstream().await;
     let client = reqwest::Client::new();
 
-    let mut first = start(&dir.0, &upstream, "", "first").await;
-    let file_id = first.upload_batch_file(KEY, input()).await;
-    let batch_id = create_batch(&client, &first.url, &file_id).await;
-    let before = wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
+    let (mut first, _, batch_id, before) = a_batch_under_way(&dir, &upstream, &client).await;
     first.kill_9();
     assert_eq!(before["status"], "in_progress", "{before}");
     assert!(completed(&before) < LINES as i64, "{before}");
@@ -206,10 +218,7 @@ async fn a_batch_whose_input_was_deleted_still_resumes() {
     let upstream = slow_upstream().await;
     let client = reqwest::Client::new();
 
-    let mut first = start(&dir.0, &upstream, "", "first").await;
-    let file_id = first.upload_batch_file(KEY, input()).await;
-    let batch_id = create_batch(&client, &first.url, &file_id).await;
-    wait_for(&client, &first, &batch_id, |batch| completed(batch) > 0).await;
+    let (mut first, file_id, batch_id, _) = a_batch_under_way(&dir, &upstream, &client).await;
     let deleted = client
         .delete(format!("{}/v1/files/{file_id}", first.url))
         .bearer_auth(KEY)

@@ -84,6 +84,15 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The text of a streamed static answer, after checking it is one.
+async fn static_stream(answer: reqwest::Response) -> String {
+    assert_eq!(answer.status(), 200);
+    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
+    let kind = header(&answer, "content-type").unwrap();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    answer.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn failing_deployments_climb_to_cached_then_static_answers() {
     let upstream = FakeUpstream::start("oa").await;
@@ -120,14 +129,7 @@ async fn failing_deployments_climb_to_cached_then_static_answers() {
     let mut streamed = ask("refund?");
     streamed["stream"] = json!(true);
     let answer = chat(&gateway, &streamed).await;
-    assert_eq!(answer.status(), 200);
-    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
-    assert!(
-        header(&answer, "content-type")
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let text = answer.text().await.unwrap();
+    let text = static_stream(answer).await;
     assert!(
         text.contains("chat.completion.chunk") && text.contains("Refunds"),
         "{text}"
@@ -400,14 +402,7 @@ async fn static_answers_for_the_responses_api() {
 
     let streamed = json!({"model": "gpt-4o", "input": "refund?", "stream": true});
     let answer = gateway.post("/v1/responses", None, &streamed).await;
-    assert_eq!(answer.status(), 200);
-    assert_eq!(header(&answer, "x-sluice-degraded"), Some("static"));
-    assert!(
-        header(&answer, "content-type")
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let text = answer.text().await.unwrap();
+    let text = static_stream(answer).await;
     let kinds: Vec<&str> = text
         .lines()
         .filter_map(|line| line.strip_prefix("event: "))
