@@ -374,8 +374,10 @@ impl MetricsSet {
             ),
             &["reason"],
         )?;
-        let ledger_written =
-            IntCounter::new("sluice_ledger_written_total", "Usage records written")?;
+        let ledger_written = IntCounter::new(
+            "sluice_ledger_written_total",
+            "Usage records written to the store (a replayed record already there is not counted)",
+        )?;
         let ledger_dropped = IntCounter::new(
             "sluice_ledger_dropped_total",
             "Usage records dropped because the ledger buffer was full",

@@ -458,18 +458,20 @@ async fn replayed_records_are_not_written_twice(store: &str) {
         std::fs::write(path, bytes).unwrap();
     }
 
-    let again = Ledger::start(
-        &config,
-        Metrics::new().unwrap(),
-        &sluice::tasks::Tasks::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let metrics = Metrics::new().unwrap();
+    let again = Ledger::start(&config, metrics.clone(), &sluice::tasks::Tasks::new())
+        .unwrap()
+        .unwrap();
     again.record(record(50));
     again.flush(Duration::from_secs(10)).await;
     let totals = again.store().totals("key", 0, i64::MAX).await.unwrap();
     assert_eq!(totals.len(), 1);
     assert_eq!(totals[0].requests, 51, "each record once");
+    assert_eq!(
+        metrics.ledger_written.get(),
+        1,
+        "the replayed records already stored are not counted as written again"
+    );
 }
 
 #[tokio::test]

@@ -109,7 +109,9 @@ fn insert_chunks(mut rows: &[UsageRecord]) -> impl Iterator<Item = &[UsageRecord
     })
 }
 
-fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(), StoreError> {
+/// Inserts `rows`; how many were new (a replayed record already stored is
+/// skipped, not counted).
+fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<u64, StoreError> {
     let row = format!("({})", vec!["?"; VALUES_PER_ROW].join(","));
     let placeholders = vec![row.as_str(); rows.len()].join(",");
     let mut insert = tx
@@ -124,8 +126,8 @@ fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[UsageRecord]) -> Result<(
         let row: [&dyn rusqlite::ToSql; VALUES_PER_ROW] = row_values!(r, t, day);
         params.extend_from_slice(&row);
     }
-    insert.execute(params.as_slice()).map_err(err)?;
-    Ok(())
+    let inserted = insert.execute(params.as_slice()).map_err(err)?;
+    Ok(inserted as u64)
 }
 
 /// `YYYY-MM-DD` (UTC) of each record, for `group_by=day`; formatted once
@@ -188,17 +190,21 @@ impl Store {
         }
     }
 
-    pub async fn write(&self, records: Arc<Vec<UsageRecord>>) -> Result<(), StoreError> {
+    /// Writes a batch; how many of its records were new. Records already
+    /// stored (replayed from the journal after a crash) are skipped.
+    pub async fn write(&self, records: Arc<Vec<UsageRecord>>) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(connection) => {
                 let connection = connection.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut connection = connection.lock().map_err(poisoned)?;
                     let tx = connection.transaction().map_err(err)?;
+                    let mut inserted = 0;
                     for rows in insert_chunks(&records) {
-                        insert_rows(&tx, rows)?;
+                        inserted += insert_rows(&tx, rows)?;
                     }
-                    tx.commit().map_err(err)
+                    tx.commit().map_err(err)?;
+                    Ok(inserted)
                 })
                 .await
                 .map_err(err)?
@@ -313,11 +319,12 @@ fn migrate_sqlite(connection: &rusqlite::Connection) -> Result<(), StoreError> {
     connection.execute_batch(UNIQUE_ID).map_err(err)
 }
 
-/// One multi-row `INSERT` per batch; rows already written are skipped.
+/// One multi-row `INSERT` per batch; rows already written are skipped, and
+/// the count is of the new ones.
 async fn write_postgres(
     postgres: &SharedPostgres,
     records: &[UsageRecord],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let days = days_of(records);
     let texts: Vec<Texts<'_>> = records.iter().map(UsageRecord::texts).collect();
     let days: Vec<&str> = days.iter().map(|d| &**d).collect();
@@ -336,11 +343,7 @@ async fn write_postgres(
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
     let client = postgres.client().await.map_err(pg_err)?;
-    client
-        .execute(&sql, &params)
-        .await
-        .map(|_| ())
-        .map_err(pg_err)
+    client.execute(&sql, &params).await.map_err(pg_err)
 }
 
 #[cfg(test)]
@@ -359,7 +362,7 @@ pub mod flaky {
     }
 
     impl Flaky {
-        pub fn write(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
+        pub fn write(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("down".into()));
             }
@@ -367,7 +370,7 @@ pub mod flaky {
                 .lock()
                 .map_err(super::poisoned)?
                 .extend_from_slice(records);
-            Ok(())
+            Ok(records.len() as u64)
         }
     }
 }
@@ -417,8 +420,12 @@ mod tests {
             })
             .collect();
         let batch = Arc::new(batch);
-        store.write(batch.clone()).await.unwrap();
-        store.write(batch).await.unwrap();
+        assert_eq!(store.write(batch.clone()).await.unwrap(), 3);
+        assert_eq!(
+            store.write(batch).await.unwrap(),
+            0,
+            "a replay adds nothing"
+        );
         let totals = store.totals("key", 0, i64::MAX).await.unwrap();
         let rows: i64 = totals.iter().map(|t| t.requests).sum();
         assert_eq!(rows, 4, "the old row and three new ones, once each");

@@ -119,8 +119,9 @@ impl State {
                 .await
                 .unwrap_or_else(|_| Err(super::StoreError::Unavailable("write timed out".into())));
             match written {
-                Ok(()) => {
-                    writer.metrics.ledger_written.inc_by(take as u64);
+                Ok(inserted) => {
+                    // Rows a replay finds already stored are not counted again.
+                    writer.metrics.ledger_written.inc_by(inserted);
                     // Batches commit in journal order, so the count is the seq.
                     writer.committed.fetch_add(take as u64, Ordering::Release);
                 }
