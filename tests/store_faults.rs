@@ -103,3 +103,77 @@ async fn fail_closed_refuses_at_once_while_redis_hangs() {
     );
     redis.thaw();
 }
+
+/// A key with an RPM of 50 in Redis, `fail_open`.
+async fn limited_gateway(redis: &RedisServer) -> (FakeUpstream, TestGateway) {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&format!(
+        "[redis]\nurl = \"{}\"\non_error = \"fail_open\"\ntimeout = \"250ms\"\n{}[[keys]]\nname = \"shared\"\nkey = \"{KEY}\"\nrpm = 50\n",
+        redis.url(),
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    (upstream, gateway)
+}
+
+/// How many of `n` requests sent at once are admitted.
+async fn burst(gateway: &TestGateway, n: usize) -> usize {
+    let sends = (0..n).map(|i| send(gateway, 20_000 + i));
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|(status, _, _)| *status == 200)
+        .count()
+}
+
+/// After an outage long enough for every reconnection delay to reach its
+/// ceiling, a burst one second after Redis answers again meets the exact
+/// limit: the breaker was closed by the prober, not by the burst.
+#[tokio::test]
+async fn limits_are_exact_one_second_after_redis_comes_back() {
+    for outage in [Duration::from_secs(4), Duration::from_millis(600)] {
+        let mut redis = RedisServer::start().await;
+        let (_upstream, gateway) = limited_gateway(&redis).await;
+        until_limited(&gateway).await;
+        redis.stop();
+        for n in 0..10 {
+            assert_eq!(send(&gateway, 30_000 + n).await.0, 200, "fail_open admits");
+        }
+        tokio::time::sleep(outage).await;
+        redis.restart().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            burst(&gateway, 200).await,
+            50,
+            "a fresh Redis holds the whole RPM of 50 and no more (outage {outage:?})"
+        );
+    }
+}
+
+/// Failures in a row that open the store breaker (`redis::breaker::TRIP_AFTER`).
+fn breaker_trip() -> u32 {
+    3
+}
+
+/// The same for a Redis that hung and resumed (its connections survive).
+#[tokio::test]
+async fn limits_are_exact_one_second_after_a_hung_redis_resumes() {
+    let redis = RedisServer::start().await;
+    let (_upstream, gateway) = limited_gateway(&redis).await;
+    until_limited(&gateway).await;
+    redis.freeze();
+    for n in 0..10 {
+        assert_eq!(send(&gateway, 30_000 + n).await.0, 200, "fail_open admits");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.thaw();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The request that found Redis before the hang took one of the 50, and
+    // the few charges that timed out while it hung (before the breaker
+    // opened) were carried out by Redis when it resumed.
+    let admitted = burst(&gateway, 200).await;
+    assert!(
+        (50 - 1 - breaker_trip() as usize..=49).contains(&admitted),
+        "{admitted} of 200 admitted against an RPM of 50"
+    );
+}

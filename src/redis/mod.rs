@@ -1,8 +1,9 @@
 //! One shared Redis connection for the gateway (limits, cache). It connects
 //! in the background, so the gateway starts and applies its `on_error` policy
 //! even while Redis is down; after the first connection the manager
-//! reconnects by itself, at most a second apart. A breaker shared by every
-//! caller makes calls fail at once while Redis is down (see `breaker`).
+//! reconnects by itself, at most `RECONNECT_EVERY` apart. A breaker shared by
+//! every caller makes calls fail at once while Redis is down, and a prober
+//! closes it as soon as Redis answers again (see `breaker`).
 
 mod breaker;
 
@@ -18,9 +19,10 @@ use crate::tasks::Tasks;
 #[error("Redis unavailable: {0}")]
 pub struct RedisError(pub String);
 
-/// The longest wait between reconnection attempts: a Redis that comes back
-/// is in use again within about a second.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between (re)connection attempts: a Redis that comes
+/// back is in use again within a few hundred milliseconds, so limits are
+/// exact again well within a second of it answering.
+const RECONNECT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct SharedRedis {
@@ -40,7 +42,8 @@ impl SharedRedis {
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
                 .set_response_timeout(Some(timeout))
                 .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(MAX_RECONNECT_DELAY);
+                .set_max_delay(RECONNECT_EVERY);
+            let failures = crate::telemetry::LogEvery::new(Duration::from_secs(10));
             loop {
                 match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                     Ok(manager) => {
@@ -49,18 +52,44 @@ impl SharedRedis {
                         return;
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "cannot reach Redis yet; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if failures.due() {
+                            tracing::warn!(%error, "cannot reach Redis yet; retrying");
+                        }
+                        tokio::time::sleep(RECONNECT_EVERY).await;
                     }
                 }
             }
         };
         tasks.spawn_until_stopped(connecting);
-        Ok(Self {
+        let redis = Self {
             connection,
             breaker: Arc::default(),
             timeout,
-        })
+        };
+        tasks.spawn_until_stopped(redis.clone().probe_while_open());
+        Ok(redis)
+    }
+
+    /// Whenever the breaker opens, pings Redis every `PROBE_EVERY` until it
+    /// answers, then closes the breaker.
+    async fn probe_while_open(self) {
+        loop {
+            self.breaker.wait_open().await;
+            while !self.breaker.is_closed() {
+                tokio::time::sleep(breaker::PROBE_EVERY).await;
+                if self.ping().await {
+                    self.breaker.succeeded();
+                }
+            }
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        let Some(mut manager) = self.connection.get().cloned() else {
+            return false;
+        };
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut manager).await };
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
     }
 
     /// Runs one command or script, bounded by the timeout; fails at once
@@ -75,11 +104,9 @@ impl SharedRedis {
             .get()
             .cloned()
             .ok_or_else(|| RedisError("not connected yet".into()))?;
-        let pass = self
-            .breaker
-            .pass()
-            .ok_or_else(|| RedisError("failing; waiting for a probe to succeed".into()))?;
-        let probe = matches!(pass, breaker::Pass::Probe { .. });
+        if !self.breaker.is_closed() {
+            return Err(RedisError("failing; waiting for a probe to succeed".into()));
+        }
         let result = tokio::time::timeout(self.timeout, call(manager)).await;
         let outcome = match result {
             Err(_) => Err(RedisError(format!("no answer within {:?}", self.timeout))),
@@ -93,9 +120,8 @@ impl SharedRedis {
         };
         match &outcome {
             Ok(_) => self.breaker.succeeded(),
-            Err(_) => self.breaker.failed(probe),
+            Err(_) => self.breaker.failed(),
         }
-        drop(pass);
         outcome
     }
 }
