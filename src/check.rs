@@ -153,6 +153,14 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "usage ledger: {usage}");
     let _ = writeln!(out, "files, batches and async jobs: {}", jobs(config));
     let _ = writeln!(out, "runtime keys: {}", runtime_keys(config));
+    for dir in crate::storage_dirs::storage_dirs(config) {
+        let _ = writeln!(
+            out,
+            "writes to: {} ({})",
+            dir.resolved.display(),
+            dir.setting
+        );
+    }
     out
 }
 

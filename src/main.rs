@@ -28,6 +28,9 @@ enum Command {
     Run,
     /// Validate the config and print a summary of deployments, models and keys.
     Check,
+    /// Exit 0 when the gateway on this host answers `GET /readyz` on its
+    /// configured listener with 200 within 2 s (for container health checks).
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,13 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(sluice::check::summary(&config).as_bytes());
             ExitCode::SUCCESS
         }
+        Command::Healthcheck => match sluice::healthcheck::check(&config.server.listen) {
+            Ok(status) => {
+                let _ = writeln!(std::io::stdout(), "ready: {status}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => fail(&format!("not ready: {problem}")),
+        },
         Command::Run => run(config, cli.config),
     }
 }

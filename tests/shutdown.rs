@@ -93,3 +93,68 @@ async fn grace_period_cuts_streams_that_run_on() {
     );
     assert!(upstream.wait_stream_dropped(Duration::from_secs(5)).await);
 }
+
+/// `[server] drain_delay`: readiness turns false at the signal while the
+/// listener keeps serving (HTTP/1 answers close their connections); only
+/// after the delay are new connections refused.
+#[tokio::test]
+async fn drain_delay_turns_readiness_false_before_the_listener_closes() {
+    let upstream = FakeUpstream::start("oa").await;
+    let text =
+        config(&upstream, "10s").replace("[server]\n", "[server]\ndrain_delay = \"700ms\"\n");
+    let mut gateway = TestGateway::start(&text).await;
+    let client = reqwest::Client::new();
+    let ready = client.get(gateway.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.headers().get("connection").is_none());
+
+    gateway.shutdown();
+    let started = std::time::Instant::now();
+    let draining = loop {
+        let ready = client.get(gateway.url("/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            break ready;
+        }
+        assert!(started.elapsed() < Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(draining.headers()["connection"], "close");
+    assert_eq!(
+        draining.json::<serde_json::Value>().await.unwrap()["status"],
+        "draining"
+    );
+    // Still served, on a fresh connection, while the delay runs.
+    let answer = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["connection"], "close");
+    assert!(started.elapsed() < Duration::from_millis(600));
+
+    let mut refused_after = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        if reqwest::Client::new()
+            .get(gateway.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            refused_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_after = refused_after.expect("the listener closed after the delay");
+    assert!(
+        refused_after >= Duration::from_millis(650),
+        "refused {refused_after:?} after the signal, before the 700 ms delay"
+    );
+    let task = gateway.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -11,16 +11,30 @@ use crate::error::json_response;
 use crate::metrics::Metrics;
 use crate::queue::Scheduler;
 use crate::routing::{BreakerState, ModelRouter};
+use crate::shutdown::Draining;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> Response {
     json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())
 }
 
-/// Config is loaded and at least one deployment is usable (not throttled,
-/// out of headroom, or behind an open circuit).
-pub async fn readyz(State(dispatcher): State<Arc<Dispatcher>>) -> Response {
-    let router = dispatcher.router();
+/// What readiness reads.
+#[derive(Clone)]
+pub struct Readiness {
+    pub dispatcher: Arc<Dispatcher>,
+    pub draining: Draining,
+}
+
+/// Config is loaded, shutdown has not begun, and at least one deployment is
+/// usable (not throttled, out of headroom, or behind an open circuit).
+pub async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if readiness.draining.is_fired() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"draining"}"#.into(),
+        );
+    }
+    let router = readiness.dispatcher.router();
     let now = tokio::time::Instant::now();
     let usable = router
         .backends()

@@ -75,6 +75,7 @@ pub struct Gateway {
     timeouts: Timeouts,
     max_connections: usize,
     shutdown_grace: Duration,
+    drain_delay: Duration,
 }
 
 /// The app of each listener: the process-long outer layers around the
@@ -109,6 +110,7 @@ impl Gateway {
             },
             max_connections: fd_limit::max_connections(config.server.max_connections),
             shutdown_grace: config.server.shutdown_grace,
+            drain_delay: config.server.drain_delay,
             cors: cors::layer(&config.server.cors_origins),
             live: Live::start(config, path, Tasks::new(), apart)?,
             apart,
@@ -221,7 +223,7 @@ impl Gateway {
             self.max_connections,
             self.live.registries.metrics.connections.clone(),
             phase_rx,
-            tracker.clone(),
+            (tracker.clone(), self.live.registries.draining.clone()),
         );
         tracing::info!(max_connections = self.max_connections, "connection limit");
         for (listener, _) in &pairs {
@@ -238,6 +240,18 @@ impl Gateway {
         tokio::select! {
             () = shutdown => {}
             _ = &mut accepting => {}
+        }
+        self.live.registries.draining.fire();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_ms = self.drain_delay.as_millis() as u64,
+                "shutting down; /readyz answers 503 while the listeners stay open"
+            );
+            phase.send_replace(Phase::Leaving);
+            tokio::select! {
+                () = tokio::time::sleep(self.drain_delay) => {}
+                _ = &mut accepting => {}
+            }
         }
         tracing::info!(
             grace_ms = self.shutdown_grace.as_millis() as u64,

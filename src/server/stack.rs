@@ -84,6 +84,8 @@ pub struct Services {
     pub async_intake: Option<Arc<AsyncIntake>>,
     /// The degradation ladder (layers 6c and 7a, `/admin/models`).
     pub ladder: Arc<Ladder>,
+    /// Raised at shutdown: `/readyz` answers 503.
+    pub draining: crate::shutdown::Draining,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
@@ -217,7 +219,10 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         .route("/healthz", get(health::healthz))
         .route(
             "/readyz",
-            get(health::readyz).with_state(services.dispatcher),
+            get(health::readyz).with_state(health::Readiness {
+                dispatcher: services.dispatcher,
+                draining: services.draining,
+            }),
         );
     Apps {
         api: with_fallbacks(api_router),

@@ -28,6 +28,7 @@ use activity::{Activity, Check, Expiry};
 use capacity::{Capacity, Open, SHED_DEADLINE, Shedding};
 use tracked::{Tracked, Watched};
 
+use crate::shutdown::Draining;
 use crate::telemetry::LogEvery;
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
@@ -38,9 +39,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Where shutdown is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Serving,
+    /// `[server] drain_delay`: readiness is false, but listeners still
+    /// accept; HTTP/1 answers close their connections, HTTP/2 connections
+    /// get a GOAWAY.
+    Leaving,
     /// Stop accepting; connections close once their requests are done.
     Draining,
     /// The grace period and the cut are over: drop what is left.
@@ -70,6 +75,7 @@ pub struct Connections {
     phase: watch::Receiver<Phase>,
     tracker: TaskTracker,
     accept_errors: LogEvery,
+    draining: Draining,
 }
 
 impl Connections {
@@ -78,7 +84,7 @@ impl Connections {
         max_connections: usize,
         gauge: prometheus::IntGauge,
         phase: watch::Receiver<Phase>,
-        tracker: TaskTracker,
+        (tracker, draining): (TaskTracker, Draining),
     ) -> Arc<Self> {
         let mut builder = auto::Builder::new(Spawner(tracker.clone()));
         // The watchdog below owns the head deadline; hyper's would also
@@ -91,6 +97,7 @@ impl Connections {
             phase,
             tracker,
             accept_errors: LogEvery::new(Duration::from_secs(5)),
+            draining,
         })
     }
 
@@ -100,7 +107,7 @@ impl Connections {
         loop {
             let tcp = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = phase.wait_for(|phase| *phase != Phase::Serving) => return,
+                _ = phase.wait_for(|phase| *phase >= Phase::Draining) => return,
             };
             match tcp {
                 Ok((tcp, peer)) => self.start(tcp, peer, &app),
@@ -148,7 +155,7 @@ impl Connections {
     async fn serve(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, app: Router, _open: Open) {
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(tcp, activity.clone()));
-        let service = Tracked::new(app, activity.clone(), peer);
+        let service = Tracked::new(app, activity.clone(), peer, self.draining.clone());
         let mut conn = pin!(self.builder.serve_connection(io, service));
         let mut phase = self.phase.clone();
         let first_check = self.timeouts.header_read.min(self.timeouts.idle);
@@ -168,11 +175,15 @@ impl Connections {
                     }
                 }
                 changed = phase.changed() => match changed.map(|()| *phase.borrow_and_update()) {
+                    Ok(Phase::Leaving) if activity.is_http2() => {
+                        conn.as_mut().graceful_shutdown();
+                        continue;
+                    }
                     Ok(Phase::Draining) => {
                         conn.as_mut().graceful_shutdown();
                         continue;
                     }
-                    Ok(Phase::Serving) => continue,
+                    Ok(Phase::Serving | Phase::Leaving) => continue,
                     Ok(Phase::Stop) | Err(_) => return,
                 },
             }
@@ -206,7 +217,7 @@ impl Connections {
         let mut phase = self.phase.clone();
         tokio::select! {
             _ = tokio::time::timeout(SHED_DEADLINE, conn) => {}
-            _ = phase.wait_for(|phase| *phase != Phase::Serving) => {}
+            _ = phase.wait_for(|phase| *phase >= Phase::Draining) => {}
         }
     }
 }

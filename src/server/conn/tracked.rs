@@ -20,6 +20,9 @@ use tokio::net::TcpStream;
 use tower::Service;
 
 use super::activity::{Activity, InFlight};
+use crate::shutdown::Draining;
+
+static CLOSE: http::HeaderValue = http::HeaderValue::from_static("close");
 
 /// A client socket that reports reads to its connection's activity.
 pub struct Watched {
@@ -80,19 +83,24 @@ impl AsyncWrite for Watched {
 
 /// The app as hyper calls it, marking each request in flight and telling it
 /// the client's address (the failed-authentication throttle keys on it).
+/// Once shutdown has begun, HTTP/1 answers say `connection: close`, so a
+/// client or load balancer opens its next connection elsewhere instead of
+/// finding this one closed under a request it just sent.
 #[derive(Clone)]
 pub struct Tracked {
     app: Router,
     activity: Arc<Activity>,
     peer: ConnectInfo<SocketAddr>,
+    draining: Draining,
 }
 
 impl Tracked {
-    pub fn new(app: Router, activity: Arc<Activity>, peer: SocketAddr) -> Self {
+    pub fn new(app: Router, activity: Arc<Activity>, peer: SocketAddr, draining: Draining) -> Self {
         Self {
             app,
             activity,
             peer: ConnectInfo(peer),
+            draining,
         }
     }
 }
@@ -103,11 +111,13 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     type Future = TrackedCall;
 
     fn call(&self, mut request: http::Request<Incoming>) -> TrackedCall {
-        let in_flight = self.activity.begin(request.version());
+        let version = request.version();
+        let in_flight = self.activity.begin(version);
         request.extensions_mut().insert(self.peer);
         TrackedCall {
             inner: self.app.clone().call(request),
             in_flight: Some(in_flight),
+            close_if_draining: (version < http::Version::HTTP_2).then(|| self.draining.clone()),
         }
     }
 }
@@ -118,6 +128,7 @@ pin_project! {
         #[pin]
         inner: axum::routing::future::RouteFuture<Infallible>,
         in_flight: Option<InFlight>,
+        close_if_draining: Option<Draining>,
     }
 }
 
@@ -126,7 +137,16 @@ impl Future for TrackedCall {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = ready!(this.inner.poll(cx));
+        let Ok(mut response) = ready!(this.inner.poll(cx));
+        if this
+            .close_if_draining
+            .as_ref()
+            .is_some_and(Draining::is_fired)
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, CLOSE.clone());
+        }
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(response.map(|body| TrackedBody {
             body,

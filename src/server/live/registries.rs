@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::queue::Scheduler;
 use crate::redis::SharedRedis;
 use crate::routing::{DeploymentStates, ResponsePins};
-use crate::shutdown::Cut;
+use crate::shutdown::{Cut, Draining};
 use crate::tasks::Tasks;
 use crate::upstream::UpstreamClient;
 
@@ -50,6 +50,8 @@ pub struct Registries {
     pub admission: Arc<Scheduler>,
     /// Fired when the shutdown grace period is over, to end open streams.
     pub cut: Cut,
+    /// Raised when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: Draining,
     /// Files, batches and asynchronous jobs (`[batch] store`).
     pub jobs: Option<Arc<Jobs>>,
 }
@@ -60,6 +62,7 @@ impl Registries {
         tasks: Tasks,
         internal: Arc<dyn InternalCalls>,
     ) -> Result<Self, StartError> {
+        crate::storage_dirs::prepare(config).map_err(StartError::Build)?;
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
         let client = UpstreamClient::new().map_err(StartError::Build)?;
         let redis = config
@@ -102,6 +105,7 @@ impl Registries {
             cache: CacheState::default(),
             degradation: Arc::default(),
             cut: Cut::default(),
+            draining: Draining::default(),
         })
     }
 }
@@ -146,6 +150,10 @@ pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str
         (
             "server.shutdown_grace",
             server.0.shutdown_grace != server.1.shutdown_grace,
+        ),
+        (
+            "server.drain_delay",
+            server.0.drain_delay != server.1.drain_delay,
         ),
         ("admin.listen", running.admin.listen != next.admin.listen),
         (

@@ -164,6 +164,7 @@ impl Snapshot {
                 registries.pins.clone(),
             )),
             keys: keys.clone(),
+            draining: registries.draining.clone(),
             async_intake: registries
                 .jobs
                 .clone()
