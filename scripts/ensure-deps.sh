@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs beyond the Rust toolchain:
 # redis-server (the Redis tests start private instances on free ports),
+# nginx (the fleet test puts three replicas behind it), util-linux's
+# unshare and nsenter and iproute2's ip (the image test runs the binary in
+# namespaces as the Dockerfile says),
 # PostgreSQL at 127.0.0.1:5432 with trust auth (the usage-ledger tests),
 # Python's venv module (the official OpenAI SDK smoke test) and curl, and
 # a PostgreSQL with pgvector at 127.0.0.1:5433 (the semantic-cache store
@@ -17,6 +20,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v ldd >/dev/null 2>&1 || missing+=(libc-bin)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $sudo apt-get update -qq

@@ -85,17 +85,26 @@ fn check_accepts_the_shipped_configs() {
         ("SEARCH_SERVICE_KEY", "sk-search-service-1"),
         ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379"),
         ("SLUICE_ADMIN_TOKEN", "an-admin-token-long-enough"),
+        ("POSTGRES_PASSWORD", "hunter2"),
+        ("DATABASE_HOST", "postgres:5432"),
+        ("DATABASE_NAME", "sluice"),
+        ("DATABASE_USER", "sluice"),
+        ("DATABASE_PASSWORD", "hunter2"),
+        ("REDIS_HOST", "redis:6379"),
+        ("REDIS_PASSWORD", "hunter2"),
     ];
     for example in [
-        "openai",
-        "azure",
-        "multi-region",
-        "limits",
-        "resilience",
-        "cache",
-        "policies",
+        "config/examples/openai.toml",
+        "config/examples/azure.toml",
+        "config/examples/multi-region.toml",
+        "config/examples/limits.toml",
+        "config/examples/resilience.toml",
+        "config/examples/cache.toml",
+        "config/examples/policies.toml",
+        "config/examples/compose.toml",
+        "deploy/kubernetes/base/sluice.toml",
     ] {
-        let path = format!("{root}/config/examples/{example}.toml");
+        let path = format!("{root}/{example}");
         let (ok, out, err) = sluice(&["check", "--config", &path], &env);
         assert!(ok, "{example}: {err}");
         for secret in ["sk-app-key-123", "sk-x", "hunter2", "an-admin-token"] {

@@ -33,9 +33,9 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 /// then becomes the image's user in it: `unshare` chroots, changes to the
 /// working directory and sets the ids before it executes the command.
 const LAUNCH: &str = r#"set -e
-root=$1 volume=$2 target=$3 workdir=$4 uid=$5 gid=$6 mounts=$7
-shift 7
-ip link set lo up 2>/dev/null || true
+root=$1 volume=$2 target=$3 workdir=$4 uid=$5 gid=$6 mounts=$7 network=$8
+shift 8
+[ "$network" = private ] && ip link set lo up
 mount --bind "$root" "$root"
 mount -o remount,bind,ro "$root"
 mount -t proc proc "$root/proc"
@@ -211,6 +211,11 @@ impl Image {
             .arg(uid.to_string())
             .arg(gid.to_string())
             .arg(mounts.join(" "))
+            .arg(if run.isolated_network {
+                "private"
+            } else {
+                "host"
+            })
             .args(self.stage.command())
             .env_clear()
             .envs(self.env(run))

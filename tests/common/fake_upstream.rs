@@ -55,6 +55,9 @@ pub enum Behavior {
     },
     /// Waits before sending the response head, then echoes.
     DelayHead(Duration),
+    /// Waits before sending the response head, then echoes; a request with
+    /// `stream: true` gets its answer as SSE chunks ending in `[DONE]`.
+    Paced(Duration),
     /// Waits before sending the response head, then behaves as the inner one.
     Late(Duration, Box<Behavior>),
     /// Sends `events`, then breaks the connection mid-body.
@@ -283,6 +286,18 @@ async fn handle(State(state): State<Arc<Shared>>, request: Request) -> Response 
         Behavior::DelayHead(delay) => {
             tokio::time::sleep(delay).await;
             echo(&state.name, &body)
+        }
+        Behavior::Paced(delay) => {
+            tokio::time::sleep(delay).await;
+            if body["stream"] == json!(true) {
+                let events = [chunk("from "), chunk(&state.name), done()];
+                sse(futures_util::stream::iter(
+                    events.map(|event| Ok::<_, std::io::Error>(Bytes::from(event))),
+                )
+                .boxed())
+            } else {
+                echo(&state.name, &body)
+            }
         }
         Behavior::Stream {
             events,

@@ -77,7 +77,14 @@ impl SluiceProcess {
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + START_DEADLINE;
+        let mut sluice = sluice;
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = sluice.child.try_wait() {
+                panic!(
+                    "sluice ({binary}) exited at start ({status}): {}",
+                    sluice.log_text()
+                );
+            }
             let health = client.get(format!("{}/healthz", sluice.url)).send().await;
             if health.is_ok_and(|r| r.status().is_success()) {
                 return sluice;

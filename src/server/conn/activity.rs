@@ -91,6 +91,14 @@ impl Activity {
         self.http2.load(Relaxed)
     }
 
+    /// No request in flight, but one may be on its way: the connection has
+    /// served none yet, or the next request's first bytes have arrived.
+    /// Closing it now could drop a request its client has already sent.
+    pub fn awaits_a_request(&self) -> bool {
+        self.in_flight.load(Relaxed) == 0
+            && (!self.served.load(Relaxed) || self.head_started.load(Relaxed) > 0)
+    }
+
     /// The next deadline and what it is for; `None` while a request runs
     /// (its own deadlines apply then).
     pub fn due(&self, timeouts: &Timeouts) -> Option<(Instant, Expiry)> {

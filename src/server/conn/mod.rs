@@ -38,6 +38,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Time an idle HTTP/2 connection gets to take its GOAWAY before it is dropped.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// Once draining, how long a connection that awaits a request (accepted but
+/// not yet read, or a head under way) gets for it before it is closed: its
+/// client may have sent it already, and a request lost to a close is an
+/// error a load balancer cannot retry. The answer says `connection: close`.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Where shutdown is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -101,18 +107,25 @@ impl Connections {
         })
     }
 
-    /// Accepts until shutdown begins, then drops the listener.
+    /// Accepts until the listeners close at shutdown; then takes the
+    /// connections already queued in the backlog (their clients may have
+    /// sent requests on them: dropping the listener would reset them) and
+    /// drops the listener.
     pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, app: Router) {
+        use futures_util::FutureExt;
         let mut phase = self.phase.clone();
         loop {
             let tcp = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = phase.wait_for(|phase| *phase >= Phase::Draining) => return,
+                _ = phase.wait_for(|phase| *phase >= Phase::Draining) => break,
             };
             match tcp {
                 Ok((tcp, peer)) => self.start(tcp, peer, &app),
                 Err(error) => self.accept_failed(error).await,
             }
+        }
+        while let Some(Ok((tcp, peer))) = listener.accept().now_or_never() {
+            self.start(tcp, peer, &app);
         }
     }
 
@@ -161,6 +174,7 @@ impl Connections {
         let first_check = self.timeouts.header_read.min(self.timeouts.idle);
         let mut timer = pin!(tokio::time::sleep(first_check));
         let mut closing = false;
+        let mut shutdown_deferred = false;
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -173,10 +187,19 @@ impl Connections {
                     if closing {
                         return;
                     }
+                    if std::mem::take(&mut shutdown_deferred) {
+                        conn.as_mut().graceful_shutdown();
+                        continue;
+                    }
                 }
                 changed = phase.changed() => match changed.map(|()| *phase.borrow_and_update()) {
                     Ok(Phase::Leaving) if activity.is_http2() => {
                         conn.as_mut().graceful_shutdown();
+                        continue;
+                    }
+                    Ok(Phase::Draining) if activity.awaits_a_request() => {
+                        shutdown_deferred = true;
+                        timer.as_mut().reset(Instant::now() + FIRST_REQUEST_GRACE);
                         continue;
                     }
                     Ok(Phase::Draining) => {
