@@ -6,6 +6,9 @@
 
 FROM rust:1.95-slim-trixie AS build
 WORKDIR /src
+# A smaller binary for the image only (the repository's profile keeps the
+# symbols that profiling needs).
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # Dependencies first, in a layer of their own: stub targets stand in for
 # the sources, so a change to src/ rebuilds only Sluice.
 COPY Cargo.toml Cargo.lock ./

@@ -52,8 +52,9 @@ SERVICES = ("sluice", "redis", "postgres", "prometheus", "grafana")
 SLUICE_HEALTHCHECK = ["CMD", "/usr/local/bin/sluice", "healthcheck"]
 SLUICE_DATA = "/var/lib/sluice"
 # After [server] shutdown_grace Sluice takes up to 2 s to cut streams and
-# 10 s to flush the usage ledger; compose must wait longer than that.
-SHUTDOWN_AFTER_GRACE = 10.0
+# 10 s to flush the usage ledger and 10 s for background work; compose must
+# wait longer than that.
+SHUTDOWN_AFTER_GRACE = 22.0
 
 
 class Checks:

@@ -47,6 +47,12 @@ done
 exec unshare --root="$root" --wd="$workdir" --setuid "$uid" --setgid "$gid" "$@"
 "#;
 
+/// The binary the image holds: this build's, or `SLUICE_BIN` (a release
+/// build, to time the start-up as shipped).
+fn binary() -> String {
+    std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned())
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -83,7 +89,7 @@ impl Image {
             std::fs::create_dir_all(target.parent().unwrap()).unwrap();
             match copy.from.as_deref() {
                 Some(_) if source.ends_with("/sluice") => {
-                    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &target).unwrap();
+                    std::fs::copy(binary(), &target).unwrap();
                 }
                 // The build stage's other output is the empty data directory.
                 Some(_) => std::fs::create_dir_all(&target).unwrap(),
@@ -109,7 +115,7 @@ impl Image {
     fn add_distroless_base(&self) {
         let root = self.root();
         let ldd = Command::new("ldd")
-            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg(binary())
             .output()
             .unwrap();
         let listing = String::from_utf8(ldd.stdout).unwrap();
