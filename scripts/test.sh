@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
+python3 scripts/check_docs.py
 scripts/compose-validate.sh
 scripts/k8s-validate.sh
 cargo test

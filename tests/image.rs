@@ -114,10 +114,7 @@ impl Image {
     /// to mount.
     fn add_distroless_base(&self) {
         let root = self.root();
-        let ldd = Command::new("ldd")
-            .arg(binary())
-            .output()
-            .unwrap();
+        let ldd = Command::new("ldd").arg(binary()).output().unwrap();
         let listing = String::from_utf8(ldd.stdout).unwrap();
         for library in listing.split_whitespace().filter(|w| w.starts_with('/')) {
             let target = root.join(library.trim_start_matches('/'));

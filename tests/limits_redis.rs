@@ -209,3 +209,128 @@ async fn tpm_and_deployment_quotas_work_through_redis() {
     assert_eq!(small.calls(), 3, "small is used up to its quota");
     assert_eq!(big.calls(), 4, "the rest flows to the deployment with room");
 }
+
+/// `rediss://`: limits kept in a Redis reached over TLS, its certificate
+/// checked against the system's roots (here a test CA named by
+/// `SSL_CERT_FILE`, which the roots loader honours).
+#[tokio::test]
+async fn limits_work_over_tls() {
+    use common::process::{SluiceProcess, TempDir, free_port};
+    use std::process::Command;
+
+    let dir = TempDir::new("sluice-redis-tls");
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.0)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed (scripts/ensure-deps.sh installs it)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sluice-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let tls_port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ])
+        .current_dir(&dir.0)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = free_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[redis]\nurl = \"rediss://localhost:{tls_port}\"\non_error = \"fail_closed\"\n[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n[[deployments]]\nname = \"m\"\nprovider = \"mock\"\nmodels = [\"gpt-4o\"]\n[[keys]]\nname = \"k\"\nkey = \"sk-tls-000000000\"\nrpm = 3\n"
+    );
+    let ca = dir.join("ca.crt").display().to_string();
+    let sluice =
+        SluiceProcess::start_with_env(&dir.0, "tls", port, &config, &[("SSL_CERT_FILE", &ca)])
+            .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    // fail_closed: a 503 means Redis was not reached; wait for the connection.
+    for _ in 0..200 {
+        let status = client
+            .post(format!("{}/v1/chat/completions", sluice.url))
+            .bearer_auth("sk-tls-000000000")
+            .json(&chat("gpt-4o"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status != 503 {
+            statuses.push(status);
+        }
+        if statuses.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "{}", sluice.log_text());
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

@@ -56,6 +56,17 @@ impl SluiceProcess {
     /// starts the binary on it (`SLUICE_BIN` runs another build, such as
     /// the release one) and waits until it answers.
     pub async fn start(dir: &Path, name: &str, port: u16, config: &str) -> Self {
+        Self::start_with_env(dir, name, port, config, &[]).await
+    }
+
+    /// As `start`, with `env` added to the process's environment.
+    pub async fn start_with_env(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_path = dir.join(format!("sluice-{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("sluice-{name}.log"));
@@ -65,6 +76,7 @@ impl SluiceProcess {
             .arg(&config_path)
             .env_remove("SLUICE_CONFIG")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
