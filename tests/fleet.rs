@@ -426,14 +426,14 @@ async fn a_fleet_behind_nginx_keeps_its_promises() {
     load.set_phase("rolling restart");
     let restart_started = Instant::now();
     let mut drains = Vec::new();
-    for n in 0..REPLICAS {
-        let process = replicas[n].process.take().unwrap();
+    for replica in &mut replicas {
+        let process = replica.process.take().unwrap();
         let signalled = Instant::now();
         let (status, log) = process.terminate().await;
         assert!(status.success(), "{log}");
         drains.push(signalled.elapsed());
-        replicas[n].start().await;
-        wait_ready(&client, &replicas[n]).await;
+        replica.start().await;
+        wait_ready(&client, replica).await;
         // Back in nginx's rotation before the next one goes.
         tokio::time::sleep(Duration::from_millis(NGINX_FAIL_TIMEOUT * 1000 + 500)).await;
     }
