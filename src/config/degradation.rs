@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::duration;
+use super::duration;
 
 /// How long a model may have no usable deployment (nor fallback) before
 /// each level; an unset threshold is a level never reached automatically.

@@ -255,9 +255,9 @@ impl<'a> KeyCheck<'a> {
             (Some(plain), None) if plain.len() < 8 => {
                 problems.push(format!("{at}.key: must be at least 8 characters"))
             }
-            (None, Some(hash)) if super::decode_sha256(hash).is_none() => problems.push(format!(
-                "{at}.key_sha256: must be 64 hex characters (SHA-256 of the key)"
-            )),
+            (None, Some(hash)) if super::keys::decode_sha256(hash).is_none() => problems.push(
+                format!("{at}.key_sha256: must be 64 hex characters (SHA-256 of the key)"),
+            ),
             _ => {}
         }
         if let Some(digest) = key.digest()

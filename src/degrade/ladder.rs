@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::{DegradationConfig, StaticResponse};
 use super::state::{Assessment, LadderState, Outlook, Thresholds};
 use crate::config::ModelSettings;
+use crate::config::{DegradationConfig, StaticResponse};
 use crate::metrics::Metrics;
 use crate::routing::{Backend, BreakerState, ModelRoute, ModelRouter};
 use crate::tasks::Tasks;

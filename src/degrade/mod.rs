@@ -20,7 +20,6 @@
 //! reaches budgets, rate limits or the dispatcher.
 
 mod admin;
-mod config;
 mod ladder;
 mod stage;
 mod state;
@@ -29,7 +28,6 @@ mod statics;
 use std::time::Duration;
 
 pub use admin::routes as admin_routes;
-pub use config::{DegradationConfig, StaticResponse};
 pub use ladder::Ladder;
 pub use stage::{CheckLevel, Fallback};
 pub use state::LadderState;

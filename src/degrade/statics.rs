@@ -10,8 +10,8 @@ use http::{HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::DEGRADED;
-use super::config::StaticResponse;
 use crate::call::{ApiRequest, ServedBy};
+use crate::config::StaticResponse;
 use crate::upstream::Endpoint;
 
 mod responses;
