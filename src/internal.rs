@@ -13,9 +13,9 @@ use axum::response::Response;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
-use crate::auth::Identity;
 use crate::upstream::Deployment;
-use crate::usage::Usage;
+use crate::vocab::Identity;
+use crate::vocab::Usage;
 
 /// The `x-sluice-tag` of internal calls, in the ledger and the access log.
 pub const SEMANTIC_CACHE_TAG: &str = "sluice-internal:semantic-cache";

@@ -43,7 +43,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod tokens;
 pub mod upstream;
-pub mod usage;
+pub mod vocab;
 
 /// Stream spellings and a reference SSE parser, shared with the integration
 /// tests' fake upstream.

@@ -531,7 +531,7 @@ impl MetricsSet {
         &self,
         model: &str,
         deployment: &str,
-        usage: &crate::usage::Usage,
+        usage: &crate::vocab::Usage,
         cost: f64,
     ) {
         if cost > 0.0 {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
 use crate::config::ModelSettings;
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
 
 /// Each model's tokenizer: its `[models."NAME"] encoding` where set, else
 /// the one its name implies.

@@ -128,7 +128,7 @@ impl Stage for Entry {
             Err(refusal) => return refuse_after_drain(request, *refusal).await,
         };
         let call = Call::new(identity.clone());
-        if let Some(discount) = request.extensions_mut().remove::<crate::usage::Discount>() {
+        if let Some(discount) = request.extensions_mut().remove::<crate::vocab::Discount>() {
             call.hooks.discount(discount);
         }
         request.extensions_mut().insert(call);

@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::metering::unix_ms;
 use crate::sse::Event;
-use crate::upstream::Endpoint;
-use crate::usage::{Hidden, Usage, hide_in_event};
+use crate::sse::usage::{Hidden, hide_in_event};
+use crate::vocab::Endpoint;
+use crate::vocab::Usage;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -9,7 +9,7 @@ use std::io::Write;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
 
 /// Fields that do not change what the model answers.
 const IGNORED: &[&str] = &[

@@ -16,12 +16,13 @@ use super::entry::{Entry, Recorded, Replay, replay};
 use super::flight::{End, Flight};
 use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
 use super::semantic::Probe;
-use crate::call::{CACHE_STATUS, Call, ServedBy};
+use crate::call::Call;
 use crate::error::{error_body, sse_error_event};
+use crate::sse::usage::{self, StreamUsageScanner};
 use crate::sse::{self, Event, Piece, Splitter, json};
 use crate::stage::{Next, Stage};
-use crate::upstream::Endpoint;
-use crate::usage::{self, StreamUsageScanner};
+use crate::vocab::Endpoint;
+use crate::vocab::{CACHE_STATUS, ServedBy};
 
 /// What the client asked for, to replay in the right shape.
 #[derive(Clone, Copy)]
@@ -143,8 +144,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     guard.probe = probe;
     let response = next.run(request).await;
     // A degraded answer (layer 7a's static one) is never stored.
-    if !response.status().is_success() || response.headers().contains_key(crate::degrade::DEGRADED)
-    {
+    if !response.status().is_success() || response.headers().contains_key(crate::vocab::DEGRADED) {
         drop(guard);
         return labelled(response, "miss");
     }

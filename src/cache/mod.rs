@@ -20,13 +20,13 @@ use dashmap::DashMap;
 use self::flight::Flight;
 pub use self::key::CacheKey;
 use self::store::Store;
-use crate::auth::Identity;
 use crate::config::{CacheConfig, CacheScope, CacheStore, Config, SemanticStore, parse_duration};
 use crate::internal::InternalCalls;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
 use crate::tasks::Tasks;
+use crate::vocab::Identity;
 
 pub use layer::Cache;
 pub use state::CacheState;
@@ -166,7 +166,7 @@ impl ResponseCache {
             .inc();
         self.metrics.cache_tokens_saved.inc_by(entry.total_tokens);
         if let Some(usage) = entry.usage {
-            let usage = crate::usage::Usage {
+            let usage = crate::vocab::Usage {
                 prompt_tokens: usage.0,
                 completion_tokens: usage.1,
                 cached_tokens: usage.2,

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use super::key::CacheKey;
 use super::semantic_index::SemanticIndex;
 use super::semantic_pg::PgIndex;
-use crate::auth::Identity;
 use crate::config::{SemanticConfig, SemanticStore};
 use crate::internal::{InternalCalls, SEMANTIC_CACHE_TAG};
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;
+use crate::vocab::Identity;
 
 /// The largest embedding reply read (a 3072-dimension vector as JSON is
 /// about 70 KB); a larger one is treated as a failed lookup.

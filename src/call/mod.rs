@@ -24,22 +24,21 @@
 //! Routes that are not proxied (`/v1/models`) carry a [`Call`] whose
 //! `request` is `None`: stages 6b to 9 let them through untouched.
 
-mod answer;
 mod request;
 mod view;
 
 use std::sync::Arc;
 
-pub use self::answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 pub use self::request::ApiRequest;
 pub use self::view::BodyView;
 pub use crate::config::Priority;
+pub use crate::vocab::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 
-use crate::auth::Identity;
-use crate::degrade::Degraded;
 use crate::limits::DeploymentQuotas;
 use crate::routing::Backend;
-use crate::usage::UsageHooks;
+use crate::vocab::Degraded;
+use crate::vocab::Identity;
+use crate::vocab::UsageHooks;
 
 /// One proxied call as the stages see it (see the module doc for who sets
 /// which part).

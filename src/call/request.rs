@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{BodyView, Priority};
 use crate::routing::ModelRoute;
-use crate::upstream::{Endpoint, StoredCall};
+use crate::vocab::{Endpoint, StoredCall};
 
 /// A proxied call as the layers behind the request layer see it.
 #[derive(Clone)]

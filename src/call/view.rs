@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::tokens::{self, Encoding};
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
 
 /// Bodies larger than this are parsed and tokenized off the async threads
 /// (tokenizing 32 KiB of text takes about a millisecond).

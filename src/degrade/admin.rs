@@ -13,9 +13,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::Ladder;
 use super::state::Outlook;
-use super::{Ladder, Level};
 use crate::error::{GatewayError, clip, error_body, json_response};
+use crate::vocab::Level;
 
 pub fn routes(ladder: Arc<Ladder>) -> Router {
     Router::new()

@@ -12,11 +12,12 @@ use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::state::Outlook;
-use super::{DEGRADED, Degraded, Ladder, Level, statics};
+use super::{Ladder, statics};
 use crate::call::{ApiRequest, BodyView, Call};
 use crate::error::{error_body, json_response, set_retry_after};
 use crate::jobs::asynchronous::AsyncIntake;
 use crate::stage::{Next, Stage};
+use crate::vocab::{DEGRADED, Degraded, Level};
 
 /// Layer 6c: level 4 answers 503 `maintenance` here (or, for a key with
 /// `queue_in_maintenance`, accepts the call as an asynchronous job); levels

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::Level;
+use crate::vocab::Level;
 
 /// What routing says about a model and its fallbacks at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

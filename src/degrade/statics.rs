@@ -9,10 +9,11 @@ use axum::response::Response;
 use http::{HeaderValue, header};
 use serde_json::{Value, json};
 
-use super::DEGRADED;
-use crate::call::{ApiRequest, ServedBy};
+use crate::call::ApiRequest;
 use crate::config::StaticResponse;
-use crate::upstream::Endpoint;
+use crate::vocab::DEGRADED;
+use crate::vocab::Endpoint;
+use crate::vocab::ServedBy;
 
 mod responses;
 

@@ -21,15 +21,18 @@ use tokio::time::Instant;
 
 use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use self::hide_usage::UsageHider;
-use crate::call::{Call as Admitted, ServedBy, UpstreamTime};
+use crate::call::Call as Admitted;
 use crate::config::{Config, RetryConfig};
 use crate::error::GatewayError;
 use crate::metering::Pricing;
 use crate::metrics::Metrics;
 use crate::routing::{ModelRouter, ResponsePin, ResponsePins};
 use crate::shutdown::Cut;
-use crate::upstream::{Endpoint, UpstreamClient, UpstreamRequest};
-use crate::usage::{self, Finished, Outcome, Served, UsageHooks, UsageObserver};
+use crate::sse::usage;
+use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::vocab::Endpoint;
+use crate::vocab::{Finished, Outcome, Served, UsageHooks, UsageObserver};
+use crate::vocab::{ServedBy, UpstreamTime};
 
 pub use models::{get_model, list_models};
 
@@ -347,7 +350,7 @@ fn outcome_of(endpoint: Endpoint, body: &[u8]) -> Outcome {
     match usage::parse(body) {
         _ if endpoint == Endpoint::StoredResponse => Outcome::NoOutput,
         Some(usage) => Outcome::Reported(usage),
-        None if endpoint.usage_optional() => Outcome::Reported(usage::Usage::default()),
+        None if endpoint.usage_optional() => Outcome::Reported(crate::vocab::Usage::default()),
         None => Outcome::Unknown,
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::shutdown::Cut;
 use crate::upstream::BodyStream;
-use crate::usage::{Outcome, Usage, UsageHooks};
+use crate::vocab::{Outcome, Usage, UsageHooks};
 
 pub struct Passthrough {
     body: BodyStream,

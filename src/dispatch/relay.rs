@@ -16,12 +16,13 @@ use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
-use crate::call::{StreamEnded, StreamOutcome};
 use crate::error::{GatewayError, sse_error_event};
 use crate::shutdown::Cut;
 use crate::sse;
+use crate::sse::usage::StreamUsageScanner;
 use crate::upstream::BodyStream;
-use crate::usage::{Outcome, StreamUsageScanner, UsageHooks};
+use crate::vocab::{Outcome, UsageHooks};
+use crate::vocab::{StreamEnded, StreamOutcome};
 
 const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 

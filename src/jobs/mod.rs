@@ -27,12 +27,12 @@ mod schema;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::auth::Identity;
 use crate::config::{AsyncConfig, BatchConfig, Config, KeysStoreSpec};
 use crate::internal::InternalCalls;
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;
 use crate::upstream::UpstreamClient;
+use crate::vocab::Identity;
 
 pub use error::JobsError;
 

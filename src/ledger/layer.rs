@@ -12,12 +12,13 @@ use axum::response::Response;
 
 use super::record::cache_status;
 use super::{Ledger, UsageRecord};
-use crate::call::{BodyView, CACHE_STATUS, Call, ServedBy};
+use crate::call::{BodyView, Call};
 use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::metering::Pricing;
 use crate::stage::{Next, Stage};
 use crate::tokens::Encodings;
-use crate::usage::{Finished, Outcome, Served, UsageObserver};
+use crate::vocab::{CACHE_STATUS, ServedBy};
+use crate::vocab::{Finished, Outcome, Served, UsageObserver};
 
 /// Starts a usage record for each proxied call and hooks it to the call's
 /// end.
@@ -213,7 +214,7 @@ impl Estimates {
     fn estimate(&self, record: &mut UsageRecord, view: &BodyView) {
         let prompt = view.prompt_tokens_now(self.encodings.of(&record.model));
         record.prompt_tokens = prompt as i64;
-        let usage = crate::usage::Usage {
+        let usage = crate::vocab::Usage {
             prompt_tokens: prompt,
             completion_tokens: 0,
             cached_tokens: 0,

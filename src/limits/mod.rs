@@ -22,7 +22,6 @@ use self::engine::{Charge, Decision, Refused, StoreError};
 use self::gcra::Standing;
 use self::memory::MemoryEngine;
 use self::redis_store::RedisEngine;
-use crate::auth::Identity;
 use crate::call::ApiRequest;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
@@ -31,6 +30,7 @@ use crate::routing::Backend;
 use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 use crate::tokens::{Encoding, Encodings, Estimator};
+use crate::vocab::Identity;
 
 use self::quotas::CallState;
 pub use layer::RateLimit;

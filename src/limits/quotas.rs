@@ -32,7 +32,7 @@ use super::bucket::{Bucket, Kind, Pair};
 use super::engine::{Charge, Refused};
 use super::{Engine, Limiter};
 use crate::config::OnRedisError;
-use crate::usage::{Finished, Outcome, UsageObserver};
+use crate::vocab::{Finished, Outcome, UsageObserver};
 
 /// What the dispatcher may ask of the limiter: charge a deployment for one
 /// attempt and say how that attempt ended. Carried in the request extensions

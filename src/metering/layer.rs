@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::Budgets;
 use crate::call::Call;
 use crate::stage::{Next, Stage};
-use crate::usage::{Finished, Outcome, UsageObserver};
+use crate::vocab::{Finished, Outcome, UsageObserver};
 
 /// Layer 7b: refuses a call whose key or org has spent a budget and bills
 /// the rest. In-memory budgets answer in place; Redis ones wait for a round

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::config::Price;
-use crate::usage::Usage;
+use crate::vocab::Usage;
 
 /// `(model, input, cached input, output)` in USD per million tokens.
 const DEFAULTS: &[(&str, f64, f64, f64)] = &[

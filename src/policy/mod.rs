@@ -25,13 +25,13 @@ use serde_json::{Map, Value};
 
 use self::auto::AutoRouter;
 use self::split::Split;
-use crate::auth::Identity;
 use crate::call::BodyView;
 use crate::config::{Config, Priority, RouteConfig, TokenBudget};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::tokens::{self, Encoding, Encodings};
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
+use crate::vocab::Identity;
 
 pub struct Policies {
     routes: HashMap<String, RouteConfig>,

@@ -17,7 +17,6 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::auth::Identity;
 use crate::call::{ApiRequest, BodyView, Call, Priority};
 use crate::config::Strategy;
 use crate::error::GatewayError;
@@ -26,7 +25,9 @@ use crate::policy::Policies;
 use crate::queue::Scheduler;
 use crate::routing::{ModelRouter, ResponsePins};
 use crate::stage::{Next, Stage};
-use crate::upstream::{Endpoint, multipart};
+use crate::upstream::multipart;
+use crate::vocab::Endpoint;
+use crate::vocab::Identity;
 
 /// `x-sluice-priority`, capped by the key's `max_priority`; else the key's
 /// `priority`; else `standard`.

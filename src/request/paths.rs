@@ -2,7 +2,7 @@
 //! (`/openai/deployments/{name}/...`, `/openai/responses`, `/openai/v1/...`)
 //! name the same calls; an Azure deployment path also names the model.
 
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
 
 pub enum ApiCall<'a> {
     /// A call the dispatcher proxies; `path_model` when the path names the

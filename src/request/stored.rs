@@ -10,11 +10,11 @@ use axum::extract::Request;
 use bytes::Bytes;
 
 use super::{Outcome, RequestReader, identity_of, parse, priority_of, set_request};
-use crate::auth::Identity;
 use crate::call::{ApiRequest, BodyView};
 use crate::error::GatewayError;
 use crate::routing::{ModelRoute, ResponsePin, valid_id};
-use crate::upstream::{Endpoint, StoredCall};
+use crate::vocab::Identity;
+use crate::vocab::{Endpoint, StoredCall};
 
 /// A client query longer than this is refused rather than forwarded.
 const MAX_QUERY: usize = 2048;

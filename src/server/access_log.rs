@@ -15,11 +15,12 @@ use tracing::Instrument;
 
 use super::call_span;
 
-use crate::auth::{AuthRefused, Identity};
-use crate::call::{ServedBy, StreamEnded, StreamOutcome};
+use crate::auth::AuthRefused;
 use crate::error::{ErrorLogged, clip};
 use crate::headers::X_REQUEST_ID;
 use crate::metrics::Metrics;
+use crate::vocab::Identity;
+use crate::vocab::{ServedBy, StreamEnded, StreamOutcome};
 
 /// `latency_us` is to the response head, or for a stream to its end. The
 /// call's span (see `call_span`) is made here and covers the line too.

@@ -10,8 +10,8 @@ use crate::sync_layer::Middleware;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::call::{ServedBy, UpstreamTime};
 use crate::metrics::Metrics;
+use crate::vocab::{ServedBy, UpstreamTime};
 
 /// Known routes keep their path as the label; anything else is `other`, so
 /// scanners cannot blow up label cardinality.

@@ -57,7 +57,7 @@ use crate::queue::{Admit, Scheduler};
 use crate::request::RequestReader;
 use crate::stage::{StageLayer, chain};
 use crate::sync_layer::SyncLayer;
-use crate::upstream::Endpoint;
+use crate::vocab::Endpoint;
 use tower_http::decompression::RequestDecompressionLayer;
 
 /// Everything one config snapshot's layers and dispatcher share.

@@ -10,10 +10,12 @@
 //! - `event`: reads one event's fields and rebuilds it with new data.
 //! - `json`: finds and removes a top-level member of a JSON object without
 //!   re-serialising the rest.
+//! - `usage`: the token usage an answer reports, in a body or a stream.
 
 mod event;
 pub mod json;
 mod split;
+pub mod usage;
 
 pub use event::{Event, with_data};
 pub use split::{Piece, Splitter, as_own_event, ends_event, only_comments};

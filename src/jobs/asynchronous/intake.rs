@@ -14,12 +14,12 @@ use serde_json::Map;
 use super::super::{Jobs, JobsError, new_id, unix_now};
 use super::ask::{self, wants_async};
 use super::record::{self, CALLBACK_PENDING, Job, Status};
-use crate::auth::Identity;
 use crate::call::Call;
 use crate::error::GatewayError;
 use crate::request::parse;
 use crate::request::paths::{ApiCall, classify};
 use crate::stage::{Next, Stage};
+use crate::vocab::Identity;
 
 /// The client headers a job replays: what shapes the call, never its
 /// credentials (the runner acts as the key by its stable id).

@@ -26,8 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::super::{Jobs, JobsError, unix_now, unix_now_ms};
 use super::callback;
 use super::record::{self, Answer, CALLBACK_PENDING, Job, Status};
-use crate::auth::Identity;
 use crate::internal::ASYNC_TAG;
+use crate::vocab::Identity;
 
 /// The largest answer kept; a bigger one is stored as a 502.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;

@@ -15,7 +15,7 @@ use super::record::{Batch, Counts, Status};
 use super::run::record;
 use super::runner::Lease;
 use super::validate::{InputLine, Lines, Read, is_blank};
-use crate::usage::Usage;
+use crate::vocab::Usage;
 
 /// Rows read from the store per query while writing the files: answers
 /// are up to 32 MiB each, so a page is kept short.

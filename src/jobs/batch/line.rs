@@ -12,9 +12,9 @@ use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
 use super::validate::InputLine;
-use crate::auth::Identity;
 use crate::internal::{BATCH_TAG, InternalCalls};
-use crate::usage::{Discount, Usage};
+use crate::vocab::Identity;
+use crate::vocab::{Discount, Usage};
 
 /// Largest answer kept for one line.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
@@ -106,7 +106,7 @@ pub async fn run(context: &LineContext, raw: &[u8]) -> Outcome {
     if let Some(outcome) = not_now(status, &headers, &body) {
         return outcome;
     }
-    let usage = crate::usage::parse(&body).unwrap_or_default();
+    let usage = crate::sse::usage::parse(&body).unwrap_or_default();
     let response_id = headers
         .get("x-upstream-request-id")
         .or_else(|| headers.get("x-request-id"))

@@ -21,7 +21,7 @@ use super::line::{self, LineContext, Outcome};
 use super::record::{Batch, Status};
 use super::runner::{Lease, Step};
 use super::validate::{Lines, Read, is_blank};
-use crate::usage::Usage;
+use crate::vocab::Usage;
 
 /// Lines read ahead and reordered by prompt prefix.
 const WINDOW: usize = 256;

@@ -22,7 +22,7 @@ use crate::config::Provider;
 use crate::internal::ForwardedUsage;
 use crate::upstream::Deployment;
 use crate::upstream::batch_api::ApiError;
-use crate::usage::Usage;
+use crate::vocab::Usage;
 
 /// Runs `work` while renewing the lease; `None` when the lease was lost or
 /// the gateway is stopping (`work` is dropped then).
@@ -344,7 +344,7 @@ async fn reported_usage(path: &std::path::Path) -> std::io::Result<Usage> {
         let usage = serde_json::from_slice::<OutputLine<'_>>(line)
             .ok()
             .and_then(|line| line.response?.body)
-            .and_then(|body| crate::usage::parse(body.get().as_bytes()));
+            .and_then(|body| crate::sse::usage::parse(body.get().as_bytes()));
         if let Some(usage) = usage {
             sum.prompt_tokens += usage.prompt_tokens;
             sum.completion_tokens += usage.completion_tokens;

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::auth::Identity;
 use crate::internal::InternalCalls;
+use crate::vocab::Identity;
 
 /// Longest line read; a longer one is an error, not a bigger buffer.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;

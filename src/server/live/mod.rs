@@ -179,7 +179,7 @@ impl InternalCalls for Pipeline {
         })
     }
 
-    fn identity(&self, key_id: &str) -> Option<Arc<crate::auth::Identity>> {
+    fn identity(&self, key_id: &str) -> Option<Arc<crate::vocab::Identity>> {
         let live = self.live.get().and_then(Weak::upgrade)?;
         live.snapshot().keys.by_id(key_id)
     }
@@ -217,7 +217,7 @@ impl InternalCalls for Pipeline {
         let in_maintenance = |model: &str| {
             snapshot.router.route(model).is_some_and(|route| {
                 let reading = snapshot.ladder.read(route, tokio::time::Instant::now());
-                reading.assessment.level == crate::degrade::Level::Maintenance
+                reading.assessment.level == crate::vocab::Level::Maintenance
             })
         };
         // A virtual name is held while every model it can reach is.

@@ -10,7 +10,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::json_reply;
-use crate::upstream::{Endpoint, UpstreamResponse, multipart};
+use crate::upstream::{UpstreamResponse, multipart};
+use crate::vocab::Endpoint;
 
 /// A 1x1 transparent PNG.
 const PIXEL_PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use super::json_reply;
 use crate::error::{clip, error_body};
-use crate::upstream::{StoredCall, UpstreamResponse};
+use crate::upstream::UpstreamResponse;
+use crate::vocab::StoredCall;
 
 const CAPACITY: u64 = 10_000;
 const TTL: Duration = Duration::from_secs(3600);

@@ -1,0 +1,21 @@
+//! The leaf vocabulary: the types the stages, the engines and the
+//! dispatcher all name, and nothing else. It imports only `config` (for
+//! `Priority` and prices); everything in the crate may import it.
+//!
+//! - `identity`: who is calling.
+//! - `endpoint`: which OpenAI endpoint, and calls on stored responses.
+//! - `degraded`: the degradation ladder's levels and a degraded call's mark.
+//! - `usage`: token usage and the hooks that learn it when a call ends.
+//! - `answer`: what an answer carries back out to the outer layers.
+
+mod answer;
+mod degraded;
+mod endpoint;
+mod identity;
+mod usage;
+
+pub use answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
+pub use degraded::{DEGRADED, Degraded, Level};
+pub use endpoint::{Endpoint, StoredCall};
+pub use identity::Identity;
+pub use usage::{Discount, Finished, Outcome, Served, Usage, UsageHooks, UsageObserver};
