@@ -23,13 +23,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice::auth::Identity;
-use sluice::call::{ApiRequest, BodyView};
-use sluice::limits::{Check, LimitState, Limiter};
+use sluice::call::ApiRequest;
+use sluice::limits::{CallFacts, Check, LimitState, Limiter};
 use sluice::metrics::Metrics;
 use sluice::routing::{DeploymentStates, ModelRouter};
 use sluice::tasks::Tasks;
-use sluice::upstream::{Deployment, Endpoint};
+use sluice::tokens::BodyView;
+use sluice::upstream::Deployment;
+use sluice::vocab::Endpoint;
+use sluice::vocab::Identity;
 
 use common::{Gateway, Params, env_or, exchange, gateway_toml};
 
@@ -98,7 +100,13 @@ async fn check_loop(
             view: BodyView::read(api.endpoint, &api.body).await,
             ..api.clone()
         };
-        let check = limiter.check(&identity, &call).await;
+        let facts = CallFacts {
+            route: &call.route,
+            view: &call.view,
+            endpoint: call.endpoint,
+            affinity: call.affinity,
+        };
+        let check = limiter.check(&identity, facts).await;
         let ok = match &check {
             Check::Unlimited => unlimited,
             Check::Admitted(_) => !unlimited,

@@ -36,7 +36,7 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
-pub mod stage;
+pub mod stages;
 pub mod storage_dirs;
 pub mod sync_layer;
 pub mod tasks;
@@ -56,8 +56,8 @@ mod spelling;
 /// no copies of the code it checks.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::cache::entry::complete_events;
     pub use crate::cache::entry::{Entry, Recorded, Replay, replay};
-    pub use crate::cache::layer::complete_events;
     pub use crate::config::expand::expand_tree;
     pub use crate::dispatch::hide_usage::UsageHider;
     pub use crate::jobs::batch::line::output_line;

@@ -2,7 +2,7 @@
 //! route), whose work before the inner service is synchronous. Unlike axum's
 //! `from_fn`, which clones the whole inner stack and boxes two values per
 //! request, it calls the inner service in place and returns an unboxed
-//! future. The stages of a call are written as `crate::stage::Stage`.
+//! future. The stages of a call are written as `crate::stages::Stage`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -14,7 +14,7 @@ use crate::call::Call;
 use crate::drain::refuse_after_drain;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::stage::{Next, Stage};
+use crate::stages::{Next, Stage};
 
 /// What a request presents as its credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

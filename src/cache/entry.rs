@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::metering::unix_ms;
-use crate::sse::Event;
 use crate::sse::usage::{Hidden, hide_in_event};
+use crate::sse::{Event, Piece, Splitter, json};
 use crate::vocab::Endpoint;
 use crate::vocab::Usage;
 
@@ -257,6 +257,59 @@ fn chat_sse_to_json(events: &[String]) -> Option<String> {
         "system_fingerprint": head["system_fingerprint"], "choices": choices, "usage": usage,
     });
     Some(reply.to_string())
+}
+
+/// Splits a recorded stream into its events if it ended properly: `[DONE]`
+/// for chat and completions, `response.completed` for responses, and no
+/// error event. Events are read by the grammar, so every spelling of a
+/// stream is recorded; events of only comments (keep-alives) are not kept.
+/// A last event without its blank line counts, as it did when it was relayed.
+pub fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
+    // One feed of the whole recording, so no event is oversized.
+    let mut splitter = Splitter::new(recording.len());
+    let mut events = Vec::new();
+    splitter.feed(recording, |piece| {
+        if let Piece::Event(raw) = piece {
+            events.push(raw.to_vec());
+        }
+    });
+    events.extend(splitter.finish());
+    let mut finished = false;
+    let mut kept = Vec::with_capacity(events.len());
+    for raw in events {
+        let event = Event::parse(&raw);
+        if !event.has_data && event.name.is_empty() {
+            continue;
+        }
+        if is_error(&event) {
+            return None;
+        }
+        finished = match endpoint {
+            Endpoint::Responses => finished || event_type(&event) == b"response.completed",
+            _ => event.is_done(),
+        };
+        kept.push(String::from_utf8(raw).ok()?);
+    }
+    finished.then_some(kept)
+}
+
+/// The event's type: its `event:` field, else its data's top-level `type`.
+fn event_type<'a>(event: &'a Event<'_>) -> &'a [u8] {
+    if !event.name.is_empty() {
+        return event.name;
+    }
+    json::member(&event.data, b"type")
+        .and_then(|member| event.data.get(member.value))
+        .and_then(|value| value.strip_prefix(b"\"")?.strip_suffix(b"\""))
+        .unwrap_or_default()
+}
+
+/// An error event: `event: error` or `"type": "error"` (Responses), or a
+/// top-level `error` member (chat and completions, and Sluice's own).
+fn is_error(event: &Event<'_>) -> bool {
+    event_type(event) == b"error"
+        || json::member(&event.data, b"error")
+            .is_some_and(|error| event.data.get(error.value) != Some(b"null".as_slice()))
 }
 
 #[cfg(test)]

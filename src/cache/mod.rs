@@ -2,10 +2,9 @@
 //! or in Redis, with single-flight coalescing of identical in-flight calls.
 
 pub(crate) mod entry;
-mod flight;
+pub(crate) mod flight;
 pub mod key;
-pub(crate) mod layer;
-mod semantic;
+pub(crate) mod semantic;
 pub mod semantic_index;
 pub mod semantic_pg;
 mod state;
@@ -28,7 +27,6 @@ use crate::redis::SharedRedis;
 use crate::tasks::Tasks;
 use crate::vocab::Identity;
 
-pub use layer::Cache;
 pub use state::CacheState;
 
 /// What a snapshot's cache is built from besides its config.
@@ -42,26 +40,26 @@ pub struct CacheParts<'a> {
 }
 
 pub struct ResponseCache {
-    config: CacheConfig,
-    store: Store,
+    pub(crate) config: CacheConfig,
+    pub(crate) store: Store,
     /// Calls in flight, by key, for coalescing (shared by snapshots).
-    flights: Arc<DashMap<CacheKey, Arc<Flight>>>,
+    pub(crate) flights: Arc<DashMap<CacheKey, Arc<Flight>>>,
     /// `[models.X] cache` overrides.
-    model_overrides: HashMap<String, bool>,
-    semantic: Option<semantic::Semantic>,
-    metrics: Metrics,
+    pub(crate) model_overrides: HashMap<String, bool>,
+    pub(crate) semantic: Option<semantic::Semantic>,
+    pub(crate) metrics: Metrics,
     /// For the cost a hit saved.
     pricing: Arc<Pricing>,
     /// Store failures are counted each, logged at most every 10 s: during
     /// an outage every request fails the same way.
     store_error_log: crate::telemetry::LogEvery,
     /// Owns the writes of answers to the store.
-    tasks: Tasks,
+    pub(crate) tasks: Tasks,
 }
 
 impl ResponseCache {
     /// Counts a store failure and logs it, rate-limited.
-    fn store_failed(&self, what: &str, error: &crate::redis::RedisError) {
+    pub(crate) fn store_failed(&self, what: &str, error: &crate::redis::RedisError) {
         self.metrics.cache_store_errors.inc();
         if self.store_error_log.due() {
             tracing::warn!(%error, "cache store failure ({what}); later failures are counted in sluice_cache_store_errors_total and logged at most every 10 s");
@@ -130,7 +128,7 @@ impl ResponseCache {
     /// Whose entries a request may see (its key's, its org's, or everyone's),
     /// and for which resolved model: two variants of one virtual model never
     /// share answers.
-    fn scope(&self, identity: &Identity, model: &str) -> String {
+    pub(crate) fn scope(&self, identity: &Identity, model: &str) -> String {
         let tenant = self.tenant(identity);
         format!("{tenant}\0{model}")
     }
@@ -148,7 +146,7 @@ impl ResponseCache {
     }
 
     /// The request's `x-sluice-cache-ttl` (seconds or `30s`), else the default.
-    fn ttl(&self, headers: &http::HeaderMap) -> Duration {
+    pub(crate) fn ttl(&self, headers: &http::HeaderMap) -> Duration {
         headers
             .get("x-sluice-cache-ttl")
             .and_then(|v| v.to_str().ok())
@@ -159,7 +157,7 @@ impl ResponseCache {
 
     /// Counts a hit (`hit`, `semantic_hit` or `stale_hit`) and what it saved: the entry's
     /// tokens and their price.
-    fn record_hit(&self, result: &str, model: &str, entry: &entry::Entry) {
+    pub(crate) fn record_hit(&self, result: &str, model: &str, entry: &entry::Entry) {
         self.metrics
             .cache_requests
             .with_label_values(&[result])
@@ -177,7 +175,7 @@ impl ResponseCache {
         }
     }
 
-    fn record_size(&self) {
+    pub(crate) fn record_size(&self) {
         if let Some((entries, bytes)) = self.store.size() {
             self.metrics.cache_entries.set(entries as i64);
             self.metrics.cache_bytes.set(bytes as i64);

@@ -5,7 +5,7 @@
 //! stages before it put there and adds its own part. What flows back out
 //! rides on the response: extensions the outer layers read ([`ServedBy`],
 //! [`UpstreamTime`], [`StreamEnded`], the caller's `Arc<Identity>`) and
-//! headers. Every stage is written one way (`crate::stage::Stage`).
+//! headers. Every stage is written one way (`crate::stages::Stage`).
 //!
 //! | # | stage | reads | adds |
 //! |---|-------|-------|------|
@@ -25,12 +25,10 @@
 //! `request` is `None`: stages 6b to 9 let them through untouched.
 
 mod request;
-mod view;
 
 use std::sync::Arc;
 
 pub use self::request::ApiRequest;
-pub use self::view::BodyView;
 pub use crate::config::Priority;
 pub use crate::vocab::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{BodyView, Priority};
+use super::Priority;
 use crate::routing::ModelRoute;
+use crate::tokens::BodyView;
 use crate::vocab::{Endpoint, StoredCall};
 
 /// A proxied call as the layers behind the request layer see it.

@@ -21,7 +21,7 @@ pub struct Ladder {
     thresholds: Thresholds,
     /// Given as `retry-after` when no deployment says when it returns.
     default_wait: Duration,
-    pub(super) statics: Vec<StaticResponse>,
+    pub(crate) statics: Vec<StaticResponse>,
     pub(super) router: Arc<ModelRouter>,
     /// `[models.X] degraded_max_output_tokens`, by model.
     output_caps: HashMap<String, u64>,
@@ -63,7 +63,7 @@ impl Ladder {
     }
 
     /// The max output tokens of `model`'s calls while it is degraded.
-    pub(super) fn output_cap(&self, model: &str) -> Option<u64> {
+    pub(crate) fn output_cap(&self, model: &str) -> Option<u64> {
         self.output_caps.get(model).copied()
     }
 

@@ -21,11 +21,9 @@
 
 mod admin;
 mod ladder;
-mod stage;
 mod state;
-mod statics;
+pub mod statics;
 
 pub use admin::routes as admin_routes;
 pub use ladder::Ladder;
-pub use stage::{CheckLevel, Fallback};
-pub use state::LadderState;
+pub use state::{LadderState, Outlook};

@@ -8,7 +8,6 @@
 
 mod intake;
 mod journal;
-mod layer;
 mod line;
 mod record;
 mod store;
@@ -31,8 +30,7 @@ use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 
 pub use intake::JOURNAL_THREAD;
-pub use layer::{Estimates, RecordUsage};
-pub use record::{Total, UsageRecord};
+pub use record::{Total, UsageRecord, cache_status};
 pub use store::{Store, StoreError};
 
 pub struct Ledger {

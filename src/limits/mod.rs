@@ -6,7 +6,6 @@
 mod bucket;
 mod engine;
 mod gcra;
-mod layer;
 mod memory;
 mod quotas;
 mod redis_store;
@@ -22,18 +21,16 @@ use self::engine::{Charge, Decision, Refused, StoreError};
 use self::gcra::Standing;
 use self::memory::MemoryEngine;
 use self::redis_store::RedisEngine;
-use crate::call::ApiRequest;
 use crate::config::{Config, OnRedisError};
 use crate::metrics::Metrics;
 use crate::redis::SharedRedis;
-use crate::routing::Backend;
+use crate::routing::{Backend, ModelRoute};
 use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
-use crate::tokens::{Encoding, Encodings, Estimator};
-use crate::vocab::Identity;
+use crate::tokens::{BodyView, Encoding, Encodings, Estimator};
+use crate::vocab::{Endpoint, Identity};
 
 use self::quotas::CallState;
-pub use layer::RateLimit;
 pub use quotas::{AttemptEnd, Charged, DeploymentQuotas, QuotaSkip, Settlement};
 pub use state::LimitState;
 
@@ -84,6 +81,16 @@ impl KeyHeaders {
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         reply::set_key_headers(headers, self.requests, self.tokens);
     }
+}
+
+/// What the limiter reads of a call.
+#[derive(Clone, Copy)]
+pub struct CallFacts<'a> {
+    pub route: &'a ModelRoute,
+    pub view: &'a Arc<BodyView>,
+    pub endpoint: Endpoint,
+    /// For `prefix_affinity` routing of the deployment charged.
+    pub affinity: Option<u64>,
 }
 
 /// The buckets one request is checked against.
@@ -138,7 +145,7 @@ impl Limiter {
         })
     }
 
-    pub async fn check(self: &Arc<Self>, identity: &Identity, api: &ApiRequest) -> Check {
+    pub async fn check(self: &Arc<Self>, identity: &Identity, api: CallFacts<'_>) -> Check {
         let model = &*api.route.name;
         let key = self.table.keys.get(&*identity.id);
         let org = identity
@@ -217,7 +224,7 @@ impl Limiter {
 
     /// Prompt plus expected output tokens. The prompt is counted through
     /// the call's view: once per call, off the async threads when large.
-    async fn estimate(&self, api: &ApiRequest) -> u64 {
+    async fn estimate(&self, api: CallFacts<'_>) -> u64 {
         let encoding = self.encodings.of(&api.route.name);
         let prompt = api.view.prompt_tokens(encoding).await;
         prompt.saturating_add(self.estimator.output(api.endpoint, api.view.json()))
@@ -229,7 +236,7 @@ impl Limiter {
         org: Option<&'a Pair>,
         model: Option<&'a Pair>,
         limits_deployments: bool,
-        api: &ApiRequest,
+        api: CallFacts<'_>,
         tokens: u64,
     ) -> Subject<'a> {
         let charge = |bucket: &'a Arc<Bucket>| Charge {

@@ -25,10 +25,10 @@ use serde_json::{Map, Value};
 
 use self::auto::AutoRouter;
 use self::split::Split;
-use crate::call::BodyView;
 use crate::config::{Config, Priority, RouteConfig, TokenBudget};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::tokens::BodyView;
 use crate::tokens::{self, Encoding, Encodings};
 use crate::vocab::Endpoint;
 use crate::vocab::Identity;

@@ -3,9 +3,7 @@
 //! connection), and is told at once when it cannot be admitted in time.
 
 mod admission;
-mod layer;
 mod scheduler;
 
 pub use admission::{held_while_streaming, take_slot};
-pub use layer::Admit;
 pub use scheduler::{Permit, Rejected, Scheduler};

@@ -12,11 +12,9 @@
 //! - `api`: `GET /v1/async/{id}`.
 
 pub mod api;
-mod ask;
+pub(crate) mod ask;
 mod callback;
-pub mod intake;
-mod record;
+pub(crate) mod record;
 mod runner;
 
-pub use intake::AsyncIntake;
 pub use runner::start;

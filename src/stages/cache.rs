@@ -11,16 +11,16 @@ use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
-use super::ResponseCache;
-use super::entry::{Entry, Recorded, Replay, replay};
-use super::flight::{End, Flight};
-use super::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
-use super::semantic::Probe;
+use crate::cache::ResponseCache;
+use crate::cache::entry::{Entry, Recorded, Replay, complete_events, replay};
+use crate::cache::flight::{End, Flight};
+use crate::cache::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
+use crate::cache::semantic::Probe;
 use crate::call::Call;
 use crate::error::{error_body, sse_error_event};
+use crate::sse;
 use crate::sse::usage::{self, StreamUsageScanner};
-use crate::sse::{self, Event, Piece, Splitter, json};
-use crate::stage::{Next, Stage};
+use crate::stages::{Next, Stage};
 use crate::vocab::Endpoint;
 use crate::vocab::{CACHE_STATUS, ServedBy};
 
@@ -462,59 +462,6 @@ fn too_large_to_share() -> Bytes {
         None,
         Some("cache_entry_too_large"),
     ))
-}
-
-/// Splits a recorded stream into its events if it ended properly: `[DONE]`
-/// for chat and completions, `response.completed` for responses, and no
-/// error event. Events are read by the grammar, so every spelling of a
-/// stream is recorded; events of only comments (keep-alives) are not kept.
-/// A last event without its blank line counts, as it did when it was relayed.
-pub fn complete_events(recording: &[u8], endpoint: Endpoint) -> Option<Vec<String>> {
-    // One feed of the whole recording, so no event is oversized.
-    let mut splitter = Splitter::new(recording.len());
-    let mut events = Vec::new();
-    splitter.feed(recording, |piece| {
-        if let Piece::Event(raw) = piece {
-            events.push(raw.to_vec());
-        }
-    });
-    events.extend(splitter.finish());
-    let mut finished = false;
-    let mut kept = Vec::with_capacity(events.len());
-    for raw in events {
-        let event = Event::parse(&raw);
-        if !event.has_data && event.name.is_empty() {
-            continue;
-        }
-        if is_error(&event) {
-            return None;
-        }
-        finished = match endpoint {
-            Endpoint::Responses => finished || event_type(&event) == b"response.completed",
-            _ => event.is_done(),
-        };
-        kept.push(String::from_utf8(raw).ok()?);
-    }
-    finished.then_some(kept)
-}
-
-/// The event's type: its `event:` field, else its data's top-level `type`.
-fn event_type<'a>(event: &'a Event<'_>) -> &'a [u8] {
-    if !event.name.is_empty() {
-        return event.name;
-    }
-    json::member(&event.data, b"type")
-        .and_then(|member| event.data.get(member.value))
-        .and_then(|value| value.strip_prefix(b"\"")?.strip_suffix(b"\""))
-        .unwrap_or_default()
-}
-
-/// An error event: `event: error` or `"type": "error"` (Responses), or a
-/// top-level `error` member (chat and completions, and Sluice's own).
-fn is_error(event: &Event<'_>) -> bool {
-    event_type(event) == b"error"
-        || json::member(&event.data, b"error")
-            .is_some_and(|error| event.data.get(error.value) != Some(b"null".as_slice()))
 }
 
 #[cfg(test)]

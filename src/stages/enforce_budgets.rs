@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
-use super::Budgets;
 use crate::call::Call;
-use crate::stage::{Next, Stage};
+use crate::metering::Budgets;
+use crate::stages::{Next, Stage};
 use crate::vocab::{Finished, Outcome, UsageObserver};
 
 /// Layer 7b: refuses a call whose key or org has spent a budget and bills

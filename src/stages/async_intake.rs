@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::Map;
 
-use super::super::{Jobs, JobsError, new_id, unix_now};
-use super::ask::{self, wants_async};
-use super::record::{self, CALLBACK_PENDING, Job, Status};
 use crate::call::Call;
 use crate::error::GatewayError;
+use crate::jobs::asynchronous::ask::{self, wants_async};
+use crate::jobs::asynchronous::record::{self, CALLBACK_PENDING, Job, Status};
+use crate::jobs::{Jobs, JobsError, new_id, unix_now};
 use crate::request::parse;
 use crate::request::paths::{ApiCall, classify};
-use crate::stage::{Next, Stage};
+use crate::stages::{Next, Stage};
 use crate::vocab::Identity;
 
 /// The client headers a job replays: what shapes the call, never its

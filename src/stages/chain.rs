@@ -107,7 +107,7 @@ where
 /// `(a, (b, ()))`.
 macro_rules! chain {
     () => { () };
-    ($head:expr $(, $rest:expr)* $(,)?) => { ($head, $crate::stage::chain!($($rest),*)) };
+    ($head:expr $(, $rest:expr)* $(,)?) => { ($head, $crate::stages::chain!($($rest),*)) };
 }
 pub(crate) use chain;
 

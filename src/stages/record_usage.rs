@@ -10,12 +10,13 @@ use axum::extract::Request;
 use axum::http::HeaderName;
 use axum::response::Response;
 
-use super::record::cache_status;
-use super::{Ledger, UsageRecord};
-use crate::call::{BodyView, Call};
+use crate::call::Call;
 use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
+use crate::ledger::cache_status;
+use crate::ledger::{Ledger, UsageRecord};
 use crate::metering::Pricing;
-use crate::stage::{Next, Stage};
+use crate::stages::{Next, Stage};
+use crate::tokens::BodyView;
 use crate::tokens::Encodings;
 use crate::vocab::{CACHE_STATUS, ServedBy};
 use crate::vocab::{Finished, Outcome, Served, UsageObserver};

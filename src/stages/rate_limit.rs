@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::{Check, Limiter};
 use crate::call::Call;
-use crate::stage::{Next, Stage};
+use crate::limits::{CallFacts, Check, Limiter};
+use crate::stages::{Next, Stage};
 
 /// Layer 8: RPM/TPM per key, org and model; picks a deployment with quota
 /// for the dispatcher's first attempt.
@@ -19,7 +19,13 @@ impl Stage for RateLimit {
         let Some((call, api)) = Call::proxied(request.extensions()) else {
             return next.run(request).await;
         };
-        let admission = match self.0.check(&call.identity, api).await {
+        let facts = CallFacts {
+            route: &api.route,
+            view: &api.view,
+            endpoint: api.endpoint,
+            affinity: api.affinity,
+        };
+        let admission = match self.0.check(&call.identity, facts).await {
             Check::Unlimited => return next.run(request).await,
             Check::Refused(response) => return response,
             Check::Admitted(admission) => admission,

@@ -8,10 +8,10 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
-use super::{Scheduler, held_while_streaming, take_slot};
 use crate::call::Call;
 use crate::metrics::Metrics;
-use crate::stage::{Next, Stage};
+use crate::queue::{Scheduler, held_while_streaming, take_slot};
+use crate::stages::{Next, Stage};
 
 /// Layer 9: a slot, or a wait in the fair priority queue for one.
 pub struct Admit {

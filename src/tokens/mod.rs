@@ -2,6 +2,8 @@
 //! (3 tokens per message, +1 for a `name`, +3 for the reply). Used for TPM
 //! estimates (prompt plus max output), token budgets and the `auto` router.
 
+mod view;
+
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
@@ -9,6 +11,8 @@ use tiktoken_rs::CoreBPE;
 
 use crate::config::ModelSettings;
 use crate::vocab::Endpoint;
+
+pub use view::BodyView;
 
 /// Each model's tokenizer: its `[models."NAME"] encoding` where set, else
 /// the one its name implies.
@@ -263,7 +267,7 @@ mod tests {
 
     /// A request's TPM estimate, as the rate limiter makes it.
     fn estimate(endpoint: Endpoint, body: &str, encoding: Encoding) -> u64 {
-        let view = crate::call::BodyView::parsed_now(endpoint, body.as_bytes());
+        let view = BodyView::parsed_now(endpoint, body.as_bytes());
         let output = Estimator {
             default_max_tokens: 100,
         }

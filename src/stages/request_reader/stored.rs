@@ -9,10 +9,12 @@ use std::sync::Arc;
 use axum::extract::Request;
 use bytes::Bytes;
 
-use super::{Outcome, RequestReader, identity_of, parse, priority_of, set_request};
-use crate::call::{ApiRequest, BodyView};
+use super::{Outcome, RequestReader, identity_of, priority_of, set_request};
+use crate::call::ApiRequest;
 use crate::error::GatewayError;
+use crate::request::parse;
 use crate::routing::{ModelRoute, ResponsePin, valid_id};
+use crate::tokens::BodyView;
 use crate::vocab::Identity;
 use crate::vocab::{Endpoint, StoredCall};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::tokens::{self, Encoding};
+use super::{self as tokens, Encoding};
 use crate::vocab::Endpoint;
 
 /// Bodies larger than this are parsed and tokenized off the async threads

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::state::Outlook;
-use super::{Ladder, statics};
-use crate::call::{ApiRequest, BodyView, Call};
+use crate::call::{ApiRequest, Call};
+use crate::degrade::Outlook;
+use crate::degrade::{Ladder, statics};
 use crate::error::{error_body, json_response, set_retry_after};
-use crate::jobs::asynchronous::AsyncIntake;
-use crate::stage::{Next, Stage};
+use crate::stages::AsyncIntake;
+use crate::stages::{Next, Stage};
+use crate::tokens::BodyView;
 use crate::vocab::{DEGRADED, Degraded, Level};
 
 /// Layer 6c: level 4 answers 503 `maintenance` here (or, for a key with
