@@ -20,7 +20,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -220,8 +220,11 @@ impl Drop for Nginx {
 /// What the steady load saw.
 #[derive(Default)]
 struct Load {
-    /// Request ids answered 200 (non-streamed and complete streams).
-    answered: Mutex<BTreeSet<String>>,
+    /// Request ids answered 200 (non-streamed and complete streams), with
+    /// when the answer's last byte arrived.
+    answered: Mutex<BTreeMap<String, Instant>>,
+    /// When replicas were killed with `kill -9`.
+    kills: Mutex<Vec<Instant>>,
     /// Failures by phase: (phase, what happened).
     errors: Mutex<Vec<(String, String)>>,
     sent: AtomicUsize,
@@ -284,7 +287,10 @@ async fn client_loop(
         let status = response.status();
         match response.bytes().await {
             Ok(bytes) if status == 200 && (!stream || bytes.ends_with(b"data: [DONE]\n\n")) => {
-                load.answered.lock().unwrap().insert(request_id);
+                load.answered
+                    .lock()
+                    .unwrap()
+                    .insert(request_id, Instant::now());
             }
             Ok(bytes) => load.error(format!(
                 "{request_id}: {status} {}",
@@ -451,6 +457,7 @@ async fn a_fleet_behind_nginx_keeps_its_promises() {
     load.set_phase("kill -9");
     tokio::time::sleep(Duration::from_millis(500)).await;
     replicas[1].process.as_mut().unwrap().kill_9();
+    load.kills.lock().unwrap().push(Instant::now());
     replicas[1].process = None;
     tokio::time::sleep(Duration::from_millis(500)).await;
     replicas[1].start().await;
@@ -463,6 +470,7 @@ async fn a_fleet_behind_nginx_keeps_its_promises() {
     let runner = wait_for_runner(&replicas, &batch_id).await;
     wait_until(&client, &nginx, &batch_id, |batch| completed(batch) > 0).await;
     replicas[runner].process.as_mut().unwrap().kill_9();
+    load.kills.lock().unwrap().push(Instant::now());
     replicas[runner].process = None;
     let done = wait_until(&client, &nginx, &batch_id, |batch| {
         batch["status"] == "completed"
@@ -489,20 +497,36 @@ async fn a_fleet_behind_nginx_keeps_its_promises() {
     }
     let answered = load.answered.lock().unwrap().clone();
     let stored = ledger_request_ids(&database.url()).await;
-    let missing: Vec<&String> = answered.difference(&stored).collect();
+    // The journal takes a record within `[usage] journal_interval` (2 ms)
+    // of its answer: a request answered that close before a `kill -9` may
+    // be lost, and only such a request. Counted from when the client had
+    // the answer, which is after the replica sent it; 20 ms allows for the
+    // client's own delay on a loaded machine.
+    let kills = load.kills.lock().unwrap().clone();
+    let just_before_a_kill = |at: &Instant| {
+        kills
+            .iter()
+            .any(|kill| kill >= at && *kill - *at < Duration::from_millis(20))
+    };
+    let (in_window, unexplained): (Vec<_>, Vec<_>) = answered
+        .iter()
+        .filter(|(id, _)| !stored.contains(*id))
+        .partition(|(_, at)| just_before_a_kill(at));
+    let unexplained: Vec<&String> = unexplained.into_iter().map(|(id, _)| id).collect();
     assert!(
-        missing.is_empty(),
-        "{} of {} answered requests are not in the ledger: {:?}",
-        missing.len(),
+        unexplained.is_empty(),
+        "{} of {} answered requests are not in the ledger, not answered just before a kill: {:?}",
+        unexplained.len(),
         answered.len(),
-        &missing[..missing.len().min(10)]
+        &unexplained[..unexplained.len().min(10)]
     );
     let rows = ledger_rows(&database.url()).await;
     eprintln!(
-        "fleet: {} requests sent, {} answered, errors: rolling restart 0, kill -9 {}; ledger rows {rows} (every answered request present); drain times {:?}; rolling restart of {REPLICAS} in {:.1}s; runtime key on every replica within {:?}; limit {admitted}/{} admitted",
+        "fleet: {} requests sent, {} answered, errors: rolling restart 0, kill -9 {}; ledger rows {rows} (every answered request present but {} answered within 20 ms of a kill); drain times {:?}; rolling restart of {REPLICAS} in {:.1}s; runtime key on every replica within {:?}; limit {admitted}/{} admitted",
         load.sent.load(Ordering::Relaxed),
         answered.len(),
         kill_errors.len(),
+        in_window.len(),
         drains,
         rolling.as_secs_f64(),
         slowest,
