@@ -32,8 +32,24 @@ pub enum KeyStoreError {
     Random(String),
 }
 
-impl From<super::FieldError> for KeyStoreError {
-    fn from(error: super::FieldError) -> Self {
+/// A bad request body; `param` names the field when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl FieldError {
+    pub(super) fn at(param: &str, message: String) -> Self {
+        Self {
+            message,
+            param: Some(crate::error::clip(param).into_owned()),
+        }
+    }
+}
+
+impl From<FieldError> for KeyStoreError {
+    fn from(error: FieldError) -> Self {
         Self::Invalid {
             message: error.message,
             param: error.param,

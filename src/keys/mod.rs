@@ -14,13 +14,14 @@ mod listener;
 mod patch;
 mod postgres;
 mod record;
+mod schema;
 mod secret;
 mod sqlite;
 mod store;
 mod watch;
 
 pub use admin::{KeysAdmin, Validator};
-pub use error::KeyStoreError;
-pub use patch::{Change, FieldError, KeyPatch};
+pub use error::{FieldError, KeyStoreError};
+pub use patch::{Change, KeyPatch};
 pub use record::{KeySettings, NewKey, RuntimeKey};
 pub use store::{KeysOptions, MAX_KEYS, RuntimeKeys};

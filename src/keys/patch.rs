@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::error::FieldError;
 use super::{KeySettings, NewKey};
 use crate::config::Priority;
 
@@ -29,22 +30,6 @@ impl<T: Clone> Change<T> {
             Self::Keep => {}
             Self::Clear => *field = None,
             Self::Set(value) => *field = Some(value.clone()),
-        }
-    }
-}
-
-/// A bad request body; `param` names the field when there is one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub message: String,
-    pub param: Option<String>,
-}
-
-impl FieldError {
-    fn at(param: &str, message: String) -> Self {
-        Self {
-            message,
-            param: Some(crate::error::clip(param).into_owned()),
         }
     }
 }

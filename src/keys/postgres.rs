@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{COLUMNS, NAME_INDEX, Row, SCHEMA, settings_json};
+use super::schema::{COLUMNS, NAME_INDEX, Row, SCHEMA, settings_json};
 use super::{KeyStoreError, RuntimeKey};
 use crate::postgres::{SharedPostgres, describe};
 use crate::tasks::Tasks;

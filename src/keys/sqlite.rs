@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::backend::{COLUMNS, Row, SCHEMA, settings_json};
 use super::error::unavailable;
+use super::schema::{COLUMNS, Row, SCHEMA, settings_json};
 use super::{KeyStoreError, RuntimeKey};
 
 /// How long a call waits for another process's write lock.

@@ -7,49 +7,8 @@ use std::sync::atomic::AtomicU64;
 
 use super::gcra::Shape;
 use super::state::LimitState;
+pub use super::subject::{Kind, Scope};
 use crate::config::{Config, RateLimit};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Key,
-    Org,
-    Model,
-    Deployment,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Key => "key",
-            Self::Org => "org",
-            Self::Model => "model",
-            Self::Deployment => "deployment",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Requests,
-    Tokens,
-}
-
-impl Kind {
-    /// OpenAI's `type` for a rate-limit error of this kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requests => "requests",
-            Self::Tokens => "tokens",
-        }
-    }
-
-    pub fn per_minute(self) -> &'static str {
-        match self {
-            Self::Requests => "requests per min (RPM)",
-            Self::Tokens => "tokens per min (TPM)",
-        }
-    }
-}
 
 /// One limit on one subject. The in-memory engine keeps its state here; the
 /// Redis engine keeps it under `redis_key`.
@@ -190,7 +149,18 @@ impl BucketTable {
                 0.0,
             );
         }
-        state.retain(&table);
+        state.retain(|scope, name, kind| {
+            let subjects = match scope {
+                Scope::Key => &table.keys,
+                Scope::Org => &table.orgs,
+                Scope::Model => &table.models,
+                Scope::Deployment => &table.deployments,
+            };
+            subjects.get(name).is_some_and(|pair| match kind {
+                Kind::Requests => pair.requests.is_some(),
+                Kind::Tokens => pair.tokens.is_some(),
+            })
+        });
         table
     }
 

@@ -11,6 +11,7 @@ mod quotas;
 mod redis_store;
 mod reply;
 mod state;
+mod subject;
 
 use std::sync::Arc;
 

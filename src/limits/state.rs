@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::bucket::{BucketTable, Kind, Scope};
+use super::subject::{Kind, Scope};
 
 type CellKey = (Scope, Arc<str>, Kind);
 
@@ -44,21 +44,11 @@ impl LimitState {
             .clone()
     }
 
-    /// Forgets subjects no longer configured (a removed key that comes back
-    /// starts full). Calls still running on an older snapshot keep theirs.
-    pub(super) fn retain(&self, table: &BucketTable) {
-        let configured = |(scope, name, kind): &CellKey| {
-            let subjects = match scope {
-                Scope::Key => &table.keys,
-                Scope::Org => &table.orgs,
-                Scope::Model => &table.models,
-                Scope::Deployment => &table.deployments,
-            };
-            subjects.get(&**name).is_some_and(|pair| match kind {
-                Kind::Requests => pair.requests.is_some(),
-                Kind::Tokens => pair.tokens.is_some(),
-            })
-        };
-        self.cells.retain(|key, _| configured(key));
+    /// Forgets the subjects `configured` no longer names (a removed key
+    /// that comes back starts full). Calls still running on an older
+    /// snapshot keep theirs.
+    pub(super) fn retain(&self, configured: impl Fn(Scope, &str, Kind) -> bool) {
+        self.cells
+            .retain(|(scope, name, kind), _| configured(*scope, name, *kind));
     }
 }

@@ -10,10 +10,10 @@ use tokio::io::AsyncWriteExt;
 use super::super::db::Value;
 use super::super::files::FileRecord;
 use super::super::{Jobs, JobsError, unix_now};
+use super::lease::Lease;
+use super::lease::record;
 use super::line::error_text;
 use super::record::{Batch, Counts, Status};
-use super::run::record;
-use super::runner::Lease;
 use super::validate::{InputLine, Lines, Read, is_blank};
 use crate::vocab::Usage;
 

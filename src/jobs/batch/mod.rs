@@ -9,6 +9,7 @@
 
 pub mod api;
 mod finalize;
+mod lease;
 pub(crate) mod line;
 pub mod record;
 pub(crate) mod run;

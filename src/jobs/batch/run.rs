@@ -17,11 +17,10 @@ use tokio::time::Instant;
 
 use super::super::{Jobs, JobsError, unix_now};
 use super::finalize;
+use super::lease::{Lease, Step, record};
 use super::line::{self, LineContext, Outcome};
 use super::record::{Batch, Status};
-use super::runner::{Lease, Step};
 use super::validate::{Lines, Read, is_blank};
-use crate::vocab::Usage;
 
 /// Lines read ahead and reordered by prompt prefix.
 const WINDOW: usize = 256;
@@ -265,7 +264,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         // Deleted while the batch ran: nothing left to read, so it fails
         // rather than being retried at every poll.
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            super::runner::fail(
+            super::lease::fail(
                 lease,
                 batch,
                 "file_not_found",
@@ -622,34 +621,6 @@ async fn recorded_lines(jobs: &Jobs, batch: &Batch) -> Result<Vec<bool>, JobsErr
         }
     }
     Ok(recorded)
-}
-
-/// Records one line's result; a second record of the same line is ignored.
-pub async fn record(
-    jobs: &Jobs,
-    batch_id: &str,
-    index: i64,
-    failed: bool,
-    output: &str,
-    usage: Usage,
-) -> Result<(), JobsError> {
-    jobs.db
-        .execute(
-            "INSERT INTO sluice_batch_results \
-             (batch_id, line, failed, input_tokens, output_tokens, cached_tokens, output) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            vec![
-                batch_id.into(),
-                index.into(),
-                i64::from(failed).into(),
-                (usage.prompt_tokens as i64).into(),
-                (usage.completion_tokens as i64).into(),
-                (usage.cached_tokens as i64).into(),
-                output.into(),
-            ],
-        )
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

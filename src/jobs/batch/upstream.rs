@@ -18,8 +18,8 @@ use serde_json::{Value as Json, json};
 
 use super::super::{Jobs, JobsError, unix_now};
 use super::finalize;
+use super::lease::{self, Lease, Step};
 use super::record::{self, Batch, Counts, Status};
-use super::runner::{self, Lease, Step};
 use super::upstream_files::{self, Closing};
 use crate::upstream::Deployment;
 use crate::upstream::batch_api::{ApiError, checked_id};
@@ -31,7 +31,7 @@ const GIVE_UP_AFTER_WINDOW: i64 = 3600;
 pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<Step, JobsError> {
     let name = batch.upstream_deployment.as_deref().unwrap_or_default();
     let Some(deployment) = jobs.internal.deployment(name) else {
-        runner::fail(
+        lease::fail(
             lease,
             batch,
             "upstream_deployment_gone",
@@ -49,7 +49,7 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
             // The provider never took it (each try uploads the input
             // again): stop trying once the window is over.
             let message = "The provider did not accept the batch within its completion window.";
-            runner::fail(lease, batch, "upstream_unreachable", message).await?;
+            lease::fail(lease, batch, "upstream_unreachable", message).await?;
             return Ok(Step::Again);
         }
         return match forward(jobs, batch, lease, &deployment).await? {
@@ -99,7 +99,7 @@ async fn forward(
 ) -> Result<Forward, JobsError> {
     if jobs.identity_of(&batch.owner).is_none() {
         let message = "The key that made this batch no longer exists.";
-        runner::fail(lease, batch, "key_revoked", message).await?;
+        lease::fail(lease, batch, "key_revoked", message).await?;
         return Ok(Forward::Closed);
     }
     let uploaded = match upstream_files::upload_input(jobs, batch, lease, deployment).await? {
@@ -203,7 +203,7 @@ async fn refused_or_later(
     match error {
         ApiError::Refused(message) => {
             tracing::warn!(batch = %batch.id, %message, "provider refused the batch");
-            runner::fail(lease, batch, "upstream_refused", &message).await?;
+            lease::fail(lease, batch, "upstream_refused", &message).await?;
             Ok(Forward::Closed)
         }
         ApiError::Retry(message) => {
@@ -249,7 +249,7 @@ async fn poll(
             tracing::warn!(batch = %batch.id, %error, "forwarded batch not read; retrying");
             if unix_now() > batch.expires_at + GIVE_UP_AFTER_WINDOW {
                 let message = format!("The provider's batch could not be read: {error}");
-                runner::fail(lease, batch, "upstream_unreachable", &message).await?;
+                lease::fail(lease, batch, "upstream_unreachable", &message).await?;
                 return Ok(Some(Step::Again));
             }
             return Ok(None);
@@ -273,7 +273,7 @@ async fn poll(
         Closing::Later(ApiError::Refused(message)) => {
             // Too large, or refused outright: another try would fetch it again.
             let message = format!("The provider's result files could not be copied: {message}");
-            runner::fail(lease, batch, "upstream_results_unavailable", &message).await?;
+            lease::fail(lease, batch, "upstream_results_unavailable", &message).await?;
             Ok(Some(Step::Again))
         }
         Closing::Later(error) => {

@@ -15,8 +15,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::super::files::FileRecord;
 use super::super::{Jobs, JobsError, unix_now};
+use super::lease::Lease;
 use super::record::{Batch, Counts, Status};
-use super::runner::Lease;
 use super::validate::{Lines, Read, is_blank};
 use crate::config::Provider;
 use crate::internal::ForwardedUsage;
