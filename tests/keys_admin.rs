@@ -7,17 +7,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use sluice::config::KeyConfig;
 use sluice::config::{KeysStoreSpec, sha256};
-use sluice::keys::{KeysAdmin, KeysOptions, RuntimeKeys, Validator};
+use sluice::keys::{KeysOptions, RuntimeKeys};
+use sluice::server::admin::{AdminToken, ConfigView, LiveCore, ReloadError, Reloaded, keys_routes};
 use tower::ServiceExt;
 
-/// Refuses models other than `gpt-4o`, as the gateway's validation would
-/// refuse models no deployment serves.
-fn validator() -> Validator {
-    Arc::new(|keys| {
+/// The live core as far as the keys routes need one: refuses models other
+/// than `gpt-4o`, as the gateway's validation would refuse models no
+/// deployment serves.
+struct Core;
+
+impl LiveCore for Core {
+    fn admin_token(&self) -> Option<AdminToken> {
+        None
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<Reloaded, ReloadError>> {
+        async { Err(ReloadError::NoFile) }.boxed()
+    }
+
+    fn config_view(&self) -> ConfigView {
+        ConfigView {
+            hash: String::new(),
+            loaded_at: 0,
+            runtime_keys: 0,
+            redacted: Value::Null,
+        }
+    }
+
+    fn check_keys(&self, keys: &[KeyConfig]) -> Result<(), String> {
         for (index, key) in keys.iter().enumerate() {
             for model in key.models.iter().flatten() {
                 if model != "gpt-4o" {
@@ -28,28 +52,38 @@ fn validator() -> Validator {
             }
         }
         Ok(())
-    })
+    }
+
+    fn apply_keys(&self, _keys: Arc<RuntimeKeys>) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
 }
 
-async fn admin() -> KeysAdmin {
+/// The keys routes over a fresh SQLite store, and the store.
+struct Admin {
+    routes: axum::Router,
+    keys: Arc<RuntimeKeys>,
+}
+
+async fn admin() -> Admin {
     let dir = std::env::temp_dir().join(format!("sluice-keys-admin-{}", fastrand::u64(..)));
     let spec = KeysStoreSpec::Sqlite(dir.join("keys.sqlite"));
     let options = KeysOptions {
         poll_interval: Duration::from_secs(2),
         notifications: true,
     };
-    KeysAdmin {
-        keys: Arc::new(
-            RuntimeKeys::open(&spec, options, &sluice::tasks::Tasks::new())
-                .await
-                .unwrap(),
-        ),
-        validate: validator(),
+    let keys = RuntimeKeys::open(&spec, options, &sluice::tasks::Tasks::new())
+        .await
+        .unwrap();
+    let keys = Arc::new(keys);
+    Admin {
+        routes: keys_routes(Arc::new(Core), keys.clone()),
+        keys,
     }
 }
 
 async fn call(
-    admin: &KeysAdmin,
+    admin: &Admin,
     method: Method,
     path: &str,
     body: Option<Value>,
@@ -58,19 +92,14 @@ async fn call(
     call_raw(admin, method, path, body).await
 }
 
-async fn call_raw(
-    admin: &KeysAdmin,
-    method: Method,
-    path: &str,
-    body: Body,
-) -> (StatusCode, Value) {
+async fn call_raw(admin: &Admin, method: Method, path: &str, body: Body) -> (StatusCode, Value) {
     let request = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
         .body(body)
         .unwrap();
-    let response = admin.clone().router().oneshot(request).await.unwrap();
+    let response = admin.routes.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let value = if bytes.is_empty() {

@@ -1,7 +1,7 @@
 //! Virtual keys: the client's bearer token is looked up by SHA-256 digest and
 //! replaced by an `Identity` for the layers behind. It never goes upstream.
 
-mod layer;
+mod guard;
 mod throttle;
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use crate::config::{AuthConfig, KeyConfig, KeyDigest, sha256};
 use crate::error::{GatewayError, mask_key};
 use crate::vocab::Identity;
 
-pub use layer::{AuthGuard, AuthRefused, Authenticate, Entry, Presented, presented_key};
+pub use guard::{AuthGuard, AuthRefused, Authenticate, Presented, presented_key};
 pub use throttle::FailedAuth;
 
 /// Immutable key table, built once at start-up and shared by handle.

@@ -15,6 +15,7 @@ use crate::config::{DegradationConfig, StaticResponse};
 use crate::metrics::Metrics;
 use crate::routing::{Backend, BreakerState, ModelRoute, ModelRouter};
 use crate::tasks::Tasks;
+use crate::vocab::Level;
 
 pub struct Ladder {
     pub(super) state: Arc<LadderState>,
@@ -126,11 +127,21 @@ impl Ladder {
     }
 
     /// Every model the router serves, by name.
-    pub(super) fn routes(&self) -> impl Iterator<Item = &Arc<ModelRoute>> {
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<ModelRoute>> {
         self.router
             .model_names()
             .iter()
             .filter_map(|name| self.router.route(name))
+    }
+
+    /// The model `name`, if the router serves it.
+    pub fn route(&self, name: &str) -> Option<&Arc<ModelRoute>> {
+        self.router.route(name)
+    }
+
+    /// An operator's level for `model` (`None`: back to the automatic one).
+    pub fn force(&self, model: &str, level: Option<Level>) {
+        self.state.force(model, level);
     }
 
     /// Re-assesses every model on a timer a quarter of the shortest

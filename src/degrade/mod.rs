@@ -19,11 +19,9 @@
 //! the cache, answers a marked call the cache did not: nothing marked
 //! reaches budgets, rate limits or the dispatcher.
 
-mod admin;
 mod ladder;
 mod state;
 pub mod statics;
 
-pub use admin::routes as admin_routes;
 pub use ladder::Ladder;
 pub use state::{LadderState, Outlook};

@@ -2,6 +2,7 @@
 //! call, as a chat completion or a Responses object (or their streams),
 //! marked and never billed.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -9,7 +10,6 @@ use axum::response::Response;
 use http::{HeaderValue, header};
 use serde_json::{Value, json};
 
-use crate::call::ApiRequest;
 use crate::config::StaticResponse;
 use crate::vocab::DEGRADED;
 use crate::vocab::Endpoint;
@@ -17,13 +17,24 @@ use crate::vocab::ServedBy;
 
 mod responses;
 
+/// What a static answer is matched against and shaped by.
+pub struct Asked<'a> {
+    pub endpoint: Endpoint,
+    pub body: Option<&'a serde_json::Map<String, Value>>,
+    /// The model the call resolved to, and the one the client named.
+    pub model: &'a Arc<str>,
+    pub requested: &'a str,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
 /// The matching entry's answer, or `None` (another endpoint, no match).
 pub fn answer(
     statics: &[StaticResponse],
-    api: &ApiRequest,
+    api: &Asked<'_>,
     retry_after: Duration,
 ) -> Option<Response> {
-    let body = api.view.json()?;
+    let body = api.body?;
     let said = match api.endpoint {
         Endpoint::ChatCompletions => last_user_text(body.get("messages")),
         Endpoint::Responses => match body.get("input") {
@@ -33,13 +44,13 @@ pub fn answer(
         _ => return None,
     }
     .to_lowercase();
-    let model = &*api.route.name;
+    let model = &**api.model;
     let chosen = statics.iter().find(|entry| {
         let model_fits = entry.models.is_empty()
             || entry
                 .models
                 .iter()
-                .any(|name| name == model || **name == *api.requested);
+                .any(|name| name == model || name == api.requested);
         let words_fit = entry.keywords.is_empty()
             || entry
                 .keywords
@@ -69,7 +80,7 @@ pub fn answer(
         .headers_mut()
         .insert(DEGRADED, HeaderValue::from_static("static"));
     response.extensions_mut().insert(ServedBy {
-        model: api.route.name.clone(),
+        model: api.model.clone(),
         deployment: "static".into(),
     });
     Some(response)

@@ -7,7 +7,6 @@
 //! resolves is the gateway's job. Secrets are shown once, at creation, and
 //! only their SHA-256 is stored.
 
-pub mod admin;
 mod backend;
 mod error;
 mod listener;
@@ -20,8 +19,8 @@ mod sqlite;
 mod store;
 mod watch;
 
-pub use admin::{KeysAdmin, Validator};
 pub use error::{FieldError, KeyStoreError};
-pub use patch::{Change, KeyPatch};
+pub use patch::{Change, KeyPatch, check as check_settings};
 pub use record::{KeySettings, NewKey, RuntimeKey};
+pub use secret::SECRET_PREFIX;
 pub use store::{KeysOptions, MAX_KEYS, RuntimeKeys};

@@ -2,7 +2,7 @@
 //! down gracefully.
 
 mod access_log;
-mod admin;
+pub mod admin;
 mod call_span;
 mod conn;
 mod cors;
@@ -131,7 +131,8 @@ impl Gateway {
         let metrics = live.registries.metrics.clone();
         let outer = |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics);
         let in_force = |listener| axum::Router::new().fallback_service(live.app(listener));
-        let core_admin = live::admin_routes(live, keys);
+        let core = live::admin::Core(Arc::downgrade(live));
+        let core_admin = admin::live_routes(Arc::new(core), keys);
         let (api_admin, apart_admin) = if self.apart.admin {
             (axum::Router::new(), core_admin)
         } else {

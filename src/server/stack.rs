@@ -43,9 +43,9 @@ use super::admin::{self, AdminToken};
 use super::{
     access_log, cors::CorsLayer, encoding, fallback, health, record, request_id::RequestIds,
 };
-use crate::auth::{AuthGuard, Authenticate, Entry, KeyStore};
+use crate::auth::{AuthGuard, Authenticate, KeyStore};
 use crate::cache::ResponseCache;
-use crate::degrade::{self, Ladder};
+use crate::degrade::Ladder;
 use crate::dispatch::{self, Dispatcher};
 use crate::jobs::Jobs;
 use crate::limits::Limiter;
@@ -56,6 +56,7 @@ use crate::stages::Admit;
 use crate::stages::AsyncIntake;
 use crate::stages::Cache;
 use crate::stages::EnforceBudgets;
+use crate::stages::Entry;
 use crate::stages::RateLimit;
 use crate::stages::RecordUsage;
 use crate::stages::RequestReader;
@@ -195,15 +196,9 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         ledger: services.ledger.as_ref().map(|record| record.ledger.clone()),
         budgets: services.budgets.clone(),
     };
-    let admin = services.admin.map(|token| {
-        Router::new()
-            .route("/admin/deployments", get(admin::deployments))
-            .route("/admin/usage", get(admin::usage))
-            .route("/admin/budgets", get(admin::budgets))
-            .with_state(views)
-            .merge(degrade::admin_routes(services.ladder.clone()))
-            .route_layer(from_fn_with_state(token, admin::require_token))
-    });
+    let admin = services
+        .admin
+        .map(|token| admin::snapshot_routes(views, services.ladder.clone(), token));
     let scrape = Router::new().route("/metrics", get(health::metrics).with_state(scrape));
     // A route served on its own listener does not exist on the public one.
     let (admin, admin_apart) = match admin {

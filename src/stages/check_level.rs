@@ -113,7 +113,18 @@ impl Stage for Fallback {
             return next.run(request).await;
         };
         if degraded.level == Level::Static
-            && let Some(answer) = statics::answer(&self.0.statics, api, degraded.retry_after)
+            && let Some(answer) = statics::answer(
+                &self.0.statics,
+                &statics::Asked {
+                    endpoint: api.endpoint,
+                    body: api.view.json(),
+                    model: &api.route.name,
+                    requested: &api.requested,
+                    stream: api.stream,
+                    include_usage: api.include_usage,
+                },
+                degraded.retry_after,
+            )
         {
             return answer;
         }

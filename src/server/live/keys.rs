@@ -6,14 +6,9 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
-use axum::response::Response;
-
 use super::Live;
-use crate::config::{Config, KeyConfig, KeysStoreSpec};
-use crate::keys::{KeysAdmin, KeysOptions, RuntimeKeys};
+use crate::config::{Config, KeysStoreSpec};
+use crate::keys::{KeysOptions, RuntimeKeys};
 
 /// Opens the store `[admin] keys_store` names, if any.
 pub async fn open(config: &Config, live: &Live) -> Result<Option<Arc<RuntimeKeys>>, String> {
@@ -51,33 +46,4 @@ pub async fn follow(live: &Arc<Live>, keys: &Arc<RuntimeKeys>) {
             let _ = live.reload_keys(|| keys.current()).await;
         }
     });
-}
-
-/// `/admin/keys` and `/admin/keys/{id}`: the store's handlers, validated
-/// against the config in force, and applied here before they answer.
-pub fn routes(live: &Arc<Live>, keys: Arc<RuntimeKeys>) -> Router {
-    let validating = Arc::downgrade(live);
-    let admin = KeysAdmin {
-        keys: keys.clone(),
-        validate: Arc::new(move |candidate: &[KeyConfig]| match validating.upgrade() {
-            Some(live) => live.check_keys(candidate),
-            None => Err("the gateway is shutting down".to_owned()),
-        }),
-    };
-    admin
-        .router()
-        .layer(from_fn_with_state((live.clone(), keys), apply_now))
-}
-
-async fn apply_now(
-    State((live, keys)): State<(Arc<Live>, Arc<RuntimeKeys>)>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let writes = request.method() != http::Method::GET;
-    let response = next.run(request).await;
-    if writes && response.status().is_success() {
-        let _ = live.reload_keys(|| keys.current()).await;
-    }
-    response
 }

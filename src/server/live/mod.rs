@@ -8,7 +8,7 @@
 //! in flight, and nothing waits for a swap. The internal adapter (`Pipeline`)
 //! does the same for calls Sluice makes on a key's behalf.
 
-mod admin;
+pub mod admin;
 mod forwarded;
 pub mod keys;
 mod registries;
@@ -38,9 +38,7 @@ use crate::keys::RuntimeKey;
 use crate::tasks::Tasks;
 use crate::upstream::Deployment;
 
-pub use admin::routes as admin_routes;
 pub use registries::Registries;
-pub use reload::ReloadError;
 use snapshot::Snapshot;
 
 pub struct Live {

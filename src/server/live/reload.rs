@@ -9,35 +9,12 @@ use std::time::Duration;
 use super::Live;
 use super::registries::restart_only_changes;
 use super::snapshot::Snapshot;
-use crate::config::{self, Config, ConfigError, KeyCheck, KeyConfig};
+use crate::config::{self, Config, KeyCheck, KeyConfig};
 use crate::keys::RuntimeKey;
+use crate::server::admin::{ReloadError, Reloaded};
 
 /// The longest a reload may take to read the file.
 const READ_DEADLINE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("no config file to reload: the gateway was started from a config in memory")]
-    NoFile,
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    /// The merged config (file and runtime keys) fails validation.
-    #[error("{0}")]
-    Invalid(String),
-    #[error("reading the config file timed out or failed")]
-    Read,
-}
-
-/// What a successful reload did.
-#[derive(Debug, serde::Serialize)]
-pub struct Reloaded {
-    /// The hash of the file's config now in force.
-    pub hash: String,
-    /// `false` when the config was the same as the running one.
-    pub changed: bool,
-    /// Settings that changed but take effect at the next restart.
-    pub restart_required: Vec<&'static str>,
-}
 
 impl Live {
     /// Reloads the config file (SIGHUP, `POST /admin/reload`, the watcher).

@@ -1,5 +1,7 @@
-//! `/admin/keys`: create, list, read, change and revoke runtime keys.
-//! Mounted by the server behind the admin token; see `KeysAdmin::router`.
+//! `/admin/keys`: create, list, read, change and revoke runtime keys,
+//! validated against the config in force and applied on this replica
+//! before the answer (other replicas follow within their notification or
+//! poll delay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -15,34 +18,47 @@ use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 
-use super::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
+use super::LiveCore;
 use crate::config::KeyConfig;
 use crate::error::{GatewayError, error_body, json_response, set_retry_after};
+use crate::keys::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Deadline for the whole request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Checks a whole would-be key set (configured keys merged in by whoever
-/// supplies it); the message of a refusal is returned to the caller as 400.
-pub type Validator = Arc<dyn Fn(&[KeyConfig]) -> Result<(), String> + Send + Sync>;
-
 #[derive(Clone)]
-pub struct KeysAdmin {
-    pub keys: Arc<RuntimeKeys>,
-    pub validate: Validator,
+struct KeysAdmin {
+    keys: Arc<RuntimeKeys>,
+    core: Arc<dyn LiveCore>,
+}
+
+/// The five routes, validated against the config in force and applied
+/// here before they answer.
+pub fn routes(core: Arc<dyn LiveCore>, keys: Arc<RuntimeKeys>) -> Router {
+    let admin = KeysAdmin {
+        keys: keys.clone(),
+        core: core.clone(),
+    };
+    Router::new()
+        .route("/admin/keys", get(list).post(create))
+        .route("/admin/keys/{id}", get(read).patch(update).delete(revoke))
+        .with_state(admin.clone())
+        .layer(from_fn_with_state(admin, apply_now))
+}
+
+/// A write that succeeded is in force on this replica before it answers.
+async fn apply_now(State(admin): State<KeysAdmin>, request: Request, next: Next) -> Response {
+    let writes = request.method() != http::Method::GET;
+    let response = next.run(request).await;
+    if writes && response.status().is_success() {
+        admin.core.apply_keys(admin.keys.clone()).await;
+    }
+    response
 }
 
 impl KeysAdmin {
-    /// The five routes, with their state; the caller adds the token check.
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/admin/keys", get(list).post(create))
-            .route("/admin/keys/{id}", get(read).patch(update).delete(revoke))
-            .with_state(self)
-    }
-
     /// Runs the validator on the live runtime set with `candidate` in
     /// place of (or beside) the key of its id.
     fn check(&self, candidate: &RuntimeKey) -> Result<(), KeyStoreError> {
@@ -54,7 +70,7 @@ impl KeysAdmin {
             .chain(std::iter::once(candidate))
             .map(RuntimeKey::to_config)
             .collect();
-        (self.validate)(&set).map_err(KeyStoreError::Rejected)
+        self.core.check_keys(&set).map_err(KeyStoreError::Rejected)
     }
 }
 
@@ -77,7 +93,7 @@ fn view(key: &RuntimeKey) -> KeyView<'_> {
         object: "key",
         id: &key.id,
         name: &key.name,
-        key_hint: format!("{}...{}", super::secret::SECRET_PREFIX, key.hint),
+        key_hint: format!("{}...{}", crate::keys::SECRET_PREFIX, key.hint),
         settings: &key.settings,
         created_at: key.created_at,
         updated_at: key.updated_at,
@@ -257,7 +273,7 @@ async fn update(State(admin): State<KeysAdmin>, Path(id): Path<String>, body: Bo
         Err(response) => return response,
     };
     let check = |key: &RuntimeKey| {
-        super::patch::check(&key.name, &key.settings)?;
+        crate::keys::check_settings(&key.name, &key.settings)?;
         admin.check(key)
     };
     match admin.keys.update(&id, &patch, check).await {

@@ -13,8 +13,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::Ladder;
-use super::state::Outlook;
+use crate::degrade::{Ladder, Outlook};
 use crate::error::{GatewayError, clip, error_body, json_response};
 use crate::vocab::Level;
 
@@ -56,7 +55,7 @@ async fn force(
     Path(model): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some(route) = ladder.router.route(&model).cloned() else {
+    let Some(route) = ladder.route(&model).cloned() else {
         let body = error_body(
             &format!("The model `{}` does not exist.", clip(&model)),
             "invalid_request_error",
@@ -77,7 +76,7 @@ async fn force(
         },
         None => return bad_level(),
     };
-    ladder.state.force(&model, level);
+    ladder.force(&model, level);
     let reading = ladder.read(&route, Instant::now());
     let body = json!({
         "object": "model.level",

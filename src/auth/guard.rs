@@ -10,11 +10,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{FailedAuth, Identity, KeyStore};
-use crate::call::Call;
-use crate::drain::refuse_after_drain;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::stages::{Next, Stage};
 
 /// What a request presents as its credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,48 +92,11 @@ pub struct Authenticate {
 
 impl Authenticate {
     /// The caller, or the refusal (401, or 429 when throttled).
-    fn identity(&self, request: &Request) -> Result<Arc<Identity>, Box<Response>> {
+    pub fn identity(&self, request: &Request) -> Result<Arc<Identity>, Box<Response>> {
         self.guard.admit(request)?;
         self.keys
             .resolve(presented_key(request.headers()))
             .map_err(|error| Box::new(self.guard.refuse(request, error)))
-    }
-}
-
-/// Layer 5: how a call gets its identity, and its [`Call`]. HTTP calls
-/// authenticate, and their identity goes on the response too (access log,
-/// metrics); calls of the internal adapter (a key's semantic-cache
-/// embedding) come with the identity they act for already attached, and one
-/// without is a bug, answered 500 rather than run unattributed.
-#[derive(Clone)]
-pub enum Entry {
-    Http(Authenticate),
-    Internal,
-}
-
-impl Stage for Entry {
-    async fn call(&self, mut request: Request, next: impl Next) -> Response {
-        let found = match self {
-            Self::Http(authenticate) => authenticate.identity(&request),
-            Self::Internal => request
-                .extensions_mut()
-                .remove::<Arc<Identity>>()
-                .ok_or_else(|| Box::new(GatewayError::Internal.into_response())),
-        };
-        let identity = match found {
-            Ok(identity) => identity,
-            Err(refusal) => return refuse_after_drain(request, *refusal).await,
-        };
-        let call = Call::new(identity.clone());
-        if let Some(discount) = request.extensions_mut().remove::<crate::vocab::Discount>() {
-            call.hooks.discount(discount);
-        }
-        request.extensions_mut().insert(call);
-        let mut response = next.run(request).await;
-        if let Self::Http(_) = self {
-            response.extensions_mut().insert(identity);
-        }
-        response
     }
 }
 
