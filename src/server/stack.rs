@@ -52,16 +52,10 @@ use crate::limits::Limiter;
 use crate::metering::Budgets;
 use crate::metrics::Metrics;
 use crate::queue::Scheduler;
-use crate::stages::Admit;
-use crate::stages::AsyncIntake;
-use crate::stages::Cache;
-use crate::stages::EnforceBudgets;
-use crate::stages::Entry;
-use crate::stages::RateLimit;
-use crate::stages::RecordUsage;
-use crate::stages::RequestReader;
-use crate::stages::{CheckLevel, Fallback};
-use crate::stages::{StageLayer, chain};
+use crate::stages::{
+    Admit, AsyncIntake, Cache, CheckLevel, EnforceBudgets, Entry, Fallback, JobOwner, RateLimit,
+    RecordUsage, RequestReader, StageLayer, chain,
+};
 use crate::sync_layer::SyncLayer;
 use crate::vocab::Endpoint;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -163,7 +157,7 @@ fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
         );
     }
     router
-        .route_layer(StageLayer(Arc::new(chain![entry])))
+        .route_layer(StageLayer(Arc::new(chain![entry, JobOwner])))
         .with_state(jobs)
 }
 

@@ -15,7 +15,6 @@ use serde_json::json;
 
 use super::super::{Jobs, JobsError, Owner, json_answer, list_page, unix_now};
 use super::store::{FilePage, NewFile, Upload};
-use crate::call::Call;
 
 /// Longest pause between two pieces of an upload.
 const UPLOAD_STALL: Duration = Duration::from_secs(30);
@@ -33,19 +32,19 @@ const PURPOSES: [&str; 6] = [
 /// Batch input files are kept 30 days unless asked otherwise.
 const BATCH_FILE_DAYS: i64 = 30;
 
-/// The caller, as layer 5 attached it.
+/// The caller, as the `JobOwner` stage attached it.
 pub fn owner_of(request: &Request) -> Result<Owner, JobsError> {
     Caller::of(request.extensions()).map(|caller| caller.0)
 }
 
-/// The owner a call acts for, taken from the `Call` layer 5 attached.
+/// The owner a call acts for, as the `JobOwner` stage attached it.
 pub struct Caller(pub Owner);
 
 impl Caller {
     fn of(extensions: &http::Extensions) -> Result<Self, JobsError> {
         extensions
-            .get::<Call>()
-            .map(|call| Self(Owner::of(&call.identity)))
+            .get::<Owner>()
+            .map(|owner| Self(owner.clone()))
             .ok_or_else(|| JobsError::invalid("no caller", None))
     }
 }
