@@ -29,7 +29,7 @@ use sluice::metrics::Metrics;
 use sluice::routing::{DeploymentStates, ModelRouter};
 use sluice::tasks::Tasks;
 use sluice::tokens::BodyView;
-use sluice::upstream::Deployment;
+use sluice::upstream::{Deployment, Providers};
 use sluice::vocab::Endpoint;
 use sluice::vocab::Identity;
 
@@ -168,7 +168,10 @@ impl Scenario {
 async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64)> {
     let config = sluice::config::load_from_str(&check_config(), "bench", &HashMap::new())
         .expect("check config");
-    let deployment = Arc::new(Deployment::from_config(&config.deployments[0]).expect("deployment"));
+    let providers =
+        Providers::default().with_local(sluice::config::Provider::Mock, sluice::mock::provider);
+    let deployment =
+        Arc::new(Deployment::from_config(&config.deployments[0], &providers).expect("deployment"));
     let router = ModelRouter::new(&config, vec![deployment], &DeploymentStates::default());
     let api = ApiRequest {
         endpoint: Endpoint::ChatCompletions,

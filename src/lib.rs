@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metering;
 pub mod metrics;
+pub mod mock;
 pub mod policy;
 pub mod postgres;
 pub mod queue;

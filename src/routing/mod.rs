@@ -230,7 +230,11 @@ mod tests {
         let deployments = config
             .deployments
             .iter()
-            .map(|d| Arc::new(Deployment::from_config(d).unwrap()))
+            .map(|d| {
+                let providers = crate::upstream::Providers::default()
+                    .with_local(crate::config::Provider::Mock, crate::mock::provider);
+                Arc::new(Deployment::from_config(d, &providers).unwrap())
+            })
             .collect();
         ModelRouter::new(&config, deployments, &DeploymentStates::default())
     }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, header};
 
-use super::{Deployment, Endpoint, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
+use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -35,8 +35,8 @@ impl UpstreamClient {
         deployment: &Deployment,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        if let (Some(mock), Some(stored)) = (&deployment.mock, &deployment.mock_responses) {
-            return Ok(mock_answer(mock, stored, request).await);
+        if let Some(local) = &deployment.local {
+            return Ok(local.answer(request).await);
         }
         let upstream_model = deployment.upstream_model(&request.client_model);
         let body = if deployment.target.model_in_body(request.endpoint)
@@ -117,29 +117,6 @@ pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     current.to_string()
-}
-
-/// The mock provider's answer; it remembers the responses it creates.
-async fn mock_answer(
-    mock: &super::mock::MockUpstream,
-    stored: &super::mock::MockResponses,
-    request: UpstreamRequest,
-) -> UpstreamResponse {
-    if let Some(call) = &request.stored {
-        return stored.answer(call);
-    }
-    if request.endpoint != Endpoint::Responses {
-        return mock
-            .respond(request.endpoint, &request.client_model, &request.body)
-            .await;
-    }
-    if let Some(refusal) = stored.unknown_previous(&request.body) {
-        return refusal;
-    }
-    let response = mock
-        .respond(request.endpoint, &request.client_model, &request.body)
-        .await;
-    stored.remember(&request.body, response)
 }
 
 /// Replaces the body's `model` with the upstream's name for it. Only runs

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::mock::MockResponses;
-use super::mock::MockUpstream;
+use super::provider::{LocalProvider, Providers};
 use super::target::Target;
 use super::{Endpoint, StoredCall};
 use crate::config::{BatchMode, DeploymentConfig, Provider};
@@ -26,9 +25,8 @@ pub struct Deployment {
     pub batch: BatchMode,
     pub(super) target: Target,
     pub(super) auth: Option<(http::HeaderName, HeaderValue)>,
-    pub(super) mock: Option<MockUpstream>,
-    /// The responses a mock deployment created, for the stateful calls.
-    pub(super) mock_responses: Option<MockResponses>,
+    /// Answers in-process instead of over HTTP (the mock).
+    pub(super) local: Option<Arc<dyn LocalProvider>>,
     model_map: HashMap<String, String>,
     /// Each served model's upstream URLs, by upstream name and endpoint,
     /// parsed once: handed a string, reqwest would parse it on every call.
@@ -36,7 +34,7 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    pub fn from_config(config: &DeploymentConfig) -> Result<Self, String> {
+    pub fn from_config(config: &DeploymentConfig, providers: &Providers) -> Result<Self, String> {
         let auth = match (&config.api_key, config.provider) {
             (Some(key), Provider::Openai) => Some((
                 http::header::AUTHORIZATION,
@@ -48,8 +46,9 @@ impl Deployment {
             _ => None,
         };
         let target = Target::new(config);
+        let local = providers.local(config)?;
         let mut urls = HashMap::new();
-        if config.provider != Provider::Mock {
+        if local.is_none() {
             for model in &config.models {
                 let upstream = config.model_map.get(model).unwrap_or(model);
                 urls.insert(upstream.clone(), parsed_urls(&target, upstream)?);
@@ -66,8 +65,7 @@ impl Deployment {
             batch: config.batch,
             target,
             auth,
-            mock: (config.provider == Provider::Mock).then(|| MockUpstream::new(&config.mock)),
-            mock_responses: (config.provider == Provider::Mock).then(MockResponses::default),
+            local,
             model_map: config.model_map.clone(),
             urls,
         })

@@ -6,8 +6,8 @@
 pub mod batch_api;
 mod client;
 mod deployment;
-mod mock;
 pub mod multipart;
+mod provider;
 mod target;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use http::{HeaderMap, StatusCode};
 
 pub use client::UpstreamClient;
 pub use deployment::Deployment;
+pub use provider::{LocalProvider, Providers};
 
 use crate::vocab::{Endpoint, StoredCall};
 

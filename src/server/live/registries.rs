@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::super::StartError;
 use crate::auth::{AuthGuard, FailedAuth};
 use crate::cache::CacheState;
+use crate::config::Provider;
 use crate::config::{Config, RedisConfig};
 use crate::degrade::LadderState;
 use crate::internal::InternalCalls;
@@ -27,12 +28,14 @@ use crate::redis::SharedRedis;
 use crate::routing::{DeploymentStates, ResponsePins};
 use crate::shutdown::{Cut, Draining};
 use crate::tasks::Tasks;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Providers, UpstreamClient};
 
 pub struct Registries {
     pub tasks: Tasks,
     pub metrics: Metrics,
     pub client: UpstreamClient,
+    /// The providers answered in-process (the mock), by config name.
+    pub providers: Providers,
     pub redis: Option<SharedRedis>,
     /// `[redis]` as started: every snapshot uses it (see `restart_only_changes`).
     pub redis_config: Option<RedisConfig>,
@@ -94,6 +97,8 @@ impl Registries {
             tasks,
             metrics,
             client,
+            // The edge registers the mock: `upstream` has no local provider of its own.
+            providers: Providers::default().with_local(Provider::Mock, crate::mock::provider),
             redis,
             redis_config: config.redis.clone(),
             ledger,

@@ -25,7 +25,7 @@ use crate::stages::RequestReader;
 use crate::stages::{Estimates, RecordUsage};
 use crate::tasks::Tasks;
 use crate::tokens::Encodings;
-use crate::upstream::Deployment;
+use crate::upstream::{Deployment, Providers};
 
 use super::super::admin::AdminToken;
 use super::super::stack::{self, Apart, Apps};
@@ -66,7 +66,7 @@ impl Snapshot {
         internal: Arc<dyn InternalCalls>,
         apart: Apart,
     ) -> Result<Self, String> {
-        let deployments = build_deployments(&config)?;
+        let deployments = build_deployments(&config, &registries.providers)?;
         let tasks = registries.tasks.clone();
         let metrics = registries.metrics.clone();
         let pricing = Arc::new(Pricing::new(&config.pricing));
@@ -214,13 +214,16 @@ fn served_models(config: &Config, router: &ModelRouter) -> HashSet<Arc<str>> {
         .collect()
 }
 
-fn build_deployments(config: &Config) -> Result<Vec<Arc<Deployment>>, String> {
+fn build_deployments(
+    config: &Config,
+    providers: &Providers,
+) -> Result<Vec<Arc<Deployment>>, String> {
     config
         .deployments
         .iter()
         .enumerate()
         .map(|(index, deployment)| {
-            Deployment::from_config(deployment)
+            Deployment::from_config(deployment, providers)
                 .map(Arc::new)
                 .map_err(|e| format!("deployments[{index}]: {e}"))
         })

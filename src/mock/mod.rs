@@ -26,10 +26,52 @@ use serde_json::Value;
 
 use self::answer::{Answer, Inputs};
 use self::invalid::{Checked, Invalid, boolean};
-pub use self::stored::MockResponses;
-use super::{Endpoint, UpstreamError, UpstreamResponse};
-use crate::config::MockConfig;
+use self::stored::MockResponses;
+use crate::config::{DeploymentConfig, MockConfig};
 use crate::tokens::{Encoding, prompt_tokens};
+use crate::upstream::{LocalProvider, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::vocab::Endpoint;
+
+/// A mock deployment: its answers, and the responses it created (for the
+/// stateful calls on them).
+pub struct MockProvider {
+    upstream: MockUpstream,
+    stored: MockResponses,
+}
+
+/// What the composition root registers for `provider = "mock"`.
+pub fn provider(config: &DeploymentConfig) -> std::sync::Arc<dyn LocalProvider> {
+    std::sync::Arc::new(MockProvider {
+        upstream: MockUpstream::new(&config.mock),
+        stored: MockResponses::default(),
+    })
+}
+
+impl LocalProvider for MockProvider {
+    fn answer(
+        &self,
+        request: UpstreamRequest,
+    ) -> futures_util::future::BoxFuture<'_, UpstreamResponse> {
+        Box::pin(async move {
+            let (mock, stored) = (&self.upstream, &self.stored);
+            if let Some(call) = &request.stored {
+                return stored.answer(call);
+            }
+            if request.endpoint != Endpoint::Responses {
+                return mock
+                    .respond(request.endpoint, &request.client_model, &request.body)
+                    .await;
+            }
+            if let Some(refusal) = stored.unknown_previous(&request.body) {
+                return refusal;
+            }
+            let response = mock
+                .respond(request.endpoint, &request.client_model, &request.body)
+                .await;
+            stored.remember(&request.body, response)
+        })
+    }
+}
 
 pub struct MockUpstream {
     latency: Duration,
