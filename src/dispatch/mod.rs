@@ -1,9 +1,13 @@
 //! The dispatcher: the innermost service. Runs the attempts (retries and
 //! failover) for a request the layers admitted, and relays the answer.
 
+mod attempt;
 mod attempts;
+mod choose;
+mod gate;
 pub(crate) mod hide_usage;
 mod models;
+mod outcome;
 mod passthrough;
 mod pins;
 mod relay;

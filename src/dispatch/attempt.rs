@@ -1,0 +1,200 @@
+//! One attempt: send the request to a deployment within its deadline, read
+//! what it answers, and judge it: a success, worth retrying (with the
+//! upstream's own wait, if it gave one), or final. Every outcome updates the
+//! deployment's health; on an adaptive deployment it also feeds the learnt
+//! concurrency limit (see `routing::adaptive`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::attempts::Call;
+use super::outcome::{FailureKind, Outcome, Reply, Success};
+use super::respond;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::routing::{AdaptiveLimit, Backend, Health, LimitSignal, Permit};
+use crate::upstream::{UpstreamError, UpstreamResponse};
+
+pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome {
+    let deployment = &backend.deployment;
+    let started = Instant::now();
+    let budget = call.deadline.saturating_duration_since(started);
+    let timeout = deployment.timeout.min(budget);
+    let health = &backend.health;
+    let timed_out = |timeout: Duration| {
+        FailureKind::Gateway(GatewayError::UpstreamTimeout {
+            deployment: deployment.name.to_string(),
+            timeout_ms: timeout.as_millis(),
+        })
+    };
+    let sent =
+        tokio::time::timeout(timeout, call.client.send(deployment, call.request.clone())).await;
+    let response: UpstreamResponse = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            let failure = FailureKind::Gateway(respond::upstream_failure(&deployment.name, &error));
+            return match error {
+                // A body that is not JSON cannot get better on another try.
+                UpstreamError::Rewrite(_) => Outcome::Final {
+                    failure,
+                    produced: false,
+                },
+                _ => Outcome::Retryable {
+                    failure,
+                    hint: None,
+                },
+            };
+        }
+        Err(_) => {
+            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            return Outcome::Retryable {
+                failure: timed_out(timeout),
+                hint: None,
+            };
+        }
+    };
+    let now = Instant::now();
+    health.observe(&response.headers, now);
+    let reading = respond::Reading {
+        idle: deployment.timeout,
+        deadline: call.deadline,
+        started,
+        max_bytes: call.max_response_bytes,
+    };
+    let status = response.status;
+    if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
+        // A misconfigured or broken upstream: count it against its breaker.
+        health.finish(permit, Some(true), started.elapsed(), now);
+        return refused(wrong, &deployment.name);
+    }
+    if status.is_success() {
+        let body = if call.read_body {
+            let declared = respond::declared_length(&response.headers);
+            let read = respond::collect_body(response.body, declared, &deployment.name, &reading);
+            match read.await {
+                Ok(bytes) => Reply::Whole(bytes),
+                Err(error) => return unread(error, health, permit, started),
+            }
+        } else {
+            Reply::Stream(response.body)
+        };
+        health.finish(permit, Some(false), started.elapsed(), Instant::now());
+        return Outcome::Success(Success {
+            backend: backend.clone(),
+            model: call.route.name.clone(),
+            status,
+            headers: response.headers,
+            body,
+            attempts: 0,
+            upstream_time: Duration::ZERO,
+        });
+    }
+    let hint = crate::routing::retry_after(&response.headers);
+    let code = status.as_u16();
+    let throttling = code == 429 || (code == 503 && hint.is_some());
+    let absorbed = backend.adaptive.is_some() && AdaptiveLimit::absorbs(hint);
+    if throttling && !absorbed {
+        health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
+    }
+    let server_failure = !throttling && (code >= 500 || code == 408);
+    let health_verdict = server_failure.then_some(true);
+    health.finish(permit, health_verdict, started.elapsed(), now);
+    let headers = response.headers.clone();
+    let body = respond::collect_error_body(response, deployment.name.clone(), &reading).await;
+    let failure = FailureKind::Upstream {
+        backend: backend.clone(),
+        status,
+        headers,
+        body,
+    };
+    if throttling || server_failure || code == 409 {
+        Outcome::Retryable { failure, hint }
+    } else {
+        Outcome::Final {
+            failure,
+            produced: false,
+        }
+    }
+}
+
+/// A 2xx whose body could not be read whole. One too large is final (the
+/// same question gets the same answer) and says nothing about the
+/// deployment's health; a stalled or broken one may go better on a retry.
+fn unread(error: GatewayError, health: &Health, permit: Permit, started: Instant) -> Outcome {
+    let too_large = matches!(error, GatewayError::UpstreamResponseTooLarge { .. });
+    let verdict = (!too_large).then_some(true);
+    health.finish(permit, verdict, started.elapsed(), Instant::now());
+    let failure = FailureKind::Gateway(error);
+    if too_large {
+        Outcome::Final {
+            failure,
+            produced: true,
+        }
+    } else {
+        Outcome::Retryable {
+            failure,
+            hint: None,
+        }
+    }
+}
+
+/// An answer that is not relayed. A redirect may be one deployment's
+/// misconfiguration, so another may serve; a whole answer to a streamed
+/// request was produced (and billed upstream), so it is not asked for again.
+fn refused(wrong: respond::Misdirected, deployment: &str) -> Outcome {
+    let produced = matches!(wrong, respond::Misdirected::NotSse(_));
+    let failure = FailureKind::Gateway(GatewayError::Upstream {
+        deployment: deployment.to_owned(),
+        reason: wrong.to_string(),
+    });
+    if produced {
+        Outcome::Final { failure, produced }
+    } else {
+        Outcome::Retryable {
+            failure,
+            hint: None,
+        }
+    }
+}
+
+/// Feeds an attempt's outcome to its deployment's adaptive limit: a 2xx's
+/// latency, or push-back (a 429, a 503 with a hint, a timeout). Other
+/// failures say nothing about capacity; the breaker judges them.
+pub(super) fn adapt(
+    limit: &AdaptiveLimit,
+    outcome: &Outcome,
+    spent: Duration,
+    started: Instant,
+    metrics: &Metrics,
+    backend: &Backend,
+) {
+    let signal = match outcome {
+        Outcome::Success(_) => LimitSignal::Success(spent),
+        Outcome::Retryable {
+            failure: FailureKind::Upstream { status, .. },
+            hint,
+        } if status.as_u16() == 429 || (status.as_u16() == 503 && hint.is_some()) => {
+            LimitSignal::Overload(*hint)
+        }
+        Outcome::Retryable {
+            failure: FailureKind::Gateway(GatewayError::UpstreamTimeout { .. }),
+            ..
+        } => LimitSignal::Overload(None),
+        _ => return,
+    };
+    if let Some(change) = limit.record(signal, started, Instant::now()) {
+        let name = &*backend.deployment.name;
+        metrics
+            .concurrency_changes
+            .with_label_values(&[name, change.as_str()])
+            .inc();
+        metrics
+            .concurrency_limit
+            .with_label_values(&[name])
+            .set(limit.limit() as i64);
+        tracing::debug!(deployment = %name, limit = limit.limit(), "adaptive concurrency limit changed");
+    }
+}

@@ -1,0 +1,93 @@
+//! The gate every attempt passes, in one place: its deployment's quota
+//! charged (or the charge the rate-limit stage prepaid for it used), a slot
+//! in the deployment's concurrency queue taken, and a permit from its
+//! circuit breaker. What one step took is given back if a later one fails.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::attempts::{Call, Progress};
+use super::outcome::FailureKind;
+use crate::limits::{AttemptEnd, Charged, QuotaSkip};
+use crate::queue::{Permit as Slot, take_slot};
+use crate::routing::{Backend, Permit};
+
+/// What an attempt holds while it runs.
+pub(super) struct Pass {
+    pub charged: Charged,
+    pub slot: Option<Slot>,
+    pub permit: Permit,
+}
+
+pub(super) enum Gated {
+    Passed(Pass),
+    /// Not this deployment for this attempt (no quota room, or its breaker
+    /// closed in between); choose again.
+    Skipped,
+    /// The call cannot go on (its place in the deployment's queue ran out).
+    Failed(FailureKind),
+}
+
+pub(super) async fn pass(
+    call: &Call,
+    progress: &mut Progress,
+    backend: &Arc<Backend>,
+    now: Instant,
+) -> Gated {
+    let charged = match call.quotas.charge(&backend.deployment.name).await {
+        Ok(charged) => charged,
+        Err(skip) => {
+            skip_for_quota(backend, &skip);
+            if let Some(wait) = skip.wait() {
+                let at = now + wait;
+                progress.quota_free_at = Some(progress.quota_free_at.map_or(at, |t| t.min(at)));
+            }
+            progress.skipped.push(backend.clone());
+            return Gated::Skipped;
+        }
+    };
+    // A deployment at its concurrency limit: wait for a slot in its queue.
+    let slot = match &backend.slots {
+        Some(slots) => {
+            let what = || format!("deployment `{}`", backend.deployment.name);
+            match take_slot(
+                slots,
+                call.priority,
+                call.caller.clone(),
+                &call.metrics,
+                what,
+            )
+            .await
+            {
+                Ok(slot) => Some(slot),
+                Err(error) => {
+                    call.quotas.end(charged, AttemptEnd::NotSent);
+                    return Gated::Failed(FailureKind::Gateway(error));
+                }
+            }
+        }
+        None => None,
+    };
+    let Some(permit) = backend.health.start(Instant::now()) else {
+        // The breaker closed the door between ordering and now.
+        call.quotas.end(charged, AttemptEnd::NotSent);
+        progress.tried.push(backend.clone());
+        return Gated::Skipped;
+    };
+    Gated::Passed(Pass {
+        charged,
+        slot,
+        permit,
+    })
+}
+
+/// A deployment whose quota has no room is passed over like an unusable
+/// one; the limiter counts it in `sluice_quota_skips_total`.
+fn skip_for_quota(backend: &Backend, skip: &QuotaSkip) {
+    tracing::info!(
+        deployment = %backend.deployment.name,
+        reason = %skip,
+        "deployment skipped: no quota room for this attempt"
+    );
+}
