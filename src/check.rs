@@ -10,6 +10,16 @@ pub fn summary(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config OK");
     let _ = writeln!(out, "listen: {}", config.server.listen);
+    deployments(&mut out, config);
+    models(&mut out, config);
+    virtual_models(&mut out, config);
+    keys(&mut out, config);
+    scoped_limits(&mut out, config);
+    stores(&mut out, config);
+    out
+}
+
+fn deployments(out: &mut String, config: &Config) {
     let _ = writeln!(out, "deployments ({}):", config.deployments.len());
     for d in &config.deployments {
         let _ = writeln!(
@@ -23,6 +33,10 @@ pub fn summary(config: &Config) -> String {
             d.models.join(", ")
         );
     }
+}
+
+/// Each model with its deployments in priority order, strategy and fallbacks.
+fn models(out: &mut String, config: &Config) {
     let mut models: BTreeMap<&str, Vec<(i32, &str)>> = BTreeMap::new();
     for d in &config.deployments {
         for model in &d.models {
@@ -49,38 +63,47 @@ pub fn summary(config: &Config) -> String {
             list.join(", ")
         );
     }
+}
+
+/// Routes, the `auto` router and splits.
+fn virtual_models(out: &mut String, config: &Config) {
     let virtual_count =
         config.routes.len() + config.splits.len() + usize::from(config.auto.is_some());
-    if virtual_count > 0 {
-        let _ = writeln!(out, "virtual models ({virtual_count}):");
-        for route in &config.routes {
-            let mut classes: Vec<String> = route
-                .by_priority
-                .iter()
-                .map(|(class, model)| format!("{}={model}", class.as_str()))
-                .collect();
-            classes.sort();
-            let _ = writeln!(
-                out,
-                "  {:<24} route: default={} {}",
-                route.name,
-                route.default,
-                classes.join(" ")
-            );
-        }
-        if let Some(auto) = &config.auto {
-            let tiers: Vec<&str> = auto.tiers.iter().map(|t| t.model.as_str()).collect();
-            let _ = writeln!(out, "  {:<24} auto: {}", auto.name, tiers.join(" < "));
-        }
-        for split in &config.splits {
-            let variants: Vec<String> = split
-                .variants
-                .iter()
-                .map(|v| format!("{}:{}", v.name.as_deref().unwrap_or(&v.model), v.weight))
-                .collect();
-            let _ = writeln!(out, "  {:<24} split: {}", split.name, variants.join(" "));
-        }
+    if virtual_count == 0 {
+        return;
     }
+    let _ = writeln!(out, "virtual models ({virtual_count}):");
+    for route in &config.routes {
+        let mut classes: Vec<String> = route
+            .by_priority
+            .iter()
+            .map(|(class, model)| format!("{}={model}", class.as_str()))
+            .collect();
+        classes.sort();
+        let _ = writeln!(
+            out,
+            "  {:<24} route: default={} {}",
+            route.name,
+            route.default,
+            classes.join(" ")
+        );
+    }
+    if let Some(auto) = &config.auto {
+        let tiers: Vec<&str> = auto.tiers.iter().map(|t| t.model.as_str()).collect();
+        let _ = writeln!(out, "  {:<24} auto: {}", auto.name, tiers.join(" < "));
+    }
+    for split in &config.splits {
+        let variants: Vec<String> = split
+            .variants
+            .iter()
+            .map(|v| format!("{}:{}", v.name.as_deref().unwrap_or(&v.model), v.weight))
+            .collect();
+        let _ = writeln!(out, "  {:<24} split: {}", split.name, variants.join(" "));
+    }
+}
+
+/// The keys, never their secrets.
+fn keys(out: &mut String, config: &Config) {
     let _ = writeln!(
         out,
         "keys ({}), auth {}:",
@@ -111,6 +134,10 @@ pub fn summary(config: &Config) -> String {
             models
         );
     }
+}
+
+/// Org, model and deployment limits.
+fn scoped_limits(out: &mut String, config: &Config) {
     let mut scoped: Vec<String> = Vec::new();
     for (name, limit) in &config.orgs {
         scoped.push(format!("  org {name:<24} {}", limits(*limit)));
@@ -134,6 +161,11 @@ pub fn summary(config: &Config) -> String {
     for line in scoped {
         let _ = writeln!(out, "{line}");
     }
+}
+
+/// Where limits, the cache, the ledger, jobs and runtime keys are kept,
+/// and the local directories written.
+fn stores(out: &mut String, config: &Config) {
     let store = config.redis.as_ref().map_or_else(
         || "in memory (this process only)".to_owned(),
         |redis| {
@@ -161,7 +193,6 @@ pub fn summary(config: &Config) -> String {
             dir.setting
         );
     }
-    out
 }
 
 /// Where keys made through `/admin/keys` are kept, or that there are none.

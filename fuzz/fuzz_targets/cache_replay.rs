@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::fuzzing::{Entry, Recorded, Replay, complete_events, replay};
-use sluice::upstream::Endpoint;
+use sluice::vocab::Endpoint;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(stored) = serde_json::from_slice::<Entry>(data) {

@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::usage::{StreamUsageScanner, Usage, hide_in_event, parse};
+use sluice::sse::usage::{StreamUsageScanner, hide_in_event, parse};
+use sluice::vocab::Usage;
 use sluice_fuzz::cut;
 
 fuzz_target!(|data: &[u8]| {
