@@ -67,66 +67,14 @@ impl Snapshot {
         apart: Apart,
     ) -> Result<Self, String> {
         let deployments = build_deployments(&config, &registries.providers)?;
-        let tasks = registries.tasks.clone();
-        let metrics = registries.metrics.clone();
         let pricing = Arc::new(Pricing::new(&config.pricing));
-        let redis = registries.redis.as_ref();
-        let cache = ResponseCache::from_config(
-            &config,
-            CacheParts {
-                state: &registries.cache,
-                redis,
-                internal,
-                metrics: metrics.clone(),
-                pricing: pricing.clone(),
-                tasks: tasks.clone(),
-            },
-        )?
-        .map(Arc::new);
-        let limiter = Limiter::from_config(
-            &config,
-            redis,
-            (&registries.limits, metrics.clone(), tasks.clone()),
-        )
-        .map(Arc::new);
+        let cache = build_cache(&config, registries, internal, &pricing)?;
         let router = Arc::new(ModelRouter::new(
             &config,
             deployments,
             &registries.deployments,
         ));
-        let models = served_models(&config, &router);
-        let admission = (config.server.max_concurrency > 0).then(|| {
-            registries.admission.reshape(
-                config.server.max_concurrency,
-                Arc::new(config.queue.clone()),
-            );
-            registries.admission.clone()
-        });
-        let reader = RequestReader::new(
-            router.clone(),
-            Policies::from_config(&config, metrics.clone()),
-            admission.clone(),
-            metrics.clone(),
-            (
-                config.server.max_body_bytes,
-                config.server.body_read_timeout,
-                config.metrics.per_key,
-            ),
-            registries.pins.clone(),
-        );
-        let budgets = Budgets::from_config(
-            &config,
-            redis,
-            (&registries.spend, Arc::new(SystemClock)),
-            (metrics.clone(), tasks.clone()),
-        )
-        .map(Arc::new);
-        let admin = config.admin.token.as_deref().map(|token| AdminToken {
-            digest: crate::config::sha256(token),
-            guard: registries.guard.clone(),
-        });
-        let loops = tasks.child();
-        let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
+        let loops = registries.tasks.child();
         crate::routing::probe::spawn(
             router.clone(),
             registries.client.clone(),
@@ -139,63 +87,150 @@ impl Snapshot {
             &config.models,
             registries.degradation.clone(),
             router.clone(),
-            metrics.clone(),
+            registries.metrics.clone(),
         ));
         ladder.watch(&loops);
-        let services = stack::Services {
-            ladder: ladder.clone(),
-            budgets: budgets.clone(),
-            ledger: registries.ledger.clone().map(|ledger| RecordUsage {
-                ledger,
-                estimates: Arc::new(Estimates {
-                    pricing: pricing.clone(),
-                    encodings: Encodings::from_config(&config.models),
-                }),
-            }),
-            admission,
-            cache,
-            admin: admin.clone(),
-            dispatcher: Arc::new(Dispatcher::new(
-                router.clone(),
-                registries.client.clone(),
-                &config,
-                registries.cut.clone(),
-                (metrics.clone(), pricing.clone()),
-                registries.pins.clone(),
-            )),
-            keys: keys.clone(),
-            draining: registries.draining.clone(),
-            async_intake: registries
-                .jobs
-                .clone()
-                .filter(|jobs| jobs.async_requests.enabled)
-                .map(|jobs| {
-                    Arc::new(AsyncIntake {
-                        jobs,
-                        max_body_bytes: config.server.max_body_bytes,
-                        body_read_timeout: config.server.body_read_timeout,
-                    })
-                }),
-            jobs: registries.jobs.clone(),
+        let admin = config.admin.token.as_deref().map(|token| AdminToken {
+            digest: crate::config::sha256(token),
             guard: registries.guard.clone(),
-            reader: Arc::new(reader),
-            limiter,
-            metrics,
-        };
+        });
+        let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
+        let budgets = Budgets::from_config(
+            &config,
+            registries.redis.as_ref(),
+            (&registries.spend, Arc::new(SystemClock)),
+            (registries.metrics.clone(), registries.tasks.clone()),
+        )
+        .map(Arc::new);
+        let services = services(
+            &config,
+            registries,
+            Engines {
+                router: router.clone(),
+                cache,
+                pricing: pricing.clone(),
+                ladder: ladder.clone(),
+                admin: admin.clone(),
+                keys: keys.clone(),
+                budgets: budgets.clone(),
+            },
+        );
         Ok(Self {
             apps: stack::inner(services, apart),
+            models: served_models(&config, &router),
             config,
             file,
             loaded_at: SystemTime::now(),
             admin,
             loops,
             keys,
-            models,
             router,
             ladder,
             pricing,
             budgets,
         })
+    }
+}
+
+/// What `Snapshot::build` made before the stages are put together.
+struct Engines {
+    router: Arc<ModelRouter>,
+    cache: Option<Arc<ResponseCache>>,
+    pricing: Arc<Pricing>,
+    ladder: Arc<Ladder>,
+    admin: Option<AdminToken>,
+    keys: Arc<KeyStore>,
+    budgets: Option<Arc<Budgets>>,
+}
+
+fn build_cache(
+    config: &Config,
+    registries: &Registries,
+    internal: Arc<dyn InternalCalls>,
+    pricing: &Arc<Pricing>,
+) -> Result<Option<Arc<ResponseCache>>, String> {
+    let cache = ResponseCache::from_config(
+        config,
+        CacheParts {
+            state: &registries.cache,
+            redis: registries.redis.as_ref(),
+            internal,
+            metrics: registries.metrics.clone(),
+            pricing: pricing.clone(),
+            tasks: registries.tasks.clone(),
+        },
+    )?;
+    Ok(cache.map(Arc::new))
+}
+
+/// The stages and the dispatcher of one snapshot, on its engines and the
+/// registries.
+fn services(config: &Config, registries: &Registries, engines: Engines) -> stack::Services {
+    let metrics = registries.metrics.clone();
+    let admission = (config.server.max_concurrency > 0).then(|| {
+        registries.admission.reshape(
+            config.server.max_concurrency,
+            Arc::new(config.queue.clone()),
+        );
+        registries.admission.clone()
+    });
+    let reader = RequestReader::new(
+        engines.router.clone(),
+        Policies::from_config(config, metrics.clone()),
+        admission.clone(),
+        metrics.clone(),
+        (
+            config.server.max_body_bytes,
+            config.server.body_read_timeout,
+            config.metrics.per_key,
+        ),
+        registries.pins.clone(),
+    );
+    let limiter = Limiter::from_config(
+        config,
+        registries.redis.as_ref(),
+        (&registries.limits, metrics.clone(), registries.tasks.clone()),
+    )
+    .map(Arc::new);
+    stack::Services {
+        ledger: registries.ledger.clone().map(|ledger| RecordUsage {
+            ledger,
+            estimates: Arc::new(Estimates {
+                pricing: engines.pricing.clone(),
+                encodings: Encodings::from_config(&config.models),
+            }),
+        }),
+        dispatcher: Arc::new(Dispatcher::new(
+            engines.router,
+            registries.client.clone(),
+            config,
+            registries.cut.clone(),
+            (metrics.clone(), engines.pricing),
+            registries.pins.clone(),
+        )),
+        async_intake: registries
+            .jobs
+            .clone()
+            .filter(|jobs| jobs.async_requests.enabled)
+            .map(|jobs| {
+                Arc::new(AsyncIntake {
+                    jobs,
+                    max_body_bytes: config.server.max_body_bytes,
+                    body_read_timeout: config.server.body_read_timeout,
+                })
+            }),
+        ladder: engines.ladder,
+        budgets: engines.budgets,
+        admission,
+        cache: engines.cache,
+        admin: engines.admin,
+        keys: engines.keys,
+        draining: registries.draining.clone(),
+        jobs: registries.jobs.clone(),
+        guard: registries.guard.clone(),
+        reader: Arc::new(reader),
+        limiter,
+        metrics,
     }
 }
 
