@@ -23,12 +23,6 @@ pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit)
     let budget = call.deadline.saturating_duration_since(started);
     let timeout = deployment.timeout.min(budget);
     let health = &backend.health;
-    let timed_out = |timeout: Duration| {
-        FailureKind::Gateway(GatewayError::UpstreamTimeout {
-            deployment: deployment.name.to_string(),
-            timeout_ms: timeout.as_millis(),
-        })
-    };
     let sent =
         tokio::time::timeout(timeout, call.client.send(deployment, call.request.clone())).await;
     let response: UpstreamResponse = match sent {
@@ -51,47 +45,79 @@ pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit)
         Err(_) => {
             health.finish(permit, Some(true), started.elapsed(), Instant::now());
             return Outcome::Retryable {
-                failure: timed_out(timeout),
+                failure: FailureKind::Gateway(GatewayError::UpstreamTimeout {
+                    deployment: deployment.name.to_string(),
+                    timeout_ms: timeout.as_millis(),
+                }),
                 hint: None,
             };
         }
     };
     let now = Instant::now();
     health.observe(&response.headers, now);
+    if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
+        // A misconfigured or broken upstream: count it against its breaker.
+        health.finish(permit, Some(true), started.elapsed(), now);
+        return refused(wrong, &deployment.name);
+    }
     let reading = respond::Reading {
         idle: deployment.timeout,
         deadline: call.deadline,
         started,
         max_bytes: call.max_response_bytes,
     };
+    if response.status.is_success() {
+        succeeded(call, backend, response, permit, &reading).await
+    } else {
+        answered_with_error(call, backend, response, permit, &reading).await
+    }
+}
+
+/// A 2xx: its body read whole (a non-streamed call) or handed on.
+async fn succeeded(
+    call: &Call,
+    backend: &Arc<Backend>,
+    response: UpstreamResponse,
+    permit: Permit,
+    reading: &respond::Reading,
+) -> Outcome {
+    let health = &backend.health;
+    let started = reading.started;
+    let body = if call.read_body {
+        let declared = respond::declared_length(&response.headers);
+        let name = &backend.deployment.name;
+        match respond::collect_body(response.body, declared, name, reading).await {
+            Ok(bytes) => Reply::Whole(bytes),
+            Err(error) => return unread(error, health, permit, started),
+        }
+    } else {
+        Reply::Stream(response.body)
+    };
+    health.finish(permit, Some(false), started.elapsed(), Instant::now());
+    Outcome::Success(Success {
+        backend: backend.clone(),
+        model: call.route.name.clone(),
+        status: response.status,
+        headers: response.headers,
+        body,
+        attempts: 0,
+        upstream_time: Duration::ZERO,
+    })
+}
+
+/// An error status: push-back (429, or 503 with a hint) throttles the
+/// deployment unless its adaptive limit absorbs it; 5xx and 408 count
+/// against its breaker; both are worth a retry, as is a 409.
+async fn answered_with_error(
+    call: &Call,
+    backend: &Arc<Backend>,
+    response: UpstreamResponse,
+    permit: Permit,
+    reading: &respond::Reading,
+) -> Outcome {
+    let health = &backend.health;
+    let now = Instant::now();
     let status = response.status;
-    if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
-        // A misconfigured or broken upstream: count it against its breaker.
-        health.finish(permit, Some(true), started.elapsed(), now);
-        return refused(wrong, &deployment.name);
-    }
-    if status.is_success() {
-        let body = if call.read_body {
-            let declared = respond::declared_length(&response.headers);
-            let read = respond::collect_body(response.body, declared, &deployment.name, &reading);
-            match read.await {
-                Ok(bytes) => Reply::Whole(bytes),
-                Err(error) => return unread(error, health, permit, started),
-            }
-        } else {
-            Reply::Stream(response.body)
-        };
-        health.finish(permit, Some(false), started.elapsed(), Instant::now());
-        return Outcome::Success(Success {
-            backend: backend.clone(),
-            model: call.route.name.clone(),
-            status,
-            headers: response.headers,
-            body,
-            attempts: 0,
-            upstream_time: Duration::ZERO,
-        });
-    }
     let hint = crate::routing::retry_after(&response.headers);
     let code = status.as_u16();
     let throttling = code == 429 || (code == 503 && hint.is_some());
@@ -100,10 +126,15 @@ pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit)
         health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
     }
     let server_failure = !throttling && (code >= 500 || code == 408);
-    let health_verdict = server_failure.then_some(true);
-    health.finish(permit, health_verdict, started.elapsed(), now);
+    health.finish(
+        permit,
+        server_failure.then_some(true),
+        reading.started.elapsed(),
+        now,
+    );
     let headers = response.headers.clone();
-    let body = respond::collect_error_body(response, deployment.name.clone(), &reading).await;
+    let body =
+        respond::collect_error_body(response, backend.deployment.name.clone(), reading).await;
     let failure = FailureKind::Upstream {
         backend: backend.clone(),
         status,

@@ -169,28 +169,9 @@ impl RequestReader {
                 (body, view)
             }
         };
-        // An upload's fields are not JSON the policies could read: it is
-        // served as the model it names.
-        let resolved = if boundary.is_some() {
-            crate::policy::Resolved {
-                model: head.model.to_string(),
-                body: None,
-                variant: None,
-                degraded_from: None,
-            }
-        } else {
-            let expected_wait = |model: &str| self.expected_wait(model);
-            self.policies
-                .resolve(
-                    endpoint,
-                    &head.model,
-                    priority,
-                    &identity,
-                    &view,
-                    &expected_wait,
-                )
-                .await?
-        };
+        let resolved = self
+            .resolve(endpoint, boundary.is_some(), &head.model, priority, &identity, &view)
+            .await?;
         let route = match &head.previous_response_id {
             Some(id) => stored::continued(self, id, &resolved.model, &identity).await?,
             None => self
@@ -232,6 +213,32 @@ impl RequestReader {
             Request::from_parts(parts, axum::body::Body::empty()),
             outcome,
         ))
+    }
+
+    /// The model (and body) the policies resolve the call to. An upload's
+    /// fields are not JSON the policies could read: it is served as the
+    /// model it names.
+    async fn resolve(
+        &self,
+        endpoint: Endpoint,
+        upload: bool,
+        model: &str,
+        priority: Priority,
+        identity: &Identity,
+        view: &Arc<BodyView>,
+    ) -> Result<crate::policy::Resolved, GatewayError> {
+        if upload {
+            return Ok(crate::policy::Resolved {
+                model: model.to_owned(),
+                body: None,
+                variant: None,
+                degraded_from: None,
+            });
+        }
+        let expected_wait = |model: &str| self.expected_wait(model);
+        self.policies
+            .resolve(endpoint, model, priority, identity, view, &expected_wait)
+            .await
     }
 
     fn finish(&self, response: &mut Response, outcome: Outcome, started: std::time::Instant) {
