@@ -95,22 +95,10 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         Claimed::Leads(guard) => guard,
     };
     if lookup {
-        match cache.store.get(key).await {
-            Ok(Some(entry)) if entry.fresh() || degraded => {
-                if let Some(response) = answer(&entry, want, &model) {
-                    let fresh = entry.fresh();
-                    cache.record_hit(if fresh { "hit" } else { "stale_hit" }, &model, &entry);
-                    guard.served(entry);
-                    return if fresh {
-                        response
-                    } else {
-                        labelled(response, "stale")
-                    };
-                }
-            }
-            Ok(_) => {}
-            Err(error) => cache.store_failed("lookup, treated as a miss", &error),
-        }
+        guard = match exact_hit(cache, guard, key, want, (&model, degraded)).await {
+            Ok(response) => return response,
+            Err(guard) => guard,
+        };
     }
     let probe = match &cache.semantic {
         Some(semantic) if lookup => {
@@ -143,13 +131,56 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         .inc();
     guard.probe = probe;
     let response = next.run(request).await;
-    // A degraded answer (layer 7a's static one) is never stored.
+    labelled(record(cache, guard, response, want, ttl).await, "miss")
+}
+
+/// The answer from the store's entry for `key`, when it is fresh (or
+/// stale, for a degraded call) and answerable in the shape the client
+/// asked for; else the flight back, to go on with.
+async fn exact_hit(
+    cache: &Arc<ResponseCache>,
+    guard: FlightGuard,
+    key: CacheKey,
+    want: Want,
+    (model, degraded): (&Arc<str>, bool),
+) -> Result<Response, FlightGuard> {
+    let entry = match cache.store.get(key).await {
+        Ok(Some(entry)) if entry.fresh() || degraded => entry,
+        Ok(_) => return Err(guard),
+        Err(error) => {
+            cache.store_failed("lookup, treated as a miss", &error);
+            return Err(guard);
+        }
+    };
+    let Some(response) = answer(&entry, want, model) else {
+        return Err(guard);
+    };
+    let fresh = entry.fresh();
+    cache.record_hit(if fresh { "hit" } else { "stale_hit" }, model, &entry);
+    guard.served(entry);
+    Ok(if fresh {
+        response
+    } else {
+        labelled(response, "stale")
+    })
+}
+
+/// A miss answered by the stages behind: relayed as it comes while it is
+/// recorded (a stream), or read whole and stored. A degraded answer (layer
+/// 7a's static one) or an error is never stored.
+async fn record(
+    cache: &Arc<ResponseCache>,
+    guard: FlightGuard,
+    response: Response,
+    want: Want,
+    ttl: std::time::Duration,
+) -> Response {
     if !response.status().is_success() || response.headers().contains_key(crate::vocab::DEGRADED) {
         drop(guard);
-        return labelled(response, "miss");
+        return response;
     }
     let (parts, body) = response.into_parts();
-    let response = if want.stream {
+    if want.stream {
         let tee = Tee {
             guard,
             recording: BytesMut::new(),
@@ -158,29 +189,25 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             ttl,
             stale_for: cache.config.stale_for,
         };
-        Response::from_parts(parts, Body::from_stream(tee.run(body)))
-    } else {
-        match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(bytes) => {
-                if bytes.len() <= cache.config.max_entry_bytes
-                    && let Ok(text) = std::str::from_utf8(&bytes)
-                {
-                    let entry = Entry::new(
-                        Recorded::Json {
-                            body: text.to_owned(),
-                        },
-                        ttl,
-                        cache.config.stale_for,
-                        usage::parse(&bytes),
-                    );
-                    guard.complete(entry);
-                }
-                Response::from_parts(parts, Body::from(bytes))
-            }
-            Err(_) => return labelled(Response::from_parts(parts, Body::empty()), "miss"),
-        }
+        return Response::from_parts(parts, Body::from_stream(tee.run(body)));
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
     };
-    labelled(response, "miss")
+    if bytes.len() <= cache.config.max_entry_bytes
+        && let Ok(text) = std::str::from_utf8(&bytes)
+    {
+        let entry = Entry::new(
+            Recorded::Json {
+                body: text.to_owned(),
+            },
+            ttl,
+            cache.config.stale_for,
+            usage::parse(&bytes),
+        );
+        guard.complete(entry);
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Whether a request leads its key's flight or joins the one in flight.

@@ -189,7 +189,11 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
     let limiter = Limiter::from_config(
         config,
         registries.redis.as_ref(),
-        (&registries.limits, metrics.clone(), registries.tasks.clone()),
+        (
+            &registries.limits,
+            metrics.clone(),
+            registries.tasks.clone(),
+        ),
     )
     .map(Arc::new);
     stack::Services {

@@ -170,7 +170,14 @@ impl RequestReader {
             }
         };
         let resolved = self
-            .resolve(endpoint, boundary.is_some(), &head.model, priority, &identity, &view)
+            .resolve(
+                endpoint,
+                boundary.is_some(),
+                &head.model,
+                priority,
+                &identity,
+                &view,
+            )
             .await?;
         let route = match &head.previous_response_id {
             Some(id) => stored::continued(self, id, &resolved.model, &identity).await?,
