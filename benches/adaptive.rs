@@ -16,12 +16,16 @@
 //! Knobs (env): BENCH_ADAPTIVE_SLOTS (16), BENCH_ADAPTIVE_LATENCY_MS (20),
 //! BENCH_ADAPTIVE_CLIENTS (3 × slots), BENCH_ADAPTIVE_SECONDS (7, measured),
 //! BENCH_ADAPTIVE_WARMUP_SECONDS (1).
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    reason = "a bench prints its report and stops at a broken setup"
 )]
 
 #[path = "common/mod.rs"]

@@ -18,12 +18,16 @@
 //!
 //! Knobs (env): BENCH_BATCH_LINES (default 50000), BENCH_BATCH_SMALL_LINES
 //! (5000), BENCH_QUOTA_SLOTS (16), BENCH_QUOTA_LATENCY_MS (20).
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    reason = "a bench prints its report and stops at a broken setup"
 )]
 
 #[path = "common/mod.rs"]

@@ -22,8 +22,16 @@
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL,
 //! BENCH_SEMANTIC_ENTRIES, BENCH_SEMANTIC_QUERIES, BENCH_PGVECTOR_URL,
 //! BENCH_PGVECTOR_ENTRIES.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench prints its report and stops at a broken setup"
+)]
 
 #[path = "common/mod.rs"]
 mod common;

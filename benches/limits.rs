@@ -11,8 +11,16 @@
 //! Knobs (env): BENCH_CHECKS (checks per task per batch), BENCH_BATCHES,
 //! BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS, BENCH_WARMUP_SECONDS,
 //! BENCH_CONCURRENCY, BENCH_ROUNDS, BENCH_REDIS_URL.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench prints its report and stops at a broken setup"
+)]
 
 #[path = "common/mod.rs"]
 mod common;

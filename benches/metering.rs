@@ -22,8 +22,16 @@
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS; defaults here are
 //! 21 rounds of 500 c1 requests (+50) and 0.5 s at c32 (+0.1 s).
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench prints its report and stops at a broken setup"
+)]
 
 #[path = "common/mod.rs"]
 mod common;

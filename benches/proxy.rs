@@ -7,8 +7,16 @@
 //! and through Sluice, in rotating rounds so machine noise hits all alike,
 //! and medians of the rounds are reported. Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench prints its report and stops at a broken setup"
+)]
 
 #[path = "common/mod.rs"]
 mod common;

@@ -17,8 +17,16 @@
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS (1b);
 //! BENCH_ACQUIRES (per task per batch), BENCH_BATCHES (1a);
 //! BENCH_OVERLOAD_SECONDS (2, default 4; plus 1 s of warm-up).
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a bench prints its report and stops at a broken setup"
+)]
 
 #[path = "common/mod.rs"]
 mod common;

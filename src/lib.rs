@@ -29,13 +29,13 @@ pub mod metering;
 pub mod metrics;
 pub mod mock;
 pub mod policy;
-pub mod postgres;
 pub mod queue;
 pub mod redis;
 pub mod request;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod sql;
 pub mod sse;
 pub mod stages;
 pub mod storage_dirs;
@@ -49,7 +49,10 @@ pub mod vocab;
 /// Stream spellings and a reference SSE parser, shared with the integration
 /// tests' fake upstream.
 #[cfg(test)]
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "the integration tests use parts the unit tests do not"
+)]
 #[path = "../tests/common/spelling.rs"]
 mod spelling;
 /// The parsers the fuzz targets in `fuzz/` drive directly, re-exported from

@@ -27,7 +27,7 @@ impl Tasks {
     }
 
     /// Runs `future` as an owned task: shutdown waits for it.
-    #[allow(clippy::disallowed_methods)]
+    #[allow(clippy::disallowed_methods, reason = "the one place tasks are spawned")]
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

@@ -3,8 +3,16 @@
 //! Under 3N concurrent clients the limit settles near N with few 429s and
 //! no client error, then follows the capacity down and up. A fixed high
 //! limit on the same upstream is run for comparison.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

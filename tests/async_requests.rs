@@ -1,8 +1,13 @@
 //! Asynchronous requests: `Prefer: respond-async` answers 202 with a job,
 //! `GET /v1/async/{id}` gives the answer the synchronous call would have,
 //! callbacks reach allowed hosts, and jobs survive a restart.
-#![allow(clippy::disallowed_methods)] // tests own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, reason = "tests own their tasks")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,8 +1,16 @@
 //! Azure OpenAI clients: the data-plane paths (`/openai/deployments/{name}/...`,
 //! `/openai/responses`, `/openai/v1/...`) are served like `/v1/...`, with
 //! the path's deployment name taken as the model.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

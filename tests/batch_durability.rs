@@ -3,8 +3,13 @@
 //! restarted replica resumes from the recorded lines), and in a fleet on
 //! PostgreSQL with a shared `files_dir`, a second replica takes over the
 //! batch of one that was killed once its lease runs out and finishes it.
-#![allow(clippy::disallowed_methods)] // tests own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, reason = "tests own their tasks")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

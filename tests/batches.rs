@@ -3,8 +3,16 @@
 //! files read back; validation, ownership, cancel, retries, expiry, resume
 //! after a restart, takeover between replicas on PostgreSQL, budget pauses,
 //! priority against realtime calls and the batch discount.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 
@@ -988,6 +996,7 @@ impl Crashable {
             ready.send(gateway.addr).unwrap();
             let _ = killed.recv();
             // Dropping the gateway would ask it to shut down gracefully.
+            #[allow(clippy::mem_forget, reason = "a crash: no graceful shutdown")]
             std::mem::forget(gateway);
             runtime.shutdown_background();
         });
@@ -1267,16 +1276,26 @@ async fn batch_lines_cost_the_discounted_price() {
 #[tokio::test]
 async fn a_postgres_store_made_before_a_column_gets_it() {
     use sluice::config::KeysStoreSpec;
-    use sluice::jobs::db::Db;
+    use sluice::sql::{Db, Schema};
     let database = TestDatabase::create(PLAIN).await;
     let spec = KeysStoreSpec::Postgres(database.url());
     let tasks = sluice::tasks::Tasks::new();
     let schema = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY);";
-    let old = Db::open(&spec, schema, &[], &tasks).unwrap();
+    let plain = Schema {
+        statements: schema,
+        added: &[],
+        then: "",
+    };
+    let old = Db::open(&spec, plain, &tasks).unwrap();
     let insert = old.execute("INSERT INTO t (id) VALUES ($1)", vec!["a".into()]);
     assert_eq!(insert.await.unwrap(), 1);
     for n in 0..3i64 {
-        let db = Db::open(&spec, schema, &[("t", "added BIGINT")], &tasks).unwrap();
+        let added = Schema {
+            statements: schema,
+            added: &[("t", "added BIGINT")],
+            then: "",
+        };
+        let db = Db::open(&spec, added, &tasks).unwrap();
         let update = db.execute("UPDATE t SET added = $1 WHERE id = 'a'", vec![n.into()]);
         assert_eq!(update.await.unwrap(), 1);
     }

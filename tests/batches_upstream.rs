@@ -3,8 +3,13 @@
 //! uploaded file, reports a batch `in_progress` for a few polls, then
 //! `completed` with output and error files made from the input lines; it
 //! can fail polls, refuse creates and hold batches open for a cancel.
-#![allow(clippy::disallowed_methods)] // tests own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, reason = "tests own their tasks")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,8 +1,16 @@
 //! The exact response cache: hits, scopes, TTL, Cache-Control, eligibility,
 //! streaming record and replay across shapes, coalescing, Redis sharing, and
 //! the semantic cache in memory and in pgvector.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

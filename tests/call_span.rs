@@ -2,8 +2,16 @@
 //! a stream's access line (written when its relay drops) included, carry the
 //! request id of their call. Logs are captured as JSON lines, the format
 //! `[log] format = "json"` writes.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,7 +1,15 @@
 //! `sluice check`, `${VAR}` expansion and `SLUICE__` overrides, through the
 //! real binary where the user would use it.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,8 +1,16 @@
 //! The connection layer against hostile clients, over real sockets: slow
 //! request heads, idle keep-alive connections (HTTP/1 and HTTP/2), dripping
 //! bodies, the connection cap, and the admin and metrics listeners.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -2,8 +2,16 @@
 //! climbs to cached-only and static answers after its thresholds, comes
 //! back to full service when a deployment is usable, and the operator can
 //! force and clear a level (maintenance included).
-#![allow(clippy::disallowed_methods)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

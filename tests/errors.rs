@@ -1,7 +1,15 @@
 //! Every way a request can be refused gets OpenAI's four-key error body and
 //! the status that makes the SDKs raise the right exception.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

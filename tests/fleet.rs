@@ -15,8 +15,16 @@
 //! killed with `kill -9` and restarted, the ledger then holding every
 //! answered request once; a batch whose runner is killed with `kill -9`
 //! completing on another replica with every `custom_id` once.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,8 +1,16 @@
 //! Runtime keys on real stores: SQLite files in a temp dir and fresh
 //! PostgreSQL databases, with two `RuntimeKeys` on one store standing in
 //! for two replicas.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -2,8 +2,16 @@
 //! loses no record of an answered request, a shutdown while the store is
 //! down leaves the held records in the journal for the next start, and a
 //! journal replayed over records the store already has adds no rows.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 
@@ -220,7 +228,7 @@ struct PrivatePostgres {
 impl PrivatePostgres {
     /// initdb and start; as root, the server runs as `postgres` (it
     /// refuses root).
-    async fn start() -> Self {
+    fn start() -> Self {
         let dir = TempDir::new("sluice-durability");
         if is_root() {
             let status = Command::new("chown")
@@ -355,7 +363,7 @@ async fn metric(client: &reqwest::Client, sluice: &SluiceProcess, name: &str) ->
 
 #[tokio::test]
 async fn a_shutdown_while_postgres_is_down_keeps_the_held_records_for_the_next_start() {
-    let database = PrivatePostgres::start().await;
+    let database = PrivatePostgres::start();
     let dir = TempDir::new("sluice-durability");
     let upstream = FakeUpstream::start("oa").await;
     let usage = format!(

@@ -1,8 +1,16 @@
 //! Rate limits with the in-memory engine: exact admission counts, OpenAI's
 //! 429 body and headers, TPM estimates and their correction, shared org
 //! limits, and deployment quotas steering traffic.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

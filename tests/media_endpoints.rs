@@ -1,8 +1,16 @@
 //! Moderations, images and audio: proxied like the other endpoints (keys,
 //! allow-lists, routing, ledger); uploads pass through untouched, speech
 //! streams through unbuffered.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

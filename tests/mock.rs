@@ -1,8 +1,16 @@
 //! The built-in mock provider over real sockets, through the gateway: the
 //! fields frameworks rely on (tools, structured output, n, logprobs,
 //! embeddings input forms), token counts, and the API's refusals.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

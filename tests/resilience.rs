@@ -1,8 +1,16 @@
 //! Failover, throttling from upstream hints, circuit breakers, the retry
 //! budget, fallbacks and the 503 when nothing can serve, with faults injected
 //! by the fake upstream.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -3,8 +3,16 @@
 //! replica; kept across a restart (SQLite); followed by other replicas
 //! sharing PostgreSQL (NOTIFY, and polling without it); limiter state that
 //! follows a key's stable id through a rename.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

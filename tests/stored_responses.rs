@@ -2,8 +2,16 @@
 //! naming one (`GET`/`DELETE /v1/responses/{id}`, `input_items`, `cancel`,
 //! `previous_response_id`) goes to the deployment that created it, or is
 //! answered 404 in OpenAI's shape.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

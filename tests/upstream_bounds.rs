@@ -1,8 +1,16 @@
 //! Broken upstreams cannot hold a request, or the gateway's memory, beyond
 //! its bounds: huge and dripping bodies, redirects, answers in the wrong
 //! form, and stream lines that never end.
-#![allow(clippy::disallowed_methods)] // tests and benches own their tasks
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

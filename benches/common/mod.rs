@@ -9,7 +9,8 @@
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    reason = "shared by benches that each use part of it; a bench prints its report and stops at a broken setup"
 )]
 
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ fn sse_events() -> Vec<Bytes> {
 
 /// The fake upstream answers at once; Sluice forwards the body bytes as sent,
 /// so a substring test is enough to spot streaming requests.
-async fn fake_completion(State(events): State<Arc<Vec<Bytes>>>, body: Bytes) -> Response {
+async fn fake_completion(State(events): State<Arc<[Bytes]>>, body: Bytes) -> Response {
     if body.windows(13).any(|w| w == br#""stream":true"#) {
         let chunks: Vec<Result<Bytes, Infallible>> = events.iter().cloned().map(Ok).collect();
         let body = Body::from_stream(futures_util::stream::iter(chunks));
@@ -114,7 +115,7 @@ async fn fake_completion(State(events): State<Arc<Vec<Bytes>>>, body: Bytes) -> 
 pub async fn start_upstream() -> SocketAddr {
     let app = Router::new()
         .route("/v1/chat/completions", post(fake_completion))
-        .with_state(Arc::new(sse_events()));
+        .with_state(Arc::<[Bytes]>::from(sse_events()));
     serve_upstream(app).await
 }
 

@@ -2,7 +2,7 @@
 //! most `slots` chat calls in flight, each answered after `latency`; beyond
 //! that a 429 at once with `retry-after-ms: 20`, as a provider's quota does.
 //! Used by the batch and adaptive-concurrency benches.
-#![allow(dead_code)] // not every bench reads every counter
+#![allow(dead_code, reason = "not every bench reads every counter")]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         struct Output<'a> {
             custom_id: String,
             #[serde(borrow)]
-            #[allow(dead_code)]
+            #[allow(dead_code, reason = "read in some tests only")]
             response: &'a serde_json::value::RawValue,
         }
         let parsed: Output<'_> = serde_json::from_str(&line).expect("output lines are JSON");

@@ -123,7 +123,7 @@ impl Flight {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)]
+#[allow(clippy::disallowed_methods, reason = "tests own their tasks")]
 mod tests {
     use super::*;
     use crate::cache::entry::Recorded;

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::key::CacheKey;
 use crate::metrics::Metrics;
-use crate::postgres::{SharedPostgres, describe};
+use crate::sql::{SharedPostgres, describe};
 use crate::tasks::Tasks;
 use crate::telemetry::LogEvery;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::attempts::Call;
 use super::outcome::{FailureKind, Outcome, Reply, Success};
+use super::progress::Call;
 use super::respond;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;

@@ -7,131 +7,20 @@
 //! hands the call down its fallback chain.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::attempt::{adapt, attempt};
-use super::choose::{self, Choice, holds};
+use super::choose::{self, Choice};
 use super::gate::{self, Gated, Pass};
 pub use super::outcome::{Failure, FailureKind, Reply, Success};
 use super::outcome::{Outcome, attempt_end};
-use crate::config::{Priority, RetryConfig};
-use crate::error::GatewayError;
-use crate::limits::{AttemptEnd, DeploymentQuotas};
-use crate::metrics::Metrics;
+pub use super::progress::Call;
+use super::progress::Progress;
+use crate::limits::AttemptEnd;
 use crate::queue::held_while_streaming;
-use crate::routing::{Backend, ModelRoute, ModelRouter};
-use crate::upstream::{UpstreamClient, UpstreamRequest};
-
-/// Everything an attempt needs, shared by all attempts of one request.
-pub struct Call {
-    pub client: UpstreamClient,
-    pub retry: Arc<RetryConfig>,
-    pub router: Arc<ModelRouter>,
-    pub route: Arc<ModelRoute>,
-    pub request: UpstreamRequest,
-    pub affinity: Option<u64>,
-    pub deadline: Instant,
-    /// Non-streamed calls read the whole body inside the attempt, so a body
-    /// that breaks off can still be retried.
-    pub read_body: bool,
-    /// A streamed call: a 2xx must be `text/event-stream`.
-    pub expect_sse: bool,
-    /// Largest whole body read (`[server] max_response_bytes`).
-    pub max_response_bytes: usize,
-    /// For deployment queues: the request's class and caller.
-    pub priority: Priority,
-    pub caller: Arc<str>,
-    pub metrics: Metrics,
-    /// Charges each attempt's deployment quota (see `crate::limits::quotas`).
-    pub quotas: DeploymentQuotas,
-}
-
-/// Where a call's attempts stand.
-pub(super) struct Progress {
-    /// The deployment the next attempt must use (the rate limiter's pick).
-    pub next: Option<Arc<Backend>>,
-    pub tried: Vec<Arc<Backend>>,
-    /// Deployments whose quota had no room for this call: not tried again.
-    pub skipped: Vec<Arc<Backend>>,
-    /// When the soonest skipped quota has room again.
-    pub quota_free_at: Option<Instant>,
-    pub attempts: u32,
-    /// Attempts on the current model: each model down the fallback chain
-    /// gets its own `max_attempts`.
-    pub model_attempts: u32,
-    /// The last retryable failure and its hint.
-    pub last: Option<(FailureKind, Option<Duration>)>,
-    pub maybe_produced: bool,
-    pub upstream_time: Duration,
-    fallbacks: std::vec::IntoIter<Arc<str>>,
-}
-
-impl Progress {
-    fn new(call: &Call, first: Option<Arc<Backend>>) -> Self {
-        Self {
-            next: first,
-            tried: Vec::with_capacity(call.retry.max_attempts as usize),
-            skipped: Vec::new(),
-            quota_free_at: None,
-            attempts: 0,
-            model_attempts: 0,
-            last: None,
-            maybe_produced: false,
-            upstream_time: Duration::ZERO,
-            fallbacks: call.route.fallbacks.clone().into_iter(),
-        }
-    }
-
-    pub fn tried(&self, backend: &Arc<Backend>) -> bool {
-        holds(&self.tried, backend)
-    }
-
-    /// Moves the call to the next model of its fallback chain that exists;
-    /// `false` at the chain's end.
-    pub fn fall_back(&mut self, call: &mut Call) -> bool {
-        let Some(route) = self
-            .fallbacks
-            .find_map(|name| call.router.route(&name).cloned())
-        else {
-            return false;
-        };
-        tracing::info!(from = %call.route.name, to = %route.name, "falling back to another model");
-        call.request.client_model = route.name.clone();
-        // A request to this model, as far as its retry budget goes.
-        route.budget.deposit();
-        call.route = route;
-        self.model_attempts = 0;
-        true
-    }
-
-    fn failure(&mut self, error: FailureKind) -> Failure {
-        Failure {
-            error,
-            attempts: self.attempts,
-            maybe_produced: self.maybe_produced,
-        }
-    }
-
-    /// The call ran out of attempts or time: its last failure, else a timeout.
-    fn exhausted(mut self, call: &Call) -> Failure {
-        let error = self.last.take().map_or_else(
-            || {
-                FailureKind::Gateway(GatewayError::UpstreamTimeout {
-                    deployment: call.route.name.to_string(),
-                    timeout_ms: call
-                        .deadline
-                        .saturating_duration_since(Instant::now())
-                        .as_millis(),
-                })
-            },
-            |(failure, _)| failure,
-        );
-        self.failure(error)
-    }
-}
+use crate::routing::Backend;
 
 pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
     call.route.budget.deposit();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::attempts::{Call, Progress};
 use super::outcome::FailureKind;
+use super::progress::{Call, Progress, holds};
 use crate::config::{Priority, RetryConfig};
 use crate::error::GatewayError;
 use crate::routing::Backend;
@@ -111,11 +111,6 @@ async fn pick(call: &mut Call, progress: &mut Progress, now: Instant) -> Choice 
             retry_after: earliest.map(|at| at.saturating_duration_since(now)),
         }),
     })
-}
-
-/// Whether `backend` is one of `list`.
-pub(super) fn holds(list: &[Arc<Backend>], backend: &Arc<Backend>) -> bool {
-    list.iter().any(|b| Arc::ptr_eq(b, backend))
 }
 
 /// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.

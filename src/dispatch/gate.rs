@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::attempts::{Call, Progress};
 use super::outcome::FailureKind;
+use super::progress::{Call, Progress};
 use crate::limits::{AttemptEnd, Charged, QuotaSkip};
 use crate::queue::{Permit as Slot, take_slot};
 use crate::routing::{Backend, Permit};

@@ -10,6 +10,7 @@ mod models;
 mod outcome;
 mod passthrough;
 mod pins;
+mod progress;
 mod relay;
 mod respond;
 

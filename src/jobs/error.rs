@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::db::DbError;
 use crate::error::{error_body, json_response, set_retry_after};
+use crate::sql::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {

@@ -19,7 +19,6 @@
 
 pub mod asynchronous;
 pub mod batch;
-pub mod db;
 mod error;
 pub mod files;
 mod schema;
@@ -36,7 +35,7 @@ use crate::vocab::Identity;
 
 pub use error::JobsError;
 
-use db::Db;
+use crate::sql::{Db, Schema};
 use files::Files;
 
 /// Who owns a file, batch or job: the key that made it (by stable id) and
@@ -60,7 +59,7 @@ impl Owner {
     pub const VISIBLE_ROWS: &'static str = "(owner = $1 OR ($2 = 1 AND org = $3))";
 
     /// `$1..$3` of `VISIBLE_ROWS`.
-    pub fn visibility_params(&self, share_with_org: bool) -> Vec<db::Value> {
+    pub fn visibility_params(&self, share_with_org: bool) -> Vec<crate::sql::Value> {
         vec![
             self.key_id.as_ref().into(),
             i64::from(share_with_org && self.org.is_some()).into(),
@@ -194,8 +193,12 @@ impl Jobs {
         else {
             return Ok(None);
         };
-        let db = Db::open(&spec, schema::SCHEMA, schema::ADDED_COLUMNS, tasks)
-            .map_err(|error| error.to_string())?;
+        let schema = Schema {
+            statements: schema::SCHEMA,
+            added: schema::ADDED_COLUMNS,
+            then: "",
+        };
+        let db = Db::open(&spec, schema, tasks).map_err(|error| error.to_string())?;
         let files_dir = config.batch.files_dir_in(data_dir);
         Ok(Some(Arc::new(Self {
             files: Files::new(db.clone(), files_dir, config.batch.share_with_org),
@@ -261,6 +264,19 @@ impl Jobs {
     pub fn identity_of(&self, key_id: &str) -> Option<Arc<Identity>> {
         self.internal.identity(key_id)
     }
+}
+
+/// The keyset condition of a list page ordered by `(created_at, id)`: rows
+/// past the one of `table` whose id is parameter `$param`. Without a cursor
+/// the parameter is still used, so both dialects number the rest alike.
+pub fn page_cursor(table: &str, param: usize, after: bool, descending: bool) -> String {
+    if !after {
+        return format!("AND CAST(${param} AS TEXT) = CAST(${param} AS TEXT)");
+    }
+    let compare = if descending { "<" } else { ">" };
+    format!(
+        "AND (created_at, id) {compare} (SELECT created_at, id FROM {table} WHERE id = ${param})"
+    )
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use super::postgres::CHANNEL;
-use crate::postgres::describe;
+use super::sql::CHANNEL;
+use crate::sql::describe;
 
 /// Bound on connecting and subscribing.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -7,15 +7,13 @@
 //! resolves is the gateway's job. Secrets are shown once, at creation, and
 //! only their SHA-256 is stored.
 
-mod backend;
 mod error;
 mod listener;
 mod patch;
-mod postgres;
 mod record;
 mod schema;
 mod secret;
-mod sqlite;
+mod sql;
 mod store;
 mod watch;
 

@@ -7,10 +7,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, watch};
 
-use super::backend::Backend;
-use super::postgres::PostgresKeys;
 use super::record::unix_now;
-use super::sqlite::SqliteKeys;
+use super::sql::KeysDb;
 use super::{KeyPatch, KeyStoreError, NewKey, RuntimeKey};
 use crate::config::{AdminConfig, KeysStoreSpec};
 use crate::error::clip;
@@ -53,7 +51,7 @@ fn not_found(id: &str) -> KeyStoreError {
 }
 
 pub struct RuntimeKeys {
-    pub(super) backend: Backend,
+    pub(super) backend: KeysDb,
     pub(super) options: KeysOptions,
     snapshot: ArcSwap<Snapshot>,
     changes: watch::Sender<u64>,
@@ -70,10 +68,7 @@ impl RuntimeKeys {
         options: KeysOptions,
         tasks: &Tasks,
     ) -> Result<Self, KeyStoreError> {
-        let backend = match spec {
-            KeysStoreSpec::Sqlite(path) => Backend::Sqlite(SqliteKeys::open(path.clone()).await?),
-            KeysStoreSpec::Postgres(url) => Backend::Postgres(PostgresKeys::new(url, tasks)),
-        };
+        let backend = KeysDb::open(spec, tasks)?;
         let keys = Self {
             backend,
             options,
@@ -84,12 +79,12 @@ impl RuntimeKeys {
             changes: watch::Sender::new(0),
             reloading: Mutex::new(()),
         };
-        match (keys.refresh().await, &keys.backend) {
-            (Ok(_), _) => {}
-            (Err(error), Backend::Postgres(_)) => {
+        match keys.refresh().await {
+            Ok(_) => {}
+            Err(error) if keys.backend.is_shared() => {
                 tracing::warn!(%error, "runtime keys not loaded yet; retrying in the background");
             }
-            (Err(error), Backend::Sqlite(_)) => return Err(error),
+            Err(error) => return Err(error),
         }
         Ok(keys)
     }

@@ -146,7 +146,7 @@ impl Intake {
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
             // It has answered, so it is returning: the join is immediate.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let _ = join(thread).await;
         }
         left
     }
@@ -275,4 +275,13 @@ fn id_prefix() -> String {
         crate::metering::unix_ms(),
         fastrand::u64(..)
     )
+}
+/// Joins the journal thread off the async threads. Part of shutdown
+/// itself, awaited in place: there is no task owner left to hand it to.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the last step of shutdown, awaited in place"
+)]
+async fn join(thread: JoinHandle<()>) -> Result<std::thread::Result<()>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || thread.join()).await
 }

@@ -2,11 +2,12 @@
 //! (fleets). Both create their table at start-up; both aggregate for reports.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::record::{COLUMNS, Texts, Total, UsageRecord, VALUES_PER_ROW, group_column};
+use crate::config::KeysStoreSpec;
 use crate::metering::{Period, from_unix_ms};
-use crate::postgres::{SharedPostgres, describe};
+use crate::sql::{Db, DbError, Dialect, Schema, Value};
 use crate::tasks::Tasks;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
@@ -18,9 +19,12 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
     estimated BOOLEAN NOT NULL, day TEXT NOT NULL)";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage (at_ms)";
 /// Columns added after the first release: a table made before them gets
-/// them (NULL in old rows). SQLite has no `ADD COLUMN IF NOT EXISTS`, so its
-/// migration checks the table's columns first.
-const ADDED_COLUMNS: [&str; 3] = ["record_id", "upstream_request_id", "key_id"];
+/// them (NULL in old rows).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("sluice_usage", "record_id TEXT"),
+    ("sluice_usage", "upstream_request_id TEXT"),
+    ("sluice_usage", "key_id TEXT"),
+];
 /// What makes a write idempotent: a batch written twice (its commit
 /// acknowledgement lost, or replayed from the journal) adds no rows. Old
 /// rows' NULLs do not collide.
@@ -41,17 +45,15 @@ fn err(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
-fn pg_err(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(describe(&error))
-}
-
-fn poisoned<T>(_: T) -> StoreError {
-    StoreError::Unavailable("poisoned".into())
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        err(error)
+    }
 }
 
 pub enum Store {
-    Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(SharedPostgres),
+    /// SQLite or PostgreSQL, on the shared SQL layer.
+    Sql(Db),
     #[cfg(test)]
     Flaky(Arc<flaky::Flaky>),
 }
@@ -156,37 +158,25 @@ impl Store {
     /// PostgreSQL connects and migrates on first use, so a database that is
     /// down at start-up only delays writes (records wait in the buffer).
     pub fn open(store: &str, data_dir: &str, tasks: &Tasks) -> Result<Self, StoreError> {
-        if store == "sqlite" {
-            let dir = PathBuf::from(data_dir);
-            std::fs::create_dir_all(&dir).map_err(err)?;
-            let connection = rusqlite::Connection::open(dir.join("usage.db")).map_err(err)?;
-            connection
-                .busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(err)?;
-            connection
-                .execute_batch(&format!(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; {SCHEMA}; {INDEX};"
-                ))
-                .map_err(err)?;
-            migrate_sqlite(&connection)?;
-            return Ok(Self::Sqlite(Arc::new(Mutex::new(connection))));
-        }
-        let added: String = ADDED_COLUMNS
-            .iter()
-            .map(|c| crate::postgres::add_column("sluice_usage", &format!("{c} TEXT")))
-            .collect();
-        Ok(Self::Postgres(SharedPostgres::new(
-            store,
-            format!("{SCHEMA}; {INDEX}; {added}{UNIQUE_ID};"),
-            tasks,
-        )))
+        let spec = match store {
+            "sqlite" => KeysStoreSpec::Sqlite(PathBuf::from(data_dir).join("usage.db")),
+            url => KeysStoreSpec::Postgres(url.to_owned()),
+        };
+        let statements = format!("{SCHEMA}; {INDEX};");
+        let schema = Schema {
+            statements: &statements,
+            added: &ADDED_COLUMNS,
+            then: UNIQUE_ID,
+        };
+        Ok(Self::Sql(Db::open(&spec, schema, tasks)?))
     }
 
     /// Connects and creates the table now (PostgreSQL; SQLite did at open).
     pub async fn prepare(&self) -> Result<(), StoreError> {
         match self {
-            Self::Postgres(postgres) => postgres.client().await.map(|_| ()).map_err(pg_err),
-            _ => Ok(()),
+            Self::Sql(db) => Ok(db.prepare().await?),
+            #[cfg(test)]
+            Self::Flaky(_) => Ok(()),
         }
     }
 
@@ -194,22 +184,18 @@ impl Store {
     /// stored (replayed from the journal after a crash) are skipped.
     pub async fn write(&self, records: Arc<Vec<UsageRecord>>) -> Result<u64, StoreError> {
         match self {
-            Self::Sqlite(connection) => {
-                let connection = connection.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut connection = connection.lock().map_err(poisoned)?;
-                    let tx = connection.transaction().map_err(err)?;
+            Self::Sql(db) if db.dialect() == Dialect::Sqlite => Ok(db
+                .with_sqlite(move |connection| {
+                    let tx = connection.transaction().map_err(db_unavailable)?;
                     let mut inserted = 0;
                     for rows in insert_chunks(&records) {
-                        inserted += insert_rows(&tx, rows)?;
+                        inserted += insert_rows(&tx, rows).map_err(db_unavailable)?;
                     }
-                    tx.commit().map_err(err)?;
+                    tx.commit().map_err(db_unavailable)?;
                     Ok(inserted)
                 })
-                .await
-                .map_err(err)?
-            }
-            Self::Postgres(postgres) => write_postgres(postgres, &records).await,
+                .await?),
+            Self::Sql(db) => write_postgres(db, &records).await,
             #[cfg(test)]
             Self::Flaky(flaky) => flaky.write(&records),
         }
@@ -236,95 +222,44 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Total>, StoreError> {
-        let sql = |placeholder_from: &str, placeholder_to: &str| {
-            format!(
-                "SELECT {column}, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT),
-                        CAST(SUM(cached_tokens) AS BIGINT), CAST(SUM(cost_usd) AS DOUBLE PRECISION)
-                 FROM sluice_usage WHERE at_ms >= {placeholder_from} AND at_ms < {placeholder_to}
-                 GROUP BY {column} ORDER BY {column}"
-            )
-        };
-        match self {
-            Self::Sqlite(connection) => {
-                let connection = connection.clone();
-                let sql = sql("?1", "?2");
-                tokio::task::spawn_blocking(move || {
-                    let connection = connection.lock().map_err(poisoned)?;
-                    let mut query = connection.prepare(&sql).map_err(err)?;
-                    let rows = query
-                        .query_map(rusqlite::params![from_ms, to_ms], |row| {
-                            Ok(Total {
-                                group: row.get(0)?,
-                                requests: row.get(1)?,
-                                prompt_tokens: row.get(2)?,
-                                completion_tokens: row.get(3)?,
-                                cached_tokens: row.get(4)?,
-                                cost_usd: row.get(5)?,
-                            })
-                        })
-                        .map_err(err)?;
-                    rows.collect::<Result<Vec<_>, _>>().map_err(err)
-                })
-                .await
-                .map_err(err)?
-            }
-            Self::Postgres(postgres) => {
-                let sql = sql("$1", "$2");
-                let client = postgres.client().await.map_err(pg_err)?;
-                let rows = client
-                    .query(&sql, &[&from_ms, &to_ms])
-                    .await
-                    .map_err(pg_err)?;
-                let total = |row: &tokio_postgres::Row| {
-                    Ok(Total {
-                        group: row.try_get(0)?,
-                        requests: row.try_get(1)?,
-                        prompt_tokens: row.try_get(2)?,
-                        completion_tokens: row.try_get(3)?,
-                        cached_tokens: row.try_get(4)?,
-                        cost_usd: row.try_get(5)?,
-                    })
-                };
-                rows.iter()
-                    .map(total)
-                    .collect::<Result<_, _>>()
-                    .map_err(pg_err)
-            }
+        let db = match self {
+            Self::Sql(db) => db,
             #[cfg(test)]
-            Self::Flaky(_) => Ok(Vec::new()),
-        }
+            Self::Flaky(_) => return Ok(Vec::new()),
+        };
+        let sql = format!(
+            "SELECT {column}, COUNT(*), CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT),
+                    CAST(SUM(cached_tokens) AS BIGINT), CAST(SUM(cost_usd) AS DOUBLE PRECISION)
+             FROM sluice_usage WHERE at_ms >= $1 AND at_ms < $2
+             GROUP BY {column} ORDER BY {column}"
+        );
+        let rows = db.query(&sql, vec![from_ms.into(), to_ms.into()]).await?;
+        rows.into_iter()
+            .map(|row| total(&row).ok_or_else(|| err("a report row of unexpected types")))
+            .collect()
     }
 }
 
-/// Adds the columns a table made by an older release lacks, then the
-/// unique index on the record id.
-fn migrate_sqlite(connection: &rusqlite::Connection) -> Result<(), StoreError> {
-    let mut query = connection
-        .prepare("SELECT name FROM pragma_table_info('sluice_usage')")
-        .map_err(err)?;
-    let present = query
-        .query_map([], |row| row.get::<_, String>(0))
-        .map_err(err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
-    for column in ADDED_COLUMNS {
-        if !present.iter().any(|p| p == column) {
-            connection
-                .execute_batch(&format!(
-                    "ALTER TABLE sluice_usage ADD COLUMN {column} TEXT"
-                ))
-                .map_err(err)?;
-        }
-    }
-    connection.execute_batch(UNIQUE_ID).map_err(err)
+/// One report row: the group, then the sums.
+fn total(row: &[Value]) -> Option<Total> {
+    let int = |index: usize| row.get(index).and_then(Value::int);
+    Some(Total {
+        group: row.first()?.text()?.to_owned(),
+        requests: int(1)?,
+        prompt_tokens: int(2)?,
+        completion_tokens: int(3)?,
+        cached_tokens: int(4)?,
+        cost_usd: row.get(5)?.float()?,
+    })
+}
+
+fn db_unavailable(error: impl std::fmt::Display) -> DbError {
+    DbError::Unavailable(error.to_string())
 }
 
 /// One multi-row `INSERT` per batch; rows already written are skipped, and
 /// the count is of the new ones.
-async fn write_postgres(
-    postgres: &SharedPostgres,
-    records: &[UsageRecord],
-) -> Result<u64, StoreError> {
+async fn write_postgres(db: &Db, records: &[UsageRecord]) -> Result<u64, StoreError> {
     let days = days_of(records);
     let texts: Vec<Texts<'_>> = records.iter().map(UsageRecord::texts).collect();
     let days: Vec<&str> = days.iter().map(|d| &**d).collect();
@@ -342,8 +277,11 @@ async fn write_postgres(
         params.extend_from_slice(&row_values!(r, t, day));
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
-    let client = postgres.client().await.map_err(pg_err)?;
-    client.execute(&sql, &params).await.map_err(pg_err)
+    let client = db.postgres().await?;
+    client
+        .execute(&sql, &params)
+        .await
+        .map_err(|error| err(crate::sql::describe(&error)))
 }
 
 #[cfg(test)]
@@ -368,7 +306,7 @@ pub mod flaky {
             }
             self.written
                 .lock()
-                .map_err(super::poisoned)?
+                .map_err(|_| StoreError::Unavailable("poisoned".into()))?
                 .extend_from_slice(records);
             Ok(records.len() as u64)
         }

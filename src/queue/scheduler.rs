@@ -373,7 +373,7 @@ impl Drop for LeaveOnDrop<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)]
+#[allow(clippy::disallowed_methods, reason = "tests own their tasks")]
 mod tests {
     use super::*;
 

@@ -16,6 +16,7 @@ use crate::ledger::cache_status;
 use crate::ledger::{Ledger, UsageRecord};
 use crate::metering::Pricing;
 use crate::stages::{Next, Stage};
+use crate::tasks::Tasks;
 use crate::tokens::BodyView;
 use crate::tokens::Encodings;
 use crate::vocab::{CACHE_STATUS, ServedBy};
@@ -34,11 +35,13 @@ pub struct RecordUsage {
 pub struct Estimates {
     pub pricing: Arc<Pricing>,
     pub encodings: Encodings,
+    /// Owns the off-thread estimates, so shutdown waits for their records.
+    pub tasks: Tasks,
 }
 
 impl Stage for RecordUsage {
-    async fn call(&self, mut request: Request, next: impl Next) -> Response {
-        let Some(pending) = self.start(&mut request) else {
+    async fn call(&self, request: Request, next: impl Next) -> Response {
+        let Some(pending) = self.start(&request) else {
             return next.run(request).await;
         };
         let response = next.run(request).await;
@@ -50,7 +53,7 @@ impl Stage for RecordUsage {
 impl RecordUsage {
     /// The call's pending record, hooked to its end; `None` on routes that
     /// are not proxied.
-    fn start(&self, request: &mut Request) -> Option<Arc<Pending>> {
+    fn start(&self, request: &Request) -> Option<Arc<Pending>> {
         let (call, api) = Call::proxied(request.extensions())?;
         let identity = &call.identity;
         let headers = request.headers();
@@ -195,12 +198,13 @@ impl Pending {
             record.estimated = true;
             let (ledger, estimates) = (self.ledger.clone(), self.estimates.clone());
             let view = self.view.clone();
+            let tasks = estimates.tasks.clone();
             let estimate = move || {
                 estimates.estimate(&mut record, &view);
                 ledger.record(record);
             };
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(estimate)),
+                Ok(_) => drop(tasks.spawn_blocking(estimate)),
                 Err(_) => estimate(),
             }
             return;

@@ -134,7 +134,12 @@ fn slot(encoding: Encoding) -> usize {
 }
 
 /// Runs `work` on the blocking pool; `None` past the deadline (the work
-/// finishes unobserved) or if it panicked.
+/// finishes unobserved) or if it panicked. Owned by the call that awaits
+/// it, which shutdown drains; the work is bounded by `max_body_bytes`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "awaited in place by the call that needs it, which shutdown drains"
+)]
 async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::time::timeout(OFF_THREAD_DEADLINE, tokio::task::spawn_blocking(work))
         .await
@@ -143,7 +148,7 @@ async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)]
+#[allow(clippy::disallowed_methods, reason = "tests own their tasks")]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};

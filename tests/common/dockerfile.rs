@@ -3,7 +3,12 @@
 //! so the image test runs the binary as the image would: same user,
 //! working directory, environment, volume, files, entrypoint and health
 //! check.
-#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "shared by tests that each use part of it; a test fails by panicking"
+)]
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,11 @@
 //! The real `sluice` binary as a child process, for the tests that kill it
 //! and the benches that read its memory. Benches include this file by path.
-#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "shared by tests that each use part of it; a test fails by panicking"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

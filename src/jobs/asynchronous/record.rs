@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
 use super::super::JobsError;
-use super::super::db::{Db, Row, Value};
+use crate::sql::{Db, Row, Value};
 
 /// Where a job stands; the API's `status` strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +375,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-async-sweep-{}", fastrand::u64(..)));
         let spec = crate::config::KeysStoreSpec::Sqlite(dir.join("jobs.sqlite"));
         let tasks = crate::tasks::Tasks::new();
-        let db = Db::open(&spec, crate::jobs::schema::SCHEMA, &[], &tasks).unwrap();
+        let schema = crate::sql::Schema {
+            statements: crate::jobs::schema::SCHEMA,
+            added: &[],
+            then: "",
+        };
+        let db = Db::open(&spec, schema, &tasks).unwrap();
         for (id, expires_at) in [
             ("old-1", 100),
             ("old-2", 200),

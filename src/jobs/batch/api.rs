@@ -11,8 +11,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
-use super::super::db::page_cursor;
 use super::super::files::api::{Caller, expiry_seconds, page_limit, query_error};
+use super::super::page_cursor;
 use super::super::{Jobs, JobsError, Owner, json_answer, list_page, new_sorted_id, unix_now};
 use super::record::{self, Batch, COLUMNS, Status};
 

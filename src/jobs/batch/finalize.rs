@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::super::db::Value;
 use super::super::files::FileRecord;
 use super::super::{Jobs, JobsError, unix_now};
 use super::lease::Lease;
@@ -15,6 +14,7 @@ use super::lease::record;
 use super::line::error_text;
 use super::record::{Batch, Counts, Status};
 use super::validate::{InputLine, Lines, Read, is_blank};
+use crate::sql::Value;
 use crate::vocab::Usage;
 
 /// Rows read from the store per query while writing the files: answers

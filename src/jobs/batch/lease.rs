@@ -58,7 +58,7 @@ impl Lease {
         &self,
         from: Status,
         set: &str,
-        mut values: Vec<super::super::db::Value>,
+        mut values: Vec<crate::sql::Value>,
     ) -> Result<bool, JobsError> {
         let first = values.len() + 1;
         values.extend([

@@ -5,7 +5,7 @@ use serde_json::{Value as Json, json};
 
 use super::super::JobsError;
 use super::super::Owner;
-use super::super::db::{Db, Row, Value};
+use crate::sql::{Db, Row, Value};
 
 /// The batch's state; the API's `status` strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

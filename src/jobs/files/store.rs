@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
-use super::super::db::{Db, Row, Value, page_cursor};
+use super::super::page_cursor;
 use super::super::{JobsError, Owner, new_sorted_id, unix_now};
+use crate::sql::{Db, Row, Value};
 
 /// Prefix of files being written; never listed, swept at start-up.
 const PARTIAL: &str = ".partial-";

@@ -202,6 +202,7 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
             estimates: Arc::new(Estimates {
                 pricing: engines.pricing.clone(),
                 encodings: Encodings::from_config(&config.models),
+                tasks: registries.tasks.clone(),
             }),
         }),
         dispatcher: Arc::new(Dispatcher::new(
