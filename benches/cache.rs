@@ -40,9 +40,9 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice::cache::CacheKey;
-use sluice::cache::semantic_index::SemanticIndex;
-use sluice::cache::semantic_pg::{self, PgIndex};
+use sluice::engines::cache::CacheKey;
+use sluice::engines::cache::semantic_index::SemanticIndex;
+use sluice::engines::cache::semantic_pg::{self, PgIndex};
 
 use common::{COMPLETION, Gateway, Params, env_or, exchange_body, gateway_toml};
 
@@ -476,8 +476,8 @@ async fn pgvector(work: &Workload) {
 
     let index = PgIndex::start(
         &url,
-        sluice::metrics::Metrics::new().expect("metrics"),
-        &sluice::tasks::Tasks::new(),
+        sluice::infra::metrics::Metrics::new().expect("metrics"),
+        &sluice::util::tasks::Tasks::new(),
     );
     // The first lookup connects and creates the table.
     assert!(

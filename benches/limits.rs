@@ -32,12 +32,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice::call::ApiRequest;
-use sluice::limits::{CallFacts, Check, LimitState, Limiter};
-use sluice::metrics::Metrics;
-use sluice::routing::{DeploymentStates, ModelRouter};
-use sluice::tasks::Tasks;
-use sluice::tokens::BodyView;
+use sluice::engines::limits::{CallFacts, Check, LimitState, Limiter};
+use sluice::engines::routing::{DeploymentStates, ModelRouter};
+use sluice::engines::tokens::BodyView;
+use sluice::infra::metrics::Metrics;
 use sluice::upstream::{Deployment, Providers};
+use sluice::util::tasks::Tasks;
 use sluice::vocab::Endpoint;
 use sluice::vocab::Identity;
 

@@ -166,7 +166,7 @@ fn journal_thread_cpu() -> Option<Duration> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let path = task.ok()?.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if name.trim() == sluice::ledger::JOURNAL_THREAD {
+        if name.trim() == sluice::engines::ledger::JOURNAL_THREAD {
             let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
             let nanos = stat.split_whitespace().next()?.parse().ok()?;
             return Some(Duration::from_nanos(nanos));

@@ -1,7 +1,7 @@
 //! Admission queue benchmark: `cargo bench --bench queue`.
 //!
 //! 1. What the queue costs when it never has to queue. (a) The
-//!    `sluice::queue::Scheduler` alone, 1000 slots: ns per acquire + release
+//!    `sluice::engines::queue::Scheduler` alone, 1000 slots: ns per acquire + release
 //!    (median of batches), one task, and 8 tasks on the 2-worker runtime.
 //!    (b) Two gateways in front of an instant fake upstream, one with
 //!    `[server] max_concurrency = 1000` (admission layer on, never
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use sluice::config::{Priority, QueueConfig};
-use sluice::queue::Scheduler;
+use sluice::engines::queue::Scheduler;
 
 use common::{
     BODY, COMPLETION, Gateway, Params, TomlExtra, chat_url, env_or, gateway_toml_with,

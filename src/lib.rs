@@ -1,49 +1,41 @@
 //! Sluice: an HTTP gateway for OpenAI-compatible APIs.
 //!
-//! Module map (dependencies point down this list; `config`, `error` are used by all):
-//! - `server`: HTTP serving and the layer stack (`server::stack` lists it).
-//! - `call`, `stage`: what the stages of a call share, and how one is written.
-//! - `auth`: virtual keys -> `Identity`.
-//! - `dispatch`: the innermost service: reads the request, routes, relays.
-//! - `routing`: model -> priority groups of deployments, weighted choice.
-//! - `upstream`: provider URLs and auth, the HTTP client, the mock provider.
+//! A request comes in through an adapter (HTTP, or the internal adapter
+//! for work Sluice does on a key's behalf), crosses the stages, and leaves
+//! through the dispatcher to an upstream. The modules follow that path, and
+//! every import points down this list (`scripts/module_graph.py` checks it;
+//! `docs/architecture.md` draws the graph):
+//!
+//! - `server`: the composition root: connections, the outer layers, the
+//!   live config snapshot, every `/admin` route, the HTTP and internal
+//!   adapters.
+//! - `stages`: layers 5 to 9, one thin adapter per stage.
+//! - `dispatch`: the innermost service: the attempts in steps (choose,
+//!   gate, attempt, outcome) and the relay of the answer.
+//! - `call`: what the stages of a call share (`Call`, `ApiRequest`).
+//! - `mock`: the in-process mock provider, registered by `server`.
+//! - `engines`: state and logic (keys, tokens, limits, cache, degradation,
+//!   policy, routing, queue, metering, ledger, jobs), knowing nothing of
+//!   the `Call` or the stages.
+//! - `upstream`: the HTTP client to providers and the local-provider trait.
+//! - `infra`: telemetry, metrics, the Redis and SQL stores, the SSE grammar.
+//! - `vocab`: the leaf vocabulary every layer names (`Identity`,
+//!   `Endpoint`, `Usage`, `GatewayError`...).
+//! - `config`: the typed config, one file per section.
+//! - `util`: leaf helpers (tasks, shutdown signals, headers, durations).
+//! - `cli`: the `check` and `healthcheck` commands.
 
-pub mod auth;
-pub mod cache;
 pub mod call;
-pub mod check;
+pub mod cli;
 pub mod config;
-pub mod degrade;
 pub mod dispatch;
-pub mod drain;
-pub mod error;
-pub mod go_duration;
-pub mod headers;
-pub mod healthcheck;
-pub mod internal;
-pub mod jobs;
-pub mod keys;
-pub mod ledger;
-pub mod limits;
-pub mod metering;
-pub mod metrics;
+pub mod engines;
+pub mod infra;
 pub mod mock;
-pub mod policy;
-pub mod queue;
-pub mod redis;
-pub mod request;
-pub mod routing;
 pub mod server;
-pub mod shutdown;
-pub mod sql;
-pub mod sse;
 pub mod stages;
-pub mod storage_dirs;
-pub mod sync_layer;
-pub mod tasks;
-pub mod telemetry;
-pub mod tokens;
 pub mod upstream;
+pub mod util;
 pub mod vocab;
 
 /// Stream spellings and a reference SSE parser, shared with the integration
@@ -60,15 +52,17 @@ mod spelling;
 /// no copies of the code it checks.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::cache::entry::complete_events;
-    pub use crate::cache::entry::{Entry, Recorded, Replay, replay};
     pub use crate::config::expand::expand_tree;
     pub use crate::dispatch::hide_usage::UsageHider;
-    pub use crate::jobs::batch::line::output_line;
-    pub use crate::jobs::batch::run::prefix_key;
-    pub use crate::jobs::batch::validate::{Lines, MAX_LINE_BYTES, Models, Read, check_line};
-    pub use crate::request::parse::{
+    pub use crate::engines::cache::entry::complete_events;
+    pub use crate::engines::cache::entry::{Entry, Recorded, Replay, replay};
+    pub use crate::engines::jobs::batch::line::output_line;
+    pub use crate::engines::jobs::batch::run::prefix_key;
+    pub use crate::engines::jobs::batch::validate::{
+        Lines, MAX_LINE_BYTES, Models, Read, check_line,
+    };
+    pub use crate::engines::request::parse::{
         affinity_key, apply, check_content_type, parse_head, with_usage_requested,
     };
-    pub use crate::routing::hints::remaining;
+    pub use crate::engines::routing::hints::remaining;
 }

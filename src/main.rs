@@ -41,10 +41,10 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
-            let _ = std::io::stdout().write_all(sluice::check::summary(&config).as_bytes());
+            let _ = std::io::stdout().write_all(sluice::cli::check::summary(&config).as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Healthcheck => match sluice::healthcheck::check(&config.server.listen) {
+        Command::Healthcheck => match sluice::cli::healthcheck::check(&config.server.listen) {
             Ok(status) => {
                 let _ = writeln!(std::io::stdout(), "ready: {status}");
                 ExitCode::SUCCESS
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, path: PathBuf) -> ExitCode {
-    sluice::telemetry::init(&config.log);
+    sluice::infra::telemetry::init(&config.log);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

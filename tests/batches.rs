@@ -1276,10 +1276,10 @@ async fn batch_lines_cost_the_discounted_price() {
 #[tokio::test]
 async fn a_postgres_store_made_before_a_column_gets_it() {
     use sluice::config::KeysStoreSpec;
-    use sluice::sql::{Db, Schema};
+    use sluice::infra::sql::{Db, Schema};
     let database = TestDatabase::create(PLAIN).await;
     let spec = KeysStoreSpec::Postgres(database.url());
-    let tasks = sluice::tasks::Tasks::new();
+    let tasks = sluice::util::tasks::Tasks::new();
     let schema = "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY);";
     let plain = Schema {
         statements: schema,

@@ -22,7 +22,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice::config::KeyConfig;
 use sluice::config::{KeysStoreSpec, sha256};
-use sluice::keys::{KeysOptions, RuntimeKeys};
+use sluice::engines::keys::{KeysOptions, RuntimeKeys};
 use sluice::server::admin::{AdminToken, ConfigView, LiveCore, ReloadError, Reloaded, keys_routes};
 use tower::ServiceExt;
 
@@ -80,7 +80,7 @@ async fn admin() -> Admin {
         poll_interval: Duration::from_secs(2),
         notifications: true,
     };
-    let keys = RuntimeKeys::open(&spec, options, &sluice::tasks::Tasks::new())
+    let keys = RuntimeKeys::open(&spec, options, &sluice::util::tasks::Tasks::new())
         .await
         .unwrap();
     let keys = Arc::new(keys);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::postgres::{PLAIN, TestDatabase};
 use sluice::config::{KeysStoreSpec, sha256};
-use sluice::keys::{
+use sluice::engines::keys::{
     Change, KeyPatch, KeySettings, KeyStoreError, KeysOptions, NewKey, RuntimeKeys,
 };
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ fn new_key(name: &str) -> NewKey {
     }
 }
 
-fn accept(_: &sluice::keys::RuntimeKey) -> Result<(), KeyStoreError> {
+fn accept(_: &sluice::engines::keys::RuntimeKey) -> Result<(), KeyStoreError> {
     Ok(())
 }
 
@@ -139,7 +139,7 @@ async fn lifecycle(keys: &RuntimeKeys) {
 
 /// A store on `spec`, opened (and loaded) with `options`.
 async fn open(spec: &KeysStoreSpec, options: KeysOptions) -> RuntimeKeys {
-    RuntimeKeys::open(spec, options, &sluice::tasks::Tasks::new())
+    RuntimeKeys::open(spec, options, &sluice::util::tasks::Tasks::new())
         .await
         .unwrap()
 }
@@ -325,7 +325,7 @@ async fn an_unopenable_sqlite_path_is_an_error() {
     let opened = RuntimeKeys::open(
         &spec,
         options(Duration::from_secs(2), true),
-        &sluice::tasks::Tasks::new(),
+        &sluice::util::tasks::Tasks::new(),
     )
     .await;
     assert!(matches!(opened, Err(KeyStoreError::Open(_))));

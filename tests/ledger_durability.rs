@@ -27,8 +27,8 @@ use common::postgres::{self, TestDatabase};
 use common::process::{SluiceProcess, TempDir, free_port};
 use futures_util::StreamExt;
 use sluice::config::UsageConfig;
-use sluice::ledger::{Ledger, UsageRecord};
-use sluice::metrics::Metrics;
+use sluice::engines::ledger::{Ledger, UsageRecord};
+use sluice::infra::metrics::Metrics;
 
 const ADMIN: &str = "admin-token-0123456789";
 const KEY: &str = "sk-alpha-000000";
@@ -442,7 +442,7 @@ async fn replayed_records_are_not_written_twice(store: &str) {
     let ledger = Ledger::start(
         &config,
         Metrics::new().unwrap(),
-        &sluice::tasks::Tasks::new(),
+        &sluice::util::tasks::Tasks::new(),
     )
     .unwrap()
     .unwrap();
@@ -467,7 +467,7 @@ async fn replayed_records_are_not_written_twice(store: &str) {
     }
 
     let metrics = Metrics::new().unwrap();
-    let again = Ledger::start(&config, metrics.clone(), &sluice::tasks::Tasks::new())
+    let again = Ledger::start(&config, metrics.clone(), &sluice::util::tasks::Tasks::new())
         .unwrap()
         .unwrap();
     again.record(record(50));

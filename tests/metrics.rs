@@ -192,7 +192,10 @@ async fn metrics_parse_and_move_as_requests_flow() {
 
 #[test]
 fn the_shipped_dashboard_uses_only_metrics_sluice_defines() {
-    let defined = sluice::metrics::Metrics::new().unwrap().names().to_vec();
+    let defined = sluice::infra::metrics::Metrics::new()
+        .unwrap()
+        .names()
+        .to_vec();
     let dashboard = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docker/grafana-dashboard.json"

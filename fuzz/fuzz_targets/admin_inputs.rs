@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use sluice::config::{View, redacted_text};
-use sluice::keys::{KeyPatch, KeySettings};
+use sluice::engines::keys::{KeyPatch, KeySettings};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(patch) = KeyPatch::from_json(data) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use sluice::config::parse_duration;
 use sluice::fuzzing::expand_tree;
-use sluice::go_duration::format_go_duration;
+use sluice::util::go_duration::format_go_duration;
 
 /// Past this, f64 seconds no longer hold every millisecond.
 const EXACT_UP_TO: Duration = Duration::from_secs(1_000_000_000);

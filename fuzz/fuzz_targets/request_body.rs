@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use sluice::fuzzing::{affinity_key, apply, check_content_type, parse_head, with_usage_requested};
-use sluice::tokens::{Encoding, Estimator, prompt_tokens};
+use sluice::engines::tokens::{Encoding, Estimator, prompt_tokens};
 use sluice::vocab::Endpoint;
 
 fuzz_target!(|data: &[u8]| {

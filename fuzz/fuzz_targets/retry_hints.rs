@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use sluice::fuzzing::remaining;
-use sluice::routing::retry_after;
+use sluice::engines::routing::retry_after;
 
 const NAMES: [&str; 6] = [
     "retry-after-ms",

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::sse::usage::{StreamUsageScanner, hide_in_event, parse};
+use sluice::infra::sse::usage::{StreamUsageScanner, hide_in_event, parse};
 use sluice::vocab::Usage;
 use sluice_fuzz::cut;
 

@@ -13,7 +13,7 @@
 //! | 5b| `jobs::asynchronous::AsyncIntake` | `Prefer` / `x-sluice-async`, `identity`, the body, `x-sluice-callback` | a job asked to run later answers `202` here; nothing else is touched |
 //! | 6 | `request::RequestReader` | `identity`, the body, `x-sluice-priority` | `request` ([`ApiRequest`]: endpoint, body, parsed view, route, priority, ...); response headers `x-sluice-variant`, `x-sluice-degraded-from` |
 //! | 6b| `ledger::RecordUsage` | `identity`, `request`; `x-request-id`, `x-sluice-tag` | a usage hook; reads the response's status, [`ServedBy`], [`CACHE_STATUS`], `x-upstream-request-id` |
-//! | 6c| `degrade::CheckLevel` | `request.route` (the model's level: `crate::degrade`) | `request.body`/`view` (`degraded_max_output_tokens` at level 1, or a trial call at 2-3); level 4: 503 `maintenance` here, or 202 and an async job for a `queue_in_maintenance` key; levels 2-3: `degraded`, and `x-sluice-degraded: cached` on a success the cache gave |
+//! | 6c| `degrade::CheckLevel` | `request.route` (the model's level: `crate::engines::degrade`) | `request.body`/`view` (`degraded_max_output_tokens` at level 1, or a trial call at 2-3); level 4: 503 `maintenance` here, or 202 and an async job for a `queue_in_maintenance` key; levels 2-3: `degraded`, and `x-sluice-degraded: cached` on a success the cache gave |
 //! | 7 | `cache::ResponseCache` | `identity` (cache flag, scope), `request`; `Cache-Control` | a hit answers here with [`ServedBy`] (deployment `cache`), `age`, `x-sluice-coalesced`; [`CACHE_STATUS`] on every answer |
 //! | 7a| `degrade::Fallback` | `degraded`, `request` | a `degraded` call the cache did not answer ends here: a static answer (`x-sluice-degraded: static`, never cached or billed) or 503 `service_degraded` with `retry-after` |
 //! | 7b| `metering::Budgets` | `identity` (key, org) | a usage hook that bills the call's cost; 429 when spent |
@@ -32,8 +32,8 @@ pub use self::request::ApiRequest;
 pub use crate::config::Priority;
 pub use crate::vocab::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 
-use crate::limits::DeploymentQuotas;
-use crate::routing::Backend;
+use crate::engines::limits::DeploymentQuotas;
+use crate::engines::routing::Backend;
 use crate::vocab::Degraded;
 use crate::vocab::Identity;
 use crate::vocab::UsageHooks;

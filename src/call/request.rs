@@ -5,8 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Priority;
-use crate::routing::ModelRoute;
-use crate::tokens::BodyView;
+use crate::engines::routing::ModelRoute;
+use crate::engines::tokens::BodyView;
 use crate::vocab::{Endpoint, StoredCall};
 
 /// A proxied call as the layers behind the request layer see it.

@@ -60,7 +60,7 @@ impl KeysStoreSpec {
         }
         Err(format!(
             "`{}` is not \"sqlite\", \"sqlite:PATH\", a .sqlite/.db path, a postgres:// URL or \"none\"",
-            crate::error::clip(text)
+            crate::util::text::clip(text)
         ))
     }
 }

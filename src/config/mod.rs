@@ -132,7 +132,7 @@ pub struct Config {
     pub batch: BatchConfig,
     #[serde(default)]
     pub async_requests: AsyncConfig,
-    /// When each model climbs the degradation ladder (`crate::degrade`).
+    /// When each model climbs the degradation ladder (`crate::engines::degrade`).
     #[serde(default)]
     pub degradation: DegradationConfig,
     /// Level 3's templated answers, first match wins.

@@ -124,7 +124,7 @@ fn check_jobs(config: &Config, problems: &mut Vec<String>) {
         if bare.is_empty() || bare.contains(['/', ':', '@', '*', ' ']) {
             problems.push(format!(
                 "async_requests.callback_hosts: `{}` is not a host name or *.domain",
-                crate::error::clip(host)
+                crate::util::text::clip(host)
             ));
         }
     }
@@ -244,7 +244,7 @@ impl<'a> KeyCheck<'a> {
         } else if !self.names.insert(key.name.clone()) {
             problems.push(format!(
                 "{at}.name: `{}` is used by another key",
-                crate::error::clip(&key.name)
+                crate::util::text::clip(&key.name)
             ));
         }
         match (&key.key, &key.key_sha256) {
@@ -270,14 +270,14 @@ impl<'a> KeyCheck<'a> {
         {
             problems.push(format!(
                 "{at}.tier: no [tiers.{}] section",
-                crate::error::clip(tier)
+                crate::util::text::clip(tier)
             ));
         }
         for model in key.models.iter().flatten() {
             if !self.served.contains(model) {
                 problems.push(format!(
                     "{at}.models: `{}` is not served by any deployment",
-                    crate::error::clip(model)
+                    crate::util::text::clip(model)
                 ));
             }
         }
@@ -303,7 +303,7 @@ impl<'a> KeyCheck<'a> {
         } else if !self.ids.insert(key.id().to_owned()) {
             problems.push(format!(
                 "{at}.id: `{}` is the id of another key (an id defaults to the name)",
-                crate::error::clip(key.id())
+                crate::util::text::clip(key.id())
             ));
         }
     }

@@ -82,7 +82,7 @@ fn redact(value: &mut Value) {
 pub fn redacted_text(text: &str) -> String {
     let text = without_password(text).unwrap_or_else(|| text.to_owned());
     let text = without_query_values(&text).unwrap_or(text);
-    crate::error::clip(&text).to_string()
+    crate::util::text::clip(&text).to_string()
 }
 
 /// `scheme://host/[redacted]` for a URL with a path or query; the text

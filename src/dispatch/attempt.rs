@@ -12,10 +12,10 @@ use tokio::time::Instant;
 use super::outcome::{FailureKind, Outcome, Reply, Success};
 use super::progress::Call;
 use super::respond;
-use crate::error::GatewayError;
-use crate::metrics::Metrics;
-use crate::routing::{AdaptiveLimit, Backend, Health, LimitSignal, Permit};
+use crate::engines::routing::{AdaptiveLimit, Backend, Health, LimitSignal, Permit};
+use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamError, UpstreamResponse};
+use crate::vocab::error::GatewayError;
 
 pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome {
     let deployment = &backend.deployment;
@@ -118,7 +118,7 @@ async fn answered_with_error(
     let health = &backend.health;
     let now = Instant::now();
     let status = response.status;
-    let hint = crate::routing::retry_after(&response.headers);
+    let hint = crate::engines::routing::retry_after(&response.headers);
     let code = status.as_u16();
     let throttling = code == 429 || (code == 503 && hint.is_some());
     let absorbed = backend.adaptive.is_some() && AdaptiveLimit::absorbs(hint);

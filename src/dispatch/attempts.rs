@@ -18,9 +18,9 @@ pub use super::outcome::{Failure, FailureKind, Reply, Success};
 use super::outcome::{Outcome, attempt_end};
 pub use super::progress::Call;
 use super::progress::Progress;
-use crate::limits::AttemptEnd;
-use crate::queue::held_while_streaming;
-use crate::routing::Backend;
+use crate::engines::limits::AttemptEnd;
+use crate::engines::queue::held_while_streaming;
+use crate::engines::routing::Backend;
 
 pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
     call.route.budget.deposit();

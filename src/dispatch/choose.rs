@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::outcome::FailureKind;
 use super::progress::{Call, Progress, holds};
 use crate::config::{Priority, RetryConfig};
-use crate::error::GatewayError;
-use crate::routing::Backend;
+use crate::engines::routing::Backend;
+use crate::vocab::error::GatewayError;
 
 /// The longest a first try waits for a throttled model's deployments.
 const FIRST_TRY_WAIT: Duration = Duration::from_secs(1);

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::outcome::FailureKind;
 use super::progress::{Call, Progress};
-use crate::limits::{AttemptEnd, Charged, QuotaSkip};
-use crate::queue::{Permit as Slot, take_slot};
-use crate::routing::{Backend, Permit};
+use crate::engines::limits::{AttemptEnd, Charged, QuotaSkip};
+use crate::engines::queue::{Permit as Slot, take_slot};
+use crate::engines::routing::{Backend, Permit};
 
 /// What an attempt holds while it runs.
 pub(super) struct Pass {

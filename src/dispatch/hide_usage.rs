@@ -8,8 +8,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::sse::usage::{Hidden, hide_in_event};
-use crate::sse::{Piece, Splitter};
+use crate::infra::sse::usage::{Hidden, hide_in_event};
+use crate::infra::sse::{Piece, Splitter};
 
 /// Longest event held while waiting for its end. A usage chunk is a few
 /// hundred bytes; a longer event passes through unfiltered instead of
@@ -268,7 +268,7 @@ mod tests {
             let pieces = spelling::cut(&mut rng, &stream, 10);
             assert_eq!(hide(std::slice::from_ref(&stream)), hide(&pieces));
             let scan = |pieces: &[Vec<u8>]| {
-                let mut scanner = crate::sse::usage::StreamUsageScanner::default();
+                let mut scanner = crate::infra::sse::usage::StreamUsageScanner::default();
                 pieces.iter().for_each(|piece| scanner.scan(piece));
                 scanner.usage()
             };

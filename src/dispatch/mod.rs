@@ -28,14 +28,14 @@ use self::attempts::{Call, Failure, FailureKind, Reply, Success};
 use self::hide_usage::UsageHider;
 use crate::call::Call as Admitted;
 use crate::config::{Config, RetryConfig};
-use crate::error::GatewayError;
-use crate::metering::Pricing;
-use crate::metrics::Metrics;
-use crate::routing::{ModelRouter, ResponsePin, ResponsePins};
-use crate::shutdown::Cut;
-use crate::sse::usage;
+use crate::engines::metering::Pricing;
+use crate::engines::routing::{ModelRouter, ResponsePin, ResponsePins};
+use crate::infra::metrics::Metrics;
+use crate::infra::sse::usage;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::util::shutdown::Cut;
 use crate::vocab::Endpoint;
+use crate::vocab::error::GatewayError;
 use crate::vocab::{Finished, Outcome, Served, UsageHooks, UsageObserver};
 use crate::vocab::{ServedBy, UpstreamTime};
 
@@ -120,7 +120,10 @@ impl Dispatcher {
                 client_model: api.route.name.clone(),
                 body_model: api.requested.clone(),
                 body: api.body,
-                request_id: parts.headers.get(crate::headers::X_REQUEST_ID).cloned(),
+                request_id: parts
+                    .headers
+                    .get(crate::util::headers::X_REQUEST_ID)
+                    .cloned(),
                 openai_beta: parts.headers.get("openai-beta").cloned(),
                 content_type: api.content_type,
                 stored: api.stored,
@@ -159,7 +162,7 @@ impl Dispatcher {
     async fn passthrough(
         &self,
         call: Call,
-        first: Option<Arc<crate::routing::Backend>>,
+        first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
     ) -> Response {
@@ -189,7 +192,7 @@ impl Dispatcher {
     async fn stream(
         &self,
         call: Call,
-        first: Option<Arc<crate::routing::Backend>>,
+        first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
         (received, hide_usage): (Instant, bool),
@@ -272,7 +275,7 @@ impl Dispatcher {
     async fn complete(
         &self,
         call: Call,
-        first: Option<Arc<crate::routing::Backend>>,
+        first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
         pin: Option<Arc<str>>,

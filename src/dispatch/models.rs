@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Dispatcher;
 use crate::call::Call;
-use crate::error::{GatewayError, json_response};
+use crate::vocab::error::{GatewayError, json_response};
 
 /// The `created` every listed model reports: a fixed, plausible time (May
 /// 2024) rather than 0, which clients show as 1970 or take for missing.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::error::GatewayError;
-use crate::limits::AttemptEnd;
-use crate::routing::Backend;
+use crate::engines::limits::AttemptEnd;
+use crate::engines::routing::Backend;
+use crate::vocab::error::GatewayError;
 
 /// A 2xx answer.
 pub struct Success {

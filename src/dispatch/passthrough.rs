@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::shutdown::Cut;
 use crate::upstream::BodyStream;
+use crate::util::shutdown::Cut;
 use crate::vocab::{Outcome, Usage, UsageHooks};
 
 pub struct Passthrough {

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use memchr::memmem;
 use serde::Deserialize;
 
-use crate::routing::{ResponsePin, ResponsePins};
+use crate::engines::routing::{ResponsePin, ResponsePins};
 use crate::upstream::{BodyStream, UpstreamError};
 
 /// A stream whose `response.created` has not shown within this many bytes

@@ -8,11 +8,11 @@ use tokio::time::Instant;
 
 use super::outcome::{Failure, FailureKind};
 use crate::config::{Priority, RetryConfig};
-use crate::error::GatewayError;
-use crate::limits::DeploymentQuotas;
-use crate::metrics::Metrics;
-use crate::routing::{Backend, ModelRoute, ModelRouter};
+use crate::engines::limits::DeploymentQuotas;
+use crate::engines::routing::{Backend, ModelRoute, ModelRouter};
+use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
+use crate::vocab::error::GatewayError;
 
 /// Everything an attempt needs, shared by all attempts of one request.
 pub struct Call {
@@ -34,7 +34,7 @@ pub struct Call {
     pub priority: Priority,
     pub caller: Arc<str>,
     pub metrics: Metrics,
-    /// Charges each attempt's deployment quota (see `crate::limits::quotas`).
+    /// Charges each attempt's deployment quota (see `crate::engines::limits::quotas`).
     pub quotas: DeploymentQuotas,
 }
 

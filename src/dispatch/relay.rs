@@ -16,11 +16,11 @@ use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
-use crate::error::{GatewayError, sse_error_event};
-use crate::shutdown::Cut;
-use crate::sse;
-use crate::sse::usage::StreamUsageScanner;
+use crate::infra::sse;
+use crate::infra::sse::usage::StreamUsageScanner;
 use crate::upstream::BodyStream;
+use crate::util::shutdown::Cut;
+use crate::vocab::error::{GatewayError, sse_error_event};
 use crate::vocab::{Outcome, UsageHooks};
 use crate::vocab::{StreamEnded, StreamOutcome};
 

@@ -11,9 +11,9 @@ use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::error::{GatewayError, error_body};
-use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
 use crate::upstream::{BodyStream, UpstreamError, UpstreamResponse};
+use crate::util::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
+use crate::vocab::error::{GatewayError, error_body};
 
 /// Upstream error bodies are read up to this size; the rest is dropped.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;

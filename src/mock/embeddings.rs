@@ -144,7 +144,7 @@ fn embed(text: &str, dimensions: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::Encoding;
+    use crate::engines::tokens::Encoding;
 
     fn answer(request: Value) -> Checked<Value> {
         embeddings("text-embedding-3-small", &request, Encoding::Cl100k.bpe())

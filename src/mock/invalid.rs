@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::error::clip;
+use crate::util::text::clip;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

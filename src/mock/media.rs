@@ -41,7 +41,7 @@ pub fn respond(endpoint: Endpoint, model: &str, body: &[u8]) -> UpstreamResponse
         Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => transcription(body),
         _ => json_reply(
             StatusCode::NOT_FOUND,
-            crate::error::error_body("Invalid URL", "invalid_request_error", None, None),
+            crate::vocab::error::error_body("Invalid URL", "invalid_request_error", None, None),
         ),
     }
 }

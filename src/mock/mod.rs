@@ -28,7 +28,7 @@ use self::answer::{Answer, Inputs};
 use self::invalid::{Checked, Invalid, boolean};
 use self::stored::MockResponses;
 use crate::config::{DeploymentConfig, MockConfig};
-use crate::tokens::{Encoding, prompt_tokens};
+use crate::engines::tokens::{Encoding, prompt_tokens};
 use crate::upstream::{LocalProvider, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::vocab::Endpoint;
 

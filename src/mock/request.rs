@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::invalid::{Checked, Invalid, boolean, integer_in};
-use crate::error::clip;
+use crate::util::text::clip;
 
 /// What every choice of an answer is.
 #[derive(Debug, Clone, PartialEq)]

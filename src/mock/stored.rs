@@ -13,9 +13,10 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::json_reply;
-use crate::error::{clip, error_body};
 use crate::upstream::UpstreamResponse;
+use crate::util::text::clip;
 use crate::vocab::StoredCall;
+use crate::vocab::error::error_body;
 
 const CAPACITY: u64 = 10_000;
 const TTL: Duration = Duration::from_secs(3600);

@@ -170,7 +170,7 @@ fn alternatives(token: &Token, top: usize) -> impl Iterator<Item = (String, f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::Encoding;
+    use crate::engines::tokens::Encoding;
 
     fn tokenized(text: &str) -> Tokenized {
         let mut rng = fastrand::Rng::with_seed(1);

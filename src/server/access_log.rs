@@ -15,11 +15,12 @@ use tracing::Instrument;
 
 use super::call_span;
 
-use crate::auth::AuthRefused;
-use crate::error::{ErrorLogged, clip};
-use crate::headers::X_REQUEST_ID;
-use crate::metrics::Metrics;
+use crate::engines::auth::AuthRefused;
+use crate::infra::metrics::Metrics;
+use crate::util::headers::X_REQUEST_ID;
+use crate::util::text::clip;
 use crate::vocab::Identity;
+use crate::vocab::error::ErrorLogged;
 use crate::vocab::{ServedBy, StreamEnded, StreamOutcome};
 
 /// `latency_us` is to the response head, or for a stream to its end. The

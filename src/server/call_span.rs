@@ -18,8 +18,8 @@ use hyper::body::{Frame, SizeHint};
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::error::clip;
-use crate::headers::X_REQUEST_ID;
+use crate::util::headers::X_REQUEST_ID;
+use crate::util::text::clip;
 
 /// The span of one call. At ERROR level so it exists whenever any line is
 /// logged at all: a span filtered out by the level would leave the warnings

@@ -9,8 +9,8 @@ use http::{HeaderValue, header};
 use tower_http::compression::predicate::Predicate;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 
-use crate::error::GatewayError;
-use crate::sync_layer::Middleware;
+use crate::infra::sync_layer::Middleware;
+use crate::vocab::error::GatewayError;
 
 /// The request encodings the decoder (tower-http's) knows.
 const DECODABLE: [&str; 4] = ["gzip", "deflate", "br", "zstd"];
@@ -79,7 +79,7 @@ impl Predicate for JsonAnswers {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(crate::request::is_json);
+            .is_some_and(crate::engines::request::is_json);
         json && response
             .body()
             .size_hint()

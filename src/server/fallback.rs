@@ -5,8 +5,8 @@ use std::any::Any;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
-use crate::drain::refuse_after_drain;
-use crate::error::GatewayError;
+use crate::util::drain::refuse_after_drain;
+use crate::vocab::error::GatewayError;
 
 pub async fn unknown_route(request: Request) -> Response {
     let error = GatewayError::UnknownRoute {

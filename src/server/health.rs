@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
 use crate::dispatch::Dispatcher;
-use crate::error::json_response;
-use crate::metrics::Metrics;
-use crate::queue::Scheduler;
-use crate::routing::{BreakerState, ModelRouter};
-use crate::shutdown::Draining;
+use crate::engines::queue::Scheduler;
+use crate::engines::routing::{BreakerState, ModelRouter};
+use crate::infra::metrics::Metrics;
+use crate::util::shutdown::Draining;
+use crate::vocab::error::json_response;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> Response {

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::tasks::Tasks;
+use crate::util::tasks::Tasks;
 use conn::{Connections, Phase, Timeouts};
 pub use fd_limit::raise_fd_limit;
 use live::{Listener, Live};

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 
-use crate::sync_layer::Middleware;
+use crate::infra::sync_layer::Middleware;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 use crate::vocab::{ServedBy, UpstreamTime};
 
 /// Known routes keep their path as the label; anything else is `other`, so

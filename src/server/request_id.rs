@@ -8,8 +8,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::HeaderValue;
 
-use crate::headers::{X_REQUEST_ID, is_id};
-use crate::sync_layer::Middleware;
+use crate::infra::sync_layer::Middleware;
+use crate::util::headers::{X_REQUEST_ID, is_id};
 
 #[derive(Clone, Copy, Default)]
 pub struct RequestIds;

@@ -43,20 +43,20 @@ use super::admin::{self, AdminToken};
 use super::{
     access_log, cors::CorsLayer, encoding, fallback, health, record, request_id::RequestIds,
 };
-use crate::auth::{AuthGuard, Authenticate, KeyStore};
-use crate::cache::ResponseCache;
-use crate::degrade::Ladder;
 use crate::dispatch::{self, Dispatcher};
-use crate::jobs::Jobs;
-use crate::limits::Limiter;
-use crate::metering::Budgets;
-use crate::metrics::Metrics;
-use crate::queue::Scheduler;
+use crate::engines::auth::{AuthGuard, Authenticate, KeyStore};
+use crate::engines::cache::ResponseCache;
+use crate::engines::degrade::Ladder;
+use crate::engines::jobs::Jobs;
+use crate::engines::limits::Limiter;
+use crate::engines::metering::Budgets;
+use crate::engines::queue::Scheduler;
+use crate::infra::metrics::Metrics;
+use crate::infra::sync_layer::SyncLayer;
 use crate::stages::{
     Admit, AsyncIntake, Cache, CheckLevel, EnforceBudgets, Entry, Fallback, JobOwner, RateLimit,
     RecordUsage, RequestReader, StageLayer, chain,
 };
-use crate::sync_layer::SyncLayer;
 use crate::vocab::Endpoint;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -85,7 +85,7 @@ pub struct Services {
     /// The degradation ladder (layers 6c and 7a, `/admin/models`).
     pub ladder: Arc<Ladder>,
     /// Raised at shutdown: `/readyz` answers 503.
-    pub draining: crate::shutdown::Draining,
+    pub draining: crate::util::shutdown::Draining,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
@@ -121,8 +121,8 @@ fn api(services: &Services, entry: Entry, intake: Option<Arc<AsyncIntake>>) -> R
 /// calls); the lines a batch runs go through the whole chain later, by the
 /// internal adapter.
 fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
-    use crate::jobs::batch::api as batches;
-    use crate::jobs::files::api as files;
+    use crate::engines::jobs::batch::api as batches;
+    use crate::engines::jobs::files::api as files;
     let upload_limit = usize::try_from(jobs.batch.max_file_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(1024 * 1024);
@@ -153,7 +153,7 @@ fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
     for root in ["/v1", "/openai/v1"] {
         router = router.route(
             &format!("{root}/async/{{id}}"),
-            get(crate::jobs::asynchronous::api::retrieve),
+            get(crate::engines::jobs::asynchronous::api::retrieve),
         );
     }
     router

@@ -9,8 +9,8 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use crate::call::Call;
-use crate::metrics::Metrics;
-use crate::queue::{Scheduler, held_while_streaming, take_slot};
+use crate::engines::queue::{Scheduler, held_while_streaming, take_slot};
+use crate::infra::metrics::Metrics;
 use crate::stages::{Next, Stage};
 
 /// Layer 9: a slot, or a wait in the fair priority queue for one.

@@ -12,14 +12,14 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::Map;
 
 use crate::call::Call;
-use crate::error::GatewayError;
-use crate::jobs::asynchronous::ask::{self, wants_async};
-use crate::jobs::asynchronous::record::{self, CALLBACK_PENDING, Job, Status};
-use crate::jobs::{Jobs, JobsError, new_id, unix_now};
-use crate::request::parse;
-use crate::request::paths::{ApiCall, classify};
+use crate::engines::jobs::asynchronous::ask::{self, wants_async};
+use crate::engines::jobs::asynchronous::record::{self, CALLBACK_PENDING, Job, Status};
+use crate::engines::jobs::{Jobs, JobsError, new_id, unix_now};
+use crate::engines::request::parse;
+use crate::engines::request::paths::{ApiCall, classify};
 use crate::stages::{Next, Stage};
 use crate::vocab::Identity;
+use crate::vocab::error::GatewayError;
 
 /// The client headers a job replays: what shapes the call, never its
 /// credentials (the runner acts as the key by its stable id).
@@ -44,7 +44,8 @@ impl Stage for AsyncIntake {
         let callback = match self.check(request.headers()) {
             Ok(callback) => callback,
             Err(refusal) => {
-                return crate::drain::refuse_after_drain(request, refusal.into_response()).await;
+                return crate::util::drain::refuse_after_drain(request, refusal.into_response())
+                    .await;
             }
         };
         match self.accept(request, path_model.as_deref(), callback).await {
@@ -67,10 +68,14 @@ impl AsyncIntake {
         let message = format!(
             "This key has {limit} asynchronous requests waiting or running; wait for some to finish."
         );
-        let body =
-            crate::error::error_body(&message, "requests", None, Some("too_many_async_requests"));
-        let mut response = crate::error::json_response(StatusCode::TOO_MANY_REQUESTS, body);
-        crate::error::set_retry_after(response.headers_mut(), Duration::from_secs(1));
+        let body = crate::vocab::error::error_body(
+            &message,
+            "requests",
+            None,
+            Some("too_many_async_requests"),
+        );
+        let mut response = crate::vocab::error::json_response(StatusCode::TOO_MANY_REQUESTS, body);
+        crate::vocab::error::set_retry_after(response.headers_mut(), Duration::from_secs(1));
         Err(response)
     }
 
@@ -227,7 +232,7 @@ enum Asked {
 /// only when the client asked (RFC 7240).
 fn accepted(job: &Job, asked: Asked) -> Response {
     let body = serde_json::to_vec(&job.to_json()).unwrap_or_default();
-    let mut response = crate::error::json_response(StatusCode::ACCEPTED, body.into());
+    let mut response = crate::vocab::error::json_response(StatusCode::ACCEPTED, body.into());
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&job.url()) {
         headers.insert(header::LOCATION, location);

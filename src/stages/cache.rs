@@ -11,17 +11,17 @@ use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
-use crate::cache::ResponseCache;
-use crate::cache::entry::{Entry, Recorded, Replay, complete_events, replay};
-use crate::cache::flight::{End, Flight};
-use crate::cache::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
-use crate::cache::semantic::Probe;
 use crate::call::Call;
-use crate::error::{error_body, sse_error_event};
-use crate::sse;
-use crate::sse::usage::{self, StreamUsageScanner};
+use crate::engines::cache::ResponseCache;
+use crate::engines::cache::entry::{Entry, Recorded, Replay, complete_events, replay};
+use crate::engines::cache::flight::{End, Flight};
+use crate::engines::cache::key::{CacheKey, Decision, Eligibility, decide, semantic_parts};
+use crate::engines::cache::semantic::Probe;
+use crate::infra::sse;
+use crate::infra::sse::usage::{self, StreamUsageScanner};
 use crate::stages::{Next, Stage};
 use crate::vocab::Endpoint;
+use crate::vocab::error::{error_body, sse_error_event};
 use crate::vocab::{CACHE_STATUS, ServedBy};
 
 /// What the client asked for, to replay in the right shape.
@@ -105,7 +105,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             let scope = cache.scope(identity, &api.route.name);
             match semantic_parts(want.endpoint, api.view.json(), &scope) {
                 Some((partition, text)) => {
-                    let request_id = request.headers().get(crate::headers::X_REQUEST_ID);
+                    let request_id = request.headers().get(crate::util::headers::X_REQUEST_ID);
                     semantic.embed(identity, request_id, partition, &text).await
                 }
                 None => None,

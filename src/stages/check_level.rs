@@ -12,12 +12,12 @@ use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use crate::call::{ApiRequest, Call};
-use crate::degrade::Outlook;
-use crate::degrade::{Ladder, statics};
-use crate::error::{error_body, json_response, set_retry_after};
+use crate::engines::degrade::Outlook;
+use crate::engines::degrade::{Ladder, statics};
+use crate::engines::tokens::BodyView;
 use crate::stages::AsyncIntake;
 use crate::stages::{Next, Stage};
-use crate::tokens::BodyView;
+use crate::vocab::error::{error_body, json_response, set_retry_after};
 use crate::vocab::{DEGRADED, Degraded, Level};
 
 /// Layer 6c: level 4 answers 503 `maintenance` here (or, for a key with
@@ -91,7 +91,7 @@ fn clamp_output(api: &mut ApiRequest, limit: u64) {
         return;
     };
     let mut changed = Cow::Borrowed(json);
-    crate::policy::clamp_output(api.endpoint, &mut changed, limit);
+    crate::engines::policy::clamp_output(api.endpoint, &mut changed, limit);
     if let Cow::Owned(changed) = changed
         && let Ok(bytes) = serde_json::to_vec(&changed)
     {
@@ -131,7 +131,7 @@ impl Stage for Fallback {
         unavailable(
             &format!(
                 "Model `{}` is degraded: no deployment is usable and this request is not in the cache. Try again later.",
-                crate::error::clip(&api.route.name)
+                crate::util::text::clip(&api.route.name)
             ),
             "service_degraded",
             degraded.retry_after,
@@ -143,7 +143,7 @@ fn maintenance(model: &str, retry_after: Duration) -> Response {
     unavailable(
         &format!(
             "Model `{}` is under maintenance. Try again later.",
-            crate::error::clip(model)
+            crate::util::text::clip(model)
         ),
         "maintenance",
         retry_after,

@@ -7,7 +7,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use crate::call::Call;
-use crate::metering::Budgets;
+use crate::engines::metering::Budgets;
 use crate::stages::{Next, Stage};
 use crate::vocab::{Finished, Outcome, UsageObserver};
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Authenticate;
 use crate::call::Call;
-use crate::drain::refuse_after_drain;
-use crate::error::GatewayError;
+use crate::engines::auth::Authenticate;
 use crate::stages::{Next, Stage};
+use crate::util::drain::refuse_after_drain;
+use crate::vocab::error::GatewayError;
 use crate::vocab::{Discount, Identity};
 
 /// Layer 5: how a call gets its identity, and its [`Call`]. HTTP calls

@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::response::Response;
 
 use crate::call::Call;
-use crate::jobs::Owner;
+use crate::engines::jobs::Owner;
 use crate::stages::{Next, Stage};
 
 pub struct JobOwner;

@@ -7,7 +7,7 @@ use axum::extract::Request;
 use axum::response::Response;
 
 use crate::call::Call;
-use crate::limits::{CallFacts, Check, Limiter};
+use crate::engines::limits::{CallFacts, Check, Limiter};
 use crate::stages::{Next, Stage};
 
 /// Layer 8: RPM/TPM per key, org and model; picks a deployment with quota

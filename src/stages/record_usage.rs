@@ -11,14 +11,14 @@ use axum::http::HeaderName;
 use axum::response::Response;
 
 use crate::call::Call;
-use crate::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
-use crate::ledger::cache_status;
-use crate::ledger::{Ledger, UsageRecord};
-use crate::metering::Pricing;
+use crate::engines::ledger::cache_status;
+use crate::engines::ledger::{Ledger, UsageRecord};
+use crate::engines::metering::Pricing;
+use crate::engines::tokens::BodyView;
+use crate::engines::tokens::Encodings;
 use crate::stages::{Next, Stage};
-use crate::tasks::Tasks;
-use crate::tokens::BodyView;
-use crate::tokens::Encodings;
+use crate::util::headers::{X_REQUEST_ID, X_UPSTREAM_REQUEST_ID, is_id};
+use crate::util::tasks::Tasks;
 use crate::vocab::{CACHE_STATUS, ServedBy};
 use crate::vocab::{Finished, Outcome, Served, UsageObserver};
 
@@ -65,7 +65,7 @@ impl RecordUsage {
         };
         let draft = UsageRecord {
             id: String::new(),
-            at_ms: crate::metering::unix_ms(),
+            at_ms: crate::engines::metering::unix_ms(),
             request_id: header(&X_REQUEST_ID).unwrap_or_default(),
             upstream_request_id: None,
             key: identity.name.clone(),
@@ -78,8 +78,8 @@ impl RecordUsage {
             cache: "-",
             // Bounded like ids: a 60 KB tag must not reach the ledger.
             tag: headers
-                .get(&crate::headers::X_SLUICE_TAG)
-                .and_then(crate::headers::tag)
+                .get(&crate::util::headers::X_SLUICE_TAG)
+                .and_then(crate::util::headers::tag)
                 .map(str::to_owned),
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -268,7 +268,7 @@ impl Drop for Hook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::MAX_TOKEN_LEN;
+    use crate::util::headers::MAX_TOKEN_LEN;
 
     fn with_header(value: &str) -> Response {
         let mut response = Response::new(axum::body::Body::empty());

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use tokio::io::AsyncWriteExt;
 
 use super::{Deployment, UpstreamClient};
-use crate::error::clip;
+use crate::util::text::clip;
 
 /// Longest a JSON call (create, retrieve, cancel) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);

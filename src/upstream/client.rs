@@ -67,7 +67,7 @@ impl UpstreamClient {
             builder = builder.header(name, value);
         }
         if let Some(id) = request.request_id {
-            builder = builder.header(crate::headers::X_REQUEST_ID, id);
+            builder = builder.header(crate::util::headers::X_REQUEST_ID, id);
         }
         if let Some(beta) = request.openai_beta {
             builder = builder.header("openai-beta", beta);

@@ -7,10 +7,12 @@
 //! - `degraded`: the degradation ladder's levels and a degraded call's mark.
 //! - `usage`: token usage and the hooks that learn it when a call ends.
 //! - `answer`: what an answer carries back out to the outer layers.
+//! - `error`: `GatewayError`, every failure in OpenAI's error shape.
 
 mod answer;
 mod degraded;
 mod endpoint;
+pub mod error;
 mod identity;
 mod usage;
 

@@ -15,9 +15,9 @@ use serde_json::json;
 use super::AdminToken;
 use super::token::check_token;
 use crate::config::{ConfigError, KeyConfig};
-use crate::error::{GatewayError, error_body, json_response};
-use crate::keys::RuntimeKeys;
+use crate::engines::keys::RuntimeKeys;
 use crate::server::fallback::unknown_route;
+use crate::vocab::error::{GatewayError, error_body, json_response};
 
 /// The longest reload error shown: a config with many problems lists them
 /// all in the log; the answer keeps the first few kilobytes.

@@ -10,10 +10,10 @@ use http::StatusCode;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::error::json_response;
-use crate::ledger::Ledger;
-use crate::metering::Budgets;
-use crate::routing::ModelRouter;
+use crate::engines::ledger::Ledger;
+use crate::engines::metering::Budgets;
+use crate::engines::routing::ModelRouter;
+use crate::vocab::error::json_response;
 
 /// A deployment's concurrency slots: the limit (learnt, when adaptive),
 /// its bounds, and the calls holding or waiting for a slot.

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::LiveCore;
 use crate::config::KeyConfig;
-use crate::error::{GatewayError, error_body, json_response, set_retry_after};
-use crate::keys::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
+use crate::engines::keys::{KeyPatch, KeySettings, KeyStoreError, RuntimeKey, RuntimeKeys};
+use crate::vocab::error::{GatewayError, error_body, json_response, set_retry_after};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -93,7 +93,7 @@ fn view(key: &RuntimeKey) -> KeyView<'_> {
         object: "key",
         id: &key.id,
         name: &key.name,
-        key_hint: format!("{}...{}", crate::keys::SECRET_PREFIX, key.hint),
+        key_hint: format!("{}...{}", crate::engines::keys::SECRET_PREFIX, key.hint),
         settings: &key.settings,
         created_at: key.created_at,
         updated_at: key.updated_at,
@@ -261,7 +261,7 @@ async fn read(State(admin): State<KeysAdmin>, Path(id): Path<String>) -> Respons
     match keys.iter().find(|key| key.id == id) {
         Some(key) => json(StatusCode::OK, &view(key)),
         None => store_error(KeyStoreError::NotFound(
-            crate::error::clip(&id).into_owned(),
+            crate::util::text::clip(&id).into_owned(),
         )),
     }
 }
@@ -273,7 +273,7 @@ async fn update(State(admin): State<KeysAdmin>, Path(id): Path<String>, body: Bo
         Err(response) => return response,
     };
     let check = |key: &RuntimeKey| {
-        crate::keys::check_settings(&key.name, &key.settings)?;
+        crate::engines::keys::check_settings(&key.name, &key.settings)?;
         admin.check(key)
     };
     match admin.keys.update(&id, &patch, check).await {

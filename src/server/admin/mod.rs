@@ -32,8 +32,8 @@ pub use config::{ConfigView, LiveCore, ReloadError, Reloaded};
 pub use deployments::Views;
 pub use token::AdminToken;
 
-use crate::degrade::Ladder;
-use crate::keys::RuntimeKeys;
+use crate::engines::degrade::Ladder;
+use crate::engines::keys::RuntimeKeys;
 
 /// `/admin/keys` and `/admin/keys/{id}` without the token check (which
 /// `live_routes` adds in front of them).

@@ -13,9 +13,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::degrade::{Ladder, Outlook};
-use crate::error::{GatewayError, clip, error_body, json_response};
+use crate::engines::degrade::{Ladder, Outlook};
+use crate::util::text::clip;
 use crate::vocab::Level;
+use crate::vocab::error::{GatewayError, error_body, json_response};
 
 pub fn routes(ladder: Arc<Ladder>) -> Router {
     Router::new()

@@ -4,10 +4,10 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::auth::{AuthGuard, Presented, presented_key};
 use crate::config::{KeyDigest, sha256};
-use crate::drain::refuse_after_drain;
-use crate::error::{GatewayError, error_body};
+use crate::engines::auth::{AuthGuard, Presented, presented_key};
+use crate::util::drain::refuse_after_drain;
+use crate::vocab::error::{GatewayError, error_body};
 
 /// The admin token, kept only as a digest, and the throttle of failed
 /// attempts it shares with the API keys.

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{StatusCode, header};
 
 use super::deployments::Views;
-use crate::error::{GatewayError, error_body, json_response, set_retry_after};
-use crate::ledger::StoreError;
+use crate::engines::ledger::StoreError;
+use crate::vocab::error::{GatewayError, error_body, json_response, set_retry_after};
 
 #[derive(serde::Deserialize)]
 pub struct UsageQuery {
@@ -37,7 +37,7 @@ fn parse_time(text: &str) -> Option<i64> {
     let [year, month, day] = parts[..] else {
         return None;
     };
-    crate::metering::date_ms(i64::from(year), month, day)
+    crate::engines::metering::date_ms(i64::from(year), month, day)
 }
 
 /// `GET /admin/usage?group_by=key|org|model|deployment|tag|day&from=&to=&format=csv`

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 use prometheus::IntGauge;
 
-use crate::error::GatewayError;
-use crate::telemetry::LogEvery;
+use crate::infra::telemetry::LogEvery;
+use crate::vocab::error::GatewayError;
 
 /// Connections being answered 503 at once; past this a connection is closed
 /// at accept, so shedding itself stays bounded.

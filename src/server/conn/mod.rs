@@ -28,8 +28,8 @@ use activity::{Activity, Check, Expiry};
 use capacity::{Capacity, Open, SHED_DEADLINE, Shedding};
 use tracked::{Tracked, Watched};
 
-use crate::shutdown::Draining;
-use crate::telemetry::LogEvery;
+use crate::infra::telemetry::LogEvery;
+use crate::util::shutdown::Draining;
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
 /// is not retried in a busy loop.

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tower::Service;
 
 use super::activity::{Activity, InFlight};
-use crate::shutdown::Draining;
+use crate::util::shutdown::Draining;
 
 static CLOSE: http::HeaderValue = http::HeaderValue::from_static("close");
 

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 
 use super::Live;
 use crate::config::KeyConfig;
-use crate::keys::RuntimeKeys;
+use crate::engines::keys::RuntimeKeys;
 use crate::server::admin::{AdminToken, ConfigView, LiveCore, ReloadError, Reloaded};
 
 /// The core by a weak handle: the routes must not keep it alive.

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::Live;
-use crate::internal::{BATCH_TAG, ForwardedUsage};
-use crate::ledger::UsageRecord;
+use crate::engines::internal::{BATCH_TAG, ForwardedUsage};
+use crate::engines::ledger::UsageRecord;
 
 pub fn meter(live: &Live, work: ForwardedUsage) {
     let snapshot = live.snapshot();
@@ -36,7 +36,7 @@ pub fn meter(live: &Live, work: ForwardedUsage) {
     };
     let model: Arc<str> = work.model.as_str().into();
     ledger.record(UsageRecord {
-        at_ms: crate::metering::unix_ms(),
+        at_ms: crate::engines::metering::unix_ms(),
         request_id: work.batch_id.clone(),
         key: name,
         key_id,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Live;
 use crate::config::{Config, KeysStoreSpec};
-use crate::keys::{KeysOptions, RuntimeKeys};
+use crate::engines::keys::{KeysOptions, RuntimeKeys};
 
 /// Opens the store `[admin] keys_store` names, if any.
 pub async fn open(config: &Config, live: &Live) -> Result<Option<Arc<RuntimeKeys>>, String> {

@@ -32,11 +32,11 @@ use tower::util::{Oneshot, ServiceExt};
 use super::StartError;
 use super::stack::Apart;
 use crate::config::{BatchMode, Config, KeyConfig};
-use crate::error::GatewayError;
-use crate::internal::{ForwardedUsage, InternalCalls};
-use crate::keys::RuntimeKey;
-use crate::tasks::Tasks;
+use crate::engines::internal::{ForwardedUsage, InternalCalls};
+use crate::engines::keys::RuntimeKey;
 use crate::upstream::Deployment;
+use crate::util::tasks::Tasks;
+use crate::vocab::error::GatewayError;
 
 pub use registries::Registries;
 use snapshot::Snapshot;

@@ -12,23 +12,23 @@
 use std::sync::Arc;
 
 use super::super::StartError;
-use crate::auth::{AuthGuard, FailedAuth};
-use crate::cache::CacheState;
 use crate::config::Provider;
 use crate::config::{Config, RedisConfig};
-use crate::degrade::LadderState;
-use crate::internal::InternalCalls;
-use crate::jobs::Jobs;
-use crate::ledger::Ledger;
-use crate::limits::LimitState;
-use crate::metering::SpendState;
-use crate::metrics::Metrics;
-use crate::queue::Scheduler;
-use crate::redis::SharedRedis;
-use crate::routing::{DeploymentStates, ResponsePins};
-use crate::shutdown::{Cut, Draining};
-use crate::tasks::Tasks;
+use crate::engines::auth::{AuthGuard, FailedAuth};
+use crate::engines::cache::CacheState;
+use crate::engines::degrade::LadderState;
+use crate::engines::internal::InternalCalls;
+use crate::engines::jobs::Jobs;
+use crate::engines::ledger::Ledger;
+use crate::engines::limits::LimitState;
+use crate::engines::metering::SpendState;
+use crate::engines::queue::Scheduler;
+use crate::engines::routing::{DeploymentStates, ResponsePins};
+use crate::infra::metrics::Metrics;
+use crate::infra::redis::SharedRedis;
 use crate::upstream::{Providers, UpstreamClient};
+use crate::util::shutdown::{Cut, Draining};
+use crate::util::tasks::Tasks;
 
 pub struct Registries {
     pub tasks: Tasks,
@@ -65,7 +65,7 @@ impl Registries {
         tasks: Tasks,
         internal: Arc<dyn InternalCalls>,
     ) -> Result<Self, StartError> {
-        crate::storage_dirs::prepare(config).map_err(StartError::Build)?;
+        crate::infra::storage_dirs::prepare(config).map_err(StartError::Build)?;
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
         let client = UpstreamClient::new().map_err(StartError::Build)?;
         let redis = config

@@ -10,7 +10,7 @@ use super::Live;
 use super::registries::restart_only_changes;
 use super::snapshot::Snapshot;
 use crate::config::{self, Config, KeyCheck, KeyConfig};
-use crate::keys::RuntimeKey;
+use crate::engines::keys::RuntimeKey;
 use crate::server::admin::{ReloadError, Reloaded};
 
 /// The longest a reload may take to read the file.
@@ -166,7 +166,7 @@ impl Live {
                 config.keys.push(key.clone());
             } else {
                 tracing::warn!(
-                    id = %crate::error::clip(key.id()),
+                    id = %crate::util::text::clip(key.id()),
                     problems = %problems.join("; "),
                     "runtime key not in force: it does not fit the config file"
                 );

@@ -10,22 +10,22 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::registries::Registries;
-use crate::auth::KeyStore;
-use crate::cache::{CacheParts, ResponseCache};
 use crate::config::Config;
-use crate::degrade::Ladder;
 use crate::dispatch::Dispatcher;
-use crate::internal::InternalCalls;
-use crate::limits::Limiter;
-use crate::metering::{Budgets, Pricing, SystemClock};
-use crate::policy::Policies;
-use crate::routing::ModelRouter;
+use crate::engines::auth::KeyStore;
+use crate::engines::cache::{CacheParts, ResponseCache};
+use crate::engines::degrade::Ladder;
+use crate::engines::internal::InternalCalls;
+use crate::engines::limits::Limiter;
+use crate::engines::metering::{Budgets, Pricing, SystemClock};
+use crate::engines::policy::Policies;
+use crate::engines::routing::ModelRouter;
+use crate::engines::tokens::Encodings;
 use crate::stages::AsyncIntake;
 use crate::stages::RequestReader;
 use crate::stages::{Estimates, RecordUsage};
-use crate::tasks::Tasks;
-use crate::tokens::Encodings;
 use crate::upstream::{Deployment, Providers};
+use crate::util::tasks::Tasks;
 
 use super::super::admin::AdminToken;
 use super::super::stack::{self, Apart, Apps};
@@ -75,7 +75,7 @@ impl Snapshot {
             &registries.deployments,
         ));
         let loops = registries.tasks.child();
-        crate::routing::probe::spawn(
+        crate::engines::routing::probe::spawn(
             router.clone(),
             registries.client.clone(),
             config.health_probe.clone(),

@@ -16,17 +16,17 @@ use bytes::Bytes;
 use crate::call::{ApiRequest, Call, Priority};
 
 use crate::config::Strategy;
-use crate::error::GatewayError;
-use crate::metrics::Metrics;
-use crate::policy::Policies;
-use crate::queue::Scheduler;
-use crate::request::{parse, paths};
-use crate::routing::{ModelRouter, ResponsePins};
+use crate::engines::policy::Policies;
+use crate::engines::queue::Scheduler;
+use crate::engines::request::{parse, paths};
+use crate::engines::routing::{ModelRouter, ResponsePins};
+use crate::engines::tokens::BodyView;
+use crate::infra::metrics::Metrics;
 use crate::stages::{Next, Stage};
-use crate::tokens::BodyView;
 use crate::upstream::multipart;
 use crate::vocab::Endpoint;
 use crate::vocab::Identity;
+use crate::vocab::error::GatewayError;
 
 /// `x-sluice-priority`, capped by the key's `max_priority`; else the key's
 /// `priority`; else `standard`.
@@ -233,9 +233,9 @@ impl RequestReader {
         priority: Priority,
         identity: &Identity,
         view: &Arc<BodyView>,
-    ) -> Result<crate::policy::Resolved, GatewayError> {
+    ) -> Result<crate::engines::policy::Resolved, GatewayError> {
         if upload {
-            return Ok(crate::policy::Resolved {
+            return Ok(crate::engines::policy::Resolved {
                 model: model.to_owned(),
                 body: None,
                 variant: None,

@@ -11,11 +11,11 @@ use bytes::Bytes;
 
 use super::{Outcome, RequestReader, identity_of, priority_of, set_request};
 use crate::call::ApiRequest;
-use crate::error::GatewayError;
-use crate::request::parse;
-use crate::routing::{ModelRoute, ResponsePin, valid_id};
-use crate::tokens::BodyView;
+use crate::engines::request::parse;
+use crate::engines::routing::{ModelRoute, ResponsePin, valid_id};
+use crate::engines::tokens::BodyView;
 use crate::vocab::Identity;
+use crate::vocab::error::GatewayError;
 use crate::vocab::{Endpoint, StoredCall};
 
 /// A client query longer than this is refused rather than forwarded.
@@ -112,8 +112,8 @@ pub(super) async fn continued(
     Err(GatewayError::invalid(
         format!(
             "The previous response is held by a deployment that does not serve the model `{}`; continue it with the model it was created with (`{}`).",
-            crate::error::clip(model),
-            crate::error::clip(&pin.model),
+            crate::util::text::clip(model),
+            crate::util::text::clip(&pin.model),
         ),
         Some("model"),
     ))

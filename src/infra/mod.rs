@@ -1,0 +1,11 @@
+//! Infrastructure the engines and the server build on: logging and
+//! metrics, the shared Redis and SQL stores, the SSE grammar, the local
+//! data directories, and the synchronous layer helper.
+
+pub mod metrics;
+pub mod redis;
+pub mod sql;
+pub mod sse;
+pub mod storage_dirs;
+pub mod sync_layer;
+pub mod telemetry;
