@@ -15,7 +15,7 @@ pub struct TokenBudget {
     pub max_output_tokens: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     #[serde(default)]
