@@ -50,9 +50,7 @@ fn reference() -> BTreeMap<String, BTreeSet<String>> {
 /// A config whose `section` holds `body`: the TOML headers that reach it
 /// (a table of an array of tables needs its parent first).
 fn probe(section: &str, body: &str) -> String {
-    let header = section
-        .replace("NAME", "x")
-        .replace("\"MODEL\"", "\"m\"");
+    let header = section.replace("NAME", "x").replace("\"MODEL\"", "\"m\"");
     let parent = match header.as_str() {
         "[deployments.mock]" => "[[deployments]]\n",
         "[[auto.tiers]]" => "[auto]\n",
@@ -140,6 +138,9 @@ fn every_key_the_config_takes_is_in_the_reference() {
             let inner = heading.trim_matches(|c| c == '[' || c == ']');
             inner == name || inner.starts_with(&format!("{name}."))
         });
-        assert!(headed, "the top-level `{name}` has no heading in the reference");
+        assert!(
+            headed,
+            "the top-level `{name}` has no heading in the reference"
+        );
     }
 }

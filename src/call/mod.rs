@@ -1,4 +1,7 @@
-//! The vocabulary the stages of a proxied call share, and their contract.
+//! What the stages of a proxied call share, and their contract. This sits
+//! above the engines: a `Call` carries engine state (the model's route with
+//! its deployments, the limiter's quota handle), and the engines never see
+//! it; each stage reads the call and hands its engine plain values.
 //!
 //! A call crosses the stages of `server::stack` (layers 5 to 9, then the
 //! dispatcher) as one request extension, [`Call`]: each stage reads what the
@@ -9,16 +12,16 @@
 //!
 //! | # | stage | reads | adds |
 //! |---|-------|-------|------|
-//! | 5 | `auth::Entry` | `Authorization` / `api-key` (HTTP), or an `Arc<Identity>` the internal adapter attached | the [`Call`] with its `identity`; on the response the `Arc<Identity>` (access log), `AuthRefused` on a refusal (401/429) |
-//! | 5b| `jobs::asynchronous::AsyncIntake` | `Prefer` / `x-sluice-async`, `identity`, the body, `x-sluice-callback` | a job asked to run later answers `202` here; nothing else is touched |
-//! | 6 | `request::RequestReader` | `identity`, the body, `x-sluice-priority` | `request` ([`ApiRequest`]: endpoint, body, parsed view, route, priority, ...); response headers `x-sluice-variant`, `x-sluice-degraded-from` |
-//! | 6b| `ledger::RecordUsage` | `identity`, `request`; `x-request-id`, `x-sluice-tag` | a usage hook; reads the response's status, [`ServedBy`], [`CACHE_STATUS`], `x-upstream-request-id` |
-//! | 6c| `degrade::CheckLevel` | `request.route` (the model's level: `crate::engines::degrade`) | `request.body`/`view` (`degraded_max_output_tokens` at level 1, or a trial call at 2-3); level 4: 503 `maintenance` here, or 202 and an async job for a `queue_in_maintenance` key; levels 2-3: `degraded`, and `x-sluice-degraded: cached` on a success the cache gave |
-//! | 7 | `cache::ResponseCache` | `identity` (cache flag, scope), `request`; `Cache-Control` | a hit answers here with [`ServedBy`] (deployment `cache`), `age`, `x-sluice-coalesced`; [`CACHE_STATUS`] on every answer |
-//! | 7a| `degrade::Fallback` | `degraded`, `request` | a `degraded` call the cache did not answer ends here: a static answer (`x-sluice-degraded: static`, never cached or billed) or 503 `service_degraded` with `retry-after` |
-//! | 7b| `metering::Budgets` | `identity` (key, org) | a usage hook that bills the call's cost; 429 when spent |
-//! | 8 | `limits::Limiter` | `identity`, `request` (model, view, priority) | `backend` (a deployment with quota), `quotas`, a settlement hook; `x-ratelimit-*` headers of the key; 429 when over |
-//! | 9 | `queue::Admit` | `identity`, `request.priority` | a `[server] max_concurrency` slot, held until the response body ends |
+//! | 5 | `stages::Entry` | `Authorization` / `api-key` (HTTP), or an `Arc<Identity>` the internal adapter attached | the [`Call`] with its `identity`; on the response the `Arc<Identity>` (access log), `AuthRefused` on a refusal (401/429) |
+//! | 5b| `stages::AsyncIntake` | `Prefer` / `x-sluice-async`, `identity`, the body, `x-sluice-callback` | a job asked to run later answers `202` here; nothing else is touched |
+//! | 6 | `stages::RequestReader` | `identity`, the body, `x-sluice-priority` | `request` ([`ApiRequest`]: endpoint, body, parsed view, route, priority, ...); response headers `x-sluice-variant`, `x-sluice-degraded-from` |
+//! | 6b| `stages::RecordUsage` | `identity`, `request`; `x-request-id`, `x-sluice-tag` | a usage hook; reads the response's status, [`ServedBy`], [`CACHE_STATUS`], `x-upstream-request-id` |
+//! | 6c| `stages::CheckLevel` | `request.route` (the model's level: `crate::engines::degrade`) | `request.body`/`view` (`degraded_max_output_tokens` at level 1, or a trial call at 2-3); level 4: 503 `maintenance` here, or 202 and an async job for a `queue_in_maintenance` key; levels 2-3: `degraded`, and `x-sluice-degraded: cached` on a success the cache gave |
+//! | 7 | `stages::Cache` | `identity` (cache flag, scope), `request`; `Cache-Control` | a hit answers here with [`ServedBy`] (deployment `cache`), `age`, `x-sluice-coalesced`; [`CACHE_STATUS`] on every answer |
+//! | 7a| `stages::Fallback` | `degraded`, `request` | a `degraded` call the cache did not answer ends here: a static answer (`x-sluice-degraded: static`, never cached or billed) or 503 `service_degraded` with `retry-after` |
+//! | 7b| `stages::EnforceBudgets` | `identity` (key, org) | a usage hook that bills the call's cost; 429 when spent |
+//! | 8 | `stages::RateLimit` | `identity`, `request` (model, view, priority) | `backend` (the first attempt's deployment, its quota charged with the key's in one step), `quotas` (the handle the dispatcher's gate charges each attempt with), a settlement hook; `x-ratelimit-*` headers of the key; 429 when over |
+//! | 9 | `stages::Admit` | `identity`, `request.priority` | a `[server] max_concurrency` slot, held until the response body ends |
 //! | - | `dispatch::Dispatcher` | the whole [`Call`] (it takes it) | finishes `hooks` once; [`ServedBy`], [`UpstreamTime`], [`StreamEnded`], `x-sluice-deployment`, `x-sluice-attempts`, `x-sluice-model`, `x-sluice-fallback-from` |
 //!
 //! Routes that are not proxied (`/v1/models`) carry a [`Call`] whose

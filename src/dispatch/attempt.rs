@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::outcome::{FailureKind, Outcome, Reply, Success};
-use super::progress::Call;
+use super::progress::Outbound;
 use super::respond;
 use crate::engines::routing::{AdaptiveLimit, Backend, Health, LimitSignal, Permit};
 use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamError, UpstreamResponse};
 use crate::vocab::error::GatewayError;
 
-pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit) -> Outcome {
+pub(super) async fn attempt(call: &Outbound, backend: &Arc<Backend>, permit: Permit) -> Outcome {
     let deployment = &backend.deployment;
     let started = Instant::now();
     let budget = call.deadline.saturating_duration_since(started);
@@ -75,7 +75,7 @@ pub(super) async fn attempt(call: &Call, backend: &Arc<Backend>, permit: Permit)
 
 /// A 2xx: its body read whole (a non-streamed call) or handed on.
 async fn succeeded(
-    call: &Call,
+    call: &Outbound,
     backend: &Arc<Backend>,
     response: UpstreamResponse,
     permit: Permit,
@@ -109,7 +109,7 @@ async fn succeeded(
 /// deployment unless its adaptive limit absorbs it; 5xx and 408 count
 /// against its breaker; both are worth a retry, as is a 409.
 async fn answered_with_error(
-    call: &Call,
+    call: &Outbound,
     backend: &Arc<Backend>,
     response: UpstreamResponse,
     permit: Permit,

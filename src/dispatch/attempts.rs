@@ -16,13 +16,13 @@ use super::choose::{self, Choice};
 use super::gate::{self, Gated, Pass};
 pub use super::outcome::{Failure, FailureKind, Reply, Success};
 use super::outcome::{Outcome, attempt_end};
-pub use super::progress::Call;
+pub use super::progress::Outbound;
 use super::progress::Progress;
 use crate::engines::limits::AttemptEnd;
 use crate::engines::queue::held_while_streaming;
 use crate::engines::routing::Backend;
 
-pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
+pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
     call.route.budget.deposit();
     let mut progress = Progress::new(&call, first);
     // Bounded: each pass either makes an attempt or moves down the fallback chain.
@@ -53,7 +53,7 @@ pub async fn run(mut call: Call, first: Option<Arc<Backend>>) -> Result<Success,
 
 /// Sends one attempt and records its outcome; `Some` when the call ends.
 async fn run_attempt(
-    call: &Call,
+    call: &Outbound,
     progress: &mut Progress,
     backend: Arc<Backend>,
     pass: Pass,

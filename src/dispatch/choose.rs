@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::outcome::FailureKind;
-use super::progress::{Call, Progress, holds};
+use super::progress::{Outbound, Progress, holds};
 use crate::config::{Priority, RetryConfig};
 use crate::engines::routing::Backend;
 use crate::vocab::error::GatewayError;
@@ -30,7 +30,7 @@ pub(super) enum Choice {
 
 /// The deployment for the next attempt, paced: a retry on the same
 /// deployment waits its hint or a backoff first.
-pub(super) async fn next(call: &mut Call, progress: &mut Progress, now: Instant) -> Choice {
+pub(super) async fn next(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Choice {
     let backend = match progress.next.take() {
         Some(backend) => backend,
         None => match pick(call, progress, now).await {
@@ -68,7 +68,7 @@ pub(super) async fn next(call: &mut Call, progress: &mut Progress, now: Instant)
 
 /// A usable deployment of the model in force, untried ones first; else a
 /// wait for one to come back, the fallback chain, or the failure.
-async fn pick(call: &mut Call, progress: &mut Progress, now: Instant) -> Choice {
+async fn pick(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Choice {
     let candidates = call.route.candidates(call.affinity, now);
     let open: Vec<&Arc<Backend>> = candidates
         .usable

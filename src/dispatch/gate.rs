@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::outcome::FailureKind;
-use super::progress::{Call, Progress};
+use super::progress::{Outbound, Progress};
 use crate::engines::limits::{AttemptEnd, Charged, QuotaSkip};
 use crate::engines::queue::{Permit as Slot, take_slot};
 use crate::engines::routing::{Backend, Permit};
@@ -30,7 +30,7 @@ pub(super) enum Gated {
 }
 
 pub(super) async fn pass(
-    call: &Call,
+    call: &Outbound,
     progress: &mut Progress,
     backend: &Arc<Backend>,
     now: Instant,

@@ -24,9 +24,9 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
-use self::attempts::{Call, Failure, FailureKind, Reply, Success};
+use self::attempts::{Failure, FailureKind, Outbound, Reply, Success};
 use self::hide_usage::UsageHider;
-use crate::call::Call as Admitted;
+use crate::call::Call;
 use crate::config::{Config, RetryConfig};
 use crate::engines::metering::Pricing;
 use crate::engines::routing::{ModelRouter, ResponsePin, ResponsePins};
@@ -95,7 +95,7 @@ impl Dispatcher {
 
     async fn dispatch(self: Arc<Self>, request: Request) -> Result<Response, GatewayError> {
         let (mut parts, _) = request.into_parts();
-        let Admitted {
+        let Call {
             identity,
             request: api,
             hooks,
@@ -104,13 +104,13 @@ impl Dispatcher {
             ..
         } = parts
             .extensions
-            .remove::<Admitted>()
+            .remove::<Call>()
             .ok_or(GatewayError::Internal)?;
         let api = api.ok_or(GatewayError::Internal)?;
         let caller = identity.id.clone();
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
-        let call = Call {
+        let call = Outbound {
             client: self.client.clone(),
             retry: self.retry.clone(),
             router: self.router.clone(),
@@ -161,7 +161,7 @@ impl Dispatcher {
     /// A binary answer (speech): relayed chunk by chunk, never read whole.
     async fn passthrough(
         &self,
-        call: Call,
+        call: Outbound,
         first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
@@ -191,7 +191,7 @@ impl Dispatcher {
     /// keep-alives, and a late failure arrives as an SSE error event.
     async fn stream(
         &self,
-        call: Call,
+        call: Outbound,
         first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
@@ -274,7 +274,7 @@ impl Dispatcher {
     /// A non-streamed call: attempts read whole bodies, then the answer goes on.
     async fn complete(
         &self,
-        call: Call,
+        call: Outbound,
         first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,

@@ -15,7 +15,7 @@ use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::vocab::error::GatewayError;
 
 /// Everything an attempt needs, shared by all attempts of one request.
-pub struct Call {
+pub struct Outbound {
     pub client: UpstreamClient,
     pub retry: Arc<RetryConfig>,
     pub router: Arc<ModelRouter>,
@@ -59,7 +59,7 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub fn new(call: &Call, first: Option<Arc<Backend>>) -> Self {
+    pub fn new(call: &Outbound, first: Option<Arc<Backend>>) -> Self {
         Self {
             next: first,
             tried: Vec::with_capacity(call.retry.max_attempts as usize),
@@ -80,7 +80,7 @@ impl Progress {
 
     /// Moves the call to the next model of its fallback chain that exists;
     /// `false` at the chain's end.
-    pub fn fall_back(&mut self, call: &mut Call) -> bool {
+    pub fn fall_back(&mut self, call: &mut Outbound) -> bool {
         let Some(route) = self
             .fallbacks
             .find_map(|name| call.router.route(&name).cloned())
@@ -105,7 +105,7 @@ impl Progress {
     }
 
     /// The call ran out of attempts or time: its last failure, else a timeout.
-    pub fn exhausted(mut self, call: &Call) -> Failure {
+    pub fn exhausted(mut self, call: &Outbound) -> Failure {
         let error = self.last.take().map_or_else(
             || {
                 FailureKind::Gateway(GatewayError::UpstreamTimeout {
