@@ -199,12 +199,12 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
     let limiter = Arc::new(
         Limiter::from_config(
             &config,
-            None,
-            (
-                &LimitState::new(),
-                Metrics::new().expect("metrics"),
-                Tasks::new(),
-            ),
+            &LimitState::new(),
+            &sluice::infra::Shared {
+                metrics: Metrics::new().expect("metrics"),
+                tasks: Tasks::new(),
+                redis: None,
+            },
         )
         .expect("config sets limits"),
     );

@@ -44,6 +44,17 @@ pub use models::{get_model, list_models};
 pub const DEPLOYMENT_HEADER: &str = "x-sluice-deployment";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 
+/// What a snapshot's dispatcher is built on.
+pub struct DispatcherParts {
+    pub router: Arc<ModelRouter>,
+    pub client: UpstreamClient,
+    /// Fired when the shutdown grace period is over.
+    pub cut: Cut,
+    pub metrics: Metrics,
+    pub pricing: Arc<Pricing>,
+    pub pins: Arc<ResponsePins>,
+}
+
 /// Shared by every request; immutable after start-up.
 pub struct Dispatcher {
     router: Arc<ModelRouter>,
@@ -61,25 +72,18 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
-        router: Arc<ModelRouter>,
-        client: UpstreamClient,
-        config: &Config,
-        cut: Cut,
-        (metrics, pricing): (Metrics, Arc<Pricing>),
-        pins: Arc<ResponsePins>,
-    ) -> Self {
+    pub fn new(parts: DispatcherParts, config: &Config) -> Self {
         Self {
-            metrics,
-            pricing,
-            pins,
-            router,
-            client,
+            metrics: parts.metrics,
+            pricing: parts.pricing,
+            pins: parts.pins,
+            router: parts.router,
+            client: parts.client,
             retry: Arc::new(config.retry.clone()),
             request_timeout: config.server.request_timeout,
             max_response_bytes: config.server.max_response_bytes,
             keepalive: config.server.stream_keepalive,
-            cut,
+            cut: parts.cut,
         }
     }
 
@@ -139,20 +143,18 @@ impl Dispatcher {
             quotas,
         };
         let endpoint = api.endpoint;
-        let received = api.received;
-        let hide_usage = api.hide_usage;
         let names = Names {
             asked: api.requested.clone(),
             routed: api.route.name.clone(),
+            received: api.received,
+            hide_usage: api.hide_usage,
         };
         // A new response is pinned to the deployment that makes it.
         let pin = (endpoint == Endpoint::Responses).then_some(caller);
         if binary {
             Ok(self.passthrough(call, first, hooks, names).await)
         } else if api.stream {
-            Ok(self
-                .stream(call, first, hooks, names, (received, hide_usage), pin)
-                .await)
+            Ok(self.stream(call, first, hooks, names, pin).await)
         } else {
             Ok(self.complete(call, first, hooks, names, pin).await)
         }
@@ -195,10 +197,10 @@ impl Dispatcher {
         first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
-        (received, hide_usage): (Instant, bool),
         pin: Option<Arc<str>>,
     ) -> Response {
         let requested = names.routed.clone();
+        let (received, hide_usage) = (names.received, names.hide_usage);
         let first_token = (
             self.metrics
                 .time_to_first_token
@@ -429,9 +431,14 @@ impl UsageObserver for TokenMetrics {
 
 /// The model the client asked for (maybe virtual) and the one it was routed to.
 #[derive(Clone)]
+/// What the dispatcher tells of a call besides its attempts: the model
+/// asked for and the one routed to, when the request was received (time to
+/// first token counts from it), and whether streamed usage is hidden again.
 struct Names {
     asked: Arc<str>,
     routed: Arc<str>,
+    received: Instant,
+    hide_usage: bool,
 }
 
 fn success_parts(success: Success, names: &Names) -> (ResponseParts, Reply) {

@@ -9,3 +9,13 @@ pub mod sse;
 pub mod storage_dirs;
 pub mod sync_layer;
 pub mod telemetry;
+
+/// The process-wide handles an engine built from config is given: the
+/// metrics, the owner of its background tasks, and the shared Redis when
+/// `[redis]` is set.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: metrics::Metrics,
+    pub tasks: crate::util::tasks::Tasks,
+    pub redis: Option<redis::SharedRedis>,
+}

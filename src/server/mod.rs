@@ -224,7 +224,8 @@ impl Gateway {
             self.max_connections,
             self.live.registries.metrics.connections.clone(),
             phase_rx,
-            (tracker.clone(), self.live.registries.draining.clone()),
+            tracker.clone(),
+            self.live.registries.draining.clone(),
         );
         tracing::info!(max_connections = self.max_connections, "connection limit");
         for (listener, _) in &pairs {

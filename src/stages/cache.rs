@@ -95,7 +95,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         Claimed::Leads(guard) => guard,
     };
     if lookup {
-        guard = match exact_hit(cache, guard, key, want, (&model, degraded)).await {
+        guard = match exact_hit(cache, guard, key, want, &model, degraded).await {
             Ok(response) => return response,
             Err(guard) => guard,
         };
@@ -142,7 +142,8 @@ async fn exact_hit(
     guard: FlightGuard,
     key: CacheKey,
     want: Want,
-    (model, degraded): (&Arc<str>, bool),
+    model: &Arc<str>,
+    degraded: bool,
 ) -> Result<Response, FlightGuard> {
     let entry = match cache.store.get(key).await {
         Ok(Some(entry)) if entry.fresh() || degraded => entry,

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{AsyncConfig, BatchConfig, Config, KeysStoreSpec};
 use crate::engines::internal::InternalCalls;
+use crate::infra::Shared;
 use crate::infra::metrics::Metrics;
 use crate::upstream::UpstreamClient;
 use crate::util::tasks::Tasks;
@@ -186,8 +187,10 @@ impl Jobs {
     pub fn open(
         config: &Config,
         internal: Arc<dyn InternalCalls>,
-        (tasks, metrics, upstream): (&Tasks, &Metrics, &UpstreamClient),
+        shared: &Shared,
+        upstream: &UpstreamClient,
     ) -> Result<Option<Arc<Self>>, String> {
+        let (tasks, metrics) = (&shared.tasks, &shared.metrics);
         let data_dir = &config.usage.data_dir;
         let Some(spec) = KeysStoreSpec::parse_named(&config.batch.store, data_dir, "jobs.sqlite")?
         else {

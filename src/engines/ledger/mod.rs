@@ -62,7 +62,7 @@ impl Ledger {
         }
         let store =
             Store::open(&config.store, &config.data_dir, tasks).map_err(|e| e.to_string())?;
-        Self::with_store(Arc::new(store), config, (metrics, tasks)).map(Some)
+        Self::with_store(Arc::new(store), config, metrics, tasks).map(Some)
     }
 
     /// Opens the journal in `data_dir`, replaying what an earlier run left
@@ -70,7 +70,8 @@ impl Ledger {
     pub fn with_store(
         store: Arc<Store>,
         config: &UsageConfig,
-        (metrics, tasks): (Metrics, &Tasks),
+        metrics: Metrics,
+        tasks: &Tasks,
     ) -> Result<Arc<Self>, String> {
         let dir = Path::new(&config.data_dir);
         let (journal, replay) = Journal::open(dir, config.flush_interval)
@@ -223,7 +224,8 @@ mod tests {
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &roomy,
-            (metrics.clone(), &Tasks::new()),
+            metrics.clone(),
+            &Tasks::new(),
         )
         .unwrap();
         for n in 0..60 {
@@ -259,7 +261,8 @@ mod tests {
         let small = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &small_config,
-            (metrics.clone(), &Tasks::new()),
+            metrics.clone(),
+            &Tasks::new(),
         )
         .unwrap();
         for n in 100..150 {
@@ -292,7 +295,8 @@ mod tests {
         let ledger = Ledger::with_store(
             Arc::new(Store::Flaky(flaky.clone())),
             &config,
-            (metrics.clone(), &Tasks::new()),
+            metrics.clone(),
+            &Tasks::new(),
         )
         .unwrap();
         let now = crate::engines::metering::unix_ms();

@@ -115,22 +115,17 @@ impl BucketTable {
                 rpm: key.rpm.or(tier.and_then(|t| t.rpm)),
                 tpm: key.tpm.or(tier.and_then(|t| t.tpm)),
             };
-            insert(
-                &maker,
-                &mut table.keys,
-                (Scope::Key, key.id()),
-                limit,
-                burst,
-            );
+            insert(&maker, &mut table.keys, Scope::Key, key.id(), limit, burst);
         }
         for (name, limit) in &config.orgs {
-            insert(&maker, &mut table.orgs, (Scope::Org, name), *limit, burst);
+            insert(&maker, &mut table.orgs, Scope::Org, name, *limit, burst);
         }
         for (name, settings) in &config.models {
             insert(
                 &maker,
                 &mut table.models,
-                (Scope::Model, name),
+                Scope::Model,
+                name,
                 settings.limit(),
                 burst,
             );
@@ -144,7 +139,8 @@ impl BucketTable {
             insert(
                 &maker,
                 &mut table.deployments,
-                (Scope::Deployment, &deployment.name),
+                Scope::Deployment,
+                &deployment.name,
                 limit,
                 0.0,
             );
@@ -175,7 +171,8 @@ impl BucketTable {
 fn insert(
     maker: &Maker<'_>,
     map: &mut HashMap<String, Pair>,
-    (scope, name): (Scope, &str),
+    scope: Scope,
+    name: &str,
     limit: RateLimit,
     burst: f64,
 ) {

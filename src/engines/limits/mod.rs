@@ -25,8 +25,8 @@ use self::redis_store::RedisEngine;
 use crate::config::{Config, OnRedisError};
 use crate::engines::routing::{Backend, ModelRoute};
 use crate::engines::tokens::{BodyView, Encoding, Encodings, Estimator};
+use crate::infra::Shared;
 use crate::infra::metrics::Metrics;
-use crate::infra::redis::SharedRedis;
 use crate::infra::telemetry::LogEvery;
 use crate::util::tasks::Tasks;
 use crate::vocab::{Endpoint, Identity};
@@ -104,11 +104,12 @@ struct Subject<'a> {
 
 impl Limiter {
     /// `None` when the config sets no limit at all: the layer is then left out.
-    pub fn from_config(
-        config: &Config,
-        redis: Option<&SharedRedis>,
-        (state, metrics, tasks): (&LimitState, Metrics, Tasks),
-    ) -> Option<Self> {
+    pub fn from_config(config: &Config, state: &LimitState, shared: &Shared) -> Option<Self> {
+        let (redis, metrics, tasks) = (
+            shared.redis.as_ref(),
+            shared.metrics.clone(),
+            shared.tasks.clone(),
+        );
         let table = BucketTable::from_config(config, state);
         if table.is_empty() {
             return None;

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::period::{Period, rfc3339};
 use crate::config::{AlertsConfig, Budget, Config, OnRedisError};
+use crate::infra::Shared;
 use crate::infra::metrics::Metrics;
 use crate::infra::redis::SharedRedis;
 use crate::infra::telemetry::LogEvery;
@@ -147,10 +148,15 @@ impl Budgets {
     /// `None` when no key or org has a budget.
     pub fn from_config(
         config: &Config,
-        redis: Option<&SharedRedis>,
-        (state, clock): (&Arc<SpendState>, Arc<dyn Clock>),
-        (metrics, tasks): (Metrics, Tasks),
+        state: &Arc<SpendState>,
+        clock: Arc<dyn Clock>,
+        shared: &Shared,
     ) -> Option<Self> {
+        let (redis, metrics, tasks) = (
+            shared.redis.as_ref(),
+            shared.metrics.clone(),
+            shared.tasks.clone(),
+        );
         let keys: HashMap<String, (Budget, String)> = config
             .keys
             .iter()
@@ -600,9 +606,13 @@ mod tests {
         (
             Budgets::from_config(
                 &config,
-                None,
-                (&Arc::default(), clock),
-                (metrics.clone(), Tasks::new()),
+                &Arc::default(),
+                clock,
+                &Shared {
+                    metrics: metrics.clone(),
+                    tasks: Tasks::new(),
+                    redis: None,
+                },
             )
             .unwrap(),
             metrics,

@@ -90,7 +90,8 @@ impl Connections {
         max_connections: usize,
         gauge: prometheus::IntGauge,
         phase: watch::Receiver<Phase>,
-        (tracker, draining): (TaskTracker, Draining),
+        tracker: TaskTracker,
+        draining: Draining,
     ) -> Arc<Self> {
         let mut builder = auto::Builder::new(Spawner(tracker.clone()));
         // The watchdog below owns the head deadline; hyper's would also

@@ -24,6 +24,7 @@ use crate::engines::limits::LimitState;
 use crate::engines::metering::SpendState;
 use crate::engines::queue::Scheduler;
 use crate::engines::routing::{DeploymentStates, ResponsePins};
+use crate::infra::Shared;
 use crate::infra::metrics::Metrics;
 use crate::infra::redis::SharedRedis;
 use crate::upstream::{Providers, UpstreamClient};
@@ -86,7 +87,12 @@ impl Registries {
             throttle: FailedAuth::new(config.auth.failed_auth_per_minute).map(Arc::new),
             metrics: metrics.clone(),
         };
-        let jobs = Jobs::open(config, internal, (&tasks, &metrics, &client))
+        let shared = Shared {
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            redis: redis.clone(),
+        };
+        let jobs = Jobs::open(config, internal, &shared, &client)
             .map_err(|e| StartError::Build(format!("batch.store: {e}")))?;
         Ok(Self {
             jobs,
@@ -112,6 +118,17 @@ impl Registries {
             cut: Cut::default(),
             draining: Draining::default(),
         })
+    }
+}
+
+impl Registries {
+    /// The process-wide handles engines are built with.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            metrics: self.metrics.clone(),
+            tasks: self.tasks.clone(),
+            redis: self.redis.clone(),
+        }
     }
 }
 

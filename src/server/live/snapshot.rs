@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::registries::Registries;
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, DispatcherParts};
 use crate::engines::auth::KeyStore;
 use crate::engines::cache::{CacheParts, ResponseCache};
 use crate::engines::degrade::Ladder;
@@ -97,9 +97,9 @@ impl Snapshot {
         let keys = Arc::new(KeyStore::new(&config.auth, &config.keys));
         let budgets = Budgets::from_config(
             &config,
-            registries.redis.as_ref(),
-            (&registries.spend, Arc::new(SystemClock)),
-            (registries.metrics.clone(), registries.tasks.clone()),
+            &registries.spend,
+            Arc::new(SystemClock),
+            &registries.shared(),
         )
         .map(Arc::new);
         let services = services(
@@ -179,23 +179,11 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
         Policies::from_config(config, metrics.clone()),
         admission.clone(),
         metrics.clone(),
-        (
-            config.server.max_body_bytes,
-            config.server.body_read_timeout,
-            config.metrics.per_key,
-        ),
+        config,
         registries.pins.clone(),
     );
-    let limiter = Limiter::from_config(
-        config,
-        registries.redis.as_ref(),
-        (
-            &registries.limits,
-            metrics.clone(),
-            registries.tasks.clone(),
-        ),
-    )
-    .map(Arc::new);
+    let limiter =
+        Limiter::from_config(config, &registries.limits, &registries.shared()).map(Arc::new);
     stack::Services {
         ledger: registries.ledger.clone().map(|ledger| RecordUsage {
             ledger,
@@ -206,12 +194,15 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
             }),
         }),
         dispatcher: Arc::new(Dispatcher::new(
-            engines.router,
-            registries.client.clone(),
+            DispatcherParts {
+                router: engines.router,
+                client: registries.client.clone(),
+                cut: registries.cut.clone(),
+                metrics: metrics.clone(),
+                pricing: engines.pricing,
+                pins: registries.pins.clone(),
+            },
             config,
-            registries.cut.clone(),
-            (metrics.clone(), engines.pricing),
-            registries.pins.clone(),
         )),
         async_intake: registries
             .jobs

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::call::{ApiRequest, Call, Priority};
 
-use crate::config::Strategy;
+use crate::config::{Config, Strategy};
 use crate::engines::policy::Policies;
 use crate::engines::queue::Scheduler;
 use crate::engines::request::{parse, paths};
@@ -73,7 +73,7 @@ impl RequestReader {
         policies: Policies,
         admission: Option<Arc<Scheduler>>,
         metrics: Metrics,
-        (max_body_bytes, body_read_timeout, per_key): (usize, Duration, bool),
+        config: &Config,
         pins: Arc<ResponsePins>,
     ) -> Self {
         Self {
@@ -81,9 +81,9 @@ impl RequestReader {
             policies,
             admission,
             metrics,
-            max_body_bytes,
-            body_read_timeout,
-            per_key,
+            max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
+            per_key: config.metrics.per_key,
             pins,
         }
     }

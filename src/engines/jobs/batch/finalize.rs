@@ -28,7 +28,8 @@ const RENEW_EVERY: i64 = 500;
 /// key is gone), reading the custom ids from the input file.
 pub async fn record_rest(
     jobs: &Arc<Jobs>,
-    (batch, lease): (&Batch, &Lease),
+    batch: &Batch,
+    lease: &Lease,
     recorded: &[bool],
     code: &str,
     message: &str,
@@ -74,8 +75,8 @@ pub async fn close(
     lease: &Lease,
     target: Status,
 ) -> Result<(), JobsError> {
-    let output = write_file(jobs, (batch, lease), false).await?;
-    let errors = write_file(jobs, (batch, lease), true).await?;
+    let output = write_file(jobs, batch, lease, false).await?;
+    let errors = write_file(jobs, batch, lease, true).await?;
     // Kept on the row, so a closed batch is shown without summing its lines.
     let counts = match batch.recorded_counts {
         Some(counts) => counts,
@@ -115,7 +116,8 @@ pub async fn close(
 /// none.
 async fn write_file(
     jobs: &Jobs,
-    (batch, lease): (&Batch, &Lease),
+    batch: &Batch,
+    lease: &Lease,
     failed: bool,
 ) -> Result<Option<String>, JobsError> {
     let suffix = batch.id.strip_prefix("batch_").unwrap_or(&batch.id);

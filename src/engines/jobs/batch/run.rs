@@ -314,7 +314,8 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
             let recorded = recorded_lines(jobs, batch).await?;
             finalize::record_rest(
                 jobs,
-                (batch, lease),
+                batch,
+                lease,
                 &recorded,
                 "batch_expired",
                 "This request could not be executed before the completion window expired.",
@@ -331,7 +332,8 @@ async fn close_revoked(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result
     let recorded = recorded_lines(jobs, batch).await?;
     finalize::record_rest(
         jobs,
-        (batch, lease),
+        batch,
+        lease,
         &recorded,
         "key_revoked",
         "The key that made this batch no longer exists.",
