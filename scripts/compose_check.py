@@ -10,7 +10,7 @@ none of its variables set (every `${VAR}` must have a default), then checked:
 - for what the schema cannot see: bind-mounted files and the build context
   exist, named volumes are declared, `service_healthy` dependencies have
   healthchecks, restart policies, Sluice's read-only root with a writable
-  data volume, its healthcheck, stop_grace_period against shutdown_grace;
+  data volume, its healthcheck, stop_grace_period against drain_delay + shutdown_grace;
 - against config/examples/compose.toml (parsed with tomllib): its keys are
   fields of src/config, every `${VAR}` it needs is in Sluice's environment,
   published ports match its listeners (admin on 127.0.0.1 only), its Redis
@@ -399,10 +399,12 @@ def check_sluice_service(problems, compose, config):
         problems.append(f"services.sluice.healthcheck.test: should be {SLUICE_HEALTHCHECK}")
     # Time to drain and flush before SIGKILL.
     grace = seconds(config.get("server", {}).get("shutdown_grace", "30s"))
+    drain = seconds(config.get("server", {}).get("drain_delay", "1s"))
     stop = seconds(service.get("stop_grace_period", "10s"))
-    if stop <= grace + SHUTDOWN_AFTER_GRACE:
+    if stop <= drain + grace + SHUTDOWN_AFTER_GRACE:
         problems.append(
-            f"services.sluice.stop_grace_period: {stop:g}s is not above shutdown_grace ({grace:g}s) + {SHUTDOWN_AFTER_GRACE:g}s"
+            f"services.sluice.stop_grace_period: {stop:g}s is not above drain_delay ({drain:g}s) + "
+            f"shutdown_grace ({grace:g}s) + {SHUTDOWN_AFTER_GRACE:g}s"
         )
     # Published ports against the listeners.
     ports = published_ports(service)

@@ -710,7 +710,7 @@ def check_fleet(rendered: Path, src: Path, secret_path: Path) -> list[str]:
     # shutdown_grace and the gateway's own exit work must fit in the grace.
     server = config.get("server") or {}
     pre_stop = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
-    needed = (pre_stop + parse_duration(server.get("drain_delay", 0))
+    needed = (pre_stop + parse_duration(server.get("drain_delay", "1s"))
               + parse_duration(server.get("shutdown_grace", "30s")) + SHUTDOWN_OVERHEAD_SECONDS)
     grace = spec.get("terminationGracePeriodSeconds", 30)
     if grace <= needed:

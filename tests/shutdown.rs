@@ -20,9 +20,15 @@ use common::gateway::chat;
 use common::{Behavior, FakeUpstream, TestGateway};
 use futures_util::StreamExt;
 
+/// No drain delay unless a test adds one: these tests are about what
+/// follows the listeners closing.
 fn config(upstream: &FakeUpstream, grace: &str) -> String {
+    config_draining(upstream, grace, "0s")
+}
+
+fn config_draining(upstream: &FakeUpstream, grace: &str, drain_delay: &str) -> String {
     format!(
-        "[server]\nshutdown_grace = \"{grace}\"\n[auth]\nrequired = false\n[[deployments]]\nname = \"oa\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n",
+        "[server]\nshutdown_grace = \"{grace}\"\ndrain_delay = \"{drain_delay}\"\n[auth]\nrequired = false\n[[deployments]]\nname = \"oa\"\nprovider = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\n",
         upstream.base_url()
     )
 }
@@ -108,8 +114,7 @@ async fn grace_period_cuts_streams_that_run_on() {
 #[tokio::test]
 async fn drain_delay_turns_readiness_false_before_the_listener_closes() {
     let upstream = FakeUpstream::start("oa").await;
-    let text =
-        config(&upstream, "10s").replace("[server]\n", "[server]\ndrain_delay = \"700ms\"\n");
+    let text = config_draining(&upstream, "10s", "700ms");
     let mut gateway = TestGateway::start(&text).await;
     let client = reqwest::Client::new();
     let ready = client.get(gateway.url("/readyz")).send().await.unwrap();
@@ -165,4 +170,65 @@ async fn drain_delay_turns_readiness_false_before_the_listener_closes() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The real binary: SIGTERM (what orchestrators send) keeps the listener
+/// open for `drain_delay` with readiness false; SIGINT (Ctrl-C) skips it.
+#[tokio::test]
+async fn sigterm_drains_first_and_sigint_stops_at_once() {
+    use common::process::{SluiceProcess, TempDir, free_port};
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = TempDir::new("sluice-signals");
+    let start = |port: u16| {
+        let text = config_draining(&upstream, "10s", "3s").replace(
+            "[server]\n",
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ) + "[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n";
+        let dir = dir.0.clone();
+        async move { SluiceProcess::start(&dir, &format!("s{port}"), port, &text).await }
+    };
+    let client = reqwest::Client::new();
+
+    let port = free_port();
+    let sluice = start(port).await;
+    let pid = sluice.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = client
+        .get(format!("{}/readyz", sluice.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "still serving, not ready");
+    let started = std::time::Instant::now();
+    let (status, _) = sluice.terminate().await;
+    assert!(status.success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let port = free_port();
+    let mut sluice = start(port).await;
+    let pid = sluice.child.id().to_string();
+    let started = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = sluice.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "SIGINT waited for the drain delay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
 }

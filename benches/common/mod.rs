@@ -214,7 +214,7 @@ models = ["gpt-4o"]
 /// purpose, not by default).
 pub async fn start_gateway(toml: &str) -> SocketAddr {
     let (gateway, listener, addr) = build_gateway(toml).await;
-    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    tokio::spawn(gateway.serve(listener, std::future::pending::<()>()));
     addr
 }
 

@@ -21,10 +21,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(with = "duration::serde_duration")]
     pub shutdown_grace: Duration,
-    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while every
-    /// listener keeps serving (HTTP/1 answers carry `connection: close`),
-    /// so a load balancer that polls readiness stops sending first; then
-    /// the listeners close and `shutdown_grace` begins.
+    /// After SIGTERM, how long `/readyz` answers 503 while every listener
+    /// keeps serving (HTTP/1 answers carry `connection: close`), so a load
+    /// balancer that polls readiness stops sending first and one that keeps
+    /// connections opens new ones; then the listeners close and
+    /// `shutdown_grace` begins. SIGINT skips it.
     #[serde(with = "duration::serde_duration")]
     pub drain_delay: Duration,
     /// Upstream calls in flight across the gateway; 0 means no limit. Others queue.
@@ -63,7 +64,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(600),
             stream_keepalive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
-            drain_delay: Duration::ZERO,
+            drain_delay: Duration::from_secs(1),
             max_concurrency: 0,
             max_response_bytes: 256 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),

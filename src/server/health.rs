@@ -10,7 +10,7 @@ use crate::dispatch::Dispatcher;
 use crate::engines::queue::Scheduler;
 use crate::engines::routing::{BreakerState, ModelRouter};
 use crate::infra::metrics::Metrics;
-use crate::util::shutdown::Draining;
+use crate::util::shutdown::{Draining, Warmed};
 use crate::vocab::error::json_response;
 
 /// The process is up and serving HTTP.
@@ -23,15 +23,23 @@ pub async fn healthz() -> Response {
 pub struct Readiness {
     pub dispatcher: Arc<Dispatcher>,
     pub draining: Draining,
+    pub warmed: Warmed,
 }
 
-/// Config is loaded, shutdown has not begun, and at least one deployment is
-/// usable (not throttled, out of headroom, or behind an open circuit).
+/// Config is loaded, the tokenizer tables are (with a ledger), shutdown has
+/// not begun, and at least one deployment is usable (not throttled, out of
+/// headroom, or behind an open circuit).
 pub async fn readyz(State(readiness): State<Readiness>) -> Response {
     if readiness.draining.is_fired() {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"draining"}"#.into(),
+        );
+    }
+    if !readiness.warmed.is_fired() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"starting"}"#.into(),
         );
     }
     let router = readiness.dispatcher.router();

@@ -160,13 +160,14 @@ impl Gateway {
         })
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests and
+    /// Serves until `shutdown` resolves, then (on a `Stop::Terminate`)
+    /// drains for `[server] drain_delay`, lets in-flight requests and
     /// streams finish for up to the grace period before cutting them, and
     /// writes the pending usage records.
-    pub async fn serve(
+    pub async fn serve<S: Into<Stop>>(
         self,
         listeners: impl Into<Listeners>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = S> + Send + 'static,
     ) -> Result<(), StartError> {
         let result = match self.apps().await {
             Ok(apps) => {
@@ -210,11 +211,11 @@ impl Gateway {
         Ok(pairs)
     }
 
-    async fn serve_connections(
+    async fn serve_connections<S: Into<Stop>>(
         &self,
         apps: Apps,
         listeners: Listeners,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = S> + Send + 'static,
     ) -> Result<(), StartError> {
         let pairs = Self::pair(apps, listeners)?;
         let (phase, phase_rx) = watch::channel(Phase::Serving);
@@ -239,12 +240,12 @@ impl Gateway {
                 .map(|(listener, app)| connections.clone().accept_loop(listener, app)),
         );
         let mut accepting = std::pin::pin!(accepting);
-        tokio::select! {
-            () = shutdown => {}
-            _ = &mut accepting => {}
-        }
+        let stop = tokio::select! {
+            stop = shutdown => stop.into(),
+            _ = &mut accepting => Stop::Interrupt,
+        };
         self.live.registries.draining.fire();
-        if !self.drain_delay.is_zero() {
+        if stop == Stop::Terminate && !self.drain_delay.is_zero() {
             tracing::info!(
                 drain_delay_ms = self.drain_delay.as_millis() as u64,
                 "shutting down; /readyz answers 503 while the listeners stay open"
@@ -300,8 +301,25 @@ async fn bind_optional(address: Option<&str>) -> Result<Option<TcpListener>, Sta
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// How the gateway was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM, what orchestrators send: readiness turns false and the
+    /// listeners stay open for `[server] drain_delay` first.
+    Terminate,
+    /// SIGINT (Ctrl-C at a terminal): the listeners close at once.
+    Interrupt,
+}
+
+/// A shutdown future that says nothing is one an orchestrator sent.
+impl From<()> for Stop {
+    fn from((): ()) -> Self {
+        Self::Terminate
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, with which.
+pub async fn shutdown_signal() -> Stop {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -317,7 +335,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+        () = interrupt => Stop::Interrupt,
+        () = terminate => Stop::Terminate,
     }
 }

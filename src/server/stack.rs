@@ -86,6 +86,8 @@ pub struct Services {
     pub ladder: Arc<Ladder>,
     /// Raised at shutdown: `/readyz` answers 503.
     pub draining: crate::util::shutdown::Draining,
+    /// Raised when start-up loading is done: `/readyz` answers 503 before.
+    pub warmed: crate::util::shutdown::Warmed,
 }
 
 /// Layers 5 to 9 and the dispatcher, in front of the API routes. `entry`
@@ -216,6 +218,7 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
             get(health::readyz).with_state(health::Readiness {
                 dispatcher: services.dispatcher,
                 draining: services.draining,
+                warmed: services.warmed,
             }),
         );
     Apps {

@@ -199,9 +199,11 @@ impl Pending {
             let (ledger, estimates) = (self.ledger.clone(), self.estimates.clone());
             let view = self.view.clone();
             let tasks = estimates.tasks.clone();
+            let promise = ledger.promise();
             let estimate = move || {
                 estimates.estimate(&mut record, &view);
                 ledger.record(record);
+                drop(promise);
             };
             match tokio::runtime::Handle::try_current() {
                 Ok(_) => drop(tasks.spawn_blocking(estimate)),

@@ -17,7 +17,16 @@ pub type Cut = Flag;
 /// Raised when shutdown begins.
 pub type Draining = Flag;
 
+/// Raised when start-up work that readiness waits for is done.
+pub type Warmed = Flag;
+
 impl Flag {
+    pub fn raised() -> Self {
+        let flag = Self::default();
+        flag.fire();
+        flag
+    }
+
     pub fn fire(&self) {
         self.0.store(true, Ordering::Release);
     }

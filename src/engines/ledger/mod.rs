@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use self::intake::{Handoff, Intake};
 use self::journal::Journal;
@@ -39,10 +41,17 @@ pub struct Ledger {
     store: Arc<Store>,
     metrics: Metrics,
     drop_log: LogEvery,
+    /// Records still being made off the request path (a token count on the
+    /// blocking pool): shutdown waits for them before the journal's last
+    /// step, so a call answered just before SIGTERM is not lost.
+    promised: TaskTracker,
     /// Tells the writer to drain and stop, answered when it has; the task,
     /// to end it if it has not within the shutdown deadline.
     stop: tokio::sync::Mutex<Option<Stop>>,
 }
+
+/// Held while a record is being made; see `Ledger::promise`.
+pub struct Promise(#[expect(dead_code, reason = "held for its drop")] TaskTrackerToken);
 
 struct Stop {
     tell: oneshot::Sender<()>,
@@ -115,6 +124,7 @@ impl Ledger {
             store,
             metrics,
             drop_log: LogEvery::store_failures(),
+            promised: TaskTracker::new(),
             stop: tokio::sync::Mutex::new(Some(Stop { tell, done, task })),
         }))
     }
@@ -133,6 +143,11 @@ impl Ledger {
         }
     }
 
+    /// A record to come: hold it until `record` is called for it.
+    pub fn promise(&self) -> Promise {
+        Promise(self.promised.token())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -146,6 +161,13 @@ impl Ledger {
         let deadline = tokio::time::Instant::now() + within;
         // Time kept for the journal's last step after the writer's.
         let reserve = (within / 4).min(Duration::from_secs(1));
+        self.promised.close();
+        if tokio::time::timeout_at(deadline - reserve * 2, self.promised.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("usage records still being counted at shutdown are not written");
+        }
         let _ = tokio::time::timeout_at(deadline - reserve, self.intake.drain()).await;
         let _ = stop.tell.send(());
         if tokio::time::timeout_at(deadline - reserve, stop.done)
@@ -310,6 +332,39 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(metrics.ledger_lag.get(), 0.0, "nothing held");
         ledger.flush(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_dir_all(&config.data_dir);
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_a_promised_record() {
+        let flaky = Arc::new(Flaky::default());
+        let config = config(100);
+        let tasks = Tasks::new();
+        let ledger = Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            &config,
+            Metrics::new().unwrap(),
+            &tasks,
+        )
+        .unwrap();
+        // A record still being counted when shutdown begins.
+        let promise = ledger.promise();
+        let later = ledger.clone();
+        let counting = tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            later.record(record(7));
+            drop(promise);
+        });
+        ledger.flush(Duration::from_secs(5)).await;
+        counting.await.unwrap();
+        let written: Vec<i64> = flaky
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ms)
+            .collect();
+        assert_eq!(written, vec![7], "the promised record is written, not lost");
         let _ = std::fs::remove_dir_all(&config.data_dir);
     }
 }

@@ -10,6 +10,7 @@
 //! take effect at a restart only: a reload that changes them says so.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::super::StartError;
 use crate::config::Provider;
@@ -24,11 +25,12 @@ use crate::engines::limits::LimitState;
 use crate::engines::metering::SpendState;
 use crate::engines::queue::Scheduler;
 use crate::engines::routing::{DeploymentStates, ResponsePins};
+use crate::engines::tokens::Encoding;
 use crate::infra::Shared;
 use crate::infra::metrics::Metrics;
 use crate::infra::redis::SharedRedis;
 use crate::upstream::{Providers, UpstreamClient};
-use crate::util::shutdown::{Cut, Draining};
+use crate::util::shutdown::{Cut, Draining, Warmed};
 use crate::util::tasks::Tasks;
 
 pub struct Registries {
@@ -56,6 +58,9 @@ pub struct Registries {
     pub cut: Cut,
     /// Raised when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: Draining,
+    /// Raised when the tokenizer tables are loaded: `/readyz` answers 503
+    /// until then.
+    pub warmed: Warmed,
     /// Files, batches and asynchronous jobs (`[batch] store`).
     pub jobs: Option<Arc<Jobs>>,
 }
@@ -77,6 +82,7 @@ impl Registries {
             .map_err(StartError::Build)?;
         let ledger = Ledger::start(&config.usage, metrics.clone(), &tasks)
             .map_err(|e| StartError::Build(format!("usage.store: {e}")))?;
+        let warmed = warm_tokenizers(ledger.is_some(), &tasks);
         let pins = Arc::new(ResponsePins::new(
             &config.responses,
             redis
@@ -117,6 +123,7 @@ impl Registries {
             degradation: Arc::default(),
             cut: Cut::default(),
             draining: Draining::default(),
+            warmed,
         })
     }
 }
@@ -196,4 +203,28 @@ pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str
         }
     }
     changed
+}
+
+/// With a ledger, a stream cut short is recorded with its prompt counted,
+/// and a record is journaled only once counted: the tables (most of a
+/// second to load in a debug build, tens of milliseconds in release) load
+/// before the replica says it is ready, so no record waits on them where a
+/// `kill -9` could lose it.
+fn warm_tokenizers(needed: bool, tasks: &Tasks) -> Warmed {
+    if !needed {
+        return Warmed::raised();
+    }
+    let warmed = Warmed::default();
+    // One thread per table, so start-up waits for the slower one only.
+    let loading = Arc::new(AtomicUsize::new(2));
+    for encoding in [Encoding::O200k, Encoding::Cl100k] {
+        let (raise, loading) = (warmed.clone(), loading.clone());
+        drop(tasks.spawn_blocking(move || {
+            encoding.warm();
+            if loading.fetch_sub(1, Ordering::AcqRel) == 1 {
+                raise.fire();
+            }
+        }));
+    }
+    warmed
 }

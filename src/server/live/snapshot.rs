@@ -222,6 +222,7 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
         admin: engines.admin,
         keys: engines.keys,
         draining: registries.draining.clone(),
+        warmed: registries.warmed.clone(),
         jobs: registries.jobs.clone(),
         guard: registries.guard.clone(),
         reader: Arc::new(reader),
