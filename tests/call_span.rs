@@ -162,3 +162,54 @@ async fn a_calls_lines_carry_its_request_id() {
         .any(|line| line["span"]["request_id"] == "req-streamed-1");
     assert!(retried, "the stream's own retry is in its span");
 }
+
+/// The text format writes a span's recorded fields as they come: each of
+/// the call's fields appears once in its prefix, however many layers learn
+/// about the call.
+#[tokio::test(flavor = "current_thread")]
+async fn the_text_format_writes_each_span_field_once() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    // This thread only: the test's tasks run on it (a current-thread runtime).
+    let _default = tracing::subscriber::set_default(subscriber);
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = TestGateway::start(&format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .header("x-request-id", "req-text-1")
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut line = None;
+    for _ in 0..100 {
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        line = text
+            .lines()
+            .find(|line| line.contains("sluice::access") && line.contains("req-text-1"))
+            .map(str::to_owned);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let line = line.expect("the access line");
+    let prefix = &line[..line.find("}:").expect("the span's prefix")];
+    for field in ["model=", "deployment=", "key="] {
+        assert_eq!(prefix.matches(field).count(), 1, "{field} in {line}");
+    }
+    assert!(
+        !prefix.contains("served_model="),
+        "nothing fell back: {line}"
+    );
+}

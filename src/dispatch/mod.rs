@@ -404,9 +404,12 @@ impl Observer {
     /// records its tokens and cost once they are known.
     fn observe(&self, success: &Success, requested: &Arc<str>, hooks: &UsageHooks) {
         self.count(success, requested);
-        // The call's span (see `server::call_span`): a fallback changes the model.
+        // The call's span (see `server::call_span`): the request reader
+        // recorded the model asked for; a fallback serves another.
         let span = tracing::Span::current();
-        span.record("model", &*success.model);
+        if success.model != *requested {
+            span.record("served_model", &*success.model);
+        }
         span.record("deployment", &*success.backend.deployment.name);
         hooks.served_by(Served {
             model: success.model.clone(),

@@ -5,8 +5,9 @@
 //! body and for its drop, because a stream is relayed after the handler has
 //! returned and its access line is written when the relay drops.
 //!
-//! `key`, `model` and `deployment` start empty and are recorded on the span
-//! (`Span::record`) by the layers that learn them.
+//! `key`, `model`, `served_model` and `deployment` start empty and are
+//! recorded on the span (`Span::record`) by the layers that learn them, each
+//! once: a field recorded twice is written twice by the text format.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,6 +38,7 @@ pub fn span_of(request: &Request) -> Span {
         path = %clip(request.uri().path()),
         key = Empty,
         model = Empty,
+        served_model = Empty,
         deployment = Empty,
     )
 }
