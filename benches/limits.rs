@@ -188,6 +188,7 @@ async fn limiter_checks(checks: usize, batches: usize) -> Vec<(&'static str, f64
         requested: Arc::from("gpt-4o"),
         route: router.route("gpt-4o").expect("route").clone(),
         stream: false,
+        store: false,
         affinity: None,
         priority: sluice::config::Priority::Standard,
         received: tokio::time::Instant::now(),

@@ -21,6 +21,8 @@ pub struct ApiRequest {
     pub requested: Arc<str>,
     pub route: Arc<ModelRoute>,
     pub stream: bool,
+    /// `store: true` on a chat completion: its id is pinned.
+    pub store: bool,
     /// Hash of the prompt's identity, for `prefix_affinity` routing.
     pub affinity: Option<u64>,
     /// The request's class in the admission queues.

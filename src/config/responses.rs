@@ -1,4 +1,5 @@
-//! `[responses]`: how long stored responses stay pinned.
+//! `[responses]`: how long stored objects stay pinned, and where those that
+//! name no model are made.
 
 use std::time::Duration;
 
@@ -6,9 +7,10 @@ use serde::Deserialize;
 
 use super::duration;
 
-/// Stored responses (`previous_response_id`, `GET /v1/responses/{id}`...)
-/// live on the provider account that made them: which deployment made each
-/// id is remembered this long, in memory (bounded) and in Redis when set.
+/// Stored objects (responses, conversations, stored chat completions,
+/// vector stores...) live on the provider account that made them: which
+/// deployment made each id is remembered this long, in memory (bounded) and
+/// in Redis when set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponsesConfig {
@@ -16,6 +18,10 @@ pub struct ResponsesConfig {
     pub ttl: Duration,
     /// Ids kept in this replica's memory; the oldest go first.
     pub max_entries: u64,
+    /// The model whose deployments make the objects a create names no model
+    /// for (`POST /v1/conversations`, vector stores...) and answer lists;
+    /// by default the first model of the config the caller's key may use.
+    pub home_model: Option<String>,
 }
 
 impl Default for ResponsesConfig {
@@ -24,6 +30,7 @@ impl Default for ResponsesConfig {
             // OpenAI keeps stored responses for 30 days.
             ttl: Duration::from_secs(30 * 24 * 3600),
             max_entries: 100_000,
+            home_model: None,
         }
     }
 }

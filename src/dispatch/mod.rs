@@ -13,6 +13,7 @@ mod pins;
 mod progress;
 mod relay;
 mod respond;
+mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +113,7 @@ impl Dispatcher {
             .ok_or(GatewayError::Internal)?;
         let api = api.ok_or(GatewayError::Internal)?;
         let caller = identity.id.clone();
+        let keeping = stored::Keeping::of(&api, &caller);
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
         let call = Outbound {
@@ -142,21 +144,18 @@ impl Dispatcher {
             metrics: self.metrics.clone(),
             quotas,
         };
-        let endpoint = api.endpoint;
         let names = Names {
             asked: api.requested.clone(),
             routed: api.route.name.clone(),
             received: api.received,
             hide_usage: api.hide_usage,
         };
-        // A new response is pinned to the deployment that makes it.
-        let pin = (endpoint == Endpoint::Responses).then_some(caller);
         if binary {
             Ok(self.passthrough(call, first, hooks, names).await)
         } else if api.stream {
-            Ok(self.stream(call, first, hooks, names, pin).await)
+            Ok(self.stream(call, first, hooks, names, keeping.pin).await)
         } else {
-            Ok(self.complete(call, first, hooks, names, pin).await)
+            Ok(self.complete(call, first, hooks, names, keeping).await)
         }
     }
 
@@ -280,20 +279,25 @@ impl Dispatcher {
         first: Option<Arc<crate::engines::routing::Backend>>,
         hooks: UsageHooks,
         names: Names,
-        pin: Option<Arc<str>>,
+        keeping: stored::Keeping,
     ) -> Response {
         let requested = names.routed.clone();
         let endpoint = call.request.endpoint;
         match attempts::run(call, first).await {
             Ok(success) => {
                 self.observer().observe(&success, &requested, &hooks);
-                let pin = pin.map(|owner| pin_of(&success, owner));
+                let pin = keeping.pin.map(|owner| pin_of(&success, owner));
                 let (parts, reply) = success_parts(success, &names);
-                let Reply::Whole(body) = reply else {
+                let Reply::Whole(mut body) = reply else {
                     return GatewayError::Internal.into_response();
                 };
                 hooks.finish(outcome_of(endpoint, &body));
-                if let Some((id, pin)) = pin.and_then(|pin| Some((pins::response_id(&body)?, pin)))
+                if let Some(caller) = &keeping.list_for
+                    && parts.status.is_success()
+                {
+                    body = stored::only_callers(&body, &self.pins, caller).await;
+                }
+                if let Some((id, pin)) = pin.and_then(|pin| Some((pins::created_id(&body)?, pin)))
                     && let Some(write) = self.pins.remember(&id, pin)
                 {
                     // Shared before the client can name it elsewhere.
@@ -332,7 +336,7 @@ impl Dispatcher {
     }
 }
 
-/// Where a new response lives, for the calls that will name it.
+/// Where a new stored object lives, for the calls that will name it.
 fn pin_of(success: &Success, owner: Arc<str>) -> ResponsePin {
     ResponsePin {
         deployment: success.backend.deployment.name.clone(),
@@ -358,7 +362,7 @@ fn tapped(
 /// new; endpoints whose answers may carry no usage are metered at 0.
 fn outcome_of(endpoint: Endpoint, body: &[u8]) -> Outcome {
     match usage::parse(body) {
-        _ if endpoint == Endpoint::StoredResponse => Outcome::NoOutput,
+        _ if endpoint.makes_no_tokens() => Outcome::NoOutput,
         Some(usage) => Outcome::Reported(usage),
         None if endpoint.usage_optional() => Outcome::Reported(crate::vocab::Usage::default()),
         None => Outcome::Unknown,

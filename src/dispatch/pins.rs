@@ -1,5 +1,6 @@
-//! Records which deployment created a stored response, from the answer
-//! itself: a whole answer's `id`, or a stream's `response.created` event.
+//! Records which deployment created a stored object, from the answer
+//! itself: a whole answer's `id`, or a stream's first event that names it
+//! (Responses' `response.created`, a stored chat completion's first chunk).
 //! The stream is read as it passes (chunks are never held back or
 //! re-encoded); only its first events are copied aside until the id shows.
 
@@ -30,16 +31,22 @@ struct ResponseObject<'a> {
 
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     response: Option<ResponseObject<'a>>,
+    /// A chat completion chunk's own id and object.
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// The `id` of a whole Responses answer.
-pub fn response_id(body: &[u8]) -> Option<String> {
+/// The `id` of a whole answer that made an object. An error object (or
+/// anything without an `id`) names none.
+pub fn created_id(body: &[u8]) -> Option<String> {
     let object: ResponseObject<'_> = serde_json::from_slice(body).ok()?;
-    (object.object.as_deref() == Some("response")).then(|| object.id.into_owned())
+    (object.object.as_deref() != Some("error")).then(|| object.id.into_owned())
 }
 
 /// Passes a Responses stream through, recording its id when it shows.
@@ -71,7 +78,7 @@ impl PinTap {
         self.seen.extend_from_slice(chunk);
         while let Some(end) = event_end(&self.seen) {
             let event = self.seen.split_to(end);
-            if let Some(id) = created_id(&event) {
+            if let Some(id) = streamed_id(&event) {
                 if let Some(pin) = self.pin.take() {
                     self.write = self.pins.remember(&id, pin);
                 }
@@ -130,16 +137,19 @@ fn event_end(buffer: &[u8]) -> Option<usize> {
     }
 }
 
-/// The response id of a `response.created` event.
-fn created_id(event: &[u8]) -> Option<String> {
+/// The id a stream's event names: a `response.created` event's response,
+/// or a chat completion chunk's own.
+fn streamed_id(event: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(event).ok()?;
     text.lines()
         .filter_map(|line| line.strip_prefix("data:"))
         .find_map(|data| {
             let event: Event<'_> = serde_json::from_str(data.trim()).ok()?;
-            (event.kind == "response.created")
-                .then(|| event.response.map(|r| r.id.into_owned()))
-                .flatten()
+            match (event.kind.as_deref(), event.object.as_deref()) {
+                (Some("response.created"), _) => event.response.map(|r| r.id.into_owned()),
+                (None, Some("chat.completion.chunk")) => event.id.map(|id| id.into_owned()),
+                _ => None,
+            }
         })
 }
 
@@ -176,12 +186,21 @@ mod tests {
     #[test]
     fn whole_answers_name_their_id() {
         assert_eq!(
-            response_id(br#"{"id":"resp_1","object":"response","output":[]}"#).as_deref(),
+            created_id(br#"{"id":"resp_1","object":"response","output":[]}"#).as_deref(),
             Some("resp_1")
         );
         assert_eq!(
-            response_id(br#"{"id":"chatcmpl-1","object":"chat.completion"}"#),
-            None
+            created_id(br#"{"id":"conv_1","object":"conversation"}"#).as_deref(),
+            Some("conv_1")
         );
+        assert_eq!(created_id(br#"{"object":"list","data":[]}"#), None);
+        assert_eq!(created_id(b"not json"), None);
+    }
+
+    #[test]
+    fn a_chat_streams_first_chunk_names_its_id() {
+        let chunk = b"data: {\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n";
+        assert_eq!(streamed_id(chunk).as_deref(), Some("chatcmpl-7"));
+        assert_eq!(streamed_id(b"data: [DONE]\n\n"), None);
     }
 }

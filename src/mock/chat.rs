@@ -173,3 +173,30 @@ pub fn completion_events(answer: &Answer, include_usage: bool) -> Vec<Bytes> {
 fn data_event(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
+
+/// The chat completion object an answer carries: the object itself, or one
+/// assembled from a stream's chunks (the first choice's content).
+pub fn assembled(answer: &[u8]) -> Option<Value> {
+    if let Ok(object) = serde_json::from_slice::<Value>(answer) {
+        return (object["object"] == "chat.completion").then_some(object);
+    }
+    let chunks: Vec<Value> = std::str::from_utf8(answer)
+        .ok()?
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter(|chunk| chunk["object"] == "chat.completion.chunk")
+        .collect();
+    let first = chunks.first()?;
+    let content: String = chunks
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    Some(json!({
+        "id": first["id"], "object": "chat.completion", "created": first["created"],
+        "model": first["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop", "logprobs": null}],
+        "usage": chunks.iter().rev().find_map(|chunk| chunk.get("usage").filter(|u| !u.is_null())),
+    }))
+}

@@ -39,6 +39,7 @@ pub fn respond(endpoint: Endpoint, model: &str, body: &[u8]) -> UpstreamResponse
         Endpoint::ImageGenerations => ok(images(&request)),
         Endpoint::AudioSpeech => speech(&request),
         Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => transcription(body),
+        Endpoint::ImageEdits | Endpoint::ImageVariations => ok(edited_images(body)),
         _ => json_reply(
             StatusCode::NOT_FOUND,
             crate::vocab::error::error_body("Invalid URL", "invalid_request_error", None, None),
@@ -94,6 +95,29 @@ fn images(request: &Value) -> Value {
     })
 }
 
+/// An edit or a variation of an uploaded image: the upload's form fields
+/// read as an image generation's JSON would be.
+fn edited_images(body: &[u8]) -> Value {
+    let boundary = boundary_of(body);
+    let field = |name| multipart::text_field(body, boundary, name);
+    let mut request = json!({
+        "n": field("n").and_then(|n| n.parse::<u64>().ok()).unwrap_or(1),
+        "prompt": field("prompt").unwrap_or("a variation"),
+    });
+    if let Some(format) = field("response_format") {
+        request["response_format"] = format.into();
+    }
+    images(&request)
+}
+
+/// A multipart body's boundary: its first line, after `--`.
+fn boundary_of(body: &[u8]) -> &str {
+    body.split(|b| *b == b'\r')
+        .next()
+        .and_then(|line| std::str::from_utf8(line.strip_prefix(b"--")?).ok())
+        .unwrap_or_default()
+}
+
 /// Bytes of silence labelled with the asked format, streamed in chunks.
 fn speech(request: &Value) -> UpstreamResponse {
     let chars = request["input"].as_str().map_or(1, str::len).max(1);
@@ -123,12 +147,7 @@ fn speech(request: &Value) -> UpstreamResponse {
 /// plain text, anything else JSON with token usage.
 fn transcription(body: &[u8]) -> UpstreamResponse {
     let text = format!("Mock transcript {:08x}.", seed_of(body) as u32);
-    // The boundary is the body's first line, after `--`.
-    let boundary = body
-        .split(|b| *b == b'\r')
-        .next()
-        .and_then(|line| std::str::from_utf8(line.strip_prefix(b"--")?).ok())
-        .unwrap_or_default();
+    let boundary = boundary_of(body);
     if multipart::text_field(body, boundary, "response_format") == Some("text") {
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -10,6 +10,7 @@ mod chat;
 mod embeddings;
 mod invalid;
 mod media;
+mod objects;
 mod request;
 mod responses;
 mod schema;
@@ -26,17 +27,19 @@ use serde_json::Value;
 
 use self::answer::{Answer, Inputs};
 use self::invalid::{Checked, Invalid, boolean};
+use self::objects::MockObjects;
 use self::stored::MockResponses;
 use crate::config::{DeploymentConfig, MockConfig};
-use crate::engines::tokens::{Encoding, prompt_tokens};
+use crate::engines::tokens::{Encoding, prompt_tokens, responses_input_tokens};
 use crate::upstream::{LocalProvider, UpstreamError, UpstreamRequest, UpstreamResponse};
-use crate::vocab::Endpoint;
+use crate::vocab::{Endpoint, RESPONSES};
 
-/// A mock deployment: its answers, and the responses it created (for the
-/// stateful calls on them).
+/// A mock deployment: its answers, and the objects it keeps (responses,
+/// conversations, stored chat completions...) for the calls on them.
 pub struct MockProvider {
     upstream: MockUpstream,
     stored: MockResponses,
+    objects: MockObjects,
 }
 
 /// What the composition root registers for `provider = "mock"`.
@@ -44,6 +47,7 @@ pub fn provider(config: &DeploymentConfig) -> std::sync::Arc<dyn LocalProvider> 
     std::sync::Arc::new(MockProvider {
         upstream: MockUpstream::new(&config.mock),
         stored: MockResponses::default(),
+        objects: MockObjects::default(),
     })
 }
 
@@ -53,23 +57,69 @@ impl LocalProvider for MockProvider {
         request: UpstreamRequest,
     ) -> futures_util::future::BoxFuture<'_, UpstreamResponse> {
         Box::pin(async move {
-            let (mock, stored) = (&self.upstream, &self.stored);
+            let (mock, stored, objects) = (&self.upstream, &self.stored, &self.objects);
             if let Some(call) = &request.stored {
-                return stored.answer(call);
+                return if *call.resource == RESPONSES {
+                    stored.answer(call)
+                } else {
+                    objects.answer(call, &request.body)
+                };
             }
-            if request.endpoint != Endpoint::Responses {
-                return mock
-                    .respond(request.endpoint, &request.client_model, &request.body)
-                    .await;
+            let model = &request.client_model;
+            match request.endpoint {
+                Endpoint::Responses
+                | Endpoint::ResponsesInputTokens
+                | Endpoint::ResponsesCompact => {}
+                Endpoint::ChatCompletions => {
+                    let response = mock.respond(request.endpoint, model, &request.body).await;
+                    return keep_if_stored(objects, &request.body, response);
+                }
+                _ => return mock.respond(request.endpoint, model, &request.body).await,
             }
-            if let Some(refusal) = stored.unknown_previous(&request.body) {
+            let conversation = conversation_of(&request.body);
+            if let Some(refusal) = stored.unknown_previous(&request.body).or_else(|| {
+                conversation
+                    .as_deref()
+                    .filter(|id| !objects.has_conversation(id))
+                    .map(stored::unknown_conversation)
+            }) {
                 return refusal;
             }
-            let response = mock
-                .respond(request.endpoint, &request.client_model, &request.body)
-                .await;
-            stored.remember(&request.body, response)
+            let response = mock.respond(request.endpoint, model, &request.body).await;
+            if request.endpoint != Endpoint::Responses {
+                return response;
+            }
+            let conversation = conversation.map(|id| (objects.clone(), id));
+            stored.remember(&request.body, response, conversation)
         })
+    }
+}
+
+/// A chat completion made with `store: true` is kept, whole or streamed.
+fn keep_if_stored(
+    objects: &MockObjects,
+    body: &[u8],
+    response: UpstreamResponse,
+) -> UpstreamResponse {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    if request["store"] != true || !response.status.is_success() {
+        return response;
+    }
+    let objects = objects.clone();
+    stored::on_end(response, move |answer| {
+        if let Some(completion) = answer.and_then(chat::assembled) {
+            objects.keep_chat(&completion, &request);
+        }
+    })
+}
+
+/// The conversation a Responses request names: an id, or `{"id": ...}`.
+fn conversation_of(body: &[u8]) -> Option<String> {
+    let request: Value = serde_json::from_slice(body).ok()?;
+    match request.get("conversation")? {
+        Value::String(id) => Some(id.clone()),
+        Value::Object(conversation) => conversation.get("id")?.as_str().map(str::to_owned),
+        _ => None,
     }
 }
 
@@ -149,6 +199,13 @@ impl MockUpstream {
                 &answer(request::responses(&request, inputs.seed)?),
                 &request,
             )),
+            (Endpoint::ResponsesInputTokens, _) => json_response(&serde_json::json!({
+                "object": "response.input_tokens",
+                "input_tokens": request.as_object().map_or(0, |fields| responses_input_tokens(fields, encoding)),
+            })),
+            (Endpoint::ResponsesCompact, _) => {
+                json_response(&responses::compaction(&request, prompt_tokens))
+            }
             // Moderations, images and speech.
             (other, _) => media::respond(other, model, body),
         })
@@ -175,6 +232,14 @@ impl MockUpstream {
             body,
         }
     }
+}
+
+/// What a mock account keeps of its objects: bounded in count and age.
+fn account_cache<V: Clone + Send + Sync + 'static>() -> moka::sync::Cache<String, V> {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(3600))
+        .build()
 }
 
 fn seed_of(request: &Value) -> u64 {

@@ -169,3 +169,39 @@ fn call_events(answer: &Answer, choice: &Choice, index: usize) -> Vec<Value> {
     }));
     bodies
 }
+
+/// `POST /responses/compact`: the input's messages kept, and one opaque
+/// compaction item standing for what came before.
+pub fn compaction(request: &Value, input_tokens: u64) -> Value {
+    let id = super::answer::random_id();
+    let mut output: Vec<Value> = match request.get("input") {
+        Some(Value::String(text)) => vec![json!({
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": text}]
+        })],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter(|item| item.get("role").is_some_and(|role| role == "user"))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let output_tokens = 16;
+    output.push(json!({
+        "type": "compaction", "id": format!("cmp_{id}"),
+        "encrypted_content": format!("mock-compaction-{id}"),
+    }));
+    let created_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    json!({
+        "id": format!("resp_{id}"), "object": "response.compaction",
+        "output": output, "created_at": created_at,
+        "usage": {
+            "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    })
+}

@@ -5,7 +5,6 @@
 //! the ids, like another provider account.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -13,13 +12,12 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::json_reply;
+use super::objects::MockObjects;
 use crate::upstream::UpstreamResponse;
 use crate::util::text::clip;
 use crate::vocab::StoredCall;
 use crate::vocab::error::error_body;
 
-const CAPACITY: u64 = 10_000;
-const TTL: Duration = Duration::from_secs(3600);
 /// Larger answers are passed on but not remembered.
 const MAX_RECORDED: usize = 1024 * 1024;
 
@@ -37,10 +35,7 @@ pub struct MockResponses {
 impl Default for MockResponses {
     fn default() -> Self {
         Self {
-            stored: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(TTL)
-                .build(),
+            stored: super::account_cache(),
         }
     }
 }
@@ -59,35 +54,41 @@ impl MockResponses {
     }
 
     /// Passes `response` on unchanged, remembering the response object it
-    /// carries (whole, or in a stream's `response.completed` event).
-    pub fn remember(&self, request: &[u8], response: UpstreamResponse) -> UpstreamResponse {
-        let recording = Recording {
-            inner: response.body,
-            seen: Some(BytesMut::new()),
-            input_items: Arc::new(input_items(request)),
-            stored: self.stored.clone(),
-        };
-        let body = futures_util::stream::unfold(Some(recording), |state| async move {
-            let mut state = state?;
-            match state.inner.next().await {
-                Some(Ok(chunk)) => {
-                    state.record(&chunk);
-                    Some((Ok(chunk), Some(state)))
-                }
-                Some(Err(error)) => Some((Err(error), None)),
-                None => {
-                    state.store();
-                    None
-                }
+    /// carries (whole, or in a stream's `response.completed` event), and
+    /// adding its input and output to its conversation, if it has one.
+    pub fn remember(
+        &self,
+        request: &[u8],
+        response: UpstreamResponse,
+        conversation: Option<(MockObjects, String)>,
+    ) -> UpstreamResponse {
+        let input_items = input_items(request);
+        let input = serde_json::from_slice::<Value>(request)
+            .map(|mut request| request["input"].take())
+            .unwrap_or_default();
+        let stored = self.stored.clone();
+        on_end(response, move |answer| {
+            let Some(response) = answer.and_then(final_response) else {
+                return;
+            };
+            if let Some((objects, id)) = conversation {
+                objects.append_to_conversation(&id, &input);
+                objects.append_to_conversation(&id, &response["output"]);
+            }
+            if let Some(id) = response.get("id").and_then(Value::as_str) {
+                let kept = Stored {
+                    input_items: Arc::new(input_items),
+                    response: Arc::new(response.clone()),
+                };
+                stored.insert(id.to_owned(), kept);
             }
         })
-        .boxed();
-        UpstreamResponse { body, ..response }
     }
 
     /// Answers a call on a stored response as OpenAI does.
     pub fn answer(&self, call: &StoredCall) -> UpstreamResponse {
-        let (id, action) = call.path.split_once('/').unwrap_or((&call.path, ""));
+        let below = call.path.strip_prefix("responses/").unwrap_or(&call.path);
+        let (id, action) = below.split_once('/').unwrap_or((below, ""));
         let Some(stored) = self.stored.get(id) else {
             return not_found(&format!("Response with id '{}' not found.", clip(id)), None);
         };
@@ -113,38 +114,46 @@ impl MockResponses {
     }
 }
 
-/// A mock answer on its way to the client, copied aside to be remembered.
-struct Recording {
-    inner: crate::upstream::BodyStream,
-    /// `None` once the answer outgrew `MAX_RECORDED`.
-    seen: Option<BytesMut>,
-    input_items: Arc<Value>,
-    stored: moka::sync::Cache<String, Stored>,
-}
-
-impl Recording {
-    fn record(&mut self, chunk: &[u8]) {
-        if let Some(seen) = &mut self.seen {
-            if seen.len() + chunk.len() > MAX_RECORDED {
-                self.seen = None;
-            } else {
-                seen.extend_from_slice(chunk);
+/// Passes `response` on unchanged and calls `done` with the whole answer
+/// at its end (`None` past `MAX_RECORDED`).
+pub fn on_end(
+    response: UpstreamResponse,
+    done: impl FnOnce(Option<&[u8]>) + Send + 'static,
+) -> UpstreamResponse {
+    struct Recording<F> {
+        inner: crate::upstream::BodyStream,
+        seen: Option<BytesMut>,
+        done: F,
+    }
+    let recording = Recording {
+        inner: response.body,
+        seen: Some(BytesMut::new()),
+        done,
+    };
+    let body = futures_util::stream::unfold(Some(recording), |state| async move {
+        let mut state = state?;
+        match state.inner.next().await {
+            Some(Ok(chunk)) => {
+                let outgrown = state
+                    .seen
+                    .as_ref()
+                    .is_some_and(|seen| seen.len() + chunk.len() > MAX_RECORDED);
+                match &mut state.seen {
+                    Some(_) if outgrown => state.seen = None,
+                    Some(seen) => seen.extend_from_slice(&chunk),
+                    None => {}
+                }
+                Some((Ok(chunk), Some(state)))
+            }
+            Some(Err(error)) => Some((Err(error), None)),
+            None => {
+                (state.done)(state.seen.as_deref());
+                None
             }
         }
-    }
-
-    fn store(self) {
-        let Some(response) = self.seen.as_deref().and_then(final_response) else {
-            return;
-        };
-        if let Some(id) = response.get("id").and_then(Value::as_str) {
-            let stored = Stored {
-                input_items: self.input_items.clone(),
-                response: Arc::new(response.clone()),
-            };
-            self.stored.insert(id.to_owned(), stored);
-        }
-    }
+    })
+    .boxed();
+    UpstreamResponse { body, ..response }
 }
 
 /// The finished response object in a JSON answer or an SSE stream.
@@ -191,6 +200,14 @@ fn input_items(request: &[u8]) -> Value {
         "data": data,
         "has_more": false
     })
+}
+
+/// A 404 for a `conversation` this account does not hold.
+pub fn unknown_conversation(id: &str) -> UpstreamResponse {
+    not_found(
+        &format!("Conversation with id '{}' not found.", clip(id)),
+        Some("conversation"),
+    )
 }
 
 fn not_found(message: &str, param: Option<&str>) -> UpstreamResponse {

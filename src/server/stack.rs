@@ -57,7 +57,7 @@ use crate::stages::{
     Admit, AsyncIntake, Cache, CheckLevel, EnforceBudgets, Entry, Fallback, JobOwner, RateLimit,
     RecordUsage, RequestReader, StageLayer, chain,
 };
-use crate::vocab::Endpoint;
+use crate::vocab::{Endpoint, RESOURCES};
 use tower_http::decompression::RequestDecompressionLayer;
 
 /// Everything one config snapshot's layers and dispatcher share.
@@ -118,13 +118,14 @@ fn api(services: &Services, entry: Entry, intake: Option<Arc<AsyncIntake>>) -> R
         .with_state(services.dispatcher.clone())
 }
 
-/// The Files and Batch API under each OpenAI root, and the polling of
+/// The Files, Uploads and Batch APIs under each OpenAI root, and the polling of
 /// asynchronous jobs: layer 5 only (who
 /// calls); the lines a batch runs go through the whole chain later, by the
 /// internal adapter.
 fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
     use crate::engines::jobs::batch::api as batches;
     use crate::engines::jobs::files::api as files;
+    use crate::engines::jobs::uploads::api as uploads;
     let upload_limit = usize::try_from(jobs.batch.max_file_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(1024 * 1024);
@@ -150,6 +151,21 @@ fn jobs_routes(jobs: Arc<Jobs>, entry: Entry) -> Router {
             .route(
                 &format!("{root}/batches/{{id}}/cancel"),
                 post(batches::cancel),
+            )
+            .route(&format!("{root}/uploads"), post(uploads::create))
+            .route(
+                &format!("{root}/uploads/{{id}}/parts"),
+                // A part is at most 64 MiB, with its form around it.
+                post(uploads::add_part)
+                    .layer(axum::extract::DefaultBodyLimit::max(65 * 1024 * 1024)),
+            )
+            .route(
+                &format!("{root}/uploads/{{id}}/complete"),
+                post(uploads::complete),
+            )
+            .route(
+                &format!("{root}/uploads/{{id}}/cancel"),
+                post(uploads::cancel),
             );
     }
     for root in ["/v1", "/openai/v1"] {
@@ -281,8 +297,8 @@ pub fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) 
 /// The proxied API under OpenAI's paths and Azure OpenAI's: `/v1/...`,
 /// `/openai/v1/...`, `/openai/...` (the model in the body, as Azure clients
 /// send Responses and moderations) and `/openai/deployments/{deployment}/...`
-/// (every endpoint but Responses); calls on stored responses under each
-/// root's `responses/{id}`.
+/// (every endpoint but the Responses API's); calls on stored objects and
+/// their collections (`vocab::resource`) under each root.
 fn api_routes() -> Router<Arc<Dispatcher>> {
     let mut router = Router::new();
     for endpoint in Endpoint::ALL {
@@ -290,7 +306,7 @@ fn api_routes() -> Router<Arc<Dispatcher>> {
         for root in ["/v1", "/openai/v1", "/openai"] {
             router = router.route(&format!("{root}/{path}"), proxy());
         }
-        if endpoint != Endpoint::Responses {
+        if !endpoint.is_responses() {
             router = router.route(
                 &format!("/openai/deployments/{{deployment}}/{path}"),
                 proxy(),
@@ -298,13 +314,7 @@ fn api_routes() -> Router<Arc<Dispatcher>> {
         }
     }
     for root in ["/v1", "/openai/v1", "/openai"] {
-        router = router
-            .route(
-                &format!("{root}/responses/{{id}}"),
-                get(relay).delete(relay),
-            )
-            .route(&format!("{root}/responses/{{id}}/input_items"), get(relay))
-            .route(&format!("{root}/responses/{{id}}/cancel"), post(relay));
+        router = stored_routes(router, root);
     }
     for root in ["/v1", "/openai/v1"] {
         router = router
@@ -313,6 +323,35 @@ fn api_routes() -> Router<Arc<Dispatcher>> {
                 &format!("{root}/models/{{model}}"),
                 get(dispatch::get_model),
             );
+    }
+    router
+}
+
+/// Each kind of stored object under `root`: its collection (a create, a
+/// list, or both, where a model call does not already own the path) and
+/// every path below an id. The request reader tells the kinds apart.
+fn stored_routes(mut router: Router<Arc<Dispatcher>>, root: &str) -> Router<Arc<Dispatcher>> {
+    for resource in RESOURCES {
+        let collection = format!("{root}/{}", resource.collection);
+        let (creates, lists) = (
+            resource.serves_collection(&http::Method::POST),
+            resource.serves_collection(&http::Method::GET),
+        );
+        let on_collection = match (creates, lists) {
+            (true, true) => Some(get(relay).post(relay)),
+            (true, false) => Some(post(relay)),
+            // The collection's POST is the model call registered above
+            // (stored chat completions): axum merges the methods.
+            (false, true) => Some(get(relay)),
+            (false, false) => None,
+        };
+        if let Some(methods) = on_collection {
+            router = router.route(&collection, methods);
+        }
+        let on_object = || get(relay).post(relay).delete(relay);
+        router = router
+            .route(&format!("{collection}/{{id}}"), on_object())
+            .route(&format!("{collection}/{{id}}/{{*rest}}"), on_object());
     }
     router
 }

@@ -37,7 +37,7 @@ impl Stage for AsyncIntake {
         if request.method() != http::Method::POST || !wants_async(request.headers()) {
             return next.run(request).await;
         }
-        let path_model = match classify(request.uri().path()) {
+        let path_model = match classify(request.method(), request.uri().path()) {
             Some(ApiCall::Proxy { path_model, .. }) => path_model.map(str::to_owned),
             _ => return next.run(request).await,
         };

@@ -35,7 +35,7 @@ impl Target {
         match self {
             Self::OpenAi { base } => format!("{base}/{path}"),
             Self::AzureV1 { base } => format!("{base}/openai/v1/{path}"),
-            Self::AzureClassic { base, api_version } if endpoint == Endpoint::Responses => {
+            Self::AzureClassic { base, api_version } if endpoint.is_responses() => {
                 format!("{base}/openai/{path}?api-version={api_version}")
             }
             Self::AzureClassic { base, api_version } => {
@@ -47,15 +47,16 @@ impl Target {
         }
     }
 
-    /// Where a call on a stored response goes: the Responses URL with the
-    /// stored call's path appended, and the client's query after Azure's.
+    /// Where a call on a stored object goes: its path below the API root
+    /// (Azure's `openai/` prefix and `api-version` added), and the
+    /// client's query after Azure's.
     pub fn stored_url(&self, call: &StoredCall) -> String {
         let path = &call.path;
         let (mut url, joiner) = match self {
-            Self::OpenAi { base } => (format!("{base}/responses/{path}"), '?'),
-            Self::AzureV1 { base } => (format!("{base}/openai/v1/responses/{path}"), '?'),
+            Self::OpenAi { base } => (format!("{base}/{path}"), '?'),
+            Self::AzureV1 { base } => (format!("{base}/openai/v1/{path}"), '?'),
             Self::AzureClassic { base, api_version } => (
-                format!("{base}/openai/responses/{path}?api-version={api_version}"),
+                format!("{base}/openai/{path}?api-version={api_version}"),
                 '&',
             ),
             Self::Mock => return String::new(),
@@ -98,7 +99,7 @@ impl Target {
     pub fn model_in_body(&self, endpoint: Endpoint) -> bool {
         match self {
             Self::OpenAi { .. } | Self::AzureV1 { .. } => true,
-            Self::AzureClassic { .. } => endpoint == Endpoint::Responses,
+            Self::AzureClassic { .. } => endpoint.is_responses(),
             Self::Mock => false,
         }
     }

@@ -1,4 +1,4 @@
-//! Which OpenAI endpoint a call is for, and a call on a stored response:
+//! Which OpenAI endpoint a call is for, and a call on a stored object:
 //! named by the request reader, read by routing, tokens, limits, the cache
 //! and the upstream client.
 
@@ -14,15 +14,23 @@ pub enum Endpoint {
     AudioSpeech,
     AudioTranscriptions,
     AudioTranslations,
-    /// A call on a response stored upstream (`GET`/`DELETE /responses/{id}`,
-    /// `input_items`, `cancel`): no model in the body, routed by the id.
-    StoredResponse,
+    /// `POST /responses/input_tokens`: the input's token count.
+    ResponsesInputTokens,
+    /// `POST /responses/compact`: a conversation compacted.
+    ResponsesCompact,
+    ImageEdits,
+    ImageVariations,
+    /// A call on an object stored upstream (`GET /responses/{id}`,
+    /// `POST /conversations`, `GET /vector_stores`...): routed by the id, or
+    /// for a create or a list by the caller's home model (see
+    /// `vocab::resource`).
+    Stored,
 }
 
 impl Endpoint {
     /// The endpoints a model is named for, in declaration order (their
     /// upstream URLs are parsed once per model at start-up).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 13] = [
         Self::ChatCompletions,
         Self::Completions,
         Self::Embeddings,
@@ -32,6 +40,10 @@ impl Endpoint {
         Self::AudioSpeech,
         Self::AudioTranscriptions,
         Self::AudioTranslations,
+        Self::ResponsesInputTokens,
+        Self::ResponsesCompact,
+        Self::ImageEdits,
+        Self::ImageVariations,
     ];
 
     /// The endpoint for a path below the API root (`chat/completions`).
@@ -47,18 +59,49 @@ impl Endpoint {
             Self::ChatCompletions => "chat/completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
-            Self::Responses | Self::StoredResponse => "responses",
+            Self::Responses | Self::Stored => "responses",
             Self::Moderations => "moderations",
             Self::ImageGenerations => "images/generations",
             Self::AudioSpeech => "audio/speech",
             Self::AudioTranscriptions => "audio/transcriptions",
             Self::AudioTranslations => "audio/translations",
+            Self::ResponsesInputTokens => "responses/input_tokens",
+            Self::ResponsesCompact => "responses/compact",
+            Self::ImageEdits => "images/edits",
+            Self::ImageVariations => "images/variations",
         }
+    }
+
+    /// Under the Responses API, which Azure serves per resource (the model
+    /// in the body) rather than per deployment path.
+    pub fn is_responses(self) -> bool {
+        matches!(
+            self,
+            Self::Responses | Self::ResponsesInputTokens | Self::ResponsesCompact
+        )
+    }
+
+    /// Whether the answer may name a stored response to continue
+    /// (`previous_response_id`, `conversation`).
+    pub fn continues_stored(self) -> bool {
+        self.is_responses()
+    }
+
+    /// Whether the call produces no tokens of its own: a count, or a call
+    /// on a stored object.
+    pub fn makes_no_tokens(self) -> bool {
+        matches!(self, Self::ResponsesInputTokens | Self::Stored)
     }
 
     /// Whether the body is `multipart/form-data` (an uploaded file) rather than JSON.
     pub fn takes_multipart(self) -> bool {
-        matches!(self, Self::AudioTranscriptions | Self::AudioTranslations)
+        matches!(
+            self,
+            Self::AudioTranscriptions
+                | Self::AudioTranslations
+                | Self::ImageEdits
+                | Self::ImageVariations
+        )
     }
 
     /// Whether the answer may carry no `usage` for work that costs no tokens
@@ -69,6 +112,8 @@ impl Endpoint {
             self,
             Self::Moderations
                 | Self::ImageGenerations
+                | Self::ImageEdits
+                | Self::ImageVariations
                 | Self::AudioSpeech
                 | Self::AudioTranscriptions
                 | Self::AudioTranslations
@@ -76,10 +121,12 @@ impl Endpoint {
     }
 }
 
-/// A call on a stored response: its method, the path below `responses/`
-/// (`{id}`, `{id}/input_items`, `{id}/cancel`) and the client's query.
+/// A call on a stored object: its kind, its method, the path below the API
+/// root (`responses/{id}/input_items`, `conversations/{id}/items`, or the
+/// collection itself for a create or a list) and the client's query.
 #[derive(Clone, Debug)]
 pub struct StoredCall {
+    pub resource: &'static super::Resource,
     pub method: http::Method,
     pub path: std::sync::Arc<str>,
     /// Without `api-version`, which only the gateway's own Azure paths take.

@@ -27,6 +27,14 @@ pub enum GatewayError {
     ModelNotFound(Echo),
     #[error("{}esponse with id '{id}' not found.", if *previous { "Previous r" } else { "R" })]
     ResponseNotFound { id: Echo, previous: bool },
+    /// A stored object of another kind (a conversation, a vector store...)
+    /// this gateway did not record for the caller.
+    #[error("{noun} with id '{id}' not found.")]
+    ObjectNotFound {
+        noun: &'static str,
+        id: Echo,
+        param: Option<&'static str>,
+    },
     #[error(
         "The gateway cannot tell which deployment holds this response right now (its shared store is unreachable). Please try again shortly."
     )]
@@ -118,9 +126,10 @@ impl GatewayError {
             Self::BudgetExhausted { .. } | Self::AuthThrottled { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::ModelNotFound(_) | Self::UnknownRoute { .. } | Self::ResponseNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ModelNotFound(_)
+            | Self::UnknownRoute { .. }
+            | Self::ResponseNotFound { .. }
+            | Self::ObjectNotFound { .. } => StatusCode::NOT_FOUND,
             Self::InvalidRequest { .. }
             | Self::InvalidType { .. }
             | Self::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
@@ -173,6 +182,7 @@ impl GatewayError {
             Self::ResponseNotFound {
                 previous: false, ..
             } => None,
+            Self::ObjectNotFound { .. } => None,
             Self::ResponseStoreUnavailable => Some("response_store_unavailable"),
             Self::ContextLengthExceeded { .. } => Some("context_length_exceeded"),
             Self::UnsupportedMediaType { .. } => Some("unsupported_media_type"),
@@ -198,6 +208,7 @@ impl GatewayError {
             Self::InvalidType { field, .. } => *field,
             Self::ContextLengthExceeded { .. } => Some("messages"),
             Self::ResponseNotFound { previous: true, .. } => Some("previous_response_id"),
+            Self::ObjectNotFound { param, .. } => *param,
             Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model"),
             _ => None,
         }

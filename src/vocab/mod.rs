@@ -3,7 +3,8 @@
 //! `Priority` and prices); everything in the crate may import it.
 //!
 //! - `identity`: who is calling.
-//! - `endpoint`: which OpenAI endpoint, and calls on stored responses.
+//! - `endpoint`: which OpenAI endpoint, and calls on stored objects.
+//! - `resource`: the kinds of stored object, and how each is made.
 //! - `degraded`: the degradation ladder's levels and a degraded call's mark.
 //! - `usage`: token usage and the hooks that learn it when a call ends.
 //! - `answer`: what an answer carries back out to the outer layers.
@@ -14,10 +15,12 @@ mod degraded;
 mod endpoint;
 pub mod error;
 mod identity;
+mod resource;
 mod usage;
 
 pub use answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 pub use degraded::{DEGRADED, Degraded, Level};
 pub use endpoint::{Endpoint, StoredCall};
 pub use identity::Identity;
+pub use resource::{CHAT_COMPLETIONS, CONVERSATIONS, Creation, RESOURCES, RESPONSES, Resource};
 pub use usage::{Discount, Finished, Outcome, Served, Usage, UsageHooks, UsageObserver};

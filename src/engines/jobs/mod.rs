@@ -22,6 +22,7 @@ pub mod batch;
 mod error;
 pub mod files;
 mod schema;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

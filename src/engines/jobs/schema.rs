@@ -11,6 +11,9 @@
 //!   (batch, line number): a line is recorded once whoever runs it, so a
 //!   batch resumed after a crash or taken over skips what is recorded and
 //!   its output holds each `custom_id` exactly once.
+//! - `sluice_uploads` and `sluice_upload_parts`: a chunked upload and its
+//!   parts (their bytes in `files_dir` under temporary names) until
+//!   `complete` joins them into a file.
 //! - `sluice_async_jobs`: one row per `Prefer: respond-async` call: the
 //!   request as it will be replayed (never its credentials), where it
 //!   stands, its runner's lease, the stored answer (`response_base64` = 1
@@ -54,6 +57,15 @@ CREATE TABLE IF NOT EXISTS sluice_async_jobs (
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_open ON sluice_async_jobs (lease_until, created_at);
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_expiry ON sluice_async_jobs (expires_at);
 CREATE INDEX IF NOT EXISTS sluice_async_jobs_owner ON sluice_async_jobs (owner, status);
+CREATE TABLE IF NOT EXISTS sluice_uploads (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, org TEXT, filename TEXT NOT NULL,
+    purpose TEXT NOT NULL, mime_type TEXT NOT NULL, bytes BIGINT NOT NULL,
+    status TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+    file_id TEXT, file_expires_at BIGINT);
+CREATE TABLE IF NOT EXISTS sluice_upload_parts (
+    id TEXT PRIMARY KEY, upload_id TEXT NOT NULL, bytes BIGINT NOT NULL,
+    created_at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS sluice_upload_parts_upload ON sluice_upload_parts (upload_id);
 ";
 
 /// Columns added after a table was first released, as `(table, column and

@@ -237,19 +237,29 @@ mod tests {
         }
     }
 
+    /// A ledger on the flaky test store.
+    fn flaky_ledger(
+        flaky: &Arc<Flaky>,
+        config: &UsageConfig,
+        metrics: &Metrics,
+        tasks: &Tasks,
+    ) -> Arc<Ledger> {
+        Ledger::with_store(
+            Arc::new(Store::Flaky(flaky.clone())),
+            config,
+            metrics.clone(),
+            tasks,
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn an_outage_loses_nothing_within_the_buffer_and_counts_overflow() {
         let flaky = Arc::new(Flaky::default());
         flaky.down.store(true, Ordering::SeqCst);
         let metrics = Metrics::new().unwrap();
         let (roomy, small_config) = (config(100), config(20));
-        let ledger = Ledger::with_store(
-            Arc::new(Store::Flaky(flaky.clone())),
-            &roomy,
-            metrics.clone(),
-            &Tasks::new(),
-        )
-        .unwrap();
+        let ledger = flaky_ledger(&flaky, &roomy, &metrics, &Tasks::new());
         for n in 0..60 {
             ledger.record(record(n));
         }
@@ -280,13 +290,7 @@ mod tests {
 
         // Past the buffer while down, the newest are refused, and counted.
         flaky.down.store(true, Ordering::SeqCst);
-        let small = Ledger::with_store(
-            Arc::new(Store::Flaky(flaky.clone())),
-            &small_config,
-            metrics.clone(),
-            &Tasks::new(),
-        )
-        .unwrap();
+        let small = flaky_ledger(&flaky, &small_config, &metrics, &Tasks::new());
         for n in 100..150 {
             small.record(record(n));
             tokio::task::yield_now().await;
@@ -314,13 +318,7 @@ mod tests {
         flaky.down.store(true, Ordering::SeqCst);
         let metrics = Metrics::new().unwrap();
         let config = config(100);
-        let ledger = Ledger::with_store(
-            Arc::new(Store::Flaky(flaky.clone())),
-            &config,
-            metrics.clone(),
-            &Tasks::new(),
-        )
-        .unwrap();
+        let ledger = flaky_ledger(&flaky, &config, &metrics, &Tasks::new());
         let now = crate::engines::metering::unix_ms();
         ledger.record(record(now - 5_000));
         ledger.record(record(now - 1_000));
@@ -340,13 +338,7 @@ mod tests {
         let flaky = Arc::new(Flaky::default());
         let config = config(100);
         let tasks = Tasks::new();
-        let ledger = Ledger::with_store(
-            Arc::new(Store::Flaky(flaky.clone())),
-            &config,
-            Metrics::new().unwrap(),
-            &tasks,
-        )
-        .unwrap();
+        let ledger = flaky_ledger(&flaky, &config, &Metrics::new().unwrap(), &tasks);
         // A record still being counted when shutdown begins.
         let promise = ledger.promise();
         let later = ledger.clone();

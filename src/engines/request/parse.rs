@@ -30,6 +30,13 @@ struct RawHead<'a> {
     /// A new response continuing a stored one (Responses API).
     #[serde(borrow, default)]
     previous_response_id: Option<&'a RawValue>,
+    /// The conversation a new response belongs to (Responses API): an id,
+    /// or an object with one.
+    #[serde(borrow, default)]
+    conversation: Option<&'a RawValue>,
+    /// A chat completion kept upstream (`store: true`).
+    #[serde(borrow, default)]
+    store: Option<&'a RawValue>,
     /// A malformed value is the upstream's to reject, not a reason to fail
     /// here. An explicit `null` is kept, so the usage splice replaces it
     /// instead of adding a second member.
@@ -56,6 +63,10 @@ pub struct RequestHead<'a> {
     /// The body itself names `model` (an Azure path may name another).
     pub model_in_body: bool,
     pub previous_response_id: Option<Cow<'a, str>>,
+    /// The conversation's id (`conversation` as a string or `{"id": ...}`).
+    pub conversation: Option<Cow<'a, str>>,
+    /// `store: true`: the answer is kept upstream and its id is pinned.
+    pub store: bool,
     pub stream: bool,
     /// `stream_options.include_usage` is true.
     pub include_usage: bool,
@@ -119,6 +130,8 @@ pub fn multipart_head<'a>(
         model_span: None,
         model_in_body: field == Some(model),
         previous_response_id: None,
+        conversation: None,
+        store: false,
         stream: text_field(body, boundary, "stream") == Some("true"),
         include_usage: false,
         stream_options: None,
@@ -239,6 +252,8 @@ pub fn parse_head<'a>(
         model_in_body,
         model_span: head.model.map(|raw| span_in(body, raw.get())),
         previous_response_id: string_field(head.previous_response_id, "previous_response_id")?,
+        conversation: conversation_id(head.conversation)?,
+        store: bool_field(head.store, "store")?,
         stream: bool_field(head.stream, "stream")? || sse_format,
         include_usage: head.stream_options.is_some_and(asks_for_usage),
         stream_options: head.stream_options.map(|raw| span_in(body, raw.get())),
@@ -279,6 +294,24 @@ fn string_field<'a>(
     serde_json::from_str::<ModelName<'a>>(raw.get())
         .map(|ModelName(value)| Some(value))
         .map_err(|_| mistyped(field, "a string", raw))
+}
+
+/// `conversation`: an id, or an object with one; `null` is none.
+fn conversation_id(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, GatewayError> {
+    #[derive(Deserialize)]
+    struct Conversation<'a> {
+        #[serde(borrow)]
+        id: ModelName<'a>,
+    }
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+        return Ok(None);
+    };
+    if let Ok(ModelName(id)) = serde_json::from_str::<ModelName<'_>>(raw.get()) {
+        return Ok(Some(id));
+    }
+    serde_json::from_str::<Conversation<'_>>(raw.get())
+        .map(|conversation| Some(conversation.id.0))
+        .map_err(|_| mistyped("conversation", "a string or an object with an id", raw))
 }
 
 /// A boolean field's value; absent and `null` are `false`.

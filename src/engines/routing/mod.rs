@@ -116,6 +116,9 @@ pub struct ModelRouter {
     pinned: HashMap<String, Vec<Arc<ModelRoute>>>,
     /// Sorted names, for `/v1/models`.
     names: Vec<Arc<str>>,
+    /// The served models in config order (deployments, then each one's
+    /// list), for a default that follows the operator's order.
+    in_config_order: Vec<Arc<str>>,
     backends: Vec<Arc<Backend>>,
 }
 
@@ -188,10 +191,17 @@ impl ModelRouter {
             .chain(virtual_names.map(Arc::from))
             .collect();
         names.sort();
+        let mut in_config_order: Vec<Arc<str>> = Vec::new();
+        for model in config.deployments.iter().flat_map(|d| &d.models) {
+            if !in_config_order.iter().any(|known| **known == **model) {
+                in_config_order.push(Arc::from(model.as_str()));
+            }
+        }
         Self {
             routes,
             pinned,
             names,
+            in_config_order,
             backends,
         }
     }
@@ -208,6 +218,14 @@ impl ModelRouter {
                 .backends()
                 .any(|backend| &*backend.deployment.name == deployment)
         })
+    }
+
+    /// The first served model, in config order, that `accept` takes.
+    pub fn first_route(&self, accept: impl Fn(&str) -> bool) -> Option<&Arc<ModelRoute>> {
+        self.in_config_order
+            .iter()
+            .filter(|model| accept(model))
+            .find_map(|model| self.routes.get(&**model))
     }
 
     pub fn model_names(&self) -> &[Arc<str>] {

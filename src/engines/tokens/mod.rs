@@ -98,8 +98,8 @@ impl Estimator {
     /// (`BodyView::prompt_tokens`) this is a request's TPM estimate.
     pub fn output(&self, endpoint: Endpoint, request: Option<&Map<String, Value>>) -> u64 {
         match endpoint {
-            // Reading or deleting a stored response makes nothing new.
-            Endpoint::StoredResponse => return 0,
+            // A count, or a call on a stored object, makes nothing new.
+            _ if endpoint.makes_no_tokens() => return 0,
             // An upload's tokens are not known before it is transcribed.
             _ if endpoint.takes_multipart() => return self.default_max_tokens,
             _ => {}
@@ -139,11 +139,29 @@ pub fn prompt_tokens(endpoint: Endpoint, request: &Map<String, Value>, encoding:
             counter.inputs(request.get("input"))
         }
         Endpoint::ImageGenerations => counter.inputs(request.get("prompt")),
-        Endpoint::Responses => {
+        Endpoint::Responses | Endpoint::ResponsesCompact => {
             counter.any_text(request.get("input")) + counter.any_text(request.get("instructions"))
         }
-        Endpoint::AudioTranscriptions | Endpoint::AudioTranslations | Endpoint::StoredResponse => 0,
+        // Counted for nothing: the count is free upstream.
+        Endpoint::ResponsesInputTokens => 0,
+        Endpoint::AudioTranscriptions
+        | Endpoint::AudioTranslations
+        | Endpoint::ImageEdits
+        | Endpoint::ImageVariations
+        | Endpoint::Stored => 0,
     }
+}
+
+/// A Responses request's input tokens as `POST /responses/input_tokens`
+/// counts them: `input`, `instructions` and the tools' definitions. Sluice
+/// answers with this count when a deployment cannot count.
+pub fn responses_input_tokens(request: &Map<String, Value>, encoding: Encoding) -> u64 {
+    let counter = Counter {
+        bpe: encoding.bpe(),
+    };
+    counter.any_text(request.get("input"))
+        + counter.any_text(request.get("instructions"))
+        + request.get("tools").map_or(0, |tools| counter.json(tools))
 }
 
 /// The field that bounds output tokens for an endpoint, newest name first.

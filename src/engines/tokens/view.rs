@@ -107,7 +107,7 @@ impl BodyView {
     /// blocking pool, and small bodies.
     pub fn prompt_tokens_now(&self, encoding: Encoding) -> u64 {
         *self.counts[slot(encoding)].get_or_init(|| {
-            if self.endpoint.takes_multipart() || self.endpoint == Endpoint::StoredResponse {
+            if self.endpoint.takes_multipart() || self.endpoint == Endpoint::Stored {
                 return 0;
             }
             match self.json() {

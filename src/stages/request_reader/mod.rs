@@ -19,14 +19,13 @@ use crate::config::{Config, Strategy};
 use crate::engines::policy::Policies;
 use crate::engines::queue::Scheduler;
 use crate::engines::request::{parse, paths};
-use crate::engines::routing::{ModelRouter, ResponsePins};
+use crate::engines::routing::{ModelRoute, ModelRouter, ResponsePins};
 use crate::engines::tokens::BodyView;
 use crate::infra::metrics::Metrics;
 use crate::stages::{Next, Stage};
 use crate::upstream::multipart;
-use crate::vocab::Endpoint;
-use crate::vocab::Identity;
 use crate::vocab::error::GatewayError;
+use crate::vocab::{CONVERSATIONS, Endpoint, Identity, RESPONSES, Resource};
 
 /// `x-sluice-priority`, capped by the key's `max_priority`; else the key's
 /// `priority`; else `standard`.
@@ -56,8 +55,10 @@ pub struct RequestReader {
     body_read_timeout: Duration,
     /// `[metrics] per_key`: count requests by key name.
     per_key: bool,
-    /// Which deployment holds each stored response.
+    /// Which deployment holds each stored object.
     pins: Arc<ResponsePins>,
+    /// `[responses] home_model`.
+    home_model: Option<Arc<str>>,
 }
 
 /// What the policies did to a request, for its response.
@@ -85,6 +86,7 @@ impl RequestReader {
             body_read_timeout: config.server.body_read_timeout,
             per_key: config.metrics.per_key,
             pins,
+            home_model: config.responses.home_model.as_deref().map(Arc::from),
         }
     }
 
@@ -119,7 +121,18 @@ impl RequestReader {
                 endpoint,
                 path_model,
             } => self.read_proxied(endpoint, path_model, request).await,
-            paths::ApiCall::Stored { id, rest } => stored::read(self, id, rest, request).await,
+            paths::ApiCall::Stored {
+                resource,
+                id,
+                api_path,
+            } => {
+                let named = stored::Named {
+                    resource,
+                    id,
+                    api_path,
+                };
+                stored::read(self, named, request).await
+            }
         }
     }
 
@@ -137,10 +150,7 @@ impl RequestReader {
             parse::check_content_type(&parts.headers)?;
             None
         };
-        let body = parse::read_body(&parts.headers, body, self.max_body_bytes);
-        let body = tokio::time::timeout(self.body_read_timeout, body)
-            .await
-            .map_err(|_| GatewayError::BodyTimeout(self.body_read_timeout))??;
+        let body = self.read_body(&parts.headers, body).await?;
         let head = match &boundary {
             Some(boundary) => parse::multipart_head(&body, boundary, path_model)?,
             None => parse::parse_head(&body, path_model)?,
@@ -179,8 +189,10 @@ impl RequestReader {
                 &view,
             )
             .await?;
-        let route = match &head.previous_response_id {
-            Some(id) => stored::continued(self, id, &resolved.model, &identity).await?,
+        let route = match continues(endpoint, &head)? {
+            Some((resource, id)) => {
+                stored::continued(self, resource, id, &resolved.model, &identity).await?
+            }
             None => self
                 .router
                 .route(&resolved.model)
@@ -195,6 +207,7 @@ impl RequestReader {
         let api = ApiRequest {
             endpoint,
             stream: head.stream,
+            store: head.store,
             requested: Arc::from(head.model.as_ref()),
             route,
             affinity,
@@ -220,6 +233,45 @@ impl RequestReader {
             Request::from_parts(parts, axum::body::Body::empty()),
             outcome,
         ))
+    }
+
+    /// The body, bounded by `max_body_bytes` and `body_read_timeout`.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<Bytes, GatewayError> {
+        let body = parse::read_body(headers, body, self.max_body_bytes);
+        tokio::time::timeout(self.body_read_timeout, body)
+            .await
+            .map_err(|_| GatewayError::BodyTimeout(self.body_read_timeout))?
+    }
+
+    /// Where objects that name no model are made and listed: `[responses]
+    /// home_model`, else the first model of the config the key may use.
+    fn home_route(&self, identity: &Identity) -> Result<Arc<ModelRoute>, GatewayError> {
+        if let Some(model) = &self.home_model {
+            if !identity.may_use(model) {
+                return Err(GatewayError::ModelNotAllowed {
+                    model: model.as_ref().into(),
+                    key: identity.name.to_string(),
+                });
+            }
+            return self
+                .router
+                .route(model)
+                .cloned()
+                .ok_or_else(|| GatewayError::ModelNotFound(model.as_ref().into()));
+        }
+        self.router
+            .first_route(|model| identity.may_use(model))
+            .cloned()
+            .ok_or_else(|| {
+                GatewayError::invalid(
+                    "This key may use no model the gateway serves, so it has nowhere to keep stored objects.",
+                    None,
+                )
+            })
     }
 
     /// The model (and body) the policies resolve the call to. An upload's
@@ -289,6 +341,26 @@ impl RequestReader {
     }
 }
 
+/// The stored object a new call continues, if it names one: a response's
+/// `previous_response_id` or its `conversation` (never both, as OpenAI says).
+fn continues<'h>(
+    endpoint: Endpoint,
+    head: &'h parse::RequestHead<'_>,
+) -> Result<Option<(&'static Resource, &'h str)>, GatewayError> {
+    if !endpoint.continues_stored() {
+        return Ok(None);
+    }
+    match (&head.previous_response_id, &head.conversation) {
+        (Some(_), Some(_)) => Err(GatewayError::invalid(
+            "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.",
+            None,
+        )),
+        (Some(id), None) => Ok(Some((&RESPONSES, id))),
+        (None, Some(id)) => Ok(Some((&CONVERSATIONS, id))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// An upload naming the model its Azure path names (a form field spliced in).
 fn read_upload(body: &Bytes, boundary: &str, head: &parse::RequestHead<'_>) -> Bytes {
     if head.model_in_body {
@@ -335,7 +407,7 @@ impl Stage for RequestReader {
     async fn call(&self, request: Request, next: impl Next) -> Response {
         // A cheap clone (shared bytes), so the path outlives the request's move.
         let uri = request.uri().clone();
-        let Some(call) = paths::classify(uri.path()) else {
+        let Some(call) = paths::classify(request.method(), uri.path()) else {
             return next.run(request).await;
         };
         let started = std::time::Instant::now();

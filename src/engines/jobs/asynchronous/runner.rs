@@ -265,7 +265,7 @@ fn is_maintenance(answer: &Answer) -> bool {
 /// The model the stored call asks for (in its body, or an Azure-style path).
 fn model_of(job: &Job) -> Option<String> {
     let path = job.path.split('?').next().unwrap_or_default();
-    let path_model = match crate::engines::request::paths::classify(path)? {
+    let path_model = match crate::engines::request::paths::classify(&http::Method::POST, path)? {
         crate::engines::request::paths::ApiCall::Proxy { path_model, .. } => path_model,
         _ => None,
     };

@@ -216,7 +216,7 @@ async fn abandon(stored: Option<(Upload, String)>) {
     }
 }
 
-fn check_purpose(purpose: Option<&str>) -> Result<&str, JobsError> {
+pub(in crate::engines::jobs) fn check_purpose(purpose: Option<&str>) -> Result<&str, JobsError> {
     match purpose {
         Some(purpose) if PURPOSES.contains(&purpose) => Ok(purpose),
         Some(_) => Err(JobsError::invalid(
@@ -230,7 +230,7 @@ fn check_purpose(purpose: Option<&str>) -> Result<&str, JobsError> {
     }
 }
 
-async fn next_field<'a>(
+pub(in crate::engines::jobs) async fn next_field<'a>(
     form: &'a mut Multipart,
 ) -> Result<Option<axum::extract::multipart::Field<'a>>, JobsError> {
     match tokio::time::timeout(UPLOAD_STALL, form.next_field()).await {
@@ -276,7 +276,9 @@ async fn read_text(mut field: axum::extract::multipart::Field<'_>) -> Result<Str
     String::from_utf8(text).map_err(|_| JobsError::invalid("A form field is not UTF-8.", None))
 }
 
-fn multipart_error(error: &axum::extract::multipart::MultipartError) -> JobsError {
+pub(in crate::engines::jobs) fn multipart_error(
+    error: &axum::extract::multipart::MultipartError,
+) -> JobsError {
     let text = error.body_text();
     if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return JobsError::invalid(format!("The upload is too large: {text}"), None);
