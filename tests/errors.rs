@@ -208,7 +208,7 @@ async fn route_and_method_errors() {
 
     let response = gateway
         .client
-        .get(gateway.url("/v1/chat/completions"))
+        .get(gateway.url("/v1/embeddings"))
         .bearer_auth(KEY)
         .send()
         .await

@@ -506,8 +506,11 @@ async fn the_image_serves_a_mounted_config_and_keeps_its_data_across_kill_9() {
             .all(|request| request.headers["authorization"] == "Bearer sk-provider-secret")
     );
 
-    // Killed before the ledger's writer ran: the journal in the volume
-    // carries the records to the next start.
+    // Killed before the ledger's writer ran (its first flush is a second
+    // away): the journal in the volume carries the records to the next
+    // start. The journal takes a record within `journal_interval` of its
+    // answer once its thread gets a core; 100 ms covers a loaded machine.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     container.signal("-KILL");
     container.wait(Duration::from_secs(5));
     let container = image.start(&volume, &run);

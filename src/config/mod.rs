@@ -23,6 +23,7 @@ mod metering;
 mod metrics;
 mod models;
 mod queue;
+mod realtime;
 mod redis;
 mod responses;
 mod retry;
@@ -58,6 +59,7 @@ pub use metering::{AlertsConfig, Budget, Price};
 pub use metrics::MetricsConfig;
 pub use models::{ModelSettings, RateLimit, Strategy};
 pub use queue::{Priority, QueueConfig};
+pub use realtime::RealtimeConfig;
 pub use redis::{OnRedisError, RedisConfig};
 pub use responses::ResponsesConfig;
 pub use retry::RetryConfig;
@@ -128,6 +130,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub responses: ResponsesConfig,
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]

@@ -4,6 +4,7 @@
 mod attempt;
 mod attempts;
 mod choose;
+mod counts;
 mod gate;
 pub(crate) mod hide_usage;
 mod models;
@@ -11,6 +12,7 @@ mod outcome;
 mod passthrough;
 mod pins;
 mod progress;
+pub mod realtime;
 mod relay;
 mod respond;
 mod stored;
@@ -54,6 +56,10 @@ pub struct DispatcherParts {
     pub metrics: Metrics,
     pub pricing: Arc<Pricing>,
     pub pins: Arc<ResponsePins>,
+    /// Each key's open Realtime sessions (live state, kept across snapshots).
+    pub sessions: Arc<realtime::Sessions>,
+    /// Owns the Realtime sessions' tasks.
+    pub tasks: crate::util::tasks::Tasks,
 }
 
 /// Shared by every request; immutable after start-up.
@@ -70,6 +76,9 @@ pub struct Dispatcher {
     pricing: Arc<Pricing>,
     /// Which deployment created each stored response, recorded here.
     pins: Arc<ResponsePins>,
+    realtime: realtime::Realtime,
+    /// Each model's tokenizer, for the counts Sluice makes itself.
+    encodings: crate::engines::tokens::Encodings,
 }
 
 impl Dispatcher {
@@ -84,6 +93,13 @@ impl Dispatcher {
             request_timeout: config.server.request_timeout,
             max_response_bytes: config.server.max_response_bytes,
             keepalive: config.server.stream_keepalive,
+            encodings: crate::engines::tokens::Encodings::from_config(&config.models),
+            realtime: realtime::Realtime {
+                config: config.realtime.clone(),
+                sessions: parts.sessions,
+                tasks: parts.tasks,
+                cut: parts.cut.clone(),
+            },
             cut: parts.cut,
         }
     }
@@ -113,6 +129,16 @@ impl Dispatcher {
             .ok_or(GatewayError::Internal)?;
         let api = api.ok_or(GatewayError::Internal)?;
         let caller = identity.id.clone();
+        if api.endpoint == Endpoint::Realtime {
+            let session = realtime::SessionCall {
+                parts,
+                api,
+                caller,
+                hooks,
+                pricing: self.pricing.clone(),
+            };
+            return self.realtime.open(session).await;
+        }
         let keeping = stored::Keeping::of(&api, &caller);
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
@@ -283,6 +309,8 @@ impl Dispatcher {
     ) -> Response {
         let requested = names.routed.clone();
         let endpoint = call.request.endpoint;
+        let counted =
+            (endpoint == Endpoint::ResponsesInputTokens).then(|| call.request.body.clone());
         match attempts::run(call, first).await {
             Ok(success) => {
                 self.observer().observe(&success, &requested, &hooks);
@@ -308,6 +336,21 @@ impl Dispatcher {
             Err(failure) => {
                 self.observer().count_retries(&requested, failure.attempts);
                 finish_failed(&hooks, &failure);
+                if let (
+                    Some(request),
+                    FailureKind::Upstream {
+                        backend, status, ..
+                    },
+                ) = (counted, &failure.error)
+                    && counts::cannot_count(*status)
+                {
+                    let encoding = self.encodings.of(&names.routed);
+                    return counts::local_count(
+                        &request,
+                        encoding,
+                        &backend.deployment.name_header,
+                    );
+                }
                 failure_response(failure)
             }
         }

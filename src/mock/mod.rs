@@ -11,6 +11,7 @@ mod embeddings;
 mod invalid;
 mod media;
 mod objects;
+mod realtime;
 mod request;
 mod responses;
 mod schema;
@@ -92,6 +93,14 @@ impl LocalProvider for MockProvider {
             let conversation = conversation.map(|id| (objects.clone(), id));
             stored.remember(&request.body, response, conversation)
         })
+    }
+
+    fn realtime(
+        &self,
+        model: &str,
+        beta: bool,
+    ) -> Option<Box<dyn crate::upstream::realtime::LocalSession>> {
+        Some(Box::new(realtime::MockSession::new(model, beta)))
     }
 }
 
@@ -203,6 +212,9 @@ impl MockUpstream {
                 "object": "response.input_tokens",
                 "input_tokens": request.as_object().map_or(0, |fields| responses_input_tokens(fields, encoding)),
             })),
+            (Endpoint::RealtimeClientSecrets | Endpoint::RealtimeSessions, _) => {
+                json_response(&realtime::client_secret(endpoint, model, &request))
+            }
             (Endpoint::ResponsesCompact, _) => {
                 json_response(&responses::compaction(&request, prompt_tokens))
             }

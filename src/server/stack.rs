@@ -304,9 +304,14 @@ fn api_routes() -> Router<Arc<Dispatcher>> {
     for endpoint in Endpoint::ALL {
         let path = endpoint.path();
         for root in ["/v1", "/openai/v1", "/openai"] {
-            router = router.route(&format!("{root}/{path}"), proxy());
+            let methods = match endpoint {
+                // A WebSocket opens with a GET.
+                Endpoint::Realtime => get(relay),
+                _ => proxy(),
+            };
+            router = router.route(&format!("{root}/{path}"), methods);
         }
-        if !endpoint.is_responses() {
+        if !endpoint.is_responses() && endpoint != Endpoint::Realtime {
             router = router.route(
                 &format!("/openai/deployments/{{deployment}}/{path}"),
                 proxy(),

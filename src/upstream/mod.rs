@@ -8,6 +8,7 @@ mod client;
 mod deployment;
 pub mod multipart;
 mod provider;
+pub mod realtime;
 mod target;
 
 use bytes::Bytes;
@@ -58,4 +59,7 @@ pub enum UpstreamError {
     Body(String),
     #[error("request body is not valid JSON: {0}")]
     Rewrite(String),
+    /// A WebSocket handshake the provider answered with an HTTP error.
+    #[error("the provider refused the session with {status}")]
+    Refused { status: StatusCode, body: String },
 }

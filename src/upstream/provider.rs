@@ -14,6 +14,13 @@ use crate::config::{DeploymentConfig, Provider};
 /// A provider that answers a deployment's calls in this process.
 pub trait LocalProvider: Send + Sync + 'static {
     fn answer(&self, request: UpstreamRequest) -> BoxFuture<'_, UpstreamResponse>;
+
+    /// A Realtime session with `model` (`beta`: the beta API's event
+    /// names), if the provider has the API.
+    fn realtime(&self, model: &str, beta: bool) -> Option<Box<dyn super::realtime::LocalSession>> {
+        let _ = (model, beta);
+        None
+    }
 }
 
 /// Makes a deployment's local provider from its config.

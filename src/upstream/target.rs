@@ -32,6 +32,9 @@ impl Target {
 
     pub fn url(&self, endpoint: Endpoint, upstream_model: &str) -> String {
         let path = endpoint.path();
+        if endpoint == Endpoint::Realtime {
+            return self.realtime_url(upstream_model);
+        }
         match self {
             Self::OpenAi { base } => format!("{base}/{path}"),
             Self::AzureV1 { base } => format!("{base}/openai/v1/{path}"),
@@ -42,6 +45,20 @@ impl Target {
                 format!(
                     "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
                 )
+            }
+            Self::Mock => String::new(),
+        }
+    }
+
+    /// A Realtime session's URL (over HTTP; the WebSocket uses ws/wss):
+    /// the model in the query, as Azure's classic path names its deployment.
+    fn realtime_url(&self, upstream_model: &str) -> String {
+        let model: String = form_urlencoded::byte_serialize(upstream_model.as_bytes()).collect();
+        match self {
+            Self::OpenAi { base } => format!("{base}/realtime?model={model}"),
+            Self::AzureV1 { base } => format!("{base}/openai/v1/realtime?model={model}"),
+            Self::AzureClassic { base, api_version } => {
+                format!("{base}/openai/realtime?api-version={api_version}&deployment={model}")
             }
             Self::Mock => String::new(),
         }

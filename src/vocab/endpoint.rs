@@ -20,6 +20,14 @@ pub enum Endpoint {
     ResponsesCompact,
     ImageEdits,
     ImageVariations,
+    /// `POST /realtime/client_secrets`: a short-lived key a browser opens a
+    /// Realtime session with, made with the deployment's key.
+    RealtimeClientSecrets,
+    /// `POST /realtime/sessions`: the same, as the beta API makes it.
+    RealtimeSessions,
+    /// `GET /realtime`: a Realtime session, a WebSocket held open to a
+    /// deployment.
+    Realtime,
     /// A call on an object stored upstream (`GET /responses/{id}`,
     /// `POST /conversations`, `GET /vector_stores`...): routed by the id, or
     /// for a create or a list by the caller's home model (see
@@ -30,7 +38,7 @@ pub enum Endpoint {
 impl Endpoint {
     /// The endpoints a model is named for, in declaration order (their
     /// upstream URLs are parsed once per model at start-up).
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 16] = [
         Self::ChatCompletions,
         Self::Completions,
         Self::Embeddings,
@@ -44,6 +52,9 @@ impl Endpoint {
         Self::ResponsesCompact,
         Self::ImageEdits,
         Self::ImageVariations,
+        Self::RealtimeClientSecrets,
+        Self::RealtimeSessions,
+        Self::Realtime,
     ];
 
     /// The endpoint for a path below the API root (`chat/completions`).
@@ -69,6 +80,9 @@ impl Endpoint {
             Self::ResponsesCompact => "responses/compact",
             Self::ImageEdits => "images/edits",
             Self::ImageVariations => "images/variations",
+            Self::RealtimeClientSecrets => "realtime/client_secrets",
+            Self::RealtimeSessions => "realtime/sessions",
+            Self::Realtime => "realtime",
         }
     }
 
@@ -90,7 +104,22 @@ impl Endpoint {
     /// Whether the call produces no tokens of its own: a count, or a call
     /// on a stored object.
     pub fn makes_no_tokens(self) -> bool {
-        matches!(self, Self::ResponsesInputTokens | Self::Stored)
+        matches!(
+            self,
+            Self::ResponsesInputTokens
+                | Self::Stored
+                | Self::RealtimeClientSecrets
+                | Self::RealtimeSessions
+        )
+    }
+
+    /// The HTTP method the endpoint is called with (a WebSocket opens with
+    /// a GET; everything else is a POST).
+    pub fn method(self) -> http::Method {
+        match self {
+            Self::Realtime => http::Method::GET,
+            _ => http::Method::POST,
+        }
     }
 
     /// Whether the body is `multipart/form-data` (an uploaded file) rather than JSON.

@@ -107,6 +107,13 @@ pub enum GatewayError {
     },
     #[error("The gateway is shutting down and its grace period is over; retry the request.")]
     ShuttingDown,
+    /// A Realtime session asked for without a WebSocket upgrade.
+    #[error(
+        "The Realtime API is a WebSocket: open it with a GET that asks for `Upgrade: websocket` (HTTP/1.1)."
+    )]
+    WebSocketRequired,
+    #[error("This key has {max} Realtime sessions open, as many as it may; close one first.")]
+    TooManySessions { max: usize },
     #[error("The gateway hit an internal error while handling the request.")]
     Internal,
 }
@@ -148,6 +155,8 @@ impl GatewayError {
             | Self::Overloaded { .. }
             | Self::BudgetsUnavailable
             | Self::ResponseStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WebSocketRequired => StatusCode::UPGRADE_REQUIRED,
+            Self::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +165,7 @@ impl GatewayError {
         match self {
             Self::Overloaded { .. } => "server_overloaded",
             Self::BudgetExhausted { .. } => "insufficient_quota",
+            Self::TooManySessions { .. } => "requests",
             Self::Upstream { .. }
             | Self::UpstreamResponseTooLarge { .. }
             | Self::UpstreamTimeout { .. }
@@ -194,6 +204,8 @@ impl GatewayError {
             Self::UpstreamResponseTooLarge { .. } => Some("upstream_response_too_large"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::ShuttingDown => Some("shutting_down"),
+            Self::WebSocketRequired => Some("websocket_required"),
+            Self::TooManySessions { .. } => Some("too_many_sessions"),
             Self::NoDeployment { .. } => Some("no_deployment_available"),
             Self::Overloaded { .. } => Some("server_overloaded"),
             Self::BudgetExhausted { .. } => Some("insufficient_quota"),

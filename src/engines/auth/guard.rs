@@ -100,15 +100,20 @@ impl Authenticate {
     }
 }
 
+/// The WebSocket subprotocol prefix that carries a browser's key (a
+/// browser cannot set a header on a WebSocket; OpenAI's Realtime API takes
+/// the key this way).
+pub const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
+
 /// The key from `Authorization: Bearer <key>` (any case of `Bearer`, or
-/// none) or from `api-key`, trimmed; `Absent` when neither is sent or it is
-/// empty.
+/// none), from `api-key`, or from a WebSocket's `openai-insecure-api-key.`
+/// subprotocol, trimmed; `Absent` when none is sent or it is empty.
 pub fn presented_key(headers: &HeaderMap) -> Presented<'_> {
     let (value, bearer) = match headers.get(header::AUTHORIZATION) {
         Some(value) => (value, true),
         None => match headers.get("api-key") {
             Some(value) => (value, false),
-            None => return Presented::Absent,
+            None => return protocol_key(headers),
         },
     };
     let Ok(text) = value.to_str() else {
@@ -124,6 +129,32 @@ pub fn presented_key(headers: &HeaderMap) -> Presented<'_> {
         "" => Presented::Absent,
         token if token.bytes().all(|b| b.is_ascii_graphic()) => Presented::Key(token),
         _ => Presented::Malformed,
+    }
+}
+
+/// A key a browser sent as a WebSocket subprotocol.
+fn protocol_key(headers: &HeaderMap) -> Presented<'_> {
+    let mut malformed = false;
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(text) = value.to_str() else {
+            malformed = true;
+            continue;
+        };
+        if let Some(key) = text
+            .split(',')
+            .find_map(|protocol| protocol.trim().strip_prefix(KEY_PROTOCOL))
+        {
+            return match key {
+                "" => Presented::Absent,
+                key if key.bytes().all(|b| b.is_ascii_graphic()) => Presented::Key(key),
+                _ => Presented::Malformed,
+            };
+        }
+    }
+    if malformed {
+        Presented::Malformed
+    } else {
+        Presented::Absent
     }
 }
 
@@ -152,6 +183,14 @@ mod tests {
         assert_eq!(auth(b"Bearer sk a"), "Malformed");
         assert_eq!(auth(b"Bearer sk-\ta"), "Malformed");
         assert_eq!(read("api-key", b"sk-xyz"), r#"Key("sk-xyz")"#);
+        assert_eq!(
+            read(
+                "sec-websocket-protocol",
+                b"realtime, openai-insecure-api-key.sk-abc, openai-beta.realtime-v1"
+            ),
+            r#"Key("sk-abc")"#
+        );
+        assert_eq!(read("sec-websocket-protocol", b"realtime"), "Absent");
         assert_eq!(read("api-key", b"\xff\xfe"), "Malformed");
         assert_eq!(presented_key(&HeaderMap::new()), Presented::Absent);
     }

@@ -12,7 +12,7 @@ use crate::util::text::mask_key;
 use crate::vocab::Identity;
 use crate::vocab::error::GatewayError;
 
-pub use guard::{AuthGuard, AuthRefused, Authenticate, Presented, presented_key};
+pub use guard::{AuthGuard, AuthRefused, Authenticate, KEY_PROTOCOL, Presented, presented_key};
 pub use throttle::FailedAuth;
 
 /// Immutable key table, built once at start-up and shared by handle.

@@ -37,6 +37,9 @@ struct RawHead<'a> {
     /// A chat completion kept upstream (`store: true`).
     #[serde(borrow, default)]
     store: Option<&'a RawValue>,
+    /// A Realtime client secret's session, which names the model there.
+    #[serde(borrow, default)]
+    session: Option<&'a RawValue>,
     /// A malformed value is the upstream's to reject, not a reason to fail
     /// here. An explicit `null` is kept, so the usage splice replaces it
     /// instead of adding a second member.
@@ -230,7 +233,10 @@ pub fn parse_head<'a>(
         return Err(not_an_object(body));
     }
     let head: RawHead<'a> = serde_json::from_slice(body).map_err(|error| unparsable(&error))?;
-    let named = string_field(head.model, "model")?;
+    let named = match string_field(head.model, "model")? {
+        Some(model) => Some(model),
+        None => session_model(head.session)?,
+    };
     let model_in_body = match (path_model, &named) {
         (Some(path), Some(named)) => path == named,
         (Some(_), None) => false,
@@ -294,6 +300,22 @@ fn string_field<'a>(
     serde_json::from_str::<ModelName<'a>>(raw.get())
         .map(|ModelName(value)| Some(value))
         .map_err(|_| mistyped(field, "a string", raw))
+}
+
+/// The `model` of a Realtime client secret's `session`, if it names one.
+fn session_model(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, GatewayError> {
+    #[derive(Deserialize)]
+    struct Session<'a> {
+        #[serde(borrow, default)]
+        model: Option<&'a RawValue>,
+    }
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Session<'_>>(raw.get()) {
+        Ok(session) => string_field(session.model, "session.model"),
+        Err(_) => Err(mistyped("session", "an object", raw)),
+    }
 }
 
 /// `conversation`: an id, or an object with one; `null` is none.

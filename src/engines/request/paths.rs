@@ -36,7 +36,7 @@ pub fn classify<'a>(method: &http::Method, path: &'a str) -> Option<ApiCall<'a>>
         .or_else(|| path.strip_prefix("/openai/v1/"))
         .or_else(|| path.strip_prefix("/openai/"))?;
     if let Some(endpoint) = Endpoint::from_api_path(api_path)
-        && *method == http::Method::POST
+        && *method == endpoint.method()
     {
         return Some(ApiCall::Proxy {
             endpoint,

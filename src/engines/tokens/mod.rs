@@ -99,7 +99,7 @@ impl Estimator {
     pub fn output(&self, endpoint: Endpoint, request: Option<&Map<String, Value>>) -> u64 {
         match endpoint {
             // A count, or a call on a stored object, makes nothing new.
-            _ if endpoint.makes_no_tokens() => return 0,
+            _ if endpoint.makes_no_tokens() || endpoint == Endpoint::Realtime => return 0,
             // An upload's tokens are not known before it is transcribed.
             _ if endpoint.takes_multipart() => return self.default_max_tokens,
             _ => {}
@@ -148,6 +148,10 @@ pub fn prompt_tokens(endpoint: Endpoint, request: &Map<String, Value>, encoding:
         | Endpoint::AudioTranslations
         | Endpoint::ImageEdits
         | Endpoint::ImageVariations
+        | Endpoint::RealtimeClientSecrets
+        | Endpoint::RealtimeSessions
+        // A session's tokens are charged as its responses report them.
+        | Endpoint::Realtime
         | Endpoint::Stored => 0,
     }
 }

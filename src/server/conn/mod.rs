@@ -170,7 +170,7 @@ impl Connections {
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(tcp, activity.clone()));
         let service = Tracked::new(app, activity.clone(), peer, self.draining.clone());
-        let mut conn = pin!(self.builder.serve_connection(io, service));
+        let mut conn = pin!(self.builder.serve_connection_with_upgrades(io, service));
         let mut phase = self.phase.clone();
         let first_check = self.timeouts.header_read.min(self.timeouts.idle);
         let mut timer = pin!(tokio::time::sleep(first_check));

@@ -63,6 +63,8 @@ pub struct Registries {
     pub warmed: Warmed,
     /// Files, batches and asynchronous jobs (`[batch] store`).
     pub jobs: Option<Arc<Jobs>>,
+    /// Each key's open Realtime sessions.
+    pub realtime_sessions: Arc<crate::dispatch::realtime::Sessions>,
 }
 
 impl Registries {
@@ -124,6 +126,7 @@ impl Registries {
             cut: Cut::default(),
             draining: Draining::default(),
             warmed,
+            realtime_sessions: Arc::default(),
         })
     }
 }

@@ -201,6 +201,8 @@ fn services(config: &Config, registries: &Registries, engines: Engines) -> stack
                 metrics: metrics.clone(),
                 pricing: engines.pricing,
                 pins: registries.pins.clone(),
+                sessions: registries.realtime_sessions.clone(),
+                tasks: registries.tasks.clone(),
             },
             config,
         )),

@@ -3,6 +3,7 @@
 //! an `ApiRequest` in the call's `Call`. Non-proxy routes (`/v1/models`)
 //! pass through untouched.
 
+mod realtime;
 mod stored;
 
 use std::sync::Arc;
@@ -117,6 +118,10 @@ impl RequestReader {
         request: Request,
     ) -> Result<(Request, Outcome), GatewayError> {
         match call {
+            paths::ApiCall::Proxy {
+                endpoint: Endpoint::Realtime,
+                ..
+            } => realtime::read(self, request),
             paths::ApiCall::Proxy {
                 endpoint,
                 path_model,
