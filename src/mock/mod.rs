@@ -95,11 +95,7 @@ impl LocalProvider for MockProvider {
         })
     }
 
-    fn realtime(
-        &self,
-        model: &str,
-        beta: bool,
-    ) -> Option<Box<dyn crate::upstream::realtime::LocalSession>> {
+    fn realtime(&self, model: &str, beta: bool) -> Option<Box<dyn crate::upstream::LocalSession>> {
         Some(Box::new(realtime::MockSession::new(model, beta)))
     }
 }

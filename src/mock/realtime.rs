@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::answer::random_id;
 use super::text::sentence;
 use crate::engines::tokens::Encoding;
-use crate::upstream::realtime::LocalSession;
+use crate::upstream::LocalSession;
 
 /// Words in an answer.
 const ANSWER_WORDS: usize = 12;

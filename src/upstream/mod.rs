@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 
 pub use client::UpstreamClient;
 pub use deployment::Deployment;
-pub use provider::{LocalProvider, Providers};
+pub use provider::{LocalProvider, LocalSession, Providers};
 
 use crate::vocab::{Endpoint, StoredCall};
 

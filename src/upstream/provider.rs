@@ -17,10 +17,18 @@ pub trait LocalProvider: Send + Sync + 'static {
 
     /// A Realtime session with `model` (`beta`: the beta API's event
     /// names), if the provider has the API.
-    fn realtime(&self, model: &str, beta: bool) -> Option<Box<dyn super::realtime::LocalSession>> {
+    fn realtime(&self, model: &str, beta: bool) -> Option<Box<dyn LocalSession>> {
         let _ = (model, beta);
         None
     }
+}
+
+/// A session a local provider runs in-process.
+pub trait LocalSession: Send {
+    /// The events the server sends first (`session.created`).
+    fn opening(&mut self) -> Vec<String>;
+    /// The events a client event causes, in order.
+    fn on_client(&mut self, event: &str) -> Vec<String>;
 }
 
 /// Makes a deployment's local provider from its config.

@@ -11,17 +11,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::provider::LocalSession;
 use super::{Deployment, Endpoint, UpstreamError};
 
 pub type RemoteSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A session a local provider runs in-process.
-pub trait LocalSession: Send {
-    /// The events the server sends first (`session.created`).
-    fn opening(&mut self) -> Vec<String>;
-    /// The events a client event causes, in order.
-    fn on_client(&mut self, event: &str) -> Vec<String>;
-}
 
 /// The deployment's side of a session.
 pub enum RealtimeUpstream {

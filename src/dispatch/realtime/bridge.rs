@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::upstream::realtime::{LocalSession, RealtimeUpstream, RemoteSocket};
+use crate::upstream::LocalSession;
+use crate::upstream::realtime::{RealtimeUpstream, RemoteSocket};
 use crate::util::shutdown::Cut;
 use crate::vocab::Usage;
 
