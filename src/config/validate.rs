@@ -39,6 +39,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
     check_metering(config, &mut problems);
     check_resilience(config, &mut problems);
     check_stores(config, &served, &mut problems);
+    check_stored_objects_and_realtime(config, &served, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -572,6 +573,31 @@ fn check_resilience(config: &Config, problems: &mut Vec<String>) {
 }
 
 /// The admin token, the cache and its stores, Redis.
+/// `[responses] home_model` and `[realtime]`.
+fn check_stored_objects_and_realtime(
+    config: &Config,
+    served: &HashSet<&str>,
+    problems: &mut Vec<String>,
+) {
+    if let Some(home) = &config.responses.home_model
+        && !served.contains(home.as_str())
+    {
+        problems.push(format!(
+            "responses.home_model: `{home}` is not served by any deployment"
+        ));
+    }
+    let realtime = &config.realtime;
+    if realtime.max_sessions_per_key == 0 {
+        problems.push("realtime.max_sessions_per_key: must be at least 1".into());
+    }
+    if realtime.idle_timeout.is_zero() || realtime.max_session.is_zero() {
+        problems.push("realtime.idle_timeout and realtime.max_session: must be greater than 0".into());
+    }
+    if realtime.max_message_bytes < 1024 {
+        problems.push("realtime.max_message_bytes: must be at least 1024".into());
+    }
+}
+
 fn check_stores(config: &Config, served: &HashSet<&str>, problems: &mut Vec<String>) {
     if config.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
         problems.push("admin.token: use at least 16 characters".into());
