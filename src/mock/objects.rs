@@ -231,8 +231,28 @@ impl MockObjects {
         let Some(id) = completion.get("id").and_then(Value::as_str) else {
             return;
         };
-        let mut messages = Vec::new();
-        add_items(&mut messages, &request["messages"]);
+        // As the API lists them: `{id}-{index}`, the content as text and
+        // the parts it was given in `content_parts`.
+        let messages: Vec<Value> = request["messages"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .take(MAX_ITEMS)
+            .enumerate()
+            .map(|(index, message)| {
+                let (content, parts) = match &message["content"] {
+                    Value::String(text) => (json!(text), Value::Null),
+                    Value::Array(parts) => {
+                        let text: String = parts.iter().filter_map(|part| part["text"].as_str()).collect();
+                        (json!(text), json!(parts))
+                    }
+                    _ => (Value::Null, Value::Null),
+                };
+                json!({"id": format!("{id}-{index}"), "role": message["role"], "content": content,
+                       "name": message.get("name"), "content_parts": parts, "refusal": null})
+            })
+            .collect();
         let mut object = completion.clone();
         object["metadata"] = request.get("metadata").cloned().unwrap_or(json!({}));
         self.keep("chat/completions", id, object, messages);
@@ -302,6 +322,16 @@ fn add_items(items: &mut Vec<Value>, given: &Value) -> Vec<Value> {
                 .or_insert_with(|| json!(format!("msg_{}", random_id())));
             if fields.contains_key("role") {
                 fields.entry("type").or_insert_with(|| json!("message"));
+                // A string is stored as OpenAI stores it: one text part.
+                if let Some(Value::String(text)) = fields.get("content") {
+                    let kind = if fields["role"] == "assistant" {
+                        "output_text"
+                    } else {
+                        "input_text"
+                    };
+                    let parts = json!([{"type": kind, "text": text}]);
+                    fields.insert("content".into(), parts);
+                }
             }
             fields.entry("status").or_insert_with(|| json!("completed"));
         }

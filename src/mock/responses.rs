@@ -174,15 +174,24 @@ fn call_events(answer: &Answer, choice: &Choice, index: usize) -> Vec<Value> {
 /// compaction item standing for what came before.
 pub fn compaction(request: &Value, input_tokens: u64) -> Value {
     let id = super::answer::random_id();
+    let message = |index: usize, content: Value| {
+        json!({"type": "message", "id": format!("msg_{id}_{index}"), "status": "completed",
+               "role": "user", "content": content})
+    };
     let mut output: Vec<Value> = match request.get("input") {
-        Some(Value::String(text)) => vec![json!({
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": text}]
-        })],
+        Some(Value::String(text)) => vec![message(0, json!([{"type": "input_text", "text": text}]))],
         Some(Value::Array(items)) => items
             .iter()
             .filter(|item| item.get("role").is_some_and(|role| role == "user"))
-            .cloned()
+            .enumerate()
+            .map(|(index, item)| {
+                let content = match item.get("content") {
+                    Some(Value::String(text)) => json!([{"type": "input_text", "text": text}]),
+                    Some(content) => content.clone(),
+                    None => json!([]),
+                };
+                message(index, content)
+            })
             .collect(),
         _ => Vec::new(),
     };
@@ -200,7 +209,7 @@ pub fn compaction(request: &Value, input_tokens: u64) -> Value {
         "usage": {
             "input_tokens": input_tokens, "output_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0},
         },
     })

@@ -46,19 +46,23 @@ impl FileRecord {
         })
     }
 
-    /// The OpenAI `file` object.
+    /// The OpenAI `file` object. `expires_at` only when the file expires
+    /// (the spec's field is an integer, never null); no `status_details`
+    /// (deprecated, and a string where present).
     pub fn to_json(&self) -> Json {
-        json!({
+        let mut file = json!({
             "id": self.id,
             "object": "file",
             "bytes": self.bytes,
             "created_at": self.created_at,
-            "expires_at": self.expires_at,
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "status_details": null,
-        })
+        });
+        if let Some(expires_at) = self.expires_at {
+            file["expires_at"] = expires_at.into();
+        }
+        file
     }
 }
 
