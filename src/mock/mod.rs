@@ -11,6 +11,7 @@ mod embeddings;
 mod invalid;
 mod media;
 mod objects;
+mod prompt_schema;
 mod realtime;
 mod request;
 mod responses;

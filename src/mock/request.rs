@@ -85,7 +85,7 @@ pub fn chat(request: &Value, seed: u64) -> Checked<Plan> {
     Ok(Plan {
         n,
         logprobs: logprobs.then(|| top.unwrap_or(0) as usize),
-        shape: call.unwrap_or(format),
+        shape: call.unwrap_or_else(|| with_prompt_schema(format, &request["messages"])),
     })
 }
 
@@ -126,10 +126,11 @@ pub fn responses(request: &Value, seed: u64) -> Checked<Plan> {
             "Response input messages must contain the word 'json' in some form to use 'text.format' of type 'json_object'.".into(),
         ));
     }
+    let conversation = json!([&request["instructions"], &request["input"]]);
     Ok(Plan {
         n: 1,
         logprobs: (included || top.is_some()).then(|| top.unwrap_or(0) as usize),
-        shape: call.unwrap_or(format),
+        shape: call.unwrap_or_else(|| with_prompt_schema(format, &conversation)),
     })
 }
 
@@ -319,6 +320,20 @@ fn text_format(format: &Value, param: &str, dialect: Dialect) -> Checked<Shape> 
 
 /// JSON mode needs the word in the conversation, or the model may never
 /// stop; the API refuses the request instead.
+/// JSON mode (`json_object`), or plain text asking for JSON, with a JSON
+/// schema in the prompt: an answer that satisfies the schema.
+fn with_prompt_schema(format: Shape, conversation: &Value) -> Shape {
+    match format {
+        Shape::Json(Value::Null) | Shape::Text if mentions_json(conversation) => {
+            match super::prompt_schema::schema_in(conversation) {
+                Some(schema) => Shape::Json(schema),
+                None => format,
+            }
+        }
+        other => other,
+    }
+}
+
 fn mentions_json(conversation: &Value) -> bool {
     conversation
         .to_string()
