@@ -54,6 +54,9 @@ mod spelling;
 pub mod fuzzing {
     pub use crate::config::expand::expand_tree;
     pub use crate::dispatch::hide_usage::UsageHider;
+    pub use crate::dispatch::realtime::bridge::usage_of as realtime_usage;
+    pub use crate::dispatch::realtime::handshake::check as websocket_handshake;
+    pub use crate::engines::auth::presented_key;
     pub use crate::engines::cache::entry::complete_events;
     pub use crate::engines::cache::entry::{Entry, Recorded, Replay, replay};
     pub use crate::engines::jobs::batch::line::output_line;
@@ -64,5 +67,8 @@ pub mod fuzzing {
     pub use crate::engines::request::parse::{
         affinity_key, apply, check_content_type, parse_head, with_usage_requested,
     };
+    pub use crate::engines::request::paths::classify;
     pub use crate::engines::routing::hints::remaining;
+    pub use crate::mock::fuzzing::{MockSession, schema_in};
+    pub use crate::stages::request_reader::realtime::model_of as realtime_model;
 }

@@ -591,7 +591,8 @@ fn check_stored_objects_and_realtime(
         problems.push("realtime.max_sessions_per_key: must be at least 1".into());
     }
     if realtime.idle_timeout.is_zero() || realtime.max_session.is_zero() {
-        problems.push("realtime.idle_timeout and realtime.max_session: must be greater than 0".into());
+        problems
+            .push("realtime.idle_timeout and realtime.max_session: must be greater than 0".into());
     }
     if realtime.max_message_bytes < 1024 {
         problems.push("realtime.max_message_bytes: must be at least 1024".into());

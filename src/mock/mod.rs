@@ -44,6 +44,13 @@ pub struct MockProvider {
     objects: MockObjects,
 }
 
+/// The mock's parsers the fuzz targets drive (see `sluice::fuzzing`).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::prompt_schema::schema_in;
+    pub use super::realtime::MockSession;
+}
+
 /// What the composition root registers for `provider = "mock"`.
 pub fn provider(config: &DeploymentConfig) -> std::sync::Arc<dyn LocalProvider> {
     std::sync::Arc::new(MockProvider {

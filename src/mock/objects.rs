@@ -244,7 +244,10 @@ impl MockObjects {
                 let (content, parts) = match &message["content"] {
                     Value::String(text) => (json!(text), Value::Null),
                     Value::Array(parts) => {
-                        let text: String = parts.iter().filter_map(|part| part["text"].as_str()).collect();
+                        let text: String = parts
+                            .iter()
+                            .filter_map(|part| part["text"].as_str())
+                            .collect();
                         (json!(text), json!(parts))
                     }
                     _ => (Value::Null, Value::Null),

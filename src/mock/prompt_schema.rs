@@ -40,7 +40,11 @@ fn schema_in_text(text: &str) -> Option<Value> {
         .take_while(|at| *at <= SCAN_BYTES)
         .last()
         .unwrap_or(0);
-    let scanned = if text.len() <= SCAN_BYTES { text } else { &text[..end] };
+    let scanned = if text.len() <= SCAN_BYTES {
+        text
+    } else {
+        &text[..end]
+    };
     scanned
         .match_indices('{')
         .take(MAX_TRIES)
@@ -84,7 +88,8 @@ mod tests {
 
     #[test]
     fn braces_that_are_not_a_schema_are_passed_over() {
-        let messages = json!([{"role": "user", "content": "Reply in json like {\"a\": 1} or {not json"}]);
+        let messages =
+            json!([{"role": "user", "content": "Reply in json like {\"a\": 1} or {not json"}]);
         assert_eq!(schema_in(&messages), None);
         let fenced = json!([{"role": "user", "content": "Use this JSON schema:\n```json\n{\"type\": \"object\", \"properties\": {\"x\": {\"type\": \"number\"}}}\n```"}]);
         assert!(schema_in(&fenced).is_some());

@@ -179,7 +179,9 @@ pub fn compaction(request: &Value, input_tokens: u64) -> Value {
                "role": "user", "content": content})
     };
     let mut output: Vec<Value> = match request.get("input") {
-        Some(Value::String(text)) => vec![message(0, json!([{"type": "input_text", "text": text}]))],
+        Some(Value::String(text)) => {
+            vec![message(0, json!([{"type": "input_text", "text": text}]))]
+        }
         Some(Value::Array(items)) => items
             .iter()
             .filter(|item| item.get("role").is_some_and(|role| role == "user"))

@@ -17,7 +17,7 @@ mod entry;
 mod job_owner;
 mod rate_limit;
 mod record_usage;
-mod request_reader;
+pub(crate) mod request_reader;
 
 pub use admit::Admit;
 pub use async_intake::AsyncIntake;

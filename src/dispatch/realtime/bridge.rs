@@ -255,7 +255,7 @@ struct InputDetails {
 
 /// The usage a `response.done` event reports; other events are skipped
 /// unparsed (the type is looked for in the text first).
-fn usage_of(text: &str) -> Option<Usage> {
+pub fn usage_of(text: &str) -> Option<Usage> {
     if !text.contains("response.done") {
         return None;
     }

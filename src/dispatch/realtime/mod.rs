@@ -7,8 +7,8 @@
 //! joined on a task of the gateway's own. The session's tokens, summed
 //! from its responses' `usage`, are metered and billed when it ends.
 
-mod bridge;
-mod handshake;
+pub(crate) mod bridge;
+pub(crate) mod handshake;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! an `ApiRequest` in the call's `Call`. Non-proxy routes (`/v1/models`)
 //! pass through untouched.
 
-mod realtime;
+pub(crate) mod realtime;
 mod stored;
 
 use std::sync::Arc;

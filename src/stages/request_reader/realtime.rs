@@ -64,7 +64,7 @@ pub(super) fn read(
 }
 
 /// `model` (OpenAI) or `deployment` (Azure's classic path), percent-decoded.
-fn model_of(query: Option<&str>) -> Option<String> {
+pub fn model_of(query: Option<&str>) -> Option<String> {
     let query = query?;
     ["model", "deployment"].into_iter().find_map(|name| {
         form_urlencoded::parse(query.as_bytes())
