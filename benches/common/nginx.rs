@@ -30,7 +30,8 @@ impl Drop for TempDir {
 }
 
 /// Proxies everything to `upstream` over pooled keep-alive connections,
-/// unbuffered (as an SSE proxy must be), with one worker per core.
+/// unbuffered (as an SSE proxy must be), with one worker per core; Realtime
+/// WebSockets with the upgrade headers nginx's own guide gives.
 pub async fn start(upstream: SocketAddr) -> Option<Nginx> {
     let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -50,7 +51,10 @@ pub async fn start(upstream: SocketAddr) -> Option<Nginx> {
          fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n\
          upstream up {{ server {upstream}; keepalive 128; }}\n\
          server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n\
+         location /v1/realtime {{\n      proxy_pass http://up;\n      proxy_http_version 1.1;\n\
+         proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n\
+         proxy_read_timeout 3600s;\n    }}\n  }}\n}}\n"
     );
     let path = dir.0.join("nginx.conf");
     std::fs::write(&path, config).ok()?;

@@ -22,8 +22,9 @@ use crate::vocab::Usage;
 
 pub type ClientSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// How often a session checks for the end of the shutdown grace.
-const CUT_CHECK: Duration = Duration::from_millis(250);
+/// How often a session checks its deadlines and the end of the shutdown
+/// grace, at the most: one timer per session rather than one per message.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long a closing side gets to answer the close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -103,28 +104,41 @@ pub async fn run(mut client: ClientSocket, upstream: RealtimeUpstream, limits: L
     metered
 }
 
-/// The session's deadlines: idle since `last`, and its total.
+/// The session's deadlines (idle since `last`, and its total) and the
+/// shutdown grace, checked on one timer.
 struct Clock {
     opened: Instant,
     last: Instant,
+    check: tokio::time::Interval,
 }
 
 impl Clock {
-    fn new() -> Self {
+    fn new(limits: &Limits) -> Self {
         let now = Instant::now();
+        let every = CHECK_EVERY
+            .min(limits.idle / 4)
+            .max(Duration::from_millis(1));
+        let mut check = tokio::time::interval_at(now + every, every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             opened: now,
             last: now,
+            check,
         }
     }
 
-    fn next_deadline(&self, limits: &Limits) -> (Instant, End) {
-        let idle = self.last + limits.idle;
-        let total = self.opened + limits.total;
-        if idle < total {
-            (idle, End::Idle)
+    /// Waits for the next check; the ending it finds, if any.
+    async fn due(&mut self, limits: &Limits) -> Option<End> {
+        self.check.tick().await;
+        let now = Instant::now();
+        if limits.cut.is_fired() {
+            Some(End::ShuttingDown)
+        } else if now >= self.opened + limits.total {
+            Some(End::TimeUp)
+        } else if now >= self.last + limits.idle {
+            Some(End::Idle)
         } else {
-            (total, End::TimeUp)
+            None
         }
     }
 }
@@ -135,10 +149,8 @@ async fn remote(
     limits: &Limits,
     metered: &mut Metered,
 ) -> End {
-    let mut clock = Clock::new();
-    let mut cut_check = tokio::time::interval(CUT_CHECK);
+    let mut clock = Clock::new(limits);
     let end = loop {
-        let (deadline, at_deadline) = clock.next_deadline(limits);
         tokio::select! {
             from_client = client.next() => match from_client {
                 Some(Ok(Message::Close(frame))) => {
@@ -169,9 +181,8 @@ async fn remote(
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return End::UpstreamFailed,
             },
-            () = tokio::time::sleep_until(deadline) => break at_deadline,
-            _ = cut_check.tick() => if limits.cut.is_fired() {
-                break End::ShuttingDown;
+            due = clock.due(limits) => if let Some(end) = due {
+                break end;
             },
         }
     };
@@ -188,10 +199,8 @@ async fn local(
     if send_all(client, session.opening(), metered).await.is_err() {
         return End::ClientLeft;
     }
-    let mut clock = Clock::new();
-    let mut cut_check = tokio::time::interval(CUT_CHECK);
+    let mut clock = Clock::new(limits);
     loop {
-        let (deadline, at_deadline) = clock.next_deadline(limits);
         tokio::select! {
             from_client = client.next() => match from_client {
                 Some(Ok(Message::Text(text))) => {
@@ -203,9 +212,8 @@ async fn local(
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return End::ClientLeft,
                 Some(Ok(_)) => clock.last = Instant::now(),
             },
-            () = tokio::time::sleep_until(deadline) => return at_deadline,
-            _ = cut_check.tick() => if limits.cut.is_fired() {
-                return End::ShuttingDown;
+            due = clock.due(limits) => if let Some(end) = due {
+                return end;
             },
         }
     }
