@@ -20,6 +20,7 @@
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     reason = "a bench prints its report and stops at a broken setup"
 )]
 
