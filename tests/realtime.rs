@@ -374,74 +374,53 @@ async fn a_keys_sessions_are_capped_and_the_slot_comes_back_at_the_close() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A session on a gateway in front of one upstream playing `script`, with
+/// `extra` config, past its `session.created`; the temporary directory.
+async fn session_on(script: Script, extra: &str) -> (Client, TestGateway, std::path::PathBuf) {
+    let upstream = FakeRealtime::start(script).await;
+    let (toml, dir) = config(&deployment("only", &upstream, 0), extra);
+    let gateway = TestGateway::start(&toml).await;
+    let bearer = format!("Bearer {KEY}");
+    let (mut client, _) = open(
+        &ws_url(&gateway, "model=gpt-realtime"),
+        &[("authorization", &bearer)],
+    )
+    .await
+    .unwrap();
+    next_event(&mut client).await;
+    (client, gateway, dir)
+}
+
 #[tokio::test]
 async fn each_way_a_session_ends_has_its_close_code() {
-    let bearer = format!("Bearer {KEY}");
-    let headers = [("authorization", bearer.as_str())];
-
-    // The upstream's own close frame goes on unchanged.
-    let closing = FakeRealtime::start(Script::CloseAfterFirst).await;
-    let (toml, dir) = config(&deployment("closing", &closing, 0), "");
-    let gateway = TestGateway::start(&toml).await;
-    let (mut client, _) = open(&ws_url(&gateway, "model=gpt-realtime"), &headers)
-        .await
-        .unwrap();
-    next_event(&mut client).await;
-    client.send(Message::text("{}")).await.unwrap();
-    assert_eq!(
-        close_frame(&mut client).await,
-        (4001, "custom reason".into())
-    );
-    let _ = std::fs::remove_dir_all(dir);
-
-    // An upstream that drops the connection: 1011.
-    let dropping = FakeRealtime::start(Script::DropAfterFirst).await;
-    let (toml, dir) = config(&deployment("dropping", &dropping, 0), "");
-    let gateway = TestGateway::start(&toml).await;
-    let (mut client, _) = open(&ws_url(&gateway, "model=gpt-realtime"), &headers)
-        .await
-        .unwrap();
-    next_event(&mut client).await;
-    client.send(Message::text("{}")).await.unwrap();
-    assert_eq!(
-        close_frame(&mut client).await,
-        (1011, "upstream connection failed".into())
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    // The upstream's own close frame goes on unchanged; one that drops the
+    // connection is 1011.
+    for (script, expected) in [
+        (Script::CloseAfterFirst, (4001, "custom reason")),
+        (Script::DropAfterFirst, (1011, "upstream connection failed")),
+    ] {
+        let (mut client, _gateway, dir) = session_on(script, "").await;
+        client.send(Message::text("{}")).await.unwrap();
+        let (code, reason) = close_frame(&mut client).await;
+        assert_eq!((code, reason.as_str()), expected);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     // Idle past `idle_timeout`: 1000, and why.
-    let serving = FakeRealtime::start(Script::Serve).await;
-    let (toml, dir) = config(
-        &deployment("serving", &serving, 0),
-        "[realtime]\nidle_timeout = \"300ms\"",
-    );
-    let gateway = TestGateway::start(&toml).await;
-    let (mut client, _) = open(&ws_url(&gateway, "model=gpt-realtime"), &headers)
-        .await
-        .unwrap();
-    next_event(&mut client).await;
+    let (mut client, _gateway, dir) =
+        session_on(Script::Serve, "[realtime]\nidle_timeout = \"300ms\"").await;
     let (code, reason) = close_frame(&mut client).await;
     assert_eq!(code, 1000);
     assert!(reason.contains("idle"), "{reason}");
     let _ = std::fs::remove_dir_all(dir);
 
     // Past `max_session`, however busy.
-    let (toml, dir) = config(
-        &deployment("serving", &serving, 0),
-        "[realtime]\nmax_session = \"400ms\"",
-    );
-    let gateway = TestGateway::start(&toml).await;
-    let (mut client, _) = open(&ws_url(&gateway, "model=gpt-realtime"), &headers)
-        .await
-        .unwrap();
-    next_event(&mut client).await;
+    let (mut client, _gateway, dir) =
+        session_on(Script::Serve, "[realtime]\nmax_session = \"400ms\"").await;
     let busy = async {
         loop {
-            if client
-                .send(Message::text(r#"{"type":"ping"}"#))
-                .await
-                .is_err()
-            {
+            let ping = Message::text(r#"{"type":"ping"}"#);
+            if client.send(ping).await.is_err() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

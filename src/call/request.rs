@@ -39,3 +39,33 @@ pub struct ApiRequest {
     /// Set for calls on a stored response (routed by its id).
     pub stored: Option<StoredCall>,
 }
+
+impl ApiRequest {
+    /// A call whose body the stages need not read (a call on a stored
+    /// object, a Realtime session): no stream, no usage splice, no
+    /// affinity; `body` forwarded as it is.
+    pub fn plain(
+        endpoint: Endpoint,
+        body: Bytes,
+        route: Arc<ModelRoute>,
+        requested: Arc<str>,
+        (priority, received): (Priority, tokio::time::Instant),
+    ) -> Self {
+        Self {
+            endpoint,
+            view: BodyView::opaque(endpoint, body.len()),
+            body,
+            requested,
+            route,
+            stream: false,
+            store: false,
+            affinity: None,
+            priority,
+            received,
+            hide_usage: false,
+            include_usage: false,
+            content_type: None,
+            stored: None,
+        }
+    }
+}

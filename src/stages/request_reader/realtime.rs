@@ -10,7 +10,6 @@ use bytes::Bytes;
 
 use super::{Outcome, RequestReader, identity_of, priority_of, set_request};
 use crate::call::ApiRequest;
-use crate::engines::tokens::BodyView;
 use crate::vocab::Endpoint;
 use crate::vocab::error::GatewayError;
 
@@ -38,22 +37,15 @@ pub(super) fn read(
         .route(&model)
         .ok_or_else(|| GatewayError::ModelNotFound(model.as_str().into()))?
         .clone();
-    let api = ApiRequest {
-        endpoint: Endpoint::Realtime,
-        body: Bytes::new(),
-        view: BodyView::opaque(Endpoint::Realtime, 0),
-        requested: Arc::from(model.as_str()),
+    let priority = priority_of(&parts.headers, &identity)?;
+    let requested = Arc::from(model.as_str());
+    let api = ApiRequest::plain(
+        Endpoint::Realtime,
+        Bytes::new(),
         route,
-        stream: false,
-        store: false,
-        affinity: None,
-        priority: priority_of(&parts.headers, &identity)?,
-        received,
-        hide_usage: false,
-        include_usage: false,
-        content_type: None,
-        stored: None,
-    };
+        requested,
+        (priority, received),
+    );
     set_request(&mut parts.extensions, api)?;
     let outcome = Outcome {
         variant: None,

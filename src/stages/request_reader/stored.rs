@@ -19,7 +19,6 @@ use super::{Outcome, RequestReader, identity_of, priority_of, set_request};
 use crate::call::ApiRequest;
 use crate::engines::request::parse;
 use crate::engines::routing::{ModelRoute, ResponsePin, valid_id};
-use crate::engines::tokens::BodyView;
 use crate::vocab::error::GatewayError;
 use crate::vocab::{Creation, Endpoint, Identity, RESPONSES, Resource, StoredCall};
 
@@ -80,22 +79,14 @@ pub(super) async fn read(
         query: forwarded_query(parts.uri.query())?,
     };
     let body = if takes_body { body } else { Bytes::new() };
-    let api = ApiRequest {
-        endpoint: Endpoint::Stored,
-        view: BodyView::opaque(Endpoint::Stored, body.len()),
-        content_type: None,
+    let mut api = ApiRequest::plain(
+        Endpoint::Stored,
         body,
-        requested: model,
         route,
-        stream: false,
-        store: false,
-        affinity: None,
-        priority: priority_of(&parts.headers, &identity)?,
-        received,
-        hide_usage: false,
-        include_usage: false,
-        stored: Some(stored),
-    };
+        model,
+        (priority_of(&parts.headers, &identity)?, received),
+    );
+    api.stored = Some(stored);
     set_request(&mut parts.extensions, api)?;
     let outcome = Outcome {
         variant: None,
