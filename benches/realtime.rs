@@ -157,7 +157,7 @@ async fn main() {
         "[realtime]\nmax_sessions_per_key = 1000",
     ))
     .await;
-    let nginx = nginx::start(upstream).await;
+    let nginx = nginx::start(&nginx::operator_proxy_config(upstream, upstream)).await;
     let mut paths = vec![
         (
             "direct",
@@ -168,7 +168,7 @@ async fn main() {
     match &nginx {
         Some(nginx) => paths.push((
             "nginx",
-            format!("ws://{}/v1/realtime?model=gpt-4o", nginx.addr),
+            format!("ws://{}/v1/realtime?model=gpt-4o", nginx.addr()),
         )),
         None => println!("nginx not found: run scripts/bench-deps.sh to compare with it"),
     }

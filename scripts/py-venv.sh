@@ -14,5 +14,5 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c "import $modules" 2>/dev/null; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "$@"
 fi

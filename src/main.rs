@@ -3,8 +3,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
 use sluice::config::{self, Config};
 use sluice::server::{Gateway, raise_fd_limit, shutdown_signal};
+
+/// mimalloc rather than glibc's malloc: a call makes about a hundred
+/// short-lived allocations, which mimalloc's per-thread free lists serve
+/// faster, and it gives memory back to the system after a burst where
+/// glibc's arenas keep it (`cargo bench --bench proxy` measures both).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 /// Sluice: a fast, exact gateway for OpenAI-compatible APIs.
 #[derive(Parser)]
@@ -56,7 +64,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, path: PathBuf) -> ExitCode {
-    sluice::infra::telemetry::init(&config.log);
+    let _log = sluice::infra::telemetry::init(&config.log);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

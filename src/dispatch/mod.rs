@@ -137,7 +137,9 @@ impl Dispatcher {
                 hooks,
                 pricing: self.pricing.clone(),
             };
-            return self.realtime.open(session).await;
+            // Boxed: a session's opening is a 12 KB future that every
+            // other call would otherwise carry (and move) in its own.
+            return Box::pin(self.realtime.open(session)).await;
         }
         let keeping = stored::Keeping::of(&api, &caller);
         // Speech is audio, relayed as it comes; SSE only when asked for.

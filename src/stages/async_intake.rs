@@ -48,7 +48,9 @@ impl Stage for AsyncIntake {
                     .await;
             }
         };
-        match self.accept(request, path_model.as_deref(), callback).await {
+        // Boxed: recording a job is a 6 KB future that a call passing
+        // through would otherwise carry in its own.
+        match Box::pin(self.accept(request, path_model.as_deref(), callback)).await {
             Ok(job) => accepted(&job, Asked::Yes),
             Err(refusal) => refusal,
         }

@@ -106,7 +106,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             match semantic_parts(want.endpoint, api.view.json(), &scope) {
                 Some((partition, text)) => {
                     let request_id = request.headers().get(crate::util::headers::X_REQUEST_ID);
-                    semantic.embed(identity, request_id, partition, &text).await
+                    Box::pin(semantic.embed(identity, request_id, partition, &text)).await
                 }
                 None => None,
             }
@@ -114,7 +114,9 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         _ => None,
     };
     if let (Some(semantic), Some(probe)) = (&cache.semantic, &probe)
-        && let Some(similar) = semantic.nearest(probe, degraded).await
+        // Boxed, as the embedding above: only the semantic cache's calls
+        // carry these futures.
+        && let Some(similar) = Box::pin(semantic.nearest(probe, degraded)).await
         && let Ok(Some(entry)) = cache.store.get(similar).await
         && (entry.fresh() || degraded)
         && let Some(response) = answer(&entry, want, &model)

@@ -52,8 +52,8 @@ impl Stage for CheckLevel {
                         && api.content_type.is_none() =>
                 {
                     let (identity, body) = (call.identity.clone(), api.body.clone());
-                    intake
-                        .accept_read(&identity, request.uri(), request.headers(), &body)
+                    // Boxed: a 5 KB future only maintenance takes.
+                    Box::pin(intake.accept_read(&identity, request.uri(), request.headers(), &body))
                         .await
                 }
                 _ => maintenance(&api.route.name, reading.retry_after),

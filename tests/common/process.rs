@@ -72,11 +72,23 @@ impl SluiceProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
+        Self::start_binary(&binary, dir, name, port, config, env).await
+    }
+
+    /// As `start_with_env`, running `binary` (another build, to compare).
+    pub async fn start_binary(
+        binary: &str,
+        dir: &Path,
+        name: &str,
+        port: u16,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_path = dir.join(format!("sluice-{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("sluice-{name}.log"));
-        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .arg("--config")
             .arg(&config_path)
             .env_remove("SLUICE_CONFIG")
