@@ -5,10 +5,7 @@
 #![allow(
     dead_code,
     clippy::print_stdout,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "shared by benches that each use part of it; a bench stops at a broken setup"
+    reason = "shared by benches; says why nginx did not start"
 )]
 
 use std::net::SocketAddr;

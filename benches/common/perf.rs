@@ -3,12 +3,7 @@
 //! from the kernel's syscall tracepoints, and where its CPU time goes, from
 //! sampling its stacks. Each watches for the run's duration; `None` where
 //! perf or its tracepoints are missing.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "shared by benches that each use part of it; a bench stops at a broken setup"
-)]
+#![allow(dead_code, reason = "shared by benches that each use part of it")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

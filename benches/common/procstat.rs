@@ -1,13 +1,6 @@
 //! What a process and its children spent, read from `/proc`: CPU time
 //! (user + system), and the resident set.
-#![allow(
-    dead_code,
-    clippy::print_stdout,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "shared by benches that each use part of it; a bench stops at a broken setup"
-)]
+#![allow(dead_code, reason = "shared by benches that each use part of it")]
 
 use std::time::Duration;
 

@@ -3,11 +3,9 @@
 //! use: the bench's own process then holds only what is measured.
 #![allow(
     dead_code,
-    clippy::print_stdout,
-    clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "shared by benches that each use part of it; a bench stops at a broken setup"
+    reason = "shared by benches; a bench stops at a broken setup"
 )]
 
 use std::path::Path;
