@@ -26,8 +26,19 @@ impl Nginx {
     }
 }
 
+/// SIGTERM, so the master stops its workers (SIGKILL would leave them
+/// running, orphaned, on their ports); SIGKILL only if it has not gone
+/// within two seconds.
 impl Drop for Nginx {
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
