@@ -172,8 +172,7 @@ models = ["gpt-4o-stream"]
 }
 
 async fn start_sluice(upstreams: [SocketAddr; 2], without: Without) -> SluiceProcess {
-    let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-    start_binary(&binary, upstreams, without).await
+    start_binary(&process::binary(), upstreams, without).await
 }
 
 async fn start_binary(binary: &str, upstreams: [SocketAddr; 2], without: Without) -> SluiceProcess {
@@ -194,16 +193,11 @@ async fn start_binary(binary: &str, upstreams: [SocketAddr; 2], without: Without
 struct Run {
     wrk: WrkStats,
     spent: procstat::Usage,
-    syscalls: perf::Syscalls,
 }
 
 impl Run {
-    fn per_request(&self, count: u64) -> f64 {
-        count as f64 / self.wrk.requests.max(1) as f64
-    }
-
     fn cpu_us(&self) -> f64 {
-        self.per_request(self.spent.cpu.as_micros() as u64)
+        self.spent.cpu.as_micros() as f64 / self.wrk.requests.max(1) as f64
     }
 }
 
@@ -229,21 +223,27 @@ fn measure(wrk: &str, dir: &Path, load: &Load, pid: Option<u32>) -> Run {
     let before = pid.map(procstat::read).unwrap_or_default();
     let stats = wrk::run(wrk, dir, load);
     let spent = pid.map(procstat::read).unwrap_or_default().since(before);
-    Run {
-        wrk: stats,
-        spent,
-        syscalls: perf::Syscalls::default(),
-    }
+    Run { wrk: stats, spent }
 }
 
-/// The system calls per request of `pid`'s family under `load`, in a run
-/// of its own: tracing every call slows the process traced, so the timed
-/// runs are not traced.
-fn count_syscalls(wrk: &str, dir: &Path, load: &Load, pid: u32) -> (perf::Syscalls, u64) {
-    let counting = perf::count_syscalls(dir, &procstat::family(pid), load.duration);
-    let stats = wrk::run(wrk, dir, load);
-    let syscalls = counting.map(perf::Counting::finish).unwrap_or_default();
-    (syscalls, stats.requests)
+/// The system calls per request of `pid`'s family under `load`, in all
+/// then by kind, from a run of its own: tracing every call slows the
+/// process traced, so the timed runs are not traced. Zeros without a
+/// `pid` or where perf cannot count.
+fn syscalls_per_request(wrk: &str, dir: &Path, load: &Load, pid: Option<u32>) -> Vec<f64> {
+    let (counts, requests) = match pid {
+        Some(pid) => {
+            let counting = perf::count_syscalls(dir, &procstat::family(pid), load.duration);
+            let stats = wrk::run(wrk, dir, load);
+            let counts = counting.map(perf::Counting::finish).unwrap_or_default();
+            (counts, stats.requests.max(1) as f64)
+        }
+        None => (perf::Syscalls::default(), 1.0),
+    };
+    std::iter::once(counts.total)
+        .chain(counts.by_kind)
+        .map(|count| count as f64 / requests)
+        .collect()
 }
 
 fn headers(with_key: bool) -> Vec<(&'static str, &'static str)> {
@@ -336,9 +336,8 @@ async fn main() {
                     runs[path].push(measure(wrk, &scratch, &load, pids[path]));
                 }
             }
-            let mut row: Vec<Run> = runs.iter().map(|runs| median_run(runs)).collect();
-            for (path, run) in row.iter_mut().enumerate() {
-                let Some(pid) = pids[path] else { continue };
+            let row: Vec<Run> = runs.iter().map(|runs| median_run(runs)).collect();
+            for (path, run) in row.iter().enumerate() {
                 let load = Load {
                     url: &urls[path],
                     body: if streamed { STREAM_BODY } else { BODY },
@@ -346,25 +345,19 @@ async fn main() {
                     connections,
                     duration: Duration::from_secs(1),
                 };
-                let (syscalls, requests) = count_syscalls(wrk, &scratch, &load, pid);
-                // Per request of the counted run, not of the timed one.
-                let scale = run.wrk.requests as f64 / requests.max(1) as f64;
-                run.syscalls.total = (syscalls.total as f64 * scale) as u64;
-                for (kind, count) in syscalls.by_kind.iter().enumerate() {
-                    run.syscalls.by_kind[kind] = (*count as f64 * scale) as u64;
-                }
-            }
-            for (path, run) in paths.iter().zip(&row) {
+                let syscalls = syscalls_per_request(wrk, &scratch, &load, pids[path]);
                 print!(
-                    "{mode:<12}{path:<8}{:>8.0}{:>8.0}{:>8.0}{:>8.1}{:>9.2}",
+                    "{mode:<12}{:<8}{:>8.0}{:>8.0}{:>8.0}{:>8.1}",
+                    paths[path],
                     run.wrk.rps,
                     run.wrk.p50_us,
                     run.wrk.p99_us,
                     run.cpu_us(),
-                    run.per_request(run.syscalls.total)
                 );
-                for count in run.syscalls.by_kind {
-                    print!("{:>8.2}", run.per_request(count));
+                for (column, per_request) in syscalls.iter().enumerate() {
+                    // The first column (all calls) is a character wider.
+                    let width = if column == 0 { 9 } else { 8 };
+                    print!("{per_request:>width$.2}");
                 }
                 println!();
             }

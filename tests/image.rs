@@ -31,7 +31,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::FakeUpstream;
-use common::process::{TempDir, free_port};
+// The binary the image holds: this build's, or `SLUICE_BIN` (a release
+// build, to time the start-up as shipped).
+use common::process::{TempDir, binary, free_port};
 use dockerfile::FinalStage;
 
 /// Docker's default `PATH` (distroless sets the same).
@@ -54,12 +56,6 @@ for pair in $mounts; do
 done
 exec unshare --root="$root" --wd="$workdir" --setuid "$uid" --setgid "$gid" "$@"
 "#;
-
-/// The binary the image holds: this build's, or `SLUICE_BIN` (a release
-/// build, to time the start-up as shipped).
-fn binary() -> String {
-    std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned())
-}
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -47,6 +47,12 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// The binary tests run: this build's, or `SLUICE_BIN` (another build,
+/// such as the release one).
+pub fn binary() -> String {
+    std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into())
+}
+
 /// The gateway process, killed on drop; its log goes to a file.
 pub struct SluiceProcess {
     pub child: Child,
@@ -72,8 +78,7 @@ impl SluiceProcess {
         config: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let binary = std::env::var("SLUICE_BIN").unwrap_or(env!("CARGO_BIN_EXE_sluice").into());
-        Self::start_binary(&binary, dir, name, port, config, env).await
+        Self::start_binary(&binary(), dir, name, port, config, env).await
     }
 
     /// As `start_with_env`, running `binary` (another build, to compare).
