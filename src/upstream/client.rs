@@ -5,12 +5,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, header};
+use http_body_util::{BodyDataStream, Full};
 
+use super::pool::ModelClient;
 use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
 
 #[derive(Clone)]
 pub struct UpstreamClient {
+    /// Files and Batch API forwarding, health probes.
     pub(super) http: reqwest::Client,
+    /// Model calls (`send`).
+    model: ModelClient,
 }
 
 impl UpstreamClient {
@@ -24,7 +29,8 @@ impl UpstreamClient {
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
-        Ok(Self { http })
+        let model = super::pool::model_client()?;
+        Ok(Self { http, model })
     }
 
     /// Sends the request and returns once the response headers have arrived.
@@ -47,22 +53,23 @@ impl UpstreamClient {
         } else {
             request.body
         };
-        let url = deployment
-            .url(request.endpoint, upstream_model, request.stored.as_ref())
+        let uri = deployment
+            .uri(request.endpoint, upstream_model, request.stored.as_ref())
             .map_err(UpstreamError::Request)?;
         let method = request
             .stored
             .as_ref()
-            .map_or(reqwest::Method::POST, |call| call.method.clone());
-        let mut builder = self.http.request(method.clone(), url);
-        if method != reqwest::Method::GET && method != reqwest::Method::DELETE {
+            .map_or(http::Method::POST, |call| call.method.clone());
+        let mut builder = http::Request::builder().method(method.clone()).uri(uri);
+        let body = if method != http::Method::GET && method != http::Method::DELETE {
             let content_type = request
                 .content_type
                 .unwrap_or(HeaderValue::from_static("application/json"));
-            builder = builder
-                .header(header::CONTENT_TYPE, content_type)
-                .body(body);
-        }
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+            body
+        } else {
+            Bytes::new()
+        };
         if let Some((name, value)) = &deployment.auth {
             builder = builder.header(name, value);
         }
@@ -72,13 +79,15 @@ impl UpstreamClient {
         if let Some(beta) = request.openai_beta {
             builder = builder.header("openai-beta", beta);
         }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes_stream()
-            .map_err(|e| UpstreamError::Body(e.to_string()))
+        let outgoing = builder
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Request(e.to_string()))?;
+        let response = self.model.request(outgoing).await.map_err(classify)?;
+        let (head, incoming) = response.into_parts();
+        let body = BodyDataStream::new(incoming)
+            .map_err(|e| UpstreamError::Body(root_cause(&e)))
             .boxed();
+        let (status, headers) = (head.status, head.headers);
         Ok(UpstreamResponse {
             status,
             headers,
@@ -101,7 +110,7 @@ impl UpstreamClient {
     }
 }
 
-fn classify(error: reqwest::Error) -> UpstreamError {
+fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
     if error.is_connect() {
         UpstreamError::Connect(root_cause(&error))
     } else {

@@ -29,8 +29,8 @@ pub struct Deployment {
     pub(super) local: Option<Arc<dyn LocalProvider>>,
     model_map: HashMap<String, String>,
     /// Each served model's upstream URLs, by upstream name and endpoint,
-    /// parsed once: handed a string, reqwest would parse it on every call.
-    urls: HashMap<String, [reqwest::Url; Endpoint::ALL.len()]>,
+    /// parsed once rather than on every call.
+    urls: HashMap<String, [http::Uri; Endpoint::ALL.len()]>,
 }
 
 impl Deployment {
@@ -72,14 +72,14 @@ impl Deployment {
     }
 
     /// Where a call for `endpoint` and this upstream model name goes.
-    pub(super) fn url(
+    pub(super) fn uri(
         &self,
         endpoint: Endpoint,
         upstream_model: &str,
         stored: Option<&StoredCall>,
-    ) -> Result<reqwest::Url, String> {
+    ) -> Result<http::Uri, String> {
         if let Some(call) = stored {
-            return reqwest::Url::parse(&self.target.stored_url(call)).map_err(|e| e.to_string());
+            return parse_uri(&self.target.stored_url(call));
         }
         match self.urls.get(upstream_model) {
             // `Endpoint::ALL` is in declaration order.
@@ -88,8 +88,7 @@ impl Deployment {
                 .cloned()
                 .ok_or_else(|| format!("no URL for {}", endpoint.path())),
             // Not a model this deployment lists (the router never sends one).
-            None => reqwest::Url::parse(&self.target.url(endpoint, upstream_model))
-                .map_err(|e| e.to_string()),
+            None => parse_uri(&self.target.url(endpoint, upstream_model)),
         }
     }
 
@@ -118,17 +117,21 @@ impl Deployment {
 fn parsed_urls(
     target: &Target,
     upstream_model: &str,
-) -> Result<[reqwest::Url; Endpoint::ALL.len()], String> {
-    let parse = |endpoint: Endpoint| {
-        let url = target.url(endpoint, upstream_model);
-        reqwest::Url::parse(&url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))
-    };
+) -> Result<[http::Uri; Endpoint::ALL.len()], String> {
     let urls = Endpoint::ALL
         .into_iter()
-        .map(parse)
+        .map(|endpoint| parse_uri(&target.url(endpoint, upstream_model)))
         .collect::<Result<Vec<_>, _>>()?;
     urls.try_into()
         .map_err(|_| "one URL per endpoint".to_owned())
+}
+
+/// `url` by the URL standard (as a browser or reqwest reads it: IDNA hosts,
+/// percent-encoding), then as the request line's URI.
+fn parse_uri(url: &str) -> Result<http::Uri, String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    http::Uri::try_from(parsed.as_str()).map_err(|e| format!("`{url}` is not a valid URI: {e}"))
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, String> {

@@ -7,6 +7,7 @@ pub mod batch_api;
 mod client;
 mod deployment;
 pub mod multipart;
+mod pool;
 mod provider;
 pub mod realtime;
 mod target;

@@ -50,9 +50,9 @@ impl Deployment {
                 });
         }
         let url = self
-            .url(Endpoint::Realtime, upstream_model, None)
+            .uri(Endpoint::Realtime, upstream_model, None)
             .map_err(UpstreamError::Request)?;
-        let url = websocket_url(url.as_str());
+        let url = websocket_url(&url.to_string());
         let mut request = url
             .into_client_request()
             .map_err(|error| UpstreamError::Request(error.to_string()))?;
