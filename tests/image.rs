@@ -309,6 +309,12 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        // The binary itself first: its switch to the image's user cleared
+        // the parent-death signal `--kill-child` relies on, so killing the
+        // launcher alone would leave it running.
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
         let _ = self.launcher.kill();
         let _ = self.launcher.wait();
     }
