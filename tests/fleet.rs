@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::{self, TestDatabase};
-use common::process::{SluiceProcess, TempDir, free_port};
+use common::process::{SluiceProcess, TempDir, free_port, stop_with_workers};
 use common::redis::RedisServer;
 use common::{Behavior, FakeUpstream};
 use serde_json::{Value, json};
@@ -271,8 +271,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_with_workers(&mut self.child);
     }
 }
 

@@ -42,6 +42,24 @@ impl Drop for TempDir {
 }
 
 /// A port nothing listens on now.
+/// Stops a server that has workers of its own (nginx) with SIGTERM, so its
+/// master takes the workers down with it: after a SIGKILL they would stay
+/// behind, orphaned, holding the listening socket. SIGKILL after 2 s.
+pub fn stop_with_workers(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
