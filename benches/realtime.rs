@@ -28,6 +28,8 @@
 mod common;
 #[path = "common/nginx.rs"]
 mod nginx;
+#[path = "../tests/common/process.rs"]
+mod process;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

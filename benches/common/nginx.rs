@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::process::{TempDir, stop_with_workers};
+
 pub struct Nginx {
     /// The ports of the config's `server` blocks, in order.
     pub addrs: Vec<SocketAddr>,
@@ -26,30 +28,10 @@ impl Nginx {
     }
 }
 
-/// SIGTERM, so the master stops its workers (SIGKILL would leave them
-/// running, orphaned, on their ports); SIGKILL only if it has not gone
-/// within two seconds.
+/// SIGTERM, so the master stops its workers (see `stop_with_workers`).
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        stop_with_workers(&mut self.child);
     }
 }
 
@@ -105,8 +87,7 @@ pub async fn start(servers: &str) -> Option<Nginx> {
         addrs.push(format!("127.0.0.1:{port}").parse::<SocketAddr>().ok()?);
     }
     let first = *addrs.first()?;
-    let dir = TempDir(std::env::temp_dir().join(format!("sluice-bench-nginx-{}", first.port())));
-    std::fs::create_dir_all(&dir.0).ok()?;
+    let dir = TempDir::new(&format!("sluice-bench-nginx-{}", first.port()));
     let root = dir.0.display();
     let config = format!(
         "daemon off;\nworker_processes auto;\npid {root}/nginx.pid;\nerror_log {root}/error.log warn;\n\

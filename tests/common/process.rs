@@ -41,7 +41,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A port nothing listens on now.
 /// Stops a server that has workers of its own (nginx) with SIGTERM, so its
 /// master takes the workers down with it: after a SIGKILL they would stay
 /// behind, orphaned, holding the listening socket. SIGKILL after 2 s.
@@ -60,6 +59,7 @@ pub fn stop_with_workers(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A port nothing listens on now.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
