@@ -87,10 +87,9 @@ impl UpstreamClient {
         let body = BodyDataStream::new(incoming)
             .map_err(|e| UpstreamError::Body(root_cause(&e)))
             .boxed();
-        let (status, headers) = (head.status, head.headers);
         Ok(UpstreamResponse {
-            status,
-            headers,
+            status: head.status,
+            headers: head.headers,
             body,
         })
     }
