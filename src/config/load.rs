@@ -76,6 +76,7 @@ pub fn load_from_str(
         .try_deserialize()
         .map_err(|e| shape_error(origin, &e))?;
     config.view = std::sync::Arc::new(View::of(tree));
+    config.otel.apply_env(vars);
     validate::validate(&config).map_err(ConfigError::Invalid)?;
     Ok(config)
 }

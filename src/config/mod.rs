@@ -22,6 +22,7 @@ mod log;
 mod metering;
 mod metrics;
 mod models;
+mod otel;
 mod queue;
 mod realtime;
 mod redis;
@@ -58,6 +59,7 @@ pub use log::{LogConfig, LogFormat};
 pub use metering::{AlertsConfig, Budget, Price};
 pub use metrics::MetricsConfig;
 pub use models::{ModelSettings, RateLimit, Strategy};
+pub use otel::{OtelConfig, OtlpCompression, OtlpProtocol, SamplerName};
 pub use queue::{Priority, QueueConfig};
 pub use realtime::RealtimeConfig;
 pub use redis::{OnRedisError, RedisConfig};
@@ -128,6 +130,9 @@ pub struct Config {
     pub usage: UsageConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// OpenTelemetry trace export (with the `OTEL_*` variables applied).
+    #[serde(default)]
+    pub otel: OtelConfig,
     #[serde(default)]
     pub responses: ResponsesConfig,
     #[serde(default)]

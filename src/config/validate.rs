@@ -24,6 +24,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());
     }
     check_connections(config, &mut problems);
+    problems.extend(config.otel.problems());
     check_cors(&config.server.cors_origins, &mut problems);
     check_deployments(config, &mut problems);
     let served: HashSet<&str> = config

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// Settings whose values are secrets wherever they appear.
-const SECRET_FIELDS: [&str; 4] = ["api_key", "key", "token", "key_sha256"];
+/// (`headers`: `[otel] headers` carry a hosted backend's API key.)
+const SECRET_FIELDS: [&str; 5] = ["api_key", "key", "token", "key_sha256", "headers"];
 
 /// URL settings whose path is a credential too (a chat webhook's path is
 /// its secret): only the scheme and host are shown.

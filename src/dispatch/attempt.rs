@@ -17,14 +17,23 @@ use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamError, UpstreamResponse};
 use crate::vocab::error::GatewayError;
 
-pub(super) async fn attempt(call: &Outbound, backend: &Arc<Backend>, permit: Permit) -> Outcome {
+/// `traceparent` names the attempt's span upstream.
+pub(super) async fn attempt(
+    call: &Outbound,
+    backend: &Arc<Backend>,
+    permit: Permit,
+    traceparent: Option<http::HeaderValue>,
+) -> Outcome {
     let deployment = &backend.deployment;
     let started = Instant::now();
     let budget = call.deadline.saturating_duration_since(started);
     let timeout = deployment.timeout.min(budget);
     let health = &backend.health;
-    let sent =
-        tokio::time::timeout(timeout, call.client.send(deployment, call.request.clone())).await;
+    let mut request = call.request.clone();
+    if traceparent.is_some() {
+        request.traceparent = traceparent;
+    }
+    let sent = tokio::time::timeout(timeout, call.client.send(deployment, request)).await;
     let response: UpstreamResponse = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -102,6 +111,7 @@ async fn succeeded(
         body,
         attempts: 0,
         upstream_time: Duration::ZERO,
+        span: None,
     })
 }
 

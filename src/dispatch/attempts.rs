@@ -18,9 +18,11 @@ pub use super::outcome::{Failure, FailureKind, Reply, Success};
 use super::outcome::{Outcome, attempt_end};
 pub use super::progress::Outbound;
 use super::progress::Progress;
+use super::trace;
 use crate::engines::limits::AttemptEnd;
 use crate::engines::queue::held_while_streaming;
 use crate::engines::routing::Backend;
+use crate::infra::otel::LiveSpan;
 
 pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Success, Failure> {
     call.route.budget.deposit();
@@ -51,6 +53,29 @@ pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Succ
     Err(progress.exhausted(&call))
 }
 
+/// Records an attempt's outcome on its span and ends it, unless it is a
+/// stream that has yet to be relayed: that span is returned, still open.
+fn traced(span: LiveSpan, outcome: &Outcome) -> Option<LiveSpan> {
+    let failure = match outcome {
+        Outcome::Success(success) => {
+            span.set(
+                "http.response.status_code",
+                i64::from(success.status.as_u16()),
+            );
+            if let Reply::Whole(body) = &success.body {
+                let cap = span.tracer().content_cap();
+                trace::AnswerFacts::of_body(body, cap).record_on(&span);
+                span.end();
+                return None;
+            }
+            return Some(span);
+        }
+        Outcome::Final { failure, .. } | Outcome::Retryable { failure, .. } => failure,
+    };
+    trace::failed(&span, failure);
+    None
+}
+
 /// Sends one attempt and records its outcome; `Some` when the call ends.
 async fn run_attempt(
     call: &Outbound,
@@ -61,8 +86,19 @@ async fn run_attempt(
     progress.attempts += 1;
     progress.model_attempts += 1;
     progress.tried.push(backend.clone());
+    let span = call.trace.as_ref().map(|trace| {
+        let deployment = &backend.deployment;
+        let upstream_model = deployment.upstream_model(&call.request.client_model);
+        trace.attempt(
+            call.request.endpoint,
+            deployment,
+            upstream_model,
+            progress.attempts,
+        )
+    });
+    let traceparent = span.as_ref().map(|span| span.context().traceparent());
     let started = Instant::now();
-    let outcome = attempt(call, &backend, pass.permit).await;
+    let outcome = attempt(call, &backend, pass.permit, traceparent).await;
     let spent = started.elapsed();
     progress.upstream_time += spent;
     call.metrics
@@ -75,8 +111,10 @@ async fn run_attempt(
     let end = attempt_end(&outcome);
     call.quotas.end(pass.charged, end);
     progress.maybe_produced |= end == AttemptEnd::MaybeProduced;
+    let span = span.and_then(|span| traced(span, &outcome));
     match outcome {
         Outcome::Success(mut success) => {
+            success.span = span;
             success.attempts = progress.attempts;
             success.model = call.route.name.clone();
             success.upstream_time = progress.upstream_time;

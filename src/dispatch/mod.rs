@@ -16,6 +16,7 @@ pub mod realtime;
 mod relay;
 mod respond;
 mod stored;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use crate::config::{Config, RetryConfig};
 use crate::engines::metering::Pricing;
 use crate::engines::routing::{ModelRouter, ResponsePin, ResponsePins};
 use crate::infra::metrics::Metrics;
+use crate::infra::otel::LiveSpan;
 use crate::infra::sse::usage;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::util::shutdown::Cut;
@@ -142,6 +144,11 @@ impl Dispatcher {
             return Box::pin(self.realtime.open(session)).await;
         }
         let keeping = stored::Keeping::of(&api, &caller);
+        let tracing = parts
+            .extensions
+            .get::<LiveSpan>()
+            .map(|span| trace::CallTracing::new(span.clone(), api.endpoint, &api.body));
+        let (traceparent, tracestate) = trace_headers(tracing.as_ref(), &parts.headers);
         // Speech is audio, relayed as it comes; SSE only when asked for.
         let binary = api.endpoint == Endpoint::AudioSpeech && !api.stream;
         let call = Outbound {
@@ -161,6 +168,8 @@ impl Dispatcher {
                 openai_beta: parts.headers.get("openai-beta").cloned(),
                 content_type: api.content_type,
                 stored: api.stored,
+                traceparent,
+                tracestate,
             },
             affinity: api.affinity,
             deadline: Instant::now() + self.request_timeout,
@@ -171,6 +180,7 @@ impl Dispatcher {
             caller: caller.clone(),
             metrics: self.metrics.clone(),
             quotas,
+            trace: tracing,
         };
         let names = Names {
             asked: api.requested.clone(),
@@ -238,12 +248,13 @@ impl Dispatcher {
         tokio::select! {
             biased;
             result = &mut pending => match result {
-                Ok(success) => {
+                Ok(mut success) => {
                     self.observer().observe(&success, &requested, &hooks);
                     let deployment = &success.backend.deployment;
                     let mut settings = self.relay_settings(&deployment.name, deployment.timeout);
                     settings.first_token = Some(first_token);
                     settings.hide_usage = hide_usage.then(UsageHider::default);
+                    settings.trace = success.span.take().map(|span| (span, trace::AnswerFacts::streamed()));
                     let pin = pin.map(|owner| pin_of(&success, owner));
                     let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {
@@ -270,6 +281,7 @@ impl Dispatcher {
                                 body: tapped(&pins, body, pin),
                                 deployment: success.backend.deployment.name.clone(),
                                 idle_timeout: success.backend.deployment.timeout,
+                                span: success.span,
                             }),
                             Reply::Whole(_) => {
                                 hooks_later.finish(Outcome::NoOutput);
@@ -377,7 +389,26 @@ impl Dispatcher {
             cut: self.cut.clone(),
             first_token: None,
             hide_usage: None,
+            trace: None,
         }
+    }
+}
+
+/// The trace context every attempt sends: Sluice's `tracestate` (each
+/// attempt adds its own `traceparent`), or with tracing off the caller's
+/// context passed on, re-spelled from its parsed form.
+fn trace_headers(
+    tracing: Option<&trace::CallTracing>,
+    headers: &HeaderMap,
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    match tracing {
+        Some(tracing) => (None, tracing.span.context().trace_state.clone()),
+        None if headers.contains_key("traceparent") => {
+            crate::infra::otel::ids::remote_parent(headers).map_or((None, None), |caller| {
+                (Some(caller.traceparent()), caller.trace_state)
+            })
+        }
+        None => (None, None),
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Success {
     pub attempts: u32,
     /// Time spent in upstream attempts, for the gateway-overhead metric.
     pub upstream_time: Duration,
+    /// The successful attempt's trace span, still open for a stream (the
+    /// relay ends it).
+    pub span: Option<crate::infra::otel::LiveSpan>,
 }
 
 pub enum Reply {

@@ -36,6 +36,8 @@ pub struct Outbound {
     pub metrics: Metrics,
     /// Charges each attempt's deployment quota (see `crate::engines::limits::quotas`).
     pub quotas: DeploymentQuotas,
+    /// The call's trace, when Sluice traces: each attempt is a span of it.
+    pub trace: Option<super::trace::CallTracing>,
 }
 
 /// Where a call's attempts stand.

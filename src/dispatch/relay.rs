@@ -16,6 +16,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::hide_usage::UsageHider;
 use super::respond::upstream_failure;
+use super::trace::AnswerFacts;
+use crate::infra::otel::LiveSpan;
 use crate::infra::sse;
 use crate::infra::sse::usage::StreamUsageScanner;
 use crate::upstream::BodyStream;
@@ -31,6 +33,8 @@ pub struct Started {
     pub body: BodyStream,
     pub deployment: Arc<str>,
     pub idle_timeout: Duration,
+    /// The serving attempt's trace span, ended with the stream.
+    pub span: Option<LiveSpan>,
 }
 
 /// The attempts still running: a started stream, or an error body to send
@@ -67,6 +71,9 @@ pub struct RelaySettings {
     pub first_token: Option<(prometheus::Histogram, Instant)>,
     /// Set when Sluice asked for usage the client did not: hide it again.
     pub hide_usage: Option<UsageHider>,
+    /// The serving attempt's trace span (when recorded) and what the
+    /// stream tells about the answer, set on it when the stream ends.
+    pub trace: Option<(LiveSpan, AnswerFacts)>,
 }
 
 pub struct SseRelay {
@@ -132,6 +139,7 @@ impl SseRelay {
         self.end.outcome = Some(outcome);
         self.phase = Phase::Done;
         self.report_usage();
+        self.end_trace(Some(outcome));
         let mid_event = std::mem::take(&mut self.mid_event);
         Poll::Ready(Some(Ok(sse::as_own_event(event, mid_event))))
     }
@@ -145,8 +153,38 @@ impl SseRelay {
             && !sse::only_comments(chunk)
             && let Some((histogram, received)) = self.settings.first_token.take()
         {
-            histogram.observe(received.elapsed().as_secs_f64());
+            let waited = received.elapsed().as_secs_f64();
+            histogram.observe(waited);
+            if let Some((span, _)) = &self.settings.trace {
+                span.record(|data| {
+                    data.event("sluice.first_token", Vec::new());
+                    data.set("sluice.time_to_first_token_s", waited);
+                });
+            }
         }
+        if let Some((_, facts)) = &mut self.settings.trace {
+            facts.scan(chunk);
+        }
+    }
+
+    /// Ends the serving attempt's span with what the stream said, once.
+    fn end_trace(&mut self, outcome: Option<StreamOutcome>) {
+        let Some((span, facts)) = self.settings.trace.take() else {
+            return;
+        };
+        facts.record_on(&span);
+        let outcome = outcome.unwrap_or(StreamOutcome::ClientClosed);
+        span.record(|data| {
+            data.set("sluice.stream.outcome", outcome.as_str());
+            if matches!(
+                outcome,
+                StreamOutcome::UpstreamError | StreamOutcome::Timeout
+            ) {
+                data.set("error.type", outcome.as_str());
+                data.error = Some(String::new());
+            }
+        });
+        span.end();
     }
 
     /// Reports what the scanner found, once, when the stream ends either way.
@@ -191,6 +229,7 @@ impl SseRelay {
 impl Drop for SseRelay {
     fn drop(&mut self) {
         self.report_usage();
+        self.end_trace(self.end.outcome);
     }
 }
 
@@ -211,6 +250,8 @@ impl Stream for SseRelay {
                 Phase::AwaitingHeaders(pending) => match pending.as_mut().poll(cx) {
                     Poll::Ready(Ok(started)) => {
                         this.phase = Phase::Streaming(started.body);
+                        this.settings.trace =
+                            started.span.map(|span| (span, AnswerFacts::streamed()));
                         this.settings.deployment = started.deployment;
                         this.settings.idle_timeout = started.idle_timeout;
                         this.last_activity = Instant::now();
@@ -247,6 +288,7 @@ impl Stream for SseRelay {
                         this.end.outcome = Some(StreamOutcome::Completed);
                         this.phase = Phase::Done;
                         this.report_usage();
+                        this.end_trace(Some(StreamOutcome::Completed));
                         let rest = this
                             .settings
                             .hide_usage
@@ -283,6 +325,7 @@ mod tests {
                 cut: Cut::default(),
                 first_token: None,
                 hide_usage: None,
+                trace: None,
             },
             None,
         )

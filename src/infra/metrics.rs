@@ -107,6 +107,12 @@ metric_set! {
     /// Relayed streams by how they ended (completed, client_closed,
     /// upstream_error, timeout, shutting_down).
     streams: IntCounterVec = counters("sluice_streams_total", "Relayed streams by how they ended", ["outcome"]);
+    /// Spans the OTLP collector accepted (`[otel]`).
+    trace_spans_exported: IntCounter = counter("sluice_trace_spans_exported_total", "Spans the OTLP collector accepted");
+    /// Spans not exported, by reason: `queue_full` (the export queue had no
+    /// room), `export_failed` (the collector was down, slow or refusing),
+    /// `rejected` (the collector said so in a partial success).
+    trace_spans_dropped: IntCounterVec = counters("sluice_trace_spans_dropped_total", "Spans not exported, by reason (queue_full, export_failed, rejected)", ["reason"]);
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     key_requests: IntCounterVec = counters("sluice_key_requests_total", "Requests by key and status class ([metrics] per_key)", ["key", "status"]);
     /// Requests by route, model, deployment and status class.

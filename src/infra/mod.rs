@@ -1,8 +1,11 @@
 //! Infrastructure the engines and the server build on: logging and
-//! metrics, the shared Redis and SQL stores, the SSE grammar, the local
-//! data directories, and the synchronous layer helper.
+//! metrics, OpenTelemetry traces, the pooled HTTP client, the shared Redis
+//! and SQL stores, the SSE grammar, the local data directories, and the
+//! synchronous layer helper.
 
+pub mod http_pool;
 pub mod metrics;
+pub mod otel;
 pub mod redis;
 pub mod sql;
 pub mod sse;

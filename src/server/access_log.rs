@@ -13,26 +13,45 @@ use axum::response::Response;
 use http::{HeaderValue, Method};
 use tracing::Instrument;
 
-use super::call_span;
+use super::{call_span, call_trace};
 
 use crate::engines::auth::AuthRefused;
 use crate::infra::metrics::Metrics;
+use crate::infra::otel::{LiveSpan, Tracer};
 use crate::util::headers::X_REQUEST_ID;
 use crate::util::text::clip;
 use crate::vocab::Identity;
 use crate::vocab::error::ErrorLogged;
 use crate::vocab::{ServedBy, StreamEnded, StreamOutcome};
 
+/// What layer 4 needs: the stream counter and the tracer.
+#[derive(Clone)]
+pub struct AccessLog {
+    pub metrics: Metrics,
+    pub tracer: Tracer,
+}
+
 /// `latency_us` is to the response head, or for a stream to its end. The
-/// call's span (see `call_span`) is made here and covers the line too.
-pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+/// call's span (see `call_span`) and its OpenTelemetry span (see
+/// `call_trace`) are made here; the log span covers the line too, and the
+/// OpenTelemetry span ends with it.
+pub async fn access_log(
+    State(AccessLog { metrics, tracer }): State<AccessLog>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let span = call_span::span_of(&request);
+    let trace = call_trace::open(&tracer, &mut request);
+    let trace_id = call_trace::trace_id(trace.as_ref(), &request);
     let method = request.method().clone();
     // The path is the client's: quoted with a bound, like every echo.
     let path = clip(request.uri().path()).into_owned();
     let request_id = request.headers().get(X_REQUEST_ID).cloned();
     let response = next.run(request).instrument(span.clone()).await;
+    if let Some(trace) = &trace {
+        call_trace::on_response(trace, &response);
+    }
     let extensions = response.extensions();
     let line = Line {
         request_id,
@@ -47,6 +66,8 @@ pub async fn access_log(State(metrics): State<Metrics>, request: Request, next: 
         // flood the log.
         refused: extensions.get::<AuthRefused>().is_some(),
         started,
+        trace,
+        trace_id,
     };
     span.in_scope(|| match extensions.get::<StreamEnded>() {
         // Written by the relay's drop, when the stream has ended.
@@ -70,10 +91,15 @@ struct Line {
     error: Option<String>,
     refused: bool,
     started: Instant,
+    trace: Option<LiveSpan>,
+    trace_id: Option<String>,
 }
 
 impl Line {
     fn write(&self, outcome: Option<StreamOutcome>) {
+        if let Some(trace) = &self.trace {
+            call_trace::close(trace, outcome);
+        }
         let served = self.served.as_ref();
         macro_rules! line {
             ($level:expr) => {
@@ -90,6 +116,7 @@ impl Line {
                     latency_us = self.started.elapsed().as_micros() as u64,
                     stream = outcome.map(StreamOutcome::as_str),
                     error = self.error.as_deref(),
+                    trace_id = self.trace_id.as_deref(),
                 )
             };
         }

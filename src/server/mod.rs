@@ -4,6 +4,7 @@
 mod access_log;
 pub mod admin;
 mod call_span;
+mod call_trace;
 mod conn;
 mod cors;
 mod encoding;
@@ -129,7 +130,9 @@ impl Gateway {
             live::keys::follow(live, keys).await;
         }
         let metrics = live.registries.metrics.clone();
-        let outer = |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics);
+        let tracer = live.registries.tracer.clone();
+        let outer =
+            |router: axum::Router, cors| stack::outer_layers(router, cors, &metrics, &tracer);
         let in_force = |listener| axum::Router::new().fallback_service(live.app(listener));
         let core = live::admin::Core(Arc::downgrade(live));
         let core_admin = admin::live_routes(Arc::new(core), keys);

@@ -6,7 +6,7 @@
 //! | 2 | `RequestIds`         | all   | keeps a short client `x-request-id`, or makes one; answers with it |
 //! | 3 | `cors`               | api   | `[server] cors_origins`: preflights, allow/expose headers  |
 //! | 3b| `compression`        | all   | large JSON answers gzip/br/zstd per `Accept-Encoding`      |
-//! | 4 | `access_log`         | all   | one log line per request (a stream's at its end)          |
+//! | 4 | `access_log`         | all   | one log line per request (a stream's at its end); the call's OpenTelemetry span |
 //! | 4b| `record`             | all   | request counts, durations, overhead, in-flight (metrics)  |
 //! | 4c| `CheckEncoding`      | all   | unknown `Content-Encoding` -> 415; known ones spelled for 4d |
 //! | 4d| `RequestDecompression`| all  | gzip/deflate/br/zstd bodies decoded as they are read      |
@@ -278,7 +278,16 @@ fn with_fallbacks(router: Router) -> Router {
 
 /// Layers 1 to 4d, on every listener's app for the process's life (CORS on
 /// the API's only: browsers call nothing else).
-pub fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) -> Router {
+pub fn outer_layers(
+    router: Router,
+    cors: Option<CorsLayer>,
+    metrics: &Metrics,
+    tracer: &crate::infra::otel::Tracer,
+) -> Router {
+    let access_log = access_log::AccessLog {
+        metrics: metrics.clone(),
+        tracer: tracer.clone(),
+    };
     router.layer(
         ServiceBuilder::new()
             .layer(CatchPanicLayer::custom(fallback::panic_response)) // 1
@@ -286,7 +295,7 @@ pub fn outer_layers(router: Router, cors: Option<CorsLayer>, metrics: &Metrics) 
             .option_layer(cors) // 3
             .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
             .layer(encoding::compression()) // 3b
-            .layer(from_fn_with_state(metrics.clone(), access_log::access_log)) // 4
+            .layer(from_fn_with_state(access_log, access_log::access_log)) // 4
             .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
             .layer(SyncLayer(encoding::CheckEncoding)) // 4c
             .map_response(IntoResponse::into_response)

@@ -7,15 +7,15 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderValue, header};
 use http_body_util::{BodyDataStream, Full};
 
-use super::pool::ModelClient;
 use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
+use crate::infra::http_pool::PooledClient;
 
 #[derive(Clone)]
 pub struct UpstreamClient {
     /// Files and Batch API forwarding, health probes.
     pub(super) http: reqwest::Client,
     /// Model calls (`send`).
-    model: ModelClient,
+    model: PooledClient,
 }
 
 impl UpstreamClient {
@@ -29,7 +29,7 @@ impl UpstreamClient {
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
-        let model = super::pool::model_client()?;
+        let model = crate::infra::http_pool::pooled_client(false)?;
         Ok(Self { http, model })
     }
 
@@ -78,6 +78,12 @@ impl UpstreamClient {
         }
         if let Some(beta) = request.openai_beta {
             builder = builder.header("openai-beta", beta);
+        }
+        if let Some(parent) = request.traceparent {
+            builder = builder.header("traceparent", parent);
+            if let Some(state) = request.tracestate {
+                builder = builder.header("tracestate", state);
+            }
         }
         let outgoing = builder
             .body(Full::new(body))

@@ -23,6 +23,9 @@ pub struct Deployment {
     pub timeout: Duration,
     /// Whether batches for its models are forwarded to its Batch API.
     pub batch: BatchMode,
+    /// The upstream's host and port (`server.address` on trace spans);
+    /// `None` for an in-process provider.
+    pub address: Option<(Arc<str>, u16)>,
     pub(super) target: Target,
     pub(super) auth: Option<(http::HeaderName, HeaderValue)>,
     /// Answers in-process instead of over HTTP (the mock).
@@ -54,7 +57,20 @@ impl Deployment {
                 urls.insert(upstream.clone(), parsed_urls(&target, upstream)?);
             }
         }
+        let address = urls.values().next().and_then(|urls| {
+            let uri = &urls[0];
+            let default_port = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            Some((
+                Arc::from(uri.host()?),
+                uri.port_u16().unwrap_or(default_port),
+            ))
+        });
         Ok(Self {
+            address,
             name: Arc::from(config.name.as_str()),
             name_header: HeaderValue::from_str(&config.name)
                 .map_err(|_| "name has characters not allowed in a header")?,

@@ -7,7 +7,6 @@ pub mod batch_api;
 mod client;
 mod deployment;
 pub mod multipart;
-mod pool;
 mod provider;
 pub mod realtime;
 mod target;
@@ -39,6 +38,10 @@ pub struct UpstreamRequest {
     pub content_type: Option<http::HeaderValue>,
     /// Set for calls on a stored response.
     pub stored: Option<StoredCall>,
+    /// W3C trace context: the attempt's span when Sluice traces, else the
+    /// caller's own, passed on.
+    pub traceparent: Option<http::HeaderValue>,
+    pub tracestate: Option<http::HeaderValue>,
 }
 
 pub type BodyStream = BoxStream<'static, Result<Bytes, UpstreamError>>;

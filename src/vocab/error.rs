@@ -178,7 +178,7 @@ impl GatewayError {
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    pub fn code(&self) -> Option<&'static str> {
         match self {
             Self::MissingApiKey => None,
             Self::InvalidApiKey { .. } => Some("invalid_api_key"),

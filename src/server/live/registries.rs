@@ -36,6 +36,8 @@ use crate::util::tasks::Tasks;
 pub struct Registries {
     pub tasks: Tasks,
     pub metrics: Metrics,
+    /// OpenTelemetry traces (`[otel]`): off without an endpoint.
+    pub tracer: crate::infra::otel::Tracer,
     pub client: UpstreamClient,
     /// The providers answered in-process (the mock), by config name.
     pub providers: Providers,
@@ -76,6 +78,8 @@ impl Registries {
         crate::infra::storage_dirs::prepare(config).map_err(StartError::Build)?;
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
         let client = UpstreamClient::new().map_err(StartError::Build)?;
+        let tracer = crate::infra::otel::Tracer::start(&config.otel, &metrics, &tasks)
+            .map_err(StartError::Build)?;
         let redis = config
             .redis
             .as_ref()
@@ -110,6 +114,7 @@ impl Registries {
             ),
             tasks,
             metrics,
+            tracer,
             client,
             // The edge registers the mock: `upstream` has no local provider of its own.
             providers: Providers::default().with_local(Provider::Mock, crate::mock::provider),
@@ -155,6 +160,7 @@ pub fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str
         "log",
         "batch",
         "async_requests",
+        "otel",
     ] {
         if hash(running, section) != hash(next, section) {
             changed.push(section);

@@ -1,5 +1,5 @@
-//! The connection pool model calls go through: hyper's client over rustls,
-//! with nothing between the call and the pool.
+//! The connection pool model calls (and OTLP exports) go through: hyper's
+//! client over rustls, with nothing between the call and the pool.
 //!
 //! reqwest wraps each request in layers Sluice does not use (its redirect
 //! policy, though told to follow none, re-parses the URL per call; retries;
@@ -28,12 +28,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream host.
 const IDLE_PER_HOST: usize = 512;
 
-/// A pooled client for model calls: HTTP/1.1 or HTTP/2 (by ALPN on TLS).
-pub type ModelClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A pooled client: HTTP/1.1 or HTTP/2 (by ALPN on TLS).
+pub type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Builds the pool: the platform's trust store (as reqwest's was), aws-lc-rs
-/// as the crypto provider, `TCP_NODELAY` on every connection.
-pub fn model_client() -> Result<ModelClient, String> {
+/// as the crypto provider, `TCP_NODELAY` on every connection. `http2_only`
+/// (gRPC) speaks HTTP/2 on cleartext connections too, with prior knowledge.
+pub fn pooled_client(http2_only: bool) -> Result<PooledClient, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -50,6 +51,7 @@ pub fn model_client() -> Result<ModelClient, String> {
         .enable_all_versions()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)

@@ -1,0 +1,135 @@
+//! The call's OpenTelemetry span, opened and closed by layer 4 (the access
+//! log) around everything else: a server span that continues the caller's
+//! trace (`traceparent`), named `{method} {route}` once the route is known,
+//! with HTTP's attributes, who called and what served, and Sluice's own
+//! under `sluice.*`. Inner layers find it as a request extension
+//! (`LiveSpan`) and add what they learn (cache, limits, queue, attempts).
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
+
+use crate::dispatch::ATTEMPTS_HEADER;
+use crate::infra::otel::{Kind, LiveSpan, SpanContext, Tracer, ids};
+use crate::util::headers::X_REQUEST_ID;
+use crate::util::text::clip;
+use crate::vocab::error::ErrorLogged;
+use crate::vocab::{CACHE_STATUS, DEGRADED, Identity, ServedBy, StreamOutcome};
+
+/// Longest `user_agent.original` kept.
+const MAX_USER_AGENT: usize = 256;
+
+/// The call's span, put in the request's extensions; `None` when tracing
+/// is off. The caller's `traceparent` is read here, by its grammar.
+pub fn open(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan> {
+    if !tracer.is_on() {
+        return None;
+    }
+    let remote = ids::remote_parent(request.headers());
+    let span = tracer.root(request.method().to_string(), Kind::Server, remote)?;
+    span.record(|data| {
+        data.set("http.request.method", request.method().to_string());
+        data.set("url.path", clip(request.uri().path()).into_owned());
+        if let Some(scheme) = request.uri().scheme_str() {
+            data.set("url.scheme", scheme.to_owned());
+        }
+        if let Some(agent) = request.headers().get(http::header::USER_AGENT) {
+            let agent = String::from_utf8_lossy(agent.as_bytes());
+            data.set("user_agent.original", bounded(&agent, MAX_USER_AGENT));
+        }
+        if let Some(id) = request
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            data.set("sluice.request_id", id.to_owned());
+        }
+    });
+    request.extensions_mut().insert(span.clone());
+    Some(span)
+}
+
+/// The trace id the access line carries: the call's, or with tracing off
+/// the caller's own (so lines still join the caller's trace).
+pub fn trace_id(span: Option<&LiveSpan>, request: &Request) -> Option<String> {
+    match span {
+        Some(span) => Some(span.context().trace_id.to_hex()),
+        None if request.headers().contains_key("traceparent") => {
+            ids::remote_parent(request.headers()).map(|c: SpanContext| c.trace_id.to_hex())
+        }
+        None => None,
+    }
+}
+
+/// What the response head tells: route, status, caller, what served it.
+pub fn on_response(span: &LiveSpan, response: &Response) {
+    span.record(|data| {
+        let extensions = response.extensions();
+        let status = response.status().as_u16();
+        if let Some(route) = extensions.get::<MatchedPath>() {
+            // Opened under the method alone: the route is known now.
+            data.name = format!("{} {}", data.name, route.as_str()).into();
+            data.set("http.route", route.as_str().to_owned());
+        }
+        data.set("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            data.set("error.type", status.to_string());
+            data.error = Some(
+                extensions
+                    .get::<ErrorLogged>()
+                    .map(|e| e.0.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some(identity) = extensions.get::<Arc<Identity>>() {
+            data.set("sluice.key.id", &identity.id);
+            data.set("sluice.key.name", &identity.name);
+            if let Some(org) = &identity.org {
+                data.set("sluice.org", org);
+            }
+        }
+        if let Some(served) = extensions.get::<ServedBy>() {
+            data.set("sluice.deployment", &served.deployment);
+            if !served.model.is_empty() {
+                data.set("sluice.model", &served.model);
+            }
+        }
+        let headers = response.headers();
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(cache) = text(CACHE_STATUS.as_str()) {
+            data.set("sluice.cache", cache.to_owned());
+        }
+        if let Some(attempts) = text(ATTEMPTS_HEADER).and_then(|a| a.parse::<i64>().ok()) {
+            data.set("sluice.attempts", attempts);
+        }
+        if let Some(degraded) = text(DEGRADED) {
+            data.set("sluice.degraded", degraded.to_owned());
+        }
+    });
+}
+
+/// Ends the span with a stream's outcome, if it was one.
+pub fn close(span: &LiveSpan, outcome: Option<StreamOutcome>) {
+    if let Some(outcome) = outcome {
+        span.record(|data| {
+            data.set("sluice.stream.outcome", outcome.as_str());
+            if !matches!(
+                outcome,
+                StreamOutcome::Completed | StreamOutcome::ClientClosed
+            ) {
+                data.set("error.type", outcome.as_str());
+                data.error.get_or_insert_with(String::new);
+            }
+        });
+    }
+    span.end();
+}
+
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

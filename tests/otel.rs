@@ -1,0 +1,433 @@
+//! OpenTelemetry traces against a real OTLP receiver that decodes them with
+//! the official protobuf definitions: the span tree of a call, a stream, a
+//! retried call, a cache hit, a refusal; `traceparent` continuity at the
+//! fake upstream; the `OTEL_*` variables; and an exporter that is down,
+//! slow or refusing, which clients must not notice.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::fake_upstream::{chunk, done};
+use common::gateway::{chat, deployment};
+use common::otlp::{Receiver, children, named};
+use common::{Behavior, FakeUpstream, TestGateway};
+use serde_json::{Value, json};
+
+const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// A gateway on `upstream` exporting to `endpoint` every 20 ms.
+async fn traced(upstream: &FakeUpstream, otel: &str, extra: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "[auth]\nrequired = false\n[otel]\nschedule_delay = \"20ms\"\n{otel}\n{extra}\n{}",
+        deployment("oa", upstream, "")
+    ))
+    .await
+}
+
+async fn post_traced(gateway: &TestGateway, body: &Value, traceparent: &str) -> reqwest::Response {
+    gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .header("traceparent", traceparent)
+        .header("tracestate", "vendor=abc")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    &span["attributes"][key]
+}
+
+/// `traceparent`'s trace id and parent span id.
+fn ids_of(traceparent: &str) -> (String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test]
+async fn a_call_continues_the_callers_trace_down_to_the_upstream() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "").await;
+    let mut body = chat("gpt-4o");
+    body["temperature"] = json!(0.5);
+    body["max_tokens"] = json!(64);
+    let response = post_traced(&gateway, &body, CALLER).await;
+    assert_eq!(response.status(), 200);
+
+    let spans = receiver.wait_for(2).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    let client = named(&spans, "chat gpt-4o");
+    let (caller_trace, caller_span) = ids_of(CALLER);
+    assert_eq!(server["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(server["trace_id"], caller_trace.as_str());
+    assert_eq!(server["parent_span_id"], caller_span.as_str());
+    assert_eq!(server["trace_state"], "vendor=abc");
+    assert_eq!(
+        server["flags"].as_u64().unwrap() & 0x301,
+        0x301,
+        "remote parent, sampled"
+    );
+    assert_eq!(attr(server, "http.response.status_code"), 200);
+    assert_eq!(attr(server, "http.route"), "/v1/chat/completions");
+    assert_eq!(attr(server, "sluice.deployment"), "oa");
+    assert_eq!(attr(server, "sluice.attempts"), 1);
+    assert_eq!(server["resource"]["service.name"], "sluice");
+
+    assert_eq!(client["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(client["trace_id"], caller_trace.as_str());
+    assert_eq!(client["parent_span_id"], server["span_id"]);
+    for (key, expected) in [
+        ("gen_ai.operation.name", json!("chat")),
+        ("gen_ai.provider.name", json!("openai")),
+        ("gen_ai.request.model", json!("gpt-4o")),
+        ("gen_ai.response.model", json!("gpt-4o")),
+        ("gen_ai.response.id", json!("chatcmpl-fake")),
+        ("gen_ai.response.finish_reasons", json!(["stop"])),
+        ("gen_ai.usage.input_tokens", json!(5)),
+        ("gen_ai.usage.output_tokens", json!(2)),
+        ("gen_ai.usage.cache_read.input_tokens", json!(3)),
+        ("gen_ai.request.temperature", json!(0.5)),
+        ("gen_ai.request.max_tokens", json!(64)),
+        ("server.address", json!("127.0.0.1")),
+        ("http.response.status_code", json!(200)),
+    ] {
+        assert_eq!(attr(client, key), &expected, "{key} in {client:#}");
+    }
+    assert!(
+        attr(client, "gen_ai.input.messages").is_null(),
+        "content is not captured by default"
+    );
+    let start = server["start"].as_u64().unwrap();
+    assert!(start <= client["start"].as_u64().unwrap());
+    assert!(client["end"].as_u64().unwrap() <= server["end"].as_u64().unwrap());
+
+    let sent = upstream.last();
+    let traceparent = sent.headers["traceparent"].to_str().unwrap();
+    assert_eq!(
+        traceparent,
+        format!(
+            "00-{caller_trace}-{}-01",
+            client["span_id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(sent.headers["tracestate"], "vendor=abc");
+}
+
+#[tokio::test]
+async fn a_stream_has_its_first_token_usage_and_outcome() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "").await;
+    let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}});
+    upstream.push(Behavior::Stream {
+        events: vec![chunk("hi"), format!("data: {usage}\n\n"), done()],
+        interval: Duration::from_millis(5),
+        gate: None,
+    });
+    let mut body = chat("gpt-4o");
+    body["stream"] = json!(true);
+    let response = post_traced(&gateway, &body, CALLER).await;
+    assert!(response.text().await.unwrap().contains("[DONE]"));
+
+    let spans = receiver.wait_for(2).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    let client = named(&spans, "chat gpt-4o");
+    assert_eq!(attr(server, "sluice.stream.outcome"), "completed");
+    assert_eq!(attr(client, "sluice.stream.outcome"), "completed");
+    assert_eq!(attr(client, "gen_ai.usage.input_tokens"), 9);
+    assert_eq!(attr(client, "gen_ai.usage.output_tokens"), 4);
+    assert_eq!(
+        attr(client, "gen_ai.response.finish_reasons"),
+        &json!(["length"])
+    );
+    let first = client["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "sluice.first_token")
+        .expect("a first-token event");
+    let at = first["time"].as_u64().unwrap();
+    assert!(client["start"].as_u64().unwrap() <= at && at <= client["end"].as_u64().unwrap());
+    assert!(
+        attr(client, "sluice.time_to_first_token_s")
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[tokio::test]
+async fn a_retried_call_has_one_span_per_attempt() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "[retry]\nbase_delay = \"1ms\"").await;
+    upstream.push(Behavior::server_error());
+    let response = post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
+    assert_eq!(response.status(), 200);
+
+    let spans = receiver.wait_for(3).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    let attempts = children(&spans, server);
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    let first = attempts
+        .iter()
+        .find(|s| attr(s, "sluice.attempt") == 1)
+        .unwrap();
+    let second = attempts
+        .iter()
+        .find(|s| attr(s, "sluice.attempt") == 2)
+        .unwrap();
+    assert_eq!(first["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(attr(first, "error.type"), "500");
+    assert_eq!(attr(first, "http.response.status_code"), 500);
+    assert!(attr(second, "error.type").is_null());
+    assert_eq!(attr(server, "sluice.attempts"), 2);
+    let sent: Vec<String> = upstream
+        .recorded()
+        .iter()
+        .map(|r| r.headers["traceparent"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent.len(), 2);
+    for (header, span) in sent.iter().zip([first, second]) {
+        assert_eq!(ids_of(header).1, span["span_id"].as_str().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn without_a_traceparent_a_new_trace_starts_and_a_bad_one_is_ignored() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "").await;
+    let bad = "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01";
+    assert_eq!(
+        post_traced(&gateway, &chat("gpt-4o"), bad).await.status(),
+        200
+    );
+    let spans = receiver.wait_for(2).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    assert_eq!(server["parent_span_id"], "");
+    assert_ne!(server["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        server["trace_state"], "",
+        "tracestate goes with a bad traceparent"
+    );
+    assert_eq!(server["flags"].as_u64().unwrap() & 0x200, 0, "not remote");
+}
+
+#[tokio::test]
+async fn the_otel_variables_configure_the_export() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let env: HashMap<String, String> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_SERVICE_NAME", "edge-gateway".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=test,team=platform%20ops".to_owned(),
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret".to_owned()),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", &upstream, "")
+    );
+    let gateway = TestGateway::start_with_env(&config, &env).await;
+    assert_eq!(
+        gateway
+            .post("/v1/chat/completions", None, &chat("gpt-4o"))
+            .await
+            .status(),
+        200
+    );
+    let spans = receiver.wait_for(2).await;
+    let resource = &spans[0]["resource"];
+    assert_eq!(resource["service.name"], "edge-gateway");
+    assert_eq!(resource["deployment.environment"], "test");
+    assert_eq!(resource["team"], "platform ops");
+    let requests = receiver.requests().await;
+    assert_eq!(requests[0]["path"], "/v1/traces");
+    assert_eq!(requests[0]["headers"]["x-api-key"], "s3cret");
+    assert_eq!(requests[0]["headers"]["content-encoding"], "gzip");
+    let config = gateway.get_json("/admin/config", None).await;
+    assert!(!config.to_string().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_sampler_that_drops_still_passes_the_context_on() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let env: HashMap<String, String> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+        ("OTEL_TRACES_SAMPLER_ARG", "0".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", &upstream, "")
+    );
+    let gateway = TestGateway::start_with_env(&config, &env).await;
+    // No parent: the ratio (0) drops it, and the upstream hears so.
+    gateway
+        .post("/v1/chat/completions", None, &chat("gpt-4o"))
+        .await;
+    let unsampled = upstream.last().headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    // A sampled parent: followed.
+    post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
+    let spans = receiver.wait_for(2).await;
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["trace_id"] == ids_of(CALLER).0.as_str())
+    );
+    assert_eq!(spans.len(), 2);
+}
+
+#[tokio::test]
+async fn with_tracing_off_the_callers_context_is_passed_on() {
+    let upstream = FakeUpstream::start("oa").await;
+    let env: HashMap<String, String> = [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:9".to_owned(),
+        ),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", &upstream, "")
+    );
+    let gateway = TestGateway::start_with_env(&config, &env).await;
+    post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
+    let sent = upstream.last();
+    assert_eq!(sent.headers["traceparent"], CALLER);
+    assert_eq!(sent.headers["tracestate"], "vendor=abc");
+    gateway
+        .post("/v1/chat/completions", None, &chat("gpt-4o"))
+        .await;
+    assert!(!upstream.last().headers.contains_key("traceparent"));
+}
+
+/// Calls through a gateway whose collector misbehaves: every one answers
+/// 200 within `within`, and the spans are counted as dropped.
+async fn clients_do_not_notice(gateway: &TestGateway, within: Duration) {
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let response = gateway
+            .post("/v1/chat/completions", None, &chat("gpt-4o"))
+            .await;
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    }
+}
+
+fn dropped(metrics: &str, reason: &str) -> f64 {
+    let series = format!("sluice_trace_spans_dropped_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+async fn wait_dropped(gateway: &TestGateway, reason: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = dropped(&gateway.metrics().await, reason);
+        if seen >= at_least {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{seen} {reason}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_refusing_collector_changes_nothing_for_clients() {
+    let receiver = Receiver::start(false);
+    receiver.set_mode("refuse", 0.0).await;
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!(
+        "endpoint = \"{}\"\ntimeout = \"300ms\"",
+        receiver.endpoint()
+    );
+    let gateway = traced(&upstream, &otel, "").await;
+    clients_do_not_notice(&gateway, Duration::from_secs(1)).await;
+    wait_dropped(&gateway, "export_failed", 1.0).await;
+    assert!(receiver.refused().await >= 1, "the collector was asked");
+}
+
+#[tokio::test]
+async fn a_slow_or_absent_collector_changes_nothing_for_clients() {
+    let receiver = Receiver::start(false);
+    receiver.set_mode("slow", 5.0).await;
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!(
+        "endpoint = \"{}\"\ntimeout = \"200ms\"\nmax_queue_size = 4\nmax_export_batch_size = 2",
+        receiver.endpoint()
+    );
+    let gateway = traced(&upstream, &otel, "").await;
+    clients_do_not_notice(&gateway, Duration::from_secs(1)).await;
+    wait_dropped(&gateway, "queue_full", 1.0).await;
+    wait_dropped(&gateway, "export_failed", 1.0).await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let otel = format!("endpoint = \"http://127.0.0.1:{port}\"\ntimeout = \"200ms\"");
+    let gateway = traced(&upstream, &otel, "").await;
+    clients_do_not_notice(&gateway, Duration::from_secs(1)).await;
+    wait_dropped(&gateway, "export_failed", 1.0).await;
+}
+
+#[tokio::test]
+async fn spans_go_over_grpc_too() {
+    let receiver = Receiver::start(true);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!(
+        "endpoint = \"{}\"\nprotocol = \"grpc\"\ncompression = \"gzip\"\nheaders = {{ authorization = \"Bearer t0k\" }}",
+        receiver.grpc_endpoint()
+    );
+    let gateway = traced(&upstream, &otel, "").await;
+    post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
+    let spans = receiver.wait_for(2).await;
+    named(&spans, "chat gpt-4o");
+    let requests = receiver.requests().await;
+    assert_eq!(requests[0]["transport"], "grpc");
+    assert_eq!(requests[0]["headers"]["authorization"], "Bearer t0k");
+}
