@@ -431,3 +431,132 @@ async fn spans_go_over_grpc_too() {
     assert_eq!(requests[0]["transport"], "grpc");
     assert_eq!(requests[0]["headers"]["authorization"], "Bearer t0k");
 }
+
+fn event<'a>(span: &'a Value, name: &str) -> &'a Value {
+    span["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no event {name} in {span:#}"))
+}
+
+#[tokio::test]
+async fn a_cache_hit_a_refusal_and_the_ledger_carry_the_trace() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = std::env::temp_dir().join(format!("sluice-otel-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[otel]\nendpoint = \"{}\"\nschedule_delay = \"20ms\"\n[cache]\nenabled = true\n[usage]\nstore = \"sqlite\"\ndata_dir = \"{}\"\nflush_interval = \"20ms\"\n{}[[keys]]\nname = \"k\"\nkey = \"sk-k-00000000\"\nrpm = 1\n",
+        receiver.endpoint(),
+        dir.display(),
+        deployment("oa", &upstream, "")
+    );
+    let gateway = TestGateway::start(&config).await;
+    // Repeatable output: cached.
+    let mut body = chat("gpt-4o");
+    body["temperature"] = json!(0);
+    let send = |traceparent: &'static str, body: &Value| {
+        gateway
+            .client
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth("sk-k-00000000")
+            .header("traceparent", traceparent)
+            .json(body)
+            .send()
+    };
+    let mut other = body.clone();
+    other["messages"][0]["content"] = json!("Say goodbye");
+    let first = "00-11111111111111111111111111111111-2222222222222222-01";
+    let second = "00-33333333333333333333333333333333-4444444444444444-01";
+    let third = "00-55555555555555555555555555555555-6666666666666666-01";
+    assert_eq!(send(first, &body).await.unwrap().status(), 200);
+    let hit = send(second, &body).await.unwrap();
+    assert_eq!(hit.headers()["x-sluice-cache"], "hit");
+    assert_eq!(send(third, &other).await.unwrap().status(), 429);
+
+    let spans = receiver.wait_for(4).await;
+    let of_trace = |trace: &str| -> Vec<Value> {
+        spans
+            .iter()
+            .filter(|s| s["trace_id"] == ids_of(trace).0.as_str())
+            .cloned()
+            .collect()
+    };
+    let missed = of_trace(first);
+    assert_eq!(missed.len(), 2, "server and attempt");
+    let server = named(&missed, "POST /v1/chat/completions");
+    assert_eq!(
+        event(server, "sluice.cache")["attributes"]["sluice.cache.result"],
+        "miss"
+    );
+    assert_eq!(
+        event(server, "sluice.rate_limit")["attributes"]["sluice.rate_limit.decision"],
+        "admitted"
+    );
+    assert_eq!(attr(server, "sluice.key.name"), "k");
+    let hit = of_trace(second);
+    assert_eq!(hit.len(), 1, "a hit makes no attempt: {hit:#?}");
+    assert_eq!(attr(&hit[0], "sluice.cache"), "hit");
+    assert_eq!(
+        event(&hit[0], "sluice.cache")["attributes"]["sluice.cache.result"],
+        "hit"
+    );
+    let refused = of_trace(third);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(attr(&refused[0], "http.response.status_code"), 429);
+    assert_eq!(
+        event(&refused[0], "sluice.rate_limit")["attributes"]["sluice.rate_limit.decision"],
+        "refused"
+    );
+    assert_eq!(
+        refused[0]["status"]["code"], "STATUS_CODE_UNSET",
+        "4xx is the caller's"
+    );
+
+    let db = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let traces: Vec<String> = loop {
+        let mut statement = db
+            .prepare("SELECT trace_id FROM sluice_usage ORDER BY at_ms")
+            .unwrap();
+        let rows: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if rows.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected: Vec<String> = [first, second, third].iter().map(|t| ids_of(t).0).collect();
+    assert_eq!(traces, expected);
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn content_is_captured_only_when_asked_and_cut_to_its_cap() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!(
+        "endpoint = \"{}\"\ncapture_content = true\ncontent_max_bytes = 200",
+        receiver.endpoint()
+    );
+    let gateway = traced(&upstream, &otel, "").await;
+    let mut long = chat("gpt-4o");
+    long["messages"][0]["content"] = json!("é".repeat(300));
+    post_traced(&gateway, &long, CALLER).await;
+    let spans = receiver.wait_for(2).await;
+    let client = named(&spans, "chat gpt-4o");
+    let input = attr(client, "gen_ai.input.messages").as_str().unwrap();
+    assert!(input.starts_with("[{\""), "{input}");
+    assert!(input.ends_with("…[truncated]"), "{input}");
+    let output = attr(client, "gen_ai.output.messages").as_str().unwrap();
+    assert!(
+        output.starts_with("[{\"") && output.contains("from oa"),
+        "{output}"
+    );
+}

@@ -24,15 +24,23 @@ impl Stage for Admit {
         let Some((call, api)) = Call::proxied(request.extensions()) else {
             return next.run(request).await;
         };
-        let slot = match take_slot(
+        let started = tokio::time::Instant::now();
+        let priority = api.priority;
+        let taken = take_slot(
             &self.scheduler,
-            api.priority,
+            priority,
             call.identity.id.clone(),
             &self.metrics,
             || "this gateway".into(),
         )
-        .await
-        {
+        .await;
+        super::trace_event(&request, "sluice.queue", started, || {
+            vec![
+                ("sluice.priority", priority.as_str().into()),
+                ("sluice.queue.admitted", taken.is_ok().into()),
+            ]
+        });
+        let slot = match taken {
             Ok(slot) => slot,
             Err(error) => return error.into_response(),
         };

@@ -47,6 +47,12 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         return next.run(request).await;
     };
     let identity = &call.identity;
+    let started = tokio::time::Instant::now();
+    let traced = |request: &Request, result: &'static str| {
+        super::trace_event(request, "sluice.cache", started, || {
+            vec![("sluice.cache.result", result.into())]
+        });
+    };
     let decision = if identity.cache {
         let eligibility = Eligibility {
             cache_all: cache.config.cache_all,
@@ -68,6 +74,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             .cache_requests
             .with_label_values(&["bypass"])
             .inc();
+        traced(&request, "bypass");
         return labelled(next.run(request).await, "bypass");
     };
     let want = Want {
@@ -87,6 +94,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     let mut guard = match claim(cache, key, want.stream, lookup) {
         Claimed::Joined(flight) => {
             if let Some(response) = join(cache, flight, want, &model).await {
+                traced(&request, "coalesced");
                 return response;
             }
             // The leader failed: this request makes its own call, uncached.
@@ -96,7 +104,10 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     };
     if lookup {
         guard = match exact_hit(cache, guard, key, want, &model, degraded).await {
-            Ok(response) => return response,
+            Ok(response) => {
+                traced(&request, "hit");
+                return response;
+            }
             Err(guard) => guard,
         };
     }
@@ -123,6 +134,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     {
         cache.record_hit("semantic_hit", &api.route.name, &entry);
         guard.served(entry);
+        traced(&request, "semantic-hit");
         return labelled(response, "semantic-hit");
     }
 
@@ -132,6 +144,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
         .with_label_values(&["miss"])
         .inc();
     guard.probe = probe;
+    traced(&request, "miss");
     let response = next.run(request).await;
     labelled(record(cache, guard, response, want, ttl).await, "miss")
 }

@@ -33,6 +33,10 @@ pub struct CheckLevel {
 
 impl Stage for CheckLevel {
     async fn call(&self, mut request: Request, next: impl Next) -> Response {
+        let span = request
+            .extensions()
+            .get::<crate::infra::otel::LiveSpan>()
+            .cloned();
         let Some(call) = Call::proxied_mut(request.extensions_mut()) else {
             return next.run(request).await;
         };
@@ -41,6 +45,11 @@ impl Stage for CheckLevel {
         };
         let reading = self.ladder.read(&api.route, Instant::now());
         let level = reading.assessment.level;
+        if level != Level::Full
+            && let Some(span) = &span
+        {
+            span.set("sluice.degradation.level", i64::from(level.number()));
+        }
         // An automatic level lets a trial call through: it is how recovery shows.
         let trial = reading.outlook == Outlook::Trial && reading.assessment.forced.is_none();
         match level {

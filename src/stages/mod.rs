@@ -31,3 +31,21 @@ pub use job_owner::JobOwner;
 pub use rate_limit::RateLimit;
 pub use record_usage::{Estimates, RecordUsage};
 pub use request_reader::RequestReader;
+
+/// Records a stage's decision on the call's trace span, when one is being
+/// recorded: an event `name` at this moment, with the time the stage took
+/// since `started` and the attributes `attrs` makes (only then).
+pub(crate) fn trace_event(
+    request: &axum::extract::Request,
+    name: &'static str,
+    started: tokio::time::Instant,
+    attrs: impl FnOnce() -> Vec<crate::infra::otel::Attr>,
+) {
+    if let Some(span) = request.extensions().get::<crate::infra::otel::LiveSpan>() {
+        span.record(|data| {
+            let mut attrs = attrs();
+            attrs.push(("sluice.duration_s", started.elapsed().as_secs_f64().into()));
+            data.event(name, attrs);
+        });
+    }
+}

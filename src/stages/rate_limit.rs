@@ -25,7 +25,23 @@ impl Stage for RateLimit {
             endpoint: api.endpoint,
             affinity: api.affinity,
         };
-        let admission = match self.0.check(&call.identity, facts).await {
+        let started = tokio::time::Instant::now();
+        let check = self.0.check(&call.identity, facts).await;
+        let decision = match &check {
+            Check::Unlimited => "unlimited",
+            Check::Refused(_) => "refused",
+            Check::Admitted(_) => "admitted",
+        };
+        super::trace_event(&request, "sluice.rate_limit", started, || {
+            let mut attrs = vec![("sluice.rate_limit.decision", decision.into())];
+            if let Check::Admitted(admission) = &check
+                && let Some(backend) = &admission.backend
+            {
+                attrs.push(("sluice.deployment", (&backend.deployment.name).into()));
+            }
+            attrs
+        });
+        let admission = match check {
             Check::Unlimited => return next.run(request).await,
             Check::Refused(response) => return response,
             Check::Admitted(admission) => admission,

@@ -15,6 +15,9 @@ struct Line<S> {
     at_ms: i64,
     request_id: S,
     upstream_request_id: Option<S>,
+    /// Absent in lines written before traces were recorded.
+    #[serde(default)]
+    trace_id: Option<S>,
     key: S,
     /// Absent in lines written before key ids were recorded.
     #[serde(default)]
@@ -42,6 +45,7 @@ pub fn encode(record: &UsageRecord, out: &mut Vec<u8>) {
         at_ms: record.at_ms,
         request_id: &*record.request_id,
         upstream_request_id: record.upstream_request_id.as_deref(),
+        trace_id: record.trace_id.as_deref(),
         key: &*record.key,
         key_id: Some(&*record.key_id),
         org: record.org.as_deref(),
@@ -86,6 +90,7 @@ pub fn decode(line: &[u8]) -> Option<UsageRecord> {
         at_ms: line.at_ms,
         request_id: line.request_id,
         upstream_request_id: line.upstream_request_id,
+        trace_id: line.trace_id,
         key_id: shared(line.key_id.unwrap_or_else(|| line.key.clone())),
         key: shared(line.key),
         org: line.org.map(shared),
@@ -118,6 +123,7 @@ mod tests {
             at_ms: 1_700_000_000_000,
             request_id: "req \"quoted\"\n".into(),
             upstream_request_id: Some("up-1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             key: "k".into(),
             key_id: "key_1".into(),
             org: Some("eng".into()),

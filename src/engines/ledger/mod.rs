@@ -206,6 +206,7 @@ mod tests {
             at_ms: n,
             request_id: format!("req-{n}"),
             upstream_request_id: None,
+            trace_id: None,
             key: "k".into(),
             key_id: "k".into(),
             org: None,

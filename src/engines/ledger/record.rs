@@ -18,6 +18,8 @@ pub struct UsageRecord {
     pub request_id: String,
     /// The upstream's own request id (`x-upstream-request-id`), if it sent one.
     pub upstream_request_id: Option<String>,
+    /// The call's OpenTelemetry trace id (hex), when it was traced.
+    pub trace_id: Option<String>,
     /// The key's name when the call was made.
     pub key: Arc<str>,
     /// The key's stable id: a renamed key's history stays together under it.
@@ -51,6 +53,7 @@ pub struct Texts<'a> {
     pub id: &'a str,
     pub request_id: &'a str,
     pub upstream_request_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
     pub key: &'a str,
     pub key_id: &'a str,
     pub org: Option<&'a str>,
@@ -68,6 +71,7 @@ impl UsageRecord {
             id: &self.id,
             request_id: &self.request_id,
             upstream_request_id: self.upstream_request_id.as_deref(),
+            trace_id: self.trace_id.as_deref(),
             key: &self.key,
             key_id: &self.key_id,
             org: self.org.as_deref(),
@@ -81,10 +85,10 @@ impl UsageRecord {
     }
 }
 
-pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, key, key_id, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
+pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, trace_id, key, key_id, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
 
 /// Values per row: `COLUMNS` and the day.
-pub const VALUES_PER_ROW: usize = 21;
+pub const VALUES_PER_ROW: usize = 22;
 
 /// The `x-sluice-cache` values, as static strings.
 pub fn cache_status(header: &[u8]) -> &'static str {

@@ -11,7 +11,7 @@ use crate::infra::sql::{Db, DbError, Dialect, Schema, Value};
 use crate::util::tasks::Tasks;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
-    record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, key TEXT NOT NULL, key_id TEXT, org TEXT,
+    record_id TEXT, at_ms BIGINT NOT NULL, request_id TEXT NOT NULL, upstream_request_id TEXT, trace_id TEXT, key TEXT NOT NULL, key_id TEXT, org TEXT,
     model_requested TEXT NOT NULL, model TEXT NOT NULL, deployment TEXT NOT NULL,
     priority TEXT NOT NULL, cache TEXT NOT NULL, tag TEXT,
     prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
@@ -20,10 +20,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage (at_ms)";
 /// Columns added after the first release: a table made before them gets
 /// them (NULL in old rows).
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 4] = [
     ("sluice_usage", "record_id TEXT"),
     ("sluice_usage", "upstream_request_id TEXT"),
     ("sluice_usage", "key_id TEXT"),
+    ("sluice_usage", "trace_id TEXT"),
 ];
 /// What makes a write idempotent: a batch written twice (its commit
 /// acknowledgement lost, or replayed from the journal) adds no rows. Old
@@ -67,6 +68,7 @@ macro_rules! row_values {
             &$r.at_ms,
             &$t.request_id,
             &$t.upstream_request_id,
+            &$t.trace_id,
             &$t.key,
             &$t.key_id,
             &$t.org,
@@ -340,6 +342,7 @@ mod tests {
         let old_schema = SCHEMA
             .replace("record_id TEXT, ", "")
             .replace("upstream_request_id TEXT,", "")
+            .replace(" trace_id TEXT,", "")
             .replace(" key_id TEXT,", "");
         let old = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
         old.execute_batch(&old_schema).unwrap();
