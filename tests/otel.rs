@@ -560,3 +560,127 @@ async fn content_is_captured_only_when_asked_and_cut_to_its_cap() {
         "{output}"
     );
 }
+
+/// The spans named `name`.
+fn all_named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["name"] == name).collect()
+}
+
+#[tokio::test]
+async fn batch_lines_and_async_jobs_link_to_the_calls_that_queued_them() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = common::process::TempDir::new("sluice-otel-jobs");
+    let key = "sk-jobs-0000001";
+    let config = format!(
+        "[otel]\nendpoint = \"{}\"\nschedule_delay = \"20ms\"\n\
+         [batch]\nstore = \"sqlite:{dir}/jobs.sqlite\"\nfiles_dir = \"{dir}/files\"\npoll_interval = \"50ms\"\n\
+         [[keys]]\nname = \"app\"\nkey = \"{key}\"\n{}",
+        receiver.endpoint(),
+        deployment("oa", &upstream, ""),
+        dir = dir.display(),
+    );
+    let gateway = TestGateway::start(&config).await;
+
+    let line = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions", "body": chat("gpt-4o")})
+            .to_string()
+    };
+    let file =
+        common::batch_api::upload(&gateway, key, &format!("{}\n{}\n", line("a"), line("b"))).await;
+    let created = gateway
+        .client
+        .post(gateway.url("/v1/batches"))
+        .bearer_auth(key)
+        .header("traceparent", CALLER)
+        .json(&json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let batch_id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let submitter = "00-77777777777777777777777777777777-8888888888888888-01";
+    let queued = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("prefer", "respond-async")
+        .header("traceparent", submitter)
+        .json(&chat("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+
+    // Upload, batch create, async submit; two lines and one job, each
+    // with its attempt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans = receiver.spans().await;
+        let lines = all_named(&spans, "batch_line /v1/chat/completions").len();
+        let jobs = all_named(&spans, "async_job /v1/chat/completions").len();
+        let attempts = all_named(&spans, "chat gpt-4o").len();
+        if (lines, jobs, attempts) == (2, 1, 3) {
+            break spans;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{spans:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let create = named(&spans, "POST /v1/batches");
+    assert_eq!(create["trace_id"], ids_of(CALLER).0.as_str());
+    for line in all_named(&spans, "batch_line /v1/chat/completions") {
+        assert_eq!(line["kind"], "SPAN_KIND_INTERNAL");
+        assert_eq!(attr(line, "sluice.batch.id"), batch_id.as_str());
+        assert_eq!(line["parent_span_id"], "", "a trace of its own");
+        assert_ne!(line["trace_id"], create["trace_id"]);
+        let link = &line["links"][0];
+        assert_eq!(link["trace_id"], create["trace_id"]);
+        assert_eq!(link["span_id"], create["span_id"]);
+        assert_eq!(children(&spans, line).len(), 1, "its attempt");
+    }
+    let submit = spans
+        .iter()
+        .find(|s| s["trace_id"] == ids_of(submitter).0.as_str())
+        .unwrap();
+    let job = named(&spans, "async_job /v1/chat/completions");
+    assert_eq!(job["links"][0]["span_id"], submit["span_id"]);
+    for sent in upstream.recorded() {
+        let traceparent = sent.headers["traceparent"].to_str().unwrap();
+        let trace = ids_of(traceparent).0;
+        assert!(
+            trace != ids_of(CALLER).0 && trace != ids_of(submitter).0,
+            "queued work runs in traces of its own: {traceparent}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_semantic_cache_embedding_is_a_child_of_the_call_that_needed_it() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let config = format!(
+        "[auth]\nrequired = false\n[otel]\nendpoint = \"{}\"\nschedule_delay = \"20ms\"\n\
+         [cache]\nenabled = true\n[cache.semantic]\nenabled = true\nthreshold = 0.9\n\
+         embedding_model = \"text-embedding-3-small\"\n{}\
+         [[deployments]]\nname = \"embedder\"\nprovider = \"mock\"\nmodels = [\"text-embedding-3-small\"]\n",
+        receiver.endpoint(),
+        deployment("oa", &upstream, "")
+    );
+    let gateway = TestGateway::start(&config).await;
+    let mut body = chat("gpt-4o");
+    body["temperature"] = json!(0);
+    assert_eq!(post_traced(&gateway, &body, CALLER).await.status(), 200);
+    // The call, its attempt, the embedding and the embedding's attempt.
+    let spans = receiver.wait_for(4).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    let embedding = named(&spans, "semantic_cache_embedding /v1/embeddings");
+    assert_eq!(embedding["parent_span_id"], server["span_id"]);
+    assert_eq!(embedding["trace_id"], server["trace_id"]);
+    let attempt = named(&spans, "embeddings text-embedding-3-small");
+    assert_eq!(attempt["parent_span_id"], embedding["span_id"]);
+    assert_eq!(attr(attempt, "gen_ai.provider.name"), "sluice.mock");
+}

@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use crate::dispatch::ATTEMPTS_HEADER;
-use crate::infra::otel::{Kind, LiveSpan, SpanContext, Tracer, ids};
+use crate::infra::otel::{Kind, Link, LiveSpan, SpanContext, Tracer, ids};
 use crate::util::headers::X_REQUEST_ID;
 use crate::util::text::clip;
 use crate::vocab::error::ErrorLogged;
@@ -50,6 +50,69 @@ pub fn open(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan> {
     Some(span)
 }
 
+/// The span of a call Sluice makes itself (the internal adapter): a child
+/// of the call that asked for it (a semantic-cache embedding brings its
+/// caller's span along), else a new trace's root linked to the call that
+/// queued the work (a batch line or an asynchronous job sends that call's
+/// `traceparent`, which is removed here: the upstream must not see a
+/// context hours old). Named after the kind of work and its path.
+pub fn open_internal(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan> {
+    let cause = ids::remote_parent(request.headers());
+    for name in ["traceparent", "tracestate"] {
+        request.headers_mut().remove(name);
+    }
+    let parent = request.extensions_mut().remove::<LiveSpan>();
+    let tag = request
+        .headers()
+        .get(crate::util::headers::X_SLUICE_TAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (work, batch) = internal_work(&tag);
+    let name = format!("{work} {}", clip(request.uri().path()));
+    let span = match parent {
+        Some(parent) => parent.child(name, Kind::Internal),
+        None => tracer.root(name, Kind::Internal, None)?,
+    };
+    span.record(|data| {
+        data.set("sluice.internal", work);
+        data.set("http.request.method", request.method().to_string());
+        data.set("url.path", clip(request.uri().path()).into_owned());
+        if let Some(batch) = batch {
+            data.set("sluice.batch.id", batch.to_owned());
+        }
+        if let Some(id) = request
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            data.set("sluice.request_id", id.to_owned());
+        }
+        if let Some(cause) = cause {
+            data.links.push(Link { context: cause });
+        }
+    });
+    request.extensions_mut().insert(span.clone());
+    Some(span)
+}
+
+/// The kind of internal work a tag names, and a batch line's batch id.
+fn internal_work(tag: &str) -> (&'static str, Option<&str>) {
+    use crate::engines::internal::{ASYNC_TAG, BATCH_TAG, SEMANTIC_CACHE_TAG};
+    if let Some(batch) = tag
+        .strip_prefix(BATCH_TAG)
+        .and_then(|rest| rest.strip_prefix(':'))
+    {
+        ("batch_line", Some(batch))
+    } else if tag == ASYNC_TAG {
+        ("async_job", None)
+    } else if tag == SEMANTIC_CACHE_TAG {
+        ("semantic_cache_embedding", None)
+    } else {
+        ("internal", None)
+    }
+}
+
 /// The trace id the access line carries: the call's, or with tracing off
 /// the caller's own (so lines still join the caller's trace).
 pub fn trace_id(span: Option<&LiveSpan>, request: &Request) -> Option<String> {
@@ -68,8 +131,11 @@ pub fn on_response(span: &LiveSpan, response: &Response) {
         let extensions = response.extensions();
         let status = response.status().as_u16();
         if let Some(route) = extensions.get::<MatchedPath>() {
-            // Opened under the method alone: the route is known now.
-            data.name = format!("{} {}", data.name, route.as_str()).into();
+            // A server span opened under the method alone: the route is
+            // known now.
+            if data.kind == Kind::Server {
+                data.name = format!("{} {}", data.name, route.as_str()).into();
+            }
             data.set("http.route", route.as_str().to_owned());
         }
         data.set("http.response.status_code", i64::from(status));

@@ -17,6 +17,7 @@ use crate::engines::jobs::asynchronous::record::{self, CALLBACK_PENDING, Job, St
 use crate::engines::jobs::{Jobs, JobsError, new_id, unix_now};
 use crate::engines::request::parse;
 use crate::engines::request::paths::{ApiCall, classify};
+use crate::infra::otel::LiveSpan;
 use crate::stages::{Next, Stage};
 use crate::vocab::Identity;
 use crate::vocab::error::GatewayError;
@@ -132,7 +133,8 @@ impl AsyncIntake {
         }
         let body = String::from_utf8(body.to_vec())
             .map_err(|_| refuse("The request body is not UTF-8.", None))?;
-        self.record(&identity, &parts.uri, &parts.headers, body, callback)
+        let trace = parts.extensions.get::<LiveSpan>();
+        self.record(&identity, &parts.uri, &parts.headers, body, callback, trace)
             .await
     }
 
@@ -143,9 +145,9 @@ impl AsyncIntake {
     pub async fn accept_read(
         &self,
         identity: &Identity,
-        uri: &Uri,
-        headers: &HeaderMap,
+        (uri, headers): (&Uri, &HeaderMap),
         body: &[u8],
+        trace: Option<&LiveSpan>,
     ) -> Response {
         let callback = match self.check(headers) {
             Ok(callback) => callback,
@@ -155,7 +157,7 @@ impl AsyncIntake {
             return refuse("The request body is not UTF-8.", None);
         };
         match self
-            .record(identity, uri, headers, body.to_owned(), callback)
+            .record(identity, uri, headers, body.to_owned(), callback, trace)
             .await
         {
             // The client did not ask (a `Prefer` is taken at layer 5b).
@@ -165,6 +167,7 @@ impl AsyncIntake {
     }
 
     /// Stores the job (within the key's backlog) and wakes the runner.
+    /// `trace` is the submitting call's span: the job's span links to it.
     async fn record(
         &self,
         identity: &Identity,
@@ -172,6 +175,7 @@ impl AsyncIntake {
         headers: &HeaderMap,
         body: String,
         callback: Option<String>,
+        trace: Option<&LiveSpan>,
     ) -> Result<Job, Response> {
         self.check_backlog(&identity.id).await?;
         let now = unix_now();
@@ -184,7 +188,7 @@ impl AsyncIntake {
             path: uri
                 .path_and_query()
                 .map_or_else(|| uri.path().to_owned(), |path| path.as_str().to_owned()),
-            headers: replayed(headers),
+            headers: replayed(headers, trace),
             body,
             callback_state: callback.as_ref().map(|_| CALLBACK_PENDING.to_owned()),
             callback,
@@ -206,15 +210,26 @@ impl AsyncIntake {
     }
 }
 
-/// The replayed headers as a JSON object (`REPLAYED`, when text).
-fn replayed(headers: &HeaderMap) -> String {
-    let kept: Map<String, serde_json::Value> = REPLAYED
+/// The replayed headers as a JSON object (`REPLAYED`, when text), and
+/// the submitting call's `traceparent` when Sluice traced it (the internal
+/// adapter turns it into a link).
+fn replayed(headers: &HeaderMap, trace: Option<&LiveSpan>) -> String {
+    let mut kept: Map<String, serde_json::Value> = REPLAYED
         .iter()
         .filter_map(|name| {
             let value = headers.get(*name)?.to_str().ok()?;
             Some(((*name).to_owned(), value.into()))
         })
         .collect();
+    if let Some(parent) = trace.and_then(|span| {
+        span.context()
+            .traceparent()
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    }) {
+        kept.insert("traceparent".to_owned(), parent.into());
+    }
     serde_json::Value::Object(kept).to_string()
 }
 

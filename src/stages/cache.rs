@@ -117,7 +117,8 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             match semantic_parts(want.endpoint, api.view.json(), &scope) {
                 Some((partition, text)) => {
                     let request_id = request.headers().get(crate::util::headers::X_REQUEST_ID);
-                    Box::pin(semantic.embed(identity, request_id, partition, &text)).await
+                    let trace = request.extensions().get::<crate::infra::otel::LiveSpan>();
+                    Box::pin(semantic.embed(identity, (request_id, trace), partition, &text)).await
                 }
                 None => None,
             }

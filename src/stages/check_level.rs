@@ -62,8 +62,8 @@ impl Stage for CheckLevel {
                 {
                     let (identity, body) = (call.identity.clone(), api.body.clone());
                     // Boxed: a 5 KB future only maintenance takes.
-                    Box::pin(intake.accept_read(&identity, request.uri(), request.headers(), &body))
-                        .await
+                    let head = (request.uri(), request.headers());
+                    Box::pin(intake.accept_read(&identity, head, &body, span.as_ref())).await
                 }
                 _ => maintenance(&api.route.name, reading.retry_after),
             },

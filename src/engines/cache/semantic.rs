@@ -19,6 +19,7 @@ use super::semantic_pg::PgIndex;
 use crate::config::{SemanticConfig, SemanticStore};
 use crate::engines::internal::{InternalCalls, SEMANTIC_CACHE_TAG};
 use crate::infra::metrics::Metrics;
+use crate::infra::otel::LiveSpan;
 use crate::util::tasks::Tasks;
 use crate::vocab::Identity;
 
@@ -82,12 +83,13 @@ impl Semantic {
     }
 
     /// Embeds the text as a call of `identity`'s (its budgets, limits and
-    /// ledger), under the client call's request id so the two can be tied
+    /// ledger), under the client call's request id and trace span (`trace`,
+    /// whose child the embedding's span becomes) so the two can be tied
     /// together; `None` on any failure or past the timeout.
     pub async fn embed(
         &self,
         identity: &Identity,
-        request_id: Option<&http::HeaderValue>,
+        (request_id, trace): (Option<&http::HeaderValue>, Option<&LiveSpan>),
         partition: u64,
         text: &str,
     ) -> Option<Probe> {
@@ -105,6 +107,9 @@ impl Semantic {
         request
             .extensions_mut()
             .insert(Arc::new(identity.acting_internally()));
+        if let Some(parent) = trace {
+            request.extensions_mut().insert(parent.clone());
+        }
         let call = async {
             let response = self.internal.call(request).await;
             if !response.status().is_success() {

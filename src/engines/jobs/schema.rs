@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS sluice_batches (
     finalizing_at BIGINT, completed_at BIGINT, failed_at BIGINT, expired_at BIGINT,
     cancelling_at BIGINT, cancelled_at BIGINT,
     runner TEXT, lease_until BIGINT NOT NULL, paused_until BIGINT NOT NULL,
-    upstream_deployment TEXT, upstream_batch_id TEXT,
+    upstream_deployment TEXT, upstream_batch_id TEXT, trace_parent TEXT,
     upstream_completed BIGINT, upstream_failed BIGINT, upstream_input_tokens BIGINT,
     upstream_output_tokens BIGINT, upstream_cached_tokens BIGINT);
 CREATE INDEX IF NOT EXISTS sluice_batches_listing ON sluice_batches (created_at, id);
@@ -79,4 +79,5 @@ pub const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("sluice_batches", "upstream_input_tokens BIGINT"),
     ("sluice_batches", "upstream_output_tokens BIGINT"),
     ("sluice_batches", "upstream_cached_tokens BIGINT"),
+    ("sluice_batches", "trace_parent TEXT"),
 ];

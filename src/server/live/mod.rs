@@ -162,18 +162,26 @@ pub struct Pipeline {
 }
 
 impl InternalCalls for Pipeline {
-    fn call(&self, request: Request) -> BoxFuture<'static, Response> {
+    /// Runs the call in its own trace span (see `call_trace::open_internal`),
+    /// ended at the answer's head: internal callers read answers whole.
+    fn call(&self, mut request: Request) -> BoxFuture<'static, Response> {
         let Some(live) = self.live.get().and_then(Weak::upgrade) else {
             return Box::pin(std::future::ready(
                 GatewayError::ShuttingDown.into_response(),
             ));
         };
         let router = live.snapshot().apps.internal.clone();
+        let trace = super::call_trace::open_internal(&live.registries.tracer, &mut request);
         Box::pin(async move {
-            match router.oneshot(request).await {
+            let response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
+            };
+            if let Some(trace) = trace {
+                super::call_trace::on_response(&trace, &response);
+                super::call_trace::close(&trace, None);
             }
+            response
         })
     }
 

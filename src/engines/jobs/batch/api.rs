@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::infra::otel::LiveSpan;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -51,9 +53,18 @@ struct ExpiresAfter {
 pub async fn create(
     State(jobs): State<Arc<Jobs>>,
     Caller(owner): Caller,
+    trace: Option<axum::Extension<LiveSpan>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let created = create_batch(&jobs, &owner, body).await;
+    // The lines' spans link to this call's (`sluice_batches.trace_parent`).
+    let trace_parent = trace.and_then(|span| {
+        span.context()
+            .traceparent()
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    });
+    let created = create_batch(&jobs, &owner, body, trace_parent).await;
     json_answer(created.map(|batch| batch.to_json(&record::Counts::default())))
 }
 
@@ -61,6 +72,7 @@ async fn create_batch(
     jobs: &Jobs,
     owner: &Owner,
     body: Result<Bytes, BytesRejection>,
+    trace_parent: Option<String>,
 ) -> Result<Batch, JobsError> {
     let body = body.map_err(|rejection| JobsError::invalid(rejection.body_text(), None))?;
     let asked: CreateBatch = serde_json::from_slice(&body).map_err(|error| {
@@ -140,6 +152,7 @@ async fn create_batch(
         cancelled_at: None,
         upstream_deployment: None,
         upstream_batch_id: None,
+        trace_parent,
         recorded_counts: None,
     };
     let placeholders: Vec<String> = (1..=batch.to_values().len())

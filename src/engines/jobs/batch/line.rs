@@ -50,6 +50,9 @@ pub struct LineContext {
     pub identity: Arc<Identity>,
     pub discount: f64,
     pub internal: Arc<dyn InternalCalls>,
+    /// The creating call's `traceparent`: sent with each line, which the
+    /// internal adapter turns into a link.
+    pub trace_parent: Option<http::HeaderValue>,
 }
 
 impl LineContext {
@@ -59,6 +62,7 @@ impl LineContext {
         key: Arc<Identity>,
         discount: f64,
         internal: Arc<dyn InternalCalls>,
+        trace_parent: Option<http::HeaderValue>,
     ) -> Self {
         Self {
             batch_id: batch_id.to_owned(),
@@ -67,6 +71,7 @@ impl LineContext {
             key,
             discount,
             internal,
+            trace_parent,
         }
     }
 
@@ -78,6 +83,7 @@ impl LineContext {
             key,
             self.discount,
             self.internal.clone(),
+            self.trace_parent.clone(),
         )
     }
 }
@@ -142,6 +148,9 @@ fn build(context: &LineContext, request_id: &str, body: &RawValue) -> Request {
     }
     if let Ok(id) = http::HeaderValue::try_from(request_id) {
         headers.insert("x-request-id", id);
+    }
+    if let Some(parent) = &context.trace_parent {
+        headers.insert("traceparent", parent.clone());
     }
     let extensions = request.extensions_mut();
     extensions.insert(context.identity.clone());

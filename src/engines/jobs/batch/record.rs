@@ -62,7 +62,8 @@ impl Status {
 pub const COLUMNS: &str = "id, owner, org, status, endpoint, input_file_id, completion_window, \
      metadata, output_expires_after, model, total, errors, output_file_id, error_file_id, \
      created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at, \
-     cancelling_at, cancelled_at, upstream_deployment, upstream_batch_id, upstream_completed, \
+     cancelling_at, cancelled_at, upstream_deployment, upstream_batch_id, trace_parent, \
+     upstream_completed, \
      upstream_failed, upstream_input_tokens, upstream_output_tokens, upstream_cached_tokens";
 
 #[derive(Debug, Clone)]
@@ -96,6 +97,9 @@ pub struct Batch {
     pub upstream_deployment: Option<String>,
     /// The provider's id for it, once created there.
     pub upstream_batch_id: Option<String>,
+    /// The `traceparent` of the call that created it, when Sluice traced
+    /// that call: each line's span links to it.
+    pub trace_parent: Option<String>,
     /// Counts and usage kept on the row, shown instead of summing the line
     /// results: the provider's for a forwarded batch (mirrored while it
     /// runs), the final ones once a batch closed here. Stored in the
@@ -133,6 +137,7 @@ impl Batch {
             cancelled_at: next().int(),
             upstream_deployment: next().into_text(),
             upstream_batch_id: next().into_text(),
+            trace_parent: next().into_text(),
             recorded_counts: next().int().map(|completed| Counts {
                 completed,
                 failed: next().int().unwrap_or(0),
@@ -171,6 +176,7 @@ impl Batch {
             self.cancelled_at.into(),
             self.upstream_deployment.clone().into(),
             self.upstream_batch_id.clone().into(),
+            self.trace_parent.clone().into(),
             self.recorded_counts.map(|counts| counts.completed).into(),
             self.recorded_counts.map(|counts| counts.failed).into(),
             self.recorded_counts

@@ -281,6 +281,10 @@ pub async fn execute(jobs: &Arc<Jobs>, batch: &Batch, lease: &Lease) -> Result<S
         identity,
         jobs.batch.discount,
         jobs.internal.clone(),
+        batch
+            .trace_parent
+            .as_deref()
+            .and_then(|parent| http::HeaderValue::from_str(parent).ok()),
     );
     let mut source = Source {
         lines,
