@@ -99,13 +99,18 @@ fn stream_answer() -> String {
 }
 
 /// What config can switch off of the default layers (request ids and
-/// metrics have no switch).
+/// metrics have no switch), and OpenTelemetry tracing, which is off by
+/// default, switched on at two sampling ratios.
 #[derive(Clone, Copy, PartialEq)]
 enum Without {
     Nothing,
     AccessLog,
     Ledger,
     KeyCheck,
+    /// Tracing on, every call sampled.
+    TracedAll,
+    /// Tracing on, one call in ten sampled.
+    TracedTenth,
 }
 
 impl Without {
@@ -115,8 +120,39 @@ impl Without {
             Self::AccessLog => "without the access log",
             Self::Ledger => "without the SQLite ledger",
             Self::KeyCheck => "without the key check",
+            Self::TracedAll => "with tracing, 100% sampled",
+            Self::TracedTenth => "with tracing, 10% sampled",
         }
     }
+
+    /// The `[otel]` table: an OTLP/HTTP collector that accepts everything.
+    fn otel(self) -> String {
+        let ratio = match self {
+            Self::TracedAll => 1.0,
+            Self::TracedTenth => 0.1,
+            _ => return String::new(),
+        };
+        let collector = COLLECTOR.get().expect("the collector is started first");
+        format!(
+            "[otel]\nendpoint = \"http://{collector}\"\nsampler = \"traceidratio\"\nsampler_arg = {ratio}\n"
+        )
+    }
+}
+
+/// Where the traced gateways export: `collector` below.
+static COLLECTOR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// An OTLP/HTTP collector that reads each export and answers 200, in this
+/// process (its CPU is not the gateway's).
+async fn collector() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move {
+        std::hint::black_box(body.len());
+        http::StatusCode::OK
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
 }
 
 fn sluice_config(
@@ -166,8 +202,9 @@ provider = "openai"
 base_url = "http://{stream}/v1"
 api_key = "upstream-key"
 models = ["gpt-4o-stream"]
-{keys}"#,
+{keys}{otel}"#,
         data = data.display(),
+        otel = without.otel(),
     )
 }
 
@@ -512,7 +549,10 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
         Without::AccessLog,
         Without::Ledger,
         Without::KeyCheck,
+        Without::TracedAll,
+        Without::TracedTenth,
     ];
+    let _ = COLLECTOR.set(collector().await);
     let mut gateways = Vec::new();
     for without in variants {
         gateways.push(start_sluice(upstreams, without).await);
@@ -536,7 +576,7 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
     }
     println!();
     println!(
-        "ablation (chat, c{}): each switchable default layer off in turn",
+        "ablation (chat, c{}): each switchable default layer off in turn, then tracing on",
         knobs.connections
     );
     println!(
@@ -547,10 +587,12 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
     for (without, runs) in variants.iter().zip(&runs) {
         let run = median_run(runs);
         let cpu = run.cpu_us();
-        let cost = if *without == Without::Nothing {
-            "-".to_owned()
-        } else {
-            format!("{:.1}", all_on - cpu)
+        // A layer's cost: what switching it off saved, or what switching
+        // tracing on added.
+        let cost = match without {
+            Without::Nothing => "-".to_owned(),
+            Without::TracedAll | Without::TracedTenth => format!("{:.1}", cpu - all_on),
+            _ => format!("{:.1}", all_on - cpu),
         };
         println!(
             "{:<28}{:>10.0}{:>12.1}{:>14}",

@@ -109,8 +109,10 @@ async fn sluice(upstream: &TlsUpstream, host: &str, env: &[(&str, &str)]) -> Slu
     let dir = TempDir::new("sluice-upstream-tls");
     let port = free_port();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[auth]\nrequired = false\n[[deployments]]\nname = \"tls\"\nprovider = \"openai\"\nbase_url = \"https://{host}:{}/v1\"\napi_key = \"sk-upstream\"\nmodels = [\"gpt-4o\"]\n",
-        upstream.addr.port()
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[auth]\nrequired = false\n[usage]\ndata_dir = \"{data}\"\n[[deployments]]\nname = \"tls\"\nprovider = \"openai\"\nbase_url = \"https://{host}:{}/v1\"\napi_key = \"sk-upstream\"\nmodels = [\"gpt-4o\"]\n",
+        upstream.addr.port(),
+        // Its own: the tests run at once, and SQLite files cannot be shared.
+        data = dir.join("data").display(),
     );
     SluiceProcess::start_with_env(&dir.0, "tls", port, &config, env)
         .await

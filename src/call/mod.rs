@@ -24,6 +24,12 @@
 //! | 9 | `stages::Admit` | `identity`, `request.priority` | a `[server] max_concurrency` slot, held until the response body ends |
 //! | - | `dispatch::Dispatcher` | the whole [`Call`] (it takes it) | finishes `hooks` once; [`ServedBy`], [`UpstreamTime`], [`StreamEnded`], `x-sluice-deployment`, `x-sluice-attempts`, `x-sluice-model`, `x-sluice-fallback-from` |
 //!
+//! Beside the `Call`, layer 4 puts the call's OpenTelemetry span in the
+//! request's extensions when tracing is on (`infra::otel::LiveSpan`): the
+//! cache, rate-limit, admission and level stages add their decisions to it
+//! (`stages::trace_event`), 6b records its trace id in the ledger row, and
+//! the dispatcher makes each attempt a child span of it.
+//!
 //! Routes that are not proxied (`/v1/models`) carry a [`Call`] whose
 //! `request` is `None`: stages 6b to 9 let them through untouched.
 

@@ -48,11 +48,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     };
     let identity = &call.identity;
     let started = tokio::time::Instant::now();
-    let traced = |request: &Request, result: &'static str| {
-        super::trace_event(request, "sluice.cache", started, || {
-            vec![("sluice.cache.result", result.into())]
-        });
-    };
+    let traced = |request: &Request, result| traced(request, started, result);
     let decision = if identity.cache {
         let eligibility = Eligibility {
             cache_all: cache.config.cache_all,
@@ -111,19 +107,11 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
             Err(guard) => guard,
         };
     }
-    let probe = match &cache.semantic {
-        Some(semantic) if lookup => {
-            let scope = cache.scope(identity, &api.route.name);
-            match semantic_parts(want.endpoint, api.view.json(), &scope) {
-                Some((partition, text)) => {
-                    let request_id = request.headers().get(crate::util::headers::X_REQUEST_ID);
-                    let trace = request.extensions().get::<crate::infra::otel::LiveSpan>();
-                    Box::pin(semantic.embed(identity, (request_id, trace), partition, &text)).await
-                }
-                None => None,
-            }
-        }
-        _ => None,
+    let probe = if lookup {
+        let request_id = request.headers().get(crate::util::headers::X_REQUEST_ID);
+        embedded(cache, request.extensions(), request_id).await
+    } else {
+        None
     };
     if let (Some(semantic), Some(probe)) = (&cache.semantic, &probe)
         // Boxed, as the embedding above: only the semantic cache's calls
@@ -148,6 +136,30 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     traced(&request, "miss");
     let response = next.run(request).await;
     labelled(record(cache, guard, response, want, ttl).await, "miss")
+}
+
+/// The call's semantic-cache probe: its prompt embedded (a call of its
+/// own through the internal adapter), when the semantic cache is on and
+/// the request has a prompt to embed.
+async fn embedded(
+    cache: &ResponseCache,
+    extensions: &http::Extensions,
+    request_id: Option<&HeaderValue>,
+) -> Option<Probe> {
+    let semantic = cache.semantic.as_ref()?;
+    let (call, api) = Call::proxied(extensions)?;
+    let scope = cache.scope(&call.identity, &api.route.name);
+    let (partition, text) = semantic_parts(api.endpoint, api.view.json(), &scope)?;
+    let trace = extensions.get::<crate::infra::otel::LiveSpan>();
+    Box::pin(semantic.embed(&call.identity, (request_id, trace), partition, &text)).await
+}
+
+/// The cache's decision on the call's trace span, `started` being when
+/// the stage began.
+fn traced(request: &Request, started: tokio::time::Instant, result: &'static str) {
+    super::trace_event(request, "sluice.cache", started, || {
+        vec![("sluice.cache.result", result.into())]
+    });
 }
 
 /// The answer from the store's entry for `key`, when it is fresh (or
