@@ -274,8 +274,6 @@ async fn the_otel_variables_configure_the_export() {
     assert_eq!(requests[0]["path"], "/v1/traces");
     assert_eq!(requests[0]["headers"]["x-api-key"], "s3cret");
     assert_eq!(requests[0]["headers"]["content-encoding"], "gzip");
-    let config = gateway.get_json("/admin/config", None).await;
-    assert!(!config.to_string().contains("s3cret"));
 }
 
 #[tokio::test]
@@ -420,16 +418,72 @@ async fn spans_go_over_grpc_too() {
     let receiver = Receiver::start(true);
     let upstream = FakeUpstream::start("oa").await;
     let otel = format!(
-        "endpoint = \"{}\"\nprotocol = \"grpc\"\ncompression = \"gzip\"\nheaders = {{ authorization = \"Bearer t0k\" }}",
+        "endpoint = \"{}\"\nprotocol = \"grpc\"\ncompression = \"gzip\"\nheaders = {{ authorization = \"Bearer t0k3n-secret\" }}",
         receiver.grpc_endpoint()
     );
-    let gateway = traced(&upstream, &otel, "").await;
+    let gateway = traced(
+        &upstream,
+        &otel,
+        "[admin]\ntoken = \"admin-token-0123456789\"",
+    )
+    .await;
     post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
     let spans = receiver.wait_for(2).await;
     named(&spans, "chat gpt-4o");
     let requests = receiver.requests().await;
     assert_eq!(requests[0]["transport"], "grpc");
-    assert_eq!(requests[0]["headers"]["authorization"], "Bearer t0k");
+    assert_eq!(
+        requests[0]["headers"]["authorization"],
+        "Bearer t0k3n-secret"
+    );
+    let config = gateway
+        .get_json("/admin/config", Some("admin-token-0123456789"))
+        .await;
+    assert_eq!(config["config"]["otel"]["protocol"], "grpc", "{config}");
+    assert!(!config.to_string().contains("t0k3n-secret"), "{config}");
+}
+
+#[tokio::test]
+async fn a_collector_that_rejects_an_export_is_not_asked_again() {
+    let receiver = Receiver::start(false);
+    receiver.set_mode("reject", 0.0).await;
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "").await;
+    post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
+    wait_dropped(&gateway, "export_failed", 2.0).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let exports = receiver.refused().await;
+    assert!(
+        (1..=2).contains(&exports),
+        "a 400 is final: {exports} tries"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_ends_both_spans() {
+    let receiver = Receiver::start(false);
+    let upstream = FakeUpstream::start("oa").await;
+    let otel = format!("endpoint = \"{}\"", receiver.endpoint());
+    let gateway = traced(&upstream, &otel, "").await;
+    let _gate = upstream.push_gated_stream(vec![chunk("one"), chunk("two"), done()]);
+    let mut body = chat("gpt-4o");
+    body["stream"] = json!(true);
+    let mut response = post_traced(&gateway, &body, CALLER).await;
+    assert!(response.chunk().await.unwrap().is_some());
+    drop(response);
+    let spans = receiver.wait_for(2).await;
+    let server = named(&spans, "POST /v1/chat/completions");
+    let client = named(&spans, "chat gpt-4o");
+    assert_eq!(attr(server, "sluice.stream.outcome"), "client_closed");
+    assert_eq!(attr(client, "sluice.stream.outcome"), "client_closed");
+    assert_eq!(server["status"]["code"], "STATUS_CODE_UNSET");
+    assert!(
+        event(client, "sluice.first_token")["time"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 fn event<'a>(span: &'a Value, name: &str) -> &'a Value {
@@ -683,4 +737,31 @@ async fn a_semantic_cache_embedding_is_a_child_of_the_call_that_needed_it() {
     let attempt = named(&spans, "embeddings text-embedding-3-small");
     assert_eq!(attempt["parent_span_id"], embedding["span_id"]);
     assert_eq!(attr(attempt, "gen_ai.provider.name"), "sluice.mock");
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_holds_shutdown_up_for_seconds_at_most() {
+    let upstream = FakeUpstream::start("oa").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    // Exports retry for up to a minute: shutdown must not wait for that.
+    let otel = format!("endpoint = \"http://127.0.0.1:{port}\"\ntimeout = \"60s\"");
+    let mut gateway = traced(&upstream, &otel, "[server]\ndrain_delay = \"0s\"").await;
+    clients_do_not_notice(&gateway, Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its keep-alive connections closed, so only the exporter can hold on.
+    gateway.client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    gateway.shutdown();
+    let task = gateway.task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .expect("the gateway stops")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 }

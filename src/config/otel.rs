@@ -251,16 +251,16 @@ impl OtelConfig {
                 (!key.is_empty()).then(|| (key.to_owned(), value.into_owned()))
             });
             match (parsed, into) {
-                (Some((key, value)), ListOf::Headers) => {
+                (Some((key, value)), ListOf::Headers) if is_header(&key, &value) => {
                     self.headers.insert(key.to_ascii_lowercase(), value);
                 }
                 (Some((key, value)), ListOf::Resource) => {
                     self.resource_attributes.insert(key, value);
                 }
                 (None, _) if member.trim().is_empty() => {}
-                // The member may hold a secret: only its position is told.
-                (None, _) => self.warnings.push(format!(
-                    "{name}: a member that is not key=value was ignored"
+                // The member may hold a secret: it is not quoted.
+                _ => self.warnings.push(format!(
+                    "{name}: a member that is not a valid key=value was ignored"
                 )),
             }
         }
@@ -278,7 +278,8 @@ impl OtelConfig {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
             if !scheme_ok || url.parse::<http::Uri>().is_err() {
                 problems.push(format!(
-                    "otel.endpoint: `{url}` is not an http:// or https:// URL"
+                    "otel.endpoint: `{}` is not an http:// or https:// URL",
+                    super::redacted_text(&url)
                 ));
             }
         }
@@ -293,6 +294,9 @@ impl OtelConfig {
                 problems.push(format!("otel.{name}: must be greater than 0"));
             }
         }
+        if self.max_export_batch_size > self.max_queue_size {
+            problems.push("otel.max_export_batch_size: must not exceed max_queue_size".to_owned());
+        }
         if self.timeout.is_zero() {
             problems.push("otel.timeout: must be greater than 0".to_owned());
         }
@@ -305,6 +309,11 @@ impl OtelConfig {
         }
         problems
     }
+}
+
+fn is_header(name: &str, value: &str) -> bool {
+    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+        && http::HeaderValue::from_str(value).is_ok()
 }
 
 #[derive(Clone, Copy)]
@@ -362,7 +371,7 @@ mod tests {
         config.apply_env(&env(&[
             (
                 "OTEL_EXPORTER_OTLP_HEADERS",
-                "X-Api-Key=a%20b, junk ,k2=v=2",
+                "X-Api-Key=a%20b, junk ,k2=v=2,bad name=x",
             ),
             (
                 "OTEL_RESOURCE_ATTRIBUTES",
@@ -377,7 +386,8 @@ mod tests {
         assert_eq!(config.service_name, "gw");
         assert_eq!(config.resource_attributes["deployment.environment"], "prod");
         assert_eq!(config.sampler, SamplerName::ParentbasedAlwaysOn);
-        assert_eq!(config.warnings.len(), 4, "{:?}", config.warnings);
+        assert_eq!(config.warnings.len(), 5, "{:?}", config.warnings);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
         assert!(config.warnings.iter().all(|w| !w.contains("junk")));
         config.apply_env(&env(&[
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),

@@ -56,6 +56,9 @@ pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Succ
 /// Records an attempt's outcome on its span and ends it, unless it is a
 /// stream that has yet to be relayed: that span is returned, still open.
 fn traced(span: LiveSpan, outcome: &Outcome) -> Option<LiveSpan> {
+    if !span.is_recording() {
+        return None;
+    }
     let failure = match outcome {
         Outcome::Success(success) => {
             span.set(

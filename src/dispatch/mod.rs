@@ -255,6 +255,7 @@ impl Dispatcher {
                     settings.first_token = Some(first_token);
                     settings.hide_usage = hide_usage.then(UsageHider::default);
                     settings.trace = success.span.take().map(|span| (span, trace::AnswerFacts::streamed()));
+
                     let pin = pin.map(|owner| pin_of(&success, owner));
                     let (parts, reply) = success_parts(success, &names);
                     let Reply::Stream(body) = reply else {

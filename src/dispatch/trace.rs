@@ -150,10 +150,16 @@ fn request_attrs(endpoint: Endpoint, body: &[u8], content_cap: Option<usize>) ->
         }
     }
     if let Some(stop) = asked.stop {
+        // The client's strings, bounded like every echo.
         let list = match stop {
-            Stop::One(one) => vec![one.into_owned()],
-            Stop::Many(many) => many.into_iter().map(Cow::into_owned).collect(),
+            Stop::One(one) => vec![one],
+            Stop::Many(many) => many,
         };
+        let list = list
+            .into_iter()
+            .take(MAX_LISTED)
+            .map(|text| bounded(&text))
+            .collect();
         attrs.push(("gen_ai.request.stop_sequences", Value::Strings(list)));
     }
     if let Some(cap) = content_cap {
@@ -167,6 +173,21 @@ fn request_attrs(endpoint: Endpoint, body: &[u8], content_cap: Option<usize>) ->
         }
     }
     attrs
+}
+
+/// Stop sequences and finish reasons kept, at most.
+const MAX_LISTED: usize = 16;
+/// The longest string from a request or an answer kept on a span (content
+/// aside, which has its own cap).
+const MAX_TEXT: usize = 256;
+
+/// `text` cut to `MAX_TEXT` bytes on a character boundary.
+fn bounded(text: &str) -> String {
+    let mut end = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// `text` cut to `cap` bytes on a character boundary, marked when cut.
@@ -286,18 +307,18 @@ impl AnswerFacts {
 
     fn take(&mut self, said: Said<'_>) {
         if self.id.is_none() {
-            self.id = said.id.map(Cow::into_owned);
+            self.id = said.id.as_deref().map(bounded);
         }
         if self.model.is_none() {
-            self.model = said.model.map(Cow::into_owned);
+            self.model = said.model.as_deref().map(bounded);
         }
         for reason in said.choices.into_iter().filter_map(|c| c.finish_reason) {
-            if self.finish_reasons.len() < 16 {
-                self.finish_reasons.push(reason.into_owned());
+            if self.finish_reasons.len() < MAX_LISTED {
+                self.finish_reasons.push(bounded(&reason));
             }
         }
         if let Some(status) = said.status.filter(|s| s != "in_progress" && s != "queued") {
-            self.finish_reasons = vec![status.into_owned()];
+            self.finish_reasons = vec![bounded(&status)];
         }
         if let Some(response) = said.response {
             self.take(*response);

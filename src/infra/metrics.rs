@@ -111,8 +111,9 @@ metric_set! {
     trace_spans_exported: IntCounter = counter("sluice_trace_spans_exported_total", "Spans the OTLP collector accepted");
     /// Spans not exported, by reason: `queue_full` (the export queue had no
     /// room), `export_failed` (the collector was down, slow or refusing),
-    /// `rejected` (the collector said so in a partial success).
-    trace_spans_dropped: IntCounterVec = counters("sluice_trace_spans_dropped_total", "Spans not exported, by reason (queue_full, export_failed, rejected)", ["reason"]);
+    /// `rejected` (the collector said so in a partial success), `shutdown`
+    /// (a call that ended after the exporter's last flush).
+    trace_spans_dropped: IntCounterVec = counters("sluice_trace_spans_dropped_total", "Spans not exported, by reason (queue_full, export_failed, rejected, shutdown)", ["reason"]);
     /// Requests by key and status class, only with `[metrics] per_key = true`.
     key_requests: IntCounterVec = counters("sluice_key_requests_total", "Requests by key and status class ([metrics] per_key)", ["key", "status"]);
     /// Requests by route, model, deployment and status class.

@@ -43,7 +43,7 @@ pub async fn access_log(
     let started = Instant::now();
     let span = call_span::span_of(&request);
     let trace = call_trace::open(&tracer, &mut request);
-    let trace_id = call_trace::trace_id(trace.as_ref(), &request);
+    let trace_id = crate::infra::otel::trace_id_of(trace.as_ref(), request.headers());
     let method = request.method().clone();
     // The path is the client's: quoted with a bound, like every echo.
     let path = clip(request.uri().path()).into_owned();

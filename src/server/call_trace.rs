@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use crate::dispatch::ATTEMPTS_HEADER;
-use crate::infra::otel::{Kind, Link, LiveSpan, SpanContext, Tracer, ids};
+use crate::infra::otel::{Kind, Link, LiveSpan, Tracer, ids};
 use crate::util::headers::X_REQUEST_ID;
 use crate::util::text::clip;
 use crate::vocab::error::ErrorLogged;
@@ -62,6 +62,9 @@ pub fn open_internal(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan>
         request.headers_mut().remove(name);
     }
     let parent = request.extensions_mut().remove::<LiveSpan>();
+    if !tracer.is_on() {
+        return None;
+    }
     let tag = request
         .headers()
         .get(crate::util::headers::X_SLUICE_TAG)
@@ -110,18 +113,6 @@ fn internal_work(tag: &str) -> (&'static str, Option<&str>) {
         ("semantic_cache_embedding", None)
     } else {
         ("internal", None)
-    }
-}
-
-/// The trace id the access line carries: the call's, or with tracing off
-/// the caller's own (so lines still join the caller's trace).
-pub fn trace_id(span: Option<&LiveSpan>, request: &Request) -> Option<String> {
-    match span {
-        Some(span) => Some(span.context().trace_id.to_hex()),
-        None if request.headers().contains_key("traceparent") => {
-            ids::remote_parent(request.headers()).map(|c: SpanContext| c.trace_id.to_hex())
-        }
-        None => None,
     }
 }
 

@@ -68,10 +68,10 @@ impl RecordUsage {
             at_ms: crate::engines::metering::unix_ms(),
             request_id: header(&X_REQUEST_ID).unwrap_or_default(),
             upstream_request_id: None,
-            trace_id: request
-                .extensions()
-                .get::<crate::infra::otel::LiveSpan>()
-                .map(|span| span.context().trace_id.to_hex()),
+            trace_id: crate::infra::otel::trace_id_of(
+                request.extensions().get::<crate::infra::otel::LiveSpan>(),
+                headers,
+            ),
             key: identity.name.clone(),
             key_id: identity.id.clone(),
             org: identity.org.clone(),

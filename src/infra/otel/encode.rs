@@ -81,7 +81,10 @@ fn span(data: &SpanData) -> proto::Span {
                 trace_id: link.context.trace_id.0.to_vec(),
                 span_id: link.context.span_id.0.to_vec(),
                 trace_state: trace_state(link.context.trace_state.as_ref()),
-                flags: u32::from(link.context.sampled) | proto::SPAN_FLAGS_HAS_IS_REMOTE,
+                // A stored context: another process, or this one before a restart.
+                flags: u32::from(link.context.sampled)
+                    | proto::SPAN_FLAGS_HAS_IS_REMOTE
+                    | proto::SPAN_FLAGS_IS_REMOTE,
             })
             .collect(),
         status: data.error.as_ref().map(|message| proto::Status {

@@ -6,6 +6,7 @@
 //! allows when the answer says retrying may help, then dropped and
 //! counted; nothing an exporter does reaches a client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use crate::config::{OtelConfig, OtlpCompression, OtlpProtocol};
 use crate::infra::http_pool::{PooledClient, pooled_client};
 use crate::infra::metrics::Metrics;
 use crate::infra::telemetry::LogEvery;
+use crate::util::tasks::Tasks;
 
 /// The gRPC method of a trace export.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -30,6 +32,8 @@ const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Ex
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The first wait before a retry (doubled each time) when the answer names none.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The most a collector that is down or slow may hold shutdown up.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 /// gRPC codes the OTLP specification calls retryable.
 const GRPC_RETRYABLE: [u32; 6] = [1, 4, 10, 11, 14, 15];
 
@@ -46,11 +50,11 @@ pub enum ExportError {
 pub struct Exporter {
     client: PooledClient,
     url: Uri,
-    grpc: bool,
     headers: HeaderMap,
-    gzip: bool,
+    framing: Framing,
     timeout: Duration,
-    resource: proto::Resource,
+    resource: Arc<proto::Resource>,
+    tasks: Tasks,
     batch_size: usize,
     delay: Duration,
     metrics: Metrics,
@@ -58,11 +62,16 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(config: &OtelConfig, url: &str, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(
+        config: &OtelConfig,
+        url: &str,
+        metrics: Metrics,
+        tasks: Tasks,
+    ) -> Result<Self, String> {
         let grpc = config.protocol == OtlpProtocol::Grpc;
         let mut url: Uri = url
             .parse()
-            .map_err(|e| format!("otel.endpoint `{url}`: {e}"))?;
+            .map_err(|e| format!("otel.endpoint `{}`: {e}", crate::config::redacted_text(url)))?;
         if grpc {
             let mut parts = url.into_parts();
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static(GRPC_PATH));
@@ -80,11 +89,14 @@ impl Exporter {
         Ok(Self {
             client: pooled_client(grpc)?,
             url,
-            grpc,
             headers,
-            gzip: config.compression == OtlpCompression::Gzip,
+            framing: Framing {
+                gzip: config.compression == OtlpCompression::Gzip,
+                grpc,
+            },
             timeout: config.timeout,
-            resource: encode::resource(config),
+            resource: Arc::new(encode::resource(config)),
+            tasks,
             batch_size: config.max_export_batch_size,
             delay: config.schedule_delay,
             metrics,
@@ -92,13 +104,19 @@ impl Exporter {
         })
     }
 
-    /// Exports until `stop`, then exports what is queued and returns.
+    /// Exports until `stop`, then exports what is queued and returns. A
+    /// collector that is down or slow holds shutdown up for at most
+    /// `SHUTDOWN_FLUSH`: what it has not taken by then is dropped.
     pub async fn run(self, mut queue: mpsc::Receiver<SpanData>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(self.batch_size);
+        // When stop came during an export: that export and the rest share
+        // one deadline.
+        let mut flush_by = None;
         loop {
             let first = tokio::select! {
-                first = queue.recv() => first,
+                biased;
                 () = stop.cancelled() => None,
+                first = queue.recv() => first,
             };
             let Some(first) = first else { break };
             batch.push(first);
@@ -113,30 +131,58 @@ impl Exporter {
                     () = stop.cancelled() => break,
                 }
             }
-            self.send(std::mem::take(&mut batch)).await;
+            let count = batch.len() as u64;
+            let sending = self.send(std::mem::take(&mut batch), Instant::now() + self.timeout);
+            tokio::pin!(sending);
+            tokio::select! {
+                () = &mut sending => {}
+                () = stop.cancelled() => {
+                    let deadline = Instant::now() + SHUTDOWN_FLUSH;
+                    flush_by = Some(deadline);
+                    if tokio::time::timeout_at(deadline, &mut sending).await.is_err() {
+                        self.failed(count, &ExportError::Timeout);
+                    }
+                    break;
+                }
+            }
         }
-        // Shutdown: what is queued goes out in full batches.
+        // Shutdown: what is queued goes out in full batches, in time.
+        let deadline = flush_by.unwrap_or_else(|| Instant::now() + SHUTDOWN_FLUSH);
         queue.close();
         while let Some(span) = queue.recv().await {
             batch.push(span);
             if batch.len() == self.batch_size {
-                self.send(std::mem::take(&mut batch)).await;
+                self.send_by(std::mem::take(&mut batch), deadline).await;
             }
         }
         if !batch.is_empty() {
-            self.send(batch).await;
+            self.send_by(batch, deadline).await;
         }
     }
 
-    async fn send(&self, spans: Vec<SpanData>) {
+    /// Sends within `deadline`, or drops if it has passed.
+    async fn send_by(&self, spans: Vec<SpanData>, deadline: Instant) {
+        if Instant::now() >= deadline {
+            return self.failed(spans.len() as u64, &ExportError::Timeout);
+        }
+        self.send(spans, deadline.min(Instant::now() + self.timeout))
+            .await;
+    }
+
+    async fn send(&self, spans: Vec<SpanData>, deadline: Instant) {
         let count = spans.len() as u64;
-        let message = encode::export(&self.resource, &spans);
-        drop(spans);
-        let body = match self.body(message) {
-            Ok(body) => body,
+        // Encoding and compressing a batch (megabytes with content
+        // captured) is CPU work: off the runtime's workers.
+        let (resource, framing) = (self.resource.clone(), self.framing);
+        let encoded = self
+            .tasks
+            .spawn_blocking(move || framing.body(encode::export(&resource, &spans)))
+            .await;
+        let body = match encoded {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) => return self.failed(count, &ExportError::Send(error.to_string())),
             Err(error) => return self.failed(count, &ExportError::Send(error.to_string())),
         };
-        let deadline = Instant::now() + self.timeout;
         match tokio::time::timeout_at(deadline, self.send_until(body, deadline)).await {
             Ok(Ok(rejected)) => {
                 let rejected = rejected.min(count);
@@ -163,28 +209,6 @@ impl Exporter {
         }
     }
 
-    /// The message as sent: compressed if asked, framed for gRPC.
-    fn body(&self, message: Vec<u8>) -> std::io::Result<Bytes> {
-        let payload = if self.gzip {
-            use std::io::Write;
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder.write_all(&message)?;
-            encoder.finish()?
-        } else {
-            message
-        };
-        if !self.grpc {
-            return Ok(Bytes::from(payload));
-        }
-        let mut framed = Vec::with_capacity(payload.len() + 5);
-        framed.push(u8::from(self.gzip));
-        let length = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
-        framed.extend_from_slice(&length.to_be_bytes());
-        framed.extend_from_slice(&payload);
-        Ok(Bytes::from(framed))
-    }
-
     /// Sends until an answer is final or the deadline leaves no time for
     /// another try; `Ok` with the spans the collector says it rejected.
     async fn send_until(&self, body: Bytes, deadline: Instant) -> Result<u64, ExportError> {
@@ -209,13 +233,13 @@ impl Exporter {
             .headers_mut()
             .ok_or(Attempt::Final(ExportError::Send("bad request".to_owned())))?;
         headers.extend(self.headers.clone());
-        if self.grpc {
+        if self.framing.grpc {
             headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            if self.gzip {
+            if self.framing.gzip {
                 headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
             }
         } else {
@@ -223,7 +247,7 @@ impl Exporter {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-protobuf"),
             );
-            if self.gzip {
+            if self.framing.gzip {
                 headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
         }
@@ -237,17 +261,51 @@ impl Exporter {
             .map_err(|e| Attempt::Retry(ExportError::Send(root_cause(&e)), None))?;
         let (head, body) = response.into_parts();
         let hint = retry_after(&head.headers);
-        let collected = Limited::new(body, MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| Attempt::Retry(ExportError::Send(e.to_string()), None))?;
+        let collected = match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+            Ok(collected) => collected,
+            // Accepted over HTTP: an answer too long to read is no reason
+            // to send the spans again.
+            Err(_) if head.status.is_success() && !self.framing.grpc => return Ok(0),
+            Err(e) => return Err(Attempt::Retry(ExportError::Send(e.to_string()), None)),
+        };
         let trailers = collected.trailers().cloned();
         let answer = collected.to_bytes();
-        if self.grpc {
+        if self.framing.grpc {
             grpc_answer(head.status, &head.headers, trailers.as_ref(), &answer)
         } else {
             http_answer(head.status, &answer, hint)
         }
+    }
+}
+
+/// How a message is sent: compressed or not, framed for gRPC or not.
+#[derive(Clone, Copy)]
+struct Framing {
+    gzip: bool,
+    grpc: bool,
+}
+
+impl Framing {
+    /// The message as sent: compressed if asked, framed for gRPC.
+    fn body(self, message: Vec<u8>) -> std::io::Result<Bytes> {
+        let payload = if self.gzip {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(&message)?;
+            encoder.finish()?
+        } else {
+            message
+        };
+        if !self.grpc {
+            return Ok(Bytes::from(payload));
+        }
+        let mut framed = Vec::with_capacity(payload.len() + 5);
+        framed.push(u8::from(self.gzip));
+        let length = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&payload);
+        Ok(Bytes::from(framed))
     }
 }
 
@@ -289,10 +347,15 @@ fn grpc_answer(
                 Err(Attempt::Final(error))
             }
         }
-        None => Err(Attempt::Retry(
-            ExportError::Refused(format!("HTTP {} without a gRPC status", status.as_u16())),
-            None,
-        )),
+        // Not a gRPC server's answer (a proxy's): its HTTP status decides.
+        None => {
+            let error =
+                ExportError::Refused(format!("HTTP {} without a gRPC status", status.as_u16()));
+            match status.as_u16() {
+                400..=428 | 430..=499 => Err(Attempt::Final(error)),
+                _ => Err(Attempt::Retry(error, None)),
+            }
+        }
     }
 }
 

@@ -125,15 +125,22 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
     Some(digit(pair[0])? << 4 | digit(pair[1])?)
 }
 
-/// Every `tracestate` header joined with commas (they are one list), cut
-/// to `MAX_TRACE_STATE` at a member boundary; `None` when empty.
+/// Every `tracestate` header joined with commas (they are one list). A
+/// list with a member that breaks the grammar is not passed on at all, as
+/// the specification asks; a long one is cut from the right: at 32
+/// members, or where the next member would pass `MAX_TRACE_STATE`.
 fn trace_state(headers: &http::HeaderMap) -> Option<HeaderValue> {
     let mut joined = String::new();
-    for value in headers.get_all("tracestate") {
-        let Ok(text) = value.to_str() else { continue };
+    let mut members = 0;
+    'headers: for value in headers.get_all("tracestate") {
+        let text = value.to_str().ok()?;
         for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-            if joined.len() + member.len() + 1 > MAX_TRACE_STATE {
-                break;
+            if !is_member(member) {
+                return None;
+            }
+            members += 1;
+            if members > 32 || joined.len() + member.len() + 1 > MAX_TRACE_STATE {
+                break 'headers;
             }
             if !joined.is_empty() {
                 joined.push(',');
@@ -144,6 +151,30 @@ fn trace_state(headers: &http::HeaderMap) -> Option<HeaderValue> {
     (!joined.is_empty())
         .then(|| HeaderValue::from_str(&joined).ok())
         .flatten()
+}
+
+/// `key=value`: a key of lower-case letters, digits and `_-*/@` starting
+/// with a letter or digit, a value of printable ASCII without `,` or `=`
+/// not ending in a space; each at most 256 characters.
+fn is_member(member: &str) -> bool {
+    let Some((key, value)) = member.split_once('=') else {
+        return false;
+    };
+    let key_ok = key.len() <= 256
+        && key
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(&c));
+    let value_ok = !value.is_empty()
+        && value.len() <= 256
+        && !value.ends_with(' ')
+        && value
+            .bytes()
+            .all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=');
+    key_ok && value_ok
 }
 
 #[cfg(test)]
@@ -201,8 +232,23 @@ mod tests {
         headers.append("tracestate", HeaderValue::from_static("c=3"));
         let parent = remote_parent(&headers).unwrap();
         assert_eq!(parent.trace_state.unwrap(), "a=1,b=2,c=3");
-        let long = format!("k={}", "v".repeat(600));
-        headers.insert("tracestate", HeaderValue::from_str(&long).unwrap());
+        let members: Vec<String> = (0..40)
+            .map(|i| format!("k{i}={}", "v".repeat(20)))
+            .collect();
+        headers.insert(
+            "tracestate",
+            HeaderValue::from_str(&members.join(",")).unwrap(),
+        );
+        let cut = remote_parent(&headers).unwrap().trace_state.unwrap();
+        let kept: Vec<&str> = cut.to_str().unwrap().split(',').collect();
+        assert!(cut.len() <= 512 && kept == members[..kept.len()], "{cut:?}");
+        headers.insert("tracestate", HeaderValue::from_static("a=1,Bad=2"));
+        assert_eq!(
+            remote_parent(&headers).unwrap().trace_state,
+            None,
+            "invalid: dropped"
+        );
+        headers.insert("tracestate", HeaderValue::from_static("a=1,b"));
         assert_eq!(remote_parent(&headers).unwrap().trace_state, None);
         headers.append("traceparent", HeaderValue::from_static(VALID));
         assert!(remote_parent(&headers).is_none(), "two traceparents");

@@ -27,6 +27,19 @@ use tokio::sync::mpsc;
 pub use ids::{SpanContext, SpanId, TraceId};
 pub use span::{Attr, Kind, Link, SpanData, Value};
 
+/// The trace id a log line or a ledger row carries: the call's span's, or
+/// with tracing off the caller's own (so records still join the caller's
+/// trace); `None` when there is neither.
+pub fn trace_id_of(span: Option<&LiveSpan>, headers: &http::HeaderMap) -> Option<String> {
+    match span {
+        Some(span) => Some(span.context().trace_id.to_hex()),
+        None if headers.contains_key("traceparent") => {
+            ids::remote_parent(headers).map(|caller| caller.trace_id.to_hex())
+        }
+        None => None,
+    }
+}
+
 use crate::config::OtelConfig;
 use crate::infra::metrics::Metrics;
 use crate::util::tasks::Tasks;
@@ -53,7 +66,7 @@ impl Tracer {
         let Some(url) = config.traces_url() else {
             return Ok(Self(None));
         };
-        let exporter = export::Exporter::new(config, &url, metrics.clone())?;
+        let exporter = export::Exporter::new(config, &url, metrics.clone(), tasks.clone())?;
         let (queue, spans) = mpsc::channel(config.max_queue_size);
         tasks.spawn(exporter.run(spans, tasks.stop_token()));
         let shown = url.parse::<http::Uri>().ok();
@@ -104,13 +117,17 @@ impl Tracer {
 
     fn export(&self, span: SpanData) {
         let Some(inner) = &self.0 else { return };
-        if inner.queue.try_send(span).is_err() {
-            inner
-                .metrics
-                .trace_spans_dropped
-                .with_label_values(&["queue_full"])
-                .inc();
-        }
+        let reason = match inner.queue.try_send(span) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => "queue_full",
+            // The exporter has stopped: a call that ended after shutdown's flush.
+            Err(mpsc::error::TrySendError::Closed(_)) => "shutdown",
+        };
+        inner
+            .metrics
+            .trace_spans_dropped
+            .with_label_values(&[reason])
+            .inc();
     }
 }
 
@@ -206,8 +223,13 @@ impl Cell {
     }
 }
 
+/// A span no one ended (its call or attempt was dropped mid-way: the
+/// client left, the shutdown cut it) is exported marked so.
 impl Drop for Cell {
     fn drop(&mut self) {
+        if let Ok(Some(data)) = self.data.get_mut().map(Option::as_mut) {
+            data.set("sluice.cancelled", true);
+        }
         self.end();
     }
 }

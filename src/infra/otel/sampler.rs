@@ -23,8 +23,8 @@ impl Sampler {
             SamplerName::ParentbasedAlwaysOff => (true, 0.0),
             SamplerName::ParentbasedTraceIdRatio => (true, ratio),
         };
-        // The same test as the other SDKs: the id's low 63 bits against
-        // ratio × 2^63, so every service keeps the same traces.
+        // The id's low 63 bits against ratio × 2^63, as the Go and Rust
+        // SDKs test it: services sampling alike keep the same traces.
         let bound = if ratio >= 1.0 {
             u64::MAX
         } else {
