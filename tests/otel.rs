@@ -36,6 +36,19 @@ async fn traced(upstream: &FakeUpstream, otel: &str, extra: &str) -> TestGateway
     .await
 }
 
+/// A gateway on `upstream` with `vars` as its environment.
+async fn with_env(upstream: &FakeUpstream, vars: &[(&str, String)]) -> TestGateway {
+    let env: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let config = format!(
+        "[auth]\nrequired = false\n{}",
+        deployment("oa", upstream, "")
+    );
+    TestGateway::start_with_env(&config, &env).await
+}
+
 async fn post_traced(gateway: &TestGateway, body: &Value, traceparent: &str) -> reqwest::Response {
     gateway
         .client
@@ -239,25 +252,21 @@ async fn without_a_traceparent_a_new_trace_starts_and_a_bad_one_is_ignored() {
 async fn the_otel_variables_configure_the_export() {
     let receiver = Receiver::start(false);
     let upstream = FakeUpstream::start("oa").await;
-    let env: HashMap<String, String> = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        ("OTEL_SERVICE_NAME", "edge-gateway".to_owned()),
-        (
-            "OTEL_RESOURCE_ATTRIBUTES",
-            "deployment.environment=test,team=platform%20ops".to_owned(),
-        ),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret".to_owned()),
-        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = format!(
-        "[auth]\nrequired = false\n{}",
-        deployment("oa", &upstream, "")
-    );
-    let gateway = TestGateway::start_with_env(&config, &env).await;
+    let gateway = with_env(
+        &upstream,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+            ("OTEL_SERVICE_NAME", "edge-gateway".to_owned()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,team=platform%20ops".to_owned(),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret".to_owned()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
+        ],
+    )
+    .await;
     assert_eq!(
         gateway
             .post("/v1/chat/completions", None, &chat("gpt-4o"))
@@ -280,20 +289,16 @@ async fn the_otel_variables_configure_the_export() {
 async fn a_sampler_that_drops_still_passes_the_context_on() {
     let receiver = Receiver::start(false);
     let upstream = FakeUpstream::start("oa").await;
-    let env: HashMap<String, String> = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
-        ("OTEL_TRACES_SAMPLER_ARG", "0".to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = format!(
-        "[auth]\nrequired = false\n{}",
-        deployment("oa", &upstream, "")
-    );
-    let gateway = TestGateway::start_with_env(&config, &env).await;
+    let gateway = with_env(
+        &upstream,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+            ("OTEL_TRACES_SAMPLER_ARG", "0".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "20".to_owned()),
+        ],
+    )
+    .await;
     // No parent: the ratio (0) drops it, and the upstream hears so.
     gateway
         .post("/v1/chat/completions", None, &chat("gpt-4o"))
@@ -317,21 +322,17 @@ async fn a_sampler_that_drops_still_passes_the_context_on() {
 #[tokio::test]
 async fn with_tracing_off_the_callers_context_is_passed_on() {
     let upstream = FakeUpstream::start("oa").await;
-    let env: HashMap<String, String> = [
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "http://127.0.0.1:9".to_owned(),
-        ),
-        ("OTEL_SDK_DISABLED", "true".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = format!(
-        "[auth]\nrequired = false\n{}",
-        deployment("oa", &upstream, "")
-    );
-    let gateway = TestGateway::start_with_env(&config, &env).await;
+    let gateway = with_env(
+        &upstream,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://127.0.0.1:9".to_owned(),
+            ),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+        ],
+    )
+    .await;
     post_traced(&gateway, &chat("gpt-4o"), CALLER).await;
     let sent = upstream.last();
     assert_eq!(sent.headers["traceparent"], CALLER);
