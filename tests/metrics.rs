@@ -285,3 +285,56 @@ async fn a_client_that_leaves_is_no_longer_in_flight() {
     }
     assert_eq!(in_flight, 1.0);
 }
+
+#[tokio::test]
+async fn the_admin_overview_sums_what_metrics_count() {
+    let upstream = FakeUpstream::start("oa").await;
+    let token = "admin-token-0123456789";
+    let gateway = TestGateway::start(&format!(
+        "[auth]\nrequired = false\n[admin]\ntoken = \"{token}\"\n{}",
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    for _ in 0..3 {
+        gateway
+            .post("/v1/chat/completions", None, &chat("gpt-4o"))
+            .await;
+    }
+    upstream.push(Behavior::server_error());
+    upstream.push(Behavior::server_error());
+    upstream.push(Behavior::server_error());
+    gateway
+        .post("/v1/chat/completions", None, &chat("gpt-4o"))
+        .await;
+    gateway
+        .post("/v1/chat/completions", None, &chat("nope"))
+        .await;
+    gateway.get_json("/healthz", None).await;
+    let refused = gateway.get_as("wrong-token", "/admin/overview").await;
+    assert_eq!(refused.status(), 401);
+    let overview = gateway.get_json("/admin/overview", Some(token)).await;
+    assert_eq!(overview["object"], "overview");
+    let requests = &overview["requests"];
+    assert_eq!(requests["2xx"], 3, "{overview}");
+    assert_eq!(requests["5xx"], 1, "{overview}");
+    assert_eq!(requests["4xx"], 1, "{overview}");
+    assert_eq!(
+        requests["total"], 5,
+        "health checks and admin calls are not counted"
+    );
+    let latency = &overview["latency_seconds"];
+    assert_eq!(latency["count"], 5);
+    let buckets = latency["buckets"].as_array().unwrap();
+    let last = buckets.last().unwrap();
+    assert!(
+        last[1].as_u64().unwrap() <= 5 && buckets.len() > 5,
+        "{latency}"
+    );
+    assert_eq!(
+        overview["tokens"]["prompt"], 15,
+        "3 answers of 5 prompt tokens"
+    );
+    assert_eq!(overview["tokens"]["completion"], 6);
+    assert!(overview["overhead_seconds"]["count"].as_u64().unwrap() >= 3);
+    assert_eq!(overview["in_flight"], 1, "this call");
+}

@@ -208,9 +208,10 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         ledger: services.ledger.as_ref().map(|record| record.ledger.clone()),
         budgets: services.budgets.clone(),
     };
-    let admin = services
-        .admin
-        .map(|token| admin::snapshot_routes(views, services.ladder.clone(), token));
+    let admin = services.admin.map(|token| {
+        let metrics = services.metrics.clone();
+        admin::snapshot_routes(views, services.ladder.clone(), token, metrics)
+    });
     let scrape = Router::new().route("/metrics", get(health::metrics).with_state(scrape));
     // A route served on its own listener does not exist on the public one.
     let (admin, admin_apart) = match admin {

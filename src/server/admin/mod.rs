@@ -5,6 +5,7 @@
 //! | route | module | built |
 //! |---|---|---|
 //! | `GET /admin/deployments` | `deployments` | per snapshot |
+//! | `GET /admin/overview` | `overview` | per snapshot |
 //! | `GET /admin/usage`, `GET /admin/budgets` | `usage` | per snapshot |
 //! | `GET /admin/models`, `POST /admin/models/{model}/level` | `models` | per snapshot |
 //! | `POST /admin/reload`, `GET /admin/config` | `config` | once, outside the snapshots |
@@ -19,6 +20,7 @@ mod config;
 mod deployments;
 mod keys;
 mod models;
+mod overview;
 mod token;
 mod usage;
 
@@ -42,8 +44,17 @@ pub fn keys_routes(core: Arc<dyn LiveCore>, keys: Arc<RuntimeKeys>) -> Router {
 }
 
 /// The admin routes a config snapshot serves.
-pub fn snapshot_routes(views: Views, ladder: Arc<Ladder>, token: AdminToken) -> Router {
+pub fn snapshot_routes(
+    views: Views,
+    ladder: Arc<Ladder>,
+    token: AdminToken,
+    metrics: crate::infra::metrics::Metrics,
+) -> Router {
     Router::new()
+        .route(
+            "/admin/overview",
+            get(overview::overview).with_state(metrics),
+        )
         .route("/admin/deployments", get(deployments::deployments))
         .route("/admin/usage", get(usage::usage))
         .route("/admin/budgets", get(usage::budgets))
