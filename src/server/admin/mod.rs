@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `GET /admin/deployments` | `deployments` | per snapshot |
 //! | `GET /admin/overview` | `overview` | per snapshot |
+//! | `GET /admin/console/` and its files (no token: they hold no data) | `console` | per snapshot |
 //! | `GET /admin/usage`, `GET /admin/budgets` | `usage` | per snapshot |
 //! | `GET /admin/models`, `POST /admin/models/{model}/level` | `models` | per snapshot |
 //! | `POST /admin/reload`, `GET /admin/config` | `config` | once, outside the snapshots |
@@ -17,6 +18,7 @@
 //! reach through [`LiveCore`], and check the token of the snapshot in force.
 
 mod config;
+mod console;
 mod deployments;
 mod keys;
 mod models;
@@ -61,6 +63,7 @@ pub fn snapshot_routes(
         .with_state(views)
         .merge(models::routes(ladder))
         .route_layer(from_fn_with_state(token, token::require_token))
+        .merge(console::routes())
 }
 
 /// The admin routes of the live core: reload, config and, with a keys

@@ -1,0 +1,303 @@
+// The admin console: reads the admin API with the token the operator signs
+// in with (kept in sessionStorage, sent as a bearer header, never in a
+// cookie or a URL). Every value from the gateway is rendered as text.
+"use strict";
+
+const TOKEN_KEY = "sluice.admin.token";
+const POLL_MS = 2000;
+let poller = null;
+
+/** An element with attributes and children (strings become text nodes). */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  }
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message ?? `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
+  if (options.body) headers["content-type"] = "application/json";
+  const response = await fetch(path, { ...options, headers });
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = text; }
+  if (response.status === 401) {
+    signOut("The admin token was refused.");
+    throw new ApiError(401, body);
+  }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+function page() { return document.getElementById("page"); }
+
+function show(...nodes) {
+  page().replaceChildren(...nodes);
+}
+
+function failed(error) {
+  return el("p", { role: "alert" }, error.message);
+}
+
+function table(columns, rows) {
+  return el("div", { class: "table-wrap" },
+    el("table", {},
+      el("thead", {}, el("tr", {}, columns.map(([label]) => el("th", { scope: "col" }, label)))),
+      el("tbody", {}, rows.map((row) => el("tr", {}, columns.map(([, cell]) => el("td", {}, cell(row))))))));
+}
+
+// Sign-in and navigation.
+
+function signOut(message = "") {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearInterval(poller);
+  document.getElementById("nav").hidden = true;
+  document.getElementById("sign-in").hidden = false;
+  document.getElementById("sign-in-error").textContent = message;
+  page().replaceChildren();
+  document.getElementById("token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const field = document.getElementById("token");
+  sessionStorage.setItem(TOKEN_KEY, field.value);
+  field.value = "";
+  try {
+    await api("/admin/overview");
+  } catch (error) {
+    if (error.status !== 401) signOut(error.message);
+    return;
+  }
+  document.getElementById("sign-in").hidden = true;
+  document.getElementById("sign-in-error").textContent = "";
+  document.getElementById("nav").hidden = false;
+  route();
+}
+
+const PAGES = { overview, deployments, keys, usage, config };
+
+function route() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return signOut();
+  document.getElementById("sign-in").hidden = true;
+  document.getElementById("nav").hidden = false;
+  clearInterval(poller);
+  const name = location.hash.slice(1) in PAGES ? location.hash.slice(1) : "overview";
+  for (const link of document.querySelectorAll("nav a")) {
+    if (link.getAttribute("href") === `#${name}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  PAGES[name]().catch((error) => show(failed(error)));
+}
+
+// Overview: rates and recent quantiles from the difference of two polls.
+
+function quantile(buckets, q) {
+  const total = buckets.length ? buckets[buckets.length - 1][1] : 0;
+  if (total === 0) return null;
+  const wanted = q * total;
+  const found = buckets.find(([, count]) => count >= wanted);
+  return found ? found[0] : Infinity;
+}
+
+function delta(now, before) {
+  return now.buckets.map(([bound, count], i) => [bound, count - (before?.buckets[i]?.[1] ?? 0)]);
+}
+
+function ms(seconds) {
+  if (seconds === null) return "-";
+  return seconds === Infinity ? "> top bucket" : `${(seconds * 1000).toFixed(seconds < 0.001 ? 2 : 0)} ms`;
+}
+
+function tile(label, value) {
+  return el("div", { class: "tile" }, el("div", { class: "value" }, value), el("div", { class: "label" }, label));
+}
+
+async function overview() {
+  let before = await api("/admin/overview");
+  let at = performance.now();
+  const today = new Date().toISOString().slice(0, 10);
+  const render = async () => {
+    const now = await api("/admin/overview");
+    const seconds = (performance.now() - at) / 1000;
+    const calls = (now.requests.total ?? 0) - (before.requests.total ?? 0);
+    const errors = (now.requests["5xx"] ?? 0) - (before.requests["5xx"] ?? 0);
+    const latency = delta(now.latency_seconds, before.latency_seconds);
+    const overhead = delta(now.overhead_seconds, before.overhead_seconds);
+    let spend = "-";
+    try {
+      const usage = await api(`/admin/usage?group_by=day&from=${today}`);
+      const row = usage.data.find((r) => r.group === today);
+      spend = row ? `${row.prompt_tokens + row.completion_tokens} tokens, $${row.cost_usd.toFixed(4)}` : "0 tokens, $0";
+    } catch (error) {
+      spend = error.status === 404 ? "no ledger" : error.message;
+    }
+    show(el("h2", {}, "Overview"), el("div", { class: "tiles" },
+      tile("requests/s", (calls / seconds).toFixed(1)),
+      tile("5xx rate", calls ? `${((100 * errors) / calls).toFixed(1)}%` : "-"),
+      tile("p50 latency", ms(quantile(latency, 0.5))),
+      tile("p95 latency", ms(quantile(latency, 0.95))),
+      tile("gateway overhead p50", ms(quantile(overhead, 0.5))),
+      tile("in flight", now.in_flight),
+      tile("today", spend),
+      tile("cost since start", `$${now.cost_usd.toFixed(4)}`)));
+    before = now;
+    at = performance.now();
+  };
+  await render();
+  poller = setInterval(() => render().catch((error) => show(failed(error))), POLL_MS);
+}
+
+// Deployments and each model's degradation level.
+
+async function deployments() {
+  const [deployed, models] = await Promise.all([api("/admin/deployments"), api("/admin/models")]);
+  const state = (d) => d.usable
+    ? el("span", { class: "good" }, "usable")
+    : el("span", { class: "bad" }, `${d.reason} (${Math.ceil(d.usable_in_ms / 1000)} s)`);
+  const slots = (d) => d.concurrency ? `${d.concurrency.in_use}/${d.concurrency.limit}, ${d.concurrency.queued} queued` : "-";
+  show(
+    el("h2", {}, "Deployments"),
+    table([
+      ["name", (d) => d.name], ["state", state], ["circuit", (d) => d.circuit],
+      ["concurrency", slots], ["latency", (d) => `${d.ewma_latency_ms.toFixed(0)} ms`],
+      ["priority", (d) => d.priority], ["weight", (d) => d.weight],
+    ], deployed.data ?? deployed),
+    el("h2", {}, "Degradation levels"),
+    table([
+      ["model", (m) => m.model], ["level", (m) => m.level], ["health", (m) => m.health],
+      ["override", levelControl],
+    ], models.data));
+  poller = setInterval(() => deployments().catch((error) => show(failed(error))), POLL_MS * 2);
+}
+
+function levelControl(model) {
+  const select = el("select", { "aria-label": `Level for ${model.model}` },
+    el("option", { value: "" }, "automatic"),
+    [0, 1, 2, 3, 4].map((n) => el("option", { value: String(n) }, `force ${n}`)));
+  select.value = model.forced_level === null ? "" : String(model.forced_level);
+  const apply = el("button", {
+    type: "button",
+    onclick: async () => {
+      const level = select.value === "" ? null : Number(select.value);
+      const what = level === null ? "back to automatic" : `to level ${level}`;
+      if (!confirm(`Set ${model.model} ${what}?`)) return;
+      await api(`/admin/models/${encodeURIComponent(model.model)}/level`,
+        { method: "POST", body: JSON.stringify({ level }) }).catch((error) => alert(error.message));
+      deployments().catch((error) => show(failed(error)));
+    },
+  }, "Apply");
+  return el("span", { class: "row" }, select, apply);
+}
+
+// Keys: list, create (the secret shown once), revoke.
+
+async function keys() {
+  let listed;
+  try {
+    listed = await api("/admin/keys");
+  } catch (error) {
+    if (error.status === 404) return show(el("h2", {}, "Keys"), el("p", {}, "No runtime keys store is configured ([admin] keys_store)."));
+    throw error;
+  }
+  const name = el("input", { id: "key-name", required: "" });
+  const made = el("div", { "aria-live": "polite" });
+  const create = el("form", {
+    onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        const key = await api("/admin/keys", { method: "POST", body: JSON.stringify({ name: name.value }) });
+        const copy = el("button", { type: "button", onclick: () => navigator.clipboard.writeText(key.key) }, "Copy");
+        await keys();
+        document.querySelector("#made")?.replaceChildren(
+          el("p", {}, `Key ${key.name} made. Its secret is shown this once:`),
+          el("p", { class: "secret" }, key.key), copy);
+      } catch (error) {
+        made.replaceChildren(failed(error));
+      }
+    },
+  }, el("div", { class: "row" }, el("label", { for: "key-name" }, "New key name"), name, el("button", { type: "submit" }, "Create")));
+  made.id = "made";
+  const revoke = (key) => el("button", {
+    type: "button",
+    onclick: async () => {
+      if (!confirm(`Revoke ${key.name}? Calls with it will get 401.`)) return;
+      await api(`/admin/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" }).catch((error) => alert(error.message));
+      keys().catch((error) => show(failed(error)));
+    },
+  }, "Revoke");
+  show(el("h2", {}, "Keys"), create, made, table([
+    ["name", (k) => k.name], ["id", (k) => k.id], ["hint", (k) => k.key_hint],
+    ["rpm", (k) => k.rpm ?? "-"], ["tpm", (k) => k.tpm ?? "-"],
+    ["models", (k) => (k.models ?? ["any"]).join(", ")], ["", revoke],
+  ], listed.data));
+}
+
+// Usage and spend from the ledger, with a CSV download.
+
+async function usage() {
+  const group = el("select", { id: "group", "aria-label": "Group by" },
+    ["key", "org", "model", "deployment", "tag", "day"].map((g) => el("option", { value: g }, g)));
+  const holder = el("div");
+  const load = async () => {
+    const totals = await api(`/admin/usage?group_by=${group.value}`);
+    holder.replaceChildren(table([
+      [group.value, (t) => t.group], ["requests", (t) => t.requests],
+      ["prompt tokens", (t) => t.prompt_tokens], ["completion tokens", (t) => t.completion_tokens],
+      ["cost (USD)", (t) => t.cost_usd.toFixed(6)],
+    ], totals.data));
+  };
+  const csv = el("button", {
+    type: "button",
+    onclick: async () => {
+      const response = await fetch(`/admin/usage?group_by=${group.value}&format=csv`,
+        { headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } });
+      const link = el("a", { href: URL.createObjectURL(await response.blob()), download: `usage-${group.value}.csv` });
+      link.click();
+      URL.revokeObjectURL(link.href);
+    },
+  }, "Download CSV");
+  group.addEventListener("change", () => load().catch((error) => holder.replaceChildren(failed(error))));
+  show(el("h2", {}, "Usage and spend"), el("div", { class: "row" }, group, csv), holder);
+  await load().catch((error) => holder.replaceChildren(failed(error)));
+}
+
+// Config: the redacted settings, their hash, and a reload.
+
+async function config() {
+  const loaded = await api("/admin/config");
+  const outcome = el("div", { "aria-live": "polite" });
+  const reload = el("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        const done = await api("/admin/reload", { method: "POST" });
+        outcome.replaceChildren(el("p", { class: "good" }, `Reloaded (${done.status}), hash ${done.hash}.`));
+      } catch (error) {
+        outcome.replaceChildren(failed(error));
+      }
+    },
+  }, "Reload the config file");
+  const at = new Date(loaded.loaded_at * 1000).toISOString();
+  show(el("h2", {}, "Config"), el("p", {}, `Hash ${loaded.hash}, loaded at ${at}.`),
+    el("div", { class: "row" }, reload), outcome,
+    el("pre", {}, JSON.stringify(loaded.config, null, 2)));
+}
+
+document.getElementById("sign-in").addEventListener("submit", signIn);
+document.getElementById("sign-out").addEventListener("click", () => signOut());
+window.addEventListener("hashchange", route);
+route();
