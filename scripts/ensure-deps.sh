@@ -5,7 +5,8 @@
 # unshare and nsenter and iproute2's ip (the image test runs the binary in
 # namespaces as the Dockerfile says),
 # PostgreSQL at 127.0.0.1:5432 with trust auth (the usage-ledger tests),
-# Python's venv module (the official OpenAI SDK smoke test) and curl, and
+# Python's venv module (the official OpenAI SDK smoke test) and curl,
+# Chromium (the admin console's browser test), and
 # a PostgreSQL with pgvector at 127.0.0.1:5433 (the semantic-cache store
 # tests): Debian's mirror has no pgvector package, so this is the pgserver
 # wheel from PyPI, which bundles PostgreSQL 16 with pgvector 0.6.
@@ -26,6 +27,7 @@ command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v ldd >/dev/null 2>&1 || missing+=(libc-bin)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $sudo apt-get update -qq

@@ -3,6 +3,7 @@
 # socket-level fake upstream, private Redis instances and async-openai), then
 # the official OpenAI Python SDK against the real binary, then the
 # compatibility suite (Node, langchain-openai, litellm; mock and spelled upstreams),
+# the admin console in headless Chromium,
 # and the deployment files: the compose stack and the Kubernetes manifests,
 # validated offline against their schemas.
 set -euo pipefail
@@ -14,3 +15,4 @@ scripts/k8s-validate.sh
 cargo test
 scripts/sdk-smoke.sh
 scripts/compat.sh
+scripts/console-test.sh
