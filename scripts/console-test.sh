@@ -35,6 +35,7 @@ mock = { latency = "1ms" }
 [[keys]]
 name = "app"
 key = "sk-console-app-0001"
+budget_daily_usd = 1.0
 TOML
 "${CARGO_TARGET_DIR:-target}/debug/sluice" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
 pid=$!

@@ -103,6 +103,8 @@ async function visit(page, name, selector) {
   assert.equal(await call(apiKey), 200);
 
   await visit(page, "usage", "table");
+  await visit(page, "budgets", "table");
+  assert.match(await page.textContent("#page"), /key\s*app.*\$1\.0000/s, "the app key's daily budget");
   await visit(page, "config", "pre");
   assert.match(await page.textContent("#page"), /Hash [0-9a-f]{64}/);
   await shoot(page, "config");

@@ -88,7 +88,7 @@ async function signIn(event) {
   route();
 }
 
-const PAGES = { overview, deployments, keys, usage, config };
+const PAGES = { overview, deployments, keys, usage, budgets, config };
 
 function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return signOut();
@@ -273,6 +273,25 @@ async function usage() {
   group.addEventListener("change", () => load().catch((error) => holder.replaceChildren(failed(error))));
   show(el("h2", {}, "Usage and spend"), el("div", { class: "row" }, group, csv), holder);
   await load().catch((error) => holder.replaceChildren(failed(error)));
+}
+
+// Budgets: spend against each configured budget.
+
+async function budgets() {
+  const report = await api("/admin/budgets");
+  const usd = (value) => (value === null ? "unknown" : `$${value.toFixed(4)}`);
+  const used = (b) => {
+    if (b.spent_usd === null) return "-";
+    const share = (100 * b.spent_usd) / b.budget_usd;
+    return el("span", { class: share >= 100 ? "bad" : "" }, `${share.toFixed(1)}%`);
+  };
+  show(el("h2", {}, "Budgets"), report.data.length === 0
+    ? el("p", {}, "No budget is configured.")
+    : table([
+      ["scope", (b) => b.scope], ["name", (b) => b.name], ["period", (b) => b.period_name],
+      ["budget", (b) => usd(b.budget_usd)], ["spent", (b) => usd(b.spent_usd)], ["used", used],
+      ["resets at", (b) => b.resets_at],
+    ], report.data));
 }
 
 // Config: the redacted settings, their hash, and a reload.
