@@ -75,6 +75,13 @@ async function visit(page, name, selector) {
   await visit(page, "deployments", "table");
   assert.match(await page.textContent("#page"), /mock.*usable/s);
   await shoot(page, "deployments");
+  // The page refreshes every 4 s, once: two refreshes in 8.5 s, not more.
+  let refreshes = 0;
+  const count = (request) => { if (request.url().endsWith("/admin/deployments")) refreshes += 1; };
+  page.on("request", count);
+  await page.waitForTimeout(8500);
+  page.off("request", count);
+  assert.equal(refreshes, 2, "one refresh timer");
 
   // A key named like markup, made in the console, used, then revoked there.
   await visit(page, "keys", "#key-name");

@@ -164,6 +164,15 @@ async function overview() {
 // Deployments and each model's degradation level.
 
 async function deployments() {
+  await renderDeployments();
+  poller = setInterval(() => {
+    // Not while an override is being chosen: the redraw would reset it.
+    if (document.activeElement?.tagName === "SELECT") return;
+    renderDeployments().catch((error) => show(failed(error)));
+  }, POLL_MS * 2);
+}
+
+async function renderDeployments() {
   const [deployed, models] = await Promise.all([api("/admin/deployments"), api("/admin/models")]);
   const state = (d) => d.usable
     ? el("span", { class: "good" }, "usable")
@@ -181,7 +190,6 @@ async function deployments() {
       ["model", (m) => m.model], ["level", (m) => m.level], ["health", (m) => m.health],
       ["override", levelControl],
     ], models.data));
-  poller = setInterval(() => deployments().catch((error) => show(failed(error))), POLL_MS * 2);
 }
 
 function levelControl(model) {
@@ -197,7 +205,7 @@ function levelControl(model) {
       if (!confirm(`Set ${model.model} ${what}?`)) return;
       await api(`/admin/models/${encodeURIComponent(model.model)}/level`,
         { method: "POST", body: JSON.stringify({ level }) }).catch((error) => alert(error.message));
-      deployments().catch((error) => show(failed(error)));
+      renderDeployments().catch((error) => show(failed(error)));
     },
   }, "Apply");
   return el("span", { class: "row" }, select, apply);
