@@ -50,4 +50,4 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 NODE_PATH="$PWD/$dir/node_modules" node tests/browser/console.cjs \
-  "http://127.0.0.1:$port" "$token" sk-console-app-0001 ${SCREENSHOTS:+"$SCREENSHOTS"}
+  "http://127.0.0.1:$port" "$token" sk-console-app-0001 "$work/sluice.toml" ${SCREENSHOTS:+"$SCREENSHOTS"}

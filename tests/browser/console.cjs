@@ -1,9 +1,10 @@
 // The admin console in a real browser (Debian's Chromium, headless, driven
 // by playwright-core) against the binary on the mock provider:
-//   node console.cjs BASE_URL ADMIN_TOKEN API_KEY [SCREENSHOT_DIR]
+//   node console.cjs BASE_URL ADMIN_TOKEN API_KEY CONFIG_FILE [SCREENSHOT_DIR]
 // A wrong token is refused; the pages render; a key made in the console
 // works with an API call and is refused once revoked there; a forced level
-// answers 503 on the API; a key named like markup shows as text with no
+// answers 503 on the API; a reload of a broken config file shows the 422
+// message and leaves the old config in force; a key named like markup shows as text with no
 // script run; the CSP and framing headers are there; the page fits 390 px;
 // nothing is logged to the browser console but the wrong token's 401.
 "use strict";
@@ -11,7 +12,8 @@
 const assert = require("node:assert/strict");
 const { chromium } = require("playwright-core");
 
-const [base, token, apiKey, screens] = process.argv.slice(2);
+const [base, token, apiKey, configFile, screens] = process.argv.slice(2);
+const fs = require("node:fs");
 const consoleUrl = `${base}/admin/console/`;
 const chat = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello" }] };
 
@@ -115,6 +117,17 @@ async function visit(page, name, selector) {
   await visit(page, "config", "pre");
   assert.match(await page.textContent("#page"), /Hash [0-9a-f]{64}/);
   await shoot(page, "config");
+  // A broken file: the reload is refused with its message, the old config stays.
+  const good = fs.readFileSync(configFile, "utf8");
+  fs.writeFileSync(configFile, `${good}\n[server]\nlisten = "not an address"\n`);
+  await page.click("#page button:has-text('Reload')");
+  await page.waitForSelector("#page [role=alert]");
+  assert.match(await page.textContent("#page [role=alert]"), /not reloaded/);
+  assert.equal(await call(apiKey), 200, "the running config stays in force");
+  logged.length = 0; // the refused reload's 422, logged by the browser
+  fs.writeFileSync(configFile, good);
+  await page.click("#page button:has-text('Reload')");
+  await page.waitForSelector("#page .good");
 
   // A phone's width: nothing overflows the page itself.
   await page.setViewportSize({ width: 390, height: 844 });
