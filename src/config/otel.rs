@@ -301,9 +301,7 @@ impl OtelConfig {
             problems.push("otel.timeout: must be greater than 0".to_owned());
         }
         for (name, value) in &self.headers {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || http::HeaderValue::from_str(value).is_err()
-            {
+            if !is_header(name, value) {
                 problems.push(format!("otel.headers: `{name}` is not a valid header"));
             }
         }

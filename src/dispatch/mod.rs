@@ -404,12 +404,9 @@ fn trace_headers(
 ) -> (Option<HeaderValue>, Option<HeaderValue>) {
     match tracing {
         Some(tracing) => (None, tracing.span.context().trace_state.clone()),
-        None if headers.contains_key("traceparent") => {
-            crate::infra::otel::ids::remote_parent(headers).map_or((None, None), |caller| {
-                (Some(caller.traceparent()), caller.trace_state)
-            })
-        }
-        None => (None, None),
+        None => crate::infra::otel::ids::remote_parent(headers).map_or((None, None), |caller| {
+            (Some(caller.traceparent()), caller.trace_state)
+        }),
     }
 }
 

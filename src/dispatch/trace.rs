@@ -18,6 +18,7 @@ use crate::infra::otel::{Attr, Kind, LiveSpan, Value};
 use crate::infra::sse::usage;
 use crate::infra::sse::{Event, Piece, Splitter};
 use crate::upstream::Deployment;
+use crate::util::text::prefix;
 use crate::vocab::Endpoint;
 
 /// A call's tracing as its attempts see it.
@@ -183,11 +184,7 @@ const MAX_TEXT: usize = 256;
 
 /// `text` cut to `MAX_TEXT` bytes on a character boundary.
 fn bounded(text: &str) -> String {
-    let mut end = text.len().min(MAX_TEXT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    prefix(text, MAX_TEXT).to_owned()
 }
 
 /// `text` cut to `cap` bytes on a character boundary, marked when cut.
@@ -195,11 +192,7 @@ fn capped(text: &str, cap: usize) -> Value {
     if text.len() <= cap {
         return Value::from(text.to_owned());
     }
-    let mut end = cap;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Value::from(format!("{}…[truncated]", &text[..end]))
+    Value::from(format!("{}…[truncated]", prefix(text, cap)))
 }
 
 /// Ends a failed attempt's span: `error.type` is the status the upstream

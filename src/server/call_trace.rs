@@ -11,9 +11,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 
 use crate::dispatch::ATTEMPTS_HEADER;
-use crate::infra::otel::{Kind, Link, LiveSpan, Tracer, ids};
+use crate::infra::otel::{Kind, Link, LiveSpan, SpanData, Tracer, ids};
 use crate::util::headers::X_REQUEST_ID;
-use crate::util::text::clip;
+use crate::util::text::{clip, prefix};
 use crate::vocab::error::ErrorLogged;
 use crate::vocab::{CACHE_STATUS, DEGRADED, Identity, ServedBy, StreamOutcome};
 
@@ -29,21 +29,16 @@ pub fn open(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan> {
     let remote = ids::remote_parent(request.headers());
     let span = tracer.root(request.method().to_string(), Kind::Server, remote)?;
     span.record(|data| {
-        data.set("http.request.method", request.method().to_string());
-        data.set("url.path", clip(request.uri().path()).into_owned());
+        request_attrs(data, request);
         if let Some(scheme) = request.uri().scheme_str() {
             data.set("url.scheme", scheme.to_owned());
         }
         if let Some(agent) = request.headers().get(http::header::USER_AGENT) {
             let agent = String::from_utf8_lossy(agent.as_bytes());
-            data.set("user_agent.original", bounded(&agent, MAX_USER_AGENT));
-        }
-        if let Some(id) = request
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-        {
-            data.set("sluice.request_id", id.to_owned());
+            data.set(
+                "user_agent.original",
+                prefix(&agent, MAX_USER_AGENT).to_owned(),
+            );
         }
     });
     request.extensions_mut().insert(span.clone());
@@ -79,17 +74,9 @@ pub fn open_internal(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan>
     };
     span.record(|data| {
         data.set("sluice.internal", work);
-        data.set("http.request.method", request.method().to_string());
-        data.set("url.path", clip(request.uri().path()).into_owned());
+        request_attrs(data, request);
         if let Some(batch) = batch {
             data.set("sluice.batch.id", batch.to_owned());
-        }
-        if let Some(id) = request
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-        {
-            data.set("sluice.request_id", id.to_owned());
         }
         if let Some(cause) = cause {
             data.links.push(Link { context: cause });
@@ -97,6 +84,16 @@ pub fn open_internal(tracer: &Tracer, request: &mut Request) -> Option<LiveSpan>
     });
     request.extensions_mut().insert(span.clone());
     Some(span)
+}
+
+/// What every call's span says of its request: method, path, request id.
+fn request_attrs(data: &mut SpanData, request: &Request) {
+    data.set("http.request.method", request.method().to_string());
+    data.set("url.path", clip(request.uri().path()).into_owned());
+    let id = request.headers().get(X_REQUEST_ID);
+    if let Some(id) = id.and_then(|v| v.to_str().ok()) {
+        data.set("sluice.request_id", id.to_owned());
+    }
 }
 
 /// The kind of internal work a tag names, and a batch line's batch id.
@@ -181,12 +178,4 @@ pub fn close(span: &LiveSpan, outcome: Option<StreamOutcome>) {
         });
     }
     span.end();
-}
-
-fn bounded(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }

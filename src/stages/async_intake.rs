@@ -221,13 +221,8 @@ fn replayed(headers: &HeaderMap, trace: Option<&LiveSpan>) -> String {
             Some(((*name).to_owned(), value.into()))
         })
         .collect();
-    if let Some(parent) = trace.and_then(|span| {
-        span.context()
-            .traceparent()
-            .to_str()
-            .ok()
-            .map(str::to_owned)
-    }) {
+    if let Some(span) = trace {
+        let parent = span.context().traceparent_text();
         kept.insert("traceparent".to_owned(), parent.into());
     }
     serde_json::Value::Object(kept).to_string()

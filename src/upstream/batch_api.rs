@@ -212,5 +212,5 @@ fn refusal(status: reqwest::StatusCode, body: &[u8]) -> ApiError {
 }
 
 fn unreachable(error: reqwest::Error) -> ApiError {
-    ApiError::Retry(super::client::root_cause(&error))
+    ApiError::Retry(crate::util::text::root_cause(&error))
 }

@@ -9,6 +9,7 @@ use http_body_util::{BodyDataStream, Full};
 
 use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
 use crate::infra::http_pool::PooledClient;
+use crate::util::text::root_cause;
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -121,16 +122,6 @@ fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
     } else {
         UpstreamError::Request(root_cause(&error))
     }
-}
-
-/// reqwest's top-level message repeats the URL; the innermost cause is what
-/// an operator needs, and it never contains credentials.
-pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }
 
 /// Replaces the body's `model` with the upstream's name for it. Only runs

@@ -14,6 +14,27 @@ pub fn clip(input: &str) -> Cow<'_, str> {
     }
 }
 
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary: a byte bound on text that may not be ASCII.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The innermost cause of an error, as text: what an operator needs,
+/// without the layers each wrapper adds (reqwest's repeats the URL, which
+/// may carry credentials).
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
 /// Masks a presented key: at most its last four characters show, and none
 /// of a short one, so a log line or error never carries enough of a secret
 /// to narrow a guess.

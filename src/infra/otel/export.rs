@@ -25,6 +25,7 @@ use crate::infra::http_pool::{PooledClient, pooled_client};
 use crate::infra::metrics::Metrics;
 use crate::infra::telemetry::LogEvery;
 use crate::util::tasks::Tasks;
+use crate::util::text::root_cause;
 
 /// The gRPC method of a trace export.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -376,12 +377,4 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(seconds.min(30)))
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

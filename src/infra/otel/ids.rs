@@ -47,16 +47,28 @@ pub struct SpanContext {
 impl SpanContext {
     /// `traceparent`'s value for this span: version 00.
     pub fn traceparent(&self) -> HeaderValue {
+        // Hex digits and dashes only: always a valid header value.
+        HeaderValue::from_bytes(&self.traceparent_bytes()).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000000-0000000000000000-00",
+        ))
+    }
+
+    /// The same, as text to store (a queued job's link to its creator).
+    pub fn traceparent_text(&self) -> String {
+        self.traceparent_bytes()
+            .iter()
+            .map(|&b| char::from(b))
+            .collect()
+    }
+
+    fn traceparent_bytes(&self) -> [u8; 55] {
         let mut text = [0u8; 55];
         text[..3].copy_from_slice(b"00-");
         hex_into(&self.trace_id.0, &mut text[3..35]);
         text[35] = b'-';
         hex_into(&self.span_id.0, &mut text[36..52]);
         text[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
-        // Hex digits and dashes only: always a valid header value.
-        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
-            "00-00000000000000000000000000000000-0000000000000000-00",
-        ))
+        text
     }
 }
 
@@ -196,6 +208,7 @@ mod tests {
             trace_state: None,
         };
         assert_eq!(context.traceparent(), VALID);
+        assert_eq!(context.traceparent_text(), VALID);
     }
 
     #[test]

@@ -33,10 +33,7 @@ pub use span::{Attr, Kind, Link, SpanData, Value};
 pub fn trace_id_of(span: Option<&LiveSpan>, headers: &http::HeaderMap) -> Option<String> {
     match span {
         Some(span) => Some(span.context().trace_id.to_hex()),
-        None if headers.contains_key("traceparent") => {
-            ids::remote_parent(headers).map(|caller| caller.trace_id.to_hex())
-        }
-        None => None,
+        None => ids::remote_parent(headers).map(|caller| caller.trace_id.to_hex()),
     }
 }
 

@@ -114,11 +114,7 @@ async fn reload(State(core): State<Arc<dyn LiveCore>>) -> Response {
             let mut message =
                 format!("The config was not reloaded; the running one stays in force. {error}");
             if message.len() > MAX_ERROR_TEXT {
-                let mut end = MAX_ERROR_TEXT;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                message.truncate(end);
+                message.truncate(crate::util::text::prefix(&message, MAX_ERROR_TEXT).len());
                 message.push_str(" (cut)");
             }
             let body = error_body(

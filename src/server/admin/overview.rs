@@ -7,7 +7,7 @@
 //! (the admin console does).
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
 use prometheus::core::Collector;
@@ -15,15 +15,15 @@ use prometheus::proto::MetricFamily;
 use serde::Serialize;
 
 use crate::infra::metrics::Metrics;
-use crate::vocab::error::json_response;
+use crate::vocab::error::{GatewayError, json_response};
 
 /// A histogram summed over its series: cumulative counts per upper bound.
-#[derive(Serialize, Default, Debug, PartialEq)]
-pub struct Histogram {
+#[derive(Serialize, Default)]
+struct Histogram {
     /// `[upper bound in seconds, calls at or under it]`, bounds ascending.
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum: f64,
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
 }
 
 #[derive(Serialize)]
@@ -45,8 +45,8 @@ pub async fn overview(State(metrics): State<Metrics>) -> Response {
     let overview = Overview {
         object: "overview",
         requests,
-        latency_seconds: summed(&metrics.request_duration.collect(), api_route),
-        overhead_seconds: summed(&metrics.overhead.collect(), api_route),
+        latency_seconds: summed(&metrics.request_duration.collect()),
+        overhead_seconds: summed(&metrics.overhead.collect()),
         tokens: by_label(&metrics.tokens.collect(), "type"),
         cost_usd: metrics
             .cost_usd
@@ -60,7 +60,7 @@ pub async fn overview(State(metrics): State<Metrics>) -> Response {
     };
     match serde_json::to_vec(&overview) {
         Ok(body) => json_response(StatusCode::OK, Bytes::from(body)),
-        Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()),
+        Err(_) => GatewayError::Internal.into_response(),
     }
 }
 
@@ -96,11 +96,11 @@ fn requests_by_class(families: &[MetricFamily]) -> std::collections::BTreeMap<&'
     classes
 }
 
-/// The histogram series whose `route` passes `keep`, summed bucket by bucket.
-pub fn summed(families: &[MetricFamily], keep: fn(&str) -> bool) -> Histogram {
+/// The histogram series of the API's routes, summed bucket by bucket.
+fn summed(families: &[MetricFamily]) -> Histogram {
     let mut total = Histogram::default();
     for metric in families.iter().flat_map(|family| family.get_metric()) {
-        if !keep(label(metric, "route")) {
+        if !api_route(label(metric, "route")) {
             continue;
         }
         let histogram = metric.get_histogram();

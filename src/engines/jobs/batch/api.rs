@@ -57,13 +57,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // The lines' spans link to this call's (`sluice_batches.trace_parent`).
-    let trace_parent = trace.and_then(|span| {
-        span.context()
-            .traceparent()
-            .to_str()
-            .ok()
-            .map(str::to_owned)
-    });
+    let trace_parent = trace.map(|span| span.context().traceparent_text());
     let created = create_batch(&jobs, &owner, body, trace_parent).await;
     json_answer(created.map(|batch| batch.to_json(&record::Counts::default())))
 }
