@@ -176,10 +176,7 @@ impl SseRelay {
         let outcome = outcome.unwrap_or(StreamOutcome::ClientClosed);
         span.record(|data| {
             data.set("sluice.stream.outcome", outcome.as_str());
-            if matches!(
-                outcome,
-                StreamOutcome::UpstreamError | StreamOutcome::Timeout
-            ) {
+            if outcome.is_error() {
                 data.set("error.type", outcome.as_str());
                 data.error = Some(String::new());
             }

@@ -168,10 +168,7 @@ pub fn close(span: &LiveSpan, outcome: Option<StreamOutcome>) {
     if let Some(outcome) = outcome {
         span.record(|data| {
             data.set("sluice.stream.outcome", outcome.as_str());
-            if !matches!(
-                outcome,
-                StreamOutcome::Completed | StreamOutcome::ClientClosed
-            ) {
+            if outcome.is_error() {
                 data.set("error.type", outcome.as_str());
                 data.error.get_or_insert_with(String::new);
             }

@@ -38,6 +38,12 @@ pub enum StreamOutcome {
 }
 
 impl StreamOutcome {
+    /// The upstream failed the stream (trace spans mark it an error); a
+    /// client leaving or the gateway's shutdown are not the call failing.
+    pub fn is_error(self) -> bool {
+        matches!(self, Self::UpstreamError | Self::Timeout)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "completed",
