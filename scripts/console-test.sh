@@ -2,7 +2,8 @@
 # The admin console in a real browser: Debian's Chromium (installed by
 # scripts/ensure-deps.sh) driven by playwright-core from npm
 # (tests/browser, installed into target/browser on first use, from its
-# lock file), against the binary on the mock provider. With SCREENSHOTS=DIR
+# lock file), against the binary on the mock provider and on a fake OpenAI
+# upstream the test switches off and on (tests/browser/upstream.cjs). With SCREENSHOTS=DIR
 # it saves the pages there (the README's pictures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,11 @@ if ! cmp -s tests/browser/package-lock.json "$dir/package-lock.json" ||
 fi
 
 cargo build --quiet --bin sluice
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+port=$(free_port)
+upstream_port=$(free_port)
 work=$(mktemp -d)
 token=console-admin-token-0123
 cat > "$work/sluice.toml" <<TOML
@@ -32,6 +37,23 @@ name = "mock"
 provider = "mock"
 models = ["gpt-4o-mini"]
 mock = { latency = "1ms" }
+[batch]
+store = "sqlite"
+files_dir = "$work/files"
+poll_interval = "200ms"
+lease = "3s"
+[circuit_breaker]
+failure_threshold = 2
+recovery_timeout = "8s"
+success_threshold = 1
+[retry]
+max_attempts = 1
+[[deployments]]
+name = "flaky"
+provider = "openai"
+base_url = "http://127.0.0.1:$upstream_port/v1"
+api_key = "sk-upstream-console"
+models = ["gpt-4o"]
 [[keys]]
 name = "app"
 key = "sk-console-app-0001"
@@ -50,4 +72,5 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 NODE_PATH="$PWD/$dir/node_modules" node tests/browser/console.cjs \
-  "http://127.0.0.1:$port" "$token" sk-console-app-0001 "$work/sluice.toml" ${SCREENSHOTS:+"$SCREENSHOTS"}
+  "http://127.0.0.1:$port" "$token" sk-console-app-0001 "$work/sluice.toml" "$upstream_port" \
+  ${SCREENSHOTS:+"$SCREENSHOTS"}

@@ -720,3 +720,58 @@ async fn a_job_for_a_virtual_name_waits_out_maintenance() {
     assert_eq!(done.status(), 200);
     assert_eq!(upstream.calls(), 1);
 }
+
+/// The operator lists every key's jobs and cancels one mid-run: its poller
+/// gets the 409 `cancelled` answer and keeps it (the upstream's later
+/// answer is not stored), and a second cancel is refused. Keys cannot reach these routes.
+#[tokio::test]
+async fn the_operator_lists_and_cancels_any_keys_job() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    let toml = format!("[admin]\ntoken = \"{ADMIN}\"\n") + &config(&dir, &upstream, "");
+    let gateway = TestGateway::start(&toml).await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_secs(2)));
+    let id = accepted(post_async(&gateway, &[], &chat("gpt-4o")).await).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = gateway.get_json("/admin/async", Some(ADMIN)).await;
+        if listed["data"][0]["status"] == "in_progress" {
+            break listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let job = &listed["data"][0];
+    assert_eq!(job["id"], id.as_str(), "{listed}");
+    assert_eq!(job["path"], "/v1/chat/completions");
+    assert!(job["owner"].as_str().is_some_and(|owner| !owner.is_empty()));
+    assert_eq!(listed["has_more"], false);
+
+    for key in [KEY, "wrong-token"] {
+        let refused = gateway.get_json("/admin/async", Some(key)).await;
+        assert_eq!(
+            refused["error"]["type"], "invalid_request_error",
+            "{refused}"
+        );
+    }
+    let cancel = format!("/admin/async/{id}/cancel");
+    let cancelled = gateway.post(&cancel, Some(ADMIN), &json!({})).await;
+    assert_eq!(cancelled.status(), 200);
+    assert_eq!(
+        cancelled.json::<Value>().await.unwrap()["status"],
+        "completed"
+    );
+    let polled = answer(&gateway, &id, KEY).await;
+    assert_eq!(polled.status(), 409);
+    assert_eq!(error_of(polled).await["code"], "cancelled");
+    // The upstream's answer, had the call not been dropped, is not stored.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(answer(&gateway, &id, KEY).await.status(), 409);
+    let again = gateway.post(&cancel, Some(ADMIN), &json!({})).await;
+    assert_eq!(again.status(), 409);
+    let unknown = gateway
+        .post("/admin/async/async_nosuch/cancel", Some(ADMIN), &json!({}))
+        .await;
+    assert_eq!(unknown.status(), 404);
+}

@@ -1301,3 +1301,55 @@ async fn a_postgres_store_made_before_a_column_gets_it() {
     }
     database.drop_database().await;
 }
+
+/// The operator (`/admin/batches`, behind the admin token) lists every
+/// key's batches with their owners and cancels any of them; a key's token
+/// does not open those routes.
+#[tokio::test]
+async fn the_operator_sees_and_cancels_every_keys_batches() {
+    const ADMIN: &str = "admin-token-batches-01";
+    let upstream = FakeUpstream::start("oa").await;
+    upstream.set_default(Behavior::DelayHead(Duration::from_millis(400)));
+    let dir = temp_dir("operator");
+    let admin = format!("[admin]\ntoken = \"{ADMIN}\"\n");
+    let gateway = TestGateway::start(&config(&dir, &upstream, "", &admin)).await;
+    let mine = start_batch(&gateway, OWNER, &input(40)).await;
+    let theirs = start_batch(&gateway, STRANGER, &input(40)).await;
+
+    let listed = gateway.get_json("/admin/batches", Some(ADMIN)).await;
+    let data = listed["data"].as_array().unwrap();
+    let ids: BTreeSet<&str> = data.iter().filter_map(|b| b["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([mine.as_str(), theirs.as_str()]),
+        "{listed}"
+    );
+    let owners: BTreeSet<&str> = data.iter().filter_map(|b| b["owner"].as_str()).collect();
+    assert_eq!(owners.len(), 2, "each batch names its key: {listed}");
+    let paged = gateway
+        .get_json("/admin/batches?limit=1", Some(ADMIN))
+        .await;
+    assert_eq!(paged["has_more"], true, "{paged}");
+    let refused = gateway
+        .post(
+            &format!("/admin/batches/{mine}/cancel"),
+            Some(STRANGER),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status(), 401);
+
+    wait_recorded(&gateway, &mine, 1).await;
+    let cancel = format!("/admin/batches/{mine}/cancel");
+    let cancelling = gateway.post(&cancel, Some(ADMIN), &json!({})).await;
+    assert_eq!(cancelling.status(), 200);
+    let cancelled = wait_status(&gateway, &mine, "cancelled").await;
+    assert!(count(&cancelled, "completed") < 40, "{cancelled:#}");
+    let other = gateway
+        .get_json(&format!("/admin/batches/{theirs}"), Some(ADMIN))
+        .await;
+    assert!(
+        matches!(other["status"].as_str(), Some("validating" | "in_progress")),
+        "{other}"
+    );
+}

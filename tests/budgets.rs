@@ -199,6 +199,9 @@ async fn a_fallback_is_billed_at_the_model_that_served() {
     let budgets = gateway.get_json("/admin/budgets", Some(ADMIN)).await;
     let spent = budgets["data"][0]["spent_usd"].as_f64().unwrap();
     assert!((spent - billed).abs() < 1e-12, "{budgets}");
+    // Past the whole budget: every default threshold has sent its alert.
+    let sent = serde_json::json!([0.5, 0.75, 0.9, 1.0]);
+    assert_eq!(budgets["data"][0]["alerts_sent"], sent, "{budgets}");
     let usage = gateway
         .get_json("/admin/usage?group_by=model", Some(ADMIN))
         .await;

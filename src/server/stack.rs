@@ -207,6 +207,7 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         router: services.dispatcher.router().clone(),
         ledger: services.ledger.as_ref().map(|record| record.ledger.clone()),
         budgets: services.budgets.clone(),
+        jobs: services.jobs.clone(),
     };
     let admin = services.admin.map(|token| {
         let metrics = services.metrics.clone();

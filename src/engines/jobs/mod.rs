@@ -41,11 +41,14 @@ use crate::infra::sql::{Db, Schema};
 use files::Files;
 
 /// Who owns a file, batch or job: the key that made it (by stable id) and
-/// its org, which sees it too with `[batch] share_with_org`.
+/// its org, which sees it too with `[batch] share_with_org`; or the
+/// operator, through the admin API, who sees every key's.
 #[derive(Debug, Clone)]
 pub struct Owner {
     pub key_id: Arc<str>,
     pub org: Option<Arc<str>>,
+    /// The admin API's caller: sees and cancels any key's batches.
+    pub operator: bool,
 }
 
 impl Owner {
@@ -53,25 +56,42 @@ impl Owner {
         Self {
             key_id: identity.id.clone(),
             org: identity.org.clone(),
+            operator: false,
+        }
+    }
+
+    /// The admin API's caller, whom no key id names.
+    pub fn operator() -> Self {
+        Self {
+            key_id: Arc::from(""),
+            org: None,
+            operator: true,
         }
     }
 
     /// The SQL condition for rows this caller sees, over the first three
-    /// parameters, which `visibility_params` gives.
-    pub const VISIBLE_ROWS: &'static str = "(owner = $1 OR ($2 = 1 AND org = $3))";
+    /// parameters, which `visibility_params` gives: `$2` is 0 for the
+    /// key's own rows, 1 for its org's too, 2 for every row (the operator).
+    pub const VISIBLE_ROWS: &'static str = "(owner = $1 OR ($2 = 1 AND org = $3) OR $2 = 2)";
 
     /// `$1..$3` of `VISIBLE_ROWS`.
     pub fn visibility_params(&self, share_with_org: bool) -> Vec<crate::infra::sql::Value> {
+        let scope = match self.operator {
+            true => 2,
+            false => i64::from(share_with_org && self.org.is_some()),
+        };
         vec![
             self.key_id.as_ref().into(),
-            i64::from(share_with_org && self.org.is_some()).into(),
+            scope.into(),
             self.org.as_deref().unwrap_or("").into(),
         ]
     }
 
     /// Whether this caller may see an object owned by `key_id` of `org`.
     pub fn sees(&self, key_id: &str, org: Option<&str>, share_with_org: bool) -> bool {
-        *self.key_id == *key_id || (share_with_org && org.is_some() && self.org.as_deref() == org)
+        self.operator
+            || *self.key_id == *key_id
+            || (share_with_org && org.is_some() && self.org.as_deref() == org)
     }
 }
 

@@ -377,6 +377,7 @@ impl Budgets {
                     // null while the shared counter cannot be read
                     "spent_usd": spent, "remaining_usd": spent.map(|spent| (usd - spent).max(0.0)),
                     "resets_at": rfc3339(period.end(now)),
+                    "alerts_sent": spent.map(|spent| self.thresholds_reached(usd, spent)),
                 }));
             }
         }
@@ -437,6 +438,18 @@ impl Budgets {
                 }
             }
         }
+    }
+
+    /// The alert thresholds `spent` has reached this period: each sent its
+    /// alert once, when a charge crossed it (`crossed`).
+    fn thresholds_reached(&self, usd: f64, spent: f64) -> Vec<f64> {
+        let reached = |threshold: &&f64| spent >= usd * **threshold;
+        self.alerts
+            .thresholds
+            .iter()
+            .filter(reached)
+            .copied()
+            .collect()
     }
 
     /// The alert thresholds a charge from `before` to `total` crosses.

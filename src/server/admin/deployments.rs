@@ -53,6 +53,8 @@ pub struct Views {
     pub router: Arc<ModelRouter>,
     pub ledger: Option<Arc<Ledger>>,
     pub budgets: Option<Arc<Budgets>>,
+    /// The batch and async job store, when batches or async requests are on.
+    pub jobs: Option<Arc<crate::engines::jobs::Jobs>>,
 }
 
 pub async fn deployments(State(views): State<Views>) -> Response {

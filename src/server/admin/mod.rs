@@ -8,6 +8,7 @@
 //! | `GET /admin/overview` | `overview` | per snapshot |
 //! | `GET /admin/console/` and its files (no token: they hold no data) | `console` | per snapshot |
 //! | `GET /admin/usage`, `GET /admin/budgets` | `usage` | per snapshot |
+//! | `GET /admin/batches`, `GET /admin/batches/{id}`, `POST /admin/batches/{id}/cancel`, `GET /admin/async`, `POST /admin/async/{id}/cancel` (with a job store) | `jobs` | per snapshot |
 //! | `GET /admin/models`, `POST /admin/models/{model}/level` | `models` | per snapshot |
 //! | `POST /admin/reload`, `GET /admin/config` | `config` | once, outside the snapshots |
 //! | `/admin/keys`, `/admin/keys/{id}` | `keys` | once, outside the snapshots |
@@ -20,6 +21,7 @@
 mod config;
 mod console;
 mod deployments;
+mod jobs;
 mod keys;
 mod models;
 mod overview;
@@ -60,8 +62,9 @@ pub fn snapshot_routes(
         .route("/admin/deployments", get(deployments::deployments))
         .route("/admin/usage", get(usage::usage))
         .route("/admin/budgets", get(usage::budgets))
-        .with_state(views)
+        .with_state(views.clone())
         .merge(models::routes(ladder))
+        .merge(views.jobs.map(jobs::routes).unwrap_or_default())
         .route_layer(from_fn_with_state(token, token::require_token))
         .merge(console::routes())
 }

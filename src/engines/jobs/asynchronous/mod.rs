@@ -9,8 +9,9 @@
 //! - `record`: the stored job and the statements that move it along.
 //! - `runner`: claims, runs and answers jobs; sweeps expired ones.
 //! - `callback`: delivers a finished job to its callback URL.
-//! - `api`: `GET /v1/async/{id}`.
+//! - `api`: `GET /v1/async/{id}`; `admin`: every key's jobs, and cancel.
 
+pub mod admin;
 pub mod api;
 pub(crate) mod ask;
 mod callback;

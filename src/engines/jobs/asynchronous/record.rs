@@ -330,6 +330,59 @@ pub async fn defer(db: &Db, id: &str, runner: &str, not_before: i64) -> Result<(
     Ok(())
 }
 
+/// A page of every key's jobs not yet expired, newest first, past `after`
+/// (a job id); and whether more follow.
+pub async fn page(
+    db: &Db,
+    after: Option<String>,
+    limit: usize,
+) -> Result<(Vec<Job>, bool), JobsError> {
+    let cursor = super::super::page_cursor("sluice_async_jobs", 2, after.is_some(), true);
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM sluice_async_jobs WHERE expires_at > $1 {cursor} \
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ),
+            vec![
+                super::super::unix_now().into(),
+                after.unwrap_or_default().into(),
+                i64::try_from(limit + 1).unwrap_or(i64::MAX).into(),
+            ],
+        )
+        .await?;
+    let mut jobs: Vec<Job> = rows.into_iter().filter_map(Job::from_row).collect();
+    let has_more = jobs.len() > limit;
+    jobs.truncate(limit);
+    Ok((jobs, has_more))
+}
+
+/// Ends a job not yet answered with `answer`, whoever runs it: the runner
+/// loses its lease (and drops the call at its next renewal), and its own
+/// answer, should it come, is not stored. A pending callback still goes.
+pub async fn cancel(db: &Db, id: &str, answer: &Answer) -> Result<bool, JobsError> {
+    let (body, base64) = encode_body(&answer.body);
+    let changed = db
+        .execute(
+            "UPDATE sluice_async_jobs SET status = 'completed', response_status = $1, \
+             response_type = $2, response_body = $3, response_base64 = $4, completed_at = $5, \
+             runner = NULL, \
+             lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN 0 ELSE $7 END \
+             WHERE id = $6 AND status <> 'completed'",
+            vec![
+                i64::from(answer.status).into(),
+                answer.content_type.clone().into(),
+                body.into(),
+                base64.into(),
+                super::super::unix_now().into(),
+                id.into(),
+                FINISHED.into(),
+            ],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
 /// Deletes up to `limit` jobs past their expiry; how many went.
 pub async fn sweep_expired(db: &Db, now: i64, limit: usize) -> Result<u64, JobsError> {
     Ok(db

@@ -324,7 +324,7 @@ async fn read_answer(response: Response) -> Answer {
     }
 }
 
-fn error_answer(status: u16, message: &str, kind: &str, code: &str) -> Answer {
+pub(super) fn error_answer(status: u16, message: &str, kind: &str, code: &str) -> Answer {
     Answer {
         status,
         content_type: Some("application/json".to_owned()),

@@ -7,12 +7,13 @@ const TOKEN_KEY = "sluice.admin.token";
 const POLL_MS = 2000;
 let poller = null;
 
-/** An element with attributes and children (strings become text nodes). */
+/** An element with attributes (null ones left out) and children (strings
+ * become text nodes). */
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-    else node.setAttribute(name, value);
+    else if (value !== null && value !== undefined) node.setAttribute(name, value);
   }
   for (const child of children.flat()) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
@@ -88,7 +89,7 @@ async function signIn(event) {
   route();
 }
 
-const PAGES = { overview, deployments, keys, usage, budgets, config };
+const PAGES = { overview, deployments, keys, usage, budgets, jobs, config };
 
 function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return signOut();
@@ -211,18 +212,23 @@ function levelControl(model) {
   return el("span", { class: "row" }, select, apply);
 }
 
-// Keys: list, create (the secret shown once), revoke.
+// Keys: a page at a time; create (the secret shown once), edit, revoke.
+
+const KEYS_PAGE = 50;
+/** The `after` cursor of each page shown so far: the first is "". */
+let keyPages = [""];
 
 async function keys() {
   let listed;
+  const after = keyPages[keyPages.length - 1];
   try {
-    listed = await api("/admin/keys");
+    listed = await api(`/admin/keys?limit=${KEYS_PAGE}&after=${encodeURIComponent(after)}`);
   } catch (error) {
     if (error.status === 404) return show(el("h2", {}, "Keys"), el("p", {}, "No runtime keys store is configured ([admin] keys_store)."));
     throw error;
   }
   const name = el("input", { id: "key-name", required: "" });
-  const made = el("div", { "aria-live": "polite" });
+  const made = el("div", { "aria-live": "polite", id: "made" });
   const create = el("form", {
     onsubmit: async (event) => {
       event.preventDefault();
@@ -238,7 +244,7 @@ async function keys() {
       }
     },
   }, el("div", { class: "row" }, el("label", { for: "key-name" }, "New key name"), name, el("button", { type: "submit" }, "Create")));
-  made.id = "made";
+  const editor = el("div", { id: "key-editor" });
   const revoke = (key) => el("button", {
     type: "button",
     onclick: async () => {
@@ -247,40 +253,157 @@ async function keys() {
       keys().catch((error) => show(failed(error)));
     },
   }, "Revoke");
-  show(el("h2", {}, "Keys"), create, made, table([
+  const actions = (key) => el("span", { class: "row" },
+    el("button", { type: "button", onclick: () => editKey(key, editor) }, "Edit"), revoke(key));
+  const pager = el("div", { class: "row" },
+    el("button", { type: "button", disabled: keyPages.length === 1 ? "" : null, onclick: () => { keyPages.pop(); keys().catch((e) => show(failed(e))); } }, "Previous page"),
+    el("button", { type: "button", disabled: listed.has_more ? null : "", onclick: () => { keyPages.push(listed.last_id); keys().catch((e) => show(failed(e))); } }, "Next page"));
+  show(el("h2", {}, "Keys"), create, made, editor, table([
     ["name", (k) => k.name], ["id", (k) => k.id], ["hint", (k) => k.key_hint],
     ["rpm", (k) => k.rpm ?? "-"], ["tpm", (k) => k.tpm ?? "-"],
-    ["models", (k) => (k.models ?? ["any"]).join(", ")], ["", revoke],
-  ], listed.data));
+    ["models", (k) => (k.models ?? ["any"]).join(", ")],
+    ["daily budget", (k) => k.budget_daily_usd ?? "-"], ["monthly budget", (k) => k.budget_monthly_usd ?? "-"],
+    ["", actions],
+  ], listed.data), pager);
 }
 
-// Usage and spend from the ledger, with a CSV download.
+/** The fields the key editor changes: [field, label, kind]. */
+const KEY_FIELDS = [
+  ["rpm", "Requests per minute", "integer"], ["tpm", "Tokens per minute", "integer"],
+  ["models", "Allowed models (comma-separated; empty for any)", "list"],
+  ["budget_daily_usd", "Daily budget (USD)", "number"], ["budget_monthly_usd", "Monthly budget (USD)", "number"],
+];
+
+/** An input's value as the PATCH field: empty clears it (null). */
+function fieldValue(input, kind) {
+  const text = input.value.trim();
+  if (text === "") return null;
+  if (kind === "list") return text.split(",").map((item) => item.trim()).filter(Boolean);
+  return Number(text);
+}
+
+function editKey(key, holder) {
+  const inputs = KEY_FIELDS.map(([field, label, kind]) => {
+    const value = key[field];
+    const input = el("input", {
+      id: `edit-${field}`, name: field,
+      type: kind === "list" ? "text" : "number", step: kind === "integer" ? "1" : "any", min: "0",
+    });
+    input.value = value === null || value === undefined ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+    return [field, kind, el("div", { class: "field" }, el("label", { for: `edit-${field}` }, label), input), input];
+  });
+  const outcome = el("div", { "aria-live": "polite" });
+  const form = el("form", {
+    "aria-label": `Edit ${key.name}`,
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const patch = Object.fromEntries(inputs.map(([field, kind, , input]) => [field, fieldValue(input, kind)]));
+      try {
+        await api(`/admin/keys/${encodeURIComponent(key.id)}`, { method: "PATCH", body: JSON.stringify(patch) });
+        await keys();
+        document.querySelector("#made")?.replaceChildren(el("p", { class: "good" }, `Key ${key.name} saved.`));
+      } catch (error) {
+        outcome.replaceChildren(failed(error));
+      }
+    },
+  }, el("h3", {}, `Edit ${key.name}`), inputs.map(([, , field]) => field),
+  el("div", { class: "row" }, el("button", { type: "submit" }, "Save"),
+    el("button", { type: "button", onclick: () => holder.replaceChildren() }, "Cancel")), outcome);
+  holder.replaceChildren(form);
+  inputs[0][3].focus();
+}
+
+// Usage and spend from the ledger: a chart, the table, a CSV download.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attributes = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+/** A horizontal bar per row (at most 25), labels drawn as SVG text. */
+function barChart(rows, label, value, format, title) {
+  const shown = rows.slice(0, 25);
+  const top = Math.max(...shown.map(value), 0) || 1;
+  const [labelWidth, barWidth, rowHeight] = [200, 440, 22];
+  const chart = svg("svg", {
+    viewBox: `0 0 ${labelWidth + barWidth + 110} ${shown.length * rowHeight + 4}`,
+    role: "img", "aria-label": title, class: "chart",
+  });
+  chart.append(svg("title", {}, title));
+  shown.forEach((row, i) => {
+    const y = i * rowHeight + 2;
+    const width = Math.max((barWidth * value(row)) / top, value(row) > 0 ? 1 : 0);
+    const name = String(label(row));
+    chart.append(
+      svg("text", { x: labelWidth - 6, y: y + 15, "text-anchor": "end", class: "chart-label" },
+        name.length > 28 ? `${name.slice(0, 27)}…` : name),
+      svg("rect", { x: labelWidth, y: y + 3, width, height: rowHeight - 6, class: "chart-bar" }),
+      svg("text", { x: labelWidth + width + 6, y: y + 15, class: "chart-value" }, format(value(row))));
+  });
+  return chart;
+}
+
+/** Dollars to three significant digits: a cent's fractions show too. */
+function dollars(value) {
+  return value >= 1 ? `$${value.toFixed(2)}` : `$${value.toPrecision(3)}`;
+}
+
+/** The day after `YYYY-MM-DD`: the API's `to` is exclusive, the form's is not. */
+function dayAfter(date) {
+  const next = new Date(`${date}T00:00:00Z`);
+  next.setUTCDate(next.getUTCDate() + 1);
+  return next.toISOString().slice(0, 10);
+}
 
 async function usage() {
-  const group = el("select", { id: "group", "aria-label": "Group by" },
+  const group = el("select", { id: "group" },
     ["key", "org", "model", "deployment", "tag", "day"].map((g) => el("option", { value: g }, g)));
+  const from = el("input", { id: "usage-from", type: "date" });
+  const to = el("input", { id: "usage-to", type: "date" });
   const holder = el("div");
+  const query = () => {
+    const bounds = [`group_by=${group.value}`];
+    if (from.value) bounds.push(`from=${from.value}`);
+    if (to.value) bounds.push(`to=${dayAfter(to.value)}`);
+    return bounds.join("&");
+  };
   const load = async () => {
-    const totals = await api(`/admin/usage?group_by=${group.value}`);
-    holder.replaceChildren(table([
+    const totals = await api(`/admin/usage?${query()}`);
+    const rows = group.value === "day"
+      ? [...totals.data].sort((a, b) => String(a.group).localeCompare(String(b.group)))
+      : [...totals.data].sort((a, b) => b.cost_usd - a.cost_usd);
+    const tokens = (t) => t.prompt_tokens + t.completion_tokens;
+    const costly = rows.some((t) => t.cost_usd > 0);
+    const chart = costly
+      ? barChart(rows, (t) => t.group, (t) => t.cost_usd, dollars, `Cost by ${group.value}`)
+      : barChart(rows, (t) => t.group, tokens, (v) => `${v} tokens`, `Tokens by ${group.value}`);
+    holder.replaceChildren(rows.length ? chart : el("p", {}, "No usage recorded in this range."), table([
       [group.value, (t) => t.group], ["requests", (t) => t.requests],
       ["prompt tokens", (t) => t.prompt_tokens], ["completion tokens", (t) => t.completion_tokens],
       ["cost (USD)", (t) => t.cost_usd.toFixed(6)],
-    ], totals.data));
+    ], rows));
   };
   const csv = el("button", {
     type: "button",
     onclick: async () => {
-      const response = await fetch(`/admin/usage?group_by=${group.value}&format=csv`,
+      const response = await fetch(`/admin/usage?${query()}&format=csv`,
         { headers: { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` } });
       const link = el("a", { href: URL.createObjectURL(await response.blob()), download: `usage-${group.value}.csv` });
       link.click();
       URL.revokeObjectURL(link.href);
     },
   }, "Download CSV");
-  group.addEventListener("change", () => load().catch((error) => holder.replaceChildren(failed(error))));
-  show(el("h2", {}, "Usage and spend"), el("div", { class: "row" }, group, csv), holder);
-  await load().catch((error) => holder.replaceChildren(failed(error)));
+  const reload = () => load().catch((error) => holder.replaceChildren(failed(error)));
+  for (const control of [group, from, to]) control.addEventListener("change", reload);
+  show(el("h2", {}, "Usage and spend"), el("div", { class: "row" },
+    el("label", { for: "group" }, "Group by"), group,
+    el("label", { for: "usage-from" }, "From"), from,
+    el("label", { for: "usage-to" }, "To"), to, csv), holder);
+  await reload();
 }
 
 // Budgets: spend against each configured budget.
@@ -298,8 +421,70 @@ async function budgets() {
     : table([
       ["scope", (b) => b.scope], ["name", (b) => b.name], ["period", (b) => b.period_name],
       ["budget", (b) => usd(b.budget_usd)], ["spent", (b) => usd(b.spent_usd)], ["used", used],
+      ["alerts sent", (b) => (b.alerts_sent?.length ? b.alerts_sent.map((t) => `${Math.round(t * 100)}%`).join(", ") : "none")],
       ["resets at", (b) => b.resets_at],
     ], report.data));
+}
+
+// Batches and asynchronous requests: every key's, newest first, with cancel.
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) : "-";
+}
+
+/** A cancel button for a job still open; asks first, then redraws. */
+function cancelButton(what, path, open) {
+  if (!open) return "";
+  return el("button", {
+    type: "button",
+    onclick: async () => {
+      if (!confirm(`Cancel ${what}?`)) return;
+      await api(path, { method: "POST" }).catch((error) => alert(error.message));
+      renderJobs().catch((error) => show(failed(error)));
+    },
+  }, "Cancel");
+}
+
+/** A list route's first page, or null when there is no job store (404). */
+async function firstPage(path) {
+  try {
+    return await api(path);
+  } catch (error) {
+    if (error.status === 404) return null;
+    throw error;
+  }
+}
+
+async function jobs() {
+  await renderJobs();
+  poller = setInterval(() => renderJobs().catch((error) => show(failed(error))), POLL_MS * 2);
+}
+
+async function renderJobs() {
+  const [batches, requests] = await Promise.all([
+    firstPage("/admin/batches?limit=100"), firstPage("/admin/async?limit=100")]);
+  if (!batches) return show(el("h2", {}, "Batches"), el("p", {}, "No job store is configured ([batch])."));
+  const counts = (b) => {
+    const c = b.request_counts ?? {};
+    return `${c.completed ?? 0} done, ${c.failed ?? 0} failed of ${c.total ?? 0}`;
+  };
+  const status = (text) => el("span", { class: ["failed", "expired"].includes(text) ? "bad" : text === "completed" ? "good" : "" }, text);
+  show(
+    el("h2", {}, "Batches"),
+    batches.data.length === 0 ? el("p", {}, "No batch.") : table([
+      ["id", (b) => b.id], ["key", (b) => b.owner], ["endpoint", (b) => b.endpoint],
+      ["status", (b) => status(b.status)], ["lines", counts], ["created", (b) => when(b.created_at)],
+      ["", (b) => cancelButton(`batch ${b.id}`, `/admin/batches/${encodeURIComponent(b.id)}/cancel`,
+        ["validating", "in_progress"].includes(b.status))],
+    ], batches.data),
+    el("h2", {}, "Asynchronous requests"),
+    requests.data.length === 0 ? el("p", {}, "No asynchronous request.") : table([
+      ["id", (j) => j.id], ["key", (j) => j.owner], ["path", (j) => j.path],
+      ["status", (j) => status(j.status)], ["answer", (j) => el("span", { class: j.response_status >= 400 ? "bad" : "" }, j.response_status ?? "-")],
+      ["created", (j) => when(j.created_at)],
+      ["", (j) => cancelButton(`request ${j.id}`, `/admin/async/${encodeURIComponent(j.id)}/cancel`,
+        j.status !== "completed")],
+    ], requests.data));
 }
 
 // Config: the redacted settings, their hash, and a reload.
