@@ -341,7 +341,10 @@ async fn disabled_async_requests_are_answered_synchronously() {
 }
 
 /// A callback receiver on 127.0.0.1: its URL, and what it is sent.
-async fn callback_receiver() -> (
+/// A callback endpoint that answers after `delay`, handing on each body.
+async fn callback_receiver(
+    delay: Duration,
+) -> (
     String,
     tokio::sync::mpsc::Receiver<(http::HeaderMap, Value)>,
 ) {
@@ -353,6 +356,7 @@ async fn callback_receiver() -> (
             async move {
                 let body = serde_json::from_slice(&body).unwrap();
                 sender.send((headers, body)).await.unwrap();
+                tokio::time::sleep(delay).await;
                 "ok"
             }
         }),
@@ -367,7 +371,7 @@ async fn callback_receiver() -> (
 async fn the_callback_receives_the_job_and_its_answer() {
     let dir = store_dir();
     let upstream = FakeUpstream::start("up").await;
-    let (hook, mut received) = callback_receiver().await;
+    let (hook, mut received) = callback_receiver(Duration::ZERO).await;
 
     let gateway = TestGateway::start(&config(&dir, &upstream, "")).await;
     let response = post_async(&gateway, &[("x-sluice-callback", &hook)], &chat("gpt-4o")).await;
@@ -640,7 +644,7 @@ async fn maintenance_queues_a_willing_keys_call_until_the_model_is_back() {
 async fn a_job_whose_key_was_revoked_before_it_ran_is_answered_401() {
     let dir = store_dir();
     let upstream = FakeUpstream::start("up").await;
-    let (hook, mut received) = callback_receiver().await;
+    let (hook, mut received) = callback_receiver(Duration::ZERO).await;
     let toml = format!(
         "[admin]\ntoken = \"{ADMIN}\"\nkeys_store = \"sqlite\"\n\
          [usage]\nstore = \"none\"\ndata_dir = \"{}\"\n{}",
@@ -774,4 +778,46 @@ async fn the_operator_lists_and_cancels_any_keys_job() {
         .post("/admin/async/async_nosuch/cancel", Some(ADMIN), &json!({}))
         .await;
     assert_eq!(unknown.status(), 404);
+}
+
+/// A job with a callback, cancelled mid-run: the callback gets the 409
+/// `cancelled` answer once, and the call the runner held is dropped (its
+/// lease token is not renewed by the claim that delivers the callback).
+#[tokio::test]
+async fn a_cancelled_jobs_callback_gets_the_cancel_once() {
+    let dir = store_dir();
+    let upstream = FakeUpstream::start("up").await;
+    // The callback is slow to answer: the runner that delivers it holds
+    // its claim that long, which must not keep the cancelled call alive.
+    let (hook, mut received) = callback_receiver(Duration::from_secs(8)).await;
+    let toml = format!("[admin]\ntoken = \"{ADMIN}\"\n") + &config(&dir, &upstream, "");
+    let gateway = TestGateway::start(&toml).await;
+    upstream.set_default(Behavior::Endless);
+    // An endless answer: the job runs until something stops it.
+    let response = post_async(&gateway, &[("x-sluice-callback", &hook)], &chat("gpt-4o")).await;
+    let id = accepted(response).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while upstream.calls() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancel = format!("/admin/async/{id}/cancel");
+    assert_eq!(
+        gateway
+            .post(&cancel, Some(ADMIN), &json!({}))
+            .await
+            .status(),
+        200
+    );
+    let (_, delivered) = tokio::time::timeout(Duration::from_secs(15), received.recv())
+        .await
+        .expect("the callback arrived")
+        .unwrap();
+    assert_eq!(delivered["response"]["status_code"], 409, "{delivered}");
+    assert_eq!(delivered["response"]["body"]["error"]["code"], "cancelled");
+    // lease = 3 s in `config`: renewed every second, so dropped within 2 s,
+    // while the callback is still being answered.
+    assert!(upstream.wait_stream_dropped(Duration::from_secs(3)).await);
+    let again = tokio::time::timeout(Duration::from_secs(6), received.recv()).await;
+    assert!(again.is_err(), "the callback was delivered twice");
 }

@@ -146,7 +146,7 @@ async fn replicas_share_one_budget_through_redis() {
     let redis = common::redis::RedisServer::start().await;
     let upstream = FakeUpstream::start("oa").await;
     let config = format!(
-        "[redis]\nurl = \"{}\"\n{}[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 0.00005\n",
+        "[admin]\ntoken = \"{ADMIN}\"\n[redis]\nurl = \"{}\"\n{}[[keys]]\nname = \"team\"\nkey = \"sk-team-0000000\"\nbudget_daily_usd = 0.00005\n",
         redis.url(),
         deployment("oa", &upstream, "")
     );
@@ -169,6 +169,10 @@ async fn replicas_share_one_budget_through_redis() {
         "the other replica sees the same spend"
     );
     assert_eq!(error_of(refused).await["code"], "insufficient_quota");
+    // The first replica sent the alerts; the other one reports them sent.
+    let budgets = second.get_json("/admin/budgets", Some(ADMIN)).await;
+    let sent = serde_json::json!([0.5, 0.75, 0.9, 1.0]);
+    assert_eq!(budgets["data"][0]["alerts_sent"], sent, "{budgets}");
 }
 
 #[tokio::test]

@@ -86,7 +86,7 @@ async function batchRunsToCompletion(page) {
   const batch = await openai.batches.create({
     input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h",
   });
-  await visit(page, "jobs", "#page h2");
+  await visit(page, "jobs", "#page h2:text-is('Batches')");
   await page.waitForFunction((id) => {
     const row = [...document.querySelectorAll("#page tbody tr")].find((tr) => tr.cells[0]?.textContent === id);
     return row && /completed/.test(row.textContent) && /3 done, 0 failed of 3/.test(row.textContent);
@@ -215,12 +215,12 @@ async function asyncRequestCancelled(page, fake) {
 
   await batchRunsToCompletion(page);
   await asyncRequestCancelled(page, fake);
-  await visit(page, "usage", "table");
+  await visit(page, "usage", "#page svg.chart");
   assert.ok((await page.$$("#page svg.chart rect")).length >= 1, "the usage chart has bars");
   await page.selectOption("#group", "model");
   await page.waitForFunction(() => /gpt-4o-mini/.test(document.querySelector("#page svg.chart")?.textContent ?? ""));
   await shoot(page, "usage");
-  await visit(page, "budgets", "table");
+  await visit(page, "budgets", "#page th:text-is('alerts sent')");
   assert.match(await page.textContent("#page"), /key\s*app.*\$1\.0000/s, "the app key's daily budget");
   assert.match(await page.textContent("#page thead"), /alerts sent/);
   await shoot(page, "budgets");

@@ -90,15 +90,20 @@ pub struct SpendState {
 impl SpendState {
     /// Whether this alert has not been sent in this period yet (and now is).
     fn first_in_period(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
-        let alert = format!(
-            "{}:{}:{}:{threshold}",
-            limit.scope,
-            limit.name,
-            limit.period.as_str()
-        );
         let period = limit.period.index(now);
-        let previous = self.fired.insert(alert, period);
+        let previous = self.fired.insert(Self::alert(limit, threshold), period);
         previous != Some(period)
+    }
+
+    /// Whether this alert was sent in this period.
+    fn sent_in_period(&self, limit: &Limit<'_>, threshold: f64, now: SystemTime) -> bool {
+        let sent = self.fired.get(&Self::alert(limit, threshold));
+        sent.is_some_and(|period| *period == limit.period.index(now))
+    }
+
+    fn alert(limit: &Limit<'_>, threshold: f64) -> String {
+        let (scope, name, period) = (limit.scope, limit.name, limit.period.as_str());
+        format!("{scope}:{name}:{period}:{threshold}")
     }
 
     fn counters(
@@ -371,13 +376,14 @@ impl Budgets {
                     usd,
                 };
                 let spent = self.spent(&limit, now).await;
+                let alerts_sent = self.alerts_sent(&limit, now).await;
                 report.push(json!({
                     "scope": scope, "name": shown, "id": name, "period": period.as_str(),
                     "period_name": period.name(now), "budget_usd": usd,
                     // null while the shared counter cannot be read
                     "spent_usd": spent, "remaining_usd": spent.map(|spent| (usd - spent).max(0.0)),
                     "resets_at": rfc3339(period.end(now)),
-                    "alerts_sent": spent.map(|spent| self.thresholds_reached(usd, spent)),
+                    "alerts_sent": alerts_sent,
                 }));
             }
         }
@@ -440,16 +446,33 @@ impl Budgets {
         }
     }
 
-    /// The alert thresholds `spent` has reached this period: each sent its
-    /// alert once, when a charge crossed it (`crossed`).
-    fn thresholds_reached(&self, usd: f64, spent: f64) -> Vec<f64> {
-        let reached = |threshold: &&f64| spent >= usd * **threshold;
-        self.alerts
-            .thresholds
-            .iter()
-            .filter(reached)
-            .copied()
-            .collect()
+    /// The alert thresholds whose alert was sent this period, as recorded
+    /// when it was sent (in memory, or the shared marker in Redis); `None`
+    /// while Redis cannot be read.
+    async fn alerts_sent(&self, limit: &Limit<'_>, now: SystemTime) -> Option<Vec<f64>> {
+        let thresholds = self.alerts.thresholds.iter().copied();
+        match &self.store {
+            Store::Memory { state, .. } => Some(
+                thresholds
+                    .filter(|threshold| state.sent_in_period(limit, *threshold, now))
+                    .collect(),
+            ),
+            Store::Redis { .. } if self.alerts.thresholds.is_empty() => Some(Vec::new()),
+            Store::Redis { redis, prefix, .. } => {
+                let markers: Vec<String> = thresholds
+                    .clone()
+                    .map(|threshold| format!("{prefix}{}", Self::marker(limit, threshold, now)))
+                    .collect();
+                let found: Vec<Option<String>> = redis
+                    .run(|mut m| async move {
+                        redis::cmd("MGET").arg(&markers).query_async(&mut m).await
+                    })
+                    .await
+                    .ok()?;
+                let sent = thresholds.zip(found).filter(|(_, marker)| marker.is_some());
+                Some(sent.map(|(threshold, _)| threshold).collect())
+            }
+        }
     }
 
     /// The alert thresholds a charge from `before` to `total` crosses.

@@ -309,7 +309,7 @@ pub async fn release(db: &Db, id: &str, runner: &str) -> Result<(), JobsError> {
     db.execute(
         "UPDATE sluice_async_jobs SET runner = NULL, \
          lease_until = CASE WHEN status = 'completed' AND COALESCE(callback_state, '') <> 'pending' \
-         THEN $3 ELSE 0 END, \
+         THEN CAST($3 AS BIGINT) ELSE 0 END, \
          status = CASE WHEN status = 'in_progress' THEN 'queued' ELSE status END \
          WHERE id = $1 AND runner = $2",
         vec![id.into(), runner.into(), FINISHED.into()],
@@ -367,7 +367,8 @@ pub async fn cancel(db: &Db, id: &str, answer: &Answer) -> Result<bool, JobsErro
             "UPDATE sluice_async_jobs SET status = 'completed', response_status = $1, \
              response_type = $2, response_body = $3, response_base64 = $4, completed_at = $5, \
              runner = NULL, \
-             lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN 0 ELSE $7 END \
+             lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN 0 \
+             ELSE CAST($7 AS BIGINT) END \
              WHERE id = $6 AND status <> 'completed'",
             vec![
                 i64::from(answer.status).into(),

@@ -94,10 +94,14 @@ impl Runner {
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 return;
             };
-            match record::claim(db, &id, &self.jobs.replica, self.lease_until()).await {
+            // A token per claim, not the replica's name: a task whose job
+            // was taken from it (an operator's cancel) must not renew or
+            // answer it under a later claim of the same replica.
+            let lease = format!("{}:{}", self.jobs.replica, super::super::new_id(""));
+            match record::claim(db, &id, &lease, self.lease_until()).await {
                 Ok(true) => {
                     let runner = self.clone();
-                    self.jobs.tasks.spawn(runner.work(id, slot));
+                    self.jobs.tasks.spawn(runner.work(id, lease, slot));
                 }
                 Ok(false) => {}
                 Err(error) => return tracing::warn!(%error, "async job not claimed"),
@@ -112,14 +116,14 @@ impl Runner {
 
     /// One claimed job, while its lease is renewed; given back at shutdown
     /// or when the store fails, so another run picks it up.
-    async fn work(self: Arc<Self>, id: String, _slot: OwnedSemaphorePermit) {
+    async fn work(self: Arc<Self>, id: String, lease: String, _slot: OwnedSemaphorePermit) {
         let jobs = &self.jobs;
         let release = tokio::select! {
-            done = self.finish(&id) => match done {
+            done = self.finish(&id, &lease) => match done {
                 Ok(Finished::Done) => false,
                 Ok(Finished::Waiting(recheck)) => {
                     let again = unix_now_ms().saturating_add(recheck.as_millis() as i64);
-                    if let Err(error) = record::defer(&jobs.db, &id, &jobs.replica, again).await {
+                    if let Err(error) = record::defer(&jobs.db, &id, &lease, again).await {
                         tracing::warn!(%error, job = %id, "async job not deferred");
                     }
                     false
@@ -129,22 +133,22 @@ impl Runner {
                     true
                 }
             },
-            () = self.keep_lease(&id) => false,
+            () = self.keep_lease(&id, &lease) => false,
             () = jobs.tasks.stopping() => true,
         };
-        if release && let Err(error) = record::release(&jobs.db, &id, &jobs.replica).await {
+        if release && let Err(error) = record::release(&jobs.db, &id, &lease).await {
             tracing::warn!(%error, job = %id, "async job not released");
         }
     }
 
     /// Renews the lease every third of it; returns once it is lost (another
     /// runner took the job over and will store its answer).
-    async fn keep_lease(&self, id: &str) {
+    async fn keep_lease(&self, id: &str, lease: &str) {
         let every = (self.jobs.batch.lease / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
             let db = &self.jobs.db;
-            match record::heartbeat(db, id, &self.jobs.replica, self.lease_until()).await {
+            match record::heartbeat(db, id, lease, self.lease_until()).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => tracing::warn!(%error, job = %id, "async job lease not renewed"),
@@ -154,7 +158,7 @@ impl Runner {
 
     /// Runs the job unless it has its answer, then delivers its callback;
     /// a job whose model is in maintenance is left to wait.
-    async fn finish(&self, id: &str) -> Result<Finished, JobsError> {
+    async fn finish(&self, id: &str, lease: &str) -> Result<Finished, JobsError> {
         let db = &self.jobs.db;
         let Some(mut job) = record::load(db, id).await? else {
             return Ok(Finished::Done);
@@ -171,7 +175,7 @@ impl Runner {
             if is_maintenance(&answer) {
                 return Ok(Finished::Waiting(REPLAYED_MAINTENANCE_RECHECK));
             }
-            if !record::complete(db, id, &self.jobs.replica, &answer).await? {
+            if !record::complete(db, id, lease, &answer).await? {
                 return Ok(Finished::Done);
             }
             let result = if (200..300).contains(&answer.status) {
@@ -189,7 +193,7 @@ impl Runner {
         {
             let payload = callback::payload(&job, answer);
             let state = callback::deliver(self.callbacks.as_ref(), url, &payload).await;
-            record::callback_done(db, id, &self.jobs.replica, state).await?;
+            record::callback_done(db, id, lease, state).await?;
             self.count(&format!("callback_{state}"));
         }
         Ok(Finished::Done)

@@ -6,6 +6,13 @@
 const TOKEN_KEY = "sluice.admin.token";
 const POLL_MS = 2000;
 let poller = null;
+/** The page shown: a render that finishes after the operator moved on
+ * must not draw over the next page, nor start its poller. */
+let currentPage = null;
+
+function onPage(name) {
+  return currentPage === name;
+}
 
 /** An element with attributes (null ones left out) and children (strings
  * become text nodes). */
@@ -65,6 +72,7 @@ function table(columns, rows) {
 function signOut(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
   clearInterval(poller);
+  currentPage = null;
   document.getElementById("nav").hidden = true;
   document.getElementById("sign-in").hidden = false;
   document.getElementById("sign-in-error").textContent = message;
@@ -97,6 +105,7 @@ function route() {
   document.getElementById("nav").hidden = false;
   clearInterval(poller);
   const name = location.hash.slice(1) in PAGES ? location.hash.slice(1) : "overview";
+  currentPage = name;
   for (const link of document.querySelectorAll("nav a")) {
     if (link.getAttribute("href") === `#${name}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -146,6 +155,7 @@ async function overview() {
     } catch (error) {
       spend = error.status === 404 ? "no ledger" : error.message;
     }
+    if (!onPage("overview")) return;
     show(el("h2", {}, "Overview"), el("div", { class: "tiles" },
       tile("requests/s", (calls / seconds).toFixed(1)),
       tile("5xx rate", calls ? `${((100 * errors) / calls).toFixed(1)}%` : "-"),
@@ -159,13 +169,14 @@ async function overview() {
     at = performance.now();
   };
   await render();
-  poller = setInterval(() => render().catch((error) => show(failed(error))), POLL_MS);
+  if (onPage("overview")) poller = setInterval(() => render().catch((error) => show(failed(error))), POLL_MS);
 }
 
 // Deployments and each model's degradation level.
 
 async function deployments() {
   await renderDeployments();
+  if (!onPage("deployments")) return;
   poller = setInterval(() => {
     // Not while an override is being chosen: the redraw would reset it.
     if (document.activeElement?.tagName === "SELECT") return;
@@ -175,6 +186,7 @@ async function deployments() {
 
 async function renderDeployments() {
   const [deployed, models] = await Promise.all([api("/admin/deployments"), api("/admin/models")]);
+  if (!onPage("deployments")) return;
   const state = (d) => d.usable
     ? el("span", { class: "good" }, "usable")
     : el("span", { class: "bad" }, `${d.reason} (${Math.ceil(d.usable_in_ms / 1000)} s)`);
@@ -277,9 +289,16 @@ const KEY_FIELDS = [
 /** An input's value as the PATCH field: empty clears it (null). */
 function fieldValue(input, kind) {
   const text = input.value.trim();
-  if (text === "") return null;
-  if (kind === "list") return text.split(",").map((item) => item.trim()).filter(Boolean);
-  return Number(text);
+  if (kind === "list") {
+    const items = text.split(",").map((item) => item.trim()).filter(Boolean);
+    return items.length ? items : null;
+  }
+  return text === "" ? null : Number(text);
+}
+
+/** The field as the key has it, in `fieldValue`'s terms. */
+function keyValue(key, field) {
+  return JSON.stringify(key[field] ?? null);
 }
 
 function editKey(key, holder) {
@@ -297,7 +316,11 @@ function editKey(key, holder) {
     "aria-label": `Edit ${key.name}`,
     onsubmit: async (event) => {
       event.preventDefault();
-      const patch = Object.fromEntries(inputs.map(([field, kind, , input]) => [field, fieldValue(input, kind)]));
+      // Only what was changed here: a field changed elsewhere since the
+      // page was drawn keeps that change.
+      const patch = Object.fromEntries(inputs
+        .map(([field, kind, , input]) => [field, fieldValue(input, kind)])
+        .filter(([field, value]) => JSON.stringify(value) !== keyValue(key, field)));
       try {
         await api(`/admin/keys/${encodeURIComponent(key.id)}`, { method: "PATCH", body: JSON.stringify(patch) });
         await keys();
@@ -378,9 +401,11 @@ async function usage() {
       : [...totals.data].sort((a, b) => b.cost_usd - a.cost_usd);
     const tokens = (t) => t.prompt_tokens + t.completion_tokens;
     const costly = rows.some((t) => t.cost_usd > 0);
+    // A day chart shows the latest days; other groups the largest.
+    const charted = group.value === "day" ? rows.slice(-25) : rows;
     const chart = costly
-      ? barChart(rows, (t) => t.group, (t) => t.cost_usd, dollars, `Cost by ${group.value}`)
-      : barChart(rows, (t) => t.group, tokens, (v) => `${v} tokens`, `Tokens by ${group.value}`);
+      ? barChart(charted, (t) => t.group, (t) => t.cost_usd, dollars, `Cost by ${group.value}`)
+      : barChart(charted, (t) => t.group, tokens, (v) => `${v} tokens`, `Tokens by ${group.value}`);
     holder.replaceChildren(rows.length ? chart : el("p", {}, "No usage recorded in this range."), table([
       [group.value, (t) => t.group], ["requests", (t) => t.requests],
       ["prompt tokens", (t) => t.prompt_tokens], ["completion tokens", (t) => t.completion_tokens],
@@ -457,12 +482,14 @@ async function firstPage(path) {
 
 async function jobs() {
   await renderJobs();
+  if (!onPage("jobs")) return;
   poller = setInterval(() => renderJobs().catch((error) => show(failed(error))), POLL_MS * 2);
 }
 
 async function renderJobs() {
   const [batches, requests] = await Promise.all([
     firstPage("/admin/batches?limit=100"), firstPage("/admin/async?limit=100")]);
+  if (!onPage("jobs")) return;
   if (!batches) return show(el("h2", {}, "Batches"), el("p", {}, "No job store is configured ([batch])."));
   const counts = (b) => {
     const c = b.request_counts ?? {};
