@@ -4,16 +4,17 @@
 # validates the mock's answers against OpenAI's OpenAPI
 # description (tests/python/spec_check.py), then checks that an app traced
 # with the official OpenTelemetry SDK has its trace continued through the
-# gateway (tests/python/otel_trace.py; the gateway exports to a receiver).
+# gateway (tests/python/otel_trace.py; the gateway exports to a receiver),
+# then Anthropic's SDK on /v1/messages (tests/python/anthropic_messages.py).
 # Installs the SDKs, jsonschema and PyYAML from PyPI into target/py-venv on
 # first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/py-venv
-scripts/py-venv.sh "openai, jsonschema, yaml, opentelemetry.sdk, opentelemetry.proto, grpc, \
+scripts/py-venv.sh "openai, anthropic, jsonschema, yaml, opentelemetry.sdk, opentelemetry.proto, grpc, \
   opentelemetry.exporter.otlp.proto.http, opentelemetry.instrumentation.httpx" \
-  "openai>=1.60,<3" "jsonschema>=4.18,<5" "pyyaml>=6,<7" \
+  "openai>=1.60,<3" "anthropic>=0.40,<3" "jsonschema>=4.18,<5" "pyyaml>=6,<7" \
   "opentelemetry-sdk>=1.30,<2" "opentelemetry-exporter-otlp-proto-http>=1.30,<2" \
   "opentelemetry-instrumentation-httpx" "opentelemetry-proto>=1.30,<2" "grpcio>=1.60,<2"
 # The spec is kept in shared/reference beside the checkout, not in it.
@@ -60,6 +61,10 @@ key = "sk-smoke-key-0001"
 name = "limited"
 key = "sk-smoke-limited-01"
 rpm = 60
+[[keys]]
+name = "once"
+key = "sk-smoke-once-00001"
+rpm = 1
 TOML
 
 "${CARGO_TARGET_DIR:-target}/debug/sluice" --config "$config" >"$log" 2>&1 &
@@ -88,6 +93,9 @@ done
 "$venv/bin/python" tests/python/spec_check.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001 "$spec"
 # An app traced with the OpenTelemetry SDK: its trace goes on through sluice.
 "$venv/bin/python" tests/python/otel_trace.py "http://127.0.0.1:$port/v1" sk-smoke-key-0001 "http://127.0.0.1:$otlp_port"
+
+# Anthropic's Messages API, with the official anthropic SDK.
+"$venv/bin/python" tests/python/anthropic_messages.py "http://127.0.0.1:$port" sk-smoke-key-0001 sk-smoke-once-00001
 
 # Graceful shutdown on SIGTERM exits cleanly.
 kill -TERM "$pid"

@@ -38,8 +38,9 @@ def without_strings(lines):
     inside them are not counted."""
     text = "\n".join(lines)
     text = re.sub(r"/\*.*?\*/", blank, text, flags=re.S)
-    text = re.sub(r'r(#+)"(?:.|\n)*?"\1', blank, text)
-    text = re.sub(r'r"[^"]*"', blank, text)
+    # A raw string's `r` starts a token: the `r"` that ends "user" is not one.
+    text = re.sub(r'(?<![A-Za-z0-9_])r(#+)"(?:.|\n)*?"\1', blank, text)
+    text = re.sub(r'(?<![A-Za-z0-9_])r"[^"]*"', blank, text)
     text = re.sub(r'b?"(?:\\.|[^"\\])*"', blank, text, flags=re.S)
     text = re.sub(r"b?'(?:\\.|[^'\\])'", blank, text)
     text = re.sub(r"//[^\n]*", blank, text)

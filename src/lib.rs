@@ -23,8 +23,11 @@
 //!   `Endpoint`, `Usage`, `GatewayError`...).
 //! - `config`: the typed config, one file per section.
 //! - `util`: leaf helpers (tasks, shutdown signals, headers, durations).
+//! - `anthropic`: Anthropic's Messages API and its translation to and from
+//!   chat completions, plain data to plain data (a leaf).
 //! - `cli`: the `check` and `healthcheck` commands.
 
+pub mod anthropic;
 pub mod call;
 pub mod cli;
 pub mod config;

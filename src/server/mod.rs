@@ -12,6 +12,7 @@ mod fallback;
 mod fd_limit;
 mod health;
 mod live;
+mod messages;
 mod record;
 mod request_id;
 mod stack;

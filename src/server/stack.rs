@@ -191,6 +191,11 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         authenticate.clone(),
         services.async_intake.clone(),
     );
+    let messages_router = super::messages::routes(
+        with_fallbacks(api_router.clone()),
+        services.reader.clone(),
+        authenticate.clone(),
+    );
     let jobs_router = services
         .jobs
         .clone()
@@ -227,6 +232,7 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
 
     let api_router = Router::new()
         .merge(api_router)
+        .merge(messages_router)
         .merge(jobs_router)
         .merge(admin.unwrap_or_default())
         .merge(scrape.unwrap_or_default())

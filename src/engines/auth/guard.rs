@@ -106,12 +106,13 @@ impl Authenticate {
 pub const KEY_PROTOCOL: &str = "openai-insecure-api-key.";
 
 /// The key from `Authorization: Bearer <key>` (any case of `Bearer`, or
-/// none), from `api-key`, or from a WebSocket's `openai-insecure-api-key.`
+/// none), from `api-key` (Azure's clients) or `x-api-key` (Anthropic's),
+/// or from a WebSocket's `openai-insecure-api-key.`
 /// subprotocol, trimmed; `Absent` when none is sent or it is empty.
 pub fn presented_key(headers: &HeaderMap) -> Presented<'_> {
     let (value, bearer) = match headers.get(header::AUTHORIZATION) {
         Some(value) => (value, true),
-        None => match headers.get("api-key") {
+        None => match headers.get("api-key").or_else(|| headers.get("x-api-key")) {
             Some(value) => (value, false),
             None => return protocol_key(headers),
         },
@@ -183,6 +184,7 @@ mod tests {
         assert_eq!(auth(b"Bearer sk a"), "Malformed");
         assert_eq!(auth(b"Bearer sk-\ta"), "Malformed");
         assert_eq!(read("api-key", b"sk-xyz"), r#"Key("sk-xyz")"#);
+        assert_eq!(read("x-api-key", b"sk-xyz"), r#"Key("sk-xyz")"#);
         assert_eq!(
             read(
                 "sec-websocket-protocol",

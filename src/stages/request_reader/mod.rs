@@ -240,8 +240,9 @@ impl RequestReader {
         ))
     }
 
-    /// The body, bounded by `max_body_bytes` and `body_read_timeout`.
-    async fn read_body(
+    /// The body, bounded by `max_body_bytes` and `body_read_timeout` (the
+    /// Messages adapter reads its body so too, before translating it).
+    pub async fn read_body(
         &self,
         headers: &http::HeaderMap,
         body: axum::body::Body,

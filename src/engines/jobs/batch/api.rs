@@ -149,6 +149,13 @@ async fn create_batch(
         trace_parent,
         recorded_counts: None,
     };
+    insert(jobs, owner, &batch, limit).await?;
+    super::runner::wake(jobs);
+    Ok(batch)
+}
+
+/// Records `batch`, unless that takes `owner` past `limit` open batches.
+async fn insert(jobs: &Jobs, owner: &Owner, batch: &Batch, limit: usize) -> Result<(), JobsError> {
     let placeholders: Vec<String> = (1..=batch.to_values().len())
         .map(|n| format!("${n}"))
         .collect();
@@ -161,7 +168,7 @@ async fn create_batch(
             batch.to_values(),
         )
         .await?;
-    // Creates on other replicas may race this one past the check above:
+    // Creates on other replicas may race this one past the check before:
     // counted again with this one in, a batch past the limit is taken back
     // while no runner has claimed it. Racers across replicas may all be
     // refused; the limit holds.
@@ -177,8 +184,7 @@ async fn create_batch(
             return Err(JobsError::TooManyBatches(limit));
         }
     }
-    super::runner::wake(jobs);
-    Ok(batch)
+    Ok(())
 }
 
 /// Up to 16 pairs of strings, keys up to 64 characters, values up to 512.

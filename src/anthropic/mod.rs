@@ -1,0 +1,24 @@
+//! Anthropic's Messages API, spoken on the way in: a Messages request read
+//! and translated to a chat completion (`request`), and the chat
+//! completion's answer translated back, whole (`response`) or event by
+//! event (`stream`), with errors in Anthropic's shape (`error`).
+//!
+//! The translation is plain data to plain data: no I/O, no state beyond
+//! one stream's. The HTTP adapter (`server::messages`) runs the translated
+//! call through the same stages as any chat completion, so keys, limits,
+//! budgets, the cache, degradation, priority and the ledger all apply.
+//!
+//! What a chat completion cannot express is refused with a 400 naming the
+//! field, never dropped: `top_k`, extended `thinking`, server tools,
+//! documents, files, images inside tool results. `cache_control` marks are
+//! accepted and have no effect (the upstream's own prompt caching applies).
+
+mod error;
+mod request;
+mod response;
+mod stream;
+
+pub use error::{error_body, error_type, status_for};
+pub use request::{ChatRequest, Refused, to_chat};
+pub use response::to_message;
+pub use stream::StreamTranslator;

@@ -1,0 +1,271 @@
+//! The Messages adapter: `POST /v1/messages` and `/v1/messages/count_tokens`
+//! for Anthropic's clients. A Messages call is translated to a chat
+//! completion (`crate::anthropic`) and run through the snapshot's API
+//! router as one, so every stage (5 to 9) and the dispatcher apply as to
+//! any chat call; its answer is translated back, whole or event by event,
+//! and every error is given Anthropic's shape.
+//!
+//! The key may come as `x-api-key` (Anthropic's header) or
+//! `Authorization: Bearer`. `anthropic-version` and `anthropic-beta` are
+//! accepted and not sent on.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::anthropic::{self, StreamTranslator};
+use crate::call::Call;
+use crate::engines::tokens::{Encoding, prompt_tokens};
+use crate::infra::sse::{Event, Piece, Splitter};
+use crate::stages::{Entry, RequestReader, StageLayer, chain};
+use crate::vocab::Endpoint;
+
+/// The largest error body read to give it Anthropic's shape.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// The longest upstream event the stream translation reads.
+const EVENT_LIMIT: usize = 4 * 1024 * 1024;
+/// Headers of the Anthropic protocol, not sent on to the chat call.
+const DROPPED: [&str; 5] = [
+    "anthropic-version",
+    "anthropic-beta",
+    "content-length",
+    "accept-encoding",
+    "prefer",
+];
+
+#[derive(Clone)]
+struct Messages {
+    /// The snapshot's API routes, stages included: the chat call runs here.
+    api: Router,
+    reader: Arc<RequestReader>,
+}
+
+/// The two routes; `api` is the snapshot's API router and `entry` its
+/// layer 5 (count_tokens needs the key and nothing else).
+pub fn routes(api: Router, reader: Arc<RequestReader>, entry: Entry) -> Router {
+    let messages = Messages { api, reader };
+    let count = Router::new()
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route_layer(StageLayer(Arc::new(chain![entry])))
+        .with_state(messages.clone());
+    Router::new()
+        .route("/v1/messages", post(create))
+        .with_state(messages)
+        .merge(count)
+        .layer(axum::middleware::map_response(anthropic_errors))
+}
+
+/// `POST /v1/messages`.
+async fn create(State(messages): State<Messages>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if is_async(&parts.headers) {
+        let message = "Asynchronous requests are not available on /v1/messages yet.";
+        return refusal(StatusCode::BAD_REQUEST, message);
+    }
+    let bytes = match messages.reader.read_body(&parts.headers, body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
+    };
+    let chat = match anthropic::to_chat(&bytes) {
+        Ok(chat) => chat,
+        Err(refused) => return refusal(StatusCode::BAD_REQUEST, &refused.0),
+    };
+    let Ok(body) = serde_json::to_vec(&chat.body) else {
+        return refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The request could not be written.",
+        );
+    };
+    parts.uri = http::Uri::from_static("/v1/chat/completions");
+    for name in DROPPED {
+        parts.headers.remove(name);
+    }
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let request = Request::from_parts(parts, Body::from(body));
+    let Ok(answer) = messages.api.oneshot(request).await;
+    translate(answer).await
+}
+
+/// Whether the client asked for an asynchronous answer (layer 5b's signs).
+fn is_async(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("prefer") || headers.contains_key("x-sluice-async")
+}
+
+/// The chat call's answer as the Messages API's: errors are left to
+/// `anthropic_errors`, a stream is translated event by event.
+async fn translate(answer: Response) -> Response {
+    if !answer.status().is_success() {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        return Response::from_parts(parts, Body::from_stream(translated_stream(body)));
+    }
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(_) => return refusal(StatusCode::BAD_GATEWAY, "The upstream's answer broke off."),
+    };
+    match anthropic::to_message(&bytes) {
+        Some(message) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Response::from_parts(parts, Body::from(message.to_string()))
+        }
+        None => refusal(
+            StatusCode::BAD_GATEWAY,
+            "The upstream's answer is not a chat completion this gateway can translate.",
+        ),
+    }
+}
+
+/// The chat stream's events, translated as they arrive; a stream that
+/// breaks or ends early ends with an `error` event.
+fn translated_stream(body: Body) -> impl futures_util::Stream<Item = Result<Bytes, axum::Error>> {
+    let state = (
+        body.into_data_stream(),
+        Splitter::new(EVENT_LIMIT),
+        StreamTranslator::default(),
+    );
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let (mut upstream, mut splitter, mut translator) = state?;
+        loop {
+            let mut out = Vec::new();
+            match upstream.next().await {
+                Some(Ok(chunk)) => splitter.feed(&chunk, |piece| match piece {
+                    Piece::Event(raw) => event(&Event::parse(raw), &mut translator, &mut out),
+                    Piece::Tail(_) => {}
+                    _ => translator.fail("The upstream sent an event too long to read.", &mut out),
+                }),
+                Some(Err(_)) => translator.fail("The upstream's stream broke off.", &mut out),
+                None => {
+                    if let Some(rest) = splitter.finish() {
+                        event(&Event::parse(&rest), &mut translator, &mut out);
+                    }
+                    translator.end(&mut out);
+                }
+            }
+            let done = translator.is_closed();
+            if !out.is_empty() {
+                let next = (!done).then_some((upstream, splitter, translator));
+                return Some((Ok(Bytes::from(out)), next));
+            }
+            if done {
+                return None;
+            }
+        }
+    })
+}
+
+fn event(event: &Event<'_>, translator: &mut StreamTranslator, out: &mut Vec<u8>) {
+    if event.is_done() {
+        translator.end(out);
+    } else if event.has_data {
+        translator.chunk(&event.data, out);
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: the translated request's prompt
+/// tokens, counted as the rate limiter counts them.
+async fn count_tokens(State(messages): State<Messages>, request: Request) -> Response {
+    let identity = request
+        .extensions()
+        .get::<Call>()
+        .map(|call| call.identity.clone());
+    let (parts, body) = request.into_parts();
+    let bytes = match messages.reader.read_body(&parts.headers, body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error.into_response(),
+    };
+    // count_tokens takes no max_tokens: a placeholder lets the reader pass.
+    let mut request: serde_json::Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(_) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "The request body must be a JSON object.",
+            );
+        }
+    };
+    request.entry("max_tokens").or_insert(json!(1));
+    let chat = match anthropic::to_chat(Value::Object(request).to_string().as_bytes()) {
+        Ok(chat) => chat,
+        Err(refused) => return refusal(StatusCode::BAD_REQUEST, &refused.0),
+    };
+    let model = chat
+        .body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if identity.is_some_and(|identity| !identity.may_use(model)) {
+        let message = format!("model: {model} does not exist or this key may not use it.");
+        return refusal(StatusCode::NOT_FOUND, &message);
+    }
+    let tokens = prompt_tokens(
+        Endpoint::ChatCompletions,
+        &chat.body,
+        Encoding::for_model(model),
+    );
+    let body = json!({"input_tokens": tokens}).to_string();
+    crate::vocab::error::json_response(StatusCode::OK, body.into())
+}
+
+/// An Anthropic-shaped error answer, marked so `anthropic_errors` passes it.
+fn refusal(status: StatusCode, message: &str) -> Response {
+    let body = anthropic::error_body(status, message);
+    let mut response = crate::vocab::error::json_response(anthropic::status_for(status), body);
+    response.extensions_mut().insert(AnthropicShaped);
+    response
+}
+
+/// Any error answer on these routes (the stages' and the upstream's
+/// included) in Anthropic's shape, its headers (`retry-after`, the
+/// `x-sluice-*` ones) kept.
+async fn anthropic_errors(response: Response) -> Response {
+    let status = response.status();
+    if status.is_success() || is_anthropic_error(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|body| Some(body.get("error")?.get("message")?.as_str()?.to_owned()))
+        .unwrap_or_else(|| format!("The gateway answered {status}."));
+    parts.status = anthropic::status_for(status);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(anthropic::error_body(status, &message)))
+}
+
+/// Whether `refusal` wrote this answer (it is in Anthropic's shape already).
+fn is_anthropic_error(response: &Response) -> bool {
+    response.extensions().get::<AnthropicShaped>().is_some()
+}
+
+/// Marks an answer already in Anthropic's shape.
+#[derive(Clone, Copy)]
+struct AnthropicShaped;
