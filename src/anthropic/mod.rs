@@ -3,6 +3,9 @@
 //! completion's answer translated back, whole (`response`) or event by
 //! event (`stream`), with errors in Anthropic's shape (`error`).
 //!
+//! `provider` is the other direction: a chat call sent to an Anthropic
+//! deployment (`provider = "anthropic"`), and its answer read back.
+//!
 //! The translation is plain data to plain data: no I/O, no state beyond
 //! one stream's. The HTTP adapter (`server::messages`) runs the translated
 //! call through the same stages as any chat completion, so keys, limits,
@@ -14,6 +17,7 @@
 //! accepted and have no effect (the upstream's own prompt caching applies).
 
 mod error;
+pub mod provider;
 mod request;
 mod response;
 mod stream;

@@ -12,6 +12,8 @@ use super::{default_weight, duration};
 pub enum Provider {
     Openai,
     Azure,
+    /// Anthropic's Messages API: chat completions translated both ways.
+    Anthropic,
     /// In-process simulated OpenAI upstream, for trying Sluice without a provider account.
     Mock,
 }
@@ -21,6 +23,7 @@ impl Provider {
         match self {
             Self::Openai => "openai",
             Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
             Self::Mock => "mock",
         }
     }

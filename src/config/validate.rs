@@ -163,10 +163,15 @@ fn check_deployments(config: &Config, problems: &mut Vec<String>) {
                 "{at}.api_version: required for Azure (e.g. \"2024-10-21\" or \"v1\")"
             ));
         }
-        if deployment.batch == super::BatchMode::Upstream && deployment.provider == Provider::Mock {
+        if deployment.batch == super::BatchMode::Upstream
+            && matches!(deployment.provider, Provider::Mock | Provider::Anthropic)
+        {
             problems.push(format!(
                 "{at}.batch: \"upstream\" needs an openai or azure provider"
             ));
+        }
+        if deployment.provider == Provider::Anthropic && deployment.api_key.is_none() {
+            problems.push(format!("{at}.api_key: required for Anthropic"));
         }
         if deployment.models.is_empty() {
             problems.push(format!("{at}.models: list at least one model name"));

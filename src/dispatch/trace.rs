@@ -86,6 +86,7 @@ fn provider_name(provider: Provider) -> &'static str {
     match provider {
         Provider::Openai => "openai",
         Provider::Azure => "azure.ai.openai",
+        Provider::Anthropic => "anthropic",
         Provider::Mock => "sluice.mock",
     }
 }

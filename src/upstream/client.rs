@@ -46,7 +46,17 @@ impl UpstreamClient {
             return Ok(local.answer(request).await);
         }
         let upstream_model = deployment.upstream_model(&request.client_model);
-        let body = if deployment.target.model_in_body(request.endpoint)
+        let anthropic = deployment.provider == crate::config::Provider::Anthropic;
+        let mut include_usage = false;
+        let body = if anthropic {
+            match super::anthropic::request_body(request.endpoint, &request.body, upstream_model) {
+                Ok((body, usage)) => {
+                    include_usage = usage;
+                    body
+                }
+                Err(refusal) => return Ok(refusal),
+            }
+        } else if deployment.target.model_in_body(request.endpoint)
             && upstream_model != &*request.body_model
             && request.stored.is_none()
         {
@@ -74,6 +84,10 @@ impl UpstreamClient {
         if let Some((name, value)) = &deployment.auth {
             builder = builder.header(name, value);
         }
+        if anthropic {
+            let (name, value) = super::anthropic::VERSION_HEADER;
+            builder = builder.header(name, value);
+        }
         if let Some(id) = request.request_id {
             builder = builder.header(crate::util::headers::X_REQUEST_ID, id);
         }
@@ -94,11 +108,15 @@ impl UpstreamClient {
         let body = BodyDataStream::new(incoming)
             .map_err(|e| UpstreamError::Body(root_cause(&e)))
             .boxed();
-        Ok(UpstreamResponse {
+        let response = UpstreamResponse {
             status: head.status,
             headers: head.headers,
             body,
-        })
+        };
+        match anthropic {
+            true => Ok(super::anthropic::answer(response, include_usage).await),
+            false => Ok(response),
+        }
     }
 }
 
@@ -110,6 +128,10 @@ impl UpstreamClient {
         };
         let mut request = self.http.get(url).timeout(timeout);
         if let Some((name, value)) = &deployment.auth {
+            request = request.header(name, value);
+        }
+        if deployment.provider == crate::config::Provider::Anthropic {
+            let (name, value) = super::anthropic::VERSION_HEADER;
             request = request.header(name, value);
         }
         matches!(request.send().await, Ok(response) if response.status().is_success())

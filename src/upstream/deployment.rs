@@ -46,6 +46,9 @@ impl Deployment {
             (Some(key), Provider::Azure) => {
                 Some((http::HeaderName::from_static("api-key"), sensitive(key)?))
             }
+            (Some(key), Provider::Anthropic) => {
+                Some((http::HeaderName::from_static("x-api-key"), sensitive(key)?))
+            }
             _ => None,
         };
         let target = Target::new(config);

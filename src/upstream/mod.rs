@@ -1,8 +1,10 @@
 //! Talking to providers: where a request goes (`target`), how it is sent
-//! (`client`), the provider's Files and Batch APIs (`batch_api`), and the
+//! (`client`; for an Anthropic deployment, translated both ways by
+//! `anthropic`), the provider's Files and Batch APIs (`batch_api`), and the
 //! in-process `mock` provider. Knows nothing of keys,
 //! limits or routing policy.
 
+mod anthropic;
 pub mod batch_api;
 mod client;
 mod deployment;

@@ -5,14 +5,27 @@
 //! - Azure v1 (`api_version = "v1"`): `{base_url}/openai/v1/{path}`, `model` = deployment.
 //! - Calls on a stored response: the Responses URL plus `/{id}[/input_items|/cancel]`.
 //! - The Files and Batch APIs (batches forwarded upstream): `api_url`.
+//! - Anthropic: `{base_url}/v1/messages` for chat (the body translated by
+//!   the client); it has no other endpoint here.
 
 use super::{Endpoint, StoredCall};
 use crate::config::{DeploymentConfig, Provider};
 
 pub enum Target {
-    OpenAi { base: String },
-    AzureClassic { base: String, api_version: String },
-    AzureV1 { base: String },
+    OpenAi {
+        base: String,
+    },
+    AzureClassic {
+        base: String,
+        api_version: String,
+    },
+    AzureV1 {
+        base: String,
+    },
+    /// Anthropic's Messages API, `{base_url}/v1/messages`: chat only.
+    Anthropic {
+        base: String,
+    },
     Mock,
 }
 
@@ -26,6 +39,7 @@ impl Target {
                 base,
                 api_version: version.unwrap_or_default().to_owned(),
             },
+            (Provider::Anthropic, _) => Self::Anthropic { base },
             (Provider::Mock, _) => Self::Mock,
         }
     }
@@ -46,6 +60,7 @@ impl Target {
                     "{base}/openai/deployments/{upstream_model}/{path}?api-version={api_version}"
                 )
             }
+            Self::Anthropic { base } => format!("{base}/v1/messages"),
             Self::Mock => String::new(),
         }
     }
@@ -60,6 +75,8 @@ impl Target {
             Self::AzureClassic { base, api_version } => {
                 format!("{base}/openai/realtime?api-version={api_version}&deployment={model}")
             }
+            // Never called (Anthropic serves chat only), but parsed once.
+            Self::Anthropic { base } => format!("{base}/v1/messages"),
             Self::Mock => String::new(),
         }
     }
@@ -76,7 +93,7 @@ impl Target {
                 format!("{base}/openai/{path}?api-version={api_version}"),
                 '&',
             ),
-            Self::Mock => return String::new(),
+            Self::Anthropic { .. } | Self::Mock => return String::new(),
         };
         if let Some(query) = &call.query {
             url.push(joiner);
@@ -96,7 +113,7 @@ impl Target {
             Self::AzureClassic { base, api_version } => {
                 Some(format!("{base}/openai/{path}?api-version={api_version}"))
             }
-            Self::Mock => None,
+            Self::Anthropic { .. } | Self::Mock => None,
         }
     }
 
@@ -108,6 +125,7 @@ impl Target {
             Self::AzureClassic { base, api_version } => {
                 Some(format!("{base}/openai/models?api-version={api_version}"))
             }
+            Self::Anthropic { base } => Some(format!("{base}/v1/models")),
             Self::Mock => None,
         }
     }
@@ -115,7 +133,7 @@ impl Target {
     /// Whether the body's `model` must carry the upstream name.
     pub fn model_in_body(&self, endpoint: Endpoint) -> bool {
         match self {
-            Self::OpenAi { .. } | Self::AzureV1 { .. } => true,
+            Self::OpenAi { .. } | Self::AzureV1 { .. } | Self::Anthropic { .. } => true,
             Self::AzureClassic { .. } => endpoint.is_responses(),
             Self::Mock => false,
         }
