@@ -75,6 +75,7 @@ fn check_accepts_the_shipped_configs() {
 
     let env = [
         ("OPENAI_API_KEY", "sk-x"),
+        ("ANTHROPIC_API_KEY", "sk-x"),
         ("AZURE_OPENAI_KEY", "a"),
         ("AZURE_OPENAI_KEY_SWEDEN", "b"),
         ("AZURE_EASTUS_KEY", "c"),
@@ -104,6 +105,7 @@ fn check_accepts_the_shipped_configs() {
     for example in [
         "config/examples/openai.toml",
         "config/examples/azure.toml",
+        "config/examples/anthropic.toml",
         "config/examples/multi-region.toml",
         "config/examples/limits.toml",
         "config/examples/resilience.toml",

@@ -49,18 +49,20 @@ fn hello(stream: bool) -> Value {
 }
 
 /// The events of an Anthropic stream, in order, each checked to be named
-/// by its `type`.
+/// by its `type`; keep-alive comments (passed on in the upstream's line
+/// ends) are skipped.
 fn events(text: &str) -> Vec<Value> {
-    text.split("\n\n")
-        .filter(|event| !event.trim().is_empty())
-        .map(|event| {
-            let (name, data) = event.split_once("\ndata: ").expect(event);
+    let lines: Vec<&str> = text
+        .split(['\r', '\n'])
+        .filter(|line| !line.is_empty() && !line.starts_with(':'))
+        .collect();
+    lines
+        .chunks(2)
+        .map(|pair| {
+            let name = pair[0].strip_prefix("event: ").expect(pair[0]);
+            let data = pair[1].strip_prefix("data: ").expect(pair[1]);
             let data: Value = serde_json::from_str(data).unwrap();
-            assert_eq!(
-                name.strip_prefix("event: ").unwrap(),
-                data["type"],
-                "{event}"
-            );
+            assert_eq!(name, data["type"], "{pair:?}");
             data
         })
         .collect()
@@ -191,15 +193,17 @@ async fn errors_come_in_anthropics_shape() {
         "{body}"
     );
 
-    let not_json = gateway
-        .client
-        .post(gateway.url("/v1/messages"))
-        .header("x-api-key", KEY)
-        .body("{oops")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(not_json.status(), 400);
+    let not_json = |key: &'static str| {
+        let request = gateway
+            .client
+            .post(gateway.url("/v1/messages"))
+            .header("x-api-key", key)
+            .body("{oops");
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(not_json(KEY).await, 400);
+    // The key is checked before the body is read.
+    assert_eq!(not_json("sk-not-a-key").await, 401);
 
     upstream.push(Behavior::Reply {
         status: 429,
@@ -273,4 +277,32 @@ async fn the_ledger_records_a_messages_call() {
         assert!(tokio::time::Instant::now() < deadline, "{usage}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// At level 4, a key that may queue its calls in maintenance still gets an
+/// answer it can read: Messages calls are not queued as OpenAI jobs.
+#[tokio::test]
+async fn maintenance_is_overloaded_even_for_a_queueing_key() {
+    let upstream = FakeUpstream::start("oa").await;
+    let dir = common::process::TempDir::new("sluice-messages-maint");
+    let gateway = TestGateway::start(&format!(
+        "[admin]\ntoken = \"admin-token-messages\"\n[batch]\nstore = \"sqlite:{0}/jobs.sqlite\"\nfiles_dir = \"{0}/files\"\n\
+         {1}[[keys]]\nname = \"app\"\nkey = \"{KEY}\"\nqueue_in_maintenance = true\n",
+        dir.display(),
+        deployment("oa", &upstream, "")
+    ))
+    .await;
+    let level = json!({"level": 4});
+    let forced = gateway
+        .post(
+            "/admin/models/gpt-4o/level",
+            Some("admin-token-messages"),
+            &level,
+        )
+        .await;
+    assert_eq!(forced.status(), 200);
+    let response = messages(&gateway, KEY, &hello(false)).await;
+    assert_eq!(response.status(), 529);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
 }

@@ -60,6 +60,8 @@ pub fn to_chat(body: &[u8]) -> Result<ChatRequest, Refused> {
                     chat.insert("user".into(), user.into());
                 }
             }
+            // An empty list is no tools: OpenAI refuses `tools: []`.
+            "tools" if value.as_array().is_some_and(Vec::is_empty) => {}
             "tools" => {
                 chat.insert("tools".into(), tools(value)?);
             }
@@ -187,17 +189,17 @@ fn tool_choice(value: &Value, chat: &mut Map<String, Value>) -> Result<(), Refus
     Ok(())
 }
 
-/// `system`: a string, or text blocks.
+/// `system`: a string, or text blocks joined into one (every
+/// OpenAI-compatible server takes a string system message).
 fn system_content(system: &Value) -> Result<Value, Refused> {
     match system {
         Value::String(_) => Ok(system.clone()),
         Value::Array(blocks) => {
-            let mut parts = Vec::with_capacity(blocks.len());
+            let mut texts = Vec::with_capacity(blocks.len());
             for (at, block) in blocks.iter().enumerate() {
-                let text = text_of(block, &format!("system.{at}"))?;
-                parts.push(json!({"type": "text", "text": text}));
+                texts.push(text_of(block, &format!("system.{at}"))?);
             }
-            Ok(Value::Array(parts))
+            Ok(Value::String(texts.join("\n")))
         }
         _ => refuse("system: must be a string or an array of text blocks."),
     }
@@ -243,7 +245,9 @@ fn user_blocks(blocks: &[Value], path: &str, messages: &mut Vec<Value>) -> Resul
         match block.get("type").and_then(Value::as_str) {
             Some("text") => parts.push(json!({"type": "text", "text": text_of(block, &here)?})),
             Some("image") => parts.push(image(block, &here)?),
-            Some("tool_result") => messages.push(tool_result(block, &here)?),
+            // A tool's images (a file read, a screenshot) go in the user
+            // message after the tool messages: a tool message holds text.
+            Some("tool_result") => messages.push(tool_result(block, &here, &mut parts)?),
             Some(kind) => {
                 return refuse(format!(
                     "{here}: `{kind}` blocks are not supported by this gateway."
@@ -277,7 +281,7 @@ fn image(block: &Value, path: &str) -> Result<Value, Refused> {
 
 /// A tool result as a `tool` message; `is_error` is said in its text, the
 /// one place a chat completion can carry it.
-fn tool_result(block: &Value, path: &str) -> Result<Value, Refused> {
+fn tool_result(block: &Value, path: &str, images: &mut Vec<Value>) -> Result<Value, Refused> {
     let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
         return refuse(format!("{path}.tool_use_id: field required."));
     };
@@ -287,7 +291,11 @@ fn tool_result(block: &Value, path: &str) -> Result<Value, Refused> {
         Some(Value::Array(blocks)) => {
             let mut joined = Vec::with_capacity(blocks.len());
             for (at, inner) in blocks.iter().enumerate() {
-                joined.push(text_of(inner, &format!("{path}.content.{at}"))?);
+                let here = format!("{path}.content.{at}");
+                match inner.get("type").and_then(Value::as_str) {
+                    Some("image") => images.push(image(inner, &here)?),
+                    _ => joined.push(text_of(inner, &here)?),
+                }
             }
             joined.join("\n")
         }
@@ -430,6 +438,30 @@ mod tests {
             json!({"model": "m", "max_tokens": 5, "thinking": {"type": "disabled"}, "messages": [{"role": "user", "content": "hi"}]}),
         );
         assert!(disabled.get("thinking").is_none());
+    }
+
+    #[test]
+    fn a_tools_images_follow_its_result_in_a_user_message() {
+        let translated = chat(json!({
+            "model": "m", "max_tokens": 5, "tools": [],
+            "system": [{"type": "text", "text": "A."}, {"type": "text", "text": "B."}],
+            "messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": [
+                    {"type": "text", "text": "the file"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]}],
+        }));
+        assert!(translated.get("tools").is_none());
+        let messages = translated["messages"].as_array().unwrap();
+        assert_eq!(messages[0], json!({"role": "system", "content": "A.\nB."}));
+        assert_eq!(
+            messages[1],
+            json!({"role": "tool", "tool_call_id": "t1", "content": "the file"})
+        );
+        assert_eq!(messages[2]["role"], "user");
+        assert_eq!(
+            messages[2]["content"][0]["image_url"]["url"],
+            "data:image/png;base64,AA"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn usage(usage: Option<&Value>) -> Value {
 }
 
 /// The Messages response for a chat completion `body`; `None` when it is
-/// not one (no choice, or tool arguments that are not JSON).
+/// not one.
 pub fn to_message(body: &[u8]) -> Option<Value> {
     let completion: Value = serde_json::from_slice(body).ok()?;
     let choice = completion.get("choices")?.get(0)?;
@@ -58,23 +58,31 @@ pub fn to_message(body: &[u8]) -> Option<Value> {
     {
         let function = call.get("function")?;
         let arguments = function.get("arguments").and_then(Value::as_str)?;
-        let input: Value = match arguments.trim() {
-            "" => json!({}),
-            text => serde_json::from_str(text).ok()?,
-        };
+        // Arguments cut short (a `length` finish) are not JSON: the call
+        // is still shown, with no input, rather than the whole answer lost.
+        let input: Value = serde_json::from_str(arguments)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
         content.push(json!({
             "type": "tool_use", "id": call.get("id")?, "name": function.get("name")?,
             "input": input,
         }));
     }
     let finish = choice.get("finish_reason").and_then(Value::as_str);
+    let called = content.iter().any(|block| block["type"] == "tool_use");
+    // Some upstreams say `stop` after tool calls: the client must run them.
+    let stop = match stop_reason(finish.unwrap_or("stop")) {
+        "end_turn" if called => "tool_use",
+        stop => stop,
+    };
     Some(json!({
         "id": message_id(completion.get("id").and_then(Value::as_str)),
         "type": "message",
         "role": "assistant",
         "model": completion.get("model").cloned().unwrap_or(Value::Null),
         "content": content,
-        "stop_reason": stop_reason(finish.unwrap_or("stop")),
+        "stop_reason": stop,
         "stop_sequence": null,
         "usage": usage(completion.get("usage")),
     }))
@@ -114,9 +122,15 @@ mod tests {
     fn what_is_not_a_completion_is_none() {
         assert!(to_message(b"{}").is_none());
         assert!(to_message(b"not json").is_none());
-        let bad_arguments = json!({"choices": [{"message": {"tool_calls": [
-            {"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}}]});
-        assert!(to_message(bad_arguments.to_string().as_bytes()).is_none());
+        let cut = json!({"choices": [{"finish_reason": "length", "message": {"tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{\"a\": 1"}}]}}]});
+        let message = to_message(cut.to_string().as_bytes()).unwrap();
+        assert_eq!(message["content"][0]["input"], json!({}));
+        assert_eq!(message["stop_reason"], "max_tokens");
+        let stopped = json!({"choices": [{"finish_reason": "stop", "message": {"tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]});
+        let message = to_message(stopped.to_string().as_bytes()).unwrap();
+        assert_eq!(message["stop_reason"], "tool_use");
         for (finish, stop) in [
             ("stop", "end_turn"),
             ("length", "max_tokens"),

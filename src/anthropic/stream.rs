@@ -5,6 +5,8 @@
 //! `message_delta` with the stop reason and usage, and `message_stop`.
 //! A stream that fails or ends early ends with an `error` event instead.
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use super::response::{message_id, stop_reason, usage};
@@ -20,9 +22,14 @@ enum Block {
 #[derive(Default)]
 pub struct StreamTranslator {
     started: bool,
+    /// The message id, for tool call ids an upstream leaves out.
+    message_id: String,
     open: Option<Block>,
     /// The index the next content block gets.
     next_index: usize,
+    /// Each tool call's block, by the chunk's tool call `index`: one block
+    /// per call however its deltas are spelled or interleaved.
+    tools: HashMap<u64, usize>,
     finish: Option<String>,
     usage: Option<Value>,
     /// An `error` or `message_stop` event was written: nothing follows.
@@ -54,7 +61,8 @@ impl StreamTranslator {
         };
         if let Some(error) = chunk.get("error") {
             let message = error.get("message").and_then(Value::as_str);
-            return self.fail(message.unwrap_or("The upstream failed mid-stream."), out);
+            let message = message.unwrap_or("The upstream failed mid-stream.");
+            return self.fail_as(error_kind(error), message, out);
         }
         if !self.started {
             self.start(&chunk, out);
@@ -75,8 +83,9 @@ impl StreamTranslator {
 
     fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
         self.started = true;
+        self.message_id = message_id(chunk.get("id").and_then(Value::as_str));
         let message = json!({
-            "id": message_id(chunk.get("id").and_then(Value::as_str)),
+            "id": self.message_id,
             "type": "message", "role": "assistant", "content": [],
             "model": chunk.get("model").cloned().unwrap_or(Value::Null),
             "stop_reason": null, "stop_sequence": null,
@@ -96,30 +105,47 @@ impl StreamTranslator {
         {
             self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
             let delta = json!({"type": "text_delta", "text": text});
-            self.write_delta(delta, out);
+            self.write_delta(self.next_index - 1, delta, out);
         }
         let calls = delta.get("tool_calls").and_then(Value::as_array);
         for call in calls.into_iter().flatten() {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let function = call.get("function");
-            if call.get("id").is_some() || self.open != Some(Block::Tool(index)) {
-                let block = json!({
-                    "type": "tool_use",
-                    "id": call.get("id").cloned().unwrap_or_else(|| format!("toolu_{index}").into()),
-                    "name": function.and_then(|f| f.get("name")).cloned().unwrap_or_default(),
-                    "input": {},
-                });
-                self.close_block(out);
-                self.open_block(Block::Tool(index), block, out);
-            }
+            let block = match self.tools.get(&index) {
+                Some(block) => *block,
+                None => self.open_tool(index, call, out),
+            };
             let arguments = function
                 .and_then(|f| f.get("arguments"))
                 .and_then(Value::as_str);
             if let Some(partial) = arguments.filter(|a| !a.is_empty()) {
+                // A late fragment of a call whose block was closed still
+                // names that block: clients add it there.
                 let delta = json!({"type": "input_json_delta", "partial_json": partial});
-                self.write_delta(delta, out);
+                self.write_delta(block, delta, out);
             }
         }
+    }
+
+    /// Starts the block of tool call `index`: its id (one the upstream
+    /// left out is made from the message's) and name.
+    fn open_tool(&mut self, index: u64, call: &Value, out: &mut Vec<u8>) -> usize {
+        let text = |value: Option<&Value>| {
+            value
+                .and_then(Value::as_str)
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        };
+        let id = text(call.get("id")).unwrap_or_else(|| {
+            let suffix = self.message_id.strip_prefix("msg_").unwrap_or_default();
+            format!("toolu_{index}_{suffix}")
+        });
+        let name = text(call.get("function").and_then(|f| f.get("name"))).unwrap_or_default();
+        let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
+        self.open_block(Block::Tool(index), block, out);
+        let at = self.next_index - 1;
+        self.tools.insert(index, at);
+        at
     }
 
     /// Opens a block of `kind` unless it is the one open.
@@ -136,8 +162,7 @@ impl StreamTranslator {
         self.next_index += 1;
     }
 
-    fn write_delta(&self, delta: Value, out: &mut Vec<u8>) {
-        let index = self.next_index - 1;
+    fn write_delta(&self, index: usize, delta: Value, out: &mut Vec<u8>) {
         let event = json!({"type": "content_block_delta", "index": index, "delta": delta});
         write(out, "content_block_delta", &event);
     }
@@ -159,9 +184,14 @@ impl StreamTranslator {
             return self.fail("The upstream's stream ended before its answer did.", out);
         };
         self.close_block(out);
+        // Some upstreams say `stop` after tool calls: the client must run them.
+        let stop = match stop_reason(&finish) {
+            "end_turn" if !self.tools.is_empty() => "tool_use",
+            stop => stop,
+        };
         let event = json!({
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason(&finish), "stop_sequence": null},
+            "delta": {"stop_reason": stop, "stop_sequence": null},
             "usage": usage(self.usage.as_ref()),
         });
         write(out, "message_delta", &event);
@@ -169,14 +199,32 @@ impl StreamTranslator {
         self.closed = true;
     }
 
-    /// Ends the stream with an `error` event.
+    /// Ends the stream with an `api_error` event.
     pub fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.fail_as("api_error", message, out);
+    }
+
+    fn fail_as(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
         if self.closed {
             return;
         }
-        let event = json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        let event = json!({"type": "error", "error": {"type": kind, "message": message}});
         write(out, "error", &event);
         self.closed = true;
+    }
+}
+
+/// Anthropic's error type for an OpenAI error met mid-stream: clients
+/// retry `rate_limit_error` and `overloaded_error`, not `api_error`.
+fn error_kind(error: &Value) -> &'static str {
+    let said = |field: &str| error.get(field).and_then(Value::as_str).unwrap_or_default();
+    let (kind, code) = (said("type"), said("code"));
+    if kind.contains("rate_limit") || code.contains("rate_limit") {
+        "rate_limit_error"
+    } else if kind.contains("overloaded") || code.contains("overloaded") {
+        "overloaded_error"
+    } else {
+        "api_error"
     }
 }
 
@@ -252,6 +300,62 @@ mod tests {
         assert_eq!(all[9]["usage"]["output_tokens"], 4);
         assert_eq!(all[9]["usage"]["input_tokens"], 9);
         assert!(stream.is_closed());
+    }
+
+    #[test]
+    fn parallel_calls_keep_one_block_each_however_spelled() {
+        let mut stream = StreamTranslator::default();
+        let mut out = Vec::new();
+        let call = |index: u64, id: Value, name: Value, args: &str| json!({"tool_calls": [{"index": index, "id": id, "function": {"name": name, "arguments": args}}]});
+        stream.chunk(&chunk(call(0, json!("c0"), json!("a"), ""), None), &mut out);
+        // `id: null` on a later delta, then calls interleaved: 1, 0.
+        stream.chunk(
+            &chunk(call(0, Value::Null, Value::Null, "{\"x\":"), None),
+            &mut out,
+        );
+        stream.chunk(
+            &chunk(call(1, Value::Null, json!("b"), "{}"), None),
+            &mut out,
+        );
+        stream.chunk(
+            &chunk(call(0, Value::Null, Value::Null, "1}"), None),
+            &mut out,
+        );
+        stream.chunk(&chunk(json!({}), Some("stop")), &mut out);
+        stream.end(&mut out);
+        let all = events(&out);
+        let starts: Vec<&Value> = all
+            .iter()
+            .filter(|e| e["type"] == "content_block_start")
+            .collect();
+        assert_eq!(starts.len(), 2, "{all:?}");
+        assert_eq!(starts[0]["content_block"]["id"], "c0");
+        assert_eq!(starts[1]["content_block"]["name"], "b");
+        assert!(
+            starts[1]["content_block"]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("toolu_1_")
+        );
+        let first: String = all
+            .iter()
+            .filter(|e| e["type"] == "content_block_delta" && e["index"] == 0)
+            .map(|e| e["delta"]["partial_json"].as_str().unwrap())
+            .collect();
+        assert_eq!(first, "{\"x\":1}");
+        let delta = all.iter().find(|e| e["type"] == "message_delta").unwrap();
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    }
+
+    #[test]
+    fn a_failure_keeps_its_kind_for_clients_that_retry() {
+        let mut out = Vec::new();
+        let mut stream = StreamTranslator::default();
+        stream.chunk(
+            br#"{"error":{"message":"slow","type":"requests","code":"rate_limit_exceeded"}}"#,
+            &mut out,
+        );
+        assert_eq!(events(&out)[0]["error"]["type"], "rate_limit_error");
     }
 
     #[test]

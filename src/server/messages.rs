@@ -1,9 +1,11 @@
 //! The Messages adapter: `POST /v1/messages` and `/v1/messages/count_tokens`
-//! for Anthropic's clients. A Messages call is translated to a chat
-//! completion (`crate::anthropic`) and run through the snapshot's API
-//! router as one, so every stage (5 to 9) and the dispatcher apply as to
-//! any chat call; its answer is translated back, whole or event by event,
-//! and every error is given Anthropic's shape.
+//! for Anthropic's clients. Layer 5 checks the key first (a body is read
+//! only for a known key); the Messages call is then translated to a chat
+//! completion (`crate::anthropic`) and run as that key through the
+//! snapshot's internal router (layers 6 to 9 and the dispatcher, with no
+//! asynchronous intake: a Messages client cannot read an OpenAI job), so
+//! every stage applies as to any chat call; its answer is translated back,
+//! whole or event by event, and every error is given Anthropic's shape.
 //!
 //! The key may come as `x-api-key` (Anthropic's header) or
 //! `Authorization: Bearer`. `anthropic-version` and `anthropic-beta` are
@@ -25,52 +27,57 @@ use tower::ServiceExt;
 use crate::anthropic::{self, StreamTranslator};
 use crate::call::Call;
 use crate::engines::tokens::{Encoding, prompt_tokens};
-use crate::infra::sse::{Event, Piece, Splitter};
+use crate::infra::sse::{Event, Piece, Splitter, only_comments};
 use crate::stages::{Entry, RequestReader, StageLayer, chain};
 use crate::vocab::Endpoint;
 
 /// The largest error body read to give it Anthropic's shape.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// The largest whole answer read to translate it (the dispatcher bounds
+/// answers too, by `max_response_bytes`).
+const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 /// The longest upstream event the stream translation reads.
 const EVENT_LIMIT: usize = 4 * 1024 * 1024;
-/// Headers of the Anthropic protocol, not sent on to the chat call.
-const DROPPED: [&str; 5] = [
+/// Headers not sent on to the chat call: the Anthropic protocol's, and
+/// the asking for an asynchronous answer, which a Messages client could
+/// not read (RFC 7240 lets a server answer at once instead).
+const DROPPED: [&str; 6] = [
     "anthropic-version",
     "anthropic-beta",
     "content-length",
     "accept-encoding",
     "prefer",
+    "x-sluice-async",
 ];
 
 #[derive(Clone)]
 struct Messages {
-    /// The snapshot's API routes, stages included: the chat call runs here.
-    api: Router,
+    /// The snapshot's internal routes (layers 6 to 9 and the dispatcher):
+    /// the chat call runs here as the key layer 5 found.
+    internal: Router,
     reader: Arc<RequestReader>,
 }
 
-/// The two routes; `api` is the snapshot's API router and `entry` its
-/// layer 5 (count_tokens needs the key and nothing else).
-pub fn routes(api: Router, reader: Arc<RequestReader>, entry: Entry) -> Router {
-    let messages = Messages { api, reader };
-    let count = Router::new()
-        .route("/v1/messages/count_tokens", post(count_tokens))
-        .route_layer(StageLayer(Arc::new(chain![entry])))
-        .with_state(messages.clone());
+/// The two routes behind `entry` (layer 5); `internal` is the snapshot's
+/// internal router.
+pub fn routes(internal: Router, reader: Arc<RequestReader>, entry: Entry) -> Router {
+    let messages = Messages { internal, reader };
     Router::new()
         .route("/v1/messages", post(create))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route_layer(StageLayer(Arc::new(chain![entry])))
         .with_state(messages)
-        .merge(count)
         .layer(axum::middleware::map_response(anthropic_errors))
 }
 
 /// `POST /v1/messages`.
 async fn create(State(messages): State<Messages>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    if is_async(&parts.headers) {
-        let message = "Asynchronous requests are not available on /v1/messages yet.";
-        return refusal(StatusCode::BAD_REQUEST, message);
-    }
+    // Layer 5's call, given to the internal router as its identity.
+    let Some(call) = parts.extensions.remove::<Call>() else {
+        return refusal(StatusCode::INTERNAL_SERVER_ERROR, "The call has no caller.");
+    };
+    parts.extensions.insert(call.identity);
     let bytes = match messages.reader.read_body(&parts.headers, body).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
@@ -94,19 +101,14 @@ async fn create(State(messages): State<Messages>, request: Request) -> Response 
         HeaderValue::from_static("application/json"),
     );
     let request = Request::from_parts(parts, Body::from(body));
-    let Ok(answer) = messages.api.oneshot(request).await;
+    let Ok(answer) = messages.internal.oneshot(request).await;
     translate(answer).await
-}
-
-/// Whether the client asked for an asynchronous answer (layer 5b's signs).
-fn is_async(headers: &http::HeaderMap) -> bool {
-    headers.contains_key("prefer") || headers.contains_key("x-sluice-async")
 }
 
 /// The chat call's answer as the Messages API's: errors are left to
 /// `anthropic_errors`, a stream is translated event by event.
 async fn translate(answer: Response) -> Response {
-    if !answer.status().is_success() {
+    if answer.status() != StatusCode::OK {
         return answer;
     }
     let (mut parts, body) = answer.into_parts();
@@ -118,7 +120,7 @@ async fn translate(answer: Response) -> Response {
     if streamed {
         return Response::from_parts(parts, Body::from_stream(translated_stream(body)));
     }
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+    let bytes = match axum::body::to_bytes(body, ANSWER_LIMIT).await {
         Ok(bytes) => bytes,
         Err(_) => return refusal(StatusCode::BAD_GATEWAY, "The upstream's answer broke off."),
     };
@@ -151,6 +153,9 @@ fn translated_stream(body: Body) -> impl futures_util::Stream<Item = Result<Byte
             let mut out = Vec::new();
             match upstream.next().await {
                 Some(Ok(chunk)) => splitter.feed(&chunk, |piece| match piece {
+                    // Keep-alives go on as they are: clients ignore them,
+                    // proxies between see the connection is alive.
+                    Piece::Event(raw) if only_comments(raw) => out.extend_from_slice(raw),
                     Piece::Event(raw) => event(&Event::parse(raw), &mut translator, &mut out),
                     Piece::Tail(_) => {}
                     _ => translator.fail("The upstream sent an event too long to read.", &mut out),

@@ -191,17 +191,15 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         authenticate.clone(),
         services.async_intake.clone(),
     );
-    let messages_router = super::messages::routes(
-        with_fallbacks(api_router.clone()),
-        services.reader.clone(),
-        authenticate.clone(),
-    );
+
     let jobs_router = services
         .jobs
         .clone()
-        .map(|jobs| jobs_routes(jobs, authenticate))
+        .map(|jobs| jobs_routes(jobs, authenticate.clone()))
         .unwrap_or_default();
     let internal = with_fallbacks(api(&services, Entry::Internal, None));
+    let messages_router =
+        super::messages::routes(internal.clone(), services.reader.clone(), authenticate);
 
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),

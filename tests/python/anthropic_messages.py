@@ -18,9 +18,10 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 def create():
     message = client.messages.create(
         model=MODEL, max_tokens=64, system="Be brief.", messages=HELLO,
-        stop_sequences=["\n\n"], metadata={"user_id": "u-1"}, cache_control={"type": "ephemeral"},
-        # Recent SDKs dropped the sampling parameters; older clients send them.
-        extra_body={"temperature": 0.2, "top_p": 0.9},
+        stop_sequences=["\n\n"], metadata={"user_id": "u-1"},
+        # Recent SDKs dropped the sampling parameters (older clients send
+        # them) and added a top-level cache_control (older ones lack it).
+        extra_body={"temperature": 0.2, "top_p": 0.9, "cache_control": {"type": "ephemeral"}},
     )
     assert message.type == "message" and message.role == "assistant", message
     assert message.content[0].type == "text" and message.content[0].text, message
@@ -35,6 +36,7 @@ def stream_helper():
         final = stream.get_final_message()
     assert text and final.content[0].text == text, (text, final)
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final
+    assert final.usage.input_tokens > 0, final.usage
 
 
 def raw_events():
