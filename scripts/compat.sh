@@ -10,6 +10,7 @@
 #
 # Clients: the openai Python SDK (spelled mode here), the openai npm package on
 # Node (tests/node/compat.cjs), the Vercel AI SDK (tests/node/vercel_ai.cjs),
+# Anthropic's TypeScript SDK on /v1/messages (tests/node/anthropic.cjs),
 # langchain-openai, the litellm SDK, instructor, the OpenAI Agents SDK with a
 # Conversations session and pydantic-ai with count_tokens_before_request
 # (tests/python/agents_compat.py), and the openai SDK's Realtime helper: to
@@ -31,7 +32,8 @@ PY_VENV=$agents_venv scripts/py-venv.sh "agents, pydantic_ai.models.openai, webs
 
 node_dir=target/node-compat
 if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json" ||
-  [ ! -d "$node_dir/node_modules/openai" ] || [ ! -d "$node_dir/node_modules/ai" ]; then
+  [ ! -d "$node_dir/node_modules/openai" ] || [ ! -d "$node_dir/node_modules/ai" ] ||
+  [ ! -d "$node_dir/node_modules/@anthropic-ai/sdk" ]; then
   mkdir -p "$node_dir"
   cp tests/node/package.json tests/node/package-lock.json "$node_dir/"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
@@ -148,6 +150,8 @@ for mode in mock spelled; do
   fi
   run node tests/node/compat.cjs "$url/v1" sk-smoke-key-0001 "$mode"
   run node tests/node/vercel_ai.cjs "$url/v1" sk-smoke-key-0001 "$mode"
+  # Anthropic's TypeScript SDK on /v1/messages, onto this upstream.
+  run node tests/node/anthropic.cjs "$url/v1" sk-smoke-key-0001
   if [ "$mode" = mock ]; then
     # Structured extraction needs a model's answers: the mock's, not the
     # spelled upstream's canned text.
