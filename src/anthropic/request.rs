@@ -66,10 +66,18 @@ pub fn to_chat(body: &[u8]) -> Result<ChatRequest, Refused> {
                 chat.insert("tools".into(), tools(value)?);
             }
             "tool_choice" => tool_choice(value, &mut chat)?,
-            "thinking" if value.get("type").and_then(Value::as_str) == Some("disabled") => {}
+            // `adaptive` lets the model choose whether to think: answering
+            // without thinking is one of its outcomes. `enabled` (thinking
+            // required, with a budget) is refused below.
+            "thinking" if matches!(thinking_type(value), Some("disabled" | "adaptive")) => {}
             // A prompt-caching mark, like those on blocks: it asks nothing
             // of the answer, and the upstream caches prompts its own way.
             "cache_control" => {}
+            // Server-side edits of a long conversation (clearing old tool
+            // results or thinking): not applied, the whole conversation
+            // goes upstream, which answers it the same.
+            "context_management" => {}
+            "output_config" => output_config(value, &mut chat)?,
             "top_k" | "thinking" | "container" | "mcp_servers" | "service_tier" => {
                 return refuse(format!(
                     "{field}: not supported here: the gateway serves Messages calls through \
@@ -102,6 +110,38 @@ pub fn to_chat(body: &[u8]) -> Result<ChatRequest, Refused> {
         chat.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Ok(ChatRequest { body: chat, stream })
+}
+
+fn thinking_type(value: &Value) -> Option<&str> {
+    value.get("type").and_then(Value::as_str)
+}
+
+/// `output_config`: `effort` (how much the model works) has no chat
+/// equivalent every deployment takes and is left to the model; `format`
+/// (a JSON schema the answer follows) is `response_format`.
+fn output_config(value: &Value, chat: &mut Map<String, Value>) -> Result<(), Refused> {
+    let Some(config) = value.as_object() else {
+        return refuse("output_config: must be an object.");
+    };
+    for (field, value) in config {
+        match (field.as_str(), value.get("type").and_then(Value::as_str)) {
+            ("effort", _) => {}
+            ("format", Some("json_schema")) => {
+                let schema = value.get("schema").cloned().unwrap_or_else(|| json!({}));
+                let format = json!({"name": "output", "schema": schema, "strict": true});
+                chat.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": format}),
+                );
+            }
+            (other, _) => {
+                return refuse(format!(
+                    "output_config.{other}: not supported by this gateway."
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn boolean(field: &str) -> Refused {
@@ -226,6 +266,12 @@ fn write_turn(turn: &Value, at: usize, messages: &mut Vec<Value>) -> Result<(), 
             messages.push(json!({"role": role, "content": text}));
             Ok(())
         }
+        // A system turn mid-conversation (a beta coding agents use): a
+        // chat completion takes a system message anywhere.
+        (Some("system"), Some(content)) => {
+            messages.push(json!({"role": "system", "content": system_content(content)?}));
+            Ok(())
+        }
         (Some("user"), Some(Value::Array(blocks))) => user_blocks(blocks, &path, messages),
         (Some("assistant"), Some(Value::Array(blocks))) => {
             messages.push(assistant_blocks(blocks, &path)?);
@@ -234,7 +280,9 @@ fn write_turn(turn: &Value, at: usize, messages: &mut Vec<Value>) -> Result<(), 
         (Some("user" | "assistant"), _) => refuse(format!(
             "{path}.content: must be a string or an array of content blocks."
         )),
-        _ => refuse(format!("{path}.role: must be `user` or `assistant`.")),
+        _ => refuse(format!(
+            "{path}.role: must be `user`, `assistant` or `system`."
+        )),
     }
 }
 
@@ -438,6 +486,25 @@ mod tests {
             json!({"model": "m", "max_tokens": 5, "thinking": {"type": "disabled"}, "messages": [{"role": "user", "content": "hi"}]}),
         );
         assert!(disabled.get("thinking").is_none());
+        // What a coding agent sends along: accepted, with no effect but the
+        // schema, which becomes response_format.
+        let agent = chat(
+            json!({"model": "m", "max_tokens": 5, "thinking": {"type": "adaptive"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(
+            agent["response_format"]["json_schema"]["schema"],
+            json!({"type": "object"})
+        );
+        let mid = chat(json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "system", "content": "Agents: a, b."}]}));
+        assert_eq!(
+            mid["messages"][1],
+            json!({"role": "system", "content": "Agents: a, b."})
+        );
+        assert!(agent.get("thinking").is_none() && agent.get("context_management").is_none());
     }
 
     #[test]
