@@ -265,18 +265,44 @@ async fn the_ledger_records_a_messages_call() {
     );
     let gateway = gateway(&upstream, &extra).await;
     assert_eq!(messages(&gateway, KEY, &hello(false)).await.status(), 200);
+    let openai = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let chat = gateway
+        .post("/v1/chat/completions", Some(KEY), &openai)
+        .await;
+    assert_eq!(chat.status(), 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let usage = gateway
             .get_json("/admin/usage?group_by=key", Some("admin-token-messages"))
             .await;
-        if usage["data"][0]["requests"] == 1 {
+        if usage["data"][0]["requests"] == 2 {
             assert_eq!(usage["data"][0]["group"], "app");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{usage}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each row says which API the client called.
+    let by_api = gateway
+        .get_json("/admin/usage?group_by=api", Some("admin-token-messages"))
+        .await;
+    let mut apis: Vec<(String, u64)> = by_api["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["group"].as_str().unwrap().to_owned(),
+                row["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    apis.sort();
+    assert_eq!(
+        apis,
+        [("anthropic".to_owned(), 1), ("openai".to_owned(), 1)],
+        "{by_api}"
+    );
 }
 
 /// At level 4, a key that may queue its calls in maintenance still gets an

@@ -78,6 +78,8 @@ async fn create(State(messages): State<Messages>, request: Request) -> Response 
         return refusal(StatusCode::INTERNAL_SERVER_ERROR, "The call has no caller.");
     };
     parts.extensions.insert(call.identity);
+    // The ledger records the API the client called.
+    parts.extensions.insert(crate::vocab::Api::Anthropic);
     let bytes = match messages.reader.read_body(&parts.headers, body).await {
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),

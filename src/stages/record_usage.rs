@@ -85,6 +85,11 @@ impl RecordUsage {
                 .get(&crate::util::headers::X_SLUICE_TAG)
                 .and_then(crate::util::headers::tag)
                 .map(str::to_owned),
+            api: request
+                .extensions()
+                .get::<crate::vocab::Api>()
+                .copied()
+                .unwrap_or_default(),
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,

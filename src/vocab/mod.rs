@@ -3,6 +3,7 @@
 //! `Priority` and prices); everything in the crate may import it.
 //!
 //! - `identity`: who is calling.
+//! - `api`: which API a call came in by (OpenAI's or Anthropic's).
 //! - `endpoint`: which OpenAI endpoint, and calls on stored objects.
 //! - `resource`: the kinds of stored object, and how each is made.
 //! - `degraded`: the degradation ladder's levels and a degraded call's mark.
@@ -11,6 +12,7 @@
 //! - `error`: `GatewayError`, every failure in OpenAI's error shape.
 
 mod answer;
+mod api;
 mod degraded;
 mod endpoint;
 pub mod error;
@@ -19,6 +21,7 @@ mod resource;
 mod usage;
 
 pub use answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
+pub use api::Api;
 pub use degraded::{DEGRADED, Degraded, Level};
 pub use endpoint::{Endpoint, StoredCall};
 pub use identity::Identity;

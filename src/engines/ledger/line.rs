@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::{UsageRecord, cache_status};
 use crate::config::Priority;
+use crate::vocab::Api;
 
 #[derive(Serialize, Deserialize)]
 struct Line<S> {
@@ -36,6 +37,9 @@ struct Line<S> {
     latency_ms: i64,
     status: i64,
     estimated: bool,
+    /// Absent in lines written before the API was recorded.
+    #[serde(default)]
+    api: Option<S>,
 }
 
 /// Appends the record and a newline to `out`.
@@ -62,6 +66,7 @@ pub fn encode(record: &UsageRecord, out: &mut Vec<u8>) {
         latency_ms: record.latency_ms,
         status: record.status,
         estimated: record.estimated,
+        api: Some(record.api.as_str()),
     };
     let start = out.len();
     // Writing plain values into a Vec fails only on a non-finite cost,
@@ -102,6 +107,7 @@ pub fn decode(line: &[u8]) -> Option<UsageRecord> {
             .as_str(),
         cache: cache_status(line.cache.as_bytes()),
         tag: line.tag,
+        api: Api::parse(line.api.as_deref().unwrap_or_default()),
         prompt_tokens: line.prompt_tokens,
         completion_tokens: line.completion_tokens,
         cached_tokens: line.cached_tokens,
@@ -133,6 +139,7 @@ mod tests {
             priority: "batch",
             cache: "miss",
             tag: Some("ü tag".into()),
+            api: Api::Anthropic,
             prompt_tokens: 9,
             completion_tokens: 3,
             cached_tokens: 1,

@@ -216,6 +216,7 @@ mod tests {
             priority: "standard",
             cache: "-",
             tag: None,
+            api: crate::vocab::Api::OpenAi,
             prompt_tokens: 1,
             completion_tokens: 1,
             cached_tokens: 0,

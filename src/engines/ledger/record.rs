@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::vocab::Api;
+
 use serde::Serialize;
 
 /// Names are shared (`Arc<str>` clones of the gateway's own) or static, so
@@ -36,6 +38,9 @@ pub struct UsageRecord {
     pub cache: &'static str,
     /// The `x-sluice-tag` header: a free-form feature tag.
     pub tag: Option<String>,
+    /// The API the client called (the Messages API's calls are chat
+    /// completions here, by translation).
+    pub api: Api,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cached_tokens: i64,
@@ -63,6 +68,7 @@ pub struct Texts<'a> {
     pub priority: &'a str,
     pub cache: &'a str,
     pub tag: Option<&'a str>,
+    pub api: &'a str,
 }
 
 impl UsageRecord {
@@ -81,14 +87,15 @@ impl UsageRecord {
             priority: self.priority,
             cache: self.cache,
             tag: self.tag.as_deref(),
+            api: self.api.as_str(),
         }
     }
 }
 
-pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, trace_id, key, key_id, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated";
+pub const COLUMNS: &str = "record_id, at_ms, request_id, upstream_request_id, trace_id, key, key_id, org, model_requested, model, deployment, priority, cache, tag, prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms, status, estimated, api";
 
 /// Values per row: `COLUMNS` and the day.
-pub const VALUES_PER_ROW: usize = 22;
+pub const VALUES_PER_ROW: usize = 23;
 
 /// The `x-sluice-cache` values, as static strings.
 pub fn cache_status(header: &[u8]) -> &'static str {
@@ -112,6 +119,8 @@ pub fn group_column(group_by: &str) -> Option<&'static str> {
         "model" => Some("model"),
         "deployment" => Some("deployment"),
         "tag" => Some("COALESCE(tag, '-')"),
+        // Rows written before the column are OpenAI's, the only API then.
+        "api" => Some("COALESCE(api, 'openai')"),
         "day" => Some("day"),
         _ => None,
     }

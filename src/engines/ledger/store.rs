@@ -16,15 +16,16 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sluice_usage (
     priority TEXT NOT NULL, cache TEXT NOT NULL, tag TEXT,
     prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,
     cost_usd DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL, status BIGINT NOT NULL,
-    estimated BOOLEAN NOT NULL, day TEXT NOT NULL)";
+    estimated BOOLEAN NOT NULL, day TEXT NOT NULL, api TEXT)";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_usage_at ON sluice_usage (at_ms)";
 /// Columns added after the first release: a table made before them gets
 /// them (NULL in old rows).
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("sluice_usage", "record_id TEXT"),
     ("sluice_usage", "upstream_request_id TEXT"),
     ("sluice_usage", "key_id TEXT"),
     ("sluice_usage", "trace_id TEXT"),
+    ("sluice_usage", "api TEXT"),
 ];
 /// What makes a write idempotent: a batch written twice (its commit
 /// acknowledgement lost, or replayed from the journal) adds no rows. Old
@@ -85,6 +86,7 @@ macro_rules! row_values {
             &$r.latency_ms,
             &$r.status,
             &$r.estimated,
+            &$t.api,
             $day,
         ]
     };
@@ -343,7 +345,8 @@ mod tests {
             .replace("record_id TEXT, ", "")
             .replace("upstream_request_id TEXT,", "")
             .replace(" trace_id TEXT,", "")
-            .replace(" key_id TEXT,", "");
+            .replace(" key_id TEXT,", "")
+            .replace(", api TEXT", "");
         let old = rusqlite::Connection::open(dir.join("usage.db")).unwrap();
         old.execute_batch(&old_schema).unwrap();
         old.execute_batch(

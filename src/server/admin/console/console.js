@@ -384,7 +384,7 @@ function dayAfter(date) {
 
 async function usage() {
   const group = el("select", { id: "group" },
-    ["key", "org", "model", "deployment", "tag", "day"].map((g) => el("option", { value: g }, g)));
+    ["key", "org", "model", "deployment", "tag", "api", "day"].map((g) => el("option", { value: g }, g)));
   const from = el("input", { id: "usage-from", type: "date" });
   const to = el("input", { id: "usage-to", type: "date" });
   const holder = el("div");
