@@ -332,3 +332,21 @@ async fn maintenance_is_overloaded_even_for_a_queueing_key() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
 }
+
+/// The cache serves a Messages call as it serves the chat call it becomes:
+/// the same question twice reaches the upstream once.
+#[tokio::test]
+async fn the_cache_answers_a_repeated_message() {
+    let upstream = FakeUpstream::start("oa").await;
+    let gateway = gateway(&upstream, "[cache]\nenabled = true\n").await;
+    let mut ask = hello(false);
+    ask["temperature"] = json!(0);
+    let first = messages(&gateway, KEY, &ask).await;
+    assert_eq!(first.headers()["x-sluice-cache"], "miss");
+    let first: Value = first.json().await.unwrap();
+    let second = messages(&gateway, KEY, &ask).await;
+    assert_eq!(second.headers()["x-sluice-cache"], "hit");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["content"], second["content"]);
+    assert_eq!(upstream.calls(), 1);
+}
