@@ -444,13 +444,18 @@ async fn a_fleet_behind_nginx_keeps_its_promises() {
                 .as_u16()
         }
     });
+    let started = std::time::Instant::now();
     let statuses = futures_util::future::join_all(limited).await;
+    // GCRA: the burst is the RPM, and one more call is let in per 60/RPM
+    // seconds the burst itself lasts (2 s at 30; a loaded machine can
+    // take that long to send 50 calls through nginx).
+    let refilled = (started.elapsed().as_secs_f64() * LIMITED_RPM as f64 / 60.0) as usize;
     let admitted = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!(
-        (admitted, refused),
-        (LIMITED_RPM, 20),
-        "an RPM of {LIMITED_RPM} over three replicas: {statuses:?}"
+    assert_eq!(admitted + refused, LIMITED_RPM + 20, "{statuses:?}");
+    assert!(
+        (LIMITED_RPM..=LIMITED_RPM + refilled).contains(&admitted),
+        "an RPM of {LIMITED_RPM} over three replicas ({refilled} refilled): {statuses:?}"
     );
 
     // A key made on one replica works on every replica within a second.

@@ -310,14 +310,5 @@ fn body_response(status: StatusCode, value: &Value) -> UpstreamResponse {
 
 /// A JSON answer with `status`, in one chunk.
 fn json_reply(status: StatusCode, bytes: Bytes) -> UpstreamResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    UpstreamResponse {
-        status,
-        headers,
-        body: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
-    }
+    UpstreamResponse::json(status, HeaderMap::new(), bytes)
 }

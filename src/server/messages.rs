@@ -19,7 +19,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -27,7 +26,7 @@ use tower::ServiceExt;
 use crate::anthropic::{self, StreamTranslator};
 use crate::call::Call;
 use crate::engines::tokens::{Encoding, prompt_tokens};
-use crate::infra::sse::{Event, Piece, Splitter, only_comments};
+use crate::infra::sse::{Event, Rewriter, only_comments, rewrite};
 use crate::stages::{Entry, RequestReader, StageLayer, chain};
 use crate::vocab::Endpoint;
 
@@ -144,49 +143,42 @@ async fn translate(answer: Response) -> Response {
 /// The chat stream's events, translated as they arrive; a stream that
 /// breaks or ends early ends with an `error` event.
 fn translated_stream(body: Body) -> impl futures_util::Stream<Item = Result<Bytes, axum::Error>> {
-    let state = (
-        body.into_data_stream(),
-        Splitter::new(EVENT_LIMIT),
-        StreamTranslator::default(),
-    );
-    futures_util::stream::unfold(Some(state), |state| async move {
-        let (mut upstream, mut splitter, mut translator) = state?;
-        loop {
-            let mut out = Vec::new();
-            match upstream.next().await {
-                Some(Ok(chunk)) => splitter.feed(&chunk, |piece| match piece {
-                    // Keep-alives go on as they are: clients ignore them,
-                    // proxies between see the connection is alive.
-                    Piece::Event(raw) if only_comments(raw) => out.extend_from_slice(raw),
-                    Piece::Event(raw) => event(&Event::parse(raw), &mut translator, &mut out),
-                    Piece::Tail(_) => {}
-                    _ => translator.fail("The upstream sent an event too long to read.", &mut out),
-                }),
-                Some(Err(_)) => translator.fail("The upstream's stream broke off.", &mut out),
-                None => {
-                    if let Some(rest) = splitter.finish() {
-                        event(&Event::parse(&rest), &mut translator, &mut out);
-                    }
-                    translator.end(&mut out);
-                }
-            }
-            let done = translator.is_closed();
-            if !out.is_empty() {
-                let next = (!done).then_some((upstream, splitter, translator));
-                return Some((Ok(Bytes::from(out)), next));
-            }
-            if done {
-                return None;
-            }
-        }
-    })
+    let events = MessagesEvents(StreamTranslator::default());
+    rewrite(body.into_data_stream(), EVENT_LIMIT, events)
 }
 
-fn event(event: &Event<'_>, translator: &mut StreamTranslator, out: &mut Vec<u8>) {
-    if event.is_done() {
-        translator.end(out);
-    } else if event.has_data {
-        translator.chunk(&event.data, out);
+/// The chat stream's events as the Messages API's.
+struct MessagesEvents(StreamTranslator);
+
+impl Rewriter for MessagesEvents {
+    fn event(&mut self, event: &Event<'_>, raw: &[u8], out: &mut Vec<u8>) {
+        if only_comments(raw) {
+            // Keep-alives go on as they are: clients ignore them, proxies
+            // between see the connection is alive.
+            out.extend_from_slice(raw);
+        } else if event.is_done() {
+            self.0.end(out);
+        } else if event.has_data {
+            self.0.chunk(&event.data, out);
+        }
+    }
+
+    fn too_long(&mut self, out: &mut Vec<u8>) {
+        self.0
+            .fail("The upstream sent an event too long to read.", out);
+    }
+
+    fn broke(&mut self, out: &mut Vec<u8>) -> bool {
+        self.0.fail("The upstream's stream broke off.", out);
+        false
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        self.0.end(out);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }
 

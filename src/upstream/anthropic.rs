@@ -7,11 +7,11 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderValue, StatusCode, header};
+use http::{StatusCode, header};
 
 use super::{BodyStream, UpstreamError, UpstreamResponse};
 use crate::anthropic::provider::{self, ChunkTranslator};
-use crate::infra::sse::{Event, Piece, Splitter};
+use crate::infra::sse::{Event, Rewriter, rewrite};
 use crate::vocab::Endpoint;
 
 /// The largest whole answer or error body read to translate it.
@@ -49,18 +49,8 @@ fn refusal(status: StatusCode, message: &str) -> UpstreamResponse {
     whole(status, http::HeaderMap::new(), body)
 }
 
-fn whole(status: StatusCode, mut headers: http::HeaderMap, body: Bytes) -> UpstreamResponse {
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::CONTENT_ENCODING);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    UpstreamResponse {
-        status,
-        headers,
-        body: futures_util::stream::once(async move { Ok(body) }).boxed(),
-    }
+fn whole(status: StatusCode, headers: http::HeaderMap, body: Bytes) -> UpstreamResponse {
+    UpstreamResponse::json(status, headers, body)
 }
 
 /// Anthropic's answer as a chat completion's.
@@ -129,45 +119,36 @@ fn chunks(
     created: u64,
     include_usage: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, UpstreamError>> {
-    let state = (
-        body,
-        Splitter::new(EVENT_LIMIT),
-        ChunkTranslator::new(created, include_usage),
-    );
-    futures_util::stream::unfold(Some(state), |state| async move {
-        let (mut upstream, mut splitter, mut translator) = state?;
-        loop {
-            let mut out = Vec::new();
-            match upstream.next().await {
-                Some(Ok(chunk)) => splitter.feed(&chunk, |piece| match piece {
-                    Piece::Event(raw) => event(&Event::parse(raw), &mut translator, &mut out),
-                    Piece::Tail(_) => {}
-                    _ => translator.fail("The provider sent an event too long to read.", &mut out),
-                }),
-                // The break is the relay's to see: it ends the stream as
-                // for any upstream.
-                Some(Err(error)) => return Some((Err(error), None)),
-                None => {
-                    if let Some(rest) = splitter.finish() {
-                        event(&Event::parse(&rest), &mut translator, &mut out);
-                    }
-                    translator.finish(&mut out);
-                }
-            }
-            let done = translator.is_closed();
-            if !out.is_empty() {
-                let next = (!done).then_some((upstream, splitter, translator));
-                return Some((Ok(Bytes::from(out)), next));
-            }
-            if done {
-                return None;
-            }
-        }
-    })
+    let chunks = ChatChunks(ChunkTranslator::new(created, include_usage));
+    rewrite(body, EVENT_LIMIT, chunks)
 }
 
-fn event(event: &Event<'_>, translator: &mut ChunkTranslator, out: &mut Vec<u8>) {
-    if event.has_data {
-        translator.event(&event.data, out);
+/// Anthropic's events as chat chunks.
+struct ChatChunks(ChunkTranslator);
+
+impl Rewriter for ChatChunks {
+    fn event(&mut self, event: &Event<'_>, _raw: &[u8], out: &mut Vec<u8>) {
+        if event.has_data {
+            self.0.event(&event.data, out);
+        }
+    }
+
+    fn too_long(&mut self, out: &mut Vec<u8>) {
+        self.0
+            .fail("The provider sent an event too long to read.", out);
+    }
+
+    /// The break is the relay's to see: it ends the stream as for any
+    /// upstream.
+    fn broke(&mut self, _out: &mut Vec<u8>) -> bool {
+        true
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        self.0.finish(out);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }

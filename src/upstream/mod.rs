@@ -55,6 +55,25 @@ pub struct UpstreamResponse {
     pub body: BodyStream,
 }
 
+impl UpstreamResponse {
+    /// A JSON answer in one chunk: `headers` (any length or encoding of
+    /// the body it replaces dropped) with a JSON content type.
+    pub fn json(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
+        use futures_util::StreamExt;
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(http::header::CONTENT_ENCODING);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Self {
+            status,
+            headers,
+            body: futures_util::stream::once(async move { Ok(body) }).boxed(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     #[error("could not connect: {0}")]

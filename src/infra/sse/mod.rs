@@ -11,11 +11,14 @@
 //! - `json`: finds and removes a top-level member of a JSON object without
 //!   re-serialising the rest.
 //! - `usage`: the token usage an answer reports, in a body or a stream.
+//! - `rewrite`: a stream rewritten event by event (the API translations).
 
 mod event;
 pub mod json;
+mod rewrite;
 mod split;
 pub mod usage;
 
 pub use event::{Event, with_data};
+pub use rewrite::{Rewriter, rewrite};
 pub use split::{Piece, Splitter, as_own_event, ends_event, only_comments};
