@@ -242,12 +242,17 @@ async fn errors_are_openai_shaped_and_529_fails_over() {
 async fn a_reported_zero_remaining_takes_the_deployment_out() {
     let upstream = FakeUpstream::start("claude").await;
     let (gateway, client) = gateway(&anthropic("claude", &upstream), "").await;
+    // No retry-after: the reset time says how long the deployment is out.
+    let reset = std::time::SystemTime::now() + Duration::from_secs(30);
     upstream.push(Behavior::Reply {
         status: 200,
         headers: vec![
             ("content-type", "application/json".to_owned()),
             ("anthropic-ratelimit-requests-remaining", "0".to_owned()),
-            ("retry-after", "30".to_owned()),
+            (
+                "anthropic-ratelimit-requests-reset",
+                sluice::engines::metering::rfc3339(reset),
+            ),
         ],
         body: message_json(json!([{"type": "text", "text": "ok"}]), "end_turn"),
     });
@@ -258,6 +263,8 @@ async fn a_reported_zero_remaining_takes_the_deployment_out() {
         let claude = &deployments["data"][0];
         if claude["usable"] == false {
             assert_eq!(claude["remaining_requests"], 0, "{claude}");
+            let out_for = claude["usable_in_ms"].as_u64().unwrap();
+            assert!((25_000..=30_000).contains(&out_for), "{claude}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{deployments}");

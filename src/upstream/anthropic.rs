@@ -60,7 +60,7 @@ pub(super) async fn answer(response: UpstreamResponse, include_usage: bool) -> U
         mut headers,
         body,
     } = response;
-    provider::map_headers(&mut headers);
+    provider::map_headers(&mut headers, std::time::SystemTime::now());
     let status = provider::map_status(status);
     let streamed = headers
         .get(header::CONTENT_TYPE)
