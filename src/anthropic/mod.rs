@@ -23,6 +23,6 @@ mod response;
 mod stream;
 
 pub use error::{error_body, error_type, status_for};
-pub use request::{ChatRequest, Refused, to_chat};
+pub use request::{ChatRequest, Refused, chat_of, to_chat};
 pub use response::to_message;
 pub use stream::StreamTranslator;

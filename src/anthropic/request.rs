@@ -27,10 +27,15 @@ pub fn to_chat(body: &[u8]) -> Result<ChatRequest, Refused> {
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
         return refuse("The request body must be a JSON object (a Messages request).");
     };
+    chat_of(&request)
+}
+
+/// The chat completion of a Messages request already read as JSON.
+pub fn chat_of(request: &Map<String, Value>) -> Result<ChatRequest, Refused> {
     let mut chat = Map::new();
     let mut messages = Vec::new();
     let mut stream = false;
-    for (field, value) in &request {
+    for (field, value) in request {
         match field.as_str() {
             "model" => match value.as_str() {
                 Some(model) if !model.is_empty() => {

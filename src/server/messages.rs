@@ -114,10 +114,7 @@ async fn translate(answer: Response) -> Response {
     }
     let (mut parts, body) = answer.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream"));
+    let streamed = crate::util::headers::is_event_stream(&parts.headers);
     if streamed {
         return Response::from_parts(parts, Body::from_stream(translated_stream(body)));
     }
@@ -205,7 +202,7 @@ async fn count_tokens(State(messages): State<Messages>, request: Request) -> Res
         }
     };
     request.entry("max_tokens").or_insert(json!(1));
-    let chat = match anthropic::to_chat(Value::Object(request).to_string().as_bytes()) {
+    let chat = match anthropic::chat_of(&request) {
         Ok(chat) => chat,
         Err(refused) => return refusal(StatusCode::BAD_REQUEST, &refused.0),
     };

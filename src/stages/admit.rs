@@ -45,10 +45,7 @@ impl Stage for Admit {
             Err(error) => return error.into_response(),
         };
         let response = next.run(request).await;
-        let streaming = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let streaming = crate::util::headers::is_event_stream(response.headers());
         if !streaming {
             return response;
         }

@@ -62,9 +62,7 @@ pub(super) async fn answer(response: UpstreamResponse, include_usage: bool) -> U
     } = response;
     provider::map_headers(&mut headers, std::time::SystemTime::now());
     let status = provider::map_status(status);
-    let streamed = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream"));
+    let streamed = crate::util::headers::is_event_stream(&headers);
     if status.is_success() && streamed {
         headers.remove(header::CONTENT_LENGTH);
         let body = chunks(body, unix_now(), include_usage).boxed();

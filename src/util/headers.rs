@@ -19,6 +19,14 @@ pub const X_SLUICE_TAG: HeaderName = HeaderName::from_static("x-sluice-tag");
 pub const MAX_TOKEN_LEN: usize = 128;
 
 /// An id: 1 to `MAX_TOKEN_LEN` visible ASCII characters (no spaces).
+/// Whether an answer is an event stream (`text/event-stream`, with any
+/// parameters).
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/event-stream"))
+}
+
 pub fn is_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     (1..=MAX_TOKEN_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)

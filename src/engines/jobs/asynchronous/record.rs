@@ -268,7 +268,8 @@ const FINISHED: i64 = i64::MAX;
 /// Records the answer, if `runner` still holds the job and nobody
 /// answered it: exactly one answer is ever stored.
 pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Result<bool, JobsError> {
-    let (body, base64) = encode_body(&answer.body);
+    let mut params = answer_params(answer);
+    params.extend([id.into(), runner.into(), FINISHED.into()]);
     let changed = db
         .execute(
             "UPDATE sluice_async_jobs SET status = 'completed', response_status = $1, \
@@ -276,19 +277,23 @@ pub async fn complete(db: &Db, id: &str, runner: &str, answer: &Answer) -> Resul
              lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN lease_until \
              ELSE $8 END \
              WHERE id = $6 AND runner = $7 AND status = 'in_progress'",
-            vec![
-                i64::from(answer.status).into(),
-                answer.content_type.clone().into(),
-                body.into(),
-                base64.into(),
-                super::super::unix_now().into(),
-                id.into(),
-                runner.into(),
-                FINISHED.into(),
-            ],
+            params,
         )
         .await?;
     Ok(changed == 1)
+}
+
+/// `$1..$5` of a statement that stores an answer: its status, content
+/// type, body (and whether in base64), and now as its completion time.
+fn answer_params(answer: &Answer) -> Vec<Value> {
+    let (body, base64) = encode_body(&answer.body);
+    vec![
+        i64::from(answer.status).into(),
+        answer.content_type.clone().into(),
+        body.into(),
+        base64.into(),
+        super::super::unix_now().into(),
+    ]
 }
 
 /// Records how the callback ended (`delivered` or `failed`) and lets the
@@ -361,7 +366,8 @@ pub async fn page(
 /// loses its lease (and drops the call at its next renewal), and its own
 /// answer, should it come, is not stored. A pending callback still goes.
 pub async fn cancel(db: &Db, id: &str, answer: &Answer) -> Result<bool, JobsError> {
-    let (body, base64) = encode_body(&answer.body);
+    let mut params = answer_params(answer);
+    params.extend([id.into(), FINISHED.into()]);
     let changed = db
         .execute(
             "UPDATE sluice_async_jobs SET status = 'completed', response_status = $1, \
@@ -370,15 +376,7 @@ pub async fn cancel(db: &Db, id: &str, answer: &Answer) -> Result<bool, JobsErro
              lease_until = CASE WHEN COALESCE(callback_state, '') = 'pending' THEN 0 \
              ELSE CAST($7 AS BIGINT) END \
              WHERE id = $6 AND status <> 'completed'",
-            vec![
-                i64::from(answer.status).into(),
-                answer.content_type.clone().into(),
-                body.into(),
-                base64.into(),
-                super::super::unix_now().into(),
-                id.into(),
-                FINISHED.into(),
-            ],
+            params,
         )
         .await?;
     Ok(changed == 1)
