@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for N seconds each (default 30), one at a
-# time, starting from the committed seeds in fuzz/corpus/<target>. Exits
+# time, starting from the committed seeds in fuzz/corpus/<target>. With
+# FUZZ_DEV=1 the targets are built unoptimised: a short run (CI's) spends
+# less time building than an optimised build would save it in executions. Exits
 # non-zero if any target finds a crash; the input is then in
 # fuzz/artifacts/<target>/ (replay it with
 # `cargo +nightly fuzz run --sanitizer none <target> <file>`).
@@ -17,6 +19,9 @@ fi
 # (panics, overflow, assertions, timeouts, memory) needs none. That also
 # lets the stable toolchain build the targets where nightly is missing.
 flags=(--sanitizer none --release --debug-assertions)
+if [[ "${FUZZ_DEV:-0}" == 1 ]]; then
+    flags=(--sanitizer none --dev)
+fi
 fuzz() {
     if cargo +nightly --version >/dev/null 2>&1; then
         cargo +nightly fuzz "$@"
