@@ -6,11 +6,14 @@
 //! completion and the answer back); and `/v1/chat/completions` on a second
 //! Sluice whose deployment is `provider = "anthropic"`, onto an instant fake
 //! speaking Anthropic's JSON and SSE (the chat call written as Messages and
-//! the answer back). One body serves both APIs (`max_tokens` and a string
+//! the answer back). Two more: that fake Anthropic upstream directly, and
+//! the second Sluice's `/v1/messages` onto it (the Messages call relayed
+//! as it came, the answer untranslated). One body serves both APIs (`max_tokens` and a string
 //! `content` mean the same in each). Prints c1 p50 latency and cN
 //! throughput, with the ratios: Messages against chat (the inbound
 //! translation), the Anthropic deployment against the OpenAI one (the
-//! outbound translation), and each against the upstream directly.
+//! outbound translation), the relay against the Anthropic fake directly,
+//! and each against the upstream directly.
 //!
 //! Knobs (env): BENCH_REQUESTS, BENCH_WARMUP, BENCH_SECONDS,
 //! BENCH_WARMUP_SECONDS, BENCH_CONCURRENCY, BENCH_ROUNDS.
@@ -128,8 +131,12 @@ async fn main() {
             Gateway::new("chat", sluice),
             Gateway::new("messages", sluice),
             Gateway::new("anthropic-dep", claude),
+            Gateway::new("anthropic-direct", anthropic),
+            Gateway::new("relay", claude),
         ];
         paths[2].url = format!("http://{sluice}/v1/messages");
+        paths[4].url = format!("http://{anthropic}/v1/messages");
+        paths[5].url = format!("http://{claude}/v1/messages");
         println!("{what}: {}", p.plan());
         run_rounds(&client, &mut paths, body, &p).await;
         let (c1, loaded) = print_round_medians(&paths, c);
@@ -144,6 +151,7 @@ async fn main() {
         );
         print_ratios("chat/direct", c, medians, 1, 0);
         print_ratios("messages/direct", c, medians, 2, 0);
+        print_ratios("relay/anthropic-direct", c, medians, 5, 4);
         println!();
     }
 }

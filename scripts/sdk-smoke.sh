@@ -5,7 +5,8 @@
 # description (tests/python/spec_check.py), then checks that an app traced
 # with the official OpenTelemetry SDK has its trace continued through the
 # gateway (tests/python/otel_trace.py; the gateway exports to a receiver),
-# then Anthropic's SDK on /v1/messages (tests/python/anthropic_messages.py).
+# then Anthropic's SDK on /v1/messages (tests/python/anthropic_messages.py),
+# then both SDKs on a fake Anthropic deployment (tests/python/anthropic_relay.py).
 # Installs the SDKs, jsonschema and PyYAML from PyPI into target/py-venv on
 # first use.
 set -euo pipefail
@@ -36,6 +37,8 @@ for _ in $(seq 1 100); do
 done
 otlp_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["http"])' "$otlp_ports")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The fake Anthropic deployment tests/python/anthropic_relay.py serves.
+fake_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 config=$(mktemp --suffix=.toml)
 data_dir=$(mktemp -d)
 log=$(mktemp --suffix=.log)
@@ -51,6 +54,12 @@ name = "mock"
 provider = "mock"
 models = ["gpt-4o-mini", "text-embedding-3-small", "omni-moderation-latest", "gpt-image-1", "tts-1", "whisper-1"]
 mock = { latency = "1ms", chunks = 5, chunk_interval = "1ms" }
+[[deployments]]
+name = "claude-fake"
+provider = "anthropic"
+base_url = "http://127.0.0.1:$fake_port"
+api_key = "sk-ant-fake"
+models = ["claude-relay"]
 [otel]
 endpoint = "http://127.0.0.1:$otlp_port"
 schedule_delay = "100ms"
@@ -96,6 +105,8 @@ done
 
 # Anthropic's Messages API, with the official anthropic SDK.
 "$venv/bin/python" tests/python/anthropic_messages.py "http://127.0.0.1:$port" sk-smoke-key-0001 sk-smoke-once-00001
+# Both SDKs on an Anthropic deployment: Messages relayed, chat translated.
+"$venv/bin/python" tests/python/anthropic_relay.py "http://127.0.0.1:$port" sk-smoke-key-0001 "$fake_port" claude-relay
 
 # Graceful shutdown on SIGTERM exits cleanly.
 kill -TERM "$pid"

@@ -1,13 +1,14 @@
 //! Anthropic's Messages API as a client sends it, and a chat stream as an
 //! upstream sends it. Any bytes must be a refusal or a chat request with a
-//! model and messages; any lines fed to the stream translation must come
+//! model and messages, and any JSON object a refusal or an estimate view
+//! (the relay's) with one message holding text; any lines fed to the stream translation must come
 //! out as whole, named Anthropic events in the stream's grammar, ending
 //! once; never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sluice::anthropic::{StreamTranslator, to_chat};
+use sluice::anthropic::{StreamTranslator, estimate_view, to_chat};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(chat) = to_chat(data) {
@@ -15,6 +16,13 @@ fuzz_target!(|data: &[u8]| {
         let messages = chat.body.get("messages").and_then(Value::as_array);
         assert!(messages.is_some_and(|messages| !messages.is_empty()));
         assert_eq!(chat.body.get("stream").is_some(), chat.stream);
+    }
+    if let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(data)
+        && let Ok(view) = estimate_view(&request)
+    {
+        assert!(view.body.get("model").is_some_and(Value::is_string));
+        assert!(view.body["messages"][0]["content"].is_string());
+        assert_eq!(view.body.get("stream").is_some(), view.stream);
     }
     let mut stream = StreamTranslator::default();
     let mut out = Vec::new();

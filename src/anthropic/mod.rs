@@ -13,16 +13,21 @@
 //!
 //! What a chat completion cannot express is refused with a 400 naming the
 //! field, never dropped: `top_k`, extended `thinking`, server tools,
-//! documents, files, images inside tool results. `cache_control` marks are
-//! accepted and have no effect (the upstream's own prompt caching applies).
+//! documents, files. `cache_control` marks are accepted and have no effect
+//! (the upstream's own prompt caching applies). A call for a model an
+//! Anthropic deployment serves is relayed to it as it came instead, so
+//! those fields work there; `relay` is what the stages read of such a call
+//! when it has no chat translation.
 
 mod error;
 pub mod provider;
+mod relay;
 mod request;
 mod response;
 mod stream;
 
 pub use error::{error_body, error_type, status_for};
+pub use relay::estimate_view;
 pub use request::{ChatRequest, Refused, chat_of, to_chat};
 pub use response::to_message;
 pub use stream::StreamTranslator;

@@ -85,8 +85,8 @@ pub fn chat_of(request: &Map<String, Value>) -> Result<ChatRequest, Refused> {
             "output_config" => output_config(value, &mut chat)?,
             "top_k" | "thinking" | "container" | "mcp_servers" | "service_tier" => {
                 return refuse(format!(
-                    "{field}: not supported here: the gateway serves Messages calls through \
-                     OpenAI-compatible deployments, which cannot express it."
+                    "{field}: not supported for this model: a chat completion cannot say it \
+                     (a model with an Anthropic deployment takes it)."
                 ));
             }
             other => return refuse(format!("{other}: unknown field.")),

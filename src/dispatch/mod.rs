@@ -170,6 +170,7 @@ impl Dispatcher {
                 stored: api.stored,
                 traceparent,
                 tracestate,
+                messages: parts.extensions.remove::<crate::vocab::MessagesBody>(),
             },
             affinity: api.affinity,
             deadline: Instant::now() + self.request_timeout,

@@ -227,8 +227,10 @@ pub fn misdirected(response: &UpstreamResponse, streamed: bool) -> Option<Misdir
     Some(Misdirected::NotSse(quoted))
 }
 
-/// Keeps an upstream error as it is when it already has OpenAI's shape, fills
-/// in missing keys (Azure omits `type` and `param`), and wraps anything else.
+/// Keeps an upstream error as it is when it already has OpenAI's shape (or
+/// Anthropic's, `"type": "error"`, which only a relayed Messages call gets),
+/// fills in missing keys (Azure omits `type` and `param`), and wraps
+/// anything else.
 pub fn normalize_error_body(status: StatusCode, deployment: &str, raw: &[u8]) -> Bytes {
     let default_type = match status.as_u16() {
         429 => "rate_limit_error",
@@ -236,12 +238,14 @@ pub fn normalize_error_body(status: StatusCode, deployment: &str, raw: &[u8]) ->
         _ => "invalid_request_error",
     };
     if let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(raw)
+        // Anthropic's shape, from a relayed Messages call: its client reads it.
+        && let anthropic = root.get("type").and_then(Value::as_str) == Some("error")
         && let Some(Value::Object(error)) = root.get_mut("error")
     {
         let complete = ["message", "type", "param", "code"]
             .iter()
             .all(|key| error.contains_key(*key));
-        if complete {
+        if complete || anthropic {
             return Bytes::copy_from_slice(raw);
         }
         error

@@ -7,9 +7,17 @@
 //! every stage applies as to any chat call; its answer is translated back,
 //! whole or event by event, and every error is given Anthropic's shape.
 //!
+//! The call's own bytes travel with it (`MessagesBody`): an Anthropic
+//! deployment is sent them as they came, with the client's
+//! `anthropic-beta`, and its answer (whole, event stream or error) comes
+//! back untranslated, recognised by its shape (every Messages answer has a
+//! top-level `type`, no chat completion has). A call with no faithful chat
+//! translation is still served when its model has an Anthropic
+//! deployment; the stages then read its estimate view.
+//!
 //! The key may come as `x-api-key` (Anthropic's header) or
-//! `Authorization: Bearer`. `anthropic-version` and `anthropic-beta` are
-//! accepted and not sent on.
+//! `Authorization: Bearer`. `anthropic-version` is accepted and not sent
+//! on (Sluice sends its own).
 
 use std::sync::Arc;
 
@@ -23,12 +31,14 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::anthropic::{self, StreamTranslator};
+use crate::anthropic::{self, ChatRequest, Refused, StreamTranslator};
 use crate::call::Call;
+use crate::config::Provider;
+use crate::engines::routing::ModelRouter;
 use crate::engines::tokens::{Encoding, prompt_tokens};
-use crate::infra::sse::{Event, Rewriter, only_comments, rewrite};
+use crate::infra::sse::{Event, Rewriter, json, only_comments, rewrite};
 use crate::stages::{Entry, RequestReader, StageLayer, chain};
-use crate::vocab::Endpoint;
+use crate::vocab::{Endpoint, MessagesBody};
 
 /// The largest error body read to give it Anthropic's shape.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -55,12 +65,23 @@ struct Messages {
     /// the chat call runs here as the key layer 5 found.
     internal: Router,
     reader: Arc<RequestReader>,
+    /// The snapshot's models: which have an Anthropic deployment.
+    models: Arc<ModelRouter>,
 }
 
 /// The two routes behind `entry` (layer 5); `internal` is the snapshot's
 /// internal router.
-pub fn routes(internal: Router, reader: Arc<RequestReader>, entry: Entry) -> Router {
-    let messages = Messages { internal, reader };
+pub fn routes(
+    internal: Router,
+    reader: Arc<RequestReader>,
+    models: Arc<ModelRouter>,
+    entry: Entry,
+) -> Router {
+    let messages = Messages {
+        internal,
+        reader,
+        models,
+    };
     Router::new()
         .route("/v1/messages", post(create))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -83,8 +104,8 @@ async fn create(State(messages): State<Messages>, request: Request) -> Response 
         Ok(bytes) => bytes,
         Err(error) => return error.into_response(),
     };
-    let chat = match anthropic::to_chat(&bytes) {
-        Ok(chat) => chat,
+    let (chat, untranslatable) = match messages.chat_view(&bytes) {
+        Ok(view) => view,
         Err(refused) => return refusal(StatusCode::BAD_REQUEST, &refused.0),
     };
     let Ok(body) = serde_json::to_vec(&chat.body) else {
@@ -93,6 +114,11 @@ async fn create(State(messages): State<Messages>, request: Request) -> Response 
             "The request could not be written.",
         );
     };
+    parts.extensions.insert(MessagesBody {
+        body: bytes,
+        beta: parts.headers.get("anthropic-beta").cloned(),
+        untranslatable,
+    });
     parts.uri = http::Uri::from_static("/v1/chat/completions");
     for name in DROPPED {
         parts.headers.remove(name);
@@ -106,8 +132,41 @@ async fn create(State(messages): State<Messages>, request: Request) -> Response 
     translate(answer).await
 }
 
+impl Messages {
+    /// The chat completion the stages run: the call's translation; or, when
+    /// it has none but its model has an Anthropic deployment to relay it
+    /// to, the estimate view and why it has none.
+    fn chat_view(&self, bytes: &[u8]) -> Result<(ChatRequest, Option<Arc<str>>), Refused> {
+        let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(bytes) else {
+            return Err(Refused(
+                "The request body must be a JSON object (a Messages request).".into(),
+            ));
+        };
+        let refused = match anthropic::chat_of(&request) {
+            Ok(chat) => return Ok((chat, None)),
+            Err(refused) => refused,
+        };
+        let model = request.get("model").and_then(Value::as_str);
+        if !model.is_some_and(|model| self.has_anthropic_deployment(model)) {
+            return Err(refused);
+        }
+        let view = anthropic::estimate_view(&request)?;
+        Ok((view, Some(Arc::from(refused.0))))
+    }
+
+    fn has_anthropic_deployment(&self, model: &str) -> bool {
+        self.models.route(model).is_some_and(|route| {
+            route
+                .backends()
+                .any(|backend| backend.deployment.provider == Provider::Anthropic)
+        })
+    }
+}
+
 /// The chat call's answer as the Messages API's: errors are left to
-/// `anthropic_errors`, a stream is translated event by event.
+/// `anthropic_errors`; an answer an Anthropic deployment gave to the
+/// call's own bytes is already the Messages API's and goes as it came;
+/// a chat completion is translated, whole or event by event.
 async fn translate(answer: Response) -> Response {
     if answer.status() != StatusCode::OK {
         return answer;
@@ -122,6 +181,9 @@ async fn translate(answer: Response) -> Response {
         Ok(bytes) => bytes,
         Err(_) => return refusal(StatusCode::BAD_GATEWAY, "The upstream's answer broke off."),
     };
+    if has_type(&bytes, b"\"message\"") {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     match anthropic::to_message(&bytes) {
         Some(message) => {
             parts.headers.insert(
@@ -137,45 +199,77 @@ async fn translate(answer: Response) -> Response {
     }
 }
 
+/// Whether the JSON object `doc` has a top-level `type` of `kind` (a JSON
+/// string, quotes included); any `type` when `kind` is empty. Chat
+/// completions and their chunks have no `type`; every Messages answer,
+/// event and error has one.
+fn has_type(doc: &[u8], kind: &[u8]) -> bool {
+    json::member(doc, b"type").is_some_and(|member| kind.is_empty() || doc[member.value] == *kind)
+}
+
 /// The chat stream's events, translated as they arrive; a stream that
-/// breaks or ends early ends with an `error` event.
+/// breaks or ends early ends with an `error` event. A relayed Messages
+/// stream goes as it came, but for the error events the gateway adds.
 fn translated_stream(body: Body) -> impl futures_util::Stream<Item = Result<Bytes, axum::Error>> {
-    let events = MessagesEvents(StreamTranslator::default());
+    let events = MessagesEvents {
+        translator: StreamTranslator::default(),
+        relayed: None,
+    };
     rewrite(body.into_data_stream(), EVENT_LIMIT, events)
 }
 
 /// The chat stream's events as the Messages API's.
-struct MessagesEvents(StreamTranslator);
+struct MessagesEvents {
+    translator: StreamTranslator,
+    /// Whether the stream is already the Messages API's, known at its first
+    /// event with data.
+    relayed: Option<bool>,
+}
 
 impl Rewriter for MessagesEvents {
     fn event(&mut self, event: &Event<'_>, raw: &[u8], out: &mut Vec<u8>) {
         if only_comments(raw) {
             // Keep-alives go on as they are: clients ignore them, proxies
             // between see the connection is alive.
+            return out.extend_from_slice(raw);
+        }
+        if !event.has_data {
+            return;
+        }
+        let own_event = !event.name.is_empty() || has_type(&event.data, b"");
+        let relayed = *self.relayed.get_or_insert(own_event);
+        if relayed && own_event {
             out.extend_from_slice(raw);
         } else if event.is_done() {
-            self.0.end(out);
-        } else if event.has_data {
-            self.0.chunk(&event.data, out);
+            // A relayed stream has no `[DONE]`; a chat stream ends there.
+            if !relayed {
+                self.translator.end(out);
+            }
+        } else {
+            // A chat chunk, or an error event the gateway added.
+            self.translator.chunk(&event.data, out);
         }
     }
 
     fn too_long(&mut self, out: &mut Vec<u8>) {
-        self.0
+        self.translator
             .fail("The upstream sent an event too long to read.", out);
     }
 
     fn broke(&mut self, out: &mut Vec<u8>) -> bool {
-        self.0.fail("The upstream's stream broke off.", out);
+        self.translator
+            .fail("The upstream's stream broke off.", out);
         false
     }
 
     fn end(&mut self, out: &mut Vec<u8>) {
-        self.0.end(out);
+        if self.relayed != Some(true) {
+            self.translator.end(out);
+        }
     }
 
     fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.translator.is_closed()
     }
 }
 
@@ -244,11 +338,15 @@ async fn anthropic_errors(response: Response) -> Response {
     let bytes = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
         .await
         .unwrap_or_default();
+    parts.status = anthropic::status_for(status);
+    // An Anthropic deployment's own error, relayed: already in shape.
+    if has_type(&bytes, b"\"error\"") {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     let message = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|body| Some(body.get("error")?.get("message")?.as_str()?.to_owned()))
         .unwrap_or_else(|| format!("The gateway answered {status}."));
-    parts.status = anthropic::status_for(status);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

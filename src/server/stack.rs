@@ -198,8 +198,12 @@ pub fn inner(services: Services, apart: Apart) -> Apps {
         .map(|jobs| jobs_routes(jobs, authenticate.clone()))
         .unwrap_or_default();
     let internal = with_fallbacks(api(&services, Entry::Internal, None));
-    let messages_router =
-        super::messages::routes(internal.clone(), services.reader.clone(), authenticate);
+    let messages_router = super::messages::routes(
+        internal.clone(),
+        services.reader.clone(),
+        services.dispatcher.router().clone(),
+        authenticate,
+    );
 
     let scrape = health::Scrape {
         metrics: services.metrics.clone(),

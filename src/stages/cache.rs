@@ -42,6 +42,22 @@ impl Stage for Cache {
     }
 }
 
+/// A Messages call for a model an Anthropic deployment serves (or that
+/// may fall back to another model, which one may serve) may be answered
+/// in Anthropic's shape, relayed untranslated: the cache, which holds
+/// OpenAI answers, neither serves nor keeps it.
+fn relayable(request: &Request, route: &crate::engines::routing::ModelRoute) -> bool {
+    let anthropic = crate::config::Provider::Anthropic;
+    request
+        .extensions()
+        .get::<crate::vocab::MessagesBody>()
+        .is_some()
+        && (!route.fallbacks.is_empty()
+            || route
+                .backends()
+                .any(|backend| backend.deployment.provider == anthropic))
+}
+
 async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) -> Response {
     let Some((call, api)) = Call::proxied(request.extensions()) else {
         return next.run(request).await;
@@ -49,7 +65,7 @@ async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) ->
     let identity = &call.identity;
     let started = tokio::time::Instant::now();
     let traced = |request: &Request, result| traced(request, started, result);
-    let decision = if identity.cache {
+    let decision = if identity.cache && !relayable(&request, &api.route) {
         let eligibility = Eligibility {
             cache_all: cache.config.cache_all,
             model_override: cache.model_overrides.get(&*api.route.name).copied(),

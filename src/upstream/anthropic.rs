@@ -150,3 +150,27 @@ impl Rewriter for ChatChunks {
         self.0.is_closed()
     }
 }
+
+/// A relayed Messages call's answer: its body as it came, its status and
+/// rate-limit headers read as for a translated call, so failover, limits
+/// and throttle marks treat it alike.
+pub(super) fn relayed(response: UpstreamResponse) -> UpstreamResponse {
+    let UpstreamResponse {
+        status,
+        mut headers,
+        body,
+    } = response;
+    provider::map_headers(&mut headers, std::time::SystemTime::now());
+    UpstreamResponse {
+        status: provider::map_status(status),
+        headers,
+        body,
+    }
+}
+
+/// The 400 for a Messages call that only an Anthropic deployment can
+/// serve, sent to another.
+pub(super) fn untranslatable(why: &str) -> UpstreamResponse {
+    let message = format!("{why} (this model's deployment is not Anthropic's)");
+    refusal(StatusCode::BAD_REQUEST, &message)
+}

@@ -47,22 +47,13 @@ impl UpstreamClient {
         }
         let upstream_model = deployment.upstream_model(&request.client_model);
         let anthropic = deployment.provider == crate::config::Provider::Anthropic;
-        let mut include_usage = false;
-        let body = if anthropic {
-            match super::anthropic::request_body(request.endpoint, &request.body, upstream_model) {
-                Ok((body, usage)) => {
-                    include_usage = usage;
-                    body
-                }
-                Err(refusal) => return Ok(refusal),
-            }
-        } else if deployment.target.model_in_body(request.endpoint)
-            && upstream_model != &*request.body_model
-            && request.stored.is_none()
-        {
-            rewrite_model(&request.body, request.content_type.as_ref(), upstream_model)?
-        } else {
-            request.body
+        let Outgoing {
+            body,
+            include_usage,
+            relay,
+        } = match outgoing(deployment, &request, upstream_model)? {
+            Ok(outgoing) => outgoing,
+            Err(refusal) => return Ok(refusal),
         };
         let uri = deployment
             .uri(request.endpoint, upstream_model, request.stored.as_ref())
@@ -87,6 +78,10 @@ impl UpstreamClient {
         if anthropic {
             let (name, value) = super::anthropic::VERSION_HEADER;
             builder = builder.header(name, value);
+            let beta = request.messages.as_ref().and_then(|m| m.beta.clone());
+            if let Some(beta) = beta.filter(|_| relay) {
+                builder = builder.header("anthropic-beta", beta);
+            }
         }
         if let Some(id) = request.request_id {
             builder = builder.header(crate::util::headers::X_REQUEST_ID, id);
@@ -113,10 +108,69 @@ impl UpstreamClient {
             headers: head.headers,
             body,
         };
-        match anthropic {
-            true => Ok(super::anthropic::answer(response, include_usage).await),
-            false => Ok(response),
+        match (anthropic, relay) {
+            (true, true) => Ok(super::anthropic::relayed(response)),
+            (true, false) => Ok(super::anthropic::answer(response, include_usage).await),
+            (false, _) => Ok(response),
         }
+    }
+}
+
+/// What one call sends, as the deployment takes it.
+struct Outgoing {
+    body: Bytes,
+    /// A chat call translated to Messages asked for the stream's usage chunk.
+    include_usage: bool,
+    /// A Messages call sent as it came to an Anthropic deployment: its
+    /// answer goes back untranslated.
+    relay: bool,
+}
+
+/// The body a deployment is sent: the client's bytes (with the model
+/// renamed when `model_map` renames it); a chat call written as Messages
+/// for an Anthropic deployment, or a Messages call's own bytes; or the
+/// refusal that answers a call the deployment cannot take.
+fn outgoing(
+    deployment: &Deployment,
+    request: &UpstreamRequest,
+    upstream_model: &str,
+) -> Result<Result<Outgoing, UpstreamResponse>, UpstreamError> {
+    let renamed = upstream_model != &*request.body_model && request.stored.is_none();
+    let plain = |body: Bytes, relay| Outgoing {
+        body,
+        include_usage: false,
+        relay,
+    };
+    match (deployment.provider, &request.messages) {
+        (crate::config::Provider::Anthropic, Some(messages)) => {
+            let body = match renamed {
+                true => rewrite_model(&messages.body, None, upstream_model)?,
+                false => messages.body.clone(),
+            };
+            Ok(Ok(plain(body, true)))
+        }
+        (crate::config::Provider::Anthropic, None) => {
+            Ok(
+                super::anthropic::request_body(request.endpoint, &request.body, upstream_model)
+                    .map(|(body, include_usage)| Outgoing {
+                        body,
+                        include_usage,
+                        relay: false,
+                    }),
+            )
+        }
+        (
+            _,
+            Some(crate::vocab::MessagesBody {
+                untranslatable: Some(why),
+                ..
+            }),
+        ) => Ok(Err(super::anthropic::untranslatable(why))),
+        _ if renamed && deployment.target.model_in_body(request.endpoint) => {
+            let body = rewrite_model(&request.body, request.content_type.as_ref(), upstream_model)?;
+            Ok(Ok(plain(body, false)))
+        }
+        _ => Ok(Ok(plain(request.body.clone(), false))),
     }
 }
 

@@ -44,6 +44,9 @@ pub struct UpstreamRequest {
     /// caller's own, passed on.
     pub traceparent: Option<http::HeaderValue>,
     pub tracestate: Option<http::HeaderValue>,
+    /// A Messages call's own bytes: an Anthropic deployment gets these,
+    /// and its answer comes back untranslated.
+    pub messages: Option<crate::vocab::MessagesBody>,
 }
 
 pub type BodyStream = BoxStream<'static, Result<Bytes, UpstreamError>>;

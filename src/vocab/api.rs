@@ -28,3 +28,18 @@ impl Api {
         }
     }
 }
+
+/// A Messages call's own bytes, carried beside its chat translation (a
+/// request extension only the Messages adapter sets): an Anthropic
+/// deployment is sent these as they came, and its answer relayed to the
+/// client untranslated, so nothing the translation cannot say is lost.
+#[derive(Debug, Clone)]
+pub struct MessagesBody {
+    pub body: bytes::Bytes,
+    /// The client's `anthropic-beta`, sent on with the relayed call.
+    pub beta: Option<http::HeaderValue>,
+    /// Set when the call has no faithful chat translation (it uses a field
+    /// a chat completion cannot say): why. Only an Anthropic deployment
+    /// may serve it; any other refuses it with this reason.
+    pub untranslatable: Option<std::sync::Arc<str>>,
+}

@@ -21,7 +21,7 @@ mod resource;
 mod usage;
 
 pub use answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
-pub use api::Api;
+pub use api::{Api, MessagesBody};
 pub use degraded::{DEGRADED, Degraded, Level};
 pub use endpoint::{Endpoint, StoredCall};
 pub use identity::Identity;

@@ -38,6 +38,7 @@ where
         loop {
             let mut out = Vec::new();
             let mut broken = None;
+            let mut ended = false;
             match body.next().await {
                 Some(Ok(chunk)) => splitter.feed(&chunk, |piece| match piece {
                     Piece::Event(raw) => rewriter.event(&Event::parse(raw), raw, &mut out),
@@ -54,9 +55,11 @@ where
                         rewriter.event(&Event::parse(&rest), &rest, &mut out);
                     }
                     rewriter.end(&mut out);
+                    ended = true;
                 }
             }
-            let closed = broken.is_some() || rewriter.is_closed();
+            // A body is not polled past its end, whatever the rewriter says.
+            let closed = broken.is_some() || ended || rewriter.is_closed();
             if out.is_empty() && !closed {
                 continue;
             }

@@ -8,18 +8,27 @@ use super::{Event, Piece, Splitter, json, with_data};
 use crate::vocab::Usage;
 
 /// Chat/completions/embeddings name the fields `prompt_/completion_tokens`,
-/// the Responses API `input_/output_tokens`.
-#[derive(Deserialize)]
+/// the Responses API and Anthropic's Messages API `input_/output_tokens`.
+/// Anthropic counts prompt-cache reads and writes apart from
+/// `input_tokens`; they are prompt tokens too. Every field is optional: a
+/// Messages stream reports usage twice (`message_start`, then
+/// `message_delta` with the output count), and the later report's fields
+/// replace the earlier's one by one.
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct RawUsage {
     #[serde(alias = "input_tokens", default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(alias = "output_tokens", default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
     #[serde(alias = "input_tokens_details", default)]
     prompt_tokens_details: Option<CachedDetails>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct CachedDetails {
     #[serde(default)]
     cached_tokens: u64,
@@ -29,27 +38,52 @@ struct CachedDetails {
 struct Carrier {
     #[serde(default)]
     usage: Option<RawUsage>,
-    /// Responses API stream events carry it inside `response`.
-    #[serde(default)]
+    /// Responses API stream events carry it inside `response`, the
+    /// Messages API's `message_start` inside `message`.
+    #[serde(default, alias = "message")]
     response: Option<Box<Carrier>>,
+}
+
+impl RawUsage {
+    /// `later`'s fields where it has them, else this one's.
+    fn updated(self, later: Self) -> Self {
+        Self {
+            prompt_tokens: later.prompt_tokens.or(self.prompt_tokens),
+            completion_tokens: later.completion_tokens.or(self.completion_tokens),
+            prompt_tokens_details: later.prompt_tokens_details.or(self.prompt_tokens_details),
+            cache_read_input_tokens: later
+                .cache_read_input_tokens
+                .or(self.cache_read_input_tokens),
+            cache_creation_input_tokens: later
+                .cache_creation_input_tokens
+                .or(self.cache_creation_input_tokens),
+        }
+    }
 }
 
 impl From<RawUsage> for Usage {
     fn from(raw: RawUsage) -> Self {
+        let cache_read = raw.cache_read_input_tokens.unwrap_or(0);
+        let cache_write = raw.cache_creation_input_tokens.unwrap_or(0);
+        let cached = raw.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
         Self {
-            prompt_tokens: raw.prompt_tokens,
-            completion_tokens: raw.completion_tokens,
-            cached_tokens: raw.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            prompt_tokens: raw.prompt_tokens.unwrap_or(0) + cache_read + cache_write,
+            completion_tokens: raw.completion_tokens.unwrap_or(0),
+            cached_tokens: cached.max(cache_read),
         }
     }
 }
 
 /// Usage from a JSON body or one SSE event's data.
 pub fn parse(json: &[u8]) -> Option<Usage> {
+    parse_raw(json).map(Usage::from)
+}
+
+fn parse_raw(json: &[u8]) -> Option<RawUsage> {
     let carrier: Carrier = serde_json::from_slice(json).ok()?;
     match (carrier.usage, carrier.response) {
-        (Some(usage), _) => Some(usage.into()),
-        (None, Some(response)) => response.usage.map(Usage::from),
+        (Some(usage), _) => Some(usage),
+        (None, Some(response)) => response.usage,
         (None, None) => None,
     }
 }
@@ -93,10 +127,11 @@ pub fn hide_in_event(raw: &[u8]) -> Hidden {
 }
 
 /// The usage one whole event reports: a chat/completions chunk's top-level
-/// `usage` object, or the Responses API's `response.usage` (on
-/// `response.completed`). Only such an event is parsed with serde; the
+/// `usage` object, the Responses API's `response.usage` (on
+/// `response.completed`), or the Messages API's `message.usage` (on
+/// `message_start`). Only such an event is parsed with serde; the
 /// `"usage": null` on every other chunk is recognised by the walk alone.
-fn usage_in_event(raw: &[u8]) -> Option<Usage> {
+fn usage_in_event(raw: &[u8]) -> Option<RawUsage> {
     memchr::memmem::find(raw, USAGE_KEY)?;
     let event = Event::parse(raw);
     let data = &event.data;
@@ -106,9 +141,10 @@ fn usage_in_event(raw: &[u8]) -> Option<Usage> {
     let is_object = |doc: &[u8]| {
         json::member(doc, b"usage").is_some_and(|usage| doc.get(usage.value.start) == Some(&b'{'))
     };
-    let reports = is_object(data)
-        || json::member(data, b"response").is_some_and(|response| is_object(&data[response.value]));
-    reports.then(|| parse(data)).flatten()
+    let nested =
+        |name: &[u8]| json::member(data, name).is_some_and(|inner| is_object(&data[inner.value]));
+    let reports = is_object(data) || nested(b"response") || nested(b"message");
+    reports.then(|| parse_raw(data)).flatten()
 }
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
@@ -136,7 +172,7 @@ fn names_an_object(data: &[u8]) -> bool {
 /// bytes). The cost is linear however the stream is cut.
 pub struct StreamUsageScanner {
     splitter: Splitter,
-    found: Option<Usage>,
+    found: Option<RawUsage>,
 }
 
 const EVENT_LIMIT: usize = 256 * 1024;
@@ -157,13 +193,13 @@ impl StreamUsageScanner {
             if let Piece::Event(raw) = piece
                 && let Some(usage) = usage_in_event(raw)
             {
-                *found = Some(usage);
+                *found = Some(found.unwrap_or_default().updated(usage));
             }
         });
     }
 
     pub fn usage(&self) -> Option<Usage> {
-        self.found
+        self.found.map(Usage::from)
     }
 }
 
@@ -209,6 +245,28 @@ mod tests {
         let mut scanner = StreamUsageScanner::default();
         scanner.scan(b"event: response.completed\r\ndata: {\"type\": \"response.completed\", \"response\": {\"usage\": {\"input_tokens\": 4, \"output_tokens\": 5}}}\r\n\r\n");
         assert_eq!(scanner.usage().map(|u| u.total()), Some(9));
+    }
+
+    #[test]
+    fn a_messages_streams_two_reports_make_one_usage() {
+        let mut scanner = StreamUsageScanner::default();
+        scanner.scan(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1,\"cache_read_input_tokens\":20,\"cache_creation_input_tokens\":3}}}\n\n");
+        scanner.scan(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\\"usage\\\": {\"}}\n\n");
+        scanner.scan(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n");
+        let usage = scanner.usage().unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 32,
+                completion_tokens: 15,
+                cached_tokens: 20
+            }
+        );
+        let whole = br#"{"type":"message","content":[],"usage":{"input_tokens":4,"output_tokens":2,"cache_read_input_tokens":1}}"#;
+        assert_eq!(
+            parse(whole).map(|u| (u.prompt_tokens, u.cached_tokens)),
+            Some((5, 1))
+        );
     }
 
     #[test]
