@@ -24,6 +24,8 @@ pub mod provider;
 mod relay;
 mod request;
 mod response;
+#[cfg(test)]
+mod round_trip;
 mod stream;
 
 pub use error::{error_body, error_type, status_for};
