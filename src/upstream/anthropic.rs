@@ -59,9 +59,7 @@ pub(super) async fn answer(response: UpstreamResponse, include_usage: bool) -> U
         status,
         mut headers,
         body,
-    } = response;
-    provider::map_headers(&mut headers, std::time::SystemTime::now());
-    let status = provider::map_status(status);
+    } = relayed(response);
     let streamed = crate::util::headers::is_event_stream(&headers);
     if status.is_success() && streamed {
         headers.remove(header::CONTENT_LENGTH);
