@@ -17,87 +17,18 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use common::TestGateway;
 use common::gateway::chat;
-use serde_json::json;
+use common::hidden::{Hidden, Hint};
 
 const ADMIN: &str = "admin-token-0123456789";
 /// Hidden capacity, and the upstream's time per call.
 const N: usize = 20;
 const LATENCY: Duration = Duration::from_millis(100);
 const CLIENTS: usize = 3 * N;
-
-/// The upstream: `capacity` calls at once, a 429 for any beyond.
-#[derive(Default)]
-struct Hidden {
-    capacity: AtomicUsize,
-    in_flight: AtomicUsize,
-    served: AtomicU64,
-    throttled: AtomicU64,
-}
-
-impl Hidden {
-    async fn start(capacity: usize) -> (Arc<Self>, String) {
-        let hidden = Arc::new(Self::default());
-        hidden.capacity.store(capacity, Ordering::SeqCst);
-        let app = Router::new().fallback(serve).with_state(hidden.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (hidden, format!("http://{addr}"))
-    }
-
-    /// `(served, throttled)` so far.
-    fn calls(&self) -> (u64, u64) {
-        (
-            self.served.load(Ordering::SeqCst),
-            self.throttled.load(Ordering::SeqCst),
-        )
-    }
-}
-
-/// Leaves the in-flight count however the call ends.
-struct InFlight(Arc<Hidden>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn serve(State(hidden): State<Arc<Hidden>>) -> Response {
-    let now = hidden.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    let _guard = InFlight(hidden.clone());
-    if now > hidden.capacity.load(Ordering::SeqCst) {
-        hidden.throttled.fetch_add(1, Ordering::SeqCst);
-        let body = json!({"error": {"message": "too many requests", "type": "requests",
-                                     "param": null, "code": "rate_limit_exceeded"}});
-        return (
-            http::StatusCode::TOO_MANY_REQUESTS,
-            [
-                ("retry-after-ms", "100"),
-                ("content-type", "application/json"),
-            ],
-            body.to_string(),
-        )
-            .into_response();
-    }
-    tokio::time::sleep(LATENCY).await;
-    hidden.served.fetch_add(1, Ordering::SeqCst);
-    let body = json!({
-        "id": "chatcmpl-hidden", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                     "finish_reason": "stop", "logprobs": null}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
-    });
-    ([("content-type", "application/json")], body.to_string()).into_response()
-}
 
 /// `CLIENTS` callers sending one request after another until stopped.
 struct Load {
@@ -226,7 +157,7 @@ fn mean(limits: &[usize]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_limit_finds_the_hidden_capacity_and_follows_it() {
-    let (hidden, base_url) = Hidden::start(N).await;
+    let (hidden, base_url) = Hidden::start(N, LATENCY, Hint::Millis(100)).await;
     let gateway = gateway(
         &base_url,
         "concurrency = \"adaptive\"\nmax_concurrency = 100",
@@ -309,7 +240,7 @@ async fn adaptive_limit_finds_the_hidden_capacity_and_follows_it() {
 /// The comparison figure: a fixed limit of 3N on the same upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_high_limit_on_the_same_upstream_for_comparison() {
-    let (hidden, base_url) = Hidden::start(N).await;
+    let (hidden, base_url) = Hidden::start(N, LATENCY, Hint::Millis(100)).await;
     let gateway = gateway(&base_url, &format!("max_concurrency = {CLIENTS}")).await;
     let view = concurrency(&gateway).await;
     assert_eq!(view["mode"], "fixed", "{view}");
@@ -367,7 +298,7 @@ fn min_concurrency_is_checked() {
 /// than starting the deployment over at `min_concurrency`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_the_learnt_limit_within_new_bounds() {
-    let (_hidden, base_url) = Hidden::start(N).await;
+    let (_hidden, base_url) = Hidden::start(N, LATENCY, Hint::Millis(100)).await;
     let toml = |max: usize| {
         format!(
             "[server]\nwatch_config = false\n[usage]\nstore = \"none\"\n[batch]\nstore = \"none\"\n[auth]\nrequired = false\n\

@@ -45,21 +45,15 @@ pub(super) async fn attempt(
                     failure,
                     produced: false,
                 },
-                _ => Outcome::Retryable {
-                    failure,
-                    hint: None,
-                },
+                _ => Outcome::retry(failure),
             };
         }
         Err(_) => {
             health.finish(permit, Some(true), started.elapsed(), Instant::now());
-            return Outcome::Retryable {
-                failure: FailureKind::Gateway(GatewayError::UpstreamTimeout {
-                    deployment: deployment.name.to_string(),
-                    timeout_ms: timeout.as_millis(),
-                }),
-                hint: None,
-            };
+            return Outcome::retry(FailureKind::Gateway(GatewayError::UpstreamTimeout {
+                deployment: deployment.name.to_string(),
+                timeout_ms: timeout.as_millis(),
+            }));
         }
     };
     let now = Instant::now();
@@ -131,7 +125,11 @@ async fn answered_with_error(
     let hint = crate::engines::routing::retry_after(&response.headers);
     let code = status.as_u16();
     let throttling = code == 429 || (code == 503 && hint.is_some());
-    let absorbed = backend.adaptive.is_some() && AdaptiveLimit::absorbs(hint);
+    let absorbed = throttling
+        && backend
+            .adaptive
+            .as_ref()
+            .is_some_and(|limit| limit.absorbs(hint));
     if throttling && !absorbed {
         health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
     }
@@ -152,7 +150,11 @@ async fn answered_with_error(
         body,
     };
     if throttling || server_failure || code == 409 {
-        Outcome::Retryable { failure, hint }
+        Outcome::Retryable {
+            failure,
+            hint,
+            absorbed,
+        }
     } else {
         Outcome::Final {
             failure,
@@ -175,10 +177,7 @@ fn unread(error: GatewayError, health: &Health, permit: Permit, started: Instant
             produced: true,
         }
     } else {
-        Outcome::Retryable {
-            failure,
-            hint: None,
-        }
+        Outcome::retry(failure)
     }
 }
 
@@ -194,10 +193,7 @@ fn refused(wrong: respond::Misdirected, deployment: &str) -> Outcome {
     if produced {
         Outcome::Final { failure, produced }
     } else {
-        Outcome::Retryable {
-            failure,
-            hint: None,
-        }
+        Outcome::retry(failure)
     }
 }
 
@@ -214,11 +210,13 @@ pub(super) fn adapt(
 ) {
     let signal = match outcome {
         Outcome::Success(_) => LimitSignal::Success(spent),
+        // An absorbed hint holds nothing: the deployment stays in rotation.
         Outcome::Retryable {
             failure: FailureKind::Upstream { status, .. },
             hint,
+            absorbed,
         } if status.as_u16() == 429 || (status.as_u16() == 503 && hint.is_some()) => {
-            LimitSignal::Overload(*hint)
+            LimitSignal::Overload(hint.filter(|_| !absorbed))
         }
         Outcome::Retryable {
             failure: FailureKind::Gateway(GatewayError::UpstreamTimeout { .. }),

@@ -17,7 +17,7 @@ use super::gate::{self, Gated, Pass};
 pub use super::outcome::{Failure, FailureKind, Reply, Success};
 use super::outcome::{Outcome, attempt_end};
 pub use super::progress::Outbound;
-use super::progress::Progress;
+use super::progress::{MAX_ABSORBED, Progress};
 use super::trace;
 use crate::engines::limits::AttemptEnd;
 use crate::engines::queue::held_while_streaming;
@@ -29,7 +29,8 @@ pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Succ
     let mut progress = Progress::new(&call, first);
     // Bounded: each pass either makes an attempt or moves down the fallback chain.
     let models = 1 + call.route.fallbacks.len();
-    for _ in 0..(call.retry.max_attempts as usize * models + models + 8) * 2 {
+    let absorbed = MAX_ABSORBED as usize;
+    for _ in 0..(call.retry.max_attempts as usize * models + models + absorbed + 8) * 2 {
         let now = Instant::now();
         if now >= call.deadline {
             break;
@@ -134,15 +135,28 @@ async fn run_attempt(
             Some(Ok(success))
         }
         Outcome::Final { failure, .. } => Some(Err(progress.failure(failure))),
-        Outcome::Retryable { failure, hint } => {
+        Outcome::Retryable {
+            failure,
+            hint,
+            absorbed,
+        } => {
             tracing::warn!(
                 deployment = %backend.deployment.name,
                 model = %call.route.name,
                 attempt = progress.attempts,
                 error = %failure,
+                absorbed,
                 "upstream attempt failed; retrying if the retry policy allows"
             );
             progress.last = Some((failure, hint));
+            if absorbed && progress.absorbed < MAX_ABSORBED {
+                // The limit took the push-back: the call queues for a slot
+                // under the smaller limit, which paces it; no attempt,
+                // budget or hint wait is spent.
+                progress.absorbed += 1;
+                progress.model_attempts -= 1;
+                progress.last = progress.last.take().map(|(failure, _)| (failure, None));
+            }
             None
         }
     }

@@ -62,9 +62,13 @@ impl std::fmt::Display for FailureKind {
 pub(super) enum Outcome {
     Success(Success),
     /// Worth another attempt; `hint` is the upstream's own wait, if any.
+    /// `absorbed`: concurrency push-back the deployment's adaptive limit
+    /// took (it cut the limit, the deployment stays in rotation), so the
+    /// call queues for a slot again rather than spending an attempt.
     Retryable {
         failure: FailureKind,
         hint: Option<Duration>,
+        absorbed: bool,
     },
     /// Not worth another attempt; `produced` when the upstream did the work
     /// (an answer too large, or in the wrong form), so usage is unknown.
@@ -72,6 +76,17 @@ pub(super) enum Outcome {
         failure: FailureKind,
         produced: bool,
     },
+}
+
+impl Outcome {
+    /// Worth another attempt, with no hint.
+    pub(super) fn retry(failure: FailureKind) -> Self {
+        Self::Retryable {
+            failure,
+            hint: None,
+            absorbed: false,
+        }
+    }
 }
 
 /// What an attempt did, for its deployment's token charge and for whether

@@ -53,12 +53,20 @@ pub(super) struct Progress {
     /// Attempts on the current model: each model down the fallback chain
     /// gets its own `max_attempts`.
     pub model_attempts: u32,
+    /// Attempts an adaptive limit absorbed (concurrency push-back): they
+    /// are not counted in `model_attempts`, up to `MAX_ABSORBED`.
+    pub absorbed: u32,
     /// The last retryable failure and its hint.
     pub last: Option<(FailureKind, Option<Duration>)>,
     pub maybe_produced: bool,
     pub upstream_time: Duration,
     fallbacks: std::vec::IntoIter<Arc<str>>,
 }
+
+/// The most push-backs an adaptive limit absorbs for one call: each cuts
+/// the limit by a quarter, so this many in a row means the deployment
+/// refuses whatever its concurrency; after them push-back spends attempts.
+pub(super) const MAX_ABSORBED: u32 = 16;
 
 impl Progress {
     pub fn new(call: &Outbound, first: Option<Arc<Backend>>) -> Self {
@@ -69,6 +77,7 @@ impl Progress {
             quota_free_at: None,
             attempts: 0,
             model_attempts: 0,
+            absorbed: 0,
             last: None,
             maybe_produced: false,
             upstream_time: Duration::ZERO,

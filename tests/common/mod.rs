@@ -5,6 +5,7 @@
 pub mod batch_api;
 pub mod fake_upstream;
 pub mod gateway;
+pub mod hidden;
 pub mod otlp;
 pub mod postgres;
 pub mod process;

@@ -29,8 +29,9 @@ const LATENCY_TOLERANCE: f64 = 2.0;
 const BASELINE_DRIFT: f64 = 0.02;
 
 /// A 429 hint up to this long is concurrency push-back, which the limit
-/// absorbs; a longer one is a quota window, which takes the deployment out
-/// of rotation as on a fixed limit.
+/// absorbs; a longer one is too when other calls are in flight (see
+/// `AdaptiveLimit::absorbs`), else a quota window, which takes the
+/// deployment out of rotation as on a fixed limit.
 const ABSORBED_HINT: Duration = Duration::from_secs(1);
 
 /// What one upstream attempt said about the deployment's capacity.
@@ -82,11 +83,16 @@ impl AdaptiveLimit {
         })
     }
 
-    /// Whether a 429 with `hint` is left to the limit rather than
+    /// Whether push-back with `hint` is left to the limit rather than
     /// throttling the deployment: callers then queue for the smaller limit
-    /// instead of finding no usable deployment.
-    pub fn absorbs(hint: Option<Duration>) -> bool {
-        hint.is_none_or(|hint| hint <= ABSORBED_HINT)
+    /// instead of finding no usable deployment. A short hint (or none) is
+    /// concurrency push-back; so is any hint while other calls are in
+    /// flight on the deployment (the caller still holds its own slot): the
+    /// upstream is serving them as it refuses this one, so it is out of
+    /// room, not out of quota. A long hint with nothing else in flight is a
+    /// quota window and throttles the deployment.
+    pub fn absorbs(&self, hint: Option<Duration>) -> bool {
+        is_short(hint) || self.slots.in_use() > 1
     }
 
     /// A reload's bounds: the learnt limit is kept, clamped into them.
@@ -130,6 +136,12 @@ impl AdaptiveLimit {
             .store(pack(control.min, control.max), Ordering::Relaxed);
         self.slots.set_capacity(control.limit);
     }
+}
+
+/// A hint (or none) short enough to be concurrency push-back whatever
+/// else is in flight.
+fn is_short(hint: Option<Duration>) -> bool {
+    hint.is_none_or(|hint| hint <= ABSORBED_HINT)
 }
 
 fn pack(min: usize, max: usize) -> u64 {
@@ -264,7 +276,7 @@ impl Control {
         self.slow_start = false;
         self.last_cut = Some(now);
         self.hold_until = hint
-            .filter(|hint| !AdaptiveLimit::absorbs(Some(*hint)))
+            .filter(|hint| !is_short(Some(*hint)))
             .map(|hint| now + hint);
         self.window = Window::default();
         let target = ((self.limit as f64 * BACKOFF) as usize)

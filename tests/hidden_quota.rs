@@ -1,0 +1,156 @@
+//! No client error under a hidden concurrency quota, whatever its shape:
+//! capacities 2 to 64, latencies 20 to 500 ms, 429s with no hint, a short
+//! one or a long one, each loaded by three times its capacity in
+//! closed-loop clients through `concurrency = "adaptive"` with the default
+//! retry settings. Shapes are generated from a seed, so a failure names
+//! its shape and replays.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benches own their tasks"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestGateway;
+use common::gateway::chat;
+use common::hidden::{Hidden, Hint};
+
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    capacity: usize,
+    latency: Duration,
+    hint: Hint,
+    clients: usize,
+}
+
+impl Shape {
+    fn random(rng: &mut fastrand::Rng) -> Self {
+        let capacity = [2, 3, 5, 8, 13, 24, 40, 64][rng.usize(..8)];
+        let latency = Duration::from_millis([20, 50, 100, 200, 500][rng.usize(..5)]);
+        let hint = match rng.u8(..4) {
+            0 => Hint::None,
+            1 => Hint::Millis(rng.u64(5..50)),
+            2 => Hint::Millis(rng.u64(100..1000)),
+            _ => Hint::Seconds(rng.u64(1..3)),
+        };
+        Self {
+            capacity,
+            latency,
+            hint,
+            clients: capacity * rng.usize(2..4),
+        }
+    }
+}
+
+async fn gateway(base_url: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        "[auth]\nrequired = false\n\
+         [[deployments]]\nname = \"hidden\"\nprovider = \"openai\"\nbase_url = \"{base_url}\"\n\
+         models = [\"gpt-4o\"]\nconcurrency = \"adaptive\"\n"
+    ))
+    .await
+}
+
+/// `shape.clients` closed loops for `span`: answered calls and the
+/// client errors by status and message.
+async fn load(gateway: &TestGateway, shape: Shape, span: Duration) -> (u64, BTreeMap<String, u64>) {
+    let errors = Arc::new(Mutex::new(BTreeMap::new()));
+    let until = Instant::now() + span;
+    let tasks: Vec<_> = (0..shape.clients)
+        .map(|_| {
+            let (client, url, errors) = (
+                gateway.client.clone(),
+                gateway.url("/v1/chat/completions"),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                let mut answered = 0u64;
+                while Instant::now() < until {
+                    let response = client
+                        .post(&url)
+                        .json(&chat("gpt-4o"))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if status.is_success() {
+                        answered += 1;
+                        continue;
+                    }
+                    let message: serde_json::Value =
+                        serde_json::from_str(&body).unwrap_or_default();
+                    let message = message["error"]["message"]
+                        .as_str()
+                        .unwrap_or(&body)
+                        .to_owned();
+                    let key = format!(
+                        "{status}: {}",
+                        message.chars().take(120).collect::<String>()
+                    );
+                    *errors.lock().unwrap().entry(key).or_insert(0) += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        answered += task.await.unwrap();
+    }
+    let errors = errors.lock().unwrap().clone();
+    (answered, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_error_under_any_shape_of_hidden_quota() {
+    let seed: u64 = std::env::var("HIDDEN_QUOTA_SEED").map_or(27, |s| s.parse().unwrap());
+    let rounds: usize = std::env::var("HIDDEN_QUOTA_SHAPES").map_or(4, |s| s.parse().unwrap());
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // The independent check's shape, and a quota window's long hint on
+    // a concurrency quota (which once took the only deployment out).
+    let mut shapes = vec![
+        Shape {
+            capacity: 8,
+            latency: Duration::from_millis(100),
+            hint: Hint::Millis(200),
+            clients: 24,
+        },
+        Shape {
+            capacity: 16,
+            latency: Duration::from_millis(20),
+            hint: Hint::Seconds(2),
+            clients: 48,
+        },
+    ];
+    shapes.extend((0..rounds).map(|_| Shape::random(&mut rng)));
+    let mut failed = Vec::new();
+    for shape in shapes {
+        let (hidden, base_url) = Hidden::start(shape.capacity, shape.latency, shape.hint).await;
+        let gateway = gateway(&base_url).await;
+        let span = match std::env::var("HIDDEN_QUOTA_SECONDS") {
+            Ok(seconds) => Duration::from_secs(seconds.parse().unwrap()),
+            Err(_) => (shape.latency * 40).clamp(Duration::from_secs(3), Duration::from_secs(6)),
+        };
+        let (answered, errors) = load(&gateway, shape, span).await;
+        let (served, throttled) = hidden.calls();
+        let total: u64 = errors.values().sum();
+        eprintln!(
+            "{shape:?}: {answered} answered, {total} client errors, upstream {served} served / {throttled} 429s; {errors:?}"
+        );
+        if total > 0 {
+            failed.push((shape, errors));
+        }
+    }
+    assert!(failed.is_empty(), "client errors: {failed:#?}");
+}
