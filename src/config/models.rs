@@ -38,7 +38,7 @@ pub struct RateLimit {
     pub tpm: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
     #[serde(default)]
@@ -51,6 +51,11 @@ pub struct ModelSettings {
     pub encoding: Option<String>,
     #[serde(default)]
     pub strategy: Strategy,
+    /// Scale the deployments' weights by the share of quota each last
+    /// reported left (`x-ratelimit-remaining-*` against `-limit-*`), so
+    /// one near its limit gets less before it answers 429.
+    #[serde(default = "super::default_true")]
+    pub headroom: bool,
     /// Models to serve from, in order, when no deployment of this one is usable
     /// or all failed their attempts.
     #[serde(default)]

@@ -145,6 +145,9 @@ metric_set! {
     degradation_level: IntGaugeVec = gauges("sluice_degradation_level", "Degradation level per model: 0 full, 1 reduced, 2 cached only, 3 static, 4 maintenance", ["model"]);
     remaining_requests: IntGaugeVec = gauges("sluice_upstream_remaining_requests", "x-ratelimit-remaining-requests as last reported", ["deployment"]);
     remaining_tokens: IntGaugeVec = gauges("sluice_upstream_remaining_tokens", "x-ratelimit-remaining-tokens as last reported", ["deployment"]);
+    /// The share of quota a deployment last reported left, which scales its
+    /// routing weight (100 when it reports none or its window has reset).
+    headroom: IntGaugeVec = gauges("sluice_deployment_headroom_percent", "Share of its quota a deployment last reported left (scales its routing weight)", ["deployment"]);
     /// `auto` router decisions, by tier model.
     auto_decisions: IntCounterVec = counters("sluice_auto_decisions_total", "auto router decisions by tier", ["tier"]);
     /// Split (canary) requests by split, variant and outcome (ok, client_error, server_error).

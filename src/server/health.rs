@@ -90,6 +90,11 @@ pub async fn metrics(State(scrape): State<Scrape>) -> Response {
             BreakerState::HalfOpen => 2,
         };
         metrics.circuit_state.with_label_values(&[name]).set(state);
+        let headroom = health.headroom(tokio::time::Instant::now());
+        metrics
+            .headroom
+            .with_label_values(&[name])
+            .set((headroom * 100.0).round() as i64);
         let (requests, tokens) = health.remaining();
         if let Some(requests) = requests {
             metrics

@@ -16,6 +16,17 @@ use crate::config::BreakerConfig;
 
 /// Peak-EWMA decay time constant.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// The least share of its weight a deployment keeps however little room it
+/// reports.
+const MIN_HEADROOM: f64 = 0.02;
+/// How long remaining counts hold when the upstream gives no reset time:
+/// a minute, the window of per-minute quotas.
+const HEADROOM_TTL: Duration = Duration::from_secs(60);
+
+/// A reported count as the cells hold it (they use -1 for "none").
+fn clip(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
 
 /// Why a deployment is skipped, and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,13 @@ pub struct Health {
     exhausted_until: AtomicU64,
     remaining_requests: AtomicI64,
     remaining_tokens: AtomicI64,
+    /// `x-ratelimit-limit-*`, or the most remaining ever reported where
+    /// the upstream sends no limit (Azure): what `remaining` is a share of.
+    limit_requests: AtomicI64,
+    limit_tokens: AtomicI64,
+    /// When the last remaining counts go stale (their reset, ms after
+    /// `epoch`): the quota window has turned and the room is whole again.
+    headroom_until: AtomicU64,
     in_flight: AtomicU32,
     /// Peak-EWMA latency in microseconds (f64 bits), and when it was updated.
     ewma_us: AtomicU64,
@@ -65,6 +83,9 @@ impl Health {
             exhausted_until: AtomicU64::new(0),
             remaining_requests: AtomicI64::new(-1),
             remaining_tokens: AtomicI64::new(-1),
+            limit_requests: AtomicI64::new(-1),
+            limit_tokens: AtomicI64::new(-1),
+            headroom_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0f64.to_bits()),
             ewma_at_ms: AtomicU64::new(0),
@@ -107,12 +128,32 @@ impl Health {
     pub fn observe(&self, headers: &HeaderMap, now: Instant) {
         let requests = hints::remaining(headers, "x-ratelimit-remaining-requests");
         let tokens = hints::remaining(headers, "x-ratelimit-remaining-tokens");
-        if let Some(value) = requests {
-            self.remaining_requests
-                .store(value as i64, Ordering::Relaxed);
+        let pairs = [
+            (
+                requests,
+                "x-ratelimit-limit-requests",
+                &self.remaining_requests,
+                &self.limit_requests,
+            ),
+            (
+                tokens,
+                "x-ratelimit-limit-tokens",
+                &self.remaining_tokens,
+                &self.limit_tokens,
+            ),
+        ];
+        for (remaining, limit_header, remaining_cell, limit_cell) in pairs {
+            let Some(value) = remaining else { continue };
+            remaining_cell.store(clip(value), Ordering::Relaxed);
+            match hints::remaining(headers, limit_header) {
+                Some(limit) => limit_cell.store(clip(limit), Ordering::Relaxed),
+                None => _ = limit_cell.fetch_max(clip(value), Ordering::Relaxed),
+            };
         }
-        if let Some(value) = tokens {
-            self.remaining_tokens.store(value as i64, Ordering::Relaxed);
+        if requests.is_some() || tokens.is_some() {
+            let reset = hints::reset_hint(headers).unwrap_or(HEADROOM_TTL);
+            self.headroom_until
+                .store(self.millis(now + reset), Ordering::Relaxed);
         }
         if requests == Some(0) || tokens == Some(0) {
             let reset = hints::retry_after(headers).unwrap_or(Duration::from_secs(1));
@@ -175,6 +216,40 @@ impl Health {
         ewma.max(1.0) * f64::from(self.in_flight() + 1)
     }
 
+    /// The share of its quota the deployment last reported left (the
+    /// lower of requests' and tokens'), in `[MIN_HEADROOM, 1]`; 1 when it
+    /// reports none or the report's window has reset. Weighted routing
+    /// scales the deployment's weight by it, so one near its limit gets
+    /// less before it answers 429, and never none: its trickle of calls
+    /// brings the next report.
+    pub fn headroom(&self, now: Instant) -> f64 {
+        if self.headroom_until.load(Ordering::Relaxed) <= self.millis(now) {
+            return 1.0;
+        }
+        let share = |remaining: i64, limit: &AtomicI64| {
+            let limit = limit.load(Ordering::Relaxed);
+            (remaining >= 0 && limit > 0).then(|| remaining as f64 / limit as f64)
+        };
+        // Calls in flight were sent after the report's call, so the upstream
+        // has counted, or will count, each of them against what it said
+        // was left: the report is always that far behind.
+        let reported = self.remaining_requests.load(Ordering::Relaxed);
+        let left = match reported {
+            ..0 => reported,
+            _ => (reported - i64::from(self.in_flight())).max(0),
+        };
+        let requests = share(left, &self.limit_requests);
+        let tokens = share(
+            self.remaining_tokens.load(Ordering::Relaxed),
+            &self.limit_tokens,
+        );
+        [requests, tokens]
+            .into_iter()
+            .flatten()
+            .fold(1.0, f64::min)
+            .clamp(MIN_HEADROOM, 1.0)
+    }
+
     pub fn remaining(&self) -> (Option<u64>, Option<u64>) {
         let read = |cell: &AtomicI64| u64::try_from(cell.load(Ordering::Relaxed)).ok();
         (read(&self.remaining_requests), read(&self.remaining_tokens))
@@ -233,5 +308,45 @@ mod tests {
         health.record_latency(Duration::from_millis(100), Instant::now());
         let decayed = health.ewma_latency().as_millis();
         assert!((240..260).contains(&decayed), "{decayed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headroom_is_the_reported_share_less_calls_in_flight_until_the_reset() {
+        let health = health();
+        let now = Instant::now();
+        assert_eq!(health.headroom(now), 1.0, "nothing reported");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit-requests", "100".parse().unwrap());
+        headers.insert("x-ratelimit-remaining-requests", "40".parse().unwrap());
+        headers.insert("x-ratelimit-reset-requests", "2s".parse().unwrap());
+        health.observe(&headers, now);
+        assert!((health.headroom(now) - 0.4).abs() < 1e-9);
+        let permits: Vec<_> = (0..10).map(|_| health.start(now).unwrap()).collect();
+        assert!(
+            (health.headroom(now) - 0.3).abs() < 1e-9,
+            "ten more will be counted"
+        );
+        for permit in permits {
+            health.finish(permit, None, Duration::ZERO, now);
+        }
+        // Tokens lower still: the lower share counts; never below the floor.
+        headers.insert("x-ratelimit-limit-tokens", "1000".parse().unwrap());
+        headers.insert("x-ratelimit-remaining-tokens", "1".parse().unwrap());
+        health.observe(&headers, now);
+        assert_eq!(health.headroom(now), MIN_HEADROOM);
+        assert_eq!(
+            health.headroom(now + Duration::from_secs(2)),
+            1.0,
+            "the window reset"
+        );
+        // No limit header (Azure): the most ever reported stands in for it.
+        let azure = Health::new(Arc::from("azure"), BreakerConfig::default());
+        for remaining in ["800", "200"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-ratelimit-remaining-requests", remaining.parse().unwrap());
+            azure.observe(&headers, now);
+        }
+        assert!((azure.headroom(now) - 0.25).abs() < 1e-9);
+        assert_eq!(azure.headroom(now + HEADROOM_TTL), 1.0);
     }
 }

@@ -38,7 +38,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The later of the two reset headers: both limits must have room again.
-fn reset_hint(headers: &HeaderMap) -> Option<Duration> {
+pub fn reset_hint(headers: &HeaderMap) -> Option<Duration> {
     ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
         .iter()
         .filter_map(|name| headers.get(*name)?.to_str().ok())

@@ -51,6 +51,8 @@ pub struct ModelRoute {
     pub name: Arc<str>,
     groups: Vec<PriorityGroup>,
     pub strategy: Strategy,
+    /// Weights scaled by the headroom each deployment reports.
+    pub headroom: bool,
     /// Models to serve from when none of this one's backends is usable.
     pub fallbacks: Vec<Arc<str>>,
     /// Kept across reloads (`DeploymentStates::retry_budget`), and shared
@@ -82,7 +84,11 @@ impl ModelRoute {
                     }
                 }
             }
-            strategy::order(self.strategy, &mut usable[start..], affinity);
+            let weights = strategy::Weights {
+                headroom: self.headroom,
+                now,
+            };
+            strategy::order(self.strategy, &mut usable[start..], affinity, weights);
             // Within the group, a backend with a free slot before one whose
             // callers would queue (stable: the strategy's order otherwise).
             usable[start..].sort_by_key(|b| b.slots.as_ref().is_some_and(|s| !s.has_room()));
@@ -104,6 +110,7 @@ impl ModelRoute {
                 members: vec![backend.clone()],
             }],
             strategy: self.strategy,
+            headroom: self.headroom,
             fallbacks: Vec::new(),
             budget: self.budget.clone(),
         }
@@ -162,6 +169,7 @@ impl ModelRouter {
                 name: Arc::from(model),
                 groups,
                 strategy: settings.map(|s| s.strategy).unwrap_or_default(),
+                headroom: settings.is_none_or(|s| s.headroom),
                 fallbacks: settings
                     .map(|s| s.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect())
                     .unwrap_or_default(),

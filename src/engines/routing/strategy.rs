@@ -3,13 +3,39 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::Backend;
 use crate::config::Strategy;
 
-pub fn order(strategy: Strategy, group: &mut [Arc<Backend>], affinity: Option<u64>) {
+/// How the weights of one ordering are read: as configured, or scaled by
+/// each deployment's reported headroom at `now`.
+#[derive(Clone, Copy)]
+pub struct Weights {
+    pub headroom: bool,
+    pub now: Instant,
+}
+
+impl Weights {
+    fn of(self, backend: &Backend) -> f64 {
+        let weight = f64::from(backend.deployment.weight);
+        match self.headroom {
+            true => weight * backend.health.headroom(self.now),
+            false => weight,
+        }
+    }
+}
+
+pub fn order(
+    strategy: Strategy,
+    group: &mut [Arc<Backend>],
+    affinity: Option<u64>,
+    weights: Weights,
+) {
     if group.len() < 2 {
         return;
     }
+    let weighted_shuffle = |group: &mut [Arc<Backend>]| weighted_shuffle(group, weights);
     match (strategy, affinity) {
         (Strategy::PrefixAffinity, Some(key)) => rendezvous(group, key),
         (Strategy::LeastOutstanding, _) => {
@@ -29,14 +55,16 @@ pub fn order(strategy: Strategy, group: &mut [Arc<Backend>], affinity: Option<u6
 }
 
 /// A random order in which each backend's chance of coming first is
-/// proportional to its weight (sampling without replacement).
-fn weighted_shuffle(group: &mut [Arc<Backend>]) {
-    let mut total: u64 = group.iter().map(|b| u64::from(b.deployment.weight)).sum();
-    for start in 0..group.len() {
-        let mut draw = fastrand::u64(..total.max(1));
+/// proportional to its weight (sampling without replacement). Weights are
+/// read as they are needed: a group is a handful of deployments, and the
+/// order needs no buffer.
+fn weighted_shuffle(group: &mut [Arc<Backend>], weights: Weights) {
+    for start in 0..group.len() - 1 {
+        let total: f64 = group[start..].iter().map(|b| weights.of(b)).sum();
+        let mut draw = fastrand::f64() * total;
         let mut picked = group.len() - 1;
         for (index, backend) in group.iter().enumerate().skip(start) {
-            let weight = u64::from(backend.deployment.weight);
+            let weight = weights.of(backend);
             if draw < weight {
                 picked = index;
                 break;
@@ -44,7 +72,6 @@ fn weighted_shuffle(group: &mut [Arc<Backend>]) {
             draw -= weight;
         }
         group.swap(start, picked);
-        total -= u64::from(group[start].deployment.weight);
     }
 }
 

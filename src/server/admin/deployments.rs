@@ -41,6 +41,8 @@ struct DeploymentView<'a> {
     circuit: &'a str,
     remaining_requests: Option<u64>,
     remaining_tokens: Option<u64>,
+    /// The share of quota left that scales the routing weight (0.05 to 1).
+    headroom: f64,
     ewma_latency_ms: f64,
     in_flight: u32,
     /// `null` when the deployment has no concurrency limit.
@@ -80,6 +82,7 @@ pub async fn deployments(State(views): State<Views>) -> Response {
                 circuit: health.breaker_state().as_str(),
                 remaining_requests,
                 remaining_tokens,
+                headroom: health.headroom(now),
                 ewma_latency_ms: health.ewma_latency().as_secs_f64() * 1000.0,
                 in_flight: health.in_flight(),
                 concurrency: backend.slots.as_ref().map(|slots| {
