@@ -210,10 +210,19 @@ impl Health {
         Duration::from_secs_f64(f64::from_bits(self.ewma_us.load(Ordering::Relaxed)) / 1e6)
     }
 
-    /// Peak-EWMA load: latency scaled by queueing (linkerd's cost).
-    pub fn cost(&self) -> f64 {
+    /// Peak-EWMA load at `now`: latency scaled by queueing (linkerd's
+    /// cost). The latency decays toward zero while no call reports one,
+    /// so a deployment the `latency` strategy stopped choosing (it was
+    /// slow once) looks cheaper as time passes and is chosen again, and
+    /// its next call measures it: none is starved of the traffic that
+    /// measures it.
+    pub fn cost(&self, now: Instant) -> f64 {
         let ewma = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
-        ewma.max(1.0) * f64::from(self.in_flight() + 1)
+        let idle_ms = self
+            .millis(now)
+            .saturating_sub(self.ewma_at_ms.load(Ordering::Relaxed));
+        let decayed = ewma * (-(idle_ms as f64) / 1000.0 / EWMA_DECAY.as_secs_f64()).exp();
+        decayed.max(1.0) * f64::from(self.in_flight() + 1)
     }
 
     /// The share of its quota the deployment last reported left (the
@@ -348,5 +357,24 @@ mod tests {
         }
         assert!((azure.headroom(now) - 0.25).abs() < 1e-9);
         assert_eq!(azure.headroom(now + HEADROOM_TTL), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_deployments_cost_decays_so_it_is_measured_again() {
+        let (fast, slow) = (health(), health());
+        let now = Instant::now();
+        for (health, latency) in [(&fast, 50), (&slow, 500)] {
+            let permit = health.start(now).unwrap();
+            health.finish(permit, Some(false), Duration::from_millis(latency), now);
+        }
+        assert!(slow.cost(now) > fast.cost(now) * 9.0);
+        // The fast one keeps reporting; the slow one gets no call.
+        let later = now + Duration::from_secs(30);
+        let permit = fast.start(later).unwrap();
+        fast.finish(permit, Some(false), Duration::from_millis(50), later);
+        assert!(
+            slow.cost(later) < fast.cost(later),
+            "after 30 s idle it is tried again"
+        );
     }
 }

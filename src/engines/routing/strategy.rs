@@ -46,7 +46,7 @@ pub fn order(
         (Strategy::Latency, _) => {
             weighted_shuffle(group);
             // Power of two choices: the better of two random picks goes first.
-            if group[1].health.cost() < group[0].health.cost() {
+            if group[1].health.cost(weights.now) < group[0].health.cost(weights.now) {
                 group.swap(0, 1);
             }
         }
