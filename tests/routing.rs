@@ -67,3 +67,41 @@ async fn response_names_the_deployment_that_served() {
         .await;
     assert_eq!(response.headers()["x-sluice-deployment"], "eu-1");
 }
+
+/// A client that leaves before the upstream answers ends its attempt: the
+/// deployment's in-flight count (which `least_outstanding`, `latency` and
+/// the headroom estimate read) comes back down instead of leaking.
+#[tokio::test]
+async fn a_client_that_leaves_does_not_leave_a_call_in_flight() {
+    let slow = FakeUpstream::start("slow").await;
+    slow.set_default(common::Behavior::DelayHead(std::time::Duration::from_secs(
+        3,
+    )));
+    let gateway = TestGateway::start(&format!(
+        "[auth]\nrequired = false\n[admin]\ntoken = \"admin-token-inflight\"\n{}",
+        deployment("slow", &slow, "")
+    ))
+    .await;
+    let in_flight = || async {
+        let view = gateway
+            .get_json("/admin/deployments", Some("admin-token-inflight"))
+            .await;
+        view["data"][0]["in_flight"].as_u64().unwrap()
+    };
+    let left = gateway
+        .client
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&chat("gpt-4o"))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(left.is_err(), "the client gave up first");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while in_flight().await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call stayed in flight"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

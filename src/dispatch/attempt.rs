@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::outcome::{FailureKind, Outcome, Reply, Success};
 use super::progress::Outbound;
 use super::respond;
-use crate::engines::routing::{AdaptiveLimit, Backend, Health, LimitSignal, Permit};
+use crate::engines::routing::{AdaptiveLimit, Backend, LimitSignal, Permit};
 use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamError, UpstreamResponse};
 use crate::vocab::error::GatewayError;
@@ -24,6 +24,10 @@ pub(super) async fn attempt(
     permit: Permit,
     traceparent: Option<http::HeaderValue>,
 ) -> Outcome {
+    let claim = Claim {
+        backend: backend.clone(),
+        permit: Some(permit),
+    };
     let deployment = &backend.deployment;
     let started = Instant::now();
     let budget = call.deadline.saturating_duration_since(started);
@@ -37,7 +41,7 @@ pub(super) async fn attempt(
     let response: UpstreamResponse = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            claim.finish(Some(true), started.elapsed(), Instant::now());
             let failure = FailureKind::Gateway(respond::upstream_failure(&deployment.name, &error));
             return match error {
                 // A body that is not JSON cannot get better on another try.
@@ -49,7 +53,7 @@ pub(super) async fn attempt(
             };
         }
         Err(_) => {
-            health.finish(permit, Some(true), started.elapsed(), Instant::now());
+            claim.finish(Some(true), started.elapsed(), Instant::now());
             return Outcome::retry(FailureKind::Gateway(GatewayError::UpstreamTimeout {
                 deployment: deployment.name.to_string(),
                 timeout_ms: timeout.as_millis(),
@@ -60,7 +64,7 @@ pub(super) async fn attempt(
     health.observe(&response.headers, now);
     if let Some(wrong) = respond::misdirected(&response, call.expect_sse) {
         // A misconfigured or broken upstream: count it against its breaker.
-        health.finish(permit, Some(true), started.elapsed(), now);
+        claim.finish(Some(true), started.elapsed(), now);
         return refused(wrong, &deployment.name);
     }
     let reading = respond::Reading {
@@ -70,9 +74,9 @@ pub(super) async fn attempt(
         max_bytes: call.max_response_bytes,
     };
     if response.status.is_success() {
-        succeeded(call, backend, response, permit, &reading).await
+        succeeded(call, backend, response, claim, &reading).await
     } else {
-        answered_with_error(call, backend, response, permit, &reading).await
+        answered_with_error(call, backend, response, claim, &reading).await
     }
 }
 
@@ -81,22 +85,21 @@ async fn succeeded(
     call: &Outbound,
     backend: &Arc<Backend>,
     response: UpstreamResponse,
-    permit: Permit,
+    claim: Claim,
     reading: &respond::Reading,
 ) -> Outcome {
-    let health = &backend.health;
     let started = reading.started;
     let body = if call.read_body {
         let declared = respond::declared_length(&response.headers);
         let name = &backend.deployment.name;
         match respond::collect_body(response.body, declared, name, reading).await {
             Ok(bytes) => Reply::Whole(bytes),
-            Err(error) => return unread(error, health, permit, started),
+            Err(error) => return unread(error, claim, started),
         }
     } else {
         Reply::Stream(response.body)
     };
-    health.finish(permit, Some(false), started.elapsed(), Instant::now());
+    claim.finish(Some(false), started.elapsed(), Instant::now());
     Outcome::Success(Success {
         backend: backend.clone(),
         model: call.route.name.clone(),
@@ -109,6 +112,31 @@ async fn succeeded(
     })
 }
 
+/// An attempt's claim on its deployment's health record (the in-flight
+/// count, a half-open breaker's trial): finished with the attempt's
+/// verdict, or, when the attempt is dropped first (its client left, a
+/// deadline), given back without one, so neither leaks.
+struct Claim {
+    backend: Arc<Backend>,
+    permit: Option<Permit>,
+}
+
+impl Claim {
+    fn finish(mut self, failure: Option<bool>, latency: Duration, now: Instant) {
+        if let Some(permit) = self.permit.take() {
+            self.backend.health.finish(permit, failure, latency, now);
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.backend.health.abandon(permit);
+        }
+    }
+}
+
 /// An error status: push-back (429, or 503 with a hint) throttles the
 /// deployment unless its adaptive limit absorbs it; 5xx and 408 count
 /// against its breaker; both are worth a retry, as is a 409.
@@ -116,7 +144,7 @@ async fn answered_with_error(
     call: &Outbound,
     backend: &Arc<Backend>,
     response: UpstreamResponse,
-    permit: Permit,
+    claim: Claim,
     reading: &respond::Reading,
 ) -> Outcome {
     let health = &backend.health;
@@ -134,8 +162,7 @@ async fn answered_with_error(
         health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
     }
     let server_failure = !throttling && (code >= 500 || code == 408);
-    health.finish(
-        permit,
+    claim.finish(
         server_failure.then_some(true),
         reading.started.elapsed(),
         now,
@@ -166,10 +193,10 @@ async fn answered_with_error(
 /// A 2xx whose body could not be read whole. One too large is final (the
 /// same question gets the same answer) and says nothing about the
 /// deployment's health; a stalled or broken one may go better on a retry.
-fn unread(error: GatewayError, health: &Health, permit: Permit, started: Instant) -> Outcome {
+fn unread(error: GatewayError, claim: Claim, started: Instant) -> Outcome {
     let too_large = matches!(error, GatewayError::UpstreamResponseTooLarge { .. });
     let verdict = (!too_large).then_some(true);
-    health.finish(permit, verdict, started.elapsed(), Instant::now());
+    claim.finish(verdict, started.elapsed(), Instant::now());
     let failure = FailureKind::Gateway(error);
     if too_large {
         Outcome::Final {

@@ -125,6 +125,17 @@ impl Breaker {
         }
     }
 
+    /// A call that ended without a verdict (dropped when its client left):
+    /// a half-open breaker's trial slot is given back for another call.
+    pub fn release(&self, permit: Permit) {
+        if permit != Permit::Trial || self.state() != State::HalfOpen {
+            return;
+        }
+        if let Ok(mut counters) = self.counters.lock() {
+            counters.trials_in_flight = counters.trials_in_flight.saturating_sub(1);
+        }
+    }
+
     pub fn record(&self, permit: Permit, success: bool, now: Instant) {
         let Ok(mut counters) = self.counters.lock() else {
             return;
@@ -299,5 +310,23 @@ mod tests {
         assert_eq!(breaker.state(), State::Open);
         breaker.record_probe(true, Instant::now());
         assert_eq!(breaker.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_dropped_without_a_verdict_is_given_back() {
+        let breaker = breaker();
+        for _ in 0..3 {
+            let permit = breaker.acquire(Instant::now()).unwrap();
+            breaker.record(permit, false, Instant::now());
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let trial = breaker.acquire(Instant::now()).unwrap();
+        assert!(
+            breaker.acquire(Instant::now()).is_none(),
+            "one trial at a time"
+        );
+        breaker.release(trial);
+        assert_eq!(breaker.state(), State::HalfOpen, "no verdict");
+        assert_eq!(breaker.acquire(Instant::now()), Some(Permit::Trial));
     }
 }

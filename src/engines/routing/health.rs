@@ -183,6 +183,14 @@ impl Health {
         }
     }
 
+    /// Ends a call dropped before it finished (its client left): the
+    /// in-flight count comes down and a breaker trial is given back, with
+    /// no verdict on the deployment.
+    pub fn abandon(&self, permit: Permit) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.breaker.release(permit);
+    }
+
     fn record_latency(&self, latency: Duration, now: Instant) {
         let sample = latency.as_secs_f64() * 1e6;
         let now_ms = self.millis(now);
