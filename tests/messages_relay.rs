@@ -252,8 +252,9 @@ async fn the_deployments_errors_come_back_as_they_came() {
 }
 
 /// A model served by an Anthropic deployment first and an OpenAI one after:
-/// the relay fails over; a call only Anthropic can serve is refused by
-/// name on the OpenAI one, a call that translates is translated.
+/// a call only Anthropic can serve stays on Anthropic deployments (529
+/// when they are overloaded, never the OpenAI one), a call that translates
+/// fails over and is translated.
 #[tokio::test]
 async fn failover_to_an_openai_deployment_translates_or_refuses_by_name() {
     let claude = FakeUpstream::start("claude").await;
@@ -264,15 +265,14 @@ async fn failover_to_an_openai_deployment_translates_or_refuses_by_name() {
     let gateway = gateway(&deployments, "").await;
     let overloaded =
         "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
-    claude.push(reply(529, overloaded.to_owned()));
+    for _ in 0..8 {
+        claude.push(reply(529, overloaded.to_owned()));
+    }
     let response = send(&gateway, &thinking_call(false)).await;
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 529);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["type"], "error");
-    assert_eq!(body["error"]["type"], "invalid_request_error");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("future_field"), "{message}");
-    assert_eq!(backup.calls(), 0, "the backup is never sent it");
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+    assert_eq!(backup.calls(), 0, "the OpenAI deployment is never sent it");
 
     claude.push(reply(529, overloaded.to_owned()));
     let plain = format!(
@@ -313,4 +313,24 @@ async fn an_untranslatable_call_needs_an_anthropic_deployment() {
     let mut asked: Value = serde_json::from_str(&thinking_call(false)).unwrap();
     asked["model"] = sent["model"].clone();
     assert_eq!(sent, asked, "only the model is renamed");
+}
+
+/// A key's `max_output_tokens` holds on a relayed call too: the relayed
+/// bytes carry the lowered `max_tokens`, and nothing else changes.
+#[tokio::test]
+async fn a_keys_output_cap_holds_on_the_relayed_call() {
+    let claude = FakeUpstream::start("claude").await;
+    let gateway = TestGateway::start(&format!(
+        "{}[[keys]]\nname = \"app\"\nkey = \"{KEY}\"\nmax_output_tokens = 100\n",
+        anthropic("claude", &claude, "")
+    ))
+    .await;
+    claude.push(reply(200, message_bytes()));
+    let response = send(&gateway, &thinking_call(false)).await;
+    assert_eq!(response.status(), 200);
+    let sent = claude.last().body;
+    assert_eq!(sent["max_tokens"], 100);
+    let mut asked: Value = serde_json::from_str(&thinking_call(false)).unwrap();
+    asked["max_tokens"] = 100.into();
+    assert_eq!(sent, asked, "only max_tokens is lowered");
 }

@@ -149,13 +149,13 @@ async fn run_attempt(
                 "upstream attempt failed; retrying if the retry policy allows"
             );
             progress.last = Some((failure, hint));
-            if absorbed && progress.absorbed < MAX_ABSORBED {
+            progress.absorbing = absorbed && progress.absorbed < MAX_ABSORBED;
+            if progress.absorbing {
                 // The limit took the push-back: the call queues for a slot
-                // under the smaller limit, which paces it; no attempt,
-                // budget or hint wait is spent.
+                // under the smaller limit after a short backoff, spending
+                // no attempt and no retry budget.
                 progress.absorbed += 1;
                 progress.model_attempts -= 1;
-                progress.last = progress.last.take().map(|(failure, _)| (failure, None));
             }
             None
         }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::outcome::FailureKind;
 use super::progress::{Outbound, Progress, holds};
 use crate::config::{Priority, RetryConfig};
-use crate::engines::routing::Backend;
+use crate::engines::routing::{AdaptiveLimit, Backend};
 use crate::vocab::error::GatewayError;
 
 /// The longest a first try waits for a throttled model's deployments.
@@ -32,16 +32,18 @@ pub(super) enum Choice {
 /// deployment waits its hint or a backoff first.
 pub(super) async fn next(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Choice {
     let backend = match progress.next.take() {
-        Some(backend) => backend,
-        None => match pick(call, progress, now).await {
+        Some(backend) if can_take(call, &backend) => backend,
+        _ => match pick(call, progress, now).await {
             Choice::Try(backend) => backend,
             other => return other,
         },
     };
-    if progress.model_attempts == 0 {
+    if !progress.retrying() {
         return Choice::Try(backend);
     }
-    if progress.model_attempts >= call.retry.max_attempts || !call.route.budget.withdraw(now) {
+    let absorbed = std::mem::take(&mut progress.absorbing);
+    let spent = progress.model_attempts >= call.retry.max_attempts;
+    if !absorbed && (spent || !call.route.budget.withdraw(now)) {
         // This model failed every attempt it may make: its fallbacks serve
         // the call rather than the client seeing the failure.
         return if progress.fall_back(call) {
@@ -52,12 +54,19 @@ pub(super) async fn next(call: &mut Outbound, progress: &mut Progress, now: Inst
     }
     if progress.tried(&backend) {
         let hint = progress.last.as_ref().and_then(|(_, hint)| *hint);
+        // An absorbed push-back's long hint was read as concurrency, not
+        // a window to wait out; its backoff grows with each absorbed one.
+        let (hint, tries) = match absorbed {
+            true => (
+                hint.filter(|h| AdaptiveLimit::is_short(*h)),
+                progress.absorbed,
+            ),
+            false => (hint, progress.model_attempts),
+        };
         if hint.is_some_and(|h| h > call.retry.max_retry_after) {
             return Choice::GiveUp;
         }
-        let delay = hint
-            .unwrap_or_default()
-            .max(backoff(&call.retry, progress.model_attempts));
+        let delay = hint.unwrap_or_default().max(backoff(&call.retry, tries));
         if now + delay >= call.deadline {
             return Choice::GiveUp;
         }
@@ -73,7 +82,7 @@ async fn pick(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Cho
     let open: Vec<&Arc<Backend>> = candidates
         .usable
         .iter()
-        .filter(|b| !holds(&progress.skipped, b))
+        .filter(|b| !holds(&progress.skipped, b) && can_take(call, b))
         .collect();
     let untried = open.iter().find(|b| !progress.tried(b));
     if let Some(backend) = untried.or(open.first()) {
@@ -86,7 +95,7 @@ async fn pick(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Cho
     if let Some(earliest) = candidates.earliest {
         let wait = earliest.saturating_duration_since(now);
         let first_may_wait = call.priority < Priority::Batch && wait <= FIRST_TRY_WAIT;
-        let may_wait = (progress.model_attempts > 0 || first_may_wait)
+        let may_wait = (progress.retrying() || first_may_wait)
             && progress.model_attempts < call.retry.max_attempts
             && wait <= call.retry.max_retry_after
             && earliest < call.deadline
@@ -111,6 +120,18 @@ async fn pick(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Cho
             retry_after: earliest.map(|at| at.saturating_duration_since(now)),
         }),
     })
+}
+
+/// Whether `backend` can take the call: a Messages call with no chat
+/// translation only an Anthropic deployment can (any other would refuse
+/// it), so routing passes the others over.
+fn can_take(call: &Outbound, backend: &Backend) -> bool {
+    let untranslatable = call
+        .request
+        .messages
+        .as_ref()
+        .is_some_and(|messages| messages.untranslatable.is_some());
+    !untranslatable || backend.deployment.provider == crate::config::Provider::Anthropic
 }
 
 /// Full jitter: uniform in `[0, min(max_delay, base_delay * 2^(n-1))]`.

@@ -56,6 +56,9 @@ pub(super) struct Progress {
     /// Attempts an adaptive limit absorbed (concurrency push-back): they
     /// are not counted in `model_attempts`, up to `MAX_ABSORBED`.
     pub absorbed: u32,
+    /// The last attempt was absorbed: the next is a retry that spends no
+    /// attempt or budget, paced by its own backoff.
+    pub absorbing: bool,
     /// The last retryable failure and its hint.
     pub last: Option<(FailureKind, Option<Duration>)>,
     pub maybe_produced: bool,
@@ -78,11 +81,18 @@ impl Progress {
             attempts: 0,
             model_attempts: 0,
             absorbed: 0,
+            absorbing: false,
             last: None,
             maybe_produced: false,
             upstream_time: Duration::ZERO,
             fallbacks: call.route.fallbacks.clone().into_iter(),
         }
+    }
+
+    /// Whether an attempt has been made on the current model (absorbed
+    /// ones included): the next one is a retry.
+    pub fn retrying(&self) -> bool {
+        self.model_attempts > 0 || self.absorbing
     }
 
     pub fn tried(&self, backend: &Arc<Backend>) -> bool {

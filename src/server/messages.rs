@@ -222,7 +222,7 @@ fn translated_stream(body: Body) -> impl futures_util::Stream<Item = Result<Byte
 struct MessagesEvents {
     translator: StreamTranslator,
     /// Whether the stream is already the Messages API's, known at its first
-    /// event with data.
+    /// event with data (named: Anthropic's are, chat chunks are not).
     relayed: Option<bool>,
 }
 
@@ -236,7 +236,9 @@ impl Rewriter for MessagesEvents {
         if !event.has_data {
             return;
         }
-        let own_event = !event.name.is_empty() || has_type(&event.data, b"");
+        // Anthropic names every event; the gateway's own error events (a
+        // late failure, a timeout) are unnamed, and are translated.
+        let own_event = !event.name.is_empty();
         let relayed = *self.relayed.get_or_insert(own_event);
         if relayed && own_event {
             out.extend_from_slice(raw);

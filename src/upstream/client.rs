@@ -143,10 +143,8 @@ fn outgoing(
     };
     match (deployment.provider, &request.messages) {
         (crate::config::Provider::Anthropic, Some(messages)) => {
-            let body = match renamed {
-                true => rewrite_model(&messages.body, None, upstream_model)?,
-                false => messages.body.clone(),
-            };
+            let rename = renamed.then_some(upstream_model);
+            let body = relayed_body(&messages.body, &request.body, rename)?;
             Ok(Ok(plain(body, true)))
         }
         (crate::config::Provider::Anthropic, None) => {
@@ -198,6 +196,44 @@ fn classify(error: hyper_util::client::legacy::Error) -> UpstreamError {
     } else {
         UpstreamError::Request(root_cause(&error))
     }
+}
+
+/// The output cap a body asks for.
+#[derive(serde::Deserialize)]
+struct Cap {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+}
+
+fn cap_of(body: &[u8]) -> Option<u64> {
+    let cap: Cap = serde_json::from_slice(body).ok()?;
+    cap.max_completion_tokens.or(cap.max_tokens)
+}
+
+/// A Messages call's own bytes as relayed: as they came, unless `model_map`
+/// renames the model (`rename`) or a stage lowered the output cap in its
+/// chat view (a key's `max_output_tokens`, a degraded model's clamp),
+/// which the relayed call keeps too.
+fn relayed_body(
+    messages: &Bytes,
+    chat: &Bytes,
+    rename: Option<&str>,
+) -> Result<Bytes, UpstreamError> {
+    let lowered = cap_of(chat).filter(|cap| cap_of(messages).is_some_and(|asked| *cap < asked));
+    if rename.is_none() && lowered.is_none() {
+        return Ok(messages.clone());
+    }
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(messages).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
+    if let Some(model) = rename {
+        object.insert("model".to_owned(), model.into());
+    }
+    if let Some(cap) = lowered {
+        object.insert("max_tokens".to_owned(), cap.into());
+    }
+    serde_json::to_vec(&object)
+        .map(Bytes::from)
+        .map_err(|e| UpstreamError::Rewrite(e.to_string()))
 }
 
 /// Replaces the body's `model` with the upstream's name for it. Only runs

@@ -95,6 +95,12 @@ impl AdaptiveLimit {
         is_short(hint) || self.slots.in_use() > 1
     }
 
+    /// Whether `hint` is short enough to be concurrency push-back whatever
+    /// else is in flight (an absorbed retry still waits it out).
+    pub fn is_short(hint: Duration) -> bool {
+        is_short(Some(hint))
+    }
+
     /// A reload's bounds: the learnt limit is kept, clamped into them.
     pub fn rebound(&self, min: usize, max: usize) {
         if let Ok(mut control) = self.control.lock() {

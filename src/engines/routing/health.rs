@@ -219,18 +219,26 @@ impl Health {
     }
 
     /// Peak-EWMA load at `now`: latency scaled by queueing (linkerd's
-    /// cost). The latency decays toward zero while no call reports one,
-    /// so a deployment the `latency` strategy stopped choosing (it was
+    /// cost). The latency decays toward zero while the deployment has no
+    /// call at all, so a deployment the `latency` strategy stopped choosing (it was
     /// slow once) looks cheaper as time passes and is chosen again, and
     /// its next call measures it: none is starved of the traffic that
     /// measures it.
     pub fn cost(&self, now: Instant) -> f64 {
         let ewma = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
-        let idle_ms = self
-            .millis(now)
-            .saturating_sub(self.ewma_at_ms.load(Ordering::Relaxed));
-        let decayed = ewma * (-(idle_ms as f64) / 1000.0 / EWMA_DECAY.as_secs_f64()).exp();
-        decayed.max(1.0) * f64::from(self.in_flight() + 1)
+        let in_flight = self.in_flight();
+        // Only an idle deployment decays: one whose calls hang or fail
+        // records no latency, and must not look cheaper for it.
+        let decayed = match in_flight {
+            0 => {
+                let idle_ms = self
+                    .millis(now)
+                    .saturating_sub(self.ewma_at_ms.load(Ordering::Relaxed));
+                ewma * (-(idle_ms as f64) / 1000.0 / EWMA_DECAY.as_secs_f64()).exp()
+            }
+            _ => ewma,
+        };
+        decayed.max(1.0) * f64::from(in_flight + 1)
     }
 
     /// The share of its quota the deployment last reported left (the

@@ -16,8 +16,13 @@ use crate::vocab::Usage;
 /// replace the earlier's one by one.
 #[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct RawUsage {
-    #[serde(alias = "input_tokens", default)]
+    #[serde(default)]
     prompt_tokens: Option<u64>,
+    /// The Responses and Messages APIs' spelling; only Messages adds cache
+    /// counts apart from it (an OpenAI-shaped `prompt_tokens` already
+    /// includes them where a proxy also sends them).
+    #[serde(default)]
+    input_tokens: Option<u64>,
     #[serde(alias = "output_tokens", default)]
     completion_tokens: Option<u64>,
     #[serde(alias = "input_tokens_details", default)]
@@ -49,6 +54,7 @@ impl RawUsage {
     fn updated(self, later: Self) -> Self {
         Self {
             prompt_tokens: later.prompt_tokens.or(self.prompt_tokens),
+            input_tokens: later.input_tokens.or(self.input_tokens),
             completion_tokens: later.completion_tokens.or(self.completion_tokens),
             prompt_tokens_details: later.prompt_tokens_details.or(self.prompt_tokens_details),
             cache_read_input_tokens: later
@@ -63,13 +69,23 @@ impl RawUsage {
 
 impl From<RawUsage> for Usage {
     fn from(raw: RawUsage) -> Self {
-        let cache_read = raw.cache_read_input_tokens.unwrap_or(0);
-        let cache_write = raw.cache_creation_input_tokens.unwrap_or(0);
         let cached = raw.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
-        Self {
-            prompt_tokens: raw.prompt_tokens.unwrap_or(0) + cache_read + cache_write,
-            completion_tokens: raw.completion_tokens.unwrap_or(0),
-            cached_tokens: cached.max(cache_read),
+        let completion_tokens = raw.completion_tokens.unwrap_or(0);
+        match (raw.prompt_tokens, raw.input_tokens) {
+            (Some(prompt_tokens), _) => Self {
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens: cached,
+            },
+            (None, input) => {
+                let cache_read = raw.cache_read_input_tokens.unwrap_or(0);
+                let cache_write = raw.cache_creation_input_tokens.unwrap_or(0);
+                Self {
+                    prompt_tokens: input.unwrap_or(0) + cache_read + cache_write,
+                    completion_tokens,
+                    cached_tokens: cached.max(cache_read),
+                }
+            }
         }
     }
 }
@@ -131,7 +147,7 @@ pub fn hide_in_event(raw: &[u8]) -> Hidden {
 /// `response.completed`), or the Messages API's `message.usage` (on
 /// `message_start`). Only such an event is parsed with serde; the
 /// `"usage": null` on every other chunk is recognised by the walk alone.
-fn usage_in_event(raw: &[u8]) -> Option<RawUsage> {
+fn usage_in_event(raw: &[u8]) -> Option<(RawUsage, bool)> {
     memchr::memmem::find(raw, USAGE_KEY)?;
     let event = Event::parse(raw);
     let data = &event.data;
@@ -143,8 +159,12 @@ fn usage_in_event(raw: &[u8]) -> Option<RawUsage> {
     };
     let nested =
         |name: &[u8]| json::member(data, name).is_some_and(|inner| is_object(&data[inner.value]));
-    let reports = is_object(data) || nested(b"response") || nested(b"message");
-    reports.then(|| parse_raw(data)).flatten()
+    let top = is_object(data);
+    let opening = !top && nested(b"message");
+    let reports = top || nested(b"response") || opening;
+    reports
+        .then(|| parse_raw(data).map(|usage| (usage, opening)))
+        .flatten()
 }
 
 const USAGE_KEY: &[u8] = b"\"usage\"";
@@ -173,6 +193,10 @@ fn names_an_object(data: &[u8]) -> bool {
 pub struct StreamUsageScanner {
     splitter: Splitter,
     found: Option<RawUsage>,
+    /// The last report was a Messages stream's opening one (`message_start`,
+    /// its output count a placeholder): a stream cut before its
+    /// `message_delta` has no usage to report.
+    provisional: bool,
 }
 
 const EVENT_LIMIT: usize = 256 * 1024;
@@ -182,24 +206,26 @@ impl Default for StreamUsageScanner {
         Self {
             splitter: Splitter::new(EVENT_LIMIT),
             found: None,
+            provisional: false,
         }
     }
 }
 
 impl StreamUsageScanner {
     pub fn scan(&mut self, chunk: &[u8]) {
-        let found = &mut self.found;
+        let (found, provisional) = (&mut self.found, &mut self.provisional);
         self.splitter.feed(chunk, |piece| {
             if let Piece::Event(raw) = piece
-                && let Some(usage) = usage_in_event(raw)
+                && let Some((usage, opening)) = usage_in_event(raw)
             {
                 *found = Some(found.unwrap_or_default().updated(usage));
+                *provisional = opening;
             }
         });
     }
 
     pub fn usage(&self) -> Option<Usage> {
-        self.found.map(Usage::from)
+        self.found.filter(|_| !self.provisional).map(Usage::from)
     }
 }
 
@@ -252,6 +278,7 @@ mod tests {
         let mut scanner = StreamUsageScanner::default();
         scanner.scan(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1,\"cache_read_input_tokens\":20,\"cache_creation_input_tokens\":3}}}\n\n");
         scanner.scan(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\\\"usage\\\": {\"}}\n\n");
+        assert_eq!(scanner.usage(), None, "cut here, the output is unknown");
         scanner.scan(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n");
         let usage = scanner.usage().unwrap();
         assert_eq!(
