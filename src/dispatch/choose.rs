@@ -58,7 +58,7 @@ pub(super) async fn next(call: &mut Outbound, progress: &mut Progress, now: Inst
         // a window to wait out; its backoff grows with each absorbed one.
         let (hint, tries) = match absorbed {
             true => (
-                hint.filter(|h| AdaptiveLimit::is_short(*h)),
+                hint.filter(|h| AdaptiveLimit::is_short(Some(*h))),
                 progress.absorbed,
             ),
             false => (hint, progress.model_attempts),

@@ -155,11 +155,9 @@ impl Messages {
     }
 
     fn has_anthropic_deployment(&self, model: &str) -> bool {
-        self.models.route(model).is_some_and(|route| {
-            route
-                .backends()
-                .any(|backend| backend.deployment.provider == Provider::Anthropic)
-        })
+        self.models
+            .route(model)
+            .is_some_and(|route| route.has_provider(Provider::Anthropic))
     }
 }
 
@@ -200,11 +198,10 @@ async fn translate(answer: Response) -> Response {
 }
 
 /// Whether the JSON object `doc` has a top-level `type` of `kind` (a JSON
-/// string, quotes included); any `type` when `kind` is empty. Chat
-/// completions and their chunks have no `type`; every Messages answer,
-/// event and error has one.
+/// string, quotes included). Chat completions have no `type`; every
+/// Messages answer and error has one.
 fn has_type(doc: &[u8], kind: &[u8]) -> bool {
-    json::member(doc, b"type").is_some_and(|member| kind.is_empty() || doc[member.value] == *kind)
+    json::member(doc, b"type").is_some_and(|member| doc[member.value] == *kind)
 }
 
 /// The chat stream's events, translated as they arrive; a stream that

@@ -47,15 +47,11 @@ impl Stage for Cache {
 /// in Anthropic's shape, relayed untranslated: the cache, which holds
 /// OpenAI answers, neither serves nor keeps it.
 fn relayable(request: &Request, route: &crate::engines::routing::ModelRoute) -> bool {
-    let anthropic = crate::config::Provider::Anthropic;
     request
         .extensions()
         .get::<crate::vocab::MessagesBody>()
         .is_some()
-        && (!route.fallbacks.is_empty()
-            || route
-                .backends()
-                .any(|backend| backend.deployment.provider == anthropic))
+        && (!route.fallbacks.is_empty() || route.has_provider(crate::config::Provider::Anthropic))
 }
 
 async fn cache(cache: &Arc<ResponseCache>, request: Request, next: impl Next) -> Response {

@@ -223,14 +223,24 @@ fn relayed_body(
     if rename.is_none() && lowered.is_none() {
         return Ok(messages.clone());
     }
+    with_fields(messages, |object| {
+        if let Some(model) = rename {
+            object.insert("model".to_owned(), model.into());
+        }
+        if let Some(cap) = lowered {
+            object.insert("max_tokens".to_owned(), cap.into());
+        }
+    })
+}
+
+/// A JSON object body written again with `set`'s fields.
+fn with_fields(
+    body: &[u8],
+    set: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<Bytes, UpstreamError> {
     let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(messages).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
-    if let Some(model) = rename {
-        object.insert("model".to_owned(), model.into());
-    }
-    if let Some(cap) = lowered {
-        object.insert("max_tokens".to_owned(), cap.into());
-    }
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
+    set(&mut object);
     serde_json::to_vec(&object)
         .map(Bytes::from)
         .map_err(|e| UpstreamError::Rewrite(e.to_string()))
@@ -253,10 +263,7 @@ fn rewrite_model(
             .map(Bytes::from)
             .ok_or_else(|| UpstreamError::Rewrite("the form is not well-formed".into()));
     }
-    let mut object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| UpstreamError::Rewrite(e.to_string()))?;
-    object.insert("model".to_owned(), upstream_model.into());
-    serde_json::to_vec(&object)
-        .map(Bytes::from)
-        .map_err(|e| UpstreamError::Rewrite(e.to_string()))
+    with_fields(body, |object| {
+        object.insert("model".to_owned(), upstream_model.into());
+    })
 }

@@ -92,13 +92,14 @@ impl AdaptiveLimit {
     /// room, not out of quota. A long hint with nothing else in flight is a
     /// quota window and throttles the deployment.
     pub fn absorbs(&self, hint: Option<Duration>) -> bool {
-        is_short(hint) || self.slots.in_use() > 1
+        Self::is_short(hint) || self.slots.in_use() > 1
     }
 
-    /// Whether `hint` is short enough to be concurrency push-back whatever
-    /// else is in flight (an absorbed retry still waits it out).
-    pub fn is_short(hint: Duration) -> bool {
-        is_short(Some(hint))
+    /// Whether `hint` (or none) is short enough to be concurrency
+    /// push-back whatever else is in flight (an absorbed retry still waits
+    /// it out).
+    pub fn is_short(hint: Option<Duration>) -> bool {
+        hint.is_none_or(|hint| hint <= ABSORBED_HINT)
     }
 
     /// A reload's bounds: the learnt limit is kept, clamped into them.
@@ -142,12 +143,6 @@ impl AdaptiveLimit {
             .store(pack(control.min, control.max), Ordering::Relaxed);
         self.slots.set_capacity(control.limit);
     }
-}
-
-/// A hint (or none) short enough to be concurrency push-back whatever
-/// else is in flight.
-fn is_short(hint: Option<Duration>) -> bool {
-    hint.is_none_or(|hint| hint <= ABSORBED_HINT)
 }
 
 fn pack(min: usize, max: usize) -> u64 {
@@ -282,7 +277,7 @@ impl Control {
         self.slow_start = false;
         self.last_cut = Some(now);
         self.hold_until = hint
-            .filter(|hint| !is_short(Some(*hint)))
+            .filter(|hint| !AdaptiveLimit::is_short(Some(*hint)))
             .map(|hint| now + hint);
         self.window = Window::default();
         let target = ((self.limit as f64 * BACKOFF) as usize)

@@ -100,6 +100,12 @@ impl ModelRoute {
         self.groups.iter().flat_map(|g| g.members.iter())
     }
 
+    /// Whether any of the model's deployments is `provider`'s.
+    pub fn has_provider(&self, provider: crate::config::Provider) -> bool {
+        self.backends()
+            .any(|backend| backend.deployment.provider == provider)
+    }
+
     /// This model served by `backend` alone, without fallbacks: for calls on
     /// a stored response, which only its own deployment can answer.
     fn pinned_to(&self, backend: &Arc<Backend>) -> Self {
