@@ -219,6 +219,14 @@ fn check_rejects_bad_configs_with_paths() {
             "models.m.fallbacks[0]: `nope` is not another served model",
         ),
         (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m.hedge]\npercentile = 100\nbudget_percent = 0\n",
+            "models.m.hedge.percentile: must be at least 50 and below 100",
+        ),
+        (
+            "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m.hedge]\nbudget_percent = 80\n",
+            "models.m.hedge.budget_percent: must be above 0 and at most 50",
+        ),
+        (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m]\nstrategy = \"fastest\"\n",
             "fastest for key `models.m.strategy`",
         ),

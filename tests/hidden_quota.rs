@@ -154,3 +154,93 @@ async fn no_client_error_under_any_shape_of_hidden_quota() {
     }
     assert!(failed.is_empty(), "client errors: {failed:#?}");
 }
+
+/// A plain deployment (no adaptive limit) whose hidden quota a flood of
+/// batch-class calls keeps full, as the batch runner does: realtime calls
+/// through it still get answers, whatever the quota's size and speed,
+/// when its 429s carry a hint of up to 1 s. (A 429 with no hint rests a
+/// plain deployment for `default_throttle`, 10 s: realtime calls then
+/// wait that long; an adaptive deployment is the answer to that shape.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_calls_ride_out_a_batch_flood_on_a_plain_deployment() {
+    let shapes = [
+        (16, 20, Hint::Millis(20)),
+        (4, 100, Hint::Millis(50)),
+        (32, 50, Hint::Millis(300)),
+        (2, 200, Hint::Seconds(1)),
+    ];
+    let mut failed = Vec::new();
+    for (capacity, latency, hint) in shapes {
+        let latency = Duration::from_millis(latency);
+        let (hidden, base_url) = Hidden::start(capacity, latency, hint).await;
+        let gateway = TestGateway::start(&format!(
+            "[auth]\nrequired = false\n\
+             [[deployments]]\nname = \"hidden\"\nprovider = \"openai\"\nbase_url = \"{base_url}\"\n\
+             models = [\"gpt-4o\"]\n"
+        ))
+        .await;
+        let until = Instant::now() + Duration::from_secs(3);
+        let batch: Vec<_> = (0..capacity * 2 + 8)
+            .map(|_| class_loop(&gateway, "batch", until))
+            .collect();
+        let realtime: Vec<_> = (0..2)
+            .map(|_| class_loop(&gateway, "realtime", until))
+            .collect();
+        let (mut answered, mut errors) = (0, BTreeMap::new());
+        for task in realtime {
+            let (a, e) = task.await.unwrap();
+            answered += a;
+            for (k, v) in e {
+                *errors.entry(k).or_insert(0) += v;
+            }
+        }
+        let mut batch_answered = 0;
+        for task in batch {
+            batch_answered += task.await.unwrap().0;
+        }
+        eprintln!(
+            "capacity {capacity}, {latency:?}, {hint:?}: realtime {answered} answered, \
+             errors {errors:?}; batch answered {batch_answered}; upstream (served, 429) {:?}",
+            hidden.calls()
+        );
+        assert!(answered > 0);
+        if !errors.is_empty() {
+            failed.push((capacity, latency, hint, errors));
+        }
+    }
+    assert!(failed.is_empty(), "realtime calls failed: {failed:?}");
+}
+
+/// Closed-loop calls of one priority class until `until`: answered, and
+/// errors by status and body. A batch call refused goes back after 20 ms,
+/// as the batch runner does after a hint.
+fn class_loop(
+    gateway: &TestGateway,
+    class: &'static str,
+    until: Instant,
+) -> tokio::task::JoinHandle<(u64, BTreeMap<String, u64>)> {
+    let (client, url) = (gateway.client.clone(), gateway.url("/v1/chat/completions"));
+    tokio::spawn(async move {
+        let (mut answered, mut failed) = (0u64, BTreeMap::<String, u64>::new());
+        while Instant::now() < until {
+            let response = client
+                .post(&url)
+                .header("x-sluice-priority", class)
+                .json(&chat("gpt-4o"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                answered += 1;
+            } else if class == "batch" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            } else {
+                let key = format!("{status}: {}", body.chars().take(160).collect::<String>());
+                *failed.entry(key).or_insert(0) += 1;
+            }
+        }
+        (answered, failed)
+    })
+}

@@ -22,7 +22,7 @@
 //! | 7b| `stages::EnforceBudgets` | `identity` (key, org) | a usage hook that bills the call's cost; 429 when spent |
 //! | 8 | `stages::RateLimit` | `identity`, `request` (model, view, priority) | `backend` (the first attempt's deployment, its quota charged with the key's in one step), `quotas` (the handle the dispatcher's gate charges each attempt with), a settlement hook; `x-ratelimit-*` headers of the key; 429 when over |
 //! | 9 | `stages::Admit` | `identity`, `request.priority` | a `[server] max_concurrency` slot, held until the response body ends |
-//! | - | `dispatch::Dispatcher` | the whole [`Call`] (it takes it) | finishes `hooks` once; [`ServedBy`], [`UpstreamTime`], [`StreamEnded`], `x-sluice-deployment`, `x-sluice-attempts`, `x-sluice-model`, `x-sluice-fallback-from` |
+//! | - | `dispatch::Dispatcher` | the whole [`Call`] (it takes it) | finishes `hooks` once; [`ServedBy`], [`UpstreamTime`], [`StreamEnded`], `x-sluice-deployment`, `x-sluice-attempts`, `x-sluice-model`, `x-sluice-fallback-from`, `x-sluice-hedge`, [`Hedged`](crate::vocab::Hedged) |
 //!
 //! Beside the `Call`, layer 4 puts the call's OpenTelemetry span in the
 //! request's extensions when tracing is on (`infra::otel::LiveSpan`): the

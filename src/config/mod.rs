@@ -58,7 +58,7 @@ pub use load::{ConfigError, load_from_path, load_from_str};
 pub use log::{LogConfig, LogFormat};
 pub use metering::{AlertsConfig, Budget, Price};
 pub use metrics::MetricsConfig;
-pub use models::{ModelSettings, RateLimit, Strategy};
+pub use models::{HedgeSettings, ModelSettings, RateLimit, Strategy};
 pub use otel::{OtelConfig, OtlpCompression, OtlpProtocol, SamplerName};
 pub use queue::{Priority, QueueConfig};
 pub use realtime::RealtimeConfig;

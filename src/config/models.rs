@@ -56,6 +56,9 @@ pub struct ModelSettings {
     /// one near its limit gets less before it answers 429.
     #[serde(default = "super::default_true")]
     pub headroom: bool,
+    /// Hedged requests: off unless set (see `HedgeSettings`).
+    #[serde(default)]
+    pub hedge: Option<HedgeSettings>,
     /// Models to serve from, in order, when no deployment of this one is usable
     /// or all failed their attempts.
     #[serde(default)]
@@ -82,4 +85,25 @@ impl ModelSettings {
             tpm: self.tpm,
         }
     }
+}
+
+/// `[models.NAME.hedge]`: when a call's first token is later than the
+/// `percentile` of the model's recent times to first token, the same call
+/// is sent to a second deployment and the first to start answering wins.
+/// `budget_percent` caps the extra calls as a share of the model's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeSettings {
+    #[serde(default = "default_hedge_percentile")]
+    pub percentile: f64,
+    #[serde(default = "default_hedge_budget")]
+    pub budget_percent: f64,
+}
+
+fn default_hedge_percentile() -> f64 {
+    95.0
+}
+
+fn default_hedge_budget() -> f64 {
+    5.0
 }

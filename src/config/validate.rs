@@ -373,6 +373,9 @@ fn check_models(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
         if !served.contains(name.as_str()) {
             problems.push(format!("models.{name}: not served by any deployment"));
         }
+        if let Some(hedge) = &settings.hedge {
+            check_hedge(name, hedge, problems);
+        }
         if let Some(encoding) = &settings.encoding
             && !matches!(encoding.as_str(), "o200k_base" | "cl100k_base")
         {
@@ -389,6 +392,21 @@ fn check_models(config: &Config, served: &HashSet<&str>, problems: &mut Vec<Stri
                 ));
             }
         }
+    }
+}
+
+/// A percentile that leaves a tail to hedge, and a budget that keeps the
+/// extra calls a minority.
+fn check_hedge(name: &str, hedge: &crate::config::HedgeSettings, problems: &mut Vec<String>) {
+    if !(50.0..100.0).contains(&hedge.percentile) {
+        problems.push(format!(
+            "models.{name}.hedge.percentile: must be at least 50 and below 100"
+        ));
+    }
+    if !(hedge.budget_percent > 0.0 && hedge.budget_percent <= 50.0) {
+        problems.push(format!(
+            "models.{name}.hedge.budget_percent: must be above 0 and at most 50"
+        ));
     }
 }
 

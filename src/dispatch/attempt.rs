@@ -109,6 +109,7 @@ async fn succeeded(
         attempts: 0,
         upstream_time: Duration::ZERO,
         span: None,
+        hedge: None,
     })
 }
 
@@ -161,6 +162,7 @@ async fn answered_with_error(
     if throttling && !absorbed {
         health.throttle(now + hint.unwrap_or(call.retry.default_throttle));
     }
+    let absorbed = absorbed || patient(call, backend, throttling, hint);
     let server_failure = !throttling && (code >= 500 || code == 408);
     claim.finish(
         server_failure.then_some(true),
@@ -188,6 +190,20 @@ async fn answered_with_error(
             produced: false,
         }
     }
+}
+
+/// Whether a realtime or critical call's push-back spends no attempt: a
+/// short hint (or none) from a deployment busy with other calls means it
+/// is full for a moment (a flood of another class keeps it so), not out
+/// of quota. The call waits the hint out and tries again, as an adaptive
+/// limit's absorbed push-back does; these classes are few enough that
+/// their patience cannot multiply the load. `throttling` push-back only.
+fn patient(call: &Outbound, backend: &Backend, throttling: bool, hint: Option<Duration>) -> bool {
+    throttling
+        && call.priority < crate::config::Priority::Standard
+        && AdaptiveLimit::is_short(hint)
+        // The caller's own attempt is still counted in flight.
+        && backend.health.in_flight() > 1
 }
 
 /// A 2xx whose body could not be read whole. One too large is final (the

@@ -41,6 +41,10 @@ pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Succ
             Choice::Fail(failure) => return Err(progress.failure(failure)),
             Choice::GiveUp => break,
         };
+        if let Some(legs) = &call.legs {
+            // Before its queue wait: a hedge must not join the same queue.
+            legs.set_sending(&backend);
+        }
         let pass = match gate::pass(&call, &mut progress, &backend, now).await {
             Gated::Passed(pass) => pass,
             Gated::Skipped => continue,
@@ -52,6 +56,21 @@ pub async fn run(mut call: Outbound, first: Option<Arc<Backend>>) -> Result<Succ
         }
     }
     Err(progress.exhausted(&call))
+}
+
+/// One attempt on `backend` and no retry: a hedge, backed up by the call's
+/// first leg, which keeps its own retries and fallbacks.
+pub(super) async fn one(call: Outbound, backend: Arc<Backend>) -> Result<Success, Failure> {
+    let mut progress = Progress::new(&call, None);
+    let pass = match gate::pass(&call, &mut progress, &backend, Instant::now()).await {
+        Gated::Passed(pass) => pass,
+        Gated::Skipped => return Err(progress.exhausted(&call)),
+        Gated::Failed(failure) => return Err(progress.failure(failure)),
+    };
+    match run_attempt(&call, &mut progress, backend, pass).await {
+        Some(result) => result,
+        None => Err(progress.exhausted(&call)),
+    }
 }
 
 /// Records an attempt's outcome on its span and ends it, unless it is a
@@ -90,15 +109,15 @@ async fn run_attempt(
     progress.attempts += 1;
     progress.model_attempts += 1;
     progress.tried.push(backend.clone());
+    // A hedged call numbers the attempts of both its legs.
+    let number = call
+        .legs
+        .as_ref()
+        .map_or(progress.attempts, |legs| legs.attempt());
     let span = call.trace.as_ref().map(|trace| {
         let deployment = &backend.deployment;
         let upstream_model = deployment.upstream_model(&call.request.client_model);
-        trace.attempt(
-            call.request.endpoint,
-            deployment,
-            upstream_model,
-            progress.attempts,
-        )
+        trace.attempt(call.request.endpoint, deployment, upstream_model, number)
     });
     let traceparent = span.as_ref().map(|span| span.context().traceparent());
     let started = Instant::now();
@@ -156,6 +175,10 @@ async fn run_attempt(
                 // no attempt and no retry budget.
                 progress.absorbed += 1;
                 progress.model_attempts -= 1;
+                call.metrics
+                    .absorbed_pushback
+                    .with_label_values(&[&*backend.deployment.name])
+                    .inc();
             }
             None
         }

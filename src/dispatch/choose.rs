@@ -125,7 +125,7 @@ async fn pick(call: &mut Outbound, progress: &mut Progress, now: Instant) -> Cho
 /// Whether `backend` can take the call: a Messages call with no chat
 /// translation only an Anthropic deployment can (any other would refuse
 /// it), so routing passes the others over.
-fn can_take(call: &Outbound, backend: &Backend) -> bool {
+pub(super) fn can_take(call: &Outbound, backend: &Backend) -> bool {
     let untranslatable = call
         .request
         .messages

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::outcome::FailureKind;
 use super::progress::{Outbound, Progress};
-use crate::engines::limits::{AttemptEnd, Charged, QuotaSkip};
+use crate::engines::limits::{AttemptEnd, Charged, DeploymentQuotas, QuotaSkip};
 use crate::engines::queue::{Permit as Slot, take_slot};
 use crate::engines::routing::{Backend, Permit};
 
@@ -47,6 +47,13 @@ pub(super) async fn pass(
             return Gated::Skipped;
         }
     };
+    // Refunded whole if the attempt is not sent: no slot, the breaker
+    // closed, or the call dropped while it waits (its client left, or a
+    // hedge's other leg won).
+    let mut unsent = Unsent {
+        quotas: &call.quotas,
+        charged: Some(charged),
+    };
     // A deployment at its concurrency limit: wait for a slot in its queue.
     let slot = match &backend.slots {
         Some(slots) => {
@@ -61,25 +68,35 @@ pub(super) async fn pass(
             .await
             {
                 Ok(slot) => Some(slot),
-                Err(error) => {
-                    call.quotas.end(charged, AttemptEnd::NotSent);
-                    return Gated::Failed(FailureKind::Gateway(error));
-                }
+                Err(error) => return Gated::Failed(FailureKind::Gateway(error)),
             }
         }
         None => None,
     };
     let Some(permit) = backend.health.start(Instant::now()) else {
         // The breaker closed the door between ordering and now.
-        call.quotas.end(charged, AttemptEnd::NotSent);
         progress.tried.push(backend.clone());
         return Gated::Skipped;
     };
     Gated::Passed(Pass {
-        charged,
+        charged: unsent.charged.take().unwrap_or_default(),
         slot,
         permit,
     })
+}
+
+/// A charge for an attempt not sent yet: refunded whole when dropped.
+struct Unsent<'a> {
+    quotas: &'a DeploymentQuotas,
+    charged: Option<Charged>,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(charged) = self.charged.take() {
+            self.quotas.end(charged, AttemptEnd::NotSent);
+        }
+    }
 }
 
 /// A deployment whose quota has no room is passed over like an unusable

@@ -6,6 +6,7 @@ mod attempts;
 mod choose;
 mod counts;
 mod gate;
+mod hedge;
 pub(crate) mod hide_usage;
 mod models;
 mod outcome;
@@ -42,7 +43,7 @@ use crate::util::shutdown::Cut;
 use crate::vocab::Endpoint;
 use crate::vocab::error::GatewayError;
 use crate::vocab::{Finished, Outcome, Served, UsageHooks, UsageObserver};
-use crate::vocab::{ServedBy, UpstreamTime};
+use crate::vocab::{Hedged, ServedBy, UpstreamTime};
 
 pub use models::{get_model, list_models};
 
@@ -181,7 +182,9 @@ impl Dispatcher {
             caller: caller.clone(),
             metrics: self.metrics.clone(),
             quotas,
-            trace: tracing,
+            trace: tracing.map(Arc::new),
+            repeatable: keeping.pin.is_none(),
+            legs: None,
         };
         let names = Names {
             asked: api.requested.clone(),
@@ -207,7 +210,7 @@ impl Dispatcher {
         names: Names,
     ) -> Response {
         let requested = names.routed.clone();
-        match attempts::run(call, first).await {
+        match hedge::run(call, first).await {
             Ok(success) => {
                 self.observer().observe(&success, &requested, &hooks);
                 let timeout = success.backend.deployment.timeout;
@@ -245,7 +248,7 @@ impl Dispatcher {
                 .with_label_values(&[&*names.routed]),
             received,
         );
-        let mut pending = Box::pin(attempts::run(call, first));
+        let mut pending = Box::pin(hedge::run(call, first));
         tokio::select! {
             biased;
             result = &mut pending => match result {
@@ -308,7 +311,7 @@ impl Dispatcher {
                 settings.first_token = Some(first_token);
                 settings.hide_usage = hide_usage.then(UsageHider::default);
                 let relay = relay::SseRelay::awaiting(started, settings, Some(hooks));
-                ResponseParts { status: StatusCode::OK, headers, served_by: None, upstream_time: None }
+                ResponseParts { status: StatusCode::OK, headers, served_by: None, upstream_time: None, hedge: None }
                     .relay(relay)
             }
         }
@@ -327,7 +330,7 @@ impl Dispatcher {
         let endpoint = call.request.endpoint;
         let counted =
             (endpoint == Endpoint::ResponsesInputTokens).then(|| call.request.body.clone());
-        match attempts::run(call, first).await {
+        match hedge::run(call, first).await {
             Ok(success) => {
                 self.observer().observe(&success, &requested, &hooks);
                 let pin = keeping.pin.map(|owner| pin_of(&success, owner));
@@ -529,6 +532,12 @@ fn success_parts(success: Success, names: &Names) -> (ResponseParts, Reply) {
     respond::copy_headers(&success.headers, &mut headers);
     headers.insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(success.attempts));
+    if let Some(hedge) = success.hedge {
+        headers.insert(
+            hedge::HEDGE_HEADER,
+            HeaderValue::from_static(hedge.as_str()),
+        );
+    }
     if success.model != names.asked
         && let Ok(model) = HeaderValue::from_str(&success.model)
     {
@@ -547,6 +556,7 @@ fn success_parts(success: Success, names: &Names) -> (ResponseParts, Reply) {
             deployment: deployment.name.clone(),
         }),
         upstream_time: Some(success.upstream_time),
+        hedge: success.hedge,
     };
     (parts, success.body)
 }
@@ -575,6 +585,7 @@ fn failure_response(failure: Failure) -> Response {
                     deployment: backend.deployment.name.clone(),
                 }),
                 upstream_time: None,
+                hedge: None,
             }
             .finish(Body::from(body))
         }
@@ -601,6 +612,7 @@ struct ResponseParts {
     headers: HeaderMap,
     served_by: Option<ServedBy>,
     upstream_time: Option<Duration>,
+    hedge: Option<Hedged>,
 }
 
 impl ResponseParts {
@@ -613,6 +625,9 @@ impl ResponseParts {
         }
         if let Some(upstream) = self.upstream_time {
             response.extensions_mut().insert(UpstreamTime(upstream));
+        }
+        if let Some(hedge) = self.hedge {
+            response.extensions_mut().insert(hedge);
         }
         response
     }

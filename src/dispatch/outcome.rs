@@ -23,6 +23,8 @@ pub struct Success {
     /// The successful attempt's trace span, still open for a stream (the
     /// relay ends it).
     pub span: Option<crate::infra::otel::LiveSpan>,
+    /// Set when the call was hedged: which leg served it.
+    pub hedge: Option<crate::vocab::Hedged>,
 }
 
 pub enum Reply {
@@ -63,8 +65,9 @@ pub(super) enum Outcome {
     Success(Success),
     /// Worth another attempt; `hint` is the upstream's own wait, if any.
     /// `absorbed`: concurrency push-back the deployment's adaptive limit
-    /// took (it cut the limit, the deployment stays in rotation), so the
-    /// call queues for a slot again rather than spending an attempt.
+    /// took (it cut the limit, the deployment stays in rotation), or a
+    /// realtime call's short wait for a full deployment (see
+    /// `attempt::patient`): the call tries again without spending an attempt.
     Retryable {
         failure: FailureKind,
         hint: Option<Duration>,

@@ -1,7 +1,8 @@
 //! What every step of a call's attempts shares: the call as the attempts
 //! see it, and where they stand.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,7 +15,9 @@ use crate::infra::metrics::Metrics;
 use crate::upstream::{UpstreamClient, UpstreamRequest};
 use crate::vocab::error::GatewayError;
 
-/// Everything an attempt needs, shared by all attempts of one request.
+/// Everything an attempt needs, shared by all attempts of one request
+/// (cloned for a hedge's second leg).
+#[derive(Clone)]
 pub struct Outbound {
     pub client: UpstreamClient,
     pub retry: Arc<RetryConfig>,
@@ -37,7 +40,42 @@ pub struct Outbound {
     /// Charges each attempt's deployment quota (see `crate::engines::limits::quotas`).
     pub quotas: DeploymentQuotas,
     /// The call's trace, when Sluice traces: each attempt is a span of it.
-    pub trace: Option<super::trace::CallTracing>,
+    pub trace: Option<Arc<super::trace::CallTracing>>,
+    /// Whether the call may be sent twice: not when it stores what it
+    /// makes upstream (a second, unpinned object would be left there).
+    pub repeatable: bool,
+    /// Set on both legs of a hedged call.
+    pub legs: Option<Arc<Legs>>,
+}
+
+/// What a hedged call's two legs share: the deployment the first leg is
+/// sending to (the hedge goes to another), and the attempts both made,
+/// for the call's `x-sluice-attempts` when one leg is dropped.
+#[derive(Default)]
+pub struct Legs {
+    sending: Mutex<Option<Arc<Backend>>>,
+    attempts: AtomicU32,
+}
+
+impl Legs {
+    pub fn set_sending(&self, backend: &Arc<Backend>) {
+        if let Ok(mut sending) = self.sending.lock() {
+            *sending = Some(backend.clone());
+        }
+    }
+
+    pub fn sending(&self) -> Option<Arc<Backend>> {
+        self.sending.lock().ok()?.clone()
+    }
+
+    /// Counts one more attempt of either leg: its number.
+    pub fn attempt(&self) -> u32 {
+        self.attempts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
 }
 
 /// Where a call's attempts stand.

@@ -165,6 +165,13 @@ metric_set! {
     concurrency_limit: IntGaugeVec = gauges("sluice_deployment_concurrency_limit", "Adaptive concurrency limit of a deployment", ["deployment"]);
     /// Moves of an adaptive limit, by deployment and direction (up, down).
     concurrency_changes: IntCounterVec = counters("sluice_deployment_concurrency_changes_total", "Moves of a deployment's adaptive concurrency limit (up, down)", ["deployment", "direction"]);
+    /// Push-back (429, or 503 with a hint) that spent no attempt: an
+    /// adaptive limit took it as a smaller limit, or a realtime call waited
+    /// out a full deployment's short hint.
+    absorbed_pushback: IntCounterVec = counters("sluice_absorbed_pushback_total", "Push-back answers absorbed: the call tried again without spending an attempt (an adaptive limit shrank, or a realtime call waited a short hint)", ["deployment"]);
+    /// Hedged-request decisions, by model and result: `primary_won`,
+    /// `hedge_won`, `hedge_failed`, `no_budget`, `no_deployment`.
+    hedges: IntCounterVec = counters("sluice_hedges_total", "Calls whose first token was late enough to hedge, by model and result", ["model", "result"]);
 }
 
 /// Buckets of the latency histograms, in seconds.

@@ -22,7 +22,7 @@ use crate::util::headers::X_REQUEST_ID;
 use crate::util::text::clip;
 use crate::vocab::Identity;
 use crate::vocab::error::ErrorLogged;
-use crate::vocab::{ServedBy, StreamEnded, StreamOutcome};
+use crate::vocab::{Hedged, ServedBy, StreamEnded, StreamOutcome};
 
 /// What layer 4 needs: the stream counter and the tracer.
 #[derive(Clone)]
@@ -60,6 +60,7 @@ pub async fn access_log(
         status: response.status().as_u16(),
         key: extensions.get::<Arc<Identity>>().cloned(),
         served: extensions.get::<ServedBy>().cloned(),
+        hedge: extensions.get::<Hedged>().copied(),
         error: extensions.get::<ErrorLogged>().map(|e| e.0.clone()),
         // Refused credentials are counted and logged in the aggregate by
         // the auth guard; one info line each would let a flood of bad keys
@@ -88,6 +89,7 @@ struct Line {
     status: u16,
     key: Option<Arc<Identity>>,
     served: Option<ServedBy>,
+    hedge: Option<Hedged>,
     error: Option<String>,
     refused: bool,
     started: Instant,
@@ -115,6 +117,7 @@ impl Line {
                     deployment = served.map_or("-", |s| &*s.deployment),
                     latency_us = self.started.elapsed().as_micros() as u64,
                     stream = outcome.map(StreamOutcome::as_str),
+                    hedge = self.hedge.map(Hedged::as_str),
                     error = self.error.as_deref(),
                     trace_id = self.trace_id.as_deref(),
                 )

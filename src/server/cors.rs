@@ -44,6 +44,7 @@ const EXPOSED: &[&str] = &[
     "x-sluice-degraded-from",
     "x-sluice-deployment",
     "x-sluice-fallback-from",
+    "x-sluice-hedge",
     "x-sluice-model",
     "x-sluice-variant",
     "x-ratelimit-limit-requests",

@@ -22,6 +22,28 @@ pub struct ServedBy {
     pub deployment: Arc<str>,
 }
 
+/// Which leg of a hedged call served it (`[models.NAME.hedge]`), for the
+/// `x-sluice-hedge` header and the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hedged {
+    /// The first attempts answered first; the hedge was cancelled.
+    Lost,
+    /// The hedge answered first; the first attempts were cancelled.
+    Won,
+    /// The hedge failed; the first attempts served.
+    Failed,
+}
+
+impl Hedged {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lost => "lost",
+            Self::Won => "won",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// How a relayed stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamOutcome {

@@ -20,7 +20,7 @@ mod identity;
 mod resource;
 mod usage;
 
-pub use answer::{CACHE_STATUS, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
+pub use answer::{CACHE_STATUS, Hedged, ServedBy, StreamEnded, StreamOutcome, UpstreamTime};
 pub use api::{Api, MessagesBody};
 pub use degraded::{DEGRADED, Degraded, Level};
 pub use endpoint::{Endpoint, StoredCall};

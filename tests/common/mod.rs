@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod spelling;
+pub mod tailed;
 
 #[allow(unused_imports, reason = "not every test uses every re-export")]
 pub use fake_upstream::{Behavior, FakeUpstream};

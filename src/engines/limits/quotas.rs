@@ -54,12 +54,15 @@ struct Ledger {
     prepaid: Option<Pair>,
     /// Token (and request) changes to apply when the call ends.
     changes: Vec<(Arc<Bucket>, i64)>,
-    /// The TPM bucket of the deployment that served, corrected at the end.
-    served: Option<Arc<Bucket>>,
+    /// The TPM buckets of the attempts that got an answer: the one of the
+    /// deployment that served is corrected at the end. Two only for a
+    /// hedged stream whose legs both answered before one started first.
+    served: Vec<Arc<Bucket>>,
 }
 
 /// One attempt's charge; hand it back to `DeploymentQuotas::end`.
 #[must_use]
+#[derive(Default)]
 pub struct Charged(Option<Pair>);
 
 /// How an attempt ended, for its tokens (see the accounting rule).
@@ -208,7 +211,7 @@ impl DeploymentQuotas {
                 .changes
                 .extend(pair.tokens.map(|bucket| (bucket, -tokens))),
             AttemptEnd::MaybeProduced => {}
-            AttemptEnd::Served => ledger.served = pair.tokens,
+            AttemptEnd::Served => ledger.served.extend(pair.tokens),
         }
     }
 }
@@ -242,8 +245,9 @@ impl CallState {
     }
 
     /// Every change the call's end makes to the deployment buckets, given
-    /// the correction `delta` of the tokens that served.
-    fn deployment_changes(&self, delta: i64) -> Vec<(Arc<Bucket>, i64)> {
+    /// the correction `delta` of the tokens that served and the deployment
+    /// that served (a cancelled hedge's leg keeps its estimate).
+    fn deployment_changes(&self, delta: i64, served_by: Option<&str>) -> Vec<(Arc<Bucket>, i64)> {
         let Ok(mut ledger) = self.ledger.lock() else {
             return Vec::new();
         };
@@ -252,7 +256,14 @@ impl CallState {
         if let Some(prepaid) = &ledger.prepaid {
             changes.extend(refund(prepaid, self.tokens as i64));
         }
-        changes.extend(ledger.served.map(|bucket| (bucket, delta)));
+        let served = match served_by {
+            Some(name) if ledger.served.len() > 1 => ledger
+                .served
+                .into_iter()
+                .find(|bucket| *bucket.name == *name),
+            _ => ledger.served.into_iter().next(),
+        };
+        changes.extend(served.map(|bucket| (bucket, delta)));
         changes
     }
 }
@@ -285,10 +296,11 @@ pub struct Settlement {
 
 impl Settlement {
     /// Each bucket once, with the sum of its changes; no zero changes.
-    fn changes(&self, delta: i64) -> Vec<(Arc<Bucket>, i64)> {
+    fn changes(&self, delta: i64, served_by: Option<&str>) -> Vec<(Arc<Bucket>, i64)> {
         let mut merged: Vec<(Arc<Bucket>, i64)> = Vec::new();
         let call_wide = self.tokens.iter().map(|bucket| (bucket.clone(), delta));
-        for (bucket, change) in call_wide.chain(self.state.deployment_changes(delta)) {
+        let deployments = self.state.deployment_changes(delta, served_by);
+        for (bucket, change) in call_wide.chain(deployments) {
             match merged.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &bucket)) {
                 Some((_, sum)) => *sum += change,
                 None => merged.push((bucket, change)),
@@ -308,7 +320,8 @@ impl UsageObserver for Settlement {
             // Output may have been produced: keep the estimate.
             Outcome::Unknown => 0,
         };
-        let changes = self.changes(delta);
+        let served_by = finished.served.map(|served| &*served.deployment);
+        let changes = self.changes(delta, served_by);
         if changes.is_empty() {
             return;
         }

@@ -6,6 +6,7 @@ mod adaptive;
 mod breaker;
 mod budget;
 mod health;
+mod hedge;
 pub(crate) mod hints;
 mod pins;
 pub mod probe;
@@ -25,6 +26,7 @@ pub use adaptive::{AdaptiveLimit, Signal as LimitSignal};
 pub use breaker::{Permit, State as BreakerState};
 pub use budget::RetryBudget;
 pub use health::{Health, Unusable};
+pub use hedge::Hedge;
 pub use hints::retry_after;
 pub use pins::{ResponsePin, ResponsePins, valid_id};
 pub use states::DeploymentStates;
@@ -58,6 +60,9 @@ pub struct ModelRoute {
     /// Kept across reloads (`DeploymentStates::retry_budget`), and shared
     /// with the model's pinned routes.
     pub budget: Arc<RetryBudget>,
+    /// Hedged requests, when the model asks for them; kept across reloads
+    /// like the budget (`DeploymentStates::hedge`).
+    pub hedge: Option<Arc<Hedge>>,
 }
 
 /// The usable backends for one call, best first; or when one frees up.
@@ -119,6 +124,8 @@ impl ModelRoute {
             headroom: self.headroom,
             fallbacks: Vec::new(),
             budget: self.budget.clone(),
+            // One deployment: no second one to hedge on.
+            hedge: None,
         }
     }
 }
@@ -180,6 +187,9 @@ impl ModelRouter {
                     .map(|s| s.fallbacks.iter().map(|f| Arc::from(f.as_str())).collect())
                     .unwrap_or_default(),
                 budget: states.retry_budget(model, config),
+                hedge: settings
+                    .and_then(|s| s.hedge)
+                    .map(|hedge| states.hedge(model, hedge)),
             };
             routes.insert(model.to_owned(), Arc::new(route));
         }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{AdaptiveLimit, Backend, Health, RetryBudget};
-use crate::config::{Config, DeploymentConfig};
+use super::{AdaptiveLimit, Backend, Health, Hedge, RetryBudget};
+use crate::config::{Config, DeploymentConfig, HedgeSettings};
 use crate::engines::queue::Scheduler;
 use crate::upstream::Deployment;
 
@@ -30,6 +30,8 @@ pub struct DeploymentStates {
     /// Each model's retry budget, by model name: a reload that keeps the
     /// model and the budget's settings keeps what it has saved or spent.
     budgets: DashMap<String, Arc<RetryBudget>>,
+    /// Each hedged model's recent starts and hedge budget, kept the same way.
+    hedges: DashMap<String, Arc<Hedge>>,
 }
 
 impl DeploymentStates {
@@ -101,11 +103,15 @@ impl DeploymentStates {
                 .iter()
                 .any(|deployment| *deployment.name == **name)
         });
-        self.budgets.retain(|model, _| {
+        let served = |model: &String| {
             config
                 .deployments
                 .iter()
                 .any(|deployment| deployment.models.iter().any(|served| served == model))
+        };
+        self.budgets.retain(|model, _| served(model));
+        self.hedges.retain(|model, _| {
+            served(model) && config.models.get(model).is_some_and(|s| s.hedge.is_some())
         });
     }
 
@@ -122,6 +128,18 @@ impl DeploymentStates {
         }
         budget.clone()
     }
+
+    /// `model`'s hedging state, the one it had when its settings are unchanged.
+    pub fn hedge(&self, model: &str, settings: HedgeSettings) -> Arc<Hedge> {
+        let mut hedge = self
+            .hedges
+            .entry(model.to_owned())
+            .or_insert_with(|| Arc::new(Hedge::new(settings)));
+        if !hedge.has_settings(&settings) {
+            *hedge = Arc::new(Hedge::new(settings));
+        }
+        hedge.clone()
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +152,25 @@ mod tests {
             "[retry]\nbudget_ratio = {ratio}\n[[deployments]]\nname = \"m\"\nprovider = \"mock\"\nmodels = [\"gpt-4o\"]\n"
         );
         load_from_str(&toml, "test", &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_a_models_hedging_state_unless_its_settings_change() {
+        let states = DeploymentStates::default();
+        let settings = |percentile| HedgeSettings {
+            percentile,
+            budget_percent: 5.0,
+        };
+        let first = states.hedge("gpt-4o", settings(95.0));
+        assert!(Arc::ptr_eq(&first, &states.hedge("gpt-4o", settings(95.0))));
+        let changed = states.hedge("gpt-4o", settings(90.0));
+        assert!(!Arc::ptr_eq(&first, &changed));
+        // A reload that drops the model's hedge table forgets its state.
+        states.retain(&config(0.2));
+        assert!(!Arc::ptr_eq(
+            &changed,
+            &states.hedge("gpt-4o", settings(90.0))
+        ));
     }
 
     #[test]
