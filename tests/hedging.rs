@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestGateway;
-use common::tailed::{TAIL, Upstream};
+use common::tailed::{TAIL, TAIL_EVERY, Upstream};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -271,4 +271,70 @@ async fn a_call_that_stores_is_never_hedged() {
         hedged.hedge_headers
     );
     assert!(hedged.percentile(99.0) >= TAIL, "the tail stays");
+}
+
+/// A hedge that loses while it waits for a slot on its deployment was
+/// never sent: its quota charge is refunded when the call ends. The backup
+/// allows two calls' estimates a minute; a call on another model holds its
+/// only slot while the hedge queues, then two calls on that model at once
+/// both fit only if the hedge's charge came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedge_dropped_while_queued_gives_back_its_charge() {
+    let (tailed, tailed_url) = Upstream::start(true, false).await;
+    let backup = common::FakeUpstream::start("backup").await;
+    backup.set_default(common::Behavior::DelayHead(Duration::from_millis(1500)));
+    let gateway = Arc::new(
+        TestGateway::start(&format!(
+            "[auth]\nrequired = false\n\
+             [models.gpt-4o.hedge]\npercentile = 99\nbudget_percent = 2.6\n\
+             [[deployments]]\nname = \"tailed\"\nprovider = \"openai\"\nbase_url = \"{tailed_url}\"\nmodels = [\"gpt-4o\"]\npriority = 0\n\
+             [[deployments]]\nname = \"backup\"\nprovider = \"openai\"\nbase_url = \"{}\"\n\
+             models = [\"gpt-4o\", \"other\"]\npriority = 1\nmax_concurrency = 1\ntpm = 1100\n",
+            backup.base_url()
+        ))
+        .await,
+    );
+    let whole = Shape {
+        hedge: true,
+        streamed: false,
+        broken_backup: false,
+        store: false,
+    };
+    // Starts to learn from, and budget: the next call is the late one. A
+    // budget of 2.6% holds its first hedge after 39 calls, so no earlier
+    // call reaches the backup.
+    while tailed.calls.load(Ordering::Relaxed) < TAIL_EVERY - 1 {
+        one_call(&gateway, whole).await;
+    }
+    let other = |gateway: Arc<TestGateway>| {
+        tokio::spawn(async move {
+            gateway
+                .post(
+                    "/v1/chat/completions",
+                    None,
+                    &common::gateway::chat("other"),
+                )
+                .await
+                .status()
+        })
+    };
+    let holding = other(gateway.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (start, hedge) = one_call(&gateway, whole).await;
+    assert!(start >= TAIL, "{start:?}");
+    assert_eq!(
+        hedge.as_deref(),
+        Some("lost"),
+        "the hedge waited for the slot"
+    );
+    assert_eq!(backup.calls(), 1, "only the call holding the slot was sent");
+    assert_eq!(holding.await.unwrap(), 200);
+    let both = [other(gateway.clone()), other(gateway.clone())];
+    for call in both {
+        assert_eq!(
+            call.await.unwrap(),
+            200,
+            "the dropped hedge's estimate was refunded"
+        );
+    }
 }

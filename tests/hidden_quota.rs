@@ -18,7 +18,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestGateway;
@@ -64,51 +63,25 @@ async fn gateway(base_url: &str) -> TestGateway {
 /// `shape.clients` closed loops for `span`: answered calls and the
 /// client errors by status and message.
 async fn load(gateway: &TestGateway, shape: Shape, span: Duration) -> (u64, BTreeMap<String, u64>) {
-    let errors = Arc::new(Mutex::new(BTreeMap::new()));
     let until = Instant::now() + span;
     let tasks: Vec<_> = (0..shape.clients)
-        .map(|_| {
-            let (client, url, errors) = (
-                gateway.client.clone(),
-                gateway.url("/v1/chat/completions"),
-                errors.clone(),
-            );
-            tokio::spawn(async move {
-                let mut answered = 0u64;
-                while Instant::now() < until {
-                    let response = client
-                        .post(&url)
-                        .json(&chat("gpt-4o"))
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
-                    if status.is_success() {
-                        answered += 1;
-                        continue;
-                    }
-                    let message: serde_json::Value =
-                        serde_json::from_str(&body).unwrap_or_default();
-                    let message = message["error"]["message"]
-                        .as_str()
-                        .unwrap_or(&body)
-                        .to_owned();
-                    let key = format!(
-                        "{status}: {}",
-                        message.chars().take(120).collect::<String>()
-                    );
-                    *errors.lock().unwrap().entry(key).or_insert(0) += 1;
-                }
-                answered
-            })
-        })
+        .map(|_| class_loop(gateway, "standard", until))
         .collect();
-    let mut answered = 0;
+    joined(tasks).await
+}
+
+/// The loops' answered calls and errors, summed.
+async fn joined(
+    tasks: Vec<tokio::task::JoinHandle<(u64, BTreeMap<String, u64>)>>,
+) -> (u64, BTreeMap<String, u64>) {
+    let (mut answered, mut errors) = (0, BTreeMap::new());
     for task in tasks {
-        answered += task.await.unwrap();
+        let (a, e) = task.await.unwrap();
+        answered += a;
+        for (key, count) in e {
+            *errors.entry(key).or_insert(0) += count;
+        }
     }
-    let errors = errors.lock().unwrap().clone();
     (answered, errors)
 }
 
@@ -186,18 +159,8 @@ async fn realtime_calls_ride_out_a_batch_flood_on_a_plain_deployment() {
         let realtime: Vec<_> = (0..2)
             .map(|_| class_loop(&gateway, "realtime", until))
             .collect();
-        let (mut answered, mut errors) = (0, BTreeMap::new());
-        for task in realtime {
-            let (a, e) = task.await.unwrap();
-            answered += a;
-            for (k, v) in e {
-                *errors.entry(k).or_insert(0) += v;
-            }
-        }
-        let mut batch_answered = 0;
-        for task in batch {
-            batch_answered += task.await.unwrap().0;
-        }
+        let (answered, errors) = joined(realtime).await;
+        let (batch_answered, _) = joined(batch).await;
         eprintln!(
             "capacity {capacity}, {latency:?}, {hint:?}: realtime {answered} answered, \
              errors {errors:?}; batch answered {batch_answered}; upstream (served, 429) {:?}",
@@ -212,7 +175,7 @@ async fn realtime_calls_ride_out_a_batch_flood_on_a_plain_deployment() {
 }
 
 /// Closed-loop calls of one priority class until `until`: answered, and
-/// errors by status and body. A batch call refused goes back after 20 ms,
+/// errors by status and message. A batch call refused goes back after 20 ms,
 /// as the batch runner does after a hint.
 fn class_loop(
     gateway: &TestGateway,
@@ -237,7 +200,12 @@ fn class_loop(
             } else if class == "batch" {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             } else {
-                let key = format!("{status}: {}", body.chars().take(160).collect::<String>());
+                let message: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let message = message["error"]["message"].as_str().unwrap_or(&body);
+                let key = format!(
+                    "{status}: {}",
+                    message.chars().take(120).collect::<String>()
+                );
                 *failed.entry(key).or_insert(0) += 1;
             }
         }
