@@ -172,6 +172,29 @@ mod tests {
     }
 
     #[test]
+    fn no_share_of_calls_is_ever_exceeded() {
+        let mut rng = fastrand::Rng::with_seed(23);
+        for _ in 0..200 {
+            let percent = [0.01, 0.05, 0.15, 1.0, 2.6, 5.0, 12.5, 33.3, 50.0][rng.usize(..9)];
+            let hedge = hedge(95.0, percent);
+            let (mut calls, mut hedges) = (0u64, 0u64);
+            for _ in 0..rng.usize(1..5000) {
+                hedge.deposit();
+                calls += 1;
+                // Late calls come at random, in bursts or not at all.
+                if rng.bool() {
+                    hedges += u64::from(hedge.withdraw());
+                }
+                let allowed = (calls as f64 * percent / 100.0 + 1e-9).floor() as u64;
+                assert!(
+                    hedges <= allowed,
+                    "{hedges} hedges for {calls} calls at {percent}%"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn savings_are_capped() {
         let hedge = hedge(95.0, 50.0);
         for _ in 0..1000 {
