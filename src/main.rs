@@ -76,9 +76,11 @@ fn run(config: Config, path: PathBuf) -> ExitCode {
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
     let result = runtime.block_on(async {
+        // Before anything listens: a signal from then on is a shutdown.
+        let stop = shutdown_signal();
         let listeners = Gateway::bind(&config).await?;
         let gateway = Gateway::from_file(config, path)?;
-        gateway.serve(listeners, shutdown_signal()).await
+        gateway.serve(listeners, stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

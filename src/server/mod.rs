@@ -322,24 +322,35 @@ impl From<()> for Stop {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM, with which.
-pub async fn shutdown_signal() -> Stop {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGINT and SIGTERM from the moment it is called, and
+/// resolves on the first with which. Registered at once, not when first
+/// polled: a SIGTERM that came between the first health check passing and
+/// the server polling this would otherwise kill the process by default,
+/// with no drain.
+pub fn shutdown_signal() -> impl Future<Output = Stop> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn received(signal: std::io::Result<Signal>) {
+            match signal {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let interrupt = received(signal(SignalKind::interrupt()));
+        let terminate = received(signal(SignalKind::terminate()));
+        async move {
+            tokio::select! {
+                () = interrupt => Stop::Interrupt,
+                () = terminate => Stop::Terminate,
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => Stop::Interrupt,
-        () = terminate => Stop::Terminate,
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        Stop::Interrupt
     }
 }
