@@ -22,6 +22,7 @@ use super::attempts::{self, Failure, Outbound, Reply, Success};
 use super::choose;
 use super::progress::Legs;
 use crate::engines::routing::{Backend, Hedge};
+use crate::infra::metrics::Metrics;
 use crate::upstream::UpstreamError;
 use crate::vocab::{Endpoint, Hedged};
 
@@ -45,7 +46,7 @@ pub(super) fn run(
 }
 
 async fn hedged(
-    call: Outbound,
+    mut call: Outbound,
     first: Option<Arc<Backend>>,
     hedge: Arc<Hedge>,
 ) -> Result<Success, Failure> {
@@ -53,7 +54,6 @@ async fn hedged(
     let streamed = call.expect_sse;
     let started = Instant::now();
     let legs = Arc::new(Legs::default());
-    let mut call = call;
     call.legs = Some(legs.clone());
     let primary = started_answer(attempts::run(call.clone(), first));
     tokio::pin!(primary);
@@ -68,6 +68,8 @@ async fn hedged(
         result = &mut primary => return unhedged(&hedge, streamed, started, result),
         () = late => {}
     }
+    // What the counts need, kept after the hedge leg takes the call.
+    let counted = (call.metrics.clone(), call.route.name.clone());
     let skipped = match second_deployment(&call, legs.sending()) {
         None => Err("no_deployment"),
         Some(_) if !hedge.withdraw() => Err("no_budget"),
@@ -76,12 +78,11 @@ async fn hedged(
     let second = match skipped {
         Ok(second) => second,
         Err(reason) => {
-            count(&call, reason);
+            count(&counted, reason);
             return unhedged(&hedge, streamed, started, primary.await);
         }
     };
     let hedged_at = Instant::now();
-    let metrics_call = call.clone();
     let hedged = started_answer(attempts::one(call, second));
     tokio::pin!(hedged);
     // `first`: the leg that finished first; a leg that answered without
@@ -103,7 +104,7 @@ async fn hedged(
             first => decide(primary.await, first, started, hedged_at),
         },
     };
-    finish(&hedge, &metrics_call, &legs, streamed, since, outcome)
+    finish(&hedge, &counted, &legs, streamed, since, outcome)
 }
 
 /// Both legs' results, the first leg's first: which serves the call.
@@ -131,7 +132,7 @@ fn decide(
 )]
 fn finish(
     hedge: &Hedge,
-    call: &Outbound,
+    counted: &(Metrics, Arc<str>),
     legs: &Legs,
     streamed: bool,
     since: Instant,
@@ -142,13 +143,13 @@ fn finish(
             if live {
                 hedge.record(streamed, since.elapsed());
             }
-            count(call, result_name(hedged));
+            count(counted, result_name(hedged));
             success.hedge = Some(hedged);
             success.attempts = legs.attempts();
             Ok(success)
         }
         Err(mut failure) => {
-            count(call, "both_failed");
+            count(counted, "both_failed");
             failure.attempts = legs.attempts();
             Err(failure)
         }
@@ -242,9 +243,6 @@ fn result_name(leg: Hedged) -> &'static str {
     }
 }
 
-fn count(call: &Outbound, result: &str) {
-    call.metrics
-        .hedges
-        .with_label_values(&[&*call.route.name, result])
-        .inc();
+fn count((metrics, model): &(Metrics, Arc<str>), result: &str) {
+    metrics.hedges.with_label_values(&[&**model, result]).inc();
 }
