@@ -111,6 +111,9 @@ enum Without {
     TracedAll,
     /// Tracing on, one call in ten sampled.
     TracedTenth,
+    /// `[server] runtime = "shared"`: one work-stealing pool instead of a
+    /// thread per core.
+    SharedRuntime,
 }
 
 impl Without {
@@ -122,6 +125,7 @@ impl Without {
             Self::KeyCheck => "without the key check",
             Self::TracedAll => "with tracing, 100% sampled",
             Self::TracedTenth => "with tracing, 10% sampled",
+            Self::SharedRuntime => "on the shared runtime",
         }
     }
 
@@ -172,6 +176,13 @@ fn sluice_config(
     } else {
         "sqlite"
     };
+    // Written only when not the default, so a baseline build that predates
+    // the key (`BENCH_BASELINE`) reads the same config.
+    let runtime = if without == Without::SharedRuntime {
+        "runtime = \"shared\"\n"
+    } else {
+        ""
+    };
     let (required, keys) = if without == Without::KeyCheck {
         ("false", String::new())
     } else {
@@ -183,7 +194,7 @@ fn sluice_config(
     format!(
         r#"[server]
 listen = "{listen}"
-[auth]
+{runtime}[auth]
 required = {required}
 [log]
 level = "{level}"
@@ -551,6 +562,7 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
         Without::KeyCheck,
         Without::TracedAll,
         Without::TracedTenth,
+        Without::SharedRuntime,
     ];
     let _ = COLLECTOR.set(collector().await);
     let mut gateways = Vec::new();
@@ -576,7 +588,7 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
     }
     println!();
     println!(
-        "ablation (chat, c{}): each switchable default layer off in turn, then tracing on",
+        "ablation (chat, c{}): each switchable default layer off in turn, then tracing on, then the shared runtime",
         knobs.connections
     );
     println!(
@@ -588,10 +600,12 @@ async fn ablation(wrk: &str, scratch: &Path, upstreams: [SocketAddr; 2], knobs: 
         let run = median_run(runs);
         let cpu = run.cpu_us();
         // A layer's cost: what switching it off saved, or what switching
-        // tracing on added.
+        // tracing (or the shared runtime) on added.
         let cost = match without {
             Without::Nothing => "-".to_owned(),
-            Without::TracedAll | Without::TracedTenth => format!("{:.1}", cpu - all_on),
+            Without::TracedAll | Without::TracedTenth | Without::SharedRuntime => {
+                format!("{:.1}", cpu - all_on)
+            }
             _ => format!("{:.1}", all_on - cpu),
         };
         println!(

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use sluice::config::{self, Config};
+use sluice::config::{self, Config, RuntimeModel};
+use sluice::infra::telemetry::{self, flush_pending};
+use sluice::infra::workers::Workers;
 use sluice::server::{Gateway, raise_fd_limit, shutdown_signal};
 
 /// mimalloc rather than glibc's malloc: a call makes about a hundred
@@ -66,22 +68,43 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, path: PathBuf) -> ExitCode {
-    let _log = sluice::infra::telemetry::init(&config.log);
+    let _log = telemetry::init(&config.log);
     raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    let threads = config.server.worker_threads();
+    let (runtime, workers) = match config.server.runtime {
+        RuntimeModel::PerCore => (
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(flush_pending)
+                .build(),
+            Workers::start(threads),
+        ),
+        RuntimeModel::Shared => (
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .on_thread_park(flush_pending)
+                .build(),
+            Workers::start(1),
+        ),
     };
+    let (runtime, workers) = match (runtime, workers) {
+        (Ok(runtime), Ok(workers)) => (runtime, workers),
+        (Err(error), _) | (_, Err(error)) => {
+            return fail(&format!("cannot start the async runtime: {error}"));
+        }
+    };
+    let spread = workers.spread();
     let result = runtime.block_on(async {
         // Before anything listens: a signal from then on is a shutdown.
         let stop = shutdown_signal();
         let listeners = Gateway::bind(&config).await?;
-        let gateway = Gateway::from_file(config, path)?;
+        let gateway = Gateway::from_file(config, path)?.spread_over(spread);
         gateway.serve(listeners, stop).await
     });
+    // The gateway has drained its connections and tasks: the workers'
+    // runtimes hold nothing that must finish.
+    workers.stop();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

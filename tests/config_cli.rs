@@ -215,6 +215,14 @@ fn check_rejects_bad_configs_with_paths() {
         ),
         ("[server]\nlistn = \"x\"\n", "unknown field `listn`"),
         (
+            "[server]\nworkers = 5000\n[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n",
+            "server.workers: at most 1024 (0 means one per core)",
+        ),
+        (
+            "[server]\nruntime = \"threads\"\n",
+            "threads for key `server.runtime`",
+        ),
+        (
             "[[deployments]]\nname = \"a\"\nprovider = \"mock\"\nmodels = [\"m\"]\n[models.m]\nfallbacks = [\"nope\"]\n",
             "models.m.fallbacks[0]: `nope` is not another served model",
         ),

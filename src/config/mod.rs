@@ -66,7 +66,7 @@ pub use redis::{OnRedisError, RedisConfig};
 pub use responses::ResponsesConfig;
 pub use retry::RetryConfig;
 pub use routes::{AutoConfig, AutoTier, RouteConfig, SplitConfig, SplitVariant};
-pub use server::ServerConfig;
+pub use server::{RuntimeModel, ServerConfig};
 pub use usage::UsageConfig;
 pub use validate::{ANONYMOUS_ID, KeyCheck, validate};
 pub use view::{View, redacted_text};

@@ -54,6 +54,42 @@ pub struct ServerConfig {
     /// Reload when the config file's content changes (checked every second);
     /// SIGHUP and `POST /admin/reload` work either way.
     pub watch_config: bool,
+    /// How connections are run (read at start; a reload keeps it).
+    pub runtime: RuntimeModel,
+    /// Threads serving connections; 0, the default, means one per core.
+    pub workers: usize,
+}
+
+/// How connections are spread over threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeModel {
+    /// Each connection stays on one worker thread with its own upstream
+    /// pool, as nginx's workers do: no hops between threads per call.
+    #[default]
+    PerCore,
+    /// One work-stealing pool: an idle thread takes over work from a busy
+    /// one, for loads of a few connections with very uneven calls.
+    Shared,
+}
+
+impl ServerConfig {
+    /// The worker threads to run: `workers`, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            workers => workers,
+        }
+    }
+
+    /// The upstream connection pools to keep: one per worker thread when
+    /// each connection stays on its thread, one shared otherwise.
+    pub fn upstream_pools(&self) -> usize {
+        match self.runtime {
+            RuntimeModel::PerCore => self.worker_threads(),
+            RuntimeModel::Shared => 1,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -73,6 +109,8 @@ impl Default for ServerConfig {
             max_connections: 0,
             cors_origins: Vec::new(),
             watch_config: true,
+            runtime: RuntimeModel::PerCore,
+            workers: 0,
         }
     }
 }

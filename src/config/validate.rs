@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use super::{ADAPTIVE_DEFAULT_MAX, ConcurrencyMode, Config, DeploymentConfig, Provider};
 
+/// `[server] workers` past this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
 pub fn validate(config: &Config) -> Result<(), String> {
     let mut problems = Vec::new();
     if config.server.listen.parse::<SocketAddr>().is_err() {
@@ -19,6 +22,11 @@ pub fn validate(config: &Config) -> Result<(), String> {
     }
     if config.server.max_response_bytes == 0 {
         problems.push("server.max_response_bytes: must be greater than 0".to_owned());
+    }
+    if config.server.workers > MAX_WORKERS {
+        problems.push(format!(
+            "server.workers: at most {MAX_WORKERS} (0 means one per core)"
+        ));
     }
     if config.server.stream_keepalive.is_zero() {
         problems.push("server.stream_keepalive: must be greater than 0".to_owned());

@@ -20,6 +20,8 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_platform_verifier::BuilderVerifierExt;
 
+use super::workers::PerWorker;
+
 /// How long a TCP connect may take (the call's own deadline bounds the TLS
 /// handshake after it).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +37,17 @@ pub type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// as the crypto provider, `TCP_NODELAY` on every connection. `http2_only`
 /// (gRPC) speaks HTTP/2 on cleartext connections too, with prior knowledge.
 pub fn pooled_client(http2_only: bool) -> Result<PooledClient, String> {
+    Ok(pool(&connector()?, http2_only))
+}
+
+/// A pool per worker thread, over one TLS setup, so a pooled connection's
+/// task runs on the thread of the calls it carries (`infra::workers`).
+pub fn pooled_clients(count: usize) -> Result<PerWorker<PooledClient>, String> {
+    let connector = connector()?;
+    Ok(PerWorker::new(count, || pool(&connector, false)))
+}
+
+fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -45,16 +58,19 @@ pub fn pooled_client(http2_only: bool) -> Result<PooledClient, String> {
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http))
+}
+
+fn pool(connector: &HttpsConnector<HttpConnector>, http2_only: bool) -> PooledClient {
+    Client::builder(TokioExecutor::new())
         .http2_only(http2_only)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_max_idle_per_host(IDLE_PER_HOST)
-        .build(connector))
+        .build(connector.clone())
 }

@@ -1,41 +1,34 @@
 //! Log output: text or JSON lines, filtered by `RUST_LOG` or `[log] level`.
 //!
-//! Lines are formatted on the thread that logs them and written by a thread
-//! of their own: a call hands its access line to a bounded queue instead of
-//! taking stderr's lock and making a `write` of its own, and the writer
-//! sends whatever has queued up in one `write`. When the queue is full the
-//! caller waits (as it waited on stderr before), so no line is dropped.
+//! Lines are formatted on the thread that logs them and written by it when
+//! it goes idle, many lines per `write` (`infra::log_lines`).
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
+use super::log_lines::{Lines, flush_now};
 use crate::config::{LogConfig, LogFormat};
 
-/// Lines formatted but not yet written, at most.
-const QUEUED_LINES: usize = 64 * 1024;
-/// What the writer gathers before a `write`, at most.
-const WRITE_BUFFER: usize = 64 * 1024;
+pub use super::log_lines::flush_pending;
 
-/// The log's writer thread: dropping it writes what is queued, so `main`
-/// holds it until the gateway has stopped.
-#[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[expect(dead_code, reason = "held for its drop")] WorkerGuard);
+/// The log: dropping it writes the lines the calling thread still holds,
+/// so `main` holds it until the gateway has stopped (its workers write
+/// theirs as they stop).
+#[must_use = "dropping the guard writes the main thread's pending lines"]
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        flush_now();
+    }
+}
 
 pub fn init(log: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("sluice-log")
-        .finish(std::io::BufWriter::with_capacity(
-            WRITE_BUFFER,
-            std::io::stderr(),
-        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(Lines)
         // Colour codes are noise in a file or a log collector.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests building several gateways) is harmless: ignore it.
@@ -43,7 +36,7 @@ pub fn init(log: &LogConfig) -> LogGuard {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    LogGuard(guard)
+    LogGuard(())
 }
 
 /// Lets a repeated warning through at most once per interval, across

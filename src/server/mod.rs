@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::infra::workers::Spread;
 use crate::util::tasks::Tasks;
 use conn::{Connections, Phase, Timeouts};
 pub use fd_limit::raise_fd_limit;
@@ -78,6 +79,8 @@ pub struct Gateway {
     max_connections: usize,
     shutdown_grace: Duration,
     drain_delay: Duration,
+    /// Worker threads to hand connections to (`spread_over`).
+    spread: Option<Arc<Spread>>,
 }
 
 /// The app of each listener: the process-long outer layers around the
@@ -116,7 +119,16 @@ impl Gateway {
             cors: cors::layer(&config.server.cors_origins),
             live: Live::start(config, path, Tasks::new(), apart)?,
             apart,
+            spread: None,
         })
+    }
+
+    /// Hands each accepted connection to one of these workers' threads,
+    /// where it stays (`[server] runtime = "per_core"`); without it,
+    /// connections run on the runtime that serves the gateway.
+    pub fn spread_over(mut self, spread: Arc<Spread>) -> Self {
+        self.spread = Some(spread);
+        self
     }
 
     /// Opens the runtime keys store and puts its keys in force; then each
@@ -231,6 +243,7 @@ impl Gateway {
             phase_rx,
             tracker.clone(),
             self.live.registries.draining.clone(),
+            self.spread.clone(),
         );
         tracing::info!(max_connections = self.max_connections, "connection limit");
         for (listener, _) in &pairs {

@@ -1,5 +1,6 @@
 //! The pooled HTTP client shared by all deployments, and the one send path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,18 +10,20 @@ use http_body_util::{BodyDataStream, Full};
 
 use super::{Deployment, UpstreamError, UpstreamRequest, UpstreamResponse, multipart};
 use crate::infra::http_pool::PooledClient;
+use crate::infra::workers::PerWorker;
 use crate::util::text::root_cause;
 
 #[derive(Clone)]
 pub struct UpstreamClient {
     /// Files and Batch API forwarding, health probes.
     pub(super) http: reqwest::Client,
-    /// Model calls (`send`).
-    model: PooledClient,
+    /// Model calls (`send`): a pool per worker thread.
+    model: Arc<PerWorker<PooledClient>>,
 }
 
 impl UpstreamClient {
-    pub fn new() -> Result<Self, String> {
+    /// `pools`: one per worker thread (`ServerConfig::upstream_pools`).
+    pub fn new(pools: usize) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
@@ -30,7 +33,7 @@ impl UpstreamClient {
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the upstream HTTP client: {e}"))?;
-        let model = crate::infra::http_pool::pooled_client(false)?;
+        let model = Arc::new(crate::infra::http_pool::pooled_clients(pools)?);
         Ok(Self { http, model })
     }
 
@@ -98,7 +101,7 @@ impl UpstreamClient {
         let outgoing = builder
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        let response = self.model.request(outgoing).await.map_err(classify)?;
+        let response = self.model.get().request(outgoing).await.map_err(classify)?;
         let (head, incoming) = response.into_parts();
         let body = BodyDataStream::new(incoming)
             .map_err(|e| UpstreamError::Body(root_cause(&e)))

@@ -19,6 +19,7 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -29,6 +30,7 @@ use capacity::{Capacity, Open, SHED_DEADLINE, Shedding};
 use tracked::{Tracked, Watched};
 
 use crate::infra::telemetry::LogEvery;
+use crate::infra::workers::Spread;
 use crate::util::shutdown::Draining;
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
@@ -82,6 +84,9 @@ pub struct Connections {
     tracker: TaskTracker,
     accept_errors: LogEvery,
     draining: Draining,
+    /// The worker threads connections are handed to; `None`: they run on
+    /// the runtime that accepts them.
+    spread: Option<Arc<Spread>>,
 }
 
 impl Connections {
@@ -92,6 +97,7 @@ impl Connections {
         phase: watch::Receiver<Phase>,
         tracker: TaskTracker,
         draining: Draining,
+        spread: Option<Arc<Spread>>,
     ) -> Arc<Self> {
         let mut builder = auto::Builder::new(Spawner(tracker.clone()));
         // The watchdog below owns the head deadline; hyper's would also
@@ -105,6 +111,7 @@ impl Connections {
             tracker,
             accept_errors: LogEvery::new(Duration::from_secs(5)),
             draining,
+            spread,
         })
     }
 
@@ -134,15 +141,47 @@ impl Connections {
         // Small SSE chunks must leave at once, not wait on Nagle.
         let _ = tcp.set_nodelay(true);
         match self.capacity.admit() {
-            Ok(open) => {
-                let task = self.clone().serve(tcp, peer, app.clone(), open);
-                self.tracker.spawn(task);
-            }
+            Ok(open) => match self.spread.as_ref().and_then(|spread| spread.pick()) {
+                Some(worker) => self.start_on(worker, tcp, peer, app, open),
+                None => {
+                    let task = self.clone().serve(tcp, peer, app.clone(), open);
+                    self.tracker.spawn(task);
+                }
+            },
             Err(Some(shedding)) => {
                 self.tracker.spawn(self.clone().shed(tcp, shedding));
             }
             Err(None) => drop(tcp),
         }
+    }
+
+    /// Moves the connection to `worker`'s runtime: its socket is taken off
+    /// this runtime's poller and registered with the worker's, so its reads
+    /// and writes wake that thread alone.
+    fn start_on(
+        self: &Arc<Self>,
+        worker: &Handle,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        app: &Router,
+        open: Open,
+    ) {
+        let socket = match tcp.into_std() {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        let this = self.clone();
+        let app = app.clone();
+        let task = async move {
+            match TcpStream::from_std(socket) {
+                Ok(tcp) => this.serve(tcp, peer, app, open).await,
+                Err(error) => tracing::debug!(%error, "a worker cannot take a connection"),
+            }
+        };
+        self.tracker.spawn_on(task, worker);
     }
 
     async fn accept_failed(&self, error: io::Error) {

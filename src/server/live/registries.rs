@@ -77,7 +77,8 @@ impl Registries {
     ) -> Result<Self, StartError> {
         crate::infra::storage_dirs::prepare(config).map_err(StartError::Build)?;
         let metrics = Metrics::new().map_err(|e| StartError::Build(format!("metrics: {e}")))?;
-        let client = UpstreamClient::new().map_err(StartError::Build)?;
+        let client =
+            UpstreamClient::new(config.server.upstream_pools()).map_err(StartError::Build)?;
         let tracer = crate::infra::otel::Tracer::start(&config.otel, &metrics, &tasks)
             .map_err(StartError::Build)?;
         let redis = config
