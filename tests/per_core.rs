@@ -153,3 +153,51 @@ async fn the_shared_runtime_serves_the_same_calls() {
     let (status, log) = sluice.terminate().await;
     assert!(status.success(), "{status}: {log}");
 }
+
+/// One HTTP/2 connection (prior knowledge) carrying many calls at once, as
+/// a proxy in front would: its streams are spread over the workers, and
+/// every one is answered whole.
+#[tokio::test]
+async fn the_streams_of_one_http2_connection_are_all_answered() {
+    const STREAMS: usize = 24;
+    let upstream = upstream().await;
+    let sluice = start(&upstream, "per_core", 3).await;
+    let address = sluice.url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut calls = Vec::new();
+    for call in 0..STREAMS {
+        let mut client = client.clone().ready().await.unwrap();
+        let mut body = chat("gpt-4o");
+        body["stream"] = (call % 2 == 1).into();
+        let request = http::Request::post(format!("{}/v1/chat/completions", sluice.url))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(serde_json::to_vec(&body).unwrap().into(), true)
+            .unwrap();
+        calls.push(tokio::spawn(async move {
+            let response = response.await.unwrap();
+            assert_eq!(response.status(), 200);
+            let mut body = response.into_body();
+            let mut text = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                text.extend_from_slice(&chunk);
+            }
+            String::from_utf8(text).unwrap()
+        }));
+    }
+    for (call, answer) in calls.into_iter().enumerate() {
+        let text = answer.await.unwrap();
+        if call % 2 == 1 {
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            assert!(text.contains("\"chat.completion\""), "{text}");
+        }
+    }
+    assert_eq!(upstream.calls(), STREAMS);
+}

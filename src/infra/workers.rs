@@ -72,7 +72,8 @@ impl Spread {
         self.handles.len() + 1
     }
 
-    /// Where the next connection runs: `None` for the main runtime.
+    /// Where the next connection (or HTTP/2 stream) runs: `None` for the
+    /// calling runtime, which is the main one for the accept loops.
     pub fn pick(&self) -> Option<&Handle> {
         let index = self.next.fetch_add(1, Relaxed) % self.count();
         index

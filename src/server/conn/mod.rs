@@ -61,9 +61,15 @@ pub enum Phase {
 }
 
 /// Runs hyper's HTTP/2 stream tasks on the connection tracker, so shutdown
-/// waits for them like for the connections.
+/// waits for them like for the connections. With worker threads, the
+/// streams of one HTTP/2 connection are spread over them too: a proxy or
+/// mesh in front that multiplexes many calls on a few connections would
+/// otherwise have them all served by one core.
 #[derive(Clone)]
-pub struct Spawner(TaskTracker);
+pub struct Spawner {
+    tracker: TaskTracker,
+    spread: Option<Arc<Spread>>,
+}
 
 impl<F> hyper::rt::Executor<F> for Spawner
 where
@@ -71,7 +77,10 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        self.0.spawn(future);
+        match self.spread.as_ref().and_then(|spread| spread.pick()) {
+            Some(worker) => self.tracker.spawn_on(future, worker),
+            None => self.tracker.spawn(future),
+        };
     }
 }
 
@@ -99,7 +108,10 @@ impl Connections {
         draining: Draining,
         spread: Option<Arc<Spread>>,
     ) -> Arc<Self> {
-        let mut builder = auto::Builder::new(Spawner(tracker.clone()));
+        let mut builder = auto::Builder::new(Spawner {
+            tracker: tracker.clone(),
+            spread: spread.clone(),
+        });
         // The watchdog below owns the head deadline; hyper's would also
         // close idle keep-alive connections after it.
         builder.http1().header_read_timeout(None);
