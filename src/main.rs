@@ -94,6 +94,11 @@ fn run(config: Config, path: PathBuf) -> ExitCode {
             return fail(&format!("cannot start the async runtime: {error}"));
         }
     };
+    tracing::info!(
+        threads,
+        runtime = config.server.runtime.name(),
+        "worker threads"
+    );
     let spread = workers.spread();
     let result = runtime.block_on(async {
         // Before anything listens: a signal from then on is a shutdown.

@@ -73,6 +73,16 @@ pub enum RuntimeModel {
     Shared,
 }
 
+impl RuntimeModel {
+    /// As the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PerCore => "per_core",
+            Self::Shared => "shared",
+        }
+    }
+}
+
 impl ServerConfig {
     /// The worker threads to run: `workers`, or one per core.
     pub fn worker_threads(&self) -> usize {
