@@ -27,7 +27,9 @@ use super::workers::PerWorker;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An idle pooled connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream host.
+/// Idle connections kept per upstream host, all pools together: each of
+/// `count` per-worker pools keeps its share, so a burst leaves no more
+/// idle connections (and their buffers) behind than one pool did.
 const IDLE_PER_HOST: usize = 512;
 
 /// A pooled client: HTTP/1.1 or HTTP/2 (by ALPN on TLS).
@@ -37,14 +39,15 @@ pub type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// as the crypto provider, `TCP_NODELAY` on every connection. `http2_only`
 /// (gRPC) speaks HTTP/2 on cleartext connections too, with prior knowledge.
 pub fn pooled_client(http2_only: bool) -> Result<PooledClient, String> {
-    Ok(pool(&connector()?, http2_only))
+    Ok(pool(&connector()?, http2_only, IDLE_PER_HOST))
 }
 
 /// A pool per worker thread, over one TLS setup, so a pooled connection's
 /// task runs on the thread of the calls it carries (`infra::workers`).
 pub fn pooled_clients(count: usize) -> Result<PerWorker<PooledClient>, String> {
     let connector = connector()?;
-    Ok(PerWorker::new(count, || pool(&connector, false)))
+    let idle = IDLE_PER_HOST.div_ceil(count.max(1));
+    Ok(PerWorker::new(count, || pool(&connector, false, idle)))
 }
 
 fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
@@ -65,12 +68,16 @@ fn connector() -> Result<HttpsConnector<HttpConnector>, String> {
         .wrap_connector(http))
 }
 
-fn pool(connector: &HttpsConnector<HttpConnector>, http2_only: bool) -> PooledClient {
+fn pool(
+    connector: &HttpsConnector<HttpConnector>,
+    http2_only: bool,
+    idle_per_host: usize,
+) -> PooledClient {
     Client::builder(TokioExecutor::new())
         .http2_only(http2_only)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(IDLE_PER_HOST)
+        .pool_max_idle_per_host(idle_per_host)
         .build(connector.clone())
 }
