@@ -695,6 +695,10 @@ fn completed(batch: &Value) -> i64 {
     batch["request_counts"]["completed"].as_i64().unwrap_or(0)
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "a poll that met an error page is shown in the test's output"
+)]
 async fn wait_until(
     client: &reqwest::Client,
     nginx: &Nginx,
@@ -709,11 +713,17 @@ async fn wait_until(
             .send()
             .await
             .unwrap();
-        let batch: Value = response.json().await.unwrap();
-        if until(&batch) {
-            return batch;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        // A poll right after a kill -9 may meet nginx's own error page
+        // (every replica it tried failed at that moment): a poller tries
+        // again. The load's client errors are counted and judged apart.
+        match serde_json::from_str::<Value>(&text) {
+            Ok(batch) if status.is_success() && until(&batch) => return batch,
+            Ok(_) if status.is_success() => {}
+            _ => eprintln!("batch poll answered {status}: {text}"),
         }
-        assert!(Instant::now() < deadline, "batch stuck: {batch}");
+        assert!(Instant::now() < deadline, "batch stuck: {status} {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
