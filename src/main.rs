@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config::{self, Config, RuntimeModel};
 use sluice::infra::telemetry::{self, flush_pending};
-use sluice::infra::workers::Workers;
+use sluice::infra::workers::{self, Workers};
 use sluice::server::{Gateway, raise_fd_limit, shutdown_signal};
 
 /// mimalloc rather than glibc's malloc: a call makes about a hundred
@@ -71,45 +71,47 @@ fn run(config: Config, path: PathBuf) -> ExitCode {
     let _log = telemetry::init(&config.log);
     raise_fd_limit();
     let threads = config.server.worker_threads();
-    let (runtime, workers) = match config.server.runtime {
-        RuntimeModel::PerCore => (
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .on_thread_park(flush_pending)
-                .build(),
-            Workers::start(threads),
-        ),
-        RuntimeModel::Shared => (
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .on_thread_park(flush_pending)
-                .build(),
-            Workers::start(1),
-        ),
+    let runtime = match config.server.runtime {
+        RuntimeModel::PerCore => workers::single_threaded(),
+        RuntimeModel::Shared => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .on_thread_park(flush_pending)
+            .build(),
     };
-    let (runtime, workers) = match (runtime, workers) {
-        (Ok(runtime), Ok(workers)) => (runtime, workers),
-        (Err(error), _) | (_, Err(error)) => {
-            return fail(&format!("cannot start the async runtime: {error}"));
-        }
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    // Thread per core: the main runtime is worker 0, the others start here.
+    let workers = match config.server.runtime {
+        RuntimeModel::PerCore => match Workers::start(threads, runtime.handle()) {
+            Ok(workers) => Some(workers),
+            Err(error) => return fail(&format!("cannot start the worker threads: {error}")),
+        },
+        RuntimeModel::Shared => None,
     };
     tracing::info!(
         threads,
         runtime = config.server.runtime.name(),
         "worker threads"
     );
-    let spread = workers.spread();
+    let spread = workers.as_ref().map(Workers::spread);
     let result = runtime.block_on(async {
         // Before anything listens: a signal from then on is a shutdown.
         let stop = shutdown_signal();
         let listeners = Gateway::bind(&config).await?;
-        let gateway = Gateway::from_file(config, path)?.spread_over(spread);
+        let mut gateway = Gateway::from_file(config, path)?;
+        if let Some(spread) = spread {
+            gateway = gateway.spread_over(spread);
+        }
         gateway.serve(listeners, stop).await
     });
     // The gateway has drained its connections and tasks: the workers'
     // runtimes hold nothing that must finish.
-    workers.stop();
+    if let Some(workers) = workers {
+        workers.stop();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::thread::JoinHandle;
 
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
 thread_local! {
@@ -61,34 +61,28 @@ struct Worker {
 
 /// Hands out the workers' runtimes to connections, round robin.
 pub struct Spread {
-    /// The runtimes of workers 1 and up (0 is the main runtime).
+    /// Every worker's runtime, the main one (worker 0) first: never empty.
     handles: Vec<Handle>,
     next: AtomicUsize,
 }
 
 impl Spread {
-    /// Workers in all, the main runtime's included.
-    pub fn count(&self) -> usize {
-        self.handles.len() + 1
-    }
-
-    /// Where the next connection (or HTTP/2 stream) runs: `None` for the
-    /// calling runtime, which is the main one for the accept loops.
-    pub fn pick(&self) -> Option<&Handle> {
-        let index = self.next.fetch_add(1, Relaxed) % self.count();
-        index
-            .checked_sub(1)
-            .and_then(|extra| self.handles.get(extra))
+    /// Where the next connection (or HTTP/2 stream) runs.
+    pub fn pick(&self) -> &Handle {
+        let index = self.next.fetch_add(1, Relaxed) % self.handles.len();
+        // `Workers::start` puts the main runtime first, so never empty.
+        &self.handles[index]
     }
 }
 
 impl Workers {
-    /// `count` workers in all: the calling thread's runtime is worker 0,
-    /// and `count - 1` threads are started for the others.
-    pub fn start(count: usize) -> std::io::Result<Self> {
-        let (threads, handles) = (1..count.max(1))
+    /// `count` workers in all: `main`, the runtime of the calling thread,
+    /// is worker 0, and `count - 1` threads are started for the others.
+    pub fn start(count: usize, main: &Handle) -> std::io::Result<Self> {
+        let (threads, extra): (Vec<_>, Vec<_>) = (1..count.max(1))
             .map(Worker::start)
-            .collect::<std::io::Result<(Vec<_>, Vec<_>)>>()?;
+            .collect::<std::io::Result<_>>()?;
+        let handles = std::iter::once(main.clone()).chain(extra).collect();
         let spread = Arc::new(Spread {
             handles,
             next: AtomicUsize::new(0),
@@ -121,12 +115,18 @@ impl Workers {
     }
 }
 
+/// A worker's runtime: single-threaded, writing its thread's log lines
+/// each time it goes idle (`infra::log_lines`).
+pub fn single_threaded() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(super::telemetry::flush_pending)
+        .build()
+}
+
 impl Worker {
     fn start(index: usize) -> std::io::Result<(Self, Handle)> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(super::telemetry::flush_pending)
-            .build()?;
+        let runtime = single_threaded()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -147,13 +147,9 @@ mod tests {
 
     #[test]
     fn connections_go_round_robin_and_each_worker_sees_its_own_slot() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let workers = Workers::start(3).unwrap();
+        let runtime = single_threaded().unwrap();
+        let workers = Workers::start(3, runtime.handle()).unwrap();
         let spread = workers.spread();
-        assert_eq!(spread.count(), 3);
         let slots = std::sync::Arc::new(PerWorker::new(3, {
             let mut made = 0;
             move || {
@@ -165,21 +161,23 @@ mod tests {
         for _ in 0..6 {
             let slots = slots.clone();
             let task = async move { (current(), *slots.get()) };
-            let seen_here = match spread.pick() {
-                Some(handle) => runtime.block_on(handle.spawn(task)).unwrap(),
-                None => runtime.block_on(task),
-            };
-            seen.push(seen_here);
+            seen.push(runtime.block_on(spread.pick().spawn(task)).unwrap());
         }
+        // Worker 0 is the main runtime, whose thread is this one.
         assert_eq!(seen, [(0, 1), (1, 2), (2, 3), (0, 1), (1, 2), (2, 3)]);
         workers.stop();
     }
 
     #[test]
     fn one_worker_is_the_main_runtime_alone() {
-        let workers = Workers::start(0).unwrap();
-        assert_eq!(workers.spread().count(), 1);
-        assert!(workers.spread().pick().is_none());
+        let runtime = single_threaded().unwrap();
+        let workers = Workers::start(0, runtime.handle()).unwrap();
+        let spread = workers.spread();
+        for _ in 0..2 {
+            let task = async { (current(), std::thread::current().id()) };
+            let (worker, thread) = runtime.block_on(spread.pick().spawn(task)).unwrap();
+            assert_eq!((worker, thread), (0, std::thread::current().id()));
+        }
         assert_eq!(*PerWorker::new(0, || 7).get(), 7);
         workers.stop();
     }

@@ -77,8 +77,8 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        match self.spread.as_ref().and_then(|spread| spread.pick()) {
-            Some(worker) => self.tracker.spawn_on(future, worker),
+        match &self.spread {
+            Some(spread) => self.tracker.spawn_on(future, spread.pick()),
             None => self.tracker.spawn(future),
         };
     }
@@ -153,8 +153,8 @@ impl Connections {
         // Small SSE chunks must leave at once, not wait on Nagle.
         let _ = tcp.set_nodelay(true);
         match self.capacity.admit() {
-            Ok(open) => match self.spread.as_ref().and_then(|spread| spread.pick()) {
-                Some(worker) => self.start_on(worker, tcp, peer, app, open),
+            Ok(open) => match &self.spread {
+                Some(spread) => self.start_on(spread.pick(), tcp, peer, app, open),
                 None => {
                     let task = self.clone().serve(tcp, peer, app.clone(), open);
                     self.tracker.spawn(task);
