@@ -3,15 +3,23 @@
 //! A relayed stream's line is written when the stream ends, with how it
 //! ended, so a client that aborts a stream shows in the log and in
 //! `sluice_streams_total`.
+//!
+//! A tower layer written out, not axum's `from_fn`: that boxes a clone of
+//! the inner stack and the future on every call.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, Method};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::{call_span, call_trace};
 
@@ -24,63 +32,151 @@ use crate::vocab::Identity;
 use crate::vocab::error::ErrorLogged;
 use crate::vocab::{Hedged, ServedBy, StreamEnded, StreamOutcome};
 
-/// What layer 4 needs: the stream counter and the tracer.
+/// Layer 4: the stream counter and the tracer it needs.
 #[derive(Clone)]
 pub struct AccessLog {
     pub metrics: Metrics,
     pub tracer: Tracer,
 }
 
-/// `latency_us` is to the response head, or for a stream to its end. The
-/// call's span (see `call_span`) and its OpenTelemetry span (see
-/// `call_trace`) are made here; the log span covers the line too, and the
-/// OpenTelemetry span ends with it.
-pub async fn access_log(
-    State(AccessLog { metrics, tracer }): State<AccessLog>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let span = call_span::span_of(&request);
-    let trace = call_trace::open(&tracer, &mut request);
-    let trace_id = crate::infra::otel::trace_id_of(trace.as_ref(), request.headers());
-    let method = request.method().clone();
-    // The path is the client's: quoted with a bound, like every echo.
-    let path = clip(request.uri().path()).into_owned();
-    let request_id = request.headers().get(X_REQUEST_ID).cloned();
-    let response = next.run(request).instrument(span.clone()).await;
-    if let Some(trace) = &trace {
-        call_trace::on_response(trace, &response);
+impl<S> Layer<S> for AccessLog {
+    type Service = AccessLogged<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLogged {
+            log: self.clone(),
+            inner,
+        }
     }
-    let extensions = response.extensions();
-    let line = Line {
-        request_id,
-        method,
-        path,
-        status: response.status().as_u16(),
-        key: extensions.get::<Arc<Identity>>().cloned(),
-        served: extensions.get::<ServedBy>().cloned(),
-        hedge: extensions.get::<Hedged>().copied(),
-        error: extensions.get::<ErrorLogged>().map(|e| e.0.clone()),
-        // Refused credentials are counted and logged in the aggregate by
-        // the auth guard; one info line each would let a flood of bad keys
-        // flood the log.
-        refused: extensions.get::<AuthRefused>().is_some(),
-        started,
-        trace,
-        trace_id,
-    };
-    span.in_scope(|| match extensions.get::<StreamEnded>() {
-        // Written by the relay's drop, when the stream has ended.
-        Some(ended) => ended.then(move |outcome| {
-            metrics.streams.with_label_values(&[outcome.as_str()]).inc();
-            line.write(Some(outcome));
-        }),
-        None => line.write(None),
-    });
-    call_span::body_in(span, response)
 }
 
+#[derive(Clone)]
+pub struct AccessLogged<S> {
+    log: AccessLog,
+    inner: S,
+}
+
+/// What the line needs from the request, kept until the response head.
+struct Opened {
+    metrics: Metrics,
+    started: Instant,
+    method: Method,
+    path: String,
+    request_id: Option<HeaderValue>,
+    trace: Option<LiveSpan>,
+    trace_id: Option<String>,
+}
+
+/// `latency_us` is to the response head, or for a stream to its end. The
+/// call's span (see `call_span`) and its OpenTelemetry span (see
+/// `call_trace`) are made here; the log span covers the inner service's
+/// call and future and the line too, and the OpenTelemetry span ends with
+/// the line.
+impl<S> Service<Request> for AccessLogged<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Logged<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let span = call_span::span_of(&request);
+        let trace = call_trace::open(&self.log.tracer, &mut request);
+        let trace_id = crate::infra::otel::trace_id_of(trace.as_ref(), request.headers());
+        let opened = Opened {
+            metrics: self.log.metrics.clone(),
+            started,
+            method: request.method().clone(),
+            // The path is the client's: quoted with a bound, like every echo.
+            path: clip(request.uri().path()).into_owned(),
+            request_id: request.headers().get(X_REQUEST_ID).cloned(),
+            trace,
+            trace_id,
+        };
+        let inner = span.in_scope(|| self.inner.call(request));
+        Logged {
+            inner: inner.instrument(span),
+            opened: Some(opened),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner service's future inside the call's span; the line is
+    /// written (or, for a stream, set to be written) on its response.
+    pub struct Logged<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        opened: Option<Opened>,
+    }
+}
+
+impl<F, E> Future for Logged<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = ready!(this.inner.as_mut().poll(cx));
+        let span = this.inner.span().clone();
+        Poll::Ready(match (result, this.opened.take()) {
+            (Ok(response), Some(opened)) => Ok(opened.close(span, response)),
+            (result, _) => result,
+        })
+    }
+}
+
+impl Opened {
+    fn close(self, span: tracing::Span, response: Response) -> Response {
+        let Self {
+            metrics,
+            started,
+            method,
+            path,
+            request_id,
+            trace,
+            trace_id,
+        } = self;
+        if let Some(trace) = &trace {
+            call_trace::on_response(trace, &response);
+        }
+        let extensions = response.extensions();
+        let line = Line {
+            request_id,
+            method,
+            path,
+            status: response.status().as_u16(),
+            key: extensions.get::<Arc<Identity>>().cloned(),
+            served: extensions.get::<ServedBy>().cloned(),
+            hedge: extensions.get::<Hedged>().copied(),
+            error: extensions.get::<ErrorLogged>().map(|e| e.0.clone()),
+            // Refused credentials are counted and logged in the aggregate by
+            // the auth guard; one info line each would let a flood of bad keys
+            // flood the log.
+            refused: extensions.get::<AuthRefused>().is_some(),
+            started,
+            trace,
+            trace_id,
+        };
+        span.in_scope(|| match extensions.get::<StreamEnded>() {
+            // Written by the relay's drop, when the stream has ended.
+            Some(ended) => ended.then(move |outcome| {
+                metrics.streams.with_label_values(&[outcome.as_str()]).inc();
+                line.write(Some(outcome));
+            }),
+            None => line.write(None),
+        });
+        call_span::body_in(span, response)
+    }
+}
 /// What one access line says, owned so a stream's can wait for its end.
 struct Line {
     request_id: Option<HeaderValue>,

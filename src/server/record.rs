@@ -4,11 +4,10 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
 
 use crate::infra::sync_layer::Middleware;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::infra::metrics::Metrics;
 use crate::vocab::{ServedBy, UpstreamTime};
@@ -60,64 +59,74 @@ impl Middleware for KeepRoute {
     }
 }
 
-pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let path_label = route_label(request.uri().path());
-    let started = Instant::now();
-    let in_flight = InFlight::enter(&metrics.in_flight);
-    let response = next.run(request).await;
-    drop(in_flight);
-    // A matched route's template (`/openai/deployments/{deployment}/...`,
-    // `/v1/responses/{id}`) is as bounded as the list.
-    let route = response
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(path_label, MatchedPath::as_str);
-    let elapsed = started.elapsed();
-    let served = response.extensions().get::<ServedBy>();
-    let status = match response.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics
-        .requests
-        .with_label_values(&[
-            route,
-            served.map_or("-", |s| &*s.model),
-            served.map_or("-", |s| &*s.deployment),
-            status,
-        ])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    if let Some(UpstreamTime(upstream)) = response.extensions().get::<UpstreamTime>() {
-        let overhead = elapsed.saturating_sub(*upstream);
-        metrics
-            .overhead
-            .with_label_values(&[route])
-            .observe(overhead.as_secs_f64());
-    }
-    response
+/// Layer 4b: a `Middleware`, so the inner service is called in place.
+#[derive(Clone)]
+pub struct Record(pub Metrics);
+
+/// What `Record` keeps from the request to its response head. Counted in
+/// flight until dropped, so a client that leaves before the response head
+/// (the future is dropped) is counted out too.
+pub struct Timing {
+    metrics: Metrics,
+    path_label: &'static str,
+    started: Instant,
 }
 
-/// Counts a request in flight until dropped, so a client that leaves before
-/// the response head (the future is dropped mid-`await`) is counted out too.
-struct InFlight<'a>(&'a prometheus::IntGauge);
-
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight<'_> {
+impl Drop for Timing {
     fn drop(&mut self) {
-        self.0.dec();
+        self.metrics.in_flight.dec();
+    }
+}
+
+impl Middleware for Record {
+    type Carry = Timing;
+
+    fn before(&self, request: &mut Request) -> Result<Timing, Box<Response>> {
+        self.0.in_flight.inc();
+        Ok(Timing {
+            metrics: self.0.clone(),
+            path_label: route_label(request.uri().path()),
+            started: Instant::now(),
+        })
+    }
+
+    fn after(timing: Timing, response: &mut Response) {
+        let elapsed = timing.started.elapsed();
+        let metrics = &timing.metrics;
+        // A matched route's template (`/openai/deployments/{deployment}/...`,
+        // `/v1/responses/{id}`) is as bounded as the list.
+        let route = response
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(timing.path_label, MatchedPath::as_str);
+        let served = response.extensions().get::<ServedBy>();
+        let status = match response.status().as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics
+            .requests
+            .with_label_values(&[
+                route,
+                served.map_or("-", |s| &*s.model),
+                served.map_or("-", |s| &*s.deployment),
+                status,
+            ])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if let Some(UpstreamTime(upstream)) = response.extensions().get::<UpstreamTime>() {
+            let overhead = elapsed.saturating_sub(*upstream);
+            metrics
+                .overhead
+                .with_label_values(&[route])
+                .observe(overhead.as_secs_f64());
+        }
     }
 }
 

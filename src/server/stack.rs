@@ -33,7 +33,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use tower::ServiceBuilder;
@@ -305,8 +304,8 @@ pub fn outer_layers(
             .option_layer(cors) // 3
             .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
             .layer(encoding::compression()) // 3b
-            .layer(from_fn_with_state(access_log, access_log::access_log)) // 4
-            .layer(from_fn_with_state(metrics.clone(), record::record)) // 4b
+            .layer(access_log) // 4
+            .layer(SyncLayer(record::Record(metrics.clone()))) // 4b
             .layer(SyncLayer(encoding::CheckEncoding)) // 4c
             .map_response(IntoResponse::into_response)
             .layer(RequestDecompressionLayer::new()), // 4d
