@@ -3,7 +3,9 @@
 //! Lines are formatted on the thread that logs them and written by it when
 //! it goes idle, many lines per `write` (`infra::log_lines`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, fmt};
 
 use super::log_lines::{Lines, flush_now};
 use crate::config::{LogConfig, LogFormat};
@@ -23,20 +25,51 @@ impl Drop for LogGuard {
 }
 
 pub fn init(log: &LogConfig) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (targets, dynamic) = filter(log);
+    let lines = fmt::layer()
         .with_writer(Lines)
         // Colour codes are noise in a file or a log collector.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(targets).with(dynamic);
     // A second init (tests building several gateways) is harmless: ignore it.
     let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(lines.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(lines).try_init(),
     };
     LogGuard(())
+}
+
+/// The filter of `RUST_LOG`, else of `[log] level`, else `info`: one of the
+/// two. Targets and levels alone (`info`, `sluice=debug,hyper=warn`) make a
+/// static `Targets` filter. `EnvFilter` is kept for what only it reads
+/// (span and field filters, `[...]`): it takes a process-wide lock on every
+/// span entered and left, which every call does several times.
+fn filter(log: &LogConfig) -> Filters {
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    [from_env.as_deref(), Some(&log.level)]
+        .into_iter()
+        .flatten()
+        .find_map(|text| parse_filter(text).ok())
+        .unwrap_or_else(|| {
+            (
+                Some(Targets::new().with_default(tracing::Level::INFO)),
+                None,
+            )
+        })
+}
+
+/// Exactly one of the two is set.
+type Filters = (Option<Targets>, Option<EnvFilter>);
+
+fn parse_filter(text: &str) -> Result<Filters, String> {
+    if !text.contains('[')
+        && let Ok(targets) = text.parse::<Targets>()
+    {
+        return Ok((Some(targets), None));
+    }
+    EnvFilter::try_new(text)
+        .map(|filter| (None, Some(filter)))
+        .map_err(|error| error.to_string())
 }
 
 /// Lets a repeated warning through at most once per interval, across
@@ -79,7 +112,34 @@ impl LogEvery {
 
 #[cfg(test)]
 mod tests {
-    use super::LogEvery;
+    use super::{LogEvery, parse_filter};
+
+    #[test]
+    fn targets_and_levels_make_a_static_filter_and_span_filters_an_env_filter() {
+        for text in [
+            "info",
+            "warn,sluice=debug",
+            "sluice::access=off,info",
+            "sluice",
+        ] {
+            assert!(matches!(parse_filter(text), Ok((Some(_), None))), "{text}");
+        }
+        for text in ["sluice[call]=debug", "info,sluice[call{key=\"a\"}]=trace"] {
+            assert!(matches!(parse_filter(text), Ok((None, Some(_)))), "{text}");
+        }
+        assert!(parse_filter("sluice=loud").is_err());
+    }
+
+    #[test]
+    fn a_static_filter_reads_levels_and_targets_as_the_env_filter_does() {
+        use tracing::Level;
+        use tracing_subscriber::filter::Targets;
+        let targets: Targets = "warn,sluice=debug,sluice::access=off".parse().unwrap();
+        assert!(targets.would_enable("sluice::dispatch", &Level::DEBUG));
+        assert!(!targets.would_enable("sluice::access", &Level::ERROR));
+        assert!(!targets.would_enable("hyper", &Level::INFO));
+        assert!(targets.would_enable("hyper", &Level::WARN));
+    }
 
     #[test]
     fn the_first_occurrence_logs_then_one_per_interval() {
