@@ -1,5 +1,6 @@
-//! The outer layers' middleware (request ids, encoding checks, the matched
-//! route), whose work before the inner service is synchronous. Unlike axum's
+//! The outer layers' middleware (request ids, request metrics, encoding
+//! checks, the matched route), whose work before the inner service is
+//! synchronous. Unlike axum's
 //! `from_fn`, which clones the whole inner stack and boxes two values per
 //! request, it calls the inner service in place and returns an unboxed
 //! future. The stages of a call are written as `crate::stages::Stage`.
