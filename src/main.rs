@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config::{self, Config, RuntimeModel};
-use sluice::infra::telemetry::{self, flush_pending};
+use sluice::infra::telemetry;
 use sluice::infra::workers::{self, Workers};
 use sluice::server::{Gateway, raise_fd_limit, shutdown_signal};
 
@@ -73,11 +73,7 @@ fn run(config: Config, path: PathBuf) -> ExitCode {
     let threads = config.server.worker_threads();
     let runtime = match config.server.runtime {
         RuntimeModel::PerCore => workers::single_threaded(),
-        RuntimeModel::Shared => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .on_thread_park(flush_pending)
-            .build(),
+        RuntimeModel::Shared => workers::shared(threads),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,

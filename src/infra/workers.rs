@@ -118,7 +118,17 @@ impl Workers {
 /// A worker's runtime: single-threaded, writing its thread's log lines
 /// each time it goes idle (`infra::log_lines`).
 pub fn single_threaded() -> std::io::Result<Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    with_log_lines(&mut tokio::runtime::Builder::new_current_thread())
+}
+
+/// `[server] runtime = "shared"`: one work-stealing pool of `threads`, its
+/// threads writing their log lines as the workers' do.
+pub fn shared(threads: usize) -> std::io::Result<Runtime> {
+    with_log_lines(tokio::runtime::Builder::new_multi_thread().worker_threads(threads))
+}
+
+fn with_log_lines(builder: &mut tokio::runtime::Builder) -> std::io::Result<Runtime> {
+    builder
         .enable_all()
         .on_thread_park(super::telemetry::flush_pending)
         .build()

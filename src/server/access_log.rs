@@ -59,6 +59,11 @@ pub struct AccessLogged<S> {
 /// What the line needs from the request, kept until the response head.
 struct Opened {
     metrics: Metrics,
+    asked: Asked,
+}
+
+/// The line's part that the request gives, and when it came.
+struct Asked {
     started: Instant,
     method: Method,
     path: String,
@@ -91,13 +96,15 @@ where
         let trace_id = crate::infra::otel::trace_id_of(trace.as_ref(), request.headers());
         let opened = Opened {
             metrics: self.log.metrics.clone(),
-            started,
-            method: request.method().clone(),
-            // The path is the client's: quoted with a bound, like every echo.
-            path: clip(request.uri().path()).into_owned(),
-            request_id: request.headers().get(X_REQUEST_ID).cloned(),
-            trace,
-            trace_id,
+            asked: Asked {
+                started,
+                method: request.method().clone(),
+                // The path is the client's: quoted with a bound, like every echo.
+                path: clip(request.uri().path()).into_owned(),
+                request_id: request.headers().get(X_REQUEST_ID).cloned(),
+                trace,
+                trace_id,
+            },
         };
         let inner = span.in_scope(|| self.inner.call(request));
         Logged {
@@ -136,23 +143,13 @@ where
 
 impl Opened {
     fn close(self, span: tracing::Span, response: Response) -> Response {
-        let Self {
-            metrics,
-            started,
-            method,
-            path,
-            request_id,
-            trace,
-            trace_id,
-        } = self;
-        if let Some(trace) = &trace {
+        let Self { metrics, asked } = self;
+        if let Some(trace) = &asked.trace {
             call_trace::on_response(trace, &response);
         }
         let extensions = response.extensions();
         let line = Line {
-            request_id,
-            method,
-            path,
+            asked,
             status: response.status().as_u16(),
             key: extensions.get::<Arc<Identity>>().cloned(),
             served: extensions.get::<ServedBy>().cloned(),
@@ -162,9 +159,6 @@ impl Opened {
             // the auth guard; one info line each would let a flood of bad keys
             // flood the log.
             refused: extensions.get::<AuthRefused>().is_some(),
-            started,
-            trace,
-            trace_id,
         };
         span.in_scope(|| match extensions.get::<StreamEnded>() {
             // Written by the relay's drop, when the stream has ended.
@@ -179,23 +173,19 @@ impl Opened {
 }
 /// What one access line says, owned so a stream's can wait for its end.
 struct Line {
-    request_id: Option<HeaderValue>,
-    method: Method,
-    path: String,
+    asked: Asked,
     status: u16,
     key: Option<Arc<Identity>>,
     served: Option<ServedBy>,
     hedge: Option<Hedged>,
     error: Option<String>,
     refused: bool,
-    started: Instant,
-    trace: Option<LiveSpan>,
-    trace_id: Option<String>,
 }
 
 impl Line {
     fn write(&self, outcome: Option<StreamOutcome>) {
-        if let Some(trace) = &self.trace {
+        let asked = &self.asked;
+        if let Some(trace) = &asked.trace {
             call_trace::close(trace, outcome);
         }
         let served = self.served.as_ref();
@@ -204,18 +194,18 @@ impl Line {
                 tracing::event!(
                     target: "sluice::access",
                     $level,
-                    request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-                    method = %self.method,
-                    path = self.path,
+                    request_id = asked.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    method = %asked.method,
+                    path = asked.path,
                     status = self.status,
                     key = self.key.as_ref().map_or("-", |i| &*i.name),
                     model = served.map_or("-", |s| &*s.model),
                     deployment = served.map_or("-", |s| &*s.deployment),
-                    latency_us = self.started.elapsed().as_micros() as u64,
+                    latency_us = asked.started.elapsed().as_micros() as u64,
                     stream = outcome.map(StreamOutcome::as_str),
                     hedge = self.hedge.map(Hedged::as_str),
                     error = self.error.as_deref(),
-                    trace_id = self.trace_id.as_deref(),
+                    trace_id = asked.trace_id.as_deref(),
                 )
             };
         }
