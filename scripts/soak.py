@@ -200,7 +200,7 @@ class Tally:
 
 async def one_call(conn, port, kind, close, tally):
     if conn is None:
-        conn = await asyncio.open_connection("127.0.0.1", port)
+        conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
     reader, writer = conn
     writer.write(request(kind, close))
     status, closed, body = await asyncio.wait_for(read_response(reader), 30)
